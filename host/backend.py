@@ -1,0 +1,78 @@
+"""Backend protocols: what a model's backend class implements, per task.
+
+A backend is constructed cheaply with its :class:`~host.spec.ModelSpec`; the scheduler then
+calls :meth:`Backend.load` in a worker thread with a :class:`~host.spec.Grant`. Serving
+methods are async and take domain requests (``host.domain``), never wire structs. Backends
+raise ``host.errors`` exceptions for client mistakes they detect (e.g. a prompt too long).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from host.domain import (
+    ChatDelta,
+    ChatRequest,
+    EmbeddingRequest,
+    EmbeddingResult,
+    RerankRequest,
+    RerankResult,
+)
+from host.spec import Grant, ModelSpec
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Lifecycle every backend has. ``load``/``unload``/``relocate`` block and run off the event loop."""
+
+    def __init__(self, spec: ModelSpec) -> None: ...
+
+    def load(self, grant: Grant) -> None:
+        """Load weights where ``grant`` says; raise on failure (freeing what was taken)."""
+
+    def unload(self) -> None:
+        """Free every byte the backend holds; it may be loaded again later."""
+
+
+@runtime_checkable
+class Relocatable(Protocol):
+    """Optional: a backend that can move its loaded weights (offload to host RAM and back)."""
+
+    def relocate(self, grant: Grant) -> None:
+        """Move the loaded weights to ``grant``'s placement without reading them from disk."""
+
+
+@runtime_checkable
+class ChatBackend(Backend, Protocol):
+    """Generates chat completions."""
+
+    def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        """Stream the completion. Validation errors are raised before the first delta."""
+
+
+@runtime_checkable
+class EmbeddingBackend(Backend, Protocol):
+    """Embeds texts or token ids."""
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Return one normalised vector per input."""
+
+
+@runtime_checkable
+class RerankBackend(Backend, Protocol):
+    """Scores documents against a query."""
+
+    async def rerank(self, request: RerankRequest) -> RerankResult:
+        """Return one relevance score per document."""
+
+
+def import_backend(path: str) -> type[Backend]:
+    """Import ``"package.module:Class"``; errors name the import string."""
+    module_name, _, attr = path.partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ImportError(f"{module_name!r} has no attribute {attr!r} (backend {path!r})") from None

@@ -1,0 +1,185 @@
+"""``plugins.yaml``: the host's configuration, decoded into strict msgspec Structs.
+
+Unknown keys are rejected with the path of the bad key, so a typo never silently does
+nothing. The file to read is named by ``PLUGHOST_CONFIG`` (default ``./plugins.yaml``).
+Byte sizes may be written as integers or as strings such as ``"16GiB"`` or ``"512MB"``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from host.spec import PlacementKind
+
+CONFIG_ENV = "PLUGHOST_CONFIG"
+DEFAULT_CONFIG = "plugins.yaml"
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the file and the offending key."""
+
+
+def parse_bytes(value: int | str) -> int:
+    """Parse ``1024``, ``"16GiB"``, ``"1.5GB"`` into a number of bytes."""
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"byte size must be >= 0, got {value}")
+        return value
+    match = _SIZE.match(value)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"not a byte size: {value!r} (try 16GiB, 512MB or a number of bytes)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+ByteSize = int | str
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of config sections: unknown keys are errors."""
+
+
+class ServerConfig(Strict):
+    """``server:`` how the HTTP server binds and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 15530
+    max_body_bytes: ByteSize = "32MiB"
+    max_embedding_inputs: int = 8192
+    max_rerank_documents: int = 1000
+    log_level: str = "info"
+
+
+class PluginsConfig(Strict):
+    """``plugins:`` where plugins are discovered and which are switched off."""
+
+    paths: list[str] = msgspec.field(default_factory=lambda: ["plugins"])
+    entry_points: bool = True
+    disable: list[str] = msgspec.field(default_factory=list)
+
+
+class GpuBudget(Strict):
+    """One GPU's budget: its usable memory (``None``: measured) minus a headroom kept free."""
+
+    total: ByteSize | None = None
+    reserve: ByteSize = 0
+
+
+class BudgetsConfig(Strict):
+    """``budgets:`` memory the scheduler may fill. ``gpus: null`` detects the GPUs with torch."""
+
+    gpus: list[GpuBudget] | None = None
+    host: ByteSize | None = None
+    host_reserve: ByteSize = "2GiB"
+
+
+class SchedulerConfig(Strict):
+    """``scheduler:`` admission, queueing and residency rules."""
+
+    max_resident_per_task: int = 1
+    queue_size: int = 256
+    admission_timeout_s: float = 300.0
+    min_residency_s: float = 2.0
+    keep_alive_s: float | None = None
+
+
+class ModelConfig(Strict):
+    """``models.<id>:`` per-model overrides of what the plugin declared."""
+
+    weights: str | None = None
+    enabled: bool = True
+    aliases: list[str] = msgspec.field(default_factory=list)
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+    placements: list[PlacementKind] | None = None
+    keep_alive_s: float | None = None
+    pinned: bool = False
+
+
+class HostConfig(Strict):
+    """The whole configuration. ``base_dir`` (not a key) is where relative paths resolve."""
+
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
+    budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
+    scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
+    models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
+    demo: bool | None = None
+    base_dir: str = "."
+
+    def model(self, model_id: str) -> ModelConfig:
+        """The overrides for ``model_id`` (defaults when the file names none)."""
+        return self.models.get(model_id) or ModelConfig()
+
+    def resolve_path(self, path: str) -> Path:
+        """A path from the config, resolved against the config file's folder."""
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+def _check_sizes(config: HostConfig) -> None:
+    fields: list[tuple[str, Any]] = [
+        ("server.max_body_bytes", config.server.max_body_bytes),
+        ("budgets.host", config.budgets.host),
+        ("budgets.host_reserve", config.budgets.host_reserve),
+    ]
+    for i, gpu in enumerate(config.budgets.gpus or []):
+        fields += [(f"budgets.gpus[{i}].total", gpu.total), (f"budgets.gpus[{i}].reserve", gpu.reserve)]
+    for key, value in fields:
+        if value is None:
+            continue
+        try:
+            parse_bytes(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+
+
+def config_from_dict(data: dict[str, Any] | None, *, base_dir: str | Path = ".", source: str = "config") -> HostConfig:
+    """Build a :class:`HostConfig` from plain data, raising :class:`ConfigError` naming the bad key."""
+    data = dict(data or {})
+    if "base_dir" in data:
+        raise ConfigError(f"{source}: unknown key 'base_dir'")
+    data["base_dir"] = str(base_dir)
+    try:
+        config = msgspec.convert(data, HostConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+    _check_sizes(config)
+    return config
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    match = re.search(r"^(.*) - at `\$\.?([^`]*)`$", text)
+    if not match:
+        return text
+    message, path = match.groups()
+    return f"{path or '<root>'}: {message}"
+
+
+def load_config(path: str | Path | None = None) -> HostConfig:
+    """Read the config file: ``path``, else ``$PLUGHOST_CONFIG``, else ``./plugins.yaml``.
+
+    A missing default file yields the defaults; a missing named file is an error.
+    """
+    named = path if path is not None else os.environ.get(CONFIG_ENV)
+    file = Path(named) if named else Path(DEFAULT_CONFIG)
+    if not file.exists():
+        if named:
+            raise ConfigError(f"config file not found: {file} (named by {'argument' if path else CONFIG_ENV})")
+        return config_from_dict({}, base_dir=Path.cwd())
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{file}: top level must be a mapping")
+    return config_from_dict(data, base_dir=file.resolve().parent, source=str(file))

@@ -1,0 +1,168 @@
+"""The one error vocabulary of plughost.
+
+Everything that can go wrong for a client is a :class:`PlughostError`. The app maps it to
+an HTTP status and the OpenAI error envelope in one place (``host.app``), and streaming
+routes send the same envelope as an SSE event. Backends raise these too (for example
+:class:`InvalidRequest` when a prompt is too long for the model).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=False):
+    """The inner object of the OpenAI error envelope."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorEnvelope(msgspec.Struct):
+    """``{"error": {...}}``: what every failed request receives."""
+
+    error: ErrorBody
+
+
+class PlughostError(Exception):
+    """Base of every client-visible error; subclasses fix the status and codes."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+    def envelope(self) -> ErrorEnvelope:
+        """The OpenAI error envelope for this error."""
+        return ErrorEnvelope(ErrorBody(message=self.message, type=self.type, param=self.param, code=self.code))
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (``Retry-After`` where the client should come back)."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class InvalidRequest(PlughostError):
+    """The request is malformed or a value is out of range (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_value"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, param=param)
+        if code is not None:
+            self.code = code
+
+
+class WrongTask(InvalidRequest):
+    """The model exists but serves another task than the route's (400)."""
+
+    code = "model_task_mismatch"
+
+
+class ModelNotFound(PlughostError):
+    """No declared model has this name (404)."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(PlughostError):
+    """The request body is over the configured limit (413)."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class Conflict(PlughostError):
+    """The operation conflicts with the model's state, e.g. unloading a busy model (409)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class QueueFull(PlughostError):
+    """Too many requests are already waiting for this model (429, with Retry-After)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "queue_full"
+
+
+class AdmissionTimeout(PlughostError):
+    """The model could not be admitted in time; the message says what holds the memory (503)."""
+
+    status = 503
+    type = "server_error"
+    code = "admission_timeout"
+
+
+class InsufficientMemory(PlughostError):
+    """No placement of the model can ever fit the memory budgets (503, no retry)."""
+
+    status = 503
+    type = "server_error"
+    code = "insufficient_memory"
+
+
+class ModelLoadFailed(PlughostError):
+    """Loading the model failed; the message carries the reason. A later request retries (503)."""
+
+    status = 503
+    type = "server_error"
+    code = "model_load_failed"
+
+
+class ShuttingDown(PlughostError):
+    """The host is stopping and accepts no new work (503)."""
+
+    status = 503
+    type = "server_error"
+    code = "shutting_down"
+
+
+class BackendError(PlughostError):
+    """A backend failed while serving a request that was valid (500)."""
+
+    status = 500
+    type = "server_error"
+    code = "backend_error"
+
+
+_PATH = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def from_validation_error(exc: msgspec.ValidationError | msgspec.DecodeError) -> InvalidRequest:
+    """Turn a msgspec decode/validation error into a 400 naming the offending field."""
+    text = str(exc)
+    match = _PATH.search(text)
+    param = match.group(1) if match and match.group(1) else None
+    if isinstance(exc, msgspec.ValidationError):
+        message = f"Invalid value for '{param}': {text}" if param else f"Invalid request body: {text}"
+        return InvalidRequest(message, param=param)
+    return InvalidRequest(f"Request body is not valid JSON: {text}", code="invalid_json")
+
+
+def decode_body(body: bytes, type_: type[Any]) -> Any:
+    """Decode a JSON request body into ``type_``, raising :class:`InvalidRequest` on failure."""
+    if not body.strip():
+        raise InvalidRequest("Request body is empty; expected a JSON object.", code="invalid_json")
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise from_validation_error(exc) from None

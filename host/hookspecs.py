@@ -1,0 +1,31 @@
+"""The plugin contract: the hooks a plughost plugin may implement.
+
+The vocabulary is deliberately tiny. Implementations are cheap: they return data and never
+import torch or load weights. Pluggy lets an implementation take fewer arguments than the
+spec names, so hooks can grow arguments without breaking plugins.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from host.config import HostConfig
+    from host.spec import ModelSpec
+
+hookspec = pluggy.HookspecMarker("plughost")
+
+
+@hookspec
+def register_models(config: HostConfig) -> list[ModelSpec]:
+    """Declare the models this plugin can serve.
+
+    Called once when the app is built. Read per-model settings (``config.model(id).weights``,
+    options) from ``config``; compute footprints from a model's ``config.json`` if it is
+    at hand, never by loading weights.
+
+    :param config: the host configuration (``plugins.yaml``).
+    :return: the plugin's model declarations (an empty list is fine).
+    """

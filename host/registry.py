@@ -1,0 +1,121 @@
+"""The model registry: every declared model, with config overrides applied, built once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import msgspec
+import pluggy
+
+from host.config import HostConfig
+from host.errors import ModelNotFound, WrongTask
+from host.plugins import PluginError
+from host.spec import ModelSpec, Task
+
+log = logging.getLogger("plughost.registry")
+
+
+class RegisteredModel(msgspec.Struct, frozen=True):
+    """A declared model with its effective settings."""
+
+    spec: ModelSpec
+    plugin: str
+    keep_alive_s: float | None = None
+    pinned: bool = False
+
+
+class ModelRegistry:
+    """Resolves client-facing names (ids and aliases) to registered models."""
+
+    def __init__(self, models: list[RegisteredModel]) -> None:
+        self._models = {m.spec.id: m for m in models}
+        self._names: dict[str, str] = {}
+        for m in models:
+            for name in m.spec.names:
+                other = self._names.get(name)
+                if other is not None and other != m.spec.id:
+                    raise PluginError(f"model name {name!r} is declared twice ({other!r} and {m.spec.id!r})")
+                self._names[name] = m.spec.id
+        self._folded = {name.lower(): mid for name, mid in self._names.items()}
+
+    def __iter__(self) -> Iterator[RegisteredModel]:
+        return iter(self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def get(self, name: str) -> RegisteredModel:
+        """The model called ``name`` (exact, else case-insensitive); :class:`ModelNotFound` otherwise."""
+        mid = self._names.get(name) or self._folded.get(name.lower())
+        if mid is None:
+            known = ", ".join(sorted(self._models)) or "none"
+            raise ModelNotFound(f"The model '{name}' does not exist. Available models: {known}.", param="model")
+        return self._models[mid]
+
+    def resolve(self, name: str, task: Task) -> RegisteredModel:
+        """Like :meth:`get`, and check the model serves ``task``."""
+        model = self.get(name)
+        if model.spec.task != task:
+            raise WrongTask(
+                f"The model '{model.spec.id}' serves {model.spec.task}, not {task}.",
+                param="model",
+            )
+        return model
+
+
+def build_registry(pm: pluggy.PluginManager, config: HostConfig) -> ModelRegistry:
+    """Call ``register_models`` on every plugin and apply ``models.<id>`` overrides."""
+    models: list[RegisteredModel] = []
+    seen: dict[str, str] = {}
+    for impl in pm.hook.register_models.get_hookimpls():
+        name = pm.get_name(impl.plugin) or repr(impl.plugin)
+        kwargs = {"config": config}
+        try:
+            specs = impl.function(**{k: kwargs[k] for k in impl.argnames})
+        except Exception as exc:
+            raise PluginError(f"plugin {name!r}: register_models failed: {exc!r}") from exc
+        for spec in specs or []:
+            if not isinstance(spec, ModelSpec):
+                raise PluginError(f"plugin {name!r}: register_models must return ModelSpec objects, got {spec!r}")
+            if spec.id in seen:
+                raise PluginError(f"model {spec.id!r} is declared by both {seen[spec.id]!r} and {name!r}")
+            seen[spec.id] = name
+            overridden = _apply_overrides(spec, config)
+            if overridden is not None:
+                models.append(RegisteredModel(
+                    spec=overridden,
+                    plugin=name,
+                    keep_alive_s=_keep_alive(spec.id, config),
+                    pinned=config.model(spec.id).pinned,
+                ))
+    for mid in config.models:
+        if mid not in seen:
+            log.warning("plugins.yaml configures model %r, which no plugin declares", mid)
+    return ModelRegistry(models)
+
+
+def _keep_alive(model_id: str, config: HostConfig) -> float | None:
+    own = config.model(model_id).keep_alive_s
+    return own if own is not None else config.scheduler.keep_alive_s
+
+
+def _apply_overrides(spec: ModelSpec, config: HostConfig) -> ModelSpec | None:
+    mc = config.models.get(spec.id)
+    if mc is None:
+        return spec
+    if not mc.enabled:
+        return None
+    options = {**spec.options, **mc.options}
+    if mc.weights is not None:
+        options["weights"] = mc.weights
+    placements = spec.placements
+    if mc.placements is not None:
+        placements = tuple(p for p in spec.placements if p.kind in mc.placements)
+        if not placements:
+            declared = ", ".join(p.kind for p in spec.placements)
+            raise PluginError(
+                f"models.{spec.id}.placements: none of {list(mc.placements)} is declared (declared: {declared})"
+            )
+    aliases = spec.aliases + tuple(a for a in mc.aliases if a not in spec.aliases)
+    return msgspec.structs.replace(spec, options=options, placements=placements, aliases=aliases)

@@ -1,0 +1,10 @@
+"""Thin HTTP routes: decode → domain request → ``scheduler.acquire()`` → backend → encode."""
+
+from host.routes.chat import chat_completions
+from host.routes.embeddings import embeddings
+from host.routes.models import get_model, health, list_models, load_model, unload_model
+from host.routes.rerank import rerank
+
+ROUTES = [chat_completions, embeddings, rerank, list_models, get_model, load_model, unload_model, health]
+
+__all__ = ["ROUTES"]

@@ -1,0 +1,1 @@
+"""Admission, swapping and offloading of models: a pure policy and the scheduler applying it."""

@@ -1,0 +1,504 @@
+"""The scheduler: owns every model's residency and hands out leases.
+
+All state lives on the event loop thread; blocking work (imports, weight loading,
+offloading) runs in worker threads. Decisions come from :func:`host.scheduling.policy.plan`.
+
+A request calls :meth:`Scheduler.acquire` and gets a :class:`Lease` that pins its model in
+place until :meth:`Lease.release` (synchronous and idempotent, so a ``finally`` in a
+cancelled stream can always run it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import itertools
+import logging
+import time
+from typing import Any
+
+import msgspec
+
+from host.backend import Backend, Relocatable, import_backend
+from host.config import SchedulerConfig
+from host.errors import (
+    AdmissionTimeout,
+    Conflict,
+    InsufficientMemory,
+    ModelLoadFailed,
+    QueueFull,
+    ShuttingDown,
+)
+from host.registry import ModelRegistry, RegisteredModel
+from host.scheduling.policy import (
+    Admit,
+    Budgets,
+    Impossible,
+    Policy,
+    Resident,
+    ResidentState,
+    Wait,
+    Want,
+    gib,
+    plan,
+)
+from host.spec import Grant, PlacementKind, Task
+
+log = logging.getLogger("plughost.scheduler")
+
+
+class ModelState(enum.StrEnum):
+    """A model's life cycle as shown by ``GET /v1/models``."""
+
+    AVAILABLE = "available"
+    LOADING = "loading"
+    RESIDENT = "resident"
+    OFFLOADING = "offloading"
+    OFFLOADED = "offloaded"
+    UNLOADING = "unloading"
+    FAILED = "failed"
+
+
+_BUSY = {ModelState.LOADING, ModelState.OFFLOADING, ModelState.UNLOADING}
+
+
+class ModelStatus(msgspec.Struct, kw_only=True):
+    """A snapshot of one model's residency."""
+
+    id: str
+    task: Task
+    plugin: str
+    state: ModelState
+    placement: PlacementKind | None
+    device: str | None
+    gpu_bytes: int
+    host_bytes: int
+    in_flight: int
+    queued: int
+    last_used: float | None
+    pinned: bool
+    error: str | None
+
+
+class _Waiter:
+    __slots__ = ("seq", "future")
+
+    def __init__(self, seq: int, future: asyncio.Future[Lease]) -> None:
+        self.seq = seq
+        self.future = future
+
+
+class _Slot:
+    """Mutable residency record of one model (event-loop thread only)."""
+
+    def __init__(self, model: RegisteredModel) -> None:
+        self.model = model
+        self.state = ModelState.AVAILABLE
+        self.backend: Backend | None = None
+        self.grant: Grant | None = None
+        self.gpu: int | None = None
+        self.gpu_bytes = 0
+        self.host_bytes = 0
+        self.in_flight = 0
+        self.waiters: collections.deque[_Waiter] = collections.deque()
+        self.last_used = 0.0  # monotonic
+        self.last_used_wall: float | None = None
+        self.loaded_at = 0.0
+        self.error: str | None = None
+        self.drain_before: int | None = None  # anti-thrash: only earlier arrivals are served
+        self.ttl: asyncio.TimerHandle | None = None
+
+    @property
+    def id(self) -> str:
+        return self.model.spec.id
+
+    def holds_memory(self) -> bool:
+        return self.state not in (ModelState.AVAILABLE, ModelState.FAILED)
+
+    def offloadable(self) -> int | None:
+        if self.model.spec.offload_bytes is None or not isinstance(self.backend, Relocatable):
+            return None
+        return self.model.spec.offload_bytes
+
+    def describe(self) -> str:
+        where = self.grant.device if self.grant else "-"
+        busy = f", {self.in_flight} request(s) in flight" if self.in_flight else ""
+        return f"{self.id} ({self.state} on {where}, {gib(self.gpu_bytes + self.host_bytes)}{busy})"
+
+
+class Lease:
+    """Permission to use a loaded backend; hold it for the whole response, then release."""
+
+    __slots__ = ("backend", "model", "_slot", "_scheduler", "_released")
+
+    def __init__(self, scheduler: Scheduler, slot: _Slot) -> None:
+        assert slot.backend is not None
+        self.backend: Any = slot.backend
+        self.model: RegisteredModel = slot.model
+        self._slot = slot
+        self._scheduler = scheduler
+        self._released = False
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` has run."""
+        return self._released
+
+    def release(self) -> None:
+        """Give the model back. Synchronous and idempotent."""
+        if not self._released:
+            self._released = True
+            self._scheduler._release(self._slot)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Scheduler:
+    """Admits, swaps, offloads and unloads models so that requests fit the memory budgets."""
+
+    def __init__(self, registry: ModelRegistry, budgets: Budgets, config: SchedulerConfig,
+                 clock: Any = time.monotonic) -> None:
+        self.registry = registry
+        self.budgets = budgets
+        self.config = config
+        self._clock = clock
+        self._slots = {m.spec.id: _Slot(m) for m in registry}
+        self._seq = itertools.count()
+        self._kick_pending = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self.loads = 0  # counters for tests and metrics
+        self.relocations = 0
+
+    # -- public API ---------------------------------------------------------------------
+    async def acquire(self, name: str, task: Task) -> Lease:
+        """Wait until the model named ``name`` is resident and return a lease on it.
+
+        Raises ``ModelNotFound``/``WrongTask`` for bad names, ``QueueFull`` (429) when the
+        model's queue is full, ``AdmissionTimeout`` (503) when admission takes too long,
+        ``ModelLoadFailed``/``InsufficientMemory`` when it cannot be loaded.
+        """
+        if self._closing:
+            raise ShuttingDown("plughost is shutting down")
+        slot = self._slots[self.registry.resolve(name, task).spec.id]
+        if slot.state == ModelState.RESIDENT and slot.drain_before is None and not slot.waiters:
+            return self._lease(slot)
+        if len(slot.waiters) >= self.config.queue_size:
+            raise QueueFull(
+                f"{len(slot.waiters)} requests are already queued for '{slot.id}' (limit {self.config.queue_size}).",
+                retry_after=2,
+            )
+        if slot.state == ModelState.FAILED:
+            slot.state = ModelState.AVAILABLE  # a new request retries a failed load
+        waiter = _Waiter(next(self._seq), asyncio.get_running_loop().create_future())
+        slot.waiters.append(waiter)
+        self._kick()
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter.future), self.config.admission_timeout_s)
+        except TimeoutError:
+            self._drop_waiter(slot, waiter)
+            raise AdmissionTimeout(self._timeout_message(slot), retry_after=10) from None
+        except asyncio.CancelledError:
+            self._drop_waiter(slot, waiter)
+            raise
+
+    async def load(self, name: str) -> ModelStatus:
+        """Load a model now (explicit ``/load``); returns its status once resident."""
+        model = self.registry.get(name)
+        lease = await self.acquire(model.spec.id, model.spec.task)
+        lease.release()
+        return self.status(model.spec.id)
+
+    async def unload(self, name: str) -> ModelStatus:
+        """Unload a model now (explicit ``/unload``); a busy or loading model is a conflict."""
+        slot = self._slots[self.registry.get(name).spec.id]
+        if slot.in_flight or slot.state in _BUSY:
+            raise Conflict(f"'{slot.id}' is {slot.state} with {slot.in_flight} request(s) in flight; try again later.")
+        if slot.holds_memory():
+            await self._unload(slot)
+        return self.status(slot.id)
+
+    def status(self, model_id: str) -> ModelStatus:
+        """The status of one model (by id)."""
+        s = self._slots[model_id]
+        return ModelStatus(
+            id=s.id, task=s.model.spec.task, plugin=s.model.plugin, state=s.state,
+            placement=s.grant.placement if s.grant and s.holds_memory() else None,
+            device=(s.grant.device if s.state != ModelState.OFFLOADED else "cpu") if s.grant and s.holds_memory() else None,
+            gpu_bytes=s.gpu_bytes, host_bytes=s.host_bytes, in_flight=s.in_flight, queued=len(s.waiters),
+            last_used=s.last_used_wall, pinned=s.model.pinned, error=s.error,
+        )
+
+    def snapshot(self) -> list[ModelStatus]:
+        """Status of every model, in registry order."""
+        return [self.status(mid) for mid in self._slots]
+
+    @property
+    def ready(self) -> bool:
+        """Accepting work (not shutting down)."""
+        return not self._closing
+
+    async def preload(self) -> None:
+        """Load every pinned model (called at start-up); failures are logged, not raised."""
+        for slot in self._slots.values():
+            if slot.model.pinned:
+                try:
+                    await self.load(slot.id)
+                except Exception as exc:  # noqa: BLE001 - start-up must go on; the status shows it
+                    log.error("preloading %s failed: %s", slot.id, exc)
+
+    async def close(self) -> None:
+        """Refuse new work, fail queued requests, and unload every model."""
+        self._closing = True
+        for slot in self._slots.values():
+            while slot.waiters:
+                w = slot.waiters.popleft()
+                if not w.future.done():
+                    w.future.set_exception(ShuttingDown("plughost is shutting down"))
+            if slot.ttl:
+                slot.ttl.cancel()
+        if self._retry:
+            self._retry.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for slot in self._slots.values():
+            if slot.holds_memory() and slot.state not in _BUSY:
+                await self._unload(slot)
+
+    # -- leases ----------------------------------------------------------------------------
+    def _lease(self, slot: _Slot) -> Lease:
+        slot.in_flight += 1
+        if slot.ttl:
+            slot.ttl.cancel()
+            slot.ttl = None
+        return Lease(self, slot)
+
+    def _release(self, slot: _Slot) -> None:
+        slot.in_flight -= 1
+        slot.last_used = self._clock()
+        slot.last_used_wall = time.time()
+        if slot.in_flight == 0:
+            ttl = slot.model.keep_alive_s
+            if ttl is not None and not self._closing:
+                slot.ttl = asyncio.get_running_loop().call_later(ttl, self._expire, slot)
+            self._kick()
+
+    def _expire(self, slot: _Slot) -> None:
+        slot.ttl = None
+        if slot.state in (ModelState.RESIDENT, ModelState.OFFLOADED) and not slot.in_flight and not slot.waiters \
+                and not slot.model.pinned:
+            log.info("%s idle for %.0fs: unloading", slot.id, slot.model.keep_alive_s)
+            self._spawn(self._unload(slot))
+
+    def _drop_waiter(self, slot: _Slot, waiter: _Waiter) -> None:
+        try:
+            slot.waiters.remove(waiter)
+        except ValueError:
+            pass
+        if waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
+            waiter.future.result().release()  # granted just as the caller gave up
+        else:
+            waiter.future.cancel()
+        self._kick()
+
+    # -- the pump: apply the policy ---------------------------------------------------------
+    def _kick(self) -> None:
+        if not self._kick_pending:
+            self._kick_pending = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._kick_pending = False
+        if self._closing:
+            return
+        # Drains are recomputed from scratch: a blocker drains only while someone still waits for it.
+        for slot in self._slots.values():
+            slot.drain_before = None
+        pending = [s for s in self._slots.values() if s.waiters and s.state in
+                   (ModelState.AVAILABLE, ModelState.OFFLOADED)]
+        pending.sort(key=lambda s: s.waiters[0].seq)
+        retry_at: float | None = None
+        for slot in pending:
+            decision = plan(self._want(slot), self._residents(), self.budgets, self._policy())
+            if isinstance(decision, Admit):
+                self._begin_admit(slot, decision)
+            elif isinstance(decision, Wait):
+                first = slot.waiters[0].seq
+                for name in decision.blockers:
+                    blocker = self._slots[name]
+                    if blocker.drain_before is None or blocker.drain_before > first:
+                        blocker.drain_before = first
+                if decision.retry_at is not None:
+                    retry_at = decision.retry_at if retry_at is None else min(retry_at, decision.retry_at)
+            elif isinstance(decision, Impossible):
+                self._fail_waiters(slot, InsufficientMemory(f"'{slot.id}' cannot be loaded: {decision.reason}"))
+        for slot in self._slots.values():
+            if slot.state == ModelState.RESIDENT and slot.waiters:
+                self._serve(slot)
+        if retry_at is not None:
+            if self._retry:
+                self._retry.cancel()
+            delay = max(0.0, retry_at - self._clock()) + 0.001
+            self._retry = asyncio.get_running_loop().call_later(delay, self._kick)
+
+    def _serve(self, slot: _Slot) -> None:
+        """Grant queued waiters of a resident model (only earlier arrivals while it drains)."""
+        keep: collections.deque[_Waiter] = collections.deque()
+        while slot.waiters:
+            w = slot.waiters.popleft()
+            if w.future.done():
+                continue
+            if slot.drain_before is not None and w.seq >= slot.drain_before:
+                keep.append(w)
+                continue
+            w.future.set_result(self._lease(slot))
+        slot.waiters = keep
+
+    def _want(self, slot: _Slot) -> Want:
+        spec = slot.model.spec
+        return Want(model=spec.id, task=spec.task, placements=spec.placements)
+
+    def _policy(self) -> Policy:
+        return Policy(max_resident_per_task=self.config.max_resident_per_task,
+                      min_residency_s=self.config.min_residency_s, now=self._clock())
+
+    def _residents(self) -> list[Resident]:
+        out = []
+        for s in self._slots.values():
+            if not s.holds_memory():
+                continue
+            state = (ResidentState.BUSY if s.state in _BUSY else
+                     ResidentState.OFFLOADED if s.state == ModelState.OFFLOADED else ResidentState.RESIDENT)
+            out.append(Resident(
+                model=s.id, task=s.model.spec.task, state=state, gpu=s.gpu, gpu_bytes=s.gpu_bytes,
+                host_bytes=s.host_bytes, in_flight=s.in_flight, last_used=s.last_used, loaded_at=s.loaded_at,
+                pinned=s.model.pinned, offload_bytes=s.offloadable(),
+            ))
+        return out
+
+    def _fail_waiters(self, slot: _Slot, error: Exception) -> None:
+        while slot.waiters:
+            w = slot.waiters.popleft()
+            if not w.future.done():
+                w.future.set_exception(error)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- transitions ---------------------------------------------------------------------------
+    def _begin_admit(self, slot: _Slot, decision: Admit) -> None:
+        """Book the memory synchronously (so the next decision sees it), then load in a task."""
+        device = "cpu" if decision.gpu is None else f"cuda:{decision.gpu}"
+        grant = Grant(placement=decision.placement, device=device, gpu_bytes=decision.gpu_bytes,
+                      host_bytes=decision.host_bytes)
+        from_offload = slot.state == ModelState.OFFLOADED
+        slot.state, slot.grant, slot.gpu = ModelState.LOADING, grant, decision.gpu
+        slot.gpu_bytes, slot.host_bytes = decision.gpu_bytes, decision.host_bytes
+        slot.error = None
+        victims = []
+        for name in decision.offload:
+            victim = self._slots[name]
+            victim.state = ModelState.OFFLOADING
+            victims.append(self._offload(victim))
+        for name in decision.evict:
+            victim = self._slots[name]
+            victim.state = ModelState.UNLOADING
+            victims.append(self._unload(victim))
+        self._spawn(self._admit(slot, grant, decision, victims, from_offload))
+
+    async def _admit(self, slot: _Slot, grant: Grant, decision: Admit, victims: list[Any], from_offload: bool) -> None:
+        device = grant.device
+        started = time.perf_counter()
+        try:
+            if victims:
+                await asyncio.gather(*victims)
+            if from_offload and isinstance(slot.backend, Relocatable):
+                log.info("%s: moving back from host RAM to %s (%s)", slot.id, device, decision.placement)
+                await asyncio.to_thread(slot.backend.relocate, grant)
+                self.relocations += 1
+            else:
+                if slot.backend is not None:  # offloaded but cannot relocate: start afresh
+                    await asyncio.to_thread(slot.backend.unload)
+                log.info("%s: loading on %s (%s, %s GPU / %s host)", slot.id, device, decision.placement,
+                         gib(decision.gpu_bytes), gib(decision.host_bytes))
+                slot.backend = await asyncio.to_thread(self._construct_and_load, slot, grant)
+                self.loads += 1
+        except Exception as exc:  # noqa: BLE001 - any plugin failure is isolated to its model
+            log.exception("%s: load failed", slot.id)
+            backend, slot.backend = slot.backend, None
+            if backend is not None:
+                await self._quiet_unload(slot.id, backend)
+            self._clear(slot, ModelState.FAILED)
+            slot.error = f"{type(exc).__name__}: {exc}"
+            self._fail_waiters(slot, ModelLoadFailed(f"Loading '{slot.id}' failed: {slot.error}"))
+        else:
+            slot.state = ModelState.RESIDENT
+            slot.loaded_at = slot.last_used = self._clock()
+            log.info("%s: resident on %s after %.2fs", slot.id, device, time.perf_counter() - started)
+        finally:
+            self._kick()
+
+    def _construct_and_load(self, slot: _Slot, grant: Grant) -> Backend:
+        cls = import_backend(slot.model.spec.backend)
+        backend = cls(slot.model.spec)
+        try:
+            backend.load(grant)
+        except BaseException:
+            try:
+                backend.unload()
+            except Exception:  # noqa: BLE001 - the load error is the one to report
+                log.warning("%s: unload after failed load also failed", slot.id, exc_info=True)
+            raise
+        return backend
+
+    async def _offload(self, slot: _Slot) -> None:
+        assert slot.backend is not None and slot.offloadable() is not None
+        slot.state = ModelState.OFFLOADING
+        grant = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=slot.offloadable() or 0)
+        log.info("%s: offloading to host RAM", slot.id)
+        try:
+            await asyncio.to_thread(slot.backend.relocate, grant)
+        except Exception:  # noqa: BLE001 - fall back to dropping it
+            log.exception("%s: offload failed; unloading instead", slot.id)
+            await self._unload(slot)
+            return
+        self.relocations += 1
+        slot.state, slot.grant, slot.gpu = ModelState.OFFLOADED, grant, None
+        slot.gpu_bytes, slot.host_bytes = 0, grant.host_bytes
+
+    async def _unload(self, slot: _Slot) -> None:
+        backend, slot.backend = slot.backend, None
+        slot.state = ModelState.UNLOADING
+        if backend is not None:
+            await self._quiet_unload(slot.id, backend)
+        self._clear(slot, ModelState.AVAILABLE)
+        log.info("%s: unloaded", slot.id)
+        self._kick()
+
+    async def _quiet_unload(self, model_id: str, backend: Backend) -> None:
+        try:
+            await asyncio.to_thread(backend.unload)
+        except Exception:  # noqa: BLE001 - memory accounting must still be released
+            log.exception("%s: unload raised", model_id)
+
+    def _clear(self, slot: _Slot, state: ModelState) -> None:
+        slot.state, slot.grant, slot.gpu = state, None, None
+        slot.gpu_bytes = slot.host_bytes = 0
+        slot.drain_before = None
+        if slot.ttl:
+            slot.ttl.cancel()
+            slot.ttl = None
+
+    def _timeout_message(self, slot: _Slot) -> str:
+        holders = [s.describe() for s in self._slots.values() if s.holds_memory() and s is not slot]
+        held = "; ".join(holders) if holders else "nothing (the load itself is slow)"
+        return (f"Timed out after {self.config.admission_timeout_s:g}s waiting to admit '{slot.id}' "
+                f"({slot.state}). Memory is held by: {held}.")

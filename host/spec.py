@@ -1,0 +1,98 @@
+"""What a plugin declares: models, their task, backend and placements.
+
+Everything here is cheap, immutable data. A declaration never imports torch or touches
+weights; the backend named by ``ModelSpec.backend`` is imported only when the scheduler
+admits the model.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import msgspec
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+class Task(enum.StrEnum):
+    """The kind of work a model does; each task is served by its own route."""
+
+    CHAT = "chat"
+    EMBEDDING = "embedding"
+    RERANK = "rerank"
+
+
+class PlacementKind(enum.StrEnum):
+    """Where a model's weights live while it serves."""
+
+    GPU = "gpu"  # everything on one GPU
+    HYBRID = "hybrid"  # part on one GPU, the rest in host RAM
+    CPU = "cpu"  # everything in host RAM, computed on the CPU
+
+
+class Placement(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One way to place a model, with the memory it needs there.
+
+    ``gpu_bytes`` must be on the GPU and ``host_bytes`` in host RAM. ``flexible_bytes``
+    (hybrid placements) may sit on either: the scheduler puts as much of it on the GPU as
+    the budget allows and the rest in host RAM, and tells the backend its GPU share.
+    """
+
+    kind: PlacementKind
+    gpu_bytes: int = 0
+    host_bytes: int = 0
+    flexible_bytes: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes the model holds wherever they land."""
+        return self.gpu_bytes + self.host_bytes + self.flexible_bytes
+
+
+class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A plugin's declaration of one model it can serve.
+
+    :ivar id: the name clients send as ``model``.
+    :ivar task: which route serves it.
+    :ivar backend: import string ``"package.module:Class"`` of its backend, imported on admission.
+    :ivar placements: ways to place it, in order of preference.
+    :ivar aliases: other names clients may use.
+    :ivar options: backend options (weights location, dtype, limits), merged with config overrides.
+    :ivar offload_bytes: host RAM it holds when parked off the GPU (``None``: it cannot be offloaded).
+    :ivar description: one line for ``GET /v1/models``.
+    """
+
+    id: str
+    task: Task
+    backend: str
+    placements: tuple[Placement, ...]
+    aliases: tuple[str, ...] = ()
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+    offload_bytes: int | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.placements:
+            raise ValueError(f"model {self.id!r} declares no placements")
+        if ":" not in self.backend:
+            raise ValueError(f"model {self.id!r}: backend must be 'module:Class', got {self.backend!r}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The id followed by every alias."""
+        return (self.id, *self.aliases)
+
+
+class Grant(msgspec.Struct, frozen=True):
+    """The scheduler's answer to a backend: where to load and how much memory it may use.
+
+    ``device`` is ``"cuda:N"`` or ``"cpu"``; for a hybrid placement ``gpu_bytes`` is the
+    GPU share the backend may fill (layers beyond it go to host RAM).
+    """
+
+    placement: PlacementKind
+    device: str
+    gpu_bytes: int
+    host_bytes: int
