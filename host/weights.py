@@ -1,0 +1,95 @@
+"""Where a model's weights come from: a local folder, a hub id, or a built-in tiny demo model.
+
+``models.<id>.weights`` in ``plugins.yaml`` holds one of:
+
+- a local folder (absolute, ``~/...`` or relative to the working directory);
+- a hub id such as ``Qwen/Qwen3-Embedding-0.6B`` (taken from the local hub cache, and
+  downloaded when the hub is reachable and ``HF_HUB_OFFLINE`` is not set);
+- ``tiny:<kind>``: a random-weight model of the real architecture built locally by
+  :mod:`host.testing.tiny_models` (``qwen2-chat``, ``qwen2-awq``, ``qwen3-embedding``,
+  ``qwen3-reranker``) — the demo profile and the tests use these.
+
+Every failure names the config key to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+TINY_PREFIX = "tiny:"
+
+
+class WeightsError(RuntimeError):
+    """The weights cannot be found or fetched; the message names the config key to fix."""
+
+
+def is_tiny(weights: str) -> bool:
+    """Whether ``weights`` names a built-in tiny model."""
+    return weights.startswith(TINY_PREFIX)
+
+
+def _local_dir(weights: str) -> Path | None:
+    path = Path(os.path.expanduser(weights))
+    if path.is_dir():
+        return path
+    if path.is_absolute() or weights.startswith((".", "~")) or weights.count("/") != 1:
+        return path  # clearly a path (that may not exist)
+    return None
+
+
+def resolve_weights(weights: str, *, model_id: str) -> Path:
+    """The local folder holding ``weights`` (building or downloading it if needed)."""
+    key = f"models.{model_id}.weights"
+    if is_tiny(weights):
+        from host.testing.tiny_models import tiny_model_cache
+
+        return tiny_model_cache(weights[len(TINY_PREFIX):])
+    local = _local_dir(weights)
+    if local is not None:
+        if not (local / "config.json").is_file():
+            raise WeightsError(f"{key}: {local} is not a model folder (no config.json). Set {key} to a local "
+                               f"folder with the model's files or to a hub id.")
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - transformers depends on it
+        raise WeightsError(f"{key}: {weights!r} looks like a hub id but huggingface_hub is missing") from exc
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    try:
+        return Path(snapshot_download(weights, local_files_only=offline))
+    except Exception as exc:  # noqa: BLE001 - every hub failure becomes one clear message
+        how = "it is not in the local hub cache and HF_HUB_OFFLINE is set" if offline else \
+            f"it could not be downloaded ({type(exc).__name__}: {exc})"
+        raise WeightsError(
+            f"{key}: the weights {weights!r} are not available: {how}. Set {key} to a local folder holding "
+            f"the model, download it into the hub cache first, or run the demo profile (demo: true)."
+        ) from None
+
+
+def peek_config(weights: str) -> dict[str, Any] | None:
+    """The model's ``config.json`` if it is already on disk (local folder or hub cache); cheap.
+
+    Used by declarations to compute footprints without loading anything. ``None`` when the
+    file is not at hand (tiny models, hub ids not yet downloaded).
+    """
+    if is_tiny(weights):
+        return None
+    local = _local_dir(weights)
+    if local is not None:
+        file = local / "config.json"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        found = try_to_load_from_cache(weights, "config.json")
+        if not isinstance(found, str):
+            return None
+        file = Path(found)
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
