@@ -148,6 +148,15 @@ def config_from_dict(data: dict[str, Any] | None, *, base_dir: str | Path = ".",
     if "base_dir" in data:
         raise ConfigError(f"{source}: unknown key 'base_dir'")
     data["base_dir"] = str(base_dir)
+    models = data.get("models")
+    if isinstance(models, dict):
+        # msgspec reports a dict value's path as ``models[...]``; check each entry on its own so the
+        # error names the model (``models.X.wieghts``).
+        for model_id, section in models.items():
+            try:
+                msgspec.convert(section, ModelConfig)
+            except msgspec.ValidationError as exc:
+                raise ConfigError(f"{source}: {_describe(exc, prefix=f'models.{model_id}')}") from None
     try:
         config = msgspec.convert(data, HostConfig)
     except msgspec.ValidationError as exc:
@@ -156,12 +165,17 @@ def config_from_dict(data: dict[str, Any] | None, *, base_dir: str | Path = ".",
     return config
 
 
-def _describe(exc: msgspec.ValidationError) -> str:
+def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
+    """``"<dotted path of the bad key>: <problem>"``; an unknown key's own name ends the path."""
     text = str(exc)
     match = re.search(r"^(.*) - at `\$\.?([^`]*)`$", text)
-    if not match:
-        return text
-    message, path = match.groups()
+    message, path = match.groups() if match else (text, "")
+    unknown = re.fullmatch(r"Object contains unknown field `([^`]*)`", message)
+    if unknown:
+        path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+        message = "unknown key"
+    if prefix:
+        path = f"{prefix}{'' if not path or path.startswith('[') else '.'}{path}"
     return f"{path or '<root>'}: {message}"
 
 

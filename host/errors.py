@@ -145,6 +145,7 @@ class BackendError(PlughostError):
 
 
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
+_MISSING = re.compile(r"Object missing required field `([^`]*)`")
 
 
 def from_validation_error(exc: msgspec.ValidationError | msgspec.DecodeError) -> InvalidRequest:
@@ -152,6 +153,11 @@ def from_validation_error(exc: msgspec.ValidationError | msgspec.DecodeError) ->
     text = str(exc)
     match = _PATH.search(text)
     param = match.group(1) if match and match.group(1) else None
+    missing = _MISSING.match(text)
+    if isinstance(exc, msgspec.ValidationError) and missing:
+        # msgspec reports a missing field at its parent's path; the client needs the field itself.
+        param = f"{param}.{missing.group(1)}" if param else missing.group(1)
+        return InvalidRequest(f"Missing required field '{param}'.", param=param)
     if isinstance(exc, msgspec.ValidationError):
         message = f"Invalid value for '{param}': {text}" if param else f"Invalid request body: {text}"
         return InvalidRequest(message, param=param)

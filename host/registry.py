@@ -115,7 +115,7 @@ def _apply_overrides(spec: ModelSpec, config: HostConfig) -> ModelSpec | None:
         if not placements:
             declared = ", ".join(p.kind for p in spec.placements)
             raise PluginError(
-                f"models.{spec.id}.placements: none of {list(mc.placements)} is declared (declared: {declared})"
+                f"models.{spec.id}.placements: none of {', '.join(mc.placements)} is declared (declared: {declared})"
             )
     aliases = spec.aliases + tuple(a for a in mc.aliases if a not in spec.aliases)
     return msgspec.structs.replace(spec, options=options, placements=placements, aliases=aliases)

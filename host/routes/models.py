@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import get, post
 from litestar.datastructures import State
+from litestar.params import FromPath
 
 from host.protocol.models import Health, ModelCard, ModelList
 from host.registry import RegisteredModel
@@ -25,13 +26,13 @@ async def list_models(state: State) -> ModelList:
 
 
 @get("/v1/models/{model_id:str}")
-async def get_model(state: State, model_id: str) -> ModelCard:
+async def get_model(state: State, model_id: FromPath[str]) -> ModelCard:
     """One model (by id or alias)."""
     return _card(state, state.registry.get(model_id))
 
 
 @post("/v1/models/{model_id:str}/load", status_code=200)
-async def load_model(state: State, model_id: str) -> ModelCard:
+async def load_model(state: State, model_id: FromPath[str]) -> ModelCard:
     """Load a model now; answers once it is resident."""
     model = state.registry.get(model_id)
     await state.scheduler.load(model.spec.id)
@@ -39,7 +40,7 @@ async def load_model(state: State, model_id: str) -> ModelCard:
 
 
 @post("/v1/models/{model_id:str}/unload", status_code=200)
-async def unload_model(state: State, model_id: str) -> ModelCard:
+async def unload_model(state: State, model_id: FromPath[str]) -> ModelCard:
     """Unload a model now (409 while it serves requests)."""
     model = state.registry.get(model_id)
     await state.scheduler.unload(model.spec.id)

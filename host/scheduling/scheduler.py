@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
-import itertools
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -108,10 +108,23 @@ class _Slot:
         self.error: str | None = None
         self.drain_before: int | None = None  # anti-thrash: only earlier arrivals are served
         self.ttl: asyncio.TimerHandle | None = None
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def id(self) -> str:
         return self.model.spec.id
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """Run a blocking life-cycle call on this model's own thread (calls never overlap)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"plughost-{self.id}")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def shutdown(self) -> None:
+        """Stop this model's life-cycle thread."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
     def holds_memory(self) -> bool:
         return self.state not in (ModelState.AVAILABLE, ModelState.FAILED)
@@ -168,7 +181,7 @@ class Scheduler:
         self.config = config
         self._clock = clock
         self._slots = {m.spec.id: _Slot(m) for m in registry}
-        self._seq = itertools.count()
+        self._next_seq = 0
         self._kick_pending = False
         self._retry: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -196,7 +209,8 @@ class Scheduler:
             )
         if slot.state == ModelState.FAILED:
             slot.state = ModelState.AVAILABLE  # a new request retries a failed load
-        waiter = _Waiter(next(self._seq), asyncio.get_running_loop().create_future())
+        waiter = _Waiter(self._next_seq, asyncio.get_running_loop().create_future())
+        self._next_seq += 1
         slot.waiters.append(waiter)
         self._kick()
         try:
@@ -270,6 +284,7 @@ class Scheduler:
         for slot in self._slots.values():
             if slot.holds_memory() and slot.state not in _BUSY:
                 await self._unload(slot)
+            slot.shutdown()
 
     # -- leases ----------------------------------------------------------------------------
     def _lease(self, slot: _Slot) -> Lease:
@@ -317,9 +332,7 @@ class Scheduler:
         self._kick_pending = False
         if self._closing:
             return
-        # Drains are recomputed from scratch: a blocker drains only while someone still waits for it.
-        for slot in self._slots.values():
-            slot.drain_before = None
+        blocking: set[str] = set()
         pending = [s for s in self._slots.values() if s.waiters and s.state in
                    (ModelState.AVAILABLE, ModelState.OFFLOADED)]
         pending.sort(key=lambda s: s.waiters[0].seq)
@@ -329,15 +342,18 @@ class Scheduler:
             if isinstance(decision, Admit):
                 self._begin_admit(slot, decision)
             elif isinstance(decision, Wait):
-                first = slot.waiters[0].seq
                 for name in decision.blockers:
+                    blocking.add(name)
                     blocker = self._slots[name]
-                    if blocker.drain_before is None or blocker.drain_before > first:
-                        blocker.drain_before = first
+                    if blocker.drain_before is None:  # requests from now on wait until after the swap
+                        blocker.drain_before = self._next_seq
                 if decision.retry_at is not None:
                     retry_at = decision.retry_at if retry_at is None else min(retry_at, decision.retry_at)
             elif isinstance(decision, Impossible):
                 self._fail_waiters(slot, InsufficientMemory(f"'{slot.id}' cannot be loaded: {decision.reason}"))
+        for slot in self._slots.values():
+            if slot.id not in blocking:
+                slot.drain_before = None  # a model drains only while someone waits for its memory
         for slot in self._slots.values():
             if slot.state == ModelState.RESIDENT and slot.waiters:
                 self._serve(slot)
@@ -369,15 +385,21 @@ class Scheduler:
                       min_residency_s=self.config.min_residency_s, now=self._clock())
 
     def _residents(self) -> list[Resident]:
+        """The policy's view of memory holders. Requests queued for a resident model count as in
+        flight (anti-thrash: they are served before it may be moved), except those that arrived
+        after the model started draining for a swap."""
         out = []
         for s in self._slots.values():
             if not s.holds_memory():
                 continue
             state = (ResidentState.BUSY if s.state in _BUSY else
                      ResidentState.OFFLOADED if s.state == ModelState.OFFLOADED else ResidentState.RESIDENT)
+            busy = s.in_flight
+            if s.state == ModelState.RESIDENT:
+                busy += sum(1 for w in s.waiters if s.drain_before is None or w.seq < s.drain_before)
             out.append(Resident(
                 model=s.id, task=s.model.spec.task, state=state, gpu=s.gpu, gpu_bytes=s.gpu_bytes,
-                host_bytes=s.host_bytes, in_flight=s.in_flight, last_used=s.last_used, loaded_at=s.loaded_at,
+                host_bytes=s.host_bytes, in_flight=busy, last_used=s.last_used, loaded_at=s.loaded_at,
                 pinned=s.model.pinned, offload_bytes=s.offloadable(),
             ))
         return out
@@ -422,20 +444,20 @@ class Scheduler:
                 await asyncio.gather(*victims)
             if from_offload and isinstance(slot.backend, Relocatable):
                 log.info("%s: moving back from host RAM to %s (%s)", slot.id, device, decision.placement)
-                await asyncio.to_thread(slot.backend.relocate, grant)
+                await slot.run(slot.backend.relocate, grant)
                 self.relocations += 1
             else:
                 if slot.backend is not None:  # offloaded but cannot relocate: start afresh
-                    await asyncio.to_thread(slot.backend.unload)
+                    await slot.run(slot.backend.unload)
                 log.info("%s: loading on %s (%s, %s GPU / %s host)", slot.id, device, decision.placement,
                          gib(decision.gpu_bytes), gib(decision.host_bytes))
-                slot.backend = await asyncio.to_thread(self._construct_and_load, slot, grant)
+                slot.backend = await slot.run(self._construct_and_load, slot, grant)
                 self.loads += 1
         except Exception as exc:  # noqa: BLE001 - any plugin failure is isolated to its model
             log.exception("%s: load failed", slot.id)
             backend, slot.backend = slot.backend, None
             if backend is not None:
-                await self._quiet_unload(slot.id, backend)
+                await self._quiet_unload(slot, backend)
             self._clear(slot, ModelState.FAILED)
             slot.error = f"{type(exc).__name__}: {exc}"
             self._fail_waiters(slot, ModelLoadFailed(f"Loading '{slot.id}' failed: {slot.error}"))
@@ -465,7 +487,7 @@ class Scheduler:
         grant = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=slot.offloadable() or 0)
         log.info("%s: offloading to host RAM", slot.id)
         try:
-            await asyncio.to_thread(slot.backend.relocate, grant)
+            await slot.run(slot.backend.relocate, grant)
         except Exception:  # noqa: BLE001 - fall back to dropping it
             log.exception("%s: offload failed; unloading instead", slot.id)
             await self._unload(slot)
@@ -478,16 +500,16 @@ class Scheduler:
         backend, slot.backend = slot.backend, None
         slot.state = ModelState.UNLOADING
         if backend is not None:
-            await self._quiet_unload(slot.id, backend)
+            await self._quiet_unload(slot, backend)
         self._clear(slot, ModelState.AVAILABLE)
         log.info("%s: unloaded", slot.id)
         self._kick()
 
-    async def _quiet_unload(self, model_id: str, backend: Backend) -> None:
+    async def _quiet_unload(self, slot: _Slot, backend: Backend) -> None:
         try:
-            await asyncio.to_thread(backend.unload)
+            await slot.run(backend.unload)
         except Exception:  # noqa: BLE001 - memory accounting must still be released
-            log.exception("%s: unload raised", model_id)
+            log.exception("%s: unload raised", slot.id)
 
     def _clear(self, slot: _Slot, state: ModelState) -> None:
         slot.state, slot.grant, slot.gpu = state, None, None
