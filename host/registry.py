@@ -12,6 +12,7 @@ from host.config import HostConfig
 from host.errors import ModelNotFound, WrongTask
 from host.plugins import PluginError
 from host.spec import ModelSpec, Task
+from host.weights import weights_on_disk
 
 log = logging.getLogger("plughost.registry")
 
@@ -82,6 +83,8 @@ def build_registry(pm: pluggy.PluginManager, config: HostConfig) -> ModelRegistr
                 raise PluginError(f"model {spec.id!r} is declared by both {seen[spec.id]!r} and {name!r}")
             seen[spec.id] = name
             overridden = _apply_overrides(spec, config)
+            if overridden is not None and _serve_demo(overridden, config):
+                overridden = _as_demo(overridden)
             if overridden is not None:
                 models.append(RegisteredModel(
                     spec=overridden,
@@ -93,6 +96,30 @@ def build_registry(pm: pluggy.PluginManager, config: HostConfig) -> ModelRegistr
         if mid not in seen:
             log.warning("plugins.yaml configures model %r, which no plugin declares", mid)
     return ModelRegistry(models)
+
+
+DEMO_NOTE = "DEMO: random-weight tiny stand-in, outputs are meaningless"
+
+
+def _serve_demo(spec: ModelSpec, config: HostConfig) -> bool:
+    """Demo profile: ``demo: true`` for every model that has a stand-in; unset (auto) for those
+    whose real weights are not on this machine."""
+    if spec.demo_weights is None:
+        return False
+    if config.demo is not None:
+        return config.demo
+    weights = spec.options.get("weights")
+    return not (isinstance(weights, str) and weights_on_disk(weights))
+
+
+def _as_demo(spec: ModelSpec) -> ModelSpec:
+    weights = spec.options.get("weights")
+    log.warning("%s: serving the DEMO stand-in %s (real weights %r are not on this machine; outputs are "
+                "meaningless). Set models.%s.weights to a local folder, or demo: false to fetch them.",
+                spec.id, spec.demo_weights, weights, spec.id)
+    description = f"{DEMO_NOTE} (real weights: {weights})"
+    return msgspec.structs.replace(spec, options={**spec.options, "weights": spec.demo_weights, "demo": True},
+                                   description=description)
 
 
 def _keep_alive(model_id: str, config: HostConfig) -> float | None:

@@ -62,6 +62,7 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
     :ivar options: backend options (weights location, dtype, limits), merged with config overrides.
     :ivar offload_bytes: host RAM it holds when parked off the GPU (``None``: it cannot be offloaded).
     :ivar description: one line for ``GET /v1/models``.
+    :ivar demo_weights: ``weights`` value of a stand-in for the demo profile (``"tiny:<kind>"``).
     """
 
     id: str
@@ -72,6 +73,7 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     offload_bytes: int | None = None
     description: str = ""
+    demo_weights: str | None = None
 
     def __post_init__(self) -> None:
         if not self.placements:

@@ -93,3 +93,8 @@ def peek_config(weights: str) -> dict[str, Any] | None:
         return json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def weights_on_disk(weights: str) -> bool:
+    """Whether ``weights`` can be loaded without a download (tiny models count: they are built locally)."""
+    return is_tiny(weights) or peek_config(weights) is not None
