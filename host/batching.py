@@ -1,0 +1,408 @@
+"""Dynamic batching for embedding-style backends (embeddings, rerank): pre / core / post.
+
+Modelled on Infinity's ``batch_handler``. Work flows through three stages:
+
+1. **submit** (event loop): a request hands over its items and awaits one future.
+2. **prepare** (the batcher's prepare thread): ``prepare(items)`` turns raw items into
+   prepared ones (tokenisation, validation), one chunk of at most ``prepare_chunk`` items at a
+   time, and adds them to the pending pool. An exception fails that request only.
+3. **core** (the batcher's compute thread): repeatedly takes ONE batch out of the pool and calls
+   ``run(batch)`` (the forward pass, pooling, normalisation). Results are written back to their
+   request by index; a request's future resolves when its last item is done.
+
+Because stages 2 and 3 run on different threads, tokenising the next work overlaps the forward
+pass of the current batch (tokenizers and torch release the GIL while they work).
+
+How a batch is chosen. The compute thread looks at a window of the oldest pending items (at
+most ``window`` of them), sorts it by ``length`` and cuts it greedily into batches whose padded
+size — ``rows × longest row`` — stays within ``max_batch_tokens``, whose rows stay within
+``max_batch_size`` and, given ``batch_overhead_tokens``, whose padding stays below the cost of a
+separate forward pass (:func:`cut_batches`); it runs the batch that holds the oldest item. Length
+grouping keeps padding waste low; always serving the oldest item's batch means no item starves.
+A single item longer than ``max_batch_tokens`` runs in a batch of its own. Items of concurrent
+requests share batches, and a request's items may be spread over many batches: ``submit``
+always returns the results in the order of the items it was given.
+
+Failures never hang a future: an exception from ``run`` fails exactly the requests that had an
+item in that batch (their other items are dropped) and the worker goes on; :meth:`DynamicBatcher.close`
+stops both threads and fails every request still waiting. A request whose awaiting task is
+cancelled (client gone) has its pending items dropped. ``max_pending`` bounds the items waiting
+in the batcher: beyond it ``submit`` raises :class:`~host.errors.QueueFull` (429).
+
+The batcher is torch-free: ``prepare``/``length``/``run`` are plain callables, so it is tested
+with pure-Python functions (``tests/test_batching.py``). Results must not depend on which batch
+an item lands in: that is the ``run`` function's job (left padding, per-row positions); the
+batcher's part is never to reorder results within a request.
+
+Example::
+
+    batcher = DynamicBatcher(prepare=tokenise, length=len, run=forward,
+                             max_batch_tokens=16384, max_batch_size=64, name="embed")
+    vectors = await batcher.submit(["first text", "second text"])
+    ...
+    batcher.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from host.errors import QueueFull, ShuttingDown
+
+log = logging.getLogger("plughost.batching")
+
+Item = TypeVar("Item")
+Prepared = TypeVar("Prepared")
+Result = TypeVar("Result")
+
+
+class BatcherClosed(ShuttingDown):
+    """The batcher was closed (the model is being unloaded) before the request finished (503)."""
+
+
+@dataclass
+class BatcherStats:
+    """Counters of a batcher's work (for tests and metrics; written by the compute thread only).
+
+    ``padded_tokens`` counts ``rows × longest row`` per batch, ``real_tokens`` the sum of the
+    rows' lengths: ``1 - real/padded`` is the padding waste.
+    """
+
+    requests: int = 0
+    items: int = 0
+    batches: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    failed_batches: int = 0
+    max_batch_rows: int = 0
+
+
+def cut_batches(lengths: Sequence[int], *, max_batch_tokens: int, max_batch_size: int,
+                overhead_tokens: int | None = None) -> list[range]:
+    """Cut items sorted by ascending ``lengths`` into consecutive batches (as index ranges).
+
+    A batch grows while ``rows × longest`` stays within ``max_batch_tokens`` and its rows within
+    ``max_batch_size``. With ``overhead_tokens`` (the fixed cost of one forward pass, in tokens'
+    worth of compute) a batch also ends before its padding — ``rows × longest - Σ lengths`` —
+    would exceed that cost: padding is pure waste, so a batch pads no more than a separate pass
+    would cost. On a CPU that cost is small (evenly long batches win); on a GPU it is large and
+    batches stay full. ``None``: bounded by the budgets only. An item longer than the token
+    budget forms a batch of its own.
+    """
+    batches: list[range] = []
+    start, total = 0, 0
+    for i, n in enumerate(lengths):
+        rows = i - start
+        if rows and ((rows + 1) * n > max_batch_tokens or rows + 1 > max_batch_size or
+                     (overhead_tokens is not None and (rows + 1) * n - (total + n) > overhead_tokens)):
+            batches.append(range(start, i))
+            start, total = i, 0
+        total += n
+    if start < len(lengths):
+        batches.append(range(start, len(lengths)))
+    return batches
+
+
+class _Request:
+    """One ``submit`` call: its items, the future its caller awaits, and the results so far."""
+
+    __slots__ = ("seq", "items", "loop", "future", "results", "remaining", "queued", "done")
+
+    def __init__(self, seq: int, items: list[Any], loop: asyncio.AbstractEventLoop,
+                 future: asyncio.Future[list[Any]]) -> None:
+        self.seq = seq
+        self.items = items
+        self.loop = loop
+        self.future = future
+        self.results: list[Any] = [None] * len(items)
+        self.remaining = len(items)  # items without a result yet
+        self.queued = len(items)  # items not yet taken into a batch (counted in max_pending)
+        self.done = False  # resolved, failed or cancelled: its pending items are dropped
+
+
+class _Entry:
+    """One prepared item waiting for the compute thread."""
+
+    __slots__ = ("request", "index", "prepared", "length", "order")
+
+    def __init__(self, request: _Request, index: int, prepared: Any, length: int, order: int) -> None:
+        self.request = request
+        self.index = index
+        self.prepared = prepared
+        self.length = length
+        self.order = order  # global arrival order of items (request order, then index)
+
+
+def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    """Set a future's outcome on its loop thread (a cancelled future is left alone)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+class DynamicBatcher(Generic[Item, Prepared, Result]):
+    """Groups items of concurrent requests into length-sorted, token-budgeted batches.
+
+    :param prepare: ``prepare(items) -> prepared`` (same length and order), run on the prepare
+        thread, possibly on a slice of a request's items (so items should carry whatever an
+        error message needs, such as their index in the request). Raise
+        :class:`~host.errors.InvalidRequest` for bad input: it fails that request only.
+    :param length: the cost of a prepared item in tokens (its padded width in a batch).
+    :param run: ``run(batch) -> results`` (same length and order), run on the compute thread.
+    :param max_batch_tokens: bound on ``rows × longest row`` of a batch.
+    :param max_batch_size: bound on the rows of a batch.
+    :param batch_overhead_tokens: the fixed cost of one ``run`` call in tokens' worth of work:
+        a batch is cut before its padding would cost more (see :func:`cut_batches`).
+        ``None``: batches are bounded by the budgets only.
+    :param max_pending: bound on items queued in the batcher; beyond it ``submit`` raises
+        :class:`~host.errors.QueueFull`. ``None``: unbounded.
+    :param prepare_chunk: items handed to one ``prepare`` call (large requests are cut so that
+        their first batches can run while the rest is still being tokenised).
+    :param window: how many of the oldest pending items a batch is chosen from
+        (default ``8 × max_batch_size``).
+    :param name: names the two threads (``<name>-prepare``, ``<name>-compute``) and log lines.
+
+    ``max_batch_tokens``, ``max_batch_size`` and ``batch_overhead_tokens`` are read for every
+    batch, so a backend may change them while serving (e.g. after moving between GPU and CPU).
+    """
+
+    def __init__(self, *, prepare: Callable[[Sequence[Item]], Sequence[Prepared]],
+                 length: Callable[[Prepared], int], run: Callable[[list[Prepared]], Sequence[Result]],
+                 max_batch_tokens: int, max_batch_size: int, batch_overhead_tokens: int | None = None,
+                 max_pending: int | None = None, prepare_chunk: int = 256, window: int | None = None,
+                 name: str = "batcher") -> None:
+        if max_batch_tokens < 1 or max_batch_size < 1 or prepare_chunk < 1:
+            raise ValueError("max_batch_tokens, max_batch_size and prepare_chunk must be >= 1")
+        self._prepare = prepare
+        self._length = length
+        self._run = run
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.batch_overhead_tokens = batch_overhead_tokens
+        self.max_pending = max_pending
+        self.prepare_chunk = prepare_chunk
+        self.window = window if window is not None else 8 * max_batch_size
+        self.name = name
+        self.stats = BatcherStats()
+        # One lock guards everything below; the two conditions wake the two threads.
+        self._lock = threading.Lock()
+        self._to_prepare: collections.deque[_Request] = collections.deque()
+        self._prepare_ready = threading.Condition(self._lock)
+        self._pending: list[_Entry] = []  # arrival order
+        self._compute_ready = threading.Condition(self._lock)
+        self._queued_items = 0  # items submitted and not yet taken into a batch (or dropped)
+        self._closed = False
+        self._seq = itertools.count()
+        self._order = itertools.count()
+        self._threads = [
+            threading.Thread(target=self._prepare_loop, name=f"{name}-prepare", daemon=True),
+            threading.Thread(target=self._compute_loop, name=f"{name}-compute", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- public API ----------------------------------------------------------------------------
+    async def submit(self, items: Sequence[Item]) -> list[Result]:
+        """Process ``items`` (in as many batches as needed) and return their results in order.
+
+        Raises what ``prepare`` or ``run`` raised for this request, :class:`QueueFull` when
+        the batcher is over ``max_pending``, :class:`BatcherClosed` once it is closed.
+        """
+        items = list(items)
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        with self._lock:
+            if self._closed:
+                raise BatcherClosed(f"{self.name}: the model is being unloaded; retry the request.")
+            if self.max_pending is not None and self._queued_items and \
+                    self._queued_items + len(items) > self.max_pending:
+                raise QueueFull(f"{self.name}: {self._queued_items} inputs are already waiting "
+                                f"(limit {self.max_pending}); retry later.", retry_after=1)
+            request = _Request(next(self._seq), items, loop, future)
+            self._queued_items += len(items)
+            self.stats.requests += 1
+            self._to_prepare.append(request)
+            self._prepare_ready.notify()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            with self._lock:
+                self._finish(request)  # drop its pending items; nobody waits for them
+            raise
+
+    def close(self) -> None:
+        """Stop both threads and fail every unfinished request with :class:`BatcherClosed`.
+
+        Waits for a batch that is running to end (its results are discarded if its requests
+        were failed). Idempotent; callable from any thread.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            doomed = {id(r): r for r in self._to_prepare}
+            doomed.update((id(e.request), e.request) for e in self._pending)
+            self._to_prepare.clear()
+            self._pending.clear()
+            self._prepare_ready.notify_all()
+            self._compute_ready.notify_all()
+        error = self._closed_error()
+        for request in doomed.values():
+            self._fail(request, error)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=60)
+
+    def _closed_error(self) -> BatcherClosed:
+        return BatcherClosed(f"{self.name}: the model was unloaded before the request finished; retry it.")
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    @property
+    def queued(self) -> int:
+        """Items submitted and not yet taken into a batch."""
+        return self._queued_items
+
+    # -- the prepare stage ----------------------------------------------------------------------
+    def _prepare_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._to_prepare and not self._closed:
+                    self._prepare_ready.wait()
+                if self._closed:
+                    return
+                request = self._to_prepare.popleft()
+            self._prepare_request(request)
+
+    def _prepare_request(self, request: _Request) -> None:
+        for start in range(0, len(request.items), self.prepare_chunk):
+            if request.done:
+                return
+            if self._closed:  # close() did not see this request: it was being prepared
+                self._fail(request, self._closed_error())
+                return
+            chunk = request.items[start:start + self.prepare_chunk]
+            try:
+                prepared = list(self._prepare(chunk))
+                if len(prepared) != len(chunk):
+                    raise RuntimeError(f"prepare returned {len(prepared)} items for {len(chunk)}")
+                lengths = [int(self._length(p)) for p in prepared]
+            except BaseException as exc:  # noqa: BLE001 - the request fails, the thread lives on
+                self._fail(request, exc)
+                return
+            with self._lock:
+                if not request.done and not self._closed:
+                    self._pending.extend(_Entry(request, start + i, p, n, next(self._order))
+                                         for i, (p, n) in enumerate(zip(prepared, lengths)))
+                    self._compute_ready.notify()
+                    continue
+            if self._closed:
+                self._fail(request, self._closed_error())
+            return
+
+    # -- the core stage -------------------------------------------------------------------------
+    def _compute_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    self._compute_ready.wait()
+                if self._closed:
+                    return
+                batch = self._take_batch()
+            if batch:
+                self._run_batch(batch)
+
+    def _take_batch(self) -> list[_Entry]:
+        """Remove and return the next batch (lock held); see the module docstring."""
+        live = [e for e in self._pending if not e.request.done]
+        window = live[:self.window]
+        if not window:
+            self._pending = []
+            return []
+        oldest = window[0]
+        ordered = sorted(window, key=lambda e: (e.length, e.order))
+        groups = cut_batches([e.length for e in ordered], max_batch_tokens=self.max_batch_tokens,
+                             max_batch_size=self.max_batch_size, overhead_tokens=self.batch_overhead_tokens)
+        chosen = next(group for group in ([ordered[i] for i in g] for g in groups)
+                      if any(e is oldest for e in group))
+        taken = {id(e) for e in chosen}
+        self._pending = [e for e in live if id(e) not in taken]
+        for entry in chosen:
+            entry.request.queued -= 1
+        self._queued_items -= len(chosen)
+        return chosen
+
+    def _run_batch(self, batch: list[_Entry]) -> None:
+        try:
+            results = list(self._run([e.prepared for e in batch]))
+            if len(results) != len(batch):
+                raise RuntimeError(f"run returned {len(results)} results for a batch of {len(batch)}")
+        except BaseException as exc:  # noqa: BLE001 - fail this batch's requests, keep serving
+            log.warning("%s: a batch of %d failed: %r", self.name, len(batch), exc)
+            self.stats.failed_batches += 1
+            for request in {id(e.request): e.request for e in batch}.values():
+                self._fail(request, exc)
+            return
+        longest = max(e.length for e in batch)
+        stats = self.stats
+        stats.batches += 1
+        stats.items += len(batch)
+        stats.real_tokens += sum(e.length for e in batch)
+        stats.padded_tokens += longest * len(batch)
+        stats.max_batch_rows = max(stats.max_batch_rows, len(batch))
+        finished: list[_Request] = []
+        with self._lock:
+            for entry, result in zip(batch, results):
+                request = entry.request
+                if request.done:
+                    continue
+                request.results[entry.index] = result
+                request.remaining -= 1
+                if request.remaining == 0:
+                    request.done = True
+                    finished.append(request)
+        for request in finished:
+            self._deliver(request, request.results, None)
+
+    # -- completion -----------------------------------------------------------------------------
+    def _finish(self, request: _Request) -> bool:
+        """Mark ``request`` done and drop its queued items (lock held); False if it already was."""
+        if request.done:
+            return False
+        request.done = True
+        if any(e.request is request for e in self._pending):
+            self._pending = [e for e in self._pending if e.request is not request]
+        try:
+            self._to_prepare.remove(request)
+        except ValueError:
+            pass
+        self._queued_items -= request.queued
+        request.queued = 0
+        return True
+
+    def _fail(self, request: _Request, error: BaseException) -> None:
+        with self._lock:
+            first = self._finish(request)
+        if first:
+            self._deliver(request, None, error)
+
+    def _deliver(self, request: _Request, value: Any, error: BaseException | None) -> None:
+        try:
+            request.loop.call_soon_threadsafe(_resolve, request.future, value, error)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass

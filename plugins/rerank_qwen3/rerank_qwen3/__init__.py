@@ -1,0 +1,85 @@
+"""plughost plugin: Qwen3-Reranker-0.6B on ``/v1/rerank``.
+
+Registration is cheap: footprints come from the model's ``config.json`` when it is already on
+disk (else from the published shape); torch and transformers are imported only by
+:mod:`rerank_qwen3.backend`, when the scheduler admits the model.
+
+Options (``models.Qwen3-Reranker-0.6B.options`` in plugins.yaml):
+
+- ``instruction``: the default instruction (a request's ``instruction`` overrides it);
+- ``max_length``: tokens a whole prompt may take (default 8192 as in the publisher's recipe,
+  at most the model's ``max_position_embeddings``); longer documents are cut;
+- ``batch_tokens_gpu`` / ``batch_tokens_cpu``: padded tokens per forward pass;
+- ``gpu_dtype``: ``float16`` (the publisher's choice) or ``bfloat16``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from host import hookimpl
+from host.config import HostConfig
+from host.spec import ModelSpec, Placement, PlacementKind, Task
+from host.weights import peek_config
+from rerank_qwen3.prompt import DEFAULT_INSTRUCTION
+from rerank_qwen3.sizing import (
+    GPU_RUNTIME_BYTES,
+    HOST_RUNTIME_BYTES,
+    QWEN3_RERANKER_0_6B_CONFIG,
+    footprint,
+    max_length_of,
+)
+
+MODEL_ID = "Qwen3-Reranker-0.6B"
+HUB_ID = "Qwen/Qwen3-Reranker-0.6B"
+BACKEND = "rerank_qwen3.backend:Qwen3RerankerBackend"
+#: The random-weight stand-in served by the demo profile (host.testing.tiny_models).
+DEMO_WEIGHTS = "tiny:qwen3-reranker"
+
+#: Declared option defaults; ``models.<id>.options`` overrides them key by key.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "weights": HUB_ID,
+    "instruction": DEFAULT_INSTRUCTION,
+    "max_length": None,
+    "batch_tokens_gpu": 16384,
+    # On a CPU the cost per token is flat from one row up (bench/bench_rerank.py): bigger batches
+    # only add padding and memory.
+    "batch_tokens_cpu": 1024,
+    "max_batch_size": 128,
+    "gpu_dtype": "float16",
+}
+
+
+def declare(config: HostConfig) -> ModelSpec:
+    """The declaration of Qwen3-Reranker-0.6B, sized for the configured weights and options."""
+    own = config.model(MODEL_ID)
+    options = {**DEFAULT_OPTIONS, **own.options}
+    weights = own.weights or options["weights"]
+    model_config = peek_config(weights) or QWEN3_RERANKER_0_6B_CONFIG
+    max_length = max_length_of(model_config, options["max_length"])
+    gpu_weights, gpu_work = footprint(model_config, dtype_bytes=2, batch_tokens=int(options["batch_tokens_gpu"]),
+                                      max_length=max_length)
+    cpu_weights, cpu_work = footprint(model_config, dtype_bytes=4, batch_tokens=int(options["batch_tokens_cpu"]),
+                                      max_length=max_length)
+    return ModelSpec(
+        id=MODEL_ID,
+        task=Task.RERANK,
+        backend=BACKEND,
+        placements=(
+            Placement(kind=PlacementKind.GPU, gpu_bytes=gpu_weights + gpu_work + GPU_RUNTIME_BYTES,
+                      host_bytes=HOST_RUNTIME_BYTES),
+            Placement(kind=PlacementKind.CPU, host_bytes=cpu_weights + cpu_work + HOST_RUNTIME_BYTES),
+        ),
+        aliases=(HUB_ID,),
+        options={**DEFAULT_OPTIONS, "weights": weights},
+        # Parked in host RAM in the GPU dtype, exactly as it sat on the GPU.
+        offload_bytes=gpu_weights + HOST_RUNTIME_BYTES,
+        description="Qwen3 reranker: P(yes) from two lm_head rows, batch-invariant",
+        demo_weights=DEMO_WEIGHTS,
+    )
+
+
+@hookimpl
+def register_models(config: HostConfig) -> list[ModelSpec]:
+    """Declare Qwen3-Reranker-0.6B."""
+    return [declare(config)]

@@ -1,0 +1,222 @@
+"""The Qwen3-Reranker backend: P(yes) from the final hidden state and two lm_head rows.
+
+The published recipe projects every position of every pair onto the whole vocabulary and then
+reads two logits of the last position. Here the base model runs alone and its last-position
+hidden state meets only the "yes" and "no" rows of the head, so memory and time stay those of
+the decoder. Scores do not depend on batch companions: rows are left-padded, masked, and given
+their own positions (``cumsum(mask) - 1``), so padding never shifts a row's rotary phases.
+
+Pairs from concurrent requests share batches through :class:`host.batching.DynamicBatcher`:
+tokenisation on its prepare thread, forward passes on its compute thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from host.batching import DynamicBatcher
+from host.domain import RerankRequest, RerankResult
+from host.errors import InvalidRequest
+from host.spec import Grant, ModelSpec
+from host.weights import resolve_weights
+from rerank_qwen3.prompt import DEFAULT_INSTRUCTION, EncodedPair, PairEncoder
+from rerank_qwen3.sizing import max_length_of
+
+log = logging.getLogger("plughost.rerank_qwen3")
+
+_GPU_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+#: One pair to score: (instruction, query, document).
+Pair = tuple[str, str, str]
+
+
+class Qwen3RerankerBackend:
+    """Serves :class:`~host.domain.RerankRequest` for a Qwen3-Reranker checkpoint.
+
+    Options (see :mod:`rerank_qwen3`): ``weights``, ``instruction``, ``max_length``,
+    ``batch_tokens_gpu``, ``batch_tokens_cpu``, ``max_batch_size``, ``max_pending``, ``gpu_dtype``.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.options = spec.options
+        self.instruction: str = self.options.get("instruction") or DEFAULT_INSTRUCTION
+        gpu_dtype = self.options.get("gpu_dtype", "float16")
+        if gpu_dtype not in _GPU_DTYPES:
+            raise ValueError(f"models.{spec.id}.options.gpu_dtype: expected one of {sorted(_GPU_DTYPES)}, "
+                             f"got {gpu_dtype!r}")
+        self.gpu_dtype = _GPU_DTYPES[gpu_dtype]
+        self.base: Any = None  # the decoder without its lm_head (Qwen3Model)
+        self.head: torch.Tensor | None = None  # fp32 [2, hidden]: the rows of "no" and "yes"
+        self.yes_id = self.no_id = -1
+        self.pad_id = 0
+        self.encoder: PairEncoder | None = None
+        self.device = torch.device("cpu")
+        self.grant: Grant | None = None
+        self._batcher: DynamicBatcher[Pair, EncodedPair, tuple[float, int]] | None = None
+        self._model_lock = threading.Lock()  # a forward pass and a relocation never overlap
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def load(self, grant: Grant) -> None:
+        """Load tokenizer and weights where ``grant`` says (fp32 on the CPU, ``gpu_dtype`` on a GPU)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_weights(self.options["weights"], model_id=self.spec.id)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
+        self.yes_id, self.no_id = self._token_id(tokenizer, "yes"), self._token_id(tokenizer, "no")
+        device = torch.device(grant.device)
+        dtype = torch.float32 if device.type == "cpu" else self.gpu_dtype
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, device_map={"": str(device)} if device.type != "cpu" else None)
+        model.eval()
+        max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        max_length = max_length_of({"max_position_embeddings": max_positions}, self.options.get("max_length"))
+        # The two rows are all the head scoring needs; fp32 so the logit difference keeps its precision.
+        self.head = model.get_output_embeddings().weight[[self.no_id, self.yes_id]].detach().float().clone()
+        self.base = model.get_decoder()
+        del model  # an untied lm_head goes with the wrapper
+        gc.collect()
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError(f"{self.spec.id}: the tokenizer has neither a pad nor an eos token")
+        self.pad_id = int(pad)
+        self.encoder = PairEncoder(tokenizer, max_length)
+        self.device, self.grant = device, grant
+        on_gpu = device.type == "cuda"
+        self._batcher = DynamicBatcher(
+            prepare=self._prepare, length=lambda p: len(p.ids), run=self._run,
+            max_batch_tokens=int(self.options.get("batch_tokens_gpu" if on_gpu else "batch_tokens_cpu", 1024)),
+            max_batch_size=int(self.options.get("max_batch_size", 128)),
+            max_pending=int(self.options.get("max_pending", 65536)),
+            name=f"rerank:{self.spec.id}",
+        )
+        log.info("%s loaded on %s (%s), yes=%d no=%d, max_length=%d", self.spec.id, device, dtype,
+                 self.yes_id, self.no_id, max_length)
+
+    @staticmethod
+    def _token_id(tokenizer: Any, token: str) -> int:
+        found = tokenizer.convert_tokens_to_ids(token)
+        if found is None or found == tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer has no single token {token!r}; is this a Qwen3 reranker?")
+        return int(found)
+
+    def unload(self) -> None:
+        """Stop the batcher (failing what still waits) and free every tensor."""
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
+        on_gpu = self.device.type == "cuda"
+        with self._model_lock:
+            self.base = self.head = self.encoder = None
+        gc.collect()
+        if on_gpu:
+            torch.cuda.empty_cache()
+        self.grant = None
+
+    def relocate(self, grant: Grant) -> None:
+        """Move the loaded weights to ``grant.device`` without reading the checkpoint again.
+
+        To a GPU the weights take ``gpu_dtype``. To the CPU they keep their dtype: parked
+        (offloaded) weights stay as compact as on the GPU, and the first batch served on the CPU
+        widens them to fp32 (a CPU placement books fp32 bytes).
+        """
+        if self.base is None or self.head is None:
+            raise RuntimeError(f"{self.spec.id}: relocate() before load()")
+        target = torch.device(grant.device)
+        with self._model_lock:
+            place(self.base, target, self.gpu_dtype if target.type == "cuda" else None)
+            self.head = self.head.to(target)
+            was_gpu = self.device.type == "cuda"
+            self.device, self.grant = target, grant
+        if was_gpu and target.type != "cuda":
+            torch.cuda.empty_cache()
+        if self._batcher is not None:
+            on_gpu = target.type == "cuda"
+            self._batcher.max_batch_tokens = int(
+                self.options.get("batch_tokens_gpu" if on_gpu else "batch_tokens_cpu", 1024))
+
+    # -- serving ----------------------------------------------------------------------------------
+    async def rerank(self, request: RerankRequest) -> RerankResult:
+        """One score in [0, 1] per document, in order; ``prompt_tokens`` counts every prompt's tokens."""
+        if self._batcher is None:
+            raise RuntimeError(f"{self.spec.id} is not loaded")
+        if not request.query.strip():
+            raise InvalidRequest("'query' must not be empty.", param="query")
+        if not request.documents:
+            return RerankResult(scores=[], prompt_tokens=0)
+        instruction = request.instruction if request.instruction and request.instruction.strip() else self.instruction
+        results = await self._batcher.submit([(instruction, request.query, doc) for doc in request.documents])
+        return RerankResult(scores=[score for score, _ in results], prompt_tokens=sum(n for _, n in results))
+
+    def _prepare(self, pairs: Sequence[Pair]) -> list[EncodedPair]:
+        """Tokenise pairs (the batcher's prepare thread: the only thread using the tokenizer)."""
+        encoder = self.encoder
+        if encoder is None:
+            raise RuntimeError(f"{self.spec.id} was unloaded")
+        return [encoder.encode(instruction, query, document) for instruction, query, document in pairs]
+
+    def _run(self, batch: list[EncodedPair]) -> list[tuple[float, int]]:
+        """Score one batch (the batcher's compute thread): ``(P(yes), prompt tokens)`` per pair."""
+        with self._model_lock:
+            if self.base is None or self.head is None:
+                raise RuntimeError(f"{self.spec.id} was unloaded")
+            if self.device.type == "cpu" and self.base.dtype != torch.float32:
+                cast_parameters(self.base, torch.float32)  # served on the CPU after being parked: fp32 as on load
+            scores = score_batch(self.base, self.head, [p.ids for p in batch], self.pad_id, self.device)
+        return [(s, len(p.ids)) for s, p in zip(scores, batch)]
+
+
+def place(module: Any, device: torch.device, dtype: torch.dtype | None = None) -> None:
+    """Move ``module`` to ``device``, casting its parameters (not its buffers) to ``dtype`` if given.
+
+    Parameters travel one at a time, already cast, so a move to a GPU never holds a wider copy
+    of the whole model there. Buffers keep their dtype: ``Module.to(dtype)`` would also cast the
+    rotary ``inv_freq`` buffer, which transformers keeps in fp32 at every model dtype (in fp16 its
+    rounding shifts the phases of distant positions).
+    """
+    for param in module.parameters():
+        target = dtype if dtype is not None and param.is_floating_point() else param.dtype
+        if param.device != device or param.dtype != target:
+            param.data = param.data.to(device=device, dtype=target)
+    module.to(device=device)  # the buffers
+
+
+def cast_parameters(module: Any, dtype: torch.dtype) -> None:
+    """Cast the parameters of ``module`` in place, where they are (see :func:`place`)."""
+    place(module, next(module.parameters()).device, dtype)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask, position_ids)`` of left-padded rows.
+
+    Positions count real tokens only, so a row gets the positions it has alone whatever the
+    padding (the mask keeps pads out of attention; together they make a row's computation the
+    same in any batch, up to float rounding of differently shaped kernels).
+    """
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row):] = 1
+    positions = (mask.cumsum(dim=1) - 1).clamp_(min=0)
+    return ids, mask, positions
+
+
+def score_batch(base: Any, head: torch.Tensor, rows: Sequence[Sequence[int]], pad_id: int,
+                device: torch.device) -> list[float]:
+    """sigmoid(logit_yes − logit_no) at the last position of each row; ``head`` = rows (no, yes)."""
+    ids, mask, positions = left_pad(rows, pad_id)
+    with torch.inference_mode():
+        out = base(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                   use_cache=False)
+        last = out.last_hidden_state[:, -1, :].float()  # left padding: the last column is every row's last token
+        logits = last @ head.T  # [rows, 2] = (no, yes)
+        return torch.sigmoid(logits[:, 1] - logits[:, 0]).tolist()
