@@ -1,0 +1,243 @@
+"""Chat decoding benchmark of the chat_qwen_awq plugin: engine vs raw ``generate`` on the same model.
+
+For each model it loads the plugin's backend on the CPU (1 thread) and measures, in one run:
+
+- raw ``model.generate`` (greedy, batch 1) on the very model the engine serves: time to first
+  token (TTFT) and decode tokens/s;
+- the engine through ``backend.generate`` (the route's code path minus HTTP) with 1 stream and
+  with 8 concurrent streams: TTFT, decode tokens/s per stream, and aggregate tokens/s
+  (all completion tokens / wall time from the first request to the last token).
+
+Targets (issue 6): 1 stream >= 0.95x raw generate; 8 streams >= 3x the 1-stream aggregate.
+
+Models: the tiny AWQ test model and a random Qwen2.5-0.5B-shaped AWQ model (``--layers N`` cuts
+its depth on small machines; the depth used is printed). Run::
+
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_chat.py --layers 8
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "plugins" / "chat_qwen_awq")]
+
+import torch  # noqa: E402
+
+from host.config import config_from_dict  # noqa: E402
+from host.domain import ChatMessage, ChatRequest, SamplingParams  # noqa: E402
+from host.spec import Grant, PlacementKind  # noqa: E402
+from host.testing.tiny_models import QWEN2_5_0_5B_SHAPE, TINY_QWEN2, tiny_model_cache  # noqa: E402
+
+PROMPTS = (
+    "Tell me about the Great Wall of China.",
+    "请用三句话介绍一下北京和上海。",
+    "Write a short poem about the sea.",
+    "What is machine learning? Explain it simply.",
+    "今天天气晴朗，我们去公园散步好吗？",
+    "Summarize the history of science in a few sentences.",
+    "How many people live in Shanghai, and why is it important?",
+    "Explain gravity to a child.",
+)
+
+
+@dataclasses.dataclass
+class Run:
+    """One measured generation: time to first token, tokens, end time (seconds from start)."""
+
+    ttft: float
+    tokens: int
+    end: float
+
+    @property
+    def decode_rate(self) -> float:
+        """Tokens per second after the first one."""
+        return (self.tokens - 1) / (self.end - self.ttft) if self.tokens > 1 and self.end > self.ttft else 0.0
+
+
+def load(folder: Path, max_sequences: int, head_dtype: str = "float32") -> Any:
+    from chat_qwen_awq import MODEL_ID, model_spec
+    from chat_qwen_awq.backend import QwenAwqChatBackend
+
+    options = {"max_sequences": max_sequences, "cpu_head_dtype": head_dtype}
+    config = config_from_dict({"models": {MODEL_ID: {"weights": str(folder), "options": options}},
+                               "plugins": {"paths": [], "entry_points": False}})
+    backend = QwenAwqChatBackend(model_spec(config))
+    backend.load(Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0))
+    return backend
+
+
+def request(prompt: str, tokens: int) -> ChatRequest:
+    # Greedy without repetition penalty: the raw generate call below does exactly the same.
+    return ChatRequest(model="m", messages=(ChatMessage("user", prompt),),
+                       sampling=SamplingParams(max_tokens=tokens, temperature=0, repetition_penalty=1.0))
+
+
+def raw_generate(backend: Any, prompt: str, tokens: int, batch: int = 1) -> Run:
+    """transformers ``generate`` on the served model: TTFT from a 1-token call, then the full call."""
+    ids = backend._prepare(request(prompt, tokens)).prompt_ids
+    x = torch.tensor([ids] * batch)
+    kwargs = dict(attention_mask=torch.ones_like(x), do_sample=False, repetition_penalty=1.0,
+                  eos_token_id=backend.eos_ids, pad_token_id=backend.eos_ids[0], temperature=None, top_p=None,
+                  top_k=None)
+    model = backend.loaded.model
+    with torch.inference_mode():
+        start = time.perf_counter()
+        model.generate(x, max_new_tokens=1, **kwargs)
+        ttft = time.perf_counter() - start
+        start = time.perf_counter()
+        out = model.generate(x, max_new_tokens=tokens, **kwargs)
+        total = time.perf_counter() - start
+    return Run(ttft=ttft, tokens=(out.shape[1] - x.shape[1]) * batch, end=total)
+
+
+async def engine_streams(backend: Any, prompts: list[str], tokens: int) -> list[Run]:
+    """Run one stream per prompt concurrently through ``backend.generate``."""
+    start = time.perf_counter()
+
+    async def one(prompt: str) -> Run:
+        first = None
+        last = None
+        async for delta in backend.generate(request(prompt, tokens)):
+            now = time.perf_counter() - start
+            first = now if first is None else first
+            last = delta
+        assert last is not None and first is not None
+        return Run(ttft=first, tokens=last.completion_tokens, end=time.perf_counter() - start)
+
+    return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+
+def best(runs: list[Any], key: Any) -> Any:
+    """The fastest of repeated runs (machine noise only ever slows a run down)."""
+    return max(runs, key=key)
+
+
+def bench_model(name: str, folder: Path, tokens: int, repeats: int, streams: int,
+                head_dtype: str = "float32") -> dict[str, Any]:
+    backend = load(folder, max_sequences=max(8, streams), head_dtype=head_dtype)
+    try:
+        prompt = PROMPTS[0]
+        asyncio.run(engine_streams(backend, [prompt], 4))  # warm-up (first calls allocate)
+        raw_generate(backend, prompt, 4)
+        raw1, single, many = [], [], []
+        for i in range(repeats):  # interleaved, order alternating, so that machine noise hits all alike
+            engine_first = i % 2 == 1
+            if engine_first:
+                single.append(asyncio.run(engine_streams(backend, [prompt], tokens))[0])
+            raw1.append(raw_generate(backend, prompt, tokens))
+            if not engine_first:
+                single.append(asyncio.run(engine_streams(backend, [prompt], tokens))[0])
+            many.append(asyncio.run(engine_streams(backend, [PROMPTS[j % len(PROMPTS)] for j in range(streams)],
+                                                   tokens)))
+        # Ratios per repeat (measured back to back), then their median: robust to a busy machine.
+        ratio_raw = statistics.median(o.tokens / o.end / (r.tokens / r.end) for o, r in zip(single, raw1))
+        ratio_decode_raw = statistics.median(o.decode_rate / ((r.tokens - 1) / (r.end - r.ttft))
+                                             for o, r in zip(single, raw1))
+        ratio_many = statistics.median(sum(x.tokens for x in g) / max(x.end for x in g) / (o.tokens / o.end)
+                                       for g, o in zip(many, single))
+        raw = best(raw1, lambda r: r.tokens / r.end)
+        one = best(single, lambda r: r.tokens / r.end)
+        group = best(many, lambda rs: sum(r.tokens for r in rs) / max(r.end for r in rs))
+        rawb = raw_generate(backend, prompt, tokens, batch=streams)
+        stats = backend.engine.stats
+        result = {
+            "model": name,
+            "layers": backend.loaded.model.config.num_hidden_layers,
+            "cpu_head_dtype": head_dtype,
+            "tokens_per_stream": tokens,
+            "raw_generate_b1": {"ttft_ms": raw.ttft * 1e3, "decode_tok_s": (raw.tokens - 1) / (raw.end - raw.ttft),
+                                "tok_s": raw.tokens / raw.end, "tokens": raw.tokens},
+            "raw_generate_batch_same_prompt": {"tok_s": rawb.tokens / rawb.end, "tokens": rawb.tokens},
+            "engine_1_stream": {"ttft_ms": one.ttft * 1e3, "decode_tok_s": one.decode_rate,
+                                "tok_s": one.tokens / one.end, "tokens": one.tokens},
+            f"engine_{streams}_streams": {
+                "ttft_ms_median": statistics.median(r.ttft for r in group) * 1e3,
+                "ttft_ms_max": max(r.ttft for r in group) * 1e3,
+                "decode_tok_s_per_stream_median": statistics.median(r.decode_rate for r in group),
+                "aggregate_tok_s": sum(r.tokens for r in group) / max(r.end for r in group),
+                # After the (batched) prefill: tokens after each first one, over the decoding window.
+                "decode_aggregate_tok_s": sum(r.tokens - 1 for r in group) /
+                (max(r.end for r in group) - min(r.ttft for r in group)),
+                "tokens": sum(r.tokens for r in group),
+            },
+            "engine_max_batch": stats.max_batch,
+        }
+        result["ratio_1_stream_vs_raw"] = ratio_raw
+        result["ratio_decode_1_stream_vs_raw"] = ratio_decode_raw
+        result[f"ratio_{streams}_streams_vs_1"] = ratio_many
+        result["repeats"] = repeats
+        return result
+    finally:
+        backend.unload()
+
+
+def report(r: dict[str, Any], streams: int) -> None:
+    raw, one, many = r["raw_generate_b1"], r["engine_1_stream"], r[f"engine_{streams}_streams"]
+    print(f"\n== {r['model']} ({r['layers']} layers, {r['tokens_per_stream']} tokens per stream, embeddings/head "
+          f"{r['cpu_head_dtype']}, 1 thread) ==")
+    print(f"raw generate, batch 1     : TTFT {raw['ttft_ms']:8.1f} ms   decode {raw['decode_tok_s']:8.1f} tok/s"
+          f"   end-to-end {raw['tok_s']:8.1f} tok/s  ({raw['tokens']} tokens)")
+    print(f"engine, 1 stream          : TTFT {one['ttft_ms']:8.1f} ms   decode {one['decode_tok_s']:8.1f} tok/s"
+          f"   end-to-end {one['tok_s']:8.1f} tok/s  ({one['tokens']} tokens)")
+    print(f"engine, {streams} streams         : TTFT median {many['ttft_ms_median']:.1f} ms, max "
+          f"{many['ttft_ms_max']:.1f} ms   decode per stream {many['decode_tok_s_per_stream_median']:.1f} tok/s"
+          f"   aggregate {many['aggregate_tok_s']:.1f} tok/s end-to-end, {many['decode_aggregate_tok_s']:.1f} tok/s "
+          f"decoding  ({many['tokens']} tokens)")
+    print(f"raw generate, batch {streams} (same prompt, reference): "
+          f"{r['raw_generate_batch_same_prompt']['tok_s']:.1f} tok/s")
+    print(f"(absolute numbers: best of {r['repeats']} repeats; ratios: median of the per-repeat ratios)")
+    print(f"1 stream / raw generate   : {r['ratio_1_stream_vs_raw']:.2f}x end-to-end, "
+          f"{r['ratio_decode_1_stream_vs_raw']:.2f}x decode   (target >= 0.95x)")
+    print(f"{streams} streams / 1 stream     : {r[f'ratio_{streams}_streams_vs_1']:.2f}x aggregate end-to-end "
+          f"(prefill of all {streams} prompts included)   (target >= 3x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="tiny,0.5b", help="comma-separated: tiny, 0.5b")
+    parser.add_argument("--layers", type=int, default=None, help="decoder layers of the 0.5B-shaped model (24)")
+    parser.add_argument("--tokens", type=int, default=None, help="tokens per stream (tiny 256, 0.5b 64)")
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cpu-head-dtype", default="float32", help="float32, bfloat16, or both (comma-separated)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    results = []
+    for name in args.models.split(","):
+        if name == "tiny":
+            folder, label, tokens = tiny_model_cache("qwen2-awq", shape=TINY_QWEN2), "tiny qwen2-awq", 256
+        elif name == "0.5b":
+            shape = QWEN2_5_0_5B_SHAPE
+            if args.layers:
+                shape = dataclasses.replace(shape, num_hidden_layers=args.layers)
+            print(f"building/caching the Qwen2.5-0.5B-shaped AWQ model with {shape.num_hidden_layers} layers "
+                  f"(of {QWEN2_5_0_5B_SHAPE.num_hidden_layers})", flush=True)
+            folder, label, tokens = tiny_model_cache("qwen2-awq", shape=shape), "Qwen2.5-0.5B-shaped AWQ", 64
+        else:
+            parser.error(f"unknown model {name!r}")
+        for head in args.cpu_head_dtype.split(","):
+            r = bench_model(label, folder, args.tokens or tokens, args.repeats, args.streams, head)
+            report(r, args.streams)
+            results.append(r)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

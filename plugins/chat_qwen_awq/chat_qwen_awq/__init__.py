@@ -1,0 +1,86 @@
+"""plughost plugin: Qwen2.5-7B-Instruct-AWQ (any Qwen2 4-bit AWQ GEMM checkpoint) for chat.
+
+Declares one model whose placements (gpu, GPU + host RAM hybrid, cpu) are sized from the
+checkpoint's ``config.json`` (see :mod:`chat_qwen_awq.sizing`). Registration is cheap: no torch;
+the backend (:mod:`chat_qwen_awq.backend`) is imported only when the model is admitted.
+
+Options (``models.Qwen2.5-7B-Instruct-AWQ.options``): ``context_length``, ``kv_cache_tokens``,
+``max_sequences``, ``prefill_chunk_tokens``, ``cpu_head_dtype`` (see
+:data:`chat_qwen_awq.sizing.LIMIT_OPTIONS`) and ``offload_dir`` (the folder for disk overflow of
+a hybrid grant on a machine without GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from host import hookimpl
+from host.config import HostConfig
+from host.spec import ModelSpec, Task
+from host.weights import is_tiny, peek_config, weights_on_disk
+
+from chat_qwen_awq import sizing
+
+log = logging.getLogger("plughost.chat_qwen_awq")
+
+MODEL_ID = "Qwen2.5-7B-Instruct-AWQ"
+DEFAULT_WEIGHTS = "Qwen/Qwen2.5-7B-Instruct-AWQ"
+#: The random-weight stand-in of the demo profile (same architecture, built offline).
+DEMO_WEIGHTS = "tiny:qwen2-awq"
+BACKEND = "chat_qwen_awq.backend:QwenAwqChatBackend"
+
+
+def known_config(weights: str) -> dict[str, Any]:
+    """The model's ``config.json`` if at hand; the tiny demo shape for ``tiny:qwen2-awq``; else the real 7B's."""
+    found = peek_config(weights)
+    if found is not None:
+        return found
+    if is_tiny(weights) and weights.endswith("qwen2-awq"):
+        from host.testing.tiny_models import TINY_QWEN2, awq_group_size  # cheap: no torch at import
+
+        s = TINY_QWEN2
+        return {"hidden_size": s.hidden_size, "intermediate_size": s.intermediate_size,
+                "num_hidden_layers": s.num_hidden_layers, "num_attention_heads": s.num_attention_heads,
+                "num_key_value_heads": s.num_key_value_heads, "vocab_size": s.vocab_size,
+                "max_position_embeddings": s.max_position_embeddings, "tie_word_embeddings": s.tie_word_embeddings,
+                "quantization_config": {"quant_method": "awq", "bits": 4, "version": "gemm", "zero_point": True,
+                                        "group_size": awq_group_size(s)}}
+    return dict(sizing.QWEN2_5_7B_AWQ_CONFIG)
+
+
+def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:
+    """The declaration of ``model_id`` with footprints from its (configured) weights.
+
+    In the demo profile the host serves :data:`DEMO_WEIGHTS` instead (``host.registry``: always
+    with ``demo: true``; with ``demo`` unset when the real weights are not on this machine), so
+    the footprints are those of the stand-in then.
+    """
+    mc = config.model(model_id)
+    weights = mc.weights or DEFAULT_WEIGHTS
+    options: dict[str, Any] = {"weights": weights, **mc.options}
+    demo = config.demo if config.demo is not None else not weights_on_disk(weights)
+    sized = DEMO_WEIGHTS if demo else weights
+    try:
+        shape = sizing.ModelShape.from_config(known_config(sized))
+    except (sizing.AwqConfigError, KeyError, TypeError, ValueError) as exc:
+        log.warning("%s: %s is not usable (%s); sizing it as Qwen2.5-7B-Instruct-AWQ", model_id, sized, exc)
+        shape = sizing.ModelShape.from_config(sizing.QWEN2_5_7B_AWQ_CONFIG)
+    limits = sizing.limits_from_options(shape, options)
+    placements = sizing.placements(shape, limits)
+    return ModelSpec(
+        id=model_id,
+        task=Task.CHAT,
+        backend=BACKEND,
+        placements=placements,
+        options=options,
+        offload_bytes=placements[-1].host_bytes,
+        description="Qwen2.5 7B Instruct, 4-bit AWQ: GPU, GPU + host RAM, or CPU",
+        demo_weights=DEMO_WEIGHTS,
+    )
+
+
+@hookimpl
+def register_models(config: HostConfig) -> list[ModelSpec]:
+    """Declare Qwen2.5-7B-Instruct-AWQ."""
+    return [model_spec(config)]

@@ -1,0 +1,195 @@
+"""The chat backend: loads the AWQ model where the grant says and serves it through the engine.
+
+- ``load(grant)``: gpu → everything on ``cuda:N`` in fp16; hybrid → as many decoder layers on
+  the GPU as ``grant.gpu_bytes`` allows, the rest in host RAM, streamed to the GPU per forward
+  (on a machine without GPU a hybrid grant on ``cpu`` keeps the layers that fit in RAM and
+  the rest in an offload folder on disk); cpu → everything in host RAM, fp32 compute.
+- ``relocate(grant)``: moves the loaded weights to another placement without reading the
+  checkpoint again (running sequences, if any, fail with a clear error).
+- ``generate(request)``: renders the chat template and checks the context on a tokenizer
+  thread (errors are raised before the first delta), then streams deltas from the engine
+  thread. Closing the generator cancels the sequence at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from host.domain import ChatDelta, ChatRequest
+from host.errors import BackendError, InvalidRequest, ShuttingDown
+from host.spec import Grant, ModelSpec, PlacementKind
+from host.weights import resolve_weights
+
+from chat_qwen_awq import loader, sampling, sizing
+from chat_qwen_awq.engine import Engine, Prepared, Sequence
+
+log = logging.getLogger("plughost.chat_qwen_awq")
+
+_ROLES = ("system", "user", "assistant")
+_DEFAULT_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+
+
+class QwenAwqChatBackend:
+    """Serves a Qwen2 AWQ chat model (see the module docstring)."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.options = spec.options
+        self.grant: Grant | None = None
+        self.folder: Path | None = None
+        self.config: dict[str, Any] = {}
+        self.limits: sizing.Limits | None = None
+        self.defaults: dict[str, Any] = {}
+        self.eos_ids: list[int] = []
+        self.loaded: loader.LoadedModel | None = None
+        self.engine: Engine | None = None
+        self._tokenizer: Any = None  # the tokenizer thread's (fast tokenizers are not thread-safe)
+        self._prep: ThreadPoolExecutor | None = None
+
+    # -- life cycle (worker threads) -------------------------------------------------------------
+    def load(self, grant: Grant) -> None:
+        """Read the checkpoint and place it as ``grant`` says; start the engine."""
+        from transformers import AutoTokenizer
+
+        self.folder = resolve_weights(str(self.options["weights"]), model_id=self.spec.id)
+        self.config = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
+        shape = sizing.ModelShape.from_config(self.config)
+        self.limits = sizing.limits_from_options(shape, self.options)
+        self.defaults, self.eos_ids = self._generation_defaults()
+        self._tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+        engine_tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+        if engine_tokenizer.eos_token_id is not None and engine_tokenizer.eos_token_id not in self.eos_ids:
+            self.eos_ids.append(engine_tokenizer.eos_token_id)
+        self.loaded = loader.load_model(self.config, loader.checkpoint_tensors(self.folder), self._plan(grant),
+                                        offload_dir=self._offload_dir(), head_dtype=self._head_dtype())
+        self.grant = grant
+        self.engine = Engine(self.loaded.model, self.loaded.device, engine_tokenizer, self.eos_ids, self.limits,
+                             name=f"{self.spec.id}-engine")
+        self.engine.start()
+        self._prep = ThreadPoolExecutor(1, thread_name_prefix=f"{self.spec.id}-tokenizer")
+        log.info("%s loaded: %s on %s, %d/%d layers there", self.spec.id, grant.placement, grant.device,
+                 self.loaded.plan.gpu_layers, shape.num_hidden_layers)
+
+    def unload(self) -> None:
+        """Stop the engine and free every weight."""
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.stop()
+        if self._prep is not None:
+            self._prep.shutdown(wait=False, cancel_futures=True)
+            self._prep = None
+        loaded, self.loaded = self.loaded, None
+        if loaded is not None:
+            loaded.close()
+            del loaded
+        self.grant = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def relocate(self, grant: Grant) -> None:
+        """Move the loaded weights to ``grant``'s placement (no checkpoint read)."""
+        if self.loaded is None or self.engine is None:
+            raise RuntimeError(f"{self.spec.id} is not loaded")
+        engine = self.engine
+        plan = self._plan(grant)
+        with engine.model_lock:
+            engine.reset(BackendError("the model was moved to another device; please retry"))
+            # Everything to host RAM first and the old placement freed, so that a move within one
+            # GPU never needs the old and the new copy there at once.
+            old, self.loaded = self.loaded, None
+            tensors = [(key, t.to("cpu")) for key, t in old.tensors()]
+            old.close()
+            engine.model = None
+            del old
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            new = loader.load_model(self.config, tensors, plan, offload_dir=self._offload_dir(),
+                                    head_dtype=self._head_dtype())
+            del tensors
+            self.loaded = new
+            engine.model, engine.device = new.model, new.device
+            self.grant = grant
+        log.info("%s relocated: %s on %s", self.spec.id, grant.placement, grant.device)
+
+    def _plan(self, grant: Grant) -> loader.DevicePlan:
+        assert self.limits is not None
+        device = grant.device
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"the grant places {self.spec.id} on {device}, but torch sees no CUDA device")
+        if grant.placement == PlacementKind.HYBRID:
+            overflow = "disk" if device == "cpu" else "cpu"
+            return loader.plan_device_map(self.config, self.limits, grant.gpu_bytes, device=device, overflow=overflow)
+        return loader.plan_device_map(self.config, self.limits, None, device=device)
+
+    def _head_dtype(self) -> torch.dtype:
+        assert self.limits is not None
+        return getattr(torch, self.limits.cpu_head_dtype)
+
+    def _offload_dir(self) -> Path | None:
+        folder = self.options.get("offload_dir")
+        return Path(str(folder)).expanduser() if folder else None
+
+    def _generation_defaults(self) -> tuple[dict[str, Any], list[int]]:
+        assert self.folder is not None
+        file = self.folder / "generation_config.json"
+        data = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+        eos = data.get("eos_token_id", self.config.get("eos_token_id"))
+        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        return {k: data[k] for k in _DEFAULT_KEYS if k in data}, eos_ids
+
+    # -- serving (event loop) ----------------------------------------------------------------------
+    async def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        """Stream the completion; ``InvalidRequest`` (prompt too long, bad messages) comes before any delta."""
+        engine, prep = self.engine, self._prep
+        if engine is None or prep is None or not engine.alive:
+            raise ShuttingDown(f"{self.spec.id} is not loaded")
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(prep, self._prepare, request)
+        seq = Sequence(prepared, engine.tokenizer, loop)
+        engine.submit(seq)
+        try:
+            while True:
+                item = await seq.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            engine.cancel(seq)  # synchronous: a closed stream stops generating at the next step
+
+    def _prepare(self, request: ChatRequest) -> Prepared:
+        """Render and tokenise the conversation, check the context (tokenizer thread)."""
+        from jinja2 import TemplateError
+
+        assert self.limits is not None
+        messages = []
+        for i, m in enumerate(request.messages):
+            if m.role not in _ROLES:
+                raise InvalidRequest(f"role '{m.role}' is not supported; use one of {', '.join(_ROLES)}.",
+                                     param=f"messages[{i}].role")
+            messages.append({"role": m.role, "content": m.content})
+        try:
+            ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        except TemplateError as exc:
+            raise InvalidRequest(f"The messages cannot be rendered with the model's chat template: {exc}",
+                                 param="messages") from None
+        ids = [int(t) for t in ids]
+        context = self.limits.context_length
+        max_tokens = request.sampling.max_tokens
+        error = sizing.context_error(len(ids), max_tokens, context)
+        if error is not None:
+            raise error
+        return Prepared(prompt_ids=ids, max_tokens=max_tokens if max_tokens is not None else context - len(ids),
+                        sampling=sampling.resolve(request.sampling, self.defaults), stops=request.sampling.stop)

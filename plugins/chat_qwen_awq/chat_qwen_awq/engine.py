@@ -1,0 +1,451 @@
+"""The continuous-batching engine: one thread that runs every sequence of a loaded model.
+
+Each turn of the engine loop:
+
+1. drops cancelled sequences (a client went away) — within one step of the cancel;
+2. admits waiting sequences while the batch has room (``max_sequences``) and the KV cache
+   holds them (``kv_cache_tokens``, padded: rows x longest row); admitted sequences are
+   prefilled together, left-padded, ``prefill_chunk_tokens`` at a time, one chunk per turn, so
+   that running streams keep decoding while a long prompt is read;
+3. runs one decode step for all running sequences as one batch: a left-padded KV cache
+   (transformers ``DynamicCache``) with per-row positions and attention mask.
+
+Rows are merged into the batch when their prefill ends and removed when they finish; leading
+columns that only hold padding are trimmed. If the cache would outgrow ``kv_cache_tokens`` the
+newest row is preempted: its cache is dropped and it is prefilled again (prompt + what it
+generated so far) when there is room — its stream just pauses.
+
+Results go back to each sequence's asyncio queue through ``call_soon_threadsafe``, once per
+step for all sequences. A failure is confined to what it touched: a failed prefill fails
+its sequences, a failed decode step fails the running batch, a failed sampling fails its
+sequence; the engine goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from host.domain import ChatDelta
+from host.errors import BackendError, PlughostError, ShuttingDown
+
+from chat_qwen_awq.sampling import Resolved, Sampler
+from chat_qwen_awq.sizing import Limits
+from chat_qwen_awq.text import Decoder, TextStream
+
+log = logging.getLogger("plughost.chat_qwen_awq.engine")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated request: prompt ids, the completion budget, sampling settings, stop strings."""
+
+    prompt_ids: list[int]
+    max_tokens: int
+    sampling: Resolved
+    stops: tuple[str, ...] = ()
+
+
+class Sequence:
+    """One generation: its tokens, sampler, text stream, and the queue its consumer reads."""
+
+    _ids = iter(range(1, 1 << 62))
+
+    def __init__(self, prepared: Prepared, tokenizer: Decoder, loop: asyncio.AbstractEventLoop) -> None:
+        self.id = next(Sequence._ids)
+        self.prompt_ids = prepared.prompt_ids
+        self.max_tokens = prepared.max_tokens
+        self.sampler = Sampler(prepared.sampling, prepared.prompt_ids)
+        self.text = TextStream(tokenizer, prepared.stops)
+        self.generated: list[int] = []
+        self.loop = loop
+        self.queue: asyncio.Queue[ChatDelta | BaseException] = asyncio.Queue()
+        self.cancelled = False  # set by the consumer (any thread); read by the engine
+        self.finished = False  # engine thread only
+
+    @property
+    def prefill_ids(self) -> list[int]:
+        """What a (re-)prefill reads: the prompt and anything generated before a preemption."""
+        return self.prompt_ids + self.generated
+
+
+@dataclass
+class _Rows:
+    """A left-padded batch: rows, KV cache, attention mask, real lengths."""
+
+    rows: list[Sequence]
+    cache: Any  # transformers DynamicCache
+    mask: torch.Tensor  # [B, L] long, 1 = real token
+    lengths: torch.Tensor  # [B] long: real tokens per row (next position id)
+
+    @property
+    def width(self) -> int:
+        return int(self.mask.shape[1])
+
+
+@dataclass
+class _Prefill:
+    """Sequences being prefilled together, one chunk per engine turn."""
+
+    rows: list[Sequence]
+    ids: torch.Tensor  # [n, P] left-padded
+    mask: torch.Tensor  # [n, P]
+    positions: torch.Tensor  # [n, P]
+    cache: Any
+    done: int = 0  # columns read so far
+
+
+@dataclass
+class EngineStats:
+    """Counters for tests and benchmarks."""
+
+    steps: int = 0
+    prefills: int = 0
+    max_batch: int = 0
+    preemptions: int = 0
+    failures: int = 0
+
+
+class Engine:
+    """Runs every sequence of one loaded model on a dedicated thread (see the module docstring).
+
+    :param model: a loaded ``Qwen2ForCausalLM`` (possibly dispatched with offload hooks).
+    :param device: where its inputs and KV cache live.
+    :param tokenizer: decodes generated ids (owned by the engine thread).
+    :param eos_ids: tokens that end a generation.
+    :param limits: sequences, KV tokens and prefill chunk size.
+    """
+
+    def __init__(self, model: Any, device: torch.device, tokenizer: Decoder, eos_ids: Seq[int], limits: Limits,
+                 *, name: str = "chat-engine") -> None:
+        self.model = model
+        self.device = device
+        self.tokenizer = tokenizer
+        self.eos_ids = frozenset(eos_ids)
+        self.limits = limits
+        self.stats = EngineStats()
+        # Sliding-window layers need transformers' own masks (Qwen2.5 does not use them).
+        self._sliding = bool(getattr(model.config, "use_sliding_window", False))
+        self.model_lock = threading.Lock()  # held during forward passes; relocation takes it
+        self._cond = threading.Condition()
+        self._incoming: list[Sequence] = []
+        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._batch: _Rows | None = None
+        self._prefill: _Prefill | None = None
+        self._stopping = False
+        self._outbox: list[tuple[Sequence, ChatDelta | BaseException]] = []
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    # -- consumer side (any thread) --------------------------------------------------------------
+    def start(self) -> None:
+        """Start the engine thread."""
+        self._thread.start()
+
+    def submit(self, seq: Sequence) -> None:
+        """Queue a sequence; its deltas arrive on ``seq.queue``."""
+        with self._cond:
+            if self._stopping or not self._thread.is_alive():
+                raise ShuttingDown("the model is being unloaded")
+            self._incoming.append(seq)
+            self._cond.notify()
+
+    def cancel(self, seq: Sequence) -> None:
+        """Stop ``seq`` (synchronous, cheap): the engine drops it before its next step."""
+        seq.cancelled = True
+        with self._cond:
+            self._cond.notify()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the engine thread runs."""
+        return self._thread.is_alive()
+
+    def active(self) -> int:
+        """Sequences the engine still holds (waiting, prefilling or decoding)."""
+        with self._cond:
+            n = len(self._incoming) + len(self._waiting)
+            n += len(self._prefill.rows) if self._prefill else 0
+            n += len(self._batch.rows) if self._batch else 0
+            return n
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fail every sequence still held and end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    # -- engine thread ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cond:
+                while not (self._stopping or self._incoming or self._waiting or self._batch or self._prefill):
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                self._waiting.extend(self._incoming)
+                self._incoming.clear()
+            with self.model_lock:
+                try:
+                    with torch.inference_mode():
+                        self._turn()
+                except Exception as exc:  # noqa: BLE001 - a bug must not kill the engine
+                    log.exception("engine turn failed")
+                    self.stats.failures += 1
+                    self._fail_all(BackendError(f"generation failed: {type(exc).__name__}: {exc}"))
+                self._flush()
+        self._fail_all(ShuttingDown("the model was unloaded"), waiting=True)
+        self._flush()
+
+    def _turn(self) -> None:
+        self._drop_cancelled()
+        if self._prefill is None:
+            self._start_prefill()
+        if self._prefill is not None:
+            self._prefill_chunk()
+        if self._batch is not None:
+            self._preempt_if_needed()
+            self._decode()
+
+    def _drop_cancelled(self) -> None:
+        self._waiting = collections.deque(s for s in self._waiting if not s.cancelled)
+        if self._prefill is not None and all(s.cancelled for s in self._prefill.rows):
+            self._prefill = None
+        if self._batch is not None:
+            self._remove([i for i, s in enumerate(self._batch.rows) if s.cancelled])
+
+    # -- admission and prefill --------------------------------------------------------------------
+    def _start_prefill(self) -> None:
+        running = len(self._batch.rows) if self._batch else 0
+        width = self._batch.width if self._batch else 0
+        picked: list[Sequence] = []
+        while self._waiting and running + len(picked) < self.limits.max_sequences:
+            longest = max([width, *(len(s.prefill_ids) for s in picked), len(self._waiting[0].prefill_ids)])
+            rows = running + len(picked) + 1
+            if rows * (longest + 1) > self.limits.kv_cache_tokens and rows > 1:
+                break
+            picked.append(self._waiting.popleft())
+        if not picked:
+            return
+        from transformers import DynamicCache
+
+        longest = max(len(s.prefill_ids) for s in picked)
+        ids = torch.zeros(len(picked), longest, dtype=torch.long)
+        mask = torch.zeros(len(picked), longest, dtype=torch.long)
+        for i, s in enumerate(picked):
+            p = s.prefill_ids
+            ids[i, longest - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, longest - len(p):] = 1
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as transformers' generate
+        self._prefill = _Prefill(rows=picked, ids=ids.to(self.device), mask=mask.to(self.device),
+                                 positions=positions.to(self.device), cache=DynamicCache(config=self.model.config))
+
+    def _prefill_chunk(self) -> None:
+        pf = self._prefill
+        assert pf is not None
+        total = pf.ids.shape[1]
+        step = max(1, self.limits.prefill_chunk_tokens // len(pf.rows))
+        start, end = pf.done, min(total, pf.done + step)
+        try:
+            out = self.model(input_ids=pf.ids[:, start:end], attention_mask=self._attention(pf.mask[:, :end], start),
+                             position_ids=pf.positions[:, start:end], past_key_values=pf.cache,
+                             cache_position=torch.arange(start, end, device=self.device), use_cache=True,
+                             logits_to_keep=1)
+        except Exception as exc:  # noqa: BLE001 - confined to these sequences
+            log.exception("prefill failed")
+            self._prefill = None
+            self.stats.failures += 1
+            for s in pf.rows:
+                self._finish_error(s, BackendError(f"prefill failed: {type(exc).__name__}: {exc}"))
+            return
+        pf.done = end
+        if end < total:
+            return
+        self._prefill = None
+        self.stats.prefills += 1
+        logits = out.logits[:, -1, :].to(dtype=torch.float32, device="cpu")
+        padding = (pf.mask == 0)[:, None, :, None]
+        for layer in pf.cache.layers:  # padded slots hold zeros, never stale values
+            layer.keys.masked_fill_(padding, 0)
+            layer.values.masked_fill_(padding, 0)
+        rows = _Rows(rows=pf.rows, cache=pf.cache, mask=pf.mask, lengths=pf.mask.sum(-1))
+        self._merge(rows)
+        self._sample(logits, rows.rows)
+
+    def _merge(self, new: _Rows) -> None:
+        old = self._batch
+        if old is None:
+            self._batch = new
+            return
+        width = max(old.width, new.width)
+
+        def pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+            if n == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = n
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        for a, b in zip(old.cache.layers, new.cache.layers):
+            a.keys = torch.cat([pad(a.keys, width - old.width, 2), pad(b.keys, width - new.width, 2)])
+            a.values = torch.cat([pad(a.values, width - old.width, 2), pad(b.values, width - new.width, 2)])
+        old.mask = torch.cat([pad(old.mask, width - old.width, 1), pad(new.mask, width - new.width, 1)])
+        old.lengths = torch.cat([old.lengths, new.lengths])
+        old.rows.extend(new.rows)
+
+    # -- decoding ---------------------------------------------------------------------------------
+    def _preempt_if_needed(self) -> None:
+        batch = self._batch
+        while batch is not None and len(batch.rows) > 1 and \
+                len(batch.rows) * (batch.width + 1) > self.limits.kv_cache_tokens:
+            victim = batch.rows[-1]  # the newest row: it has the least to recompute
+            self.stats.preemptions += 1
+            log.info("KV cache full (%d rows x %d): preempting a sequence", len(batch.rows), batch.width)
+            self._remove([len(batch.rows) - 1])
+            self._waiting.appendleft(victim)
+            batch = self._batch
+
+    def _decode(self) -> None:
+        batch = self._batch
+        assert batch is not None
+        n = len(batch.rows)
+        tokens = torch.tensor([[s.generated[-1]] for s in batch.rows], dtype=torch.long, device=self.device)
+        width = batch.width
+        mask = torch.cat([batch.mask, batch.mask.new_ones(n, 1)], dim=1)
+        try:
+            out = self.model(input_ids=tokens, attention_mask=self._attention(mask, width),
+                             position_ids=batch.lengths.unsqueeze(1),
+                             past_key_values=batch.cache, cache_position=torch.tensor([width], device=self.device),
+                             use_cache=True, logits_to_keep=1)
+        except Exception as exc:  # noqa: BLE001 - confined to the running batch
+            log.exception("decode step failed")
+            self.stats.failures += 1
+            rows, self._batch = batch.rows, None
+            for s in rows:
+                self._finish_error(s, BackendError(f"decode failed: {type(exc).__name__}: {exc}"))
+            return
+        batch.mask = mask
+        batch.lengths = batch.lengths + 1
+        self.stats.steps += 1
+        self.stats.max_batch = max(self.stats.max_batch, n)
+        self._sample(out.logits[:, -1, :].to(dtype=torch.float32, device="cpu"), list(batch.rows))
+
+    def _attention(self, mask: torch.Tensor, start: int) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The attention mask for queries at columns ``start..`` of the 2-D padding ``mask``.
+
+        Without padding: the 2-D mask itself, so transformers takes exactly the path of
+        ``generate`` (no mask tensor at all, SDPA's causal kernel). With padding: the 4-D boolean
+        mask (True = attend) built here; transformers would build the same one through
+        ``torch.vmap``, at several milliseconds per step.
+        """
+        if self._sliding or bool(mask.all()):
+            return mask
+        keys = mask.shape[1]
+        queries = torch.arange(start, keys, device=mask.device)
+        causal = torch.arange(keys, device=mask.device)[None, :] <= queries[:, None]  # [q, kv]
+        return {"full_attention": causal[None, None] & mask.bool()[:, None, None, :]}
+
+    def _sample(self, logits: torch.Tensor, rows: list[Sequence]) -> None:
+        for i, s in enumerate(rows):
+            if s.cancelled or s.finished:
+                continue
+            try:
+                token = s.sampler.choose(logits[i])
+            except Exception as exc:  # noqa: BLE001 - confined to this sequence
+                log.warning("sampling failed for one sequence: %r", exc)
+                self._finish_error(s, BackendError(f"sampling failed: {type(exc).__name__}: {exc}"))
+                continue
+            self._accept(s, token)
+        if self._batch is not None:
+            self._remove([i for i, s in enumerate(self._batch.rows) if s.finished or s.cancelled])
+
+    def _accept(self, s: Sequence, token: int) -> None:
+        first = not s.generated
+        s.generated.append(token)
+        s.sampler.observe(token)
+        if token in self.eos_ids:
+            self._finish(s, s.text.flush(), "stop")
+            return
+        text = s.text.push(token)
+        if s.text.stopped:
+            self._finish(s, text, "stop")
+        elif len(s.generated) >= s.max_tokens:
+            self._finish(s, text + s.text.flush(), "length")
+        elif text or first:  # the first token always answers: it ends the time to first token
+            self._outbox.append((s, ChatDelta(text=text)))
+
+    def _finish(self, s: Sequence, text: str, reason: str) -> None:
+        s.finished = True
+        self._outbox.append((s, ChatDelta(text=text, finish_reason=reason, prompt_tokens=len(s.prompt_ids),
+                                          completion_tokens=len(s.generated))))
+
+    def _finish_error(self, s: Sequence, error: PlughostError) -> None:
+        s.finished = True
+        self._outbox.append((s, error))
+
+    def _remove(self, indices: list[int]) -> None:
+        batch = self._batch
+        if batch is None or not indices:
+            return
+        drop = set(indices)
+        keep = [i for i in range(len(batch.rows)) if i not in drop]
+        if not keep:
+            self._batch = None
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        mask = batch.mask.index_select(0, index)
+        used = mask.any(dim=0).nonzero()
+        first = int(used[0]) if used.numel() else 0  # leading columns that are padding in every row
+        batch.mask = mask[:, first:]
+        for layer in batch.cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, first:]
+            layer.values = layer.values.index_select(0, index)[:, :, first:]
+        batch.lengths = batch.lengths.index_select(0, index)
+        batch.rows = [batch.rows[i] for i in keep]
+
+    def _fail_all(self, error: PlughostError, *, waiting: bool = False) -> None:
+        held = list(self._batch.rows) if self._batch else []
+        held += list(self._prefill.rows) if self._prefill else []
+        self._batch = self._prefill = None
+        if waiting:
+            with self._cond:
+                held += list(self._waiting) + self._incoming
+                self._waiting.clear()
+                self._incoming.clear()
+        for s in held:
+            if not s.finished:
+                self._finish_error(s, error)
+
+    def reset(self, error: PlughostError) -> None:
+        """Fail what runs (call with :attr:`model_lock` held, e.g. before moving the model)."""
+        self._fail_all(error)
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Sequence, ChatDelta | BaseException]]] = {}
+        for s, item in self._outbox:
+            by_loop.setdefault(s.loop, []).append((s, item))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the consumer's loop is closed: nobody is listening
+                for s, _ in items:
+                    s.cancelled = True
+
+
+def _deliver(items: list[tuple[Sequence, ChatDelta | BaseException]]) -> None:
+    for s, item in items:
+        s.queue.put_nowait(item)
+

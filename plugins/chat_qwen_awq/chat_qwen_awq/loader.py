@@ -1,0 +1,443 @@
+"""The plugin's own AWQ loader: empty Qwen2 model, autoawq ``WQLinear_GEMM`` layers, accelerate dispatch.
+
+Both stock loaders are unusable here: transformers' AWQ integration refuses a device map with
+CPU or disk entries, and autoawq's ``from_quantized`` needs kernels that do not exist for this
+torch. So:
+
+1. build ``Qwen2ForCausalLM`` with empty (meta) weights and swap every decoder-layer linear
+   for :class:`AwqLinear` (a ``WQLinear_GEMM`` that also runs on the CPU);
+2. read the safetensors and put each tensor where the device map says: on the GPU (or the
+   CPU device), into a host-RAM state dict (layers offloaded next to a GPU), or into an
+   offload folder on disk (layers offloaded next to the CPU);
+3. ``accelerate.dispatch_model(..., offload_buffers=True)``: AWQ weights are *buffers*, and
+   without ``offload_buffers`` accelerate would move the "offloaded" layers to the GPU anyway.
+
+The device map comes from :func:`plan_device_map`, a pure function of the config and a GPU
+budget that sizes a meta model (nothing is allocated).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from chat_qwen_awq import sizing
+
+log = logging.getLogger("plughost.chat_qwen_awq.loader")
+
+_INT4_CPU = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and \
+    hasattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
+
+# Column c of an AWQ pack of 8 lives in nibble AWQ_REVERSE_ORDER[c] (awq.utils.packing_utils).
+_AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)
+
+
+def awq_gemm() -> ModuleType:
+    """``awq.modules.linear.gemm``, imported quietly.
+
+    Importing autoawq prints a deprecation notice and installs a process-wide "default" filter
+    for DeprecationWarning; both stay inside this ``catch_warnings`` block.
+    """
+    with warnings.catch_warnings(record=True):
+        from awq.modules.linear import gemm
+    return gemm
+
+
+def disable_triton_without_cuda() -> None:
+    """autoawq picks its triton kernels whenever triton imports; they crash without CUDA.
+
+    ``awq.modules.linear.gemm`` decides through the module-level flag ``TRITON_AVAILABLE``;
+    clearing it leaves autoawq's plain dequantise-and-matmul path.
+    """
+    if not torch.cuda.is_available():
+        awq_gemm().TRITON_AVAILABLE = False
+
+
+def _awq_linear_class() -> type[nn.Module]:
+    WQLinear_GEMM = awq_gemm().WQLinear_GEMM
+
+    class AwqLinear(WQLinear_GEMM):
+        """``WQLinear_GEMM`` (same buffers, same state dict) that also computes on the CPU.
+
+        On a GPU it is autoawq's own forward. On the CPU it uses torch's int4 kernel
+        (``_weight_int4pack_mm_for_cpu``, bf16 activations, fp32 accumulation) on a copy of
+        the weight repacked once by :meth:`prepare_cpu` — or repacked per call when the
+        buffers are streamed in by an offload hook — and plain dequantise-and-matmul in fp32
+        where that kernel is missing.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._cpu_pack: tuple[torch.Tensor, torch.Tensor] | None = None
+
+        def prepare_cpu(self) -> None:
+            """Repack the weight for the CPU kernel (kept next to the AWQ buffers)."""
+            self._cpu_pack = None
+            if _INT4_CPU and self.qweight.device.type == "cpu":
+                self._cpu_pack = int4pack(self.qweight, self.qzeros, self.scales, self.group_size)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.device.type != "cpu":
+                return super().forward(x)
+            flat = x.reshape(-1, self.in_features)
+            if _INT4_CPU:
+                pack = self._cpu_pack
+                if pack is None or pack[0].device != self.qweight.device:
+                    pack = int4pack(self.qweight, self.qzeros, self.scales, self.group_size)
+                weight, scales_zeros = pack
+                out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.to(torch.bfloat16).contiguous(), weight,
+                                                                self.group_size, scales_zeros).to(x.dtype)
+            else:
+                weight = dequantize(self.qweight, self.qzeros, self.scales, self.group_size, torch.float32)
+                out = (flat.to(torch.float32) @ weight).to(x.dtype)
+            if self.bias is not None:
+                out = out + self.bias.to(out.dtype)
+            return out.reshape(*x.shape[:-1], self.out_features)
+
+    return AwqLinear
+
+
+@functools.cache
+def awq_linear_class() -> type[nn.Module]:
+    """The :class:`AwqLinear` class (built on first use: importing autoawq is slow)."""
+    return _awq_linear_class()
+
+
+def unpack_awq(packed: torch.Tensor) -> torch.Tensor:
+    """int32 ``[rows, cols/8]`` in AWQ's GEMM order → int32 codes ``[rows, cols]`` (0..15)."""
+    shifts = torch.tensor([4 * n for n in _AWQ_REVERSE_ORDER], dtype=torch.int32, device=packed.device)
+    rows, packs = packed.shape
+    return ((packed.unsqueeze(-1) >> shifts) & 0xF).reshape(rows, packs * 8)
+
+
+def dequantize(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int,
+               dtype: torch.dtype) -> torch.Tensor:
+    """``[in, out]`` weight ``(q - z) * s`` in ``dtype`` (the transpose of ``nn.Linear.weight``)."""
+    in_f = qweight.shape[0]
+    groups = in_f // group_size
+    q = unpack_awq(qweight).view(groups, group_size, -1)
+    z = unpack_awq(qzeros).view(groups, 1, -1)
+    return ((q - z).to(dtype) * scales.to(dtype).view(groups, 1, -1)).view(in_f, -1)
+
+
+def int4pack(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+             group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Repack AWQ buffers for ``_weight_int4pack_mm_for_cpu``.
+
+    That kernel computes ``w = (q - 8) * scale + zero`` per group; AWQ stores ``w = (q - z) * s``,
+    so ``zero = (8 - z) * s``. Returns ``(packed weight, scales_and_zeros [in/G, out, 2] bf16)``.
+    """
+    q = unpack_awq(qweight).t().contiguous()  # [out, in]
+    weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+    s = scales.to(torch.float32)
+    zero = (8 - unpack_awq(qzeros).to(torch.float32)) * s
+    return weight, torch.stack([s, zero], dim=-1).to(torch.bfloat16).contiguous()
+
+
+# ------------------------------------------------------------------------------------ the model
+
+
+def qwen2_config(config: Mapping[str, Any]) -> Any:
+    """A ``transformers.Qwen2Config`` from a ``config.json`` mapping."""
+    from transformers import Qwen2Config
+
+    data = dict(config)
+    data.pop("quantization_config", None)  # only from_pretrained acts on it; we load ourselves
+    return Qwen2Config.from_dict(data)
+
+
+def build_empty_model(config: Mapping[str, Any], dtype: torch.dtype) -> nn.Module:
+    """``Qwen2ForCausalLM`` on the meta device with :class:`AwqLinear` decoder linears."""
+    from accelerate import init_empty_weights
+    from transformers import Qwen2ForCausalLM
+
+    shape = sizing.ModelShape.from_config(config)
+    hf_config = qwen2_config(config)
+    hf_config._attn_implementation = "sdpa"
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with init_empty_weights():  # parameters on meta; rotary inv_freq stays a real buffer
+            model = Qwen2ForCausalLM(hf_config)
+    finally:
+        torch.set_default_dtype(old)
+    cls = awq_linear_class()
+    for layer in model.model.layers:
+        for parent in (layer.self_attn, layer.mlp):
+            for name, child in list(parent.named_children()):
+                if name in sizing.AWQ_LINEARS and isinstance(child, nn.Linear):
+                    setattr(parent, name, cls(4, shape.group_size, child.in_features, child.out_features,
+                                              child.bias is not None, "meta"))
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+class _CastEmbedding(nn.Module):
+    """Embedding lookup in a storage dtype, returning the compute dtype."""
+
+    def __init__(self, weight: nn.Parameter, out_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.weight = weight
+        self.out_dtype = out_dtype
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(ids, self.weight).to(self.out_dtype)
+
+
+class _CastHead(nn.Module):
+    """lm_head whose weight is stored (and multiplied) in another dtype; fp32 logits out."""
+
+    def __init__(self, weight: nn.Parameter, out_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.weight = weight
+        self.out_dtype = out_dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A fresh 2-D copy: the last-position slice transformers passes keeps its parent's strides,
+        # which sends oneDNN's bf16 GEMM down a path ~60x slower.
+        flat = x.reshape(-1, x.shape[-1]).to(self.weight.dtype, memory_format=torch.contiguous_format)
+        out = nn.functional.linear(flat, self.weight).to(self.out_dtype)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def store_head_as(model: nn.Module, dtype: torch.dtype) -> None:
+    """Keep embeddings and lm_head in ``dtype`` (e.g. bf16 on a CPU with bf16 matmuls); activations keep theirs.
+
+    A tied head keeps sharing the embedding matrix.
+    """
+    compute = model.model.norm.weight.dtype
+    embed = nn.Parameter(model.model.embed_tokens.weight.detach().to(dtype), requires_grad=False)
+    tied = model.lm_head.weight is model.model.embed_tokens.weight
+    head = embed if tied else nn.Parameter(model.lm_head.weight.detach().to(dtype), requires_grad=False)
+    model.model.embed_tokens = _CastEmbedding(embed, compute)
+    model.lm_head = _CastHead(head, compute)
+
+
+# ------------------------------------------------------------------------------------ placement
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """Where each top-level module goes: ``device`` computes, ``overflow`` holds the rest.
+
+    ``overflow`` is ``"cpu"`` (host RAM next to a GPU: streamed to the GPU per forward) or
+    ``"disk"`` (next to the CPU: read from the offload folder per forward).
+    """
+
+    device: str
+    overflow: str
+    device_map: dict[str, str]
+    gpu_layers: int
+    device_bytes: int
+    overflow_bytes: int
+
+    @property
+    def offloaded(self) -> bool:
+        """Whether any layer is outside ``device``."""
+        return self.gpu_layers < sum(1 for k in self.device_map if k.startswith("model.layers."))
+
+
+def compute_dtype(device: str) -> torch.dtype:
+    """fp32 on the CPU, fp16 on a GPU."""
+    return torch.float32 if device == "cpu" else torch.float16
+
+
+def plan_device_map(config: Mapping[str, Any], limits: sizing.Limits, budget: int | None, *,
+                    device: str = "cuda:0", overflow: str = "cpu") -> DevicePlan:
+    """The device map for ``config`` with ``budget`` bytes on ``device`` (``None``: everything fits).
+
+    Pure: module sizes come from a meta model (nothing is allocated). Embeddings, final norm,
+    lm_head, KV cache and working set are on ``device``; decoder layers follow in order while
+    they fit, the rest go to ``overflow``. Raises ``ValueError`` when even the fixed part does not fit.
+    """
+    from accelerate.utils import compute_module_sizes
+
+    shape = sizing.ModelShape.from_config(config)
+    cpu = device == "cpu"
+    model = build_empty_model(config, compute_dtype(device))
+    sizes = compute_module_sizes(model)
+    layers = [sizes[f"model.layers.{i}"] for i in range(shape.num_hidden_layers)]
+    if cpu:  # the CPU keeps a repacked copy of each AWQ weight next to the buffers
+        extra = sum(sizing.int4pack_bytes(i, o, shape.group_size) for _, i, o, _ in shape.linears())
+        layers = [b + extra for b in layers]
+    # The same arithmetic as the declared footprint, so the split matches what the scheduler granted.
+    head = sizing.head_bytes(shape, cpu=cpu, cpu_head_dtype=limits.cpu_head_dtype)
+    kv = limits.kv_cache_tokens * sizing.kv_bytes_per_token(shape, cpu=cpu)
+    fixed = head + kv + sizing.working_bytes(shape, limits, cpu=cpu, streamed_layer=budget is not None)
+    on_device = shape.num_hidden_layers
+    if budget is not None:
+        if fixed > budget:
+            raise ValueError(f"a budget of {budget / 2**30:.2f} GiB on {device} does not hold the fixed part of "
+                             f"the model ({fixed / 2**30:.2f} GiB: embeddings, head, KV cache, working set)")
+        room, on_device = budget - fixed, 0
+        while on_device < len(layers) and layers[on_device] <= room:
+            room -= layers[on_device]
+            on_device += 1
+    device_map = {"model.embed_tokens": device, "model.rotary_emb": device}
+    for i in range(shape.num_hidden_layers):
+        device_map[f"model.layers.{i}"] = device if i < on_device else overflow
+    device_map["model.norm"] = device
+    device_map["lm_head"] = device
+    return DevicePlan(device=device, overflow=overflow, device_map=device_map, gpu_layers=on_device,
+                      device_bytes=fixed + sum(layers[:on_device]), overflow_bytes=sum(layers[on_device:]))
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def _is_awq_tensor(key: str) -> bool:
+    parts = key.split(".")
+    return len(parts) >= 2 and parts[-2] in sizing.AWQ_LINEARS
+
+
+def _owner(key: str, device_map: Mapping[str, str]) -> str:
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in device_map:
+            return prefix
+    raise KeyError(f"checkpoint tensor {key!r} belongs to no module of the device map")
+
+
+def checkpoint_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of the safetensors checkpoint in ``folder`` (sharded or not), one at a time."""
+    from safetensors import safe_open
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    else:
+        files = [p.name for p in sorted(folder.glob("*.safetensors"))]
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors in {folder}")
+    for name in files:
+        with safe_open(str(folder / name), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                yield key, f.get_tensor(key)
+
+
+@dataclass
+class LoadedModel:
+    """A dispatched model and what relocation needs to find its weights again."""
+
+    model: nn.Module
+    plan: DevicePlan
+    dtype: torch.dtype
+    host_state: dict[str, torch.Tensor] = field(default_factory=dict)  # layers offloaded to host RAM
+    offload_dir: Path | None = None
+    offload_index: dict[str, Any] = field(default_factory=dict)
+    owns_offload_dir: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        """Where forward passes compute (inputs and KV cache live here)."""
+        return torch.device(self.plan.device)
+
+    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Every weight, wherever it is now (device, host RAM or offload folder), for relocation."""
+        from accelerate.utils import load_offloaded_weight
+
+        tied = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
+        for key, tensor in self.model.state_dict().items():
+            if key in tied:
+                continue
+            if tensor.device.type != "meta":
+                yield key, tensor
+            elif key in self.host_state:
+                yield key, self.host_state[key]
+            elif key in self.offload_index and self.offload_dir is not None:
+                yield key, load_offloaded_weight(str(self.offload_dir / f"{key}.dat"), self.offload_index[key])
+            else:
+                raise RuntimeError(f"weight {key} is on no device, in no host state and no offload folder")
+
+    def close(self) -> None:
+        """Drop hooks, weights and the offload folder (if we made it)."""
+        from accelerate.hooks import remove_hook_from_submodules
+
+        remove_hook_from_submodules(self.model)
+        self.host_state.clear()
+        if self.owns_offload_dir and self.offload_dir is not None:
+            shutil.rmtree(self.offload_dir, ignore_errors=True)
+        self.offload_dir = None
+
+
+def load_model(config: Mapping[str, Any], tensors: Iterable[tuple[str, torch.Tensor]], plan: DevicePlan, *,
+               offload_dir: Path | None = None, head_dtype: torch.dtype | None = None) -> LoadedModel:
+    """Build the model and place ``tensors`` as ``plan`` says; returns the dispatched model.
+
+    Floating tensors outside the AWQ linears are cast to the compute dtype; AWQ buffers keep
+    theirs (int32 codes, fp16 scales and bias). Missing or unexpected weights are errors.
+    ``head_dtype`` (CPU only) stores embeddings and lm_head in that dtype (see :func:`store_head_as`).
+    """
+    from accelerate import dispatch_model
+    from accelerate.utils import offload_weight, save_offload_index, set_module_tensor_to_device
+
+    disable_triton_without_cuda()
+    dtype = compute_dtype(plan.device)
+    model = build_empty_model(config, dtype)
+    expected = set(model.state_dict())
+    tied = bool(config.get("tie_word_embeddings", False))
+    if tied:
+        expected.discard("lm_head.weight")
+    loaded = LoadedModel(model=model, plan=plan, dtype=dtype)
+    if plan.overflow == "disk" and plan.offloaded:
+        if offload_dir is None:
+            offload_dir, loaded.owns_offload_dir = Path(tempfile.mkdtemp(prefix="plughost-awq-offload-")), True
+        offload_dir.mkdir(parents=True, exist_ok=True)
+        loaded.offload_dir = offload_dir
+    try:
+        seen: set[str] = set()
+        for key, tensor in tensors:
+            if key not in expected:
+                if tied and key == "lm_head.weight":
+                    continue
+                raise ValueError(f"unexpected weight {key!r} in the checkpoint (is it a Qwen2 AWQ GEMM model?)")
+            if tensor.is_floating_point() and not _is_awq_tensor(key):
+                tensor = tensor.to(dtype)
+            target = plan.device_map[_owner(key, plan.device_map)]
+            if target == plan.device:
+                set_module_tensor_to_device(model, key, plan.device, value=tensor)
+            elif target == "disk":
+                assert loaded.offload_dir is not None
+                offload_weight(tensor.cpu(), key, str(loaded.offload_dir), loaded.offload_index)
+            else:  # host RAM next to a GPU
+                loaded.host_state[key] = tensor.to("cpu").contiguous()
+            seen.add(key)
+        missing = sorted(expected - seen)
+        if missing:
+            raise ValueError(f"the checkpoint lacks {len(missing)} weight(s), e.g. {missing[:3]}")
+        model.model.rotary_emb.to(plan.device)
+        if tied:
+            model.tie_weights()
+        if plan.device == "cpu" and head_dtype is not None and head_dtype != dtype:
+            store_head_as(model, head_dtype)
+        if plan.offloaded:
+            if loaded.offload_dir is not None:
+                save_offload_index(loaded.offload_index, str(loaded.offload_dir))
+            dispatch_model(model, device_map=plan.device_map, main_device=plan.device,
+                           state_dict=loaded.host_state or None,
+                           offload_dir=str(loaded.offload_dir) if loaded.offload_dir is not None else None,
+                           offload_buffers=True)
+        if plan.device == "cpu":
+            for module in model.modules():
+                prepare = getattr(module, "prepare_cpu", None)
+                if prepare is not None and module.qweight.device.type == "cpu":
+                    prepare()
+    except BaseException:
+        loaded.close()
+        raise
+    return loaded
+

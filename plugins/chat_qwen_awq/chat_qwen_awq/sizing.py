@@ -1,0 +1,263 @@
+"""Memory footprints of a Qwen2 AWQ (4-bit GEMM) model, computed from its ``config.json``.
+
+Pure Python (no torch): the plugin's declaration uses it to size its placements, and the
+loader uses the same numbers to split decoder layers between the GPU and host RAM.
+
+Where the bytes go:
+
+- every decoder layer: its seven AWQ linears (``qweight`` int32 ``[in, out/8]``, ``qzeros``
+  int32 ``[in/G, out/8]``, ``scales`` fp16 ``[in/G, out]``, fp16 ``bias`` on q/k/v) and its two
+  RMSNorm weights (compute dtype);
+- embeddings, the final norm and ``lm_head`` in the compute dtype (fp16 on a GPU, fp32 on the
+  CPU, or bf16 matrices there with ``cpu_head_dtype``; a tied head costs nothing extra);
+- the KV cache: ``kv_cache_tokens`` tokens in all (every running sequence together), in the
+  compute dtype;
+- a working set: activations of one prefill chunk, logits of every running sequence, the
+  largest dequantised weight, and (hybrid) one decoder layer streamed in from host RAM.
+
+On the CPU each AWQ linear also keeps a copy repacked for torch's int4 CPU kernel (the
+AWQ buffers stay, so that the model can move back to a GPU without reading the disk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from host.errors import InvalidRequest
+from host.spec import Placement, PlacementKind
+
+#: The AWQ-quantised linears of a Qwen2 decoder layer, in module order.
+AWQ_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+#: ``config.json`` of Qwen/Qwen2.5-7B-Instruct-AWQ: the fallback when the real file is not at hand.
+QWEN2_5_7B_AWQ_CONFIG: dict[str, Any] = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "max_position_embeddings": 32768,
+    "tie_word_embeddings": False,
+    "quantization_config": {"bits": 4, "group_size": 128, "quant_method": "awq", "version": "gemm",
+                            "zero_point": True, "modules_to_not_convert": None},
+}
+
+_FP16 = 2
+_FP32 = 4
+
+
+class AwqConfigError(ValueError):
+    """The checkpoint is not a 4-bit AWQ GEMM Qwen2 model this plugin can serve."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes of a Qwen2 AWQ model that decide its memory footprint."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    group_size: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ModelShape:
+        """Read a ``config.json`` mapping; :class:`AwqConfigError` when it is not 4-bit AWQ GEMM."""
+        q = config.get("quantization_config") or {}
+        method = str(q.get("quant_method", "")).lower()
+        if method != "awq":
+            raise AwqConfigError(f"quantization_config.quant_method is {method or 'missing'!r}, expected 'awq'")
+        bits = q.get("bits", q.get("w_bit"))
+        if bits != 4:
+            raise AwqConfigError(f"only 4-bit AWQ is supported, the checkpoint has bits={bits!r}")
+        version = str(q.get("version", "gemm")).lower()
+        if version != "gemm":
+            raise AwqConfigError(f"only AWQ version 'gemm' is supported, the checkpoint has {version!r}")
+        if q.get("zero_point", True) is not True:
+            raise AwqConfigError("only AWQ with zero points (zero_point: true) is supported")
+        if q.get("modules_to_not_convert"):
+            raise AwqConfigError(f"modules_to_not_convert={q['modules_to_not_convert']!r} is not supported")
+        hidden = int(config["hidden_size"])
+        heads = int(config["num_attention_heads"])
+        group = int(q.get("group_size", q.get("q_group_size", 128)))
+        shape = cls(
+            hidden_size=hidden,
+            intermediate_size=int(config["intermediate_size"]),
+            num_hidden_layers=int(config["num_hidden_layers"]),
+            num_attention_heads=heads,
+            num_key_value_heads=int(config.get("num_key_value_heads") or heads),
+            head_dim=hidden // heads,  # Qwen2 has no separate head_dim
+            vocab_size=int(config["vocab_size"]),
+            max_position_embeddings=int(config.get("max_position_embeddings", 32768)),
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            group_size=hidden if group == -1 else group,
+        )
+        for name, in_f, out_f, _ in shape.linears():
+            if in_f % shape.group_size or out_f % 8:
+                raise AwqConfigError(f"{name}: {in_f}x{out_f} does not fit AWQ group size {shape.group_size}")
+        return shape
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the key (and of the value) projection."""
+        return self.num_key_value_heads * self.head_dim
+
+    def linears(self) -> list[tuple[str, int, int, bool]]:
+        """``(name, in_features, out_features, has_bias)`` of each AWQ linear of one layer."""
+        h, i, kv = self.hidden_size, self.intermediate_size, self.kv_dim
+        return [("q_proj", h, h, True), ("k_proj", h, kv, True), ("v_proj", h, kv, True), ("o_proj", h, h, False),
+                ("gate_proj", h, i, False), ("up_proj", h, i, False), ("down_proj", i, h, False)]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the engine may hold: per-sequence context, KV tokens in all, concurrent sequences."""
+
+    context_length: int
+    kv_cache_tokens: int
+    max_sequences: int
+    prefill_chunk_tokens: int
+    cpu_head_dtype: str = "float32"
+
+
+#: Option names (``models.<id>.options``) and their meaning.
+LIMIT_OPTIONS = {
+    "context_length": "longest prompt + completion of one sequence (default: the model's, at most 16384)",
+    "kv_cache_tokens": "KV-cache tokens of all running sequences together (default: context_length)",
+    "max_sequences": "sequences decoded together (default 8); more requests wait for a free slot",
+    "prefill_chunk_tokens": "prompt tokens per prefill forward pass (default 512)",
+    "cpu_head_dtype": "weights of embeddings and lm_head on the CPU: float32 (default) or bfloat16 (half the "
+                      "memory, ~2x faster head; activations stay fp32)",
+}
+
+DEFAULT_MAX_CONTEXT = 16384
+
+
+def limits_from_options(shape: ModelShape, options: Mapping[str, Any]) -> Limits:
+    """The engine limits from the model's options, checked against the model."""
+    def integer(name: str, default: int, low: int = 1) -> int:
+        value = options.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"option {name!r} must be an integer >= {low}, got {value!r}")
+        return value
+
+    context = integer("context_length", min(shape.max_position_embeddings, DEFAULT_MAX_CONTEXT), 2)
+    if context > shape.max_position_embeddings:
+        raise ValueError(f"option 'context_length' ({context}) exceeds the model's max_position_embeddings "
+                         f"({shape.max_position_embeddings})")
+    kv_tokens = integer("kv_cache_tokens", context)
+    if kv_tokens < context:
+        raise ValueError(f"option 'kv_cache_tokens' ({kv_tokens}) must hold at least one full context ({context})")
+    head = options.get("cpu_head_dtype", "float32")
+    if head not in ("float32", "bfloat16"):
+        raise ValueError(f"option 'cpu_head_dtype' must be 'float32' or 'bfloat16', got {head!r}")
+    return Limits(context_length=context, kv_cache_tokens=kv_tokens, max_sequences=integer("max_sequences", 8),
+                  prefill_chunk_tokens=integer("prefill_chunk_tokens", 512), cpu_head_dtype=head)
+
+
+def awq_linear_bytes(in_features: int, out_features: int, group_size: int, bias: bool) -> int:
+    """Bytes of one ``WQLinear_GEMM``'s buffers (qweight, qzeros, scales, optional fp16 bias)."""
+    groups = in_features // group_size
+    return in_features * out_features // 2 + groups * out_features // 2 + groups * out_features * _FP16 + \
+        (out_features * _FP16 if bias else 0)
+
+
+def int4pack_bytes(in_features: int, out_features: int, group_size: int) -> int:
+    """Bytes of the CPU-kernel copy of one linear (4-bit weight + bf16 scales and zeros)."""
+    return in_features * out_features // 2 + (in_features // group_size) * out_features * 2 * 2
+
+
+def layer_bytes(shape: ModelShape, *, cpu: bool = False) -> int:
+    """Bytes of one decoder layer as loaded (``cpu``: fp32 norms plus the int4 kernel copies)."""
+    total = 2 * shape.hidden_size * (_FP32 if cpu else _FP16)
+    for _, in_f, out_f, bias in shape.linears():
+        total += awq_linear_bytes(in_f, out_f, shape.group_size, bias)
+        if cpu:
+            total += int4pack_bytes(in_f, out_f, shape.group_size)
+    return total
+
+
+def head_bytes(shape: ModelShape, *, cpu: bool = False, cpu_head_dtype: str = "float32") -> int:
+    """Embeddings, final norm and (untied) lm_head (compute dtype; on the CPU ``cpu_head_dtype`` matrices)."""
+    norm = _FP32 if cpu else _FP16
+    matrix = (_FP32 if cpu_head_dtype == "float32" else 2) if cpu else _FP16
+    matrices = 1 if shape.tie_word_embeddings else 2
+    return matrices * shape.vocab_size * shape.hidden_size * matrix + shape.hidden_size * norm
+
+
+def kv_bytes_per_token(shape: ModelShape, *, cpu: bool = False) -> int:
+    """KV-cache bytes of one token over all layers."""
+    return 2 * shape.num_hidden_layers * shape.kv_dim * (_FP32 if cpu else _FP16)
+
+
+def working_bytes(shape: ModelShape, limits: Limits, *, cpu: bool = False, streamed_layer: bool = False) -> int:
+    """Transient memory of a forward pass (see the module docstring)."""
+    dtype = _FP32 if cpu else _FP16
+    chunk = min(limits.prefill_chunk_tokens, limits.context_length)
+    activations = chunk * (6 * shape.hidden_size + 2 * shape.kv_dim + 3 * shape.intermediate_size) * dtype
+    # Attention scores of a prefill chunk against the whole context (the CPU's math kernel
+    # materialises them; GPU kernels do not).
+    scores = chunk * shape.num_attention_heads * limits.context_length * _FP32 if cpu else 0
+    logits = 3 * limits.max_sequences * shape.vocab_size * _FP32
+    largest = max(in_f * out_f for _, in_f, out_f, _ in shape.linears()) * dtype
+    kv_merge = limits.kv_cache_tokens * kv_bytes_per_token(shape, cpu=cpu) // shape.num_hidden_layers
+    streamed = layer_bytes(shape) if streamed_layer else 0
+    return activations + scores + logits + largest + kv_merge + streamed
+
+
+def gpu_fixed_bytes(shape: ModelShape, limits: Limits, *, hybrid: bool) -> int:
+    """What must be on the GPU whatever the layer split: head, KV cache, working set."""
+    return head_bytes(shape) + limits.kv_cache_tokens * kv_bytes_per_token(shape) + \
+        working_bytes(shape, limits, streamed_layer=hybrid)
+
+
+def cpu_bytes(shape: ModelShape, limits: Limits) -> int:
+    """Host RAM of the CPU placement (fp32 compute)."""
+    return head_bytes(shape, cpu=True, cpu_head_dtype=limits.cpu_head_dtype) + \
+        shape.num_hidden_layers * layer_bytes(shape, cpu=True) + \
+        limits.kv_cache_tokens * kv_bytes_per_token(shape, cpu=True) + working_bytes(shape, limits, cpu=True)
+
+
+def placements(shape: ModelShape, limits: Limits) -> tuple[Placement, ...]:
+    """gpu (all on one GPU), hybrid (decoder layers split GPU / host RAM), cpu — in that order."""
+    layers = shape.num_hidden_layers * layer_bytes(shape)
+    return (
+        Placement(kind=PlacementKind.GPU, gpu_bytes=gpu_fixed_bytes(shape, limits, hybrid=False) + layers),
+        Placement(kind=PlacementKind.HYBRID, gpu_bytes=gpu_fixed_bytes(shape, limits, hybrid=True),
+                  flexible_bytes=layers),
+        Placement(kind=PlacementKind.CPU, host_bytes=cpu_bytes(shape, limits)),
+    )
+
+
+def gpu_layer_count(shape: ModelShape, limits: Limits, gpu_bytes: int, *, layer_size: int | None = None) -> int:
+    """Decoder layers that fit on the GPU next to the fixed part in a hybrid grant of ``gpu_bytes``."""
+    size = layer_size if layer_size is not None else layer_bytes(shape)
+    room = gpu_bytes - gpu_fixed_bytes(shape, limits, hybrid=True)
+    return max(0, min(shape.num_hidden_layers, room // size))
+
+
+def context_error(prompt_tokens: int, max_tokens: int | None, context: int) -> InvalidRequest | None:
+    """The 400 for a prompt (+ ``max_tokens``) that does not fit ``context``; ``None`` when it fits."""
+    if max_tokens is None:
+        if prompt_tokens < context:
+            return None
+        return InvalidRequest(
+            f"This model's maximum context length is {context} tokens, but the messages take {prompt_tokens} "
+            f"tokens, which leaves no room for a completion. Please shorten the messages.", param="messages",
+            code="context_length_exceeded")
+    if prompt_tokens + max_tokens <= context:
+        return None
+    return InvalidRequest(
+        f"This model's maximum context length is {context} tokens. However, you requested "
+        f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion). "
+        f"Please reduce the length of the messages or the completion.", param="max_tokens",
+        code="context_length_exceeded")

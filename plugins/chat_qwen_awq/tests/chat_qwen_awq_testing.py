@@ -1,0 +1,40 @@
+"""Helpers of the chat_qwen_awq tests (a uniquely named module: ``conftest`` names clash across plugins).
+
+Also importable by import string (``ModelSpec.backend``): :class:`RecordingBackend`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from chat_qwen_awq.backend import QwenAwqChatBackend
+from host.config import HostConfig
+from host.spec import Grant, PlacementKind
+from host.testing.pytest_plugin import make_config
+
+PLUGIN_ROOT = Path(__file__).resolve().parents[1]
+MODEL_ID = "Qwen2.5-7B-Instruct-AWQ"
+TINY = "tiny:qwen2-awq"
+#: Import string of :class:`RecordingBackend`.
+RECORDING_BACKEND = "chat_qwen_awq_testing:RecordingBackend"
+
+
+def tiny_config(**options: Any) -> HostConfig:
+    """A host config serving the tiny AWQ model as Qwen2.5-7B-Instruct-AWQ."""
+    return make_config({"models": {MODEL_ID: {"weights": TINY, "options": options}}})
+
+
+def cpu_grant() -> Grant:
+    """The scheduler's grant for the CPU placement (the backend does not check the sizes)."""
+    return Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0)
+
+
+class RecordingBackend(QwenAwqChatBackend):
+    """The real backend; every instance is kept so that tests can look at its engine."""
+
+    instances: ClassVar[list[RecordingBackend]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        RecordingBackend.instances.append(self)

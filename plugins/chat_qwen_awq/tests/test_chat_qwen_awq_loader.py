@@ -1,0 +1,180 @@
+"""The loader: AWQ layers on the CPU, the hybrid path (cpu for the GPU, disk for the overflow), relocation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from chat_qwen_awq_testing import cpu_grant, tiny_config
+
+from host.domain import ChatMessage, ChatRequest, SamplingParams
+from host.spec import Grant, PlacementKind
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def references(awq_folder: Path) -> tuple[Any, Any]:
+    """(the fp16 model the AWQ checkpoint was quantised from, that model with the 4-bit weights), in fp32."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from host.testing.tiny_models import awq_group_size, dequantize_awq, tiny_model_cache, TINY_QWEN2
+
+    fp16 = tiny_model_cache("qwen2-chat")
+    original = AutoModelForCausalLM.from_pretrained(str(fp16), dtype=torch.float32).eval()
+    quantised = AutoModelForCausalLM.from_pretrained(str(fp16), dtype=torch.float32).eval()
+    tensors = load_file(str(awq_folder / "model.safetensors"))
+    g = awq_group_size(TINY_QWEN2)
+    with torch.no_grad():
+        for name, module in quantised.named_modules():
+            if isinstance(module, torch.nn.Linear) and f"{name}.qweight" in tensors:
+                w = dequantize_awq(tensors[f"{name}.qweight"], tensors[f"{name}.qzeros"], tensors[f"{name}.scales"], g)
+                module.weight.copy_(w.t().float())
+    return original, quantised
+
+
+def test_cpu_forward_matches_the_fp16_model_within_4bit_error(backend: Any, references: tuple[Any, Any]) -> None:
+    from awq.modules.linear import gemm
+
+    original, quantised = references
+    model = backend.loaded.model
+    assert not torch.cuda.is_available() and gemm.TRITON_AVAILABLE is False  # triton crashes on the CPU
+    assert model.model.embed_tokens.weight.dtype == torch.float32  # cpu → fp32 compute
+    ids = torch.randint(0, 2000, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = model(ids).logits
+        exact = quantised(ids).logits
+        fp16 = original(ids).logits
+    scale = exact.abs().max()
+    # Against the same 4-bit weights: only the CPU kernel's bf16 activations differ.
+    assert (ours - exact).abs().max() < 0.02 * scale
+    # Against the unquantised model: no more error than 4-bit quantisation itself brings.
+    quant_error = (exact - fp16).abs().mean()
+    assert (ours - fp16).abs().mean() < 1.1 * quant_error + 1e-3
+    assert torch.nn.functional.cosine_similarity(ours.flatten(), fp16.flatten(), dim=0) > 0.95
+
+
+def test_cpu_kernel_matches_autoawq_dequantisation(backend: Any) -> None:
+    from awq.utils.packing_utils import dequantize_gemm
+
+    from chat_qwen_awq import loader
+
+    checked = 0
+    for name, module in backend.loaded.model.named_modules():
+        if not hasattr(module, "prepare_cpu"):
+            continue
+        x = torch.randn(3, module.in_features, generator=torch.Generator().manual_seed(1))
+        w = dequantize_gemm(module.qweight, module.qzeros, module.scales, 4, module.group_size).float()
+        assert torch.equal(loader.dequantize(module.qweight, module.qzeros, module.scales, module.group_size,
+                                             torch.float16), w.half()), name
+        expected = x @ w + (module.bias.float() if module.bias is not None else 0)
+        got = module(x)
+        assert got.dtype == torch.float32 and got.shape == (3, module.out_features)
+        assert (got - expected).abs().max() < 0.02 * expected.abs().max(), name
+        checked += 1
+    assert checked == 2 * 7
+
+
+async def _greedy_text(backend: Any, content: str = "Tell me about the Great Wall.", n: int = 40) -> tuple[str, int]:
+    request = ChatRequest(model="m", messages=(ChatMessage("user", content),),
+                          sampling=SamplingParams(max_tokens=n, temperature=0))
+    parts = [d async for d in backend.generate(request)]
+    return "".join(d.text for d in parts), parts[-1].completion_tokens
+
+
+def test_hybrid_with_disk_overflow_equals_the_in_memory_load(backend: Any, awq_folder: Path, tmp_path: Path) -> None:
+    from chat_qwen_awq import loader, model_spec, sizing
+    from chat_qwen_awq.backend import QwenAwqChatBackend
+
+    config = _config(awq_folder)
+    shape = sizing.ModelShape.from_config(config)
+    everything = loader.plan_device_map(config, backend.limits, 1 << 40, device="cpu", overflow="disk")
+    assert everything.gpu_layers == shape.num_hidden_layers == 2
+    budget = everything.device_bytes - 1  # a "GPU" (cpu stands for it) one byte short of the second layer
+    plan = loader.plan_device_map(config, backend.limits, budget, device="cpu", overflow="disk")
+    assert plan.gpu_layers == 1
+
+    offload = tmp_path / "offload"
+    other = QwenAwqChatBackend(model_spec(tiny_config(offload_dir=str(offload))))
+    other.load(Grant(placement=PlacementKind.HYBRID, device="cpu", gpu_bytes=budget, host_bytes=0))
+    try:
+        assert other.loaded.plan.device_map["model.layers.1"] == "disk"
+        assert other.loaded.plan.device_map["model.layers.0"] == "cpu"
+        assert any(offload.glob("model.layers.1.*qweight.dat"))
+        layer = other.loaded.model.model.layers[1].mlp.down_proj
+        assert layer.qweight.device.type == "meta"  # a buffer, offloaded thanks to offload_buffers=True
+        ids = torch.randint(0, 2000, (1, 16), generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            assert torch.equal(other.loaded.model(ids).logits, backend.loaded.model(ids).logits)
+        assert asyncio.run(_greedy_text(other)) == asyncio.run(_greedy_text(backend))
+    finally:
+        other.unload()
+
+
+def test_relocate_moves_without_reading_the_checkpoint(backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chat_qwen_awq import loader, model_spec
+    from chat_qwen_awq.backend import QwenAwqChatBackend
+
+    other = QwenAwqChatBackend(model_spec(tiny_config()))
+    other.load(cpu_grant())
+    try:
+        expected = asyncio.run(_greedy_text(backend))
+
+        def no_disk(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError("relocate read the checkpoint")
+
+        monkeypatch.setattr(loader, "checkpoint_tensors", no_disk)
+        config = _config(other.folder)
+        budget = loader.plan_device_map(config, other.limits, 1 << 40, device="cpu", overflow="disk").device_bytes - 1
+        other.relocate(Grant(placement=PlacementKind.HYBRID, device="cpu", gpu_bytes=budget, host_bytes=0))
+        assert other.loaded.plan.offloaded and other.loaded.offload_dir is not None
+        folder = other.loaded.offload_dir
+        assert asyncio.run(_greedy_text(other)) == expected
+        other.relocate(cpu_grant())
+        assert not other.loaded.plan.offloaded and not folder.exists()
+        assert asyncio.run(_greedy_text(other)) == expected
+    finally:
+        other.unload()
+    assert other.engine is None and other.loaded is None
+
+
+def test_bf16_embeddings_and_head_on_the_cpu(backend: Any) -> None:
+    from chat_qwen_awq import model_spec, sizing
+    from chat_qwen_awq.backend import QwenAwqChatBackend
+
+    spec = model_spec(tiny_config(cpu_head_dtype="bfloat16"))
+    shape = sizing.ModelShape.from_config(backend.config)
+    saved = 2 * 2 * shape.vocab_size * shape.hidden_size  # two untied matrices, 2 bytes less per value
+    assert spec.placements[-1].host_bytes == backend.spec.placements[-1].host_bytes - saved
+    other = QwenAwqChatBackend(spec)
+    other.load(cpu_grant())
+    try:
+        model = other.loaded.model
+        assert model.lm_head.weight.dtype == model.model.embed_tokens.weight.dtype == torch.bfloat16
+        ids = torch.randint(0, 2000, (2, 16), generator=torch.Generator().manual_seed(4))
+        with torch.no_grad():
+            ours, reference = model(ids).logits, backend.loaded.model(ids).logits
+        assert ours.dtype == torch.float32 and (ours - reference).abs().max() < 0.02 * reference.abs().max()
+        prompt = other._prepare(ChatRequest(model="m", messages=(ChatMessage("user", "hello"),))).prompt_ids
+        x = torch.tensor([prompt])
+        with torch.no_grad():
+            out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=30, do_sample=False,
+                                 repetition_penalty=1.0, eos_token_id=other.eos_ids, pad_token_id=other.eos_ids[0],
+                                 temperature=None, top_p=None, top_k=None)
+        expected = other.engine.tokenizer.decode(out[0, x.shape[1]:], skip_special_tokens=True)
+        request = ChatRequest(model="m", messages=(ChatMessage("user", "hello"),),
+                              sampling=SamplingParams(max_tokens=30, temperature=0, repetition_penalty=1.0))
+
+        async def run() -> str:
+            return "".join([d.text async for d in other.generate(request)])
+
+        assert asyncio.run(run()) == expected
+    finally:
+        other.unload()
