@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 import pluggy
@@ -71,20 +72,13 @@ def build_registry(pm: pluggy.PluginManager, config: HostConfig) -> ModelRegistr
     seen: dict[str, str] = {}
     for impl in pm.hook.register_models.get_hookimpls():
         name = pm.get_name(impl.plugin) or repr(impl.plugin)
-        kwargs = {"config": config}
-        try:
-            specs = impl.function(**{k: kwargs[k] for k in impl.argnames})
-        except Exception as exc:
-            raise PluginError(f"plugin {name!r}: register_models failed: {exc!r}") from exc
-        for spec in specs or []:
-            if not isinstance(spec, ModelSpec):
-                raise PluginError(f"plugin {name!r}: register_models must return ModelSpec objects, got {spec!r}")
+        for spec in _declared(impl, name, config):
             if spec.id in seen:
                 raise PluginError(f"model {spec.id!r} is declared by both {seen[spec.id]!r} and {name!r}")
             seen[spec.id] = name
             overridden = _apply_overrides(spec, config)
             if overridden is not None and _serve_demo(overridden, config):
-                overridden = _as_demo(overridden)
+                overridden = _as_demo(overridden, _demo_declaration(impl, name, config, spec))
             if overridden is not None:
                 models.append(RegisteredModel(
                     spec=overridden,
@@ -112,13 +106,40 @@ def _serve_demo(spec: ModelSpec, config: HostConfig) -> bool:
     return not (isinstance(weights, str) and weights_on_disk(weights))
 
 
-def _as_demo(spec: ModelSpec) -> ModelSpec:
-    weights = spec.options.get("weights")
+def _declared(impl: Any, name: str, config: HostConfig) -> list[ModelSpec]:
+    """Call one plugin's ``register_models`` and check what it returns."""
+    kwargs = {"config": config}
+    try:
+        specs = impl.function(**{k: kwargs[k] for k in impl.argnames})
+    except Exception as exc:
+        raise PluginError(f"plugin {name!r}: register_models failed: {exc!r}") from exc
+    for spec in specs or []:
+        if not isinstance(spec, ModelSpec):
+            raise PluginError(f"plugin {name!r}: register_models must return ModelSpec objects, got {spec!r}")
+    return list(specs or [])
+
+
+def _demo_declaration(impl: Any, name: str, config: HostConfig, spec: ModelSpec) -> ModelSpec:
+    """The plugin's declaration of ``spec.id`` when its weights are the demo stand-in, so that
+    footprints are the stand-in's, not the real model's."""
+    models = dict(config.models)
+    own = config.model(spec.id)
+    models[spec.id] = msgspec.structs.replace(own, weights=spec.demo_weights,
+                                              options={k: v for k, v in own.options.items() if k != "weights"})
+    demo_config = msgspec.structs.replace(config, models=models)
+    for again in _declared(impl, name, demo_config):
+        if again.id == spec.id:
+            return _apply_overrides(again, demo_config) or again
+    raise PluginError(f"plugin {name!r}: {spec.id!r} disappears when declared with its demo weights")
+
+
+def _as_demo(real: ModelSpec, demo: ModelSpec) -> ModelSpec:
+    weights = real.options.get("weights")
     log.warning("%s: serving the DEMO stand-in %s (real weights %r are not on this machine; outputs are "
                 "meaningless). Set models.%s.weights to a local folder, or demo: false to fetch them.",
-                spec.id, spec.demo_weights, weights, spec.id)
+                real.id, real.demo_weights, weights, real.id)
     description = f"{DEMO_NOTE} (real weights: {weights})"
-    return msgspec.structs.replace(spec, options={**spec.options, "weights": spec.demo_weights, "demo": True},
+    return msgspec.structs.replace(demo, options={**demo.options, "weights": real.demo_weights, "demo": True},
                                    description=description)
 
 

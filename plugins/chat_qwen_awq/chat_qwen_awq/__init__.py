@@ -18,7 +18,7 @@ from typing import Any
 from host import hookimpl
 from host.config import HostConfig
 from host.spec import ModelSpec, Task
-from host.weights import is_tiny, peek_config, weights_on_disk
+from host.weights import is_tiny, peek_config
 
 from chat_qwen_awq import sizing
 
@@ -52,15 +52,13 @@ def known_config(weights: str) -> dict[str, Any]:
 def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:
     """The declaration of ``model_id`` with footprints from its (configured) weights.
 
-    In the demo profile the host serves :data:`DEMO_WEIGHTS` instead (``host.registry``: always
-    with ``demo: true``; with ``demo`` unset when the real weights are not on this machine), so
-    the footprints are those of the stand-in then.
+    In the demo profile the host declares the model again with :data:`DEMO_WEIGHTS` as its
+    weights (``host.registry``), so footprints are then the stand-in's.
     """
     mc = config.model(model_id)
     weights = mc.weights or DEFAULT_WEIGHTS
     options: dict[str, Any] = {"weights": weights, **mc.options}
-    demo = config.demo if config.demo is not None else not weights_on_disk(weights)
-    sized = DEMO_WEIGHTS if demo else weights
+    sized = weights
     try:
         shape = sizing.ModelShape.from_config(known_config(sized))
     except (sizing.AwqConfigError, KeyError, TypeError, ValueError) as exc:

@@ -102,20 +102,21 @@ def test_demo_profile_is_sized_for_the_stand_in() -> None:
     from host.plugins import make_plugin_manager
     from host.registry import build_registry
 
-    real = model_spec(make_config({"demo": False}))
-    for data in ({"demo": True}, {}):  # unset: the hub id is not on this (offline test) machine
-        spec = model_spec(make_config(data))
-        assert spec.demo_weights == DEMO_WEIGHTS
-        assert spec.placements[-1].host_bytes < real.placements[-1].host_bytes / 100
-
     class Plugin:
         @hookimpl
         def register_models(self, config: HostConfig) -> list[ModelSpec]:
             return [model_spec(config)]
 
-    config = make_config({"demo": True})
-    model = build_registry(make_plugin_manager(config, extra=[Plugin()]), config).get(MODEL_ID)
-    assert model.spec.options["weights"] == DEMO_WEIGHTS and "DEMO" in model.spec.description
+    def registered(data: dict[str, Any]) -> ModelSpec:
+        config = make_config(data)
+        return build_registry(make_plugin_manager(config, extra=[Plugin()]), config).get(MODEL_ID).spec
+
+    real = registered({"demo": False})
+    assert real.options["weights"] != DEMO_WEIGHTS and "DEMO" not in real.description
+    for data in ({"demo": True}, {}):  # unset: the hub id is not on this (offline test) machine
+        spec = registered(data)
+        assert spec.options["weights"] == DEMO_WEIGHTS and "DEMO" in spec.description
+        assert spec.placements[-1].host_bytes < real.placements[-1].host_bytes / 100
 
 
 def test_bad_options_are_reported() -> None:
