@@ -1,0 +1,119 @@
+"""plughost plugin: Qwen3-Embedding on ``/v1/embeddings``.
+
+Declares ``Qwen3-Embedding-0.6B`` (weights ``Qwen/Qwen3-Embedding-0.6B`` unless
+``models.Qwen3-Embedding-0.6B.weights`` says otherwise) and every other ``models.<id>`` entry of
+plugins.yaml whose options say ``plugin: embed_qwen3`` — that is how another Qwen3-Embedding size
+is served under its own name::
+
+    models:
+      Qwen3-Embedding-4B:
+        weights: Qwen/Qwen3-Embedding-4B
+        options: {plugin: embed_qwen3}
+
+Registration is cheap: footprints come from the model's ``config.json`` when it is already on disk
+(else from the published shape); torch and transformers are imported only by
+:mod:`embed_qwen3.backend`, when the scheduler admits the model.
+
+Options (``models.<id>.options``):
+
+- ``task``: the default query instruction (a request's ``instruction`` overrides it);
+- ``max_length``: tokens one input may take, instruction and end-of-text token included
+  (default 8192 as in the publisher's recipe, at most the model's ``max_position_embeddings``);
+- ``truncate``: cut over-long inputs instead of rejecting them (a request's ``truncate`` wins);
+- ``batch_tokens_gpu`` / ``batch_tokens_cpu``: padded tokens per forward pass; ``max_batch_size``: rows;
+- ``batch_overhead_tokens_gpu`` / ``batch_overhead_tokens_cpu``: a batch is cut where padding its rows
+  would cost more tokens' worth of work than this (``null``: batches fill the budgets);
+- ``max_pending``: inputs that may wait in the batcher before requests get 429;
+- ``gpu_dtype``: ``auto`` (the checkpoint's 16-bit dtype), ``bfloat16`` or ``float16``;
+- ``min_dimensions``: the smallest ``dimensions`` a request may ask for (default 32).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from host import hookimpl
+from host.config import HostConfig
+from host.spec import ModelSpec, Placement, PlacementKind, Task
+from host.weights import peek_config
+
+from embed_qwen3.sizing import (
+    DEFAULT_HUB_ID,
+    GPU_RUNTIME_BYTES,
+    HOST_RUNTIME_BYTES,
+    config_for,
+    footprint,
+    max_length_of,
+)
+
+PLUGIN = "embed_qwen3"
+MODEL_ID = "Qwen3-Embedding-0.6B"
+BACKEND = "embed_qwen3.backend:Qwen3EmbeddingBackend"
+DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+#: The random-weight stand-in served by the demo profile (host.testing.tiny_models).
+DEMO_WEIGHTS = "tiny:qwen3-embedding"
+
+#: Declared option defaults; ``models.<id>.options`` overrides them key by key.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "weights": DEFAULT_HUB_ID,
+    "task": DEFAULT_TASK,
+    "max_length": None,
+    "truncate": False,
+    "batch_tokens_gpu": 16384,
+    "batch_tokens_cpu": 4096,
+    "max_batch_size": 256,
+    # A forward pass's fixed cost in tokens' worth of work: batches are cut where padding would
+    # cost more (host.batching.cut_batches). Small on a CPU (padding is pure waste), large on a GPU.
+    "batch_overhead_tokens_cpu": 32,
+    "batch_overhead_tokens_gpu": 4096,
+    "max_pending": 65536,
+    "gpu_dtype": "auto",
+    "min_dimensions": 32,
+}
+
+
+def declare(config: HostConfig, model_id: str = MODEL_ID, aliases: tuple[str, ...] = ()) -> ModelSpec:
+    """The declaration of ``model_id``, sized for its configured weights and options."""
+    own = config.model(model_id)
+    if model_id != MODEL_ID and own.weights is None and "weights" not in own.options:
+        raise ValueError(f"models.{model_id}.weights: required for a model served by {PLUGIN} "
+                         f"(a local folder or a hub id such as Qwen/Qwen3-Embedding-4B)")
+    options = {**DEFAULT_OPTIONS, **own.options}
+    weights = own.weights or options["weights"]
+    model_config = config_for(weights, peek_config(weights))
+    max_length = max_length_of(model_config, options["max_length"])
+    gpu_weights, gpu_work = footprint(model_config, dtype_bytes=2, batch_tokens=int(options["batch_tokens_gpu"]),
+                                      max_length=max_length)
+    cpu_weights, cpu_work = footprint(model_config, dtype_bytes=4, batch_tokens=int(options["batch_tokens_cpu"]),
+                                      max_length=max_length)
+    return ModelSpec(
+        id=model_id,
+        task=Task.EMBEDDING,
+        backend=BACKEND,
+        placements=(
+            Placement(kind=PlacementKind.GPU, gpu_bytes=gpu_weights + gpu_work + GPU_RUNTIME_BYTES,
+                      host_bytes=HOST_RUNTIME_BYTES),
+            Placement(kind=PlacementKind.CPU, host_bytes=cpu_weights + cpu_work + HOST_RUNTIME_BYTES),
+        ),
+        aliases=aliases,
+        options={**options, "weights": weights},
+        # Parked in host RAM in its 16-bit GPU dtype, exactly as it sat on the GPU.
+        offload_bytes=gpu_weights + HOST_RUNTIME_BYTES,
+        description=f"Qwen3 embedding ({weights}): last-token pooling, query instructions, Matryoshka dimensions",
+        demo_weights=DEMO_WEIGHTS,
+    )
+
+
+@hookimpl
+def register_models(config: HostConfig) -> list[ModelSpec]:
+    """Declare Qwen3-Embedding-0.6B and every configured model marked ``plugin: embed_qwen3``."""
+    default = declare(config, MODEL_ID)
+    if default.options["weights"] == DEFAULT_HUB_ID:  # clients may name it by its hub id too
+        default = msgspec.structs.replace(default, aliases=(*default.aliases, DEFAULT_HUB_ID))
+    specs = [default]
+    for model_id, model_config in config.models.items():
+        if model_id != MODEL_ID and model_config.options.get("plugin") == PLUGIN:
+            specs.append(declare(config, model_id))
+    return specs

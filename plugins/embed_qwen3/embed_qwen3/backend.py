@@ -1,0 +1,318 @@
+"""The Qwen3-Embedding backend: the publisher's recipe, batched across requests.
+
+Per input (``model-formats.md``, Qwen3-Embedding):
+
+- a query is embedded as ``f"Instruct: {task}\\nQuery:{query}"``; a document as is;
+- its tokens end with ``<|endoftext|>`` exactly once — text is tokenised without special tokens
+  and the end-of-text id appended here, so text and token-id input follow one path whether or not
+  the tokenizer's post-processor appends it;
+- inputs are left-padded into batches and each row gets positions 0..n-1 of its own, so a vector
+  does not depend on which batch its input lands in;
+- the vector is the last token's hidden state of the base model (no lm_head), L2-normalised;
+  ``dimensions`` keeps the first d components and L2-normalises again (Matryoshka).
+
+Tokenisation runs on the batcher's prepare thread and the forward pass on its compute thread
+(:mod:`host.batching`), never on the event loop. Weights are fp32 on the CPU and 16-bit on a GPU.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from host.batching import DynamicBatcher
+from host.domain import EmbeddingRequest, EmbeddingResult
+from host.errors import BackendError, InvalidRequest, PlughostError
+from host.spec import Grant, ModelSpec
+from host.weights import resolve_weights
+
+from embed_qwen3 import DEFAULT_OPTIONS
+from embed_qwen3.sizing import max_length_of, param_count
+
+log = logging.getLogger("plughost.embed_qwen3")
+
+ENDOFTEXT = "<|endoftext|>"
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def format_query(task: str, query: str) -> str:
+    """The publisher's query format: one newline, no space after ``Query:``."""
+    return f"Instruct: {task}\nQuery:{query}"
+
+
+class EmbedInput:
+    """One input as handed to the batcher: text (already formatted) or token ids."""
+
+    __slots__ = ("index", "text", "ids", "task", "truncate")
+
+    def __init__(self, index: int, text: str | None, ids: Sequence[int] | None, task: str | None,
+                 truncate: bool) -> None:
+        self.index = index  # position in the request, for error messages
+        self.text = text  # a query's text is already formatted with its instruction
+        self.ids = ids
+        self.task = task  # set for queries; token-id queries get the instruction prepended as ids
+        self.truncate = truncate
+
+
+class Qwen3EmbeddingBackend:
+    """Serves one Qwen3-Embedding model (any size) through a :class:`~host.batching.DynamicBatcher`."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.options: dict[str, Any] = {**DEFAULT_OPTIONS, **spec.options}
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.batcher: DynamicBatcher[EmbedInput, list[int], tuple[np.ndarray, int]] | None = None
+        self.grant: Grant | None = None
+        self.device = torch.device("cpu")
+        self.eos_id = -1
+        self.pad_id = -1
+        self.vocab_size = 0
+        self.hidden_size = 0
+        self.max_length = 0
+        self.checkpoint_dtype: torch.dtype = torch.bfloat16
+        self.tokenizer_appends_eos = False
+        self._fp32_bytes = 0  # fp32 weights, from config.json: tells serving CPU grants from parking ones
+        # Held by every forward pass and by relocate/unload: a batch still running for a request
+        # whose client went away (lease already released) must not see its weights move.
+        self._model_lock = threading.Lock()
+        self._prefix_ids: dict[str, list[int]] = {}
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def load(self, grant: Grant) -> None:
+        """Load tokenizer and weights where ``grant`` says and start the batcher."""
+        from transformers import AutoModel, AutoTokenizer
+
+        # WeightsError names models.<id>.weights; the scheduler reports it as the load failure.
+        path = resolve_weights(str(self.options["weights"]), model_id=self.spec.id)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if not tokenizer.is_fast:
+            raise RuntimeError(f"{path}: a fast tokenizer (tokenizer.json) is required")
+        eos_id = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+        if eos_id is None or eos_id == tokenizer.unk_token_id:
+            raise RuntimeError(f"{path}: the tokenizer has no {ENDOFTEXT} token")
+        self.tokenizer, self.eos_id = tokenizer, int(eos_id)
+        self.pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else self.eos_id
+        self.vocab_size = len(tokenizer)  # bounded by the embedding rows below
+        probe = "Tokenizer probe: 1 2 3."
+        plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+        own = tokenizer(probe)["input_ids"]
+        self.tokenizer_appends_eos = own == plain + [self.eos_id]
+        if own not in (plain, plain + [self.eos_id]):
+            log.warning("%s: the tokenizer adds special tokens other than a final %s; inputs follow the "
+                        "Qwen3-Embedding format (text + %s) instead", self.spec.id, ENDOFTEXT, ENDOFTEXT)
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+        self._fp32_bytes = param_count(config) * 4
+        self.checkpoint_dtype = _DTYPES.get(str(config.get("torch_dtype") or config.get("dtype")), torch.bfloat16)
+        dtype = self._dtype_for(grant)
+        model = AutoModel.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa",
+                                          device_map={"": grant.device})
+        model.eval().requires_grad_(False)
+        self.model, self.grant, self.device = model, grant, torch.device(grant.device)
+        self.hidden_size = int(model.config.hidden_size)
+        self.vocab_size = min(self.vocab_size, int(model.get_input_embeddings().num_embeddings))
+        self.max_length = max_length_of(model.config.to_dict(), self.options.get("max_length"))
+        self.batcher = DynamicBatcher(
+            prepare=self._prepare, length=len, run=self._run, **self._budgets(),
+            max_pending=int(self.options["max_pending"]) if self.options.get("max_pending") else None,
+            name=f"embed:{self.spec.id}",
+        )
+        log.info("%s: loaded %s on %s in %s (max_length %d, tokenizer appends eos: %s)", self.spec.id, path,
+                 grant.device, dtype, self.max_length, self.tokenizer_appends_eos)
+
+    def _budgets(self) -> dict[str, Any]:
+        """Batch bounds for the current device (options ``*_gpu`` or ``*_cpu``)."""
+        suffix = "gpu" if self.device.type == "cuda" else "cpu"
+        return {"max_batch_tokens": int(self.options[f"batch_tokens_{suffix}"]),
+                "max_batch_size": int(self.options["max_batch_size"]),
+                "batch_overhead_tokens": _optional_int(self.options.get(f"batch_overhead_tokens_{suffix}"))}
+
+    def _apply_budgets(self) -> None:
+        """A relocation between GPU and CPU changes the batch bounds (read by the batcher per batch)."""
+        if self.batcher is not None:
+            for name, value in self._budgets().items():
+                setattr(self.batcher, name, value)
+
+    def unload(self) -> None:
+        """Stop the batcher (failing waiting requests) and free the weights."""
+        if self.batcher is not None:
+            self.batcher.close()
+            self.batcher = None
+        with self._model_lock:
+            on_gpu = self.device.type == "cuda"
+            self.model = None
+            self.tokenizer = None
+        gc.collect()
+        if on_gpu:
+            torch.cuda.empty_cache()
+
+    def relocate(self, grant: Grant) -> None:
+        """Move the loaded weights to ``grant`` (GPU ↔ host RAM) without reading them from disk.
+
+        On a GPU they run in the 16-bit GPU dtype. In host RAM they are either parked (an
+        offload: kept 16-bit, as ``offload_bytes`` declares) or served on the CPU (fp32). The
+        grant does not say which, so a CPU grant that can hold fp32 weights means serving.
+        Buffers (rotary frequencies) keep their own dtype.
+        """
+        if self.model is None:
+            raise RuntimeError(f"{self.spec.id}: relocate before load")
+        dtype = self._dtype_for(grant)
+        with self._model_lock:
+            was_gpu = self.device.type == "cuda"
+            device = torch.device(grant.device)
+            for module in self.model.modules():
+                for param in module.parameters(recurse=False):
+                    param.data = param.data.to(device=device, dtype=dtype if param.is_floating_point() else None)
+                for name, buffer in list(module.named_buffers(recurse=False)):
+                    module._buffers[name] = buffer.to(device)
+            self.grant, self.device = grant, device
+            self._apply_budgets()
+        if was_gpu:
+            gc.collect()
+            torch.cuda.empty_cache()
+        log.info("%s: relocated to %s (%s)", self.spec.id, grant.device, dtype)
+
+    def _dtype_for(self, grant: Grant) -> torch.dtype:
+        gpu_dtype = self._gpu_dtype()
+        if grant.device.startswith("cuda"):
+            return gpu_dtype
+        return torch.float32 if grant.host_bytes >= self._fp32_bytes else gpu_dtype
+
+    def _gpu_dtype(self) -> torch.dtype:
+        choice = str(self.options.get("gpu_dtype") or "auto")
+        if choice == "auto":
+            dtype = self.checkpoint_dtype if self.checkpoint_dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+        elif choice in ("float16", "bfloat16"):
+            dtype = _DTYPES[choice]
+        else:
+            raise ValueError(f"models.{self.spec.id}.options.gpu_dtype: expected auto, bfloat16 or float16, "
+                             f"got {choice!r}")
+        if dtype == torch.bfloat16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            dtype = torch.float16
+        return dtype
+
+    # -- serving ----------------------------------------------------------------------------------
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Embed every input of ``request`` (batched with concurrent requests)."""
+        batcher = self.batcher
+        if batcher is None:
+            raise BackendError(f"{self.spec.id} is not loaded")
+        dims = request.dimensions
+        if dims is not None:
+            low = min(int(self.options.get("min_dimensions") or 1), self.hidden_size)
+            if not low <= dims <= self.hidden_size:
+                raise InvalidRequest(f"'dimensions' must be between {low} and {self.hidden_size} for "
+                                     f"'{self.spec.id}', got {dims}.", param="dimensions")
+        query = request.input_type == "query"
+        if request.instruction is not None and not query:
+            raise InvalidRequest("'instruction' applies to queries only; send input_type \"query\" with it.",
+                                 param="instruction")
+        task = request.instruction if request.instruction is not None else str(self.options["task"])
+        truncate = bool(request.truncate if request.truncate is not None else self.options.get("truncate"))
+        inputs: list[EmbedInput] = []
+        if request.texts is not None:
+            for i, text in enumerate(request.texts):
+                if not text:
+                    raise InvalidRequest(f"input[{i}] is an empty string.", param="input")
+                inputs.append(EmbedInput(i, format_query(task, text) if query else text, None,
+                                         task if query else None, truncate))
+        else:
+            for i, ids in enumerate(request.token_ids or ()):
+                if not ids:
+                    raise InvalidRequest(f"input[{i}] is an empty list of token ids.", param="input")
+                inputs.append(EmbedInput(i, None, ids, task if query else None, truncate))
+        if not inputs:
+            raise InvalidRequest("'input' must not be empty.", param="input")
+        try:
+            results = await batcher.submit(inputs)
+        except PlughostError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"embedding failed: {type(exc).__name__}: {exc}") from exc
+        vectors = np.stack([vector for vector, _ in results])
+        if dims is not None and dims < vectors.shape[1]:
+            vectors = vectors[:, :dims]
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return EmbeddingResult(vectors=vectors.astype(np.float32, copy=False),
+                               prompt_tokens=sum(n for _, n in results))
+
+    # -- batcher stages (worker threads) ----------------------------------------------------------
+    def _prepare(self, items: Sequence[EmbedInput]) -> list[list[int]]:
+        """Token ids of each input, ending with <|endoftext|> once, within ``max_length`` (prepare thread)."""
+        texts = [item.text for item in items if item.text is not None]
+        encoded = iter(self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]) \
+            if texts else iter(())
+        prepared: list[list[int]] = []
+        for item in items:
+            if item.text is not None:
+                ids = list(next(encoded))
+                ids.append(self.eos_id)
+            else:
+                ids = self._checked_ids(item)
+                if item.task is not None:
+                    ids = self._query_prefix(item.task) + ids  # BPE may merge differently at the seam
+                if ids[-1] != self.eos_id:  # a client that tokenised with the published tokenizer has it already
+                    ids.append(self.eos_id)
+            if len(ids) > self.max_length:
+                if not item.truncate:
+                    raise InvalidRequest(
+                        f"input[{item.index}] has {len(ids)} tokens (with the end-of-text token"
+                        f"{' and the query instruction' if item.task is not None else ''}); "
+                        f"'{self.spec.id}' accepts at most {self.max_length} tokens per input. Shorten it or send "
+                        f"\"truncate\": true.", param="input", code="context_length_exceeded")
+                ids = ids[:self.max_length - 1] + [self.eos_id]  # keep the final end-of-text token
+            prepared.append(ids)
+        return prepared
+
+    def _checked_ids(self, item: EmbedInput) -> list[int]:
+        ids = list(item.ids or ())
+        low, high = min(ids), max(ids)
+        if low < 0 or high >= self.vocab_size:
+            bad = low if low < 0 else high
+            raise InvalidRequest(f"input[{item.index}] contains token id {bad}, outside the vocabulary of "
+                                 f"'{self.spec.id}' (0..{self.vocab_size - 1}).", param="input",
+                                 code="invalid_token_id")
+        return ids
+
+    def _query_prefix(self, task: str) -> list[int]:
+        """Token ids of the instruction prefix of a token-id query (cached per task text)."""
+        prefix = self._prefix_ids.get(task)
+        if prefix is None:
+            prefix = list(self.tokenizer(format_query(task, ""), add_special_tokens=False)["input_ids"])
+            if len(self._prefix_ids) < 64:
+                self._prefix_ids[task] = prefix
+        return list(prefix)
+
+    def _run(self, batch: list[list[int]]) -> list[tuple[np.ndarray, int]]:
+        """Forward one left-padded batch; the L2-normalised last-token state of each row (compute thread)."""
+        rows, width = len(batch), max(len(ids) for ids in batch)
+        input_ids = np.full((rows, width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((rows, width), dtype=np.int64)
+        for r, ids in enumerate(batch):
+            input_ids[r, width - len(ids):] = ids
+            mask[r, width - len(ids):] = 1
+        mask_t = torch.from_numpy(mask)
+        # Each row counts its positions from its first real token: the same positions as alone.
+        positions = (mask_t.cumsum(dim=1) - 1).clamp_(min=0)
+        with self._model_lock, torch.inference_mode():
+            if self.model is None:
+                raise RuntimeError(f"{self.spec.id} was unloaded")
+            device = self.device
+            out = self.model(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=mask_t.to(device),
+                             position_ids=positions.to(device), use_cache=False)
+            last = out.last_hidden_state[:, -1].float()  # left padding: the last column is every row's last token
+            vectors = F.normalize(last, p=2, dim=-1).cpu().numpy()
+        return [(vectors[r], len(batch[r])) for r in range(rows)]

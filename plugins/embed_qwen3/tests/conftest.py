@@ -1,0 +1,52 @@
+"""Fixtures of the embed_qwen3 tests: the tiny Qwen3 embedding model, a loaded backend, the recipe, a server."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embed_qwen3_testkit import MODEL, TINY, Recipe, load_backend  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_path() -> Path:
+    """The folder of the tiny random-weight Qwen3 embedding model (built once, cached on disk)."""
+    from host.testing.tiny_models import tiny_model_cache
+
+    return tiny_model_cache("qwen3-embedding")
+
+
+@pytest.fixture(scope="session")
+def backend(tiny_path: Path) -> Iterator[Any]:
+    """The backend on the CPU, loaded once; budgets large enough (and no padding cut) that 65 mixed inputs share one batch."""
+    loaded = load_backend(batch_tokens_cpu=65536, max_batch_size=128, batch_overhead_tokens_cpu=None)
+    yield loaded
+    loaded.unload()
+
+
+@pytest.fixture(scope="session")
+def recipe(tiny_path: Path) -> Recipe:
+    """The publisher's recipe on the tiny model (fp32)."""
+    return Recipe(tiny_path)
+
+
+@pytest.fixture(scope="session")
+def server_url(tiny_path: Path) -> Iterator[str]:
+    """A real uvicorn server of the plugin on the tiny model (CPU budgets); yields its base URL."""
+    import embed_qwen3
+
+    from host.app import create_app
+    from host.testing.pytest_plugin import CPU_ONLY, make_config
+    from host.testing.server import serve_in_thread
+
+    config = make_config({"models": {MODEL: {"weights": TINY, "options": {"max_length": 128}}}})
+    with serve_in_thread(create_app(config, plugins=[embed_qwen3], budgets=CPU_ONLY)) as url:
+        yield url
