@@ -91,10 +91,12 @@ class Grant(msgspec.Struct, frozen=True):
     """The scheduler's answer to a backend: where to load and how much memory it may use.
 
     ``device`` is ``"cuda:N"`` or ``"cpu"``; for a hybrid placement ``gpu_bytes`` is the
-    GPU share the backend may fill (layers beyond it go to host RAM).
+    GPU share the backend may fill (layers beyond it go to host RAM). ``parked`` marks an
+    offload: the weights only wait in host RAM (``offload_bytes``) and serve nothing there.
     """
 
     placement: PlacementKind
     device: str
     gpu_bytes: int
     host_bytes: int
+    parked: bool = False

@@ -484,7 +484,8 @@ class Scheduler:
     async def _offload(self, slot: _Slot) -> None:
         assert slot.backend is not None and slot.offloadable() is not None
         slot.state = ModelState.OFFLOADING
-        grant = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=slot.offloadable() or 0)
+        grant = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=slot.offloadable() or 0,
+                      parked=True)
         log.info("%s: offloading to host RAM", slot.id)
         try:
             await slot.run(slot.backend.relocate, grant)

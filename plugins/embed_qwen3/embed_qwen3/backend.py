@@ -36,7 +36,7 @@ from host.spec import Grant, ModelSpec
 from host.weights import resolve_weights
 
 from embed_qwen3 import DEFAULT_OPTIONS
-from embed_qwen3.sizing import max_length_of, param_count
+from embed_qwen3.sizing import max_length_of
 
 log = logging.getLogger("plughost.embed_qwen3")
 
@@ -85,7 +85,6 @@ class Qwen3EmbeddingBackend:
         self.max_length = 0
         self.checkpoint_dtype: torch.dtype = torch.bfloat16
         self.tokenizer_appends_eos = False
-        self._fp32_bytes = 0  # fp32 weights, from config.json: tells serving CPU grants from parking ones
         # Held by every forward pass and by relocate/unload: a batch still running for a request
         # whose client went away (lease already released) must not see its weights move.
         self._model_lock = threading.Lock()
@@ -115,7 +114,6 @@ class Qwen3EmbeddingBackend:
             log.warning("%s: the tokenizer adds special tokens other than a final %s; inputs follow the "
                         "Qwen3-Embedding format (text + %s) instead", self.spec.id, ENDOFTEXT, ENDOFTEXT)
         config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-        self._fp32_bytes = param_count(config) * 4
         self.checkpoint_dtype = _DTYPES.get(str(config.get("torch_dtype") or config.get("dtype")), torch.bfloat16)
         dtype = self._dtype_for(grant)
         model = AutoModel.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa",
@@ -162,10 +160,9 @@ class Qwen3EmbeddingBackend:
     def relocate(self, grant: Grant) -> None:
         """Move the loaded weights to ``grant`` (GPU ↔ host RAM) without reading them from disk.
 
-        On a GPU they run in the 16-bit GPU dtype. In host RAM they are either parked (an
-        offload: kept 16-bit, as ``offload_bytes`` declares) or served on the CPU (fp32). The
-        grant does not say which, so a CPU grant that can hold fp32 weights means serving.
-        Buffers (rotary frequencies) keep their own dtype.
+        On a GPU they run in the 16-bit GPU dtype. In host RAM they are either parked
+        (``grant.parked``, an offload: kept 16-bit, as ``offload_bytes`` declares) or served on
+        the CPU (fp32). Buffers (rotary frequencies) keep their own dtype.
         """
         if self.model is None:
             raise RuntimeError(f"{self.spec.id}: relocate before load")
@@ -189,7 +186,7 @@ class Qwen3EmbeddingBackend:
         gpu_dtype = self._gpu_dtype()
         if grant.device.startswith("cuda"):
             return gpu_dtype
-        return torch.float32 if grant.host_bytes >= self._fp32_bytes else gpu_dtype
+        return gpu_dtype if grant.parked else torch.float32
 
     def _gpu_dtype(self) -> torch.dtype:
         choice = str(self.options.get("gpu_dtype") or "auto")

@@ -244,7 +244,8 @@ async def test_relocate_park_and_return(tiny_path: Any) -> None:
         before, _ = await embed(moving, texts=tuple(TEXTS))
         assert moving.model.dtype == torch.float32
         weights16 = sum(p.numel() for p in moving.model.parameters()) * 2
-        moving.relocate(Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=weights16))
+        moving.relocate(Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=weights16,
+                              parked=True))
         assert moving.model.dtype == moving.checkpoint_dtype == torch.float16  # parked at 16 bits
         rotary = [b for n, b in moving.model.named_buffers() if n.endswith("inv_freq")]
         assert rotary and all(b.dtype == torch.float32 for b in rotary)  # buffers keep their precision

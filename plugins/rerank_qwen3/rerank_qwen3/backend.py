@@ -122,15 +122,16 @@ class Qwen3RerankerBackend:
     def relocate(self, grant: Grant) -> None:
         """Move the loaded weights to ``grant.device`` without reading the checkpoint again.
 
-        To a GPU the weights take ``gpu_dtype``. To the CPU they keep their dtype: parked
-        (offloaded) weights stay as compact as on the GPU, and the first batch served on the CPU
-        widens them to fp32 (a CPU placement books fp32 bytes).
+        To a GPU the weights take ``gpu_dtype``. Parked in host RAM (``grant.parked``) they stay
+        as compact as on the GPU; served on the CPU they are widened to fp32 (a CPU placement
+        books fp32 bytes).
         """
         if self.base is None or self.head is None:
             raise RuntimeError(f"{self.spec.id}: relocate() before load()")
         target = torch.device(grant.device)
         with self._model_lock:
-            place(self.base, target, self.gpu_dtype if target.type == "cuda" else None)
+            dtype = self.gpu_dtype if target.type == "cuda" else None if grant.parked else torch.float32
+            place(self.base, target, dtype)
             self.head = self.head.to(target)
             was_gpu = self.device.type == "cuda"
             self.device, self.grant = target, grant
