@@ -117,6 +117,39 @@ async def test_keep_alive_unloads_idle_model() -> None:
     await s.close()
 
 
+async def test_keep_alive_is_armed_when_every_waiter_left_during_the_load() -> None:
+    s, p = make([fake_spec("e", E, load_delay_s=0.3)], models={"e": {"keep_alive_s": 0.1}})
+    waiting = asyncio.ensure_future(s.acquire("e", E))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    await asyncio.sleep(0.6)
+    assert s.status("e").state == ModelState.AVAILABLE and p.calls.count("unload", "e") == 1
+    await s.close()
+
+
+async def test_a_request_arriving_as_the_keep_alive_fires_gets_a_loaded_backend() -> None:
+    s, p = make([fake_spec("e", E)], models={"e": {"keep_alive_s": 60}})
+    (await s.acquire("e", E)).release()
+    s._expire(s._slots["e"])  # the keep-alive timer fires; the request below is already queued behind it
+    lease = await s.acquire("e", E)
+    await asyncio.sleep(0.05)
+    assert lease.backend.grant is not None  # never a backend unloaded under a live lease
+    assert p.calls.count("load", "e") == 2 and p.calls.count("unload", "e") == 1
+    lease.release()
+    await s.close()
+
+
+async def test_close_lets_running_requests_finish() -> None:
+    s, p = make([fake_spec("e", E)])
+    lease = await s.acquire("e", E)
+    closing = asyncio.ensure_future(s.close())
+    await asyncio.sleep(0.1)
+    assert not closing.done() and p.calls.count("unload", "e") == 0
+    lease.release()
+    await asyncio.wait_for(closing, 5)
+    assert p.calls.count("unload", "e") == 1
+
+
 async def test_offload_then_readmission_is_a_relocate_not_a_load() -> None:
     specs = [fake_spec("a", C, placements=gpu_only(10), offload_bytes=10 * GiB),
              fake_spec("b", E, placements=gpu_only(10))]
@@ -192,8 +225,12 @@ async def test_no_lease_leaks_after_1000_mixed_requests() -> None:
             lease.release()
 
     tasks = [asyncio.ensure_future(one(i)) for i in range(1000)]
-    for t in rng.sample(tasks, 100):
-        t.cancel()  # clients that go away while queued or served
+
+    async def go_away(task: asyncio.Task) -> None:
+        await asyncio.sleep(rng.random() * 0.05)
+        task.cancel()  # a client that leaves while queued, or while being served
+
+    await asyncio.gather(*(go_away(t) for t in rng.sample(tasks, 100)))
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
     snap = s.snapshot()
     assert all(m.in_flight == 0 and m.queued == 0 for m in snap), snap
@@ -203,6 +240,9 @@ async def test_no_lease_leaks_after_1000_mixed_requests() -> None:
     # burst of 1,000 requests over four competing models needs a handful of swaps, not hundreds.
     swaps = p.calls.count("load") + p.calls.count("relocate")
     assert swaps <= 12, swaps
+    for m in snap:  # every backend ever loaded was unloaded, except the one still holding memory
+        holding = 1 if m.state in (ModelState.RESIDENT, ModelState.OFFLOADED) else 0
+        assert p.calls.count("load", m.id) - p.calls.count("unload", m.id) == holding, m
     await s.close()
 
 

@@ -230,7 +230,7 @@ def _fit(trial: _Trial, placement: Placement, gpu: int | None, lru: list[Residen
             if r.gpu == gpu and r.model not in trial.moved and r.gpu_bytes:
                 if movable(r):
                     trial.displace(r)
-                else:
+                elif not r.pinned:  # pinned models never move: waiting for them is pointless
                     blockers.append(r)
         if trial.gpu_free(gpu) < need_gpu:
             held = sum(r.gpu_bytes for r in blockers)
@@ -254,7 +254,7 @@ def _fit(trial: _Trial, placement: Placement, gpu: int | None, lru: list[Residen
             continue
         if movable(r):
             trial.drop(r)
-        else:
+        elif not r.pinned:
             blockers.append(r)
     if trial.host_free() < need_host:
         held = sum(r.host_bytes for r in blockers if r.model not in trial.moved)

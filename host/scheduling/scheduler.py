@@ -235,7 +235,7 @@ class Scheduler:
         if slot.in_flight or slot.state in _BUSY:
             raise Conflict(f"'{slot.id}' is {slot.state} with {slot.in_flight} request(s) in flight; try again later.")
         if slot.holds_memory():
-            await self._unload(slot)
+            await self._start_unload(slot)
         return self.status(slot.id)
 
     def status(self, model_id: str) -> ModelStatus:
@@ -267,8 +267,9 @@ class Scheduler:
                 except Exception as exc:  # noqa: BLE001 - start-up must go on; the status shows it
                     log.error("preloading %s failed: %s", slot.id, exc)
 
-    async def close(self) -> None:
-        """Refuse new work, fail queued requests, and unload every model."""
+    async def close(self, grace_s: float = 30.0) -> None:
+        """Refuse new work, fail queued requests, let running ones finish (up to ``grace_s``),
+        and unload every model."""
         self._closing = True
         for slot in self._slots.values():
             while slot.waiters:
@@ -281,9 +282,12 @@ class Scheduler:
             self._retry.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        deadline = self._clock() + grace_s
+        while any(s.in_flight for s in self._slots.values()) and self._clock() < deadline:
+            await asyncio.sleep(0.05)
         for slot in self._slots.values():
             if slot.holds_memory() and slot.state not in _BUSY:
-                await self._unload(slot)
+                await self._start_unload(slot)
             slot.shutdown()
 
     # -- leases ----------------------------------------------------------------------------
@@ -299,17 +303,22 @@ class Scheduler:
         slot.last_used = self._clock()
         slot.last_used_wall = time.time()
         if slot.in_flight == 0:
-            ttl = slot.model.keep_alive_s
-            if ttl is not None and not self._closing:
-                slot.ttl = asyncio.get_running_loop().call_later(ttl, self._expire, slot)
+            self._arm_ttl(slot)
             self._kick()
+
+    def _arm_ttl(self, slot: _Slot) -> None:
+        ttl = slot.model.keep_alive_s
+        if ttl is not None and not self._closing and not slot.in_flight and not slot.waiters:
+            if slot.ttl:
+                slot.ttl.cancel()
+            slot.ttl = asyncio.get_running_loop().call_later(ttl, self._expire, slot)
 
     def _expire(self, slot: _Slot) -> None:
         slot.ttl = None
         if slot.state in (ModelState.RESIDENT, ModelState.OFFLOADED) and not slot.in_flight and not slot.waiters \
                 and not slot.model.pinned:
             log.info("%s idle for %.0fs: unloading", slot.id, slot.model.keep_alive_s)
-            self._spawn(self._unload(slot))
+            self._spawn(self._start_unload(slot))
 
     def _drop_waiter(self, slot: _Slot, waiter: _Waiter) -> None:
         try:
@@ -338,6 +347,8 @@ class Scheduler:
         pending.sort(key=lambda s: s.waiters[0].seq)
         retry_at: float | None = None
         for slot in pending:
+            if not slot.waiters or slot.state not in (ModelState.AVAILABLE, ModelState.OFFLOADED):
+                continue  # an earlier decision in this pass moved it (evicted as a victim, say)
             decision = plan(self._want(slot), self._residents(), self.budgets, self._policy())
             if isinstance(decision, Admit):
                 self._begin_admit(slot, decision)
@@ -397,6 +408,8 @@ class Scheduler:
             busy = s.in_flight
             if s.state == ModelState.RESIDENT:
                 busy += sum(1 for w in s.waiters if s.drain_before is None or w.seq < s.drain_before)
+            elif s.state == ModelState.OFFLOADED:
+                busy += len(s.waiters)  # wanted right now: never a victim
             out.append(Resident(
                 model=s.id, task=s.model.spec.task, state=state, gpu=s.gpu, gpu_bytes=s.gpu_bytes,
                 host_bytes=s.host_bytes, in_flight=busy, last_used=s.last_used, loaded_at=s.loaded_at,
@@ -425,15 +438,8 @@ class Scheduler:
         slot.state, slot.grant, slot.gpu = ModelState.LOADING, grant, decision.gpu
         slot.gpu_bytes, slot.host_bytes = decision.gpu_bytes, decision.host_bytes
         slot.error = None
-        victims = []
-        for name in decision.offload:
-            victim = self._slots[name]
-            victim.state = ModelState.OFFLOADING
-            victims.append(self._offload(victim))
-        for name in decision.evict:
-            victim = self._slots[name]
-            victim.state = ModelState.UNLOADING
-            victims.append(self._unload(victim))
+        victims = [self._start_offload(self._slots[name]) for name in decision.offload]
+        victims += [self._start_unload(self._slots[name]) for name in decision.evict]
         self._spawn(self._admit(slot, grant, decision, victims, from_offload))
 
     async def _admit(self, slot: _Slot, grant: Grant, decision: Admit, victims: list[Any], from_offload: bool) -> None:
@@ -465,6 +471,7 @@ class Scheduler:
             slot.state = ModelState.RESIDENT
             slot.loaded_at = slot.last_used = self._clock()
             log.info("%s: resident on %s after %.2fs", slot.id, device, time.perf_counter() - started)
+            self._arm_ttl(slot)  # its requests may all have gone while it loaded
         finally:
             self._kick()
 
@@ -481,25 +488,38 @@ class Scheduler:
             raise
         return backend
 
-    async def _offload(self, slot: _Slot) -> None:
+    def _start_offload(self, slot: _Slot) -> Any:
+        """Mark ``slot`` offloading now (so no other decision touches it); returns the move to await."""
         assert slot.backend is not None and slot.offloadable() is not None
         slot.state = ModelState.OFFLOADING
         grant = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=slot.offloadable() or 0,
                       parked=True)
+        return self._offload(slot, grant)
+
+    async def _offload(self, slot: _Slot, grant: Grant) -> None:
         log.info("%s: offloading to host RAM", slot.id)
         try:
             await slot.run(slot.backend.relocate, grant)
         except Exception:  # noqa: BLE001 - fall back to dropping it
             log.exception("%s: offload failed; unloading instead", slot.id)
-            await self._unload(slot)
+            await self._start_unload(slot)
             return
         self.relocations += 1
         slot.state, slot.grant, slot.gpu = ModelState.OFFLOADED, grant, None
         slot.gpu_bytes, slot.host_bytes = 0, grant.host_bytes
+        self._arm_ttl(slot)
+        self._kick()
 
-    async def _unload(self, slot: _Slot) -> None:
+    def _start_unload(self, slot: _Slot) -> Any:
+        """Detach the backend and mark ``slot`` unloading now; returns the unload to await."""
         backend, slot.backend = slot.backend, None
         slot.state = ModelState.UNLOADING
+        if slot.ttl:
+            slot.ttl.cancel()
+            slot.ttl = None
+        return self._unload(slot, backend)
+
+    async def _unload(self, slot: _Slot, backend: Backend | None) -> None:
         if backend is not None:
             await self._quiet_unload(slot, backend)
         self._clear(slot, ModelState.AVAILABLE)
