@@ -40,6 +40,7 @@ def create_app(config: HostConfig | None = None, *, budgets: Budgets | None = No
     :param plugins: extra plugin objects registered after discovery (tests, embedding).
     """
     config = config if config is not None else load_config()
+    logging.getLogger("plughost").setLevel(config.server.log_level.upper())
     pm = make_plugin_manager(config, extra=plugins)
     registry = build_registry(pm, config)
 

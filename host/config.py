@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import yaml
@@ -56,7 +56,7 @@ class ServerConfig(Strict):
     max_body_bytes: ByteSize = "32MiB"
     max_embedding_inputs: int = 8192
     max_rerank_documents: int = 1000
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
 
 class PluginsConfig(Strict):

@@ -69,11 +69,6 @@ class EmbeddingRequest(msgspec.Struct, frozen=True, kw_only=True):
     dimensions: int | None = None
     truncate: bool | None = None
 
-    @property
-    def count(self) -> int:
-        """How many inputs the request carries."""
-        return len(self.texts if self.texts is not None else self.token_ids or ())
-
 
 class EmbeddingResult(msgspec.Struct, kw_only=True):
     """One L2-normalised float32 vector per input (a 2-D array-like of shape [n, d])."""

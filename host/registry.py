@@ -156,7 +156,8 @@ def _apply_overrides(spec: ModelSpec, config: HostConfig) -> ModelSpec | None:
         return None
     options = {**spec.options, **mc.options}
     if mc.weights is not None:
-        options["weights"] = mc.weights
+        relative = mc.weights.startswith(("./", "../"))  # a folder next to the config file
+        options["weights"] = str(config.resolve_path(mc.weights)) if relative else mc.weights
     placements = spec.placements
     if mc.placements is not None:
         placements = tuple(p for p in spec.placements if p.kind in mc.placements)

@@ -72,11 +72,17 @@ def resolve_weights(weights: str, *, model_id: str) -> Path:
 def peek_config(weights: str) -> dict[str, Any] | None:
     """The model's ``config.json`` if it is already on disk (local folder or hub cache); cheap.
 
-    Used by declarations to compute footprints without loading anything. ``None`` when the
-    file is not at hand (tiny models, hub ids not yet downloaded).
+    Used by declarations to compute footprints without loading anything. For ``tiny:<kind>``
+    it is the tiny preset's shape (nothing is built). ``None`` when the file is not at hand (a
+    hub id not yet downloaded).
     """
     if is_tiny(weights):
-        return None
+        from host.testing.tiny_models import tiny_config_dict
+
+        try:
+            return tiny_config_dict(weights[len(TINY_PREFIX):])
+        except ValueError:
+            return None
     local = _local_dir(weights)
     if local is not None:
         file = local / "config.json"
@@ -97,4 +103,4 @@ def peek_config(weights: str) -> dict[str, Any] | None:
 
 def weights_on_disk(weights: str) -> bool:
     """Whether ``weights`` can be loaded without a download (tiny models count: they are built locally)."""
-    return is_tiny(weights) or peek_config(weights) is not None
+    return peek_config(weights) is not None

@@ -13,23 +13,28 @@ import pytest
 from host import cli
 
 
-def test_no_arguments_runs_on_the_configured_host_and_port(tmp_path: Path, monkeypatch) -> None:
+def test_runs_on_the_configured_host_and_port(tmp_path: Path, monkeypatch) -> None:
     config = tmp_path / "plugins.yaml"
     config.write_text("server:\n  host: 0.0.0.0\n  port: 16000\nplugins:\n  paths: []\n")
     monkeypatch.setenv("PLUGHOST_CONFIG", str(config))
-    monkeypatch.delenv("LITESTAR_APP", raising=False)
+    for var in ("LITESTAR_APP", "LITESTAR_HOST", "LITESTAR_PORT"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(sys, "argv", ["plughost"])
     seen = {}
 
     def fake_main(args, prog_name):
-        seen.update(args=args, prog=prog_name, app=os.environ.get("LITESTAR_APP"))
+        seen.update(args=args, prog=prog_name, app=os.environ.get("LITESTAR_APP"),
+                    bind=(os.environ.get("LITESTAR_HOST"), os.environ.get("LITESTAR_PORT")))
 
     from litestar.cli.main import litestar_group
 
     monkeypatch.setattr(litestar_group, "main", fake_main)
     cli.main()
-    assert seen == {"args": ["run", "--host", "0.0.0.0", "--port", "16000"], "prog": "plughost",
-                    "app": "host.app:create_app"}
+    assert seen == {"args": ["run"], "prog": "plughost", "app": "host.app:create_app",
+                    "bind": ("0.0.0.0", "16000")}
+    monkeypatch.setattr(sys, "argv", ["plughost", "run", "--reload"])  # flags pass through, bind still from config
+    cli.main()
+    assert seen["args"] == ["run", "--reload"] and seen["bind"] == ("0.0.0.0", "16000")
 
 
 def test_console_script_is_installed_and_hands_over_to_litestar() -> None:

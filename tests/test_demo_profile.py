@@ -48,3 +48,27 @@ def test_model_without_stand_in_is_never_demo() -> None:
     config = make_config({"demo": True})
     registry = build_registry(make_plugin_manager(config, extra=[FakePlugin()]), config)
     assert all("DEMO" not in m.spec.description for m in registry)
+
+
+def test_the_three_plugins_size_their_demo_stand_ins_small() -> None:
+    from pathlib import Path
+
+    plugins = Path(__file__).resolve().parents[1] / "plugins"
+    config = make_config({"demo": True, "plugins": {"paths": [str(plugins)]}})
+    registry = build_registry(make_plugin_manager(config), config)
+    for name in ("Qwen2.5-7B-Instruct-AWQ", "Qwen3-Embedding-0.6B", "Qwen3-Reranker-0.6B"):
+        spec = registry.get(name).spec
+        assert spec.options["weights"].startswith("tiny:"), name
+        cpu = next(p for p in spec.placements if p.kind == "cpu")
+        assert cpu.host_bytes < 1024**3, (name, cpu)  # the tiny model, not the real one (GiBs)
+
+
+def test_relative_weights_resolve_against_the_config_file(tmp_path) -> None:
+    from host.config import config_from_dict
+
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    config = config_from_dict({"plugins": {"paths": [], "entry_points": False},
+                               "models": {"m": {"weights": "./models/m"}}}, base_dir=tmp_path)
+    registry = build_registry(make_plugin_manager(config, extra=[FakePlugin([fake_spec("m", Task.EMBEDDING)])]),
+                              config)
+    assert registry.get("m").spec.options["weights"] == str(tmp_path / "models" / "m")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import State
+from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
 from host.domain import ChatDelta, ChatRequest
@@ -45,10 +46,20 @@ async def chat_completions(request: Request, state: State) -> Response:
             stream = await _opened(lease, domain)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             events = _sse(lease, stream, include_usage)
-            lease = None  # the stream owns it now
-            return Stream(events, media_type="text/event-stream",
+            # The stream owns the lease now. Its generator releases it in ``finally``, and the
+            # background task covers a body that is never iterated (client gone before the first byte).
+            cleanup = BackgroundTask(_release_stream, lease, stream)
+            lease = None
+            return Stream(events, media_type="text/event-stream", background=cleanup,
                           headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        choices = await asyncio.gather(*(_complete(lease, _nth(domain, i)) for i in range(body.n)))
+        tasks = [asyncio.ensure_future(_complete(lease, _nth(domain, i))) for i in range(body.n)]
+        try:
+            choices = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one failed choice stops the others before the lease goes
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
     finally:
         if lease is not None:
             lease.release()
@@ -60,6 +71,11 @@ async def chat_completions(request: Request, state: State) -> Response:
                  for i, (text, reason, _, _) in enumerate(choices)],
         usage=ChatUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
     ))
+
+
+def _release_stream(lease: Lease, opened: _Opened) -> None:
+    lease.release()
+    opened.close()
 
 
 def lease_model(domain: ChatRequest, state: State) -> str:
@@ -80,6 +96,7 @@ class _Opened:
     def __init__(self, iterator: AsyncIterator[ChatDelta], first: ChatDelta | None) -> None:
         self.iterator = iterator
         self.first = first
+        self._closing: asyncio.Task[None] | None = None
 
     async def deltas(self) -> AsyncIterator[ChatDelta]:
         if self.first is not None:
@@ -94,9 +111,9 @@ class _Opened:
     def close(self) -> None:
         """Stop the backend's generation (scheduled; callable from a synchronous ``finally``)."""
         aclose = getattr(self.iterator, "aclose", None)
-        if aclose is not None:
+        if aclose is not None and self._closing is None:
             try:
-                asyncio.get_running_loop().create_task(aclose())
+                self._closing = asyncio.get_running_loop().create_task(aclose())  # referenced: not GC'd early
             except RuntimeError:
                 pass
 

@@ -25,18 +25,20 @@ def host_total_bytes() -> int:
 
 
 def detect_gpus() -> list[int]:
-    """Total bytes of each visible CUDA GPU; empty when torch or CUDA is absent."""
+    """Bytes free on each visible CUDA GPU now (memory other processes hold is not ours to
+    plan with); empty when torch or CUDA is absent."""
     try:
         import torch
     except ImportError:
         return []
     if not torch.cuda.is_available():
         return []
-    return [torch.cuda.mem_get_info(i)[1] for i in range(torch.cuda.device_count())]
+    return [torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())]
 
 
 def resolve_budgets(config: HostConfig) -> Budgets:
-    """The budgets from ``budgets:``; unset values are measured on this machine."""
+    """The budgets from ``budgets:``; unset values are measured on this machine (a GPU's free
+    memory at start-up, minus 1 GiB for CUDA contexts when no reserve is configured)."""
     b = config.budgets
     if b.gpus is None:
         gpus = [max(0, total - parse_bytes("1GiB")) for total in detect_gpus()]

@@ -838,6 +838,22 @@ _BUILDERS = {
 }
 
 
+def tiny_config_dict(kind: str) -> dict[str, Any]:
+    """The ``config.json`` essentials of a default tiny ``kind``, without building it (no torch).
+
+    Declarations use it to size the demo stand-ins the way they size real weights.
+    """
+    if kind not in _BUILDERS:
+        raise ValueError(f"unknown tiny model kind {kind!r}; expected one of {', '.join(KINDS)}")
+    shape = _BUILDERS[kind][1]
+    config: dict[str, Any] = {**dataclasses.asdict(shape), "head_dim": shape.resolved_head_dim,
+                              "model_type": kind.split("-")[0], "torch_dtype": "float16"}
+    if kind == "qwen2-awq":
+        config["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": awq_group_size(shape),
+                                         "zero_point": True, "version": "gemm", "modules_to_not_convert": None}
+    return config
+
+
 def default_cache_root() -> Path:
     """``$PLUGHOST_CACHE_DIR`` if set, else ``~/.cache/plughost/tiny``."""
     env = os.environ.get("PLUGHOST_CACHE_DIR")

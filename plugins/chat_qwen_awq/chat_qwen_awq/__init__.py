@@ -18,7 +18,7 @@ from typing import Any
 from host import hookimpl
 from host.config import HostConfig
 from host.spec import ModelSpec, Task
-from host.weights import is_tiny, peek_config
+from host.weights import peek_config
 
 from chat_qwen_awq import sizing
 
@@ -32,21 +32,9 @@ BACKEND = "chat_qwen_awq.backend:QwenAwqChatBackend"
 
 
 def known_config(weights: str) -> dict[str, Any]:
-    """The model's ``config.json`` if at hand; the tiny demo shape for ``tiny:qwen2-awq``; else the real 7B's."""
+    """The model's ``config.json`` (or a tiny stand-in's shape) if at hand; else the real 7B's."""
     found = peek_config(weights)
-    if found is not None:
-        return found
-    if is_tiny(weights) and weights.endswith("qwen2-awq"):
-        from host.testing.tiny_models import TINY_QWEN2, awq_group_size  # cheap: no torch at import
-
-        s = TINY_QWEN2
-        return {"hidden_size": s.hidden_size, "intermediate_size": s.intermediate_size,
-                "num_hidden_layers": s.num_hidden_layers, "num_attention_heads": s.num_attention_heads,
-                "num_key_value_heads": s.num_key_value_heads, "vocab_size": s.vocab_size,
-                "max_position_embeddings": s.max_position_embeddings, "tie_word_embeddings": s.tie_word_embeddings,
-                "quantization_config": {"quant_method": "awq", "bits": 4, "version": "gemm", "zero_point": True,
-                                        "group_size": awq_group_size(s)}}
-    return dict(sizing.QWEN2_5_7B_AWQ_CONFIG)
+    return found if found is not None else dict(sizing.QWEN2_5_7B_AWQ_CONFIG)
 
 
 def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:

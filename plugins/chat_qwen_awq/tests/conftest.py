@@ -23,7 +23,7 @@ _PLUGIN_ROOT = str(Path(__file__).resolve().parents[1])
 if _PLUGIN_ROOT not in sys.path:  # the plugin is used from its folder, not installed
     sys.path.insert(0, _PLUGIN_ROOT)
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402 - a missing torch must fail the suite, not skip it
 torch.set_num_threads(1)
 
 with warnings.catch_warnings(record=True):  # autoawq's import-time notices (the plugin imports it quietly too)

@@ -217,7 +217,8 @@ class Qwen3EmbeddingBackend:
         if request.instruction is not None and not query:
             raise InvalidRequest("'instruction' applies to queries only; send input_type \"query\" with it.",
                                  param="instruction")
-        task = request.instruction if request.instruction is not None else str(self.options["task"])
+        # A blank instruction means "the default", as in the reranker.
+        task = request.instruction if request.instruction and request.instruction.strip() else str(self.options["task"])
         truncate = bool(request.truncate if request.truncate is not None else self.options.get("truncate"))
         inputs: list[EmbedInput] = []
         if request.texts is not None:

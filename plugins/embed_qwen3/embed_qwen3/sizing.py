@@ -7,11 +7,9 @@ fp32 on the CPU; parked in host RAM (offloaded) they keep their 16-bit GPU dtype
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from host.spec import MiB
-from host.weights import is_tiny
 
 #: Published configs of the Qwen3-Embedding sizes (the fallback when config.json is not at hand).
 KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
@@ -40,15 +38,11 @@ HOST_RUNTIME_BYTES = 256 * MiB
 
 
 def config_for(weights: str, peeked: dict[str, Any] | None) -> dict[str, Any]:
-    """The model config to size with: the real file if at hand; for ``tiny:qwen3-embedding`` the
-    tiny preset's shape; else the published shape of ``weights`` (a known hub id), else that of
+    """The model config to size with: the real file (or a tiny preset's shape) if at hand
+    (``peek_config``); else the published shape of ``weights`` (a known hub id), else that of
     Qwen3-Embedding-0.6B."""
     if peeked is not None:
         return peeked
-    if is_tiny(weights):
-        from host.testing.tiny_models import TINY_QWEN3  # cheap: no torch at import
-
-        return {**dataclasses.asdict(TINY_QWEN3), "head_dim": TINY_QWEN3.resolved_head_dim}
     return KNOWN_CONFIGS.get(weights, KNOWN_CONFIGS[DEFAULT_HUB_ID])
 
 

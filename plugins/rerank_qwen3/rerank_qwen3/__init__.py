@@ -71,7 +71,7 @@ def declare(config: HostConfig) -> ModelSpec:
             Placement(kind=PlacementKind.CPU, host_bytes=cpu_weights + cpu_work + HOST_RUNTIME_BYTES),
         ),
         aliases=(HUB_ID,),
-        options={**DEFAULT_OPTIONS, "weights": weights},
+        options={**options, "weights": weights},
         # Parked in host RAM in the GPU dtype, exactly as it sat on the GPU.
         offload_bytes=gpu_weights + HOST_RUNTIME_BYTES,
         description="Qwen3 reranker: P(yes) from two lm_head rows, batch-invariant",

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
+import torch  # noqa: E402,F401 - a missing torch must fail the suite, not skip it
+import transformers  # noqa: E402,F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rerank_qwen3_testkit import Recipe, load_backend  # noqa: E402
