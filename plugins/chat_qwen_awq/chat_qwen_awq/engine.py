@@ -139,6 +139,9 @@ class Engine:
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._batch: _Rows | None = None
         self._prefill: _Prefill | None = None
+        # Sequences taken out of one structure and not yet in the next (prefill → batch): a
+        # failure in between must still finish them, or their clients would wait forever.
+        self._in_hand: list[Sequence] = []
         self._stopping = False
         self._outbox: list[tuple[Sequence, ChatDelta | BaseException]] = []
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -236,6 +239,7 @@ class Engine:
             picked.append(self._waiting.popleft())
         if not picked:
             return
+        self._in_hand = picked
         from transformers import DynamicCache
 
         longest = max(len(s.prefill_ids) for s in picked)
@@ -248,6 +252,7 @@ class Engine:
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as transformers' generate
         self._prefill = _Prefill(rows=picked, ids=ids.to(self.device), mask=mask.to(self.device),
                                  positions=positions.to(self.device), cache=DynamicCache(config=self.model.config))
+        self._in_hand = []
 
     def _prefill_chunk(self) -> None:
         pf = self._prefill
@@ -271,6 +276,7 @@ class Engine:
         if end < total:
             return
         self._prefill = None
+        self._in_hand = list(pf.rows)
         self.stats.prefills += 1
         logits = out.logits[:, -1, :].to(dtype=torch.float32, device="cpu")
         padding = (pf.mask == 0)[:, None, :, None]
@@ -279,6 +285,7 @@ class Engine:
             layer.values.masked_fill_(padding, 0)
         rows = _Rows(rows=pf.rows, cache=pf.cache, mask=pf.mask, lengths=pf.mask.sum(-1))
         self._merge(rows)
+        self._in_hand = []
         self._sample(logits, rows.rows)
 
     def _merge(self, new: _Rows) -> None:
@@ -415,7 +422,9 @@ class Engine:
     def _fail_all(self, error: PlughostError, *, waiting: bool = False) -> None:
         held = list(self._batch.rows) if self._batch else []
         held += list(self._prefill.rows) if self._prefill else []
+        held += self._in_hand
         self._batch = self._prefill = None
+        self._in_hand = []
         if waiting:
             with self._cond:
                 held += list(self._waiting) + self._incoming

@@ -245,3 +245,19 @@ async def test_a_failing_sequence_does_not_stop_the_others(backend: Any, monkeyp
     assert calls and backend.engine.alive
     text, last, _ = await complete(backend, request(temperature=0, max_tokens=5))
     assert last.completion_tokens == 5
+
+
+async def test_a_failure_between_prefill_and_batch_finishes_the_sequences(backend: Any,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sequences taken out of the prefill but not yet merged into the batch are still answered."""
+    engine = backend.engine
+
+    def broken_merge(rows: Any) -> None:
+        raise RuntimeError("out of memory while merging")
+
+    monkeypatch.setattr(engine, "_merge", broken_merge)
+    with pytest.raises(BackendError, match="out of memory while merging"):
+        await asyncio.wait_for(complete(backend, request(max_tokens=5)), 30)
+    monkeypatch.undo()
+    text, last, _ = await asyncio.wait_for(complete(backend, request(temperature=0, max_tokens=5)), 30)
+    assert last.finish_reason == "length" and engine.alive
