@@ -80,6 +80,14 @@ class ModelNotFound(PlughostError):
     code = "model_not_found"
 
 
+class NotFound(PlughostError):
+    """No such route or resource (404)."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
 class PayloadTooLarge(PlughostError):
     """The request body is over the configured limit (413)."""
 

@@ -605,3 +605,18 @@ def test_the_fixture_client_serves_the_fakes(plughost_client: TestClient) -> Non
     assert {m["id"] for m in plughost_client.get("/v1/models").json()["data"]} == {
         "fake-chat", "fake-embed", "fake-rerank"}
     assert plughost_client.post(CHAT, json=VALID[CHAT]).status_code == 200
+
+
+def test_model_routes_accept_ids_with_a_slash(plughost_app) -> None:
+    from host.testing.fakes import FakePlugin, fake_spec
+    from host.spec import Task
+
+    plugin = FakePlugin([fake_spec("Qwen/Qwen3-Embedding-0.6B", Task.EMBEDDING, aliases=("org/alias",))])
+    with TestClient(plughost_app(plugins=[plugin])) as client:
+        assert client.get("/v1/models/Qwen/Qwen3-Embedding-0.6B").json()["id"] == "Qwen/Qwen3-Embedding-0.6B"
+        assert client.get("/v1/models/org/alias").json()["id"] == "Qwen/Qwen3-Embedding-0.6B"
+        loaded = client.post("/v1/models/org/alias/load")
+        assert loaded.status_code == 200 and loaded.json()["status"]["state"] == "resident"
+        assert client.post("/v1/models/Qwen/Qwen3-Embedding-0.6B/unload").json()["status"]["state"] == "available"
+        bad = client.post("/v1/models/Qwen/Qwen3-Embedding-0.6B/explode")
+        assert bad.status_code == 404 and bad.json()["error"]["code"] == "not_found"

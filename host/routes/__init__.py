@@ -2,9 +2,9 @@
 
 from host.routes.chat import chat_completions
 from host.routes.embeddings import embeddings
-from host.routes.models import get_model, health, list_models, load_model, unload_model
+from host.routes.models import get_model, health, list_models, manage_model
 from host.routes.rerank import rerank
 
-ROUTES = [chat_completions, embeddings, rerank, list_models, get_model, load_model, unload_model, health]
+ROUTES = [chat_completions, embeddings, rerank, list_models, get_model, manage_model, health]
 
 __all__ = ["ROUTES"]

@@ -6,6 +6,7 @@ from litestar import get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from host.errors import NotFound
 from host.protocol.models import Health, ModelCard, ModelList
 from host.registry import RegisteredModel
 from host.scheduling.scheduler import ModelState
@@ -25,25 +26,24 @@ async def list_models(state: State) -> ModelList:
     return ModelList(data=[_card(state, m) for m in state.registry])
 
 
-@get("/v1/models/{model_id:str}")
+@get("/v1/models/{model_id:path}")
 async def get_model(state: State, model_id: FromPath[str]) -> ModelCard:
-    """One model (by id or alias)."""
-    return _card(state, state.registry.get(model_id))
+    """One model (by id or alias; hub-style ids with a slash work too)."""
+    return _card(state, state.registry.get(model_id.lstrip("/")))
 
 
-@post("/v1/models/{model_id:str}/load", status_code=200)
-async def load_model(state: State, model_id: FromPath[str]) -> ModelCard:
-    """Load a model now; answers once it is resident."""
-    model = state.registry.get(model_id)
-    await state.scheduler.load(model.spec.id)
-    return _card(state, model)
-
-
-@post("/v1/models/{model_id:str}/unload", status_code=200)
-async def unload_model(state: State, model_id: FromPath[str]) -> ModelCard:
-    """Unload a model now (409 while it serves requests)."""
-    model = state.registry.get(model_id)
-    await state.scheduler.unload(model.spec.id)
+@post("/v1/models/{model_path:path}", status_code=200)
+async def manage_model(state: State, model_path: FromPath[str]) -> ModelCard:
+    """``POST /v1/models/{id}/load`` loads a model now (answers once it is resident);
+    ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests)."""
+    name, _, action = model_path.strip("/").rpartition("/")
+    if action not in ("load", "unload") or not name:
+        raise NotFound(f"POST /v1/models/{model_path.strip('/')}: expected /v1/models/{{id}}/load or /unload.")
+    model = state.registry.get(name)
+    if action == "load":
+        await state.scheduler.load(model.spec.id)
+    else:
+        await state.scheduler.unload(model.spec.id)
     return _card(state, model)
 
 
