@@ -154,6 +154,11 @@ def _apply_overrides(spec: ModelSpec, config: HostConfig) -> ModelSpec | None:
         return spec
     if not mc.enabled:
         return None
+    if spec.option_keys is not None:
+        unknown = sorted(set(mc.options) - spec.option_keys - {"weights"})
+        if unknown:
+            known = ", ".join(sorted(spec.option_keys))
+            raise PluginError(f"models.{spec.id}.options.{unknown[0]}: unknown option (known: {known})")
     options = {**spec.options, **mc.options}
     if mc.weights is not None:
         relative = mc.weights.startswith(("./", "../"))  # a folder next to the config file

@@ -63,6 +63,8 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
     :ivar offload_bytes: host RAM it holds when parked off the GPU (``None``: it cannot be offloaded).
     :ivar description: one line for ``GET /v1/models``.
     :ivar demo_weights: ``weights`` value of a stand-in for the demo profile (``"tiny:<kind>"``).
+    :ivar option_keys: the option names the backend understands; ``models.<id>.options`` keys
+        outside them are configuration errors (``None``: not checked).
     """
 
     id: str
@@ -74,6 +76,7 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
     offload_bytes: int | None = None
     description: str = ""
     demo_weights: str | None = None
+    option_keys: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.placements:

@@ -72,3 +72,15 @@ def test_relative_weights_resolve_against_the_config_file(tmp_path) -> None:
     registry = build_registry(make_plugin_manager(config, extra=[FakePlugin([fake_spec("m", Task.EMBEDDING)])]),
                               config)
     assert registry.get("m").spec.options["weights"] == str(tmp_path / "models" / "m")
+
+
+@pytest.mark.parametrize("model", ["Qwen2.5-7B-Instruct-AWQ", "Qwen3-Embedding-0.6B", "Qwen3-Reranker-0.6B"])
+def test_a_misspelt_plugin_option_is_an_error_naming_it(model: str) -> None:
+    from pathlib import Path
+
+    from host.plugins import PluginError
+
+    plugins = Path(__file__).resolve().parents[1] / "plugins"
+    config = make_config({"plugins": {"paths": [str(plugins)]}, "models": {model: {"options": {"batch_token_gpu": 1}}}})
+    with pytest.raises(PluginError, match=f"models.{model}.options.batch_token_gpu: unknown option"):
+        build_registry(make_plugin_manager(config), config)

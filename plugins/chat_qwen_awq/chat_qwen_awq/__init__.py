@@ -29,6 +29,9 @@ DEFAULT_WEIGHTS = "Qwen/Qwen2.5-7B-Instruct-AWQ"
 #: The random-weight stand-in of the demo profile (same architecture, built offline).
 DEMO_WEIGHTS = "tiny:qwen2-awq"
 BACKEND = "chat_qwen_awq.backend:QwenAwqChatBackend"
+#: What ``models.<id>.options`` may set (see the README of this plugin).
+OPTION_KEYS = frozenset({"weights", "context_length", "kv_cache_tokens", "max_sequences", "prefill_chunk_tokens",
+                         "cpu_head_dtype", "offload_dir"})
 
 
 def known_config(weights: str) -> dict[str, Any]:
@@ -63,6 +66,7 @@ def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:
         offload_bytes=placements[-1].host_bytes,
         description="Qwen2.5 7B Instruct, 4-bit AWQ: GPU, GPU + host RAM, or CPU",
         demo_weights=DEMO_WEIGHTS,
+        option_keys=OPTION_KEYS,
     )
 
 

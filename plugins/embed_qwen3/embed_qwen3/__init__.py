@@ -103,6 +103,7 @@ def declare(config: HostConfig, model_id: str = MODEL_ID, aliases: tuple[str, ..
         offload_bytes=gpu_weights + HOST_RUNTIME_BYTES,
         description=f"Qwen3 embedding ({weights}): last-token pooling, query instructions, Matryoshka dimensions",
         demo_weights=DEMO_WEIGHTS,
+        option_keys=frozenset(DEFAULT_OPTIONS) | {"plugin"},
     )
 
 

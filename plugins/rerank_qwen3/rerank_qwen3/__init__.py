@@ -76,6 +76,7 @@ def declare(config: HostConfig) -> ModelSpec:
         offload_bytes=gpu_weights + HOST_RUNTIME_BYTES,
         description="Qwen3 reranker: P(yes) from two lm_head rows, batch-invariant",
         demo_weights=DEMO_WEIGHTS,
+        option_keys=frozenset(DEFAULT_OPTIONS),
     )
 
 
