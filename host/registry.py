@@ -72,13 +72,13 @@ def build_registry(pm: pluggy.PluginManager, config: HostConfig) -> ModelRegistr
     seen: dict[str, str] = {}
     for impl in pm.hook.register_models.get_hookimpls():
         name = pm.get_name(impl.plugin) or repr(impl.plugin)
-        for spec in _declared(impl, name, config):
+        for spec in _declared(impl, name, config, pm):
             if spec.id in seen:
                 raise PluginError(f"model {spec.id!r} is declared by both {seen[spec.id]!r} and {name!r}")
             seen[spec.id] = name
             overridden = _apply_overrides(spec, config)
             if overridden is not None and _serve_demo(overridden, config):
-                overridden = _as_demo(overridden, _demo_declaration(impl, name, config, spec))
+                overridden = _as_demo(overridden, _demo_declaration(impl, name, config, spec, pm))
             if overridden is not None:
                 models.append(RegisteredModel(
                     spec=overridden,
@@ -106,20 +106,23 @@ def _serve_demo(spec: ModelSpec, config: HostConfig) -> bool:
     return not (isinstance(weights, str) and weights_on_disk(weights))
 
 
-def _declared(impl: Any, name: str, config: HostConfig) -> list[ModelSpec]:
-    """Call one plugin's ``register_models`` and check what it returns."""
-    kwargs = {"config": config}
+def _declared(impl: Any, name: str, config: HostConfig, pm: pluggy.PluginManager) -> list[ModelSpec]:
+    """Call one plugin's ``register_models`` (through pluggy, so hook tracing sees it) and check
+    what it returns."""
+    others = [p for p in pm.get_plugins() if p is not impl.plugin]
     try:
-        specs = impl.function(**{k: kwargs[k] for k in impl.argnames})
+        results = pm.subset_hook_caller("register_models", remove_plugins=others)(config=config)
     except Exception as exc:
         raise PluginError(f"plugin {name!r}: register_models failed: {exc!r}") from exc
-    for spec in specs or []:
+    specs = [spec for result in results for spec in (result or [])]
+    for spec in specs:
         if not isinstance(spec, ModelSpec):
             raise PluginError(f"plugin {name!r}: register_models must return ModelSpec objects, got {spec!r}")
-    return list(specs or [])
+    return specs
 
 
-def _demo_declaration(impl: Any, name: str, config: HostConfig, spec: ModelSpec) -> ModelSpec:
+def _demo_declaration(impl: Any, name: str, config: HostConfig, spec: ModelSpec,
+                      pm: pluggy.PluginManager) -> ModelSpec:
     """The plugin's declaration of ``spec.id`` when its weights are the demo stand-in, so that
     footprints are the stand-in's, not the real model's."""
     models = dict(config.models)
@@ -127,7 +130,7 @@ def _demo_declaration(impl: Any, name: str, config: HostConfig, spec: ModelSpec)
     models[spec.id] = msgspec.structs.replace(own, weights=spec.demo_weights,
                                               options={k: v for k, v in own.options.items() if k != "weights"})
     demo_config = msgspec.structs.replace(config, models=models)
-    for again in _declared(impl, name, demo_config):
+    for again in _declared(impl, name, demo_config, pm):
         if again.id == spec.id:
             return _apply_overrides(again, demo_config) or again
     raise PluginError(f"plugin {name!r}: {spec.id!r} disappears when declared with its demo weights")

@@ -368,3 +368,17 @@ def test_each_app_has_its_own_plugin_manager() -> None:
     assert pm2.get_plugin("second") is second_plugin and pm2.get_plugin("first") is None
     assert {m.spec.id for m in second.state.registry} == {"only-in-second"}
     assert "fake-chat" in {m.spec.id for m in first.state.registry}
+
+
+def test_hook_tracing_shows_register_models(monkeypatch, caplog) -> None:
+    import logging
+
+    from host.registry import build_registry
+    from host.testing.fakes import FakePlugin
+    from host.testing.pytest_plugin import make_config
+
+    monkeypatch.setenv("PLUGHOST_TRACE_HOOKS", "1")
+    config = make_config()
+    with caplog.at_level(logging.DEBUG, logger="plughost.plugins"):
+        build_registry(make_plugin_manager(config, extra=[FakePlugin()]), config)
+    assert "register_models" in caplog.text
