@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from host import sizing
+from host.sizing import activation_bytes_per_token, qwen3_param_count
 from host.spec import MiB
 
 #: The published config of Qwen/Qwen3-Reranker-0.6B: the fallback when config.json is not at hand.
@@ -33,39 +35,15 @@ GPU_RUNTIME_BYTES = 512 * MiB
 HOST_RUNTIME_BYTES = 256 * MiB
 
 
-def _head_dim(config: dict[str, Any]) -> int:
-    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
-
 
 def param_count(config: dict[str, Any]) -> int:
-    """Parameters of ``Qwen3ForCausalLM`` for ``config`` (an untied lm_head counted: it is loaded)."""
-    h, i, v = int(config["hidden_size"]), int(config["intermediate_size"]), int(config["vocab_size"])
-    heads, kv, hd = int(config["num_attention_heads"]), int(config["num_key_value_heads"]), _head_dim(config)
-    attention = h * heads * hd + 2 * h * kv * hd + heads * hd * h + 2 * hd  # q, k, v, o, q_norm, k_norm
-    if config.get("attention_bias"):
-        attention += heads * hd + 2 * kv * hd + h
-    layer = attention + 3 * h * i + 2 * h  # gate/up/down + two RMSNorms
-    total = v * h + int(config["num_hidden_layers"]) * layer + h
-    if not config.get("tie_word_embeddings", True):
-        total += v * h
-    return total
-
-
-def activation_bytes_per_token(config: dict[str, Any], dtype_bytes: int) -> int:
-    """Peak activations of one token inside one decoder layer (memory-efficient attention).
-
-    Residual stream, normed input, attention output and MLP input (4·hidden), q/k/v and the
-    attention result, and the MLP's gate, up and activated intermediate (3·intermediate).
-    """
-    h, i = int(config["hidden_size"]), int(config["intermediate_size"])
-    heads, kv, hd = int(config["num_attention_heads"]), int(config["num_key_value_heads"]), _head_dim(config)
-    return (4 * h + 2 * heads * hd + 2 * kv * hd + 3 * i) * dtype_bytes
+    """Parameters the backend holds for ``config`` (an untied lm_head counted: it is loaded)."""
+    return qwen3_param_count(config, lm_head=True)
 
 
 def max_length_of(config: dict[str, Any], option: int | None) -> int:
-    """Tokens a whole prompt may take: the option, else the recipe's 8192, within the model's positions."""
-    limit = int(config.get("max_position_embeddings") or RECIPE_MAX_LENGTH)
-    return min(limit, int(option) if option else RECIPE_MAX_LENGTH)
+    """Tokens one input may take: the option, else the recipe's 8192, within the model's positions."""
+    return sizing.max_length_of(config, option, RECIPE_MAX_LENGTH)
 
 
 def footprint(config: dict[str, Any], *, dtype_bytes: int, batch_tokens: int, max_length: int) -> tuple[int, int]:

@@ -1,0 +1,46 @@
+"""Footprint arithmetic for decoder-only transformers, from a ``config.json`` dict (no torch).
+
+Shared by plugins that declare Qwen3-family models, so that each computes its memory the same
+way: parameters × dtype bytes plus a working set per token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def head_dim(config: dict[str, Any]) -> int:
+    """``head_dim`` if the config sets it, else ``hidden_size // num_attention_heads``."""
+    return int(config.get("head_dim") or int(config["hidden_size"]) // int(config["num_attention_heads"]))
+
+
+def qwen3_param_count(config: dict[str, Any], *, lm_head: bool) -> int:
+    """Parameters of a Qwen3 decoder: embeddings, layers (with q/k norms), final norm, and an
+    untied lm_head when ``lm_head`` (a tied one shares the embedding)."""
+    h, i, v = int(config["hidden_size"]), int(config["intermediate_size"]), int(config["vocab_size"])
+    heads, kv, hd = int(config["num_attention_heads"]), int(config["num_key_value_heads"]), head_dim(config)
+    attention = h * heads * hd + 2 * h * kv * hd + heads * hd * h + 2 * hd  # q, k, v, o, q_norm, k_norm
+    if config.get("attention_bias"):
+        attention += heads * hd + 2 * kv * hd + h
+    layer = attention + 3 * h * i + 2 * h  # gate/up/down + two RMSNorms
+    total = v * h + int(config["num_hidden_layers"]) * layer + h
+    if lm_head and not config.get("tie_word_embeddings", True):
+        total += v * h
+    return total
+
+
+def activation_bytes_per_token(config: dict[str, Any], dtype_bytes: int) -> int:
+    """Peak activations of one token inside one decoder layer (memory-efficient attention).
+
+    Residual stream, normed input, attention output and MLP input (4·hidden), q/k/v and the
+    attention result, and the MLP's gate, up and activated intermediate (3·intermediate).
+    """
+    h, i = int(config["hidden_size"]), int(config["intermediate_size"])
+    heads, kv, hd = int(config["num_attention_heads"]), int(config["num_key_value_heads"]), head_dim(config)
+    return (4 * h + 2 * heads * hd + 2 * kv * hd + 3 * i) * dtype_bytes
+
+
+def max_length_of(config: dict[str, Any], option: int | None, default: int) -> int:
+    """Tokens one input may take: ``option``, else ``default``, within the model's positions."""
+    limit = int(config.get("max_position_embeddings") or default)
+    return min(limit, int(option) if option else default)
