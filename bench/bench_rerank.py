@@ -54,7 +54,7 @@ from host.domain import RerankRequest  # noqa: E402
 from host.scheduling.policy import Budgets  # noqa: E402
 from host.spec import GiB, Grant, PlacementKind  # noqa: E402
 from host.testing.tiny_models import QWEN3_0_6B_SHAPE, tiny_model_cache  # noqa: E402
-from rerank_qwen3.backend import Qwen3RerankerBackend, score_batch  # noqa: E402
+from rerank_qwen3.backend import Qwen3RerankerBackend  # noqa: E402
 
 MODEL = rerank_qwen3.MODEL_ID
 CPU = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0)
@@ -93,9 +93,9 @@ def make_requests(count: int, docs_per_request: int, min_tokens: int, max_tokens
     return requests
 
 
-def spec_for(path: Path, batch_tokens: int, max_batch_size: int) -> Any:
+def spec_for(path: Path, batch_tokens: int, max_batch_size: int, share_prefix: bool = True) -> Any:
     config = config_from_dict({"models": {MODEL: {"weights": str(path), "options": {
-        "batch_tokens_cpu": batch_tokens, "max_batch_size": max_batch_size}}}})
+        "batch_tokens_cpu": batch_tokens, "max_batch_size": max_batch_size, "share_prefix": share_prefix}}}})
     spec = rerank_qwen3.declare(config)
     return msgspec.structs.replace(spec, options={**spec.options, **config.model(MODEL).options,
                                                   "weights": str(path)})
@@ -103,7 +103,7 @@ def spec_for(path: Path, batch_tokens: int, max_batch_size: int) -> Any:
 
 # -- served ----------------------------------------------------------------------------------------------
 
-def serve(path: Path, port: int, batch_tokens: int, max_batch_size: int) -> None:
+def serve(path: Path, port: int, batch_tokens: int, max_batch_size: int, share_prefix: bool = True) -> None:
     """Run the host with the plugin on 127.0.0.1:``port`` until terminated (``--serve`` mode)."""
     import uvicorn
 
@@ -111,7 +111,7 @@ def serve(path: Path, port: int, batch_tokens: int, max_batch_size: int) -> None
     from host.testing.pytest_plugin import make_config
 
     config = make_config({"models": {MODEL: {"weights": str(path), "options": {
-        "batch_tokens_cpu": batch_tokens, "max_batch_size": max_batch_size}}},
+        "batch_tokens_cpu": batch_tokens, "max_batch_size": max_batch_size, "share_prefix": share_prefix}}},
         "server": {"max_rerank_documents": 10_000}})
     app = create_app(config, plugins=[rerank_qwen3], budgets=Budgets(gpus=(), host=64 * GiB))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
@@ -126,7 +126,8 @@ class BenchServer:
 
         self.port = free_port()
         self.command = [sys.executable, __file__, "--serve", str(self.port), "--layers", str(args.layers),
-                        "--batch-tokens", str(batch_tokens), "--max-batch-size", str(args.max_batch_size)]
+                        "--batch-tokens", str(batch_tokens), "--max-batch-size", str(args.max_batch_size),
+                        "--share-prefix", args.share_prefix]
 
     def __enter__(self) -> BenchServer:
         import httpx
@@ -173,29 +174,35 @@ class BenchServer:
 
 def limit(backend: Qwen3RerankerBackend, requests: list[tuple[str, list[str]]], batch_tokens: int,
           max_batch_size: int) -> tuple[float, list[list[float]], float]:
-    """documents/s of perfectly batched forward passes (tokenised beforehand, sorted over the whole set)."""
-    encoder = backend.encoder
-    assert encoder is not None
-    rows = [(r, d, encoder.encode(backend.instruction, q, doc).ids)
-            for r, (q, docs) in enumerate(requests) for d, doc in enumerate(docs)]
-    rows.sort(key=lambda x: len(x[2]))
+    """documents/s of perfectly batched forward passes (tokenised beforehand, sorted over the whole set).
+
+    The batches run through the backend's own scoring (``_run``: with ``share_prefix``, each
+    request's prefix once, then the rest of the pairs), starting from an empty prefix cache; a
+    row's cost is the backend's batcher length (the tokens it runs in the batch).
+    """
+    assert backend.encoder is not None
+    rows = [(r, d, prepared) for r, (q, docs) in enumerate(requests)
+            for d, prepared in enumerate(backend._prepare([(backend.instruction, q, doc) for doc in docs]))]
+    cost = backend._length
+    rows.sort(key=lambda x: cost(x[2]))
     batches: list[list[Any]] = [[]]
     for row in rows:
         batch = batches[-1]
-        width = max(len(row[2]), max((len(b[2]) for b in batch), default=0))
+        width = max(cost(row[2]), max((cost(b[2]) for b in batch), default=0))
         if batch and ((len(batch) + 1) * width > batch_tokens or len(batch) + 1 > max_batch_size):
             batches.append([])
         batches[-1].append(row)
     out = [[0.0] * len(docs) for _, docs in requests]
     padded = 0
+    backend.prefix_cache.clear()
     started = time.perf_counter()
     for batch in batches:
-        scores = score_batch(backend.base, backend.head, [b[2] for b in batch], backend.pad_id, backend.device)
-        padded += len(batch) * max(len(b[2]) for b in batch)
-        for (r, d, _), s in zip(batch, scores):
+        scores = backend._run([b[2] for b in batch])
+        padded += len(batch) * max(cost(b[2]) for b in batch)
+        for (r, d, _), (s, _n) in zip(batch, scores):
             out[r][d] = s
     elapsed = time.perf_counter() - started
-    real = sum(len(r[2]) for r in rows)
+    real = sum(cost(r[2]) for r in rows)
     return len(rows) / elapsed, out, 1 - real / padded
 
 
@@ -248,13 +255,13 @@ def recipe_rate(path: Path, requests: list[tuple[str, list[str]]], chunk: int) -
 # -- memory of one 100-document request (run in a fresh process) ---------------------------------------------
 
 def memory_probe(path: Path, docs: int, batch_tokens: int, max_batch_size: int, min_tokens: int,
-                 max_tokens: int) -> dict[str, Any]:
+                 max_tokens: int, share_prefix: bool = True) -> dict[str, Any]:
     """Peak RSS above the loaded, warmed-up model while one ``docs``-document request is scored."""
     import asyncio
 
     import psutil
 
-    backend = Qwen3RerankerBackend(spec_for(path, batch_tokens, max_batch_size))
+    backend = Qwen3RerankerBackend(spec_for(path, batch_tokens, max_batch_size, share_prefix))
     backend.load(CPU)
     assert backend.encoder is not None
     query, documents = make_requests(1, docs, min_tokens, max_tokens, backend.encoder.tokenizer, seed=7)[0]
@@ -296,6 +303,8 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=None, help="padded tokens per batch "
                         "(default: the plugin's batch_tokens_cpu)")
     parser.add_argument("--max-batch-size", type=int, default=128)
+    parser.add_argument("--share-prefix", choices=("on", "off"), default="on",
+                        help="the plugin's share_prefix option (off: every pair runs whole, as before)")
     parser.add_argument("--recipe-batch", type=int, default=8, help="pairs per forward of the published recipe")
     parser.add_argument("--recipe-requests", type=int, default=2, help="c=1 requests the recipe scores (it is slow)")
     parser.add_argument("--skip-recipe", action="store_true")
@@ -310,17 +319,17 @@ def main() -> None:
     path = tiny_model_cache("qwen3-reranker", shape=shape)
 
     if args.serve is not None:
-        serve(path, args.serve, batch_tokens, args.max_batch_size)
+        serve(path, args.serve, batch_tokens, args.max_batch_size, args.share_prefix == "on")
         return
     if args.memory_probe:
         print(json.dumps(memory_probe(path, args.memory_docs, batch_tokens, args.max_batch_size,
-                                      args.min_tokens, args.max_tokens)))
+                                      args.min_tokens, args.max_tokens, args.share_prefix == "on")))
         return
 
     print(f"model: Qwen3-Reranker-0.6B shape, random weights, layers={args.layers} (real: 28), "
           f"hidden={shape.hidden_size}, vocab={shape.vocab_size}; {path}")
     print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
-          f"batch_tokens={batch_tokens}, max_batch_size={args.max_batch_size}")
+          f"batch_tokens={batch_tokens}, max_batch_size={args.max_batch_size}, share_prefix={args.share_prefix}")
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -329,7 +338,7 @@ def main() -> None:
     print(f"workload: {args.docs_per_request} documents/request of {args.min_tokens}..{args.max_tokens} tokens "
           f"(+ the prompt template); c=1: {len(req_c1)} requests, c=16: {len(req_c16)} requests")
 
-    backend = Qwen3RerankerBackend(spec_for(path, batch_tokens, args.max_batch_size))
+    backend = Qwen3RerankerBackend(spec_for(path, batch_tokens, args.max_batch_size, args.share_prefix == "on"))
     backend.load(CPU)
     assert backend.encoder is not None
     template = len(backend.encoder.encode(backend.instruction, _QUERIES[0], "").ids)
@@ -381,7 +390,7 @@ def main() -> None:
     probe = subprocess.run([sys.executable, __file__, "--memory-probe", "--layers", str(args.layers),
                             "--memory-docs", str(args.memory_docs), "--batch-tokens", str(batch_tokens),
                             "--max-batch-size", str(args.max_batch_size), "--min-tokens", str(args.min_tokens),
-                            "--max-tokens", str(args.max_tokens)],
+                            "--max-tokens", str(args.max_tokens), "--share-prefix", args.share_prefix],
                            check=True, capture_output=True, text=True)
     mem = json.loads(probe.stdout.strip().splitlines()[-1])
     print(f"memory, one {mem['docs']}-document request ({mem['prompt_tokens']} prompt tokens): peak RSS "

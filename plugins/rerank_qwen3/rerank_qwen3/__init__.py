@@ -10,7 +10,10 @@ Options (``models.Qwen3-Reranker-0.6B.options`` in plugins.yaml):
 - ``max_length``: tokens a whole prompt may take (default 8192 as in the publisher's recipe,
   at most the model's ``max_position_embeddings``); longer documents are cut;
 - ``batch_tokens_gpu`` / ``batch_tokens_cpu``: padded tokens per forward pass;
-- ``gpu_dtype``: ``float16`` (the publisher's choice) or ``bfloat16``.
+- ``gpu_dtype``: ``float16`` (the publisher's choice) or ``bfloat16``;
+- ``share_prefix``: run the prompt tokens before the document (template, instruction, query) once
+  per request instead of once per document (default true; false: every pair runs whole);
+- ``prefix_cache_entries``: prefixes whose key/value states stay cached (LRU) between batches.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "batch_tokens_cpu": 1024,
     "max_batch_size": 128,
     "gpu_dtype": "float16",
+    "share_prefix": True,
+    "prefix_cache_entries": 8,
 }
 
 

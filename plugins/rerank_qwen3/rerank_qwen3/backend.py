@@ -6,6 +6,13 @@ hidden state meets only the "yes" and "no" rows of the head, so memory and time 
 the decoder. Scores do not depend on batch companions: rows are left-padded, masked, and given
 their own positions (``cumsum(mask) - 1``), so padding never shifts a row's rotary phases.
 
+With ``share_prefix`` (the default) the prompt tokens before the document — template, instruction
+and query, the same for every document of a request — run once: their key/value cache is computed
+by a batch-1 forward (kept in a small LRU, :class:`PrefixCache`) and only the rest of each pair
+(document and closing template) runs in the batch, attending to its row's prefix cache
+(:func:`score_shared`). Which tokens count as shared depends on the pair alone
+(:meth:`~rerank_qwen3.prompt.PairEncoder.shared_length`), so scores stay batch-invariant.
+
 Pairs from concurrent requests share batches through :class:`host.batching.DynamicBatcher`:
 tokenisation on its prepare thread, forward passes on its compute thread, never on the event loop.
 """
@@ -15,6 +22,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,7 +48,8 @@ class Qwen3RerankerBackend:
     """Serves :class:`~host.domain.RerankRequest` for a Qwen3-Reranker checkpoint.
 
     Options (see :mod:`rerank_qwen3`): ``weights``, ``instruction``, ``max_length``,
-    ``batch_tokens_gpu``, ``batch_tokens_cpu``, ``max_batch_size``, ``max_pending``, ``gpu_dtype``.
+    ``batch_tokens_gpu``, ``batch_tokens_cpu``, ``max_batch_size``, ``max_pending``, ``gpu_dtype``,
+    ``share_prefix``, ``prefix_cache_entries``.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -61,6 +70,8 @@ class Qwen3RerankerBackend:
         self.grant: Grant | None = None
         self._batcher: DynamicBatcher[Pair, EncodedPair, tuple[float, int]] | None = None
         self._model_lock = threading.Lock()  # a forward pass and a relocation never overlap
+        self.share_prefix = bool(self.options.get("share_prefix", True))
+        self.prefix_cache = PrefixCache(int(self.options.get("prefix_cache_entries", 8)))
 
     # -- life cycle -------------------------------------------------------------------------------
     def load(self, grant: Grant) -> None:
@@ -90,7 +101,7 @@ class Qwen3RerankerBackend:
         self.device, self.grant = device, grant
         on_gpu = device.type == "cuda"
         self._batcher = DynamicBatcher(
-            prepare=self._prepare, length=lambda p: len(p.ids), run=self._run,
+            prepare=self._prepare, length=self._length, run=self._run,
             max_batch_tokens=int(self.options.get("batch_tokens_gpu" if on_gpu else "batch_tokens_cpu", 1024)),
             max_batch_size=int(self.options.get("max_batch_size", 128)),
             max_pending=int(self.options.get("max_pending", 65536)),
@@ -114,6 +125,7 @@ class Qwen3RerankerBackend:
         on_gpu = self.device.type == "cuda"
         with self._model_lock:
             self.base = self.head = self.encoder = None
+            self.prefix_cache.clear()
         gc.collect()
         if on_gpu:
             torch.cuda.empty_cache()
@@ -133,6 +145,7 @@ class Qwen3RerankerBackend:
             dtype = self.gpu_dtype if target.type == "cuda" else None if grant.parked else torch.float32
             place(self.base, target, dtype)
             self.head = self.head.to(target)
+            self.prefix_cache.clear()
             was_gpu = self.device.type == "cuda"
             self.device, self.grant = target, grant
         if was_gpu and target.type != "cuda":
@@ -160,7 +173,12 @@ class Qwen3RerankerBackend:
         encoder = self.encoder
         if encoder is None:
             raise RuntimeError(f"{self.spec.id} was unloaded")
-        return [encoder.encode(instruction, query, document) for instruction, query, document in pairs]
+        encode = encoder.encode_shared if self.share_prefix else encoder.encode
+        return [encode(instruction, query, document) for instruction, query, document in pairs]
+
+    def _length(self, pair: EncodedPair) -> int:
+        """A pair's cost in a batch: the tokens it runs there (its shared prefix runs once, apart)."""
+        return len(pair.ids) - pair.shared if self.share_prefix else len(pair.ids)
 
     def _run(self, batch: list[EncodedPair]) -> list[tuple[float, int]]:
         """Score one batch (the batcher's compute thread): ``(P(yes), prompt tokens)`` per pair."""
@@ -169,7 +187,12 @@ class Qwen3RerankerBackend:
                 raise RuntimeError(f"{self.spec.id} was unloaded")
             if self.device.type == "cpu" and self.base.dtype != torch.float32:
                 cast_parameters(self.base, torch.float32)  # served on the CPU after being parked: fp32 as on load
-            scores = score_batch(self.base, self.head, [p.ids for p in batch], self.pad_id, self.device)
+                self.prefix_cache.clear()
+            if self.share_prefix:
+                scores = score_shared(self.base, self.head, [(p.ids, p.shared) for p in batch], self.pad_id,
+                                      self.device, self.prefix_cache)
+            else:
+                scores = score_batch(self.base, self.head, [p.ids for p in batch], self.pad_id, self.device)
         return [(s, len(p.ids)) for s, p in zip(scores, batch)]
 
 
@@ -219,5 +242,102 @@ def score_batch(base: Any, head: torch.Tensor, rows: Sequence[Sequence[int]], pa
         out = base(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                    use_cache=False)
         last = out.last_hidden_state[:, -1, :].float()  # left padding: the last column is every row's last token
+        logits = last @ head.T  # [rows, 2] = (no, yes)
+        return torch.sigmoid(logits[:, 1] - logits[:, 0]).tolist()
+
+
+#: Key/value states of one prefix: per layer, (keys, values) of shape [1, kv_heads, tokens, head_dim].
+PrefixKV = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class PrefixCache:
+    """An LRU of prefix key/value states, keyed by the prefix's token ids (compute thread only).
+
+    A request whose documents span several batches computes its prefix once. Cleared whenever the
+    weights move or change dtype.
+    """
+
+    def __init__(self, entries: int = 8) -> None:
+        self.entries = max(0, entries)
+        self._items: OrderedDict[tuple[int, ...], PrefixKV] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, base: Any, key: tuple[int, ...], device: torch.device) -> PrefixKV:
+        """The prefix states of ``key``, computed (batch 1, alone) when not cached."""
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return found
+        self.misses += 1
+        found = prefix_states(base, key, device)
+        if self.entries:
+            self._items[key] = found
+            while len(self._items) > self.entries:
+                self._items.popitem(last=False)
+        return found
+
+
+def prefix_states(base: Any, ids: Sequence[int], device: torch.device) -> PrefixKV:
+    """Key/value states of ``ids`` run alone (batch 1, positions 0..n-1)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=base.config)
+    with torch.inference_mode():
+        base(input_ids=torch.tensor([list(ids)], dtype=torch.long, device=device), past_key_values=cache,
+             use_cache=True)
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def score_shared(base: Any, head: torch.Tensor, rows: Sequence[tuple[Sequence[int], int]], pad_id: int,
+                 device: torch.device, cache: PrefixCache) -> list[float]:
+    """:func:`score_batch` of rows ``(ids, shared)`` whose first ``shared`` ids run apart, once per prefix.
+
+    Each distinct prefix gets its states from ``cache`` (computed alone when missing); the rest of
+    every row runs in one batch whose past key/values are the rows' prefix states, left-padded to
+    the longest prefix. The attention mask is ``[prefix mask | suffix mask]`` with zeros on every
+    pad, and each row gets its own positions: 0..P-1 for its prefix, P.. for the rest, whatever the
+    padding. A row's computation is thus the same in any batch (up to float rounding of differently
+    shaped kernels) and the same as without sharing.
+    """
+    from transformers import DynamicCache
+
+    if not any(n for _, n in rows):
+        return score_batch(base, head, [ids for ids, _ in rows], pad_id, device)
+    keys = [tuple(ids[:n]) for ids, n in rows]
+    states = {key: cache.get(base, key, device) for key in dict.fromkeys(keys) if key}
+    suffixes = [list(ids[n:]) for ids, n in rows]
+    lengths = [len(key) for key in keys]
+    width = max(lengths)
+    ids, suffix_mask, suffix_positions = left_pad(suffixes, pad_id)
+    prefix_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, n in enumerate(lengths):
+        if n:
+            prefix_mask[i, width - n:] = 1
+    mask = torch.cat([prefix_mask, suffix_mask], dim=1)
+    positions = suffix_positions + torch.tensor(lengths, dtype=torch.long).unsqueeze(1)
+    template = next(iter(states.values()))
+    past = DynamicCache(config=base.config)
+    for layer, (k0, v0) in enumerate(template):
+        heads, dim = k0.shape[1], k0.shape[3]
+        k = k0.new_zeros((len(rows), heads, width, dim))
+        v = v0.new_zeros((len(rows), heads, width, dim))
+        for i, key in enumerate(keys):
+            if key:
+                pk, pv = states[key][layer]
+                k[i, :, width - len(key):] = pk[0]
+                v[i, :, width - len(key):] = pv[0]
+        past.update(k, v, layer)
+    with torch.inference_mode():
+        out = base(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                   past_key_values=past, use_cache=True,
+                   cache_position=torch.arange(width, width + ids.shape[1], device=device))
+        last = out.last_hidden_state[:, -1, :].float()
         logits = last @ head.T  # [rows, 2] = (no, yes)
         return torch.sigmoid(logits[:, 1] - logits[:, 0]).tolist()

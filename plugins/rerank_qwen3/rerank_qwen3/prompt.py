@@ -33,10 +33,15 @@ def render(instruction: str, query: str, document: str) -> str:
 
 
 class EncodedPair(msgspec.Struct, frozen=True):
-    """Token ids of one rendered pair (prefix + body + suffix) and whether its body was cut."""
+    """Token ids of one rendered pair (prefix + body + suffix) and whether its body was cut.
+
+    ``shared``: how many leading ids the pair shares with every other pair of the same
+    instruction and query (see :meth:`PairEncoder.shared_length`); 0 when not computed.
+    """
 
     ids: list[int]
     truncated: bool
+    shared: int = 0
 
 
 class PairEncoder:
@@ -50,9 +55,42 @@ class PairEncoder:
         self.prefix_ids: list[int] = tokenizer.encode(PREFIX, add_special_tokens=False)
         self.suffix_ids: list[int] = tokenizer.encode(SUFFIX, add_special_tokens=False)
         self.max_length = max_length
+        self._references: dict[tuple[str, str], list[int]] = {}
         self.room = max_length - len(self.prefix_ids) - len(self.suffix_ids)
         if self.room < 1:
             raise ValueError(f"max_length {max_length} leaves no room for the pair inside the template")
+
+    def reference(self, instruction: str, query: str) -> list[int]:
+        """Ids of the template prefix and the body with an EMPTY document (no suffix, never cut)."""
+        key = (instruction, query)
+        ids = self._references.get(key)
+        if ids is None:
+            enc = self.tokenizer(body(instruction, query, ""), add_special_tokens=False)
+            ids = self.prefix_ids + list(enc["input_ids"])
+            if len(self._references) >= 64:
+                self._references.pop(next(iter(self._references)))
+            self._references[key] = ids
+        return ids
+
+    def shared_length(self, instruction: str, query: str, ids: list[int]) -> int:
+        """Leading ids of ``ids`` that do not depend on the document.
+
+        The longest common prefix of ``ids`` and :meth:`reference` (the same prompt with an empty
+        document), never counting the reference's last token (the space after ``<Document>:``,
+        which BPE may merge with the document's first word), minus one token of safety margin.
+        It depends on this pair alone, never on other documents: batch invariance is kept.
+        """
+        ref = self.reference(instruction, query)
+        limit = min(len(ref) - 1, len(ids) - 1)
+        n = 0
+        while n < limit and ids[n] == ref[n]:
+            n += 1
+        return max(n - 1, 0)
+
+    def encode_shared(self, instruction: str, query: str, document: str) -> EncodedPair:
+        """:meth:`encode` with ``shared`` set (:meth:`shared_length`)."""
+        pair = self.encode(instruction, query, document)
+        return EncodedPair(pair.ids, pair.truncated, self.shared_length(instruction, query, pair.ids))
 
     def encode(self, instruction: str, query: str, document: str) -> EncodedPair:
         """Ids of the pair; a long document is cut from its end so the whole prompt fits.

@@ -1,0 +1,124 @@
+"""Prefix sharing (``share_prefix``): the tokens before the document run once per request, and the
+scores stay those of whole pairs, batch-invariant, across concurrent requests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from rerank_qwen3_testkit import DOCS, QUERY, load_backend, mixed_documents
+
+from host.domain import RerankRequest
+
+#: Documents whose first characters BPE may merge with the space after "<Document>:".
+EDGE_DOCS = [",comma first", " leading space", "  two spaces", "\nnewline first", "中国的首都是北京。", "，全角逗号",
+             "!", "", " ", "'quoted'", "(parenthesis)", "123 numbers", "\tTab", "-dash", "é accent", "The end."]
+
+
+def request(query: str, docs: list[str], instruction: str | None = None) -> RerankRequest:
+    return RerankRequest(model="Qwen3-Reranker-0.6B", query=query, documents=tuple(docs), instruction=instruction)
+
+
+def fifty() -> list[str]:
+    return EDGE_DOCS + DOCS + mixed_documents(50 - len(EDGE_DOCS) - len(DOCS), seed=5)
+
+
+@pytest.fixture(scope="module")
+def whole() -> Iterator[Any]:
+    """The backend with prefix sharing off: every pair runs whole."""
+    loaded = load_backend(share_prefix=False)
+    yield loaded
+    loaded.unload()
+
+
+def test_option_is_declared_and_on_by_default(backend: Any, whole: Any) -> None:
+    import rerank_qwen3
+
+    assert rerank_qwen3.DEFAULT_OPTIONS["share_prefix"] is True
+    assert "share_prefix" in backend.spec.option_keys and backend.spec.options["share_prefix"] is True
+    assert backend.share_prefix and not whole.share_prefix
+
+
+def test_shared_length_is_the_document_independent_prefix(backend: Any) -> None:
+    encoder = backend.encoder
+    pairs = [encoder.encode_shared(backend.instruction, QUERY, d) for d in fifty()]
+    shared = {p.shared for p in pairs}
+    assert len(shared) == 1  # the same prefix for every document of the request, whatever it starts with
+    n = shared.pop()
+    assert n > len(encoder.prefix_ids)  # instruction and query are in it
+    assert f"<Query>: {QUERY}\n" in encoder.tokenizer.decode(pairs[0].ids[:n])
+    for pair in pairs:
+        assert pair.ids[:n] == pairs[0].ids[:n] and len(pair.ids) > n
+        assert backend._length(pair) == len(pair.ids) - n
+    # The same pair, whatever its neighbours: shared depends on the pair alone.
+    assert encoder.encode_shared(backend.instruction, QUERY, EDGE_DOCS[0]) == pairs[0]
+
+
+async def test_scores_equal_those_of_whole_pairs(backend: Any, whole: Any) -> None:
+    docs = fifty()
+    for query, instruction in ((QUERY, None), ("中国的首都是哪里？", "Find the passage in Chinese")):
+        shared = (await backend.rerank(request(query, docs, instruction))).scores
+        full = (await whole.rerank(request(query, docs, instruction))).scores
+        assert max(abs(a - b) for a, b in zip(shared, full)) <= 1e-5
+        assert max(full) - min(full) > 0.1
+        # prompt_tokens still counts every pair's whole prompt
+        assert (await backend.rerank(request(query, docs, instruction))).prompt_tokens == \
+            (await whole.rerank(request(query, docs, instruction))).prompt_tokens
+
+
+async def test_score_alone_equals_score_among_fifty(backend: Any) -> None:
+    from rerank_qwen3.backend import PrefixCache, score_shared
+
+    docs = fifty()
+    alone = [(await backend.rerank(request(QUERY, [d]))).scores[0] for d in docs[:20]]
+    among = (await backend.rerank(request(QUERY, docs))).scores
+    assert max(abs(a - b) for a, b in zip(alone, among)) <= 1e-5
+    # One forced batch of all 50 rows plus rows of another query (a longer prefix), fresh cache.
+    other = [backend.encoder.encode_shared(backend.instruction, "a much longer query " * 5, d) for d in docs[:5]]
+    rows = [backend.encoder.encode_shared(backend.instruction, QUERY, d) for d in docs] + other
+    assert len({p.shared for p in rows}) == 2
+    batch = score_shared(backend.base, backend.head, [(p.ids, p.shared) for p in rows], backend.pad_id,
+                         backend.device, PrefixCache(0))
+    assert max(abs(a - b) for a, b in zip(batch[:20], alone)) <= 1e-5
+    singles = [score_shared(backend.base, backend.head, [(p.ids, p.shared)], backend.pad_id, backend.device,
+                            PrefixCache(0))[0] for p in other]
+    assert max(abs(a - b) for a, b in zip(batch[50:], singles)) <= 1e-5
+
+
+async def test_concurrent_requests_with_different_queries_share_batches(backend: Any, whole: Any) -> None:
+    queries = [QUERY, "Explain gravity", "中国的首都是哪里？"]
+    docs = fifty()
+    expected = [(await whole.rerank(request(q, docs))).scores for q in queries]
+    mixed_batches = []
+    run = backend._run
+
+    def spy(batch: list[Any]) -> Any:
+        mixed_batches.append(len({tuple(p.ids[:p.shared]) for p in batch}))
+        return run(batch)
+
+    backend._batcher._run = spy
+    try:
+        results = await asyncio.gather(*(backend.rerank(request(q, docs)) for q in queries * 2))
+    finally:
+        backend._batcher._run = run
+    for i, result in enumerate(results):
+        assert max(abs(a - b) for a, b in zip(result.scores, expected[i % len(queries)])) <= 1e-5
+    assert max(mixed_batches) >= 2  # rows of different queries (prefixes) ran in one batch
+
+
+async def test_a_request_spanning_batches_computes_its_prefix_once() -> None:
+    small = load_backend(batch_tokens_cpu=256)
+    try:
+        small.prefix_cache.clear()
+        misses = small.prefix_cache.misses
+        docs = mixed_documents(40, seed=9)
+        before = small._batcher.stats.batches
+        await small.rerank(request(QUERY, docs))
+        assert small._batcher.stats.batches - before > 3
+        assert small.prefix_cache.misses - misses == 1
+        assert len(small.prefix_cache) == 1
+    finally:
+        small.unload()
+    assert len(small.prefix_cache) == 0
