@@ -386,7 +386,8 @@ class Engine:
         if s.text.stopped:
             self._finish(s, text, "stop")
         elif len(s.generated) >= s.max_tokens:
-            self._finish(s, text + s.text.flush(), "length")
+            rest = s.text.flush()  # completing bytes held back may complete a stop string too
+            self._finish(s, text + rest, "stop" if s.text.stopped else "length")
         elif text or first:  # the first token always answers: it ends the time to first token
             self._outbox.append((s, ChatDelta(text=text)))
 
