@@ -620,3 +620,43 @@ def test_model_routes_accept_ids_with_a_slash(plughost_app) -> None:
         assert client.post("/v1/models/Qwen/Qwen3-Embedding-0.6B/unload").json()["status"]["state"] == "available"
         bad = client.post("/v1/models/Qwen/Qwen3-Embedding-0.6B/explode")
         assert bad.status_code == 404 and bad.json()["error"]["code"] == "not_found"
+
+
+def test_a_stream_whose_client_left_before_the_first_byte_releases_its_lease(plughost_app) -> None:
+    """A client that disconnects before the first byte of a streamed answer frees its lease (the
+    route's generator ``finally`` and its background task both release; whichever runs first wins)."""
+    import json as _json
+
+    from host.testing.fakes import FakePlugin, fake_spec
+    from host.spec import Task
+
+    app = plughost_app(plugins=[FakePlugin([fake_spec("c", Task.CHAT, token_delay_s=0.01)])])
+    body = _json.dumps({"model": "c", "stream": True, "messages": [{"role": "user", "content": "a b c"}]}).encode()
+
+    async def call_and_vanish() -> None:
+        sent = {"body": False}
+
+        async def receive() -> dict:
+            if not sent["body"]:
+                sent["body"] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.disconnect"}  # gone before the first byte of the answer
+
+        async def send(message: dict) -> None:
+            pass
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+                 "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json")],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app,
+                 "state": {}}
+        await app(scope, receive, send)
+
+    with TestClient(app) as client:
+        client.blocking_portal.call(call_and_vanish)
+        for _ in range(100):
+            if client.get("/v1/models/c").json()["status"]["in_flight"] == 0:
+                break
+            import time as _time
+            _time.sleep(0.01)
+        assert client.get("/v1/models/c").json()["status"]["in_flight"] == 0
