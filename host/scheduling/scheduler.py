@@ -153,11 +153,6 @@ class Lease:
         self._scheduler = scheduler
         self._released = False
 
-    @property
-    def released(self) -> bool:
-        """Whether :meth:`release` has run."""
-        return self._released
-
     def release(self) -> None:
         """Give the model back. Synchronous and idempotent."""
         if not self._released:
@@ -186,8 +181,6 @@ class Scheduler:
         self._retry: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
-        self.loads = 0  # counters for tests and metrics
-        self.relocations = 0
 
     # -- public API ---------------------------------------------------------------------
     async def acquire(self, name: str, task: Task) -> Lease:
@@ -451,14 +444,12 @@ class Scheduler:
             if from_offload and isinstance(slot.backend, Relocatable):
                 log.info("%s: moving back from host RAM to %s (%s)", slot.id, device, decision.placement)
                 await slot.run(slot.backend.relocate, grant)
-                self.relocations += 1
             else:
                 if slot.backend is not None:  # offloaded but cannot relocate: start afresh
                     await slot.run(slot.backend.unload)
                 log.info("%s: loading on %s (%s, %s GPU / %s host)", slot.id, device, decision.placement,
                          gib(decision.gpu_bytes), gib(decision.host_bytes))
                 slot.backend = await slot.run(self._construct_and_load, slot, grant)
-                self.loads += 1
         except Exception as exc:  # noqa: BLE001 - any plugin failure is isolated to its model
             log.exception("%s: load failed", slot.id)
             backend, slot.backend = slot.backend, None
@@ -504,7 +495,6 @@ class Scheduler:
             log.exception("%s: offload failed; unloading instead", slot.id)
             await self._start_unload(slot)
             return
-        self.relocations += 1
         slot.state, slot.grant, slot.gpu = ModelState.OFFLOADED, grant, None
         slot.gpu_bytes, slot.host_bytes = 0, grant.host_bytes
         self._arm_ttl(slot)
