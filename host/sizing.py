@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from host.spec import MiB, Placement, PlacementKind
+
+#: CUDA context, allocator slack and kernel workspaces on the GPU.
+GPU_RUNTIME_BYTES = 512 * MiB
+#: Tokenizer, prepared batches and Python-side buffers in host RAM.
+HOST_RUNTIME_BYTES = 256 * MiB
+
 
 def head_dim(config: dict[str, Any]) -> int:
     """``head_dim`` if the config sets it, else ``hidden_size // num_attention_heads``."""
@@ -44,3 +51,15 @@ def max_length_of(config: dict[str, Any], option: int | None, default: int) -> i
     """Tokens one input may take: ``option``, else ``default``, within the model's positions."""
     limit = int(config.get("max_position_embeddings") or default)
     return min(limit, int(option) if option else default)
+
+
+def gpu_then_cpu(*, gpu_weights: int, gpu_work: int, cpu_weights: int,
+                 cpu_work: int) -> tuple[tuple[Placement, Placement], int]:
+    """The placements "all on one GPU, else all in host RAM" and the offload bytes (the weights
+    parked in host RAM in their GPU dtype), each with the runtime allowances."""
+    placements = (
+        Placement(kind=PlacementKind.GPU, gpu_bytes=gpu_weights + gpu_work + GPU_RUNTIME_BYTES,
+                  host_bytes=HOST_RUNTIME_BYTES),
+        Placement(kind=PlacementKind.CPU, host_bytes=cpu_weights + cpu_work + HOST_RUNTIME_BYTES),
+    )
+    return placements, gpu_weights + HOST_RUNTIME_BYTES

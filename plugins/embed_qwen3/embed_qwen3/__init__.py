@@ -36,13 +36,12 @@ import msgspec
 
 from host import hookimpl
 from host.config import HostConfig
-from host.spec import ModelSpec, Placement, PlacementKind, Task
+from host.sizing import gpu_then_cpu
+from host.spec import ModelSpec, Task
 from host.weights import peek_config
 
 from embed_qwen3.sizing import (
     DEFAULT_HUB_ID,
-    GPU_RUNTIME_BYTES,
-    HOST_RUNTIME_BYTES,
     config_for,
     footprint,
     max_length_of,
@@ -88,19 +87,16 @@ def declare(config: HostConfig, model_id: str = MODEL_ID, aliases: tuple[str, ..
                                       max_length=max_length)
     cpu_weights, cpu_work = footprint(model_config, dtype_bytes=4, batch_tokens=int(options["batch_tokens_cpu"]),
                                       max_length=max_length)
+    placements, offload_bytes = gpu_then_cpu(gpu_weights=gpu_weights, gpu_work=gpu_work, cpu_weights=cpu_weights,
+                                             cpu_work=cpu_work)
     return ModelSpec(
         id=model_id,
         task=Task.EMBEDDING,
         backend=BACKEND,
-        placements=(
-            Placement(kind=PlacementKind.GPU, gpu_bytes=gpu_weights + gpu_work + GPU_RUNTIME_BYTES,
-                      host_bytes=HOST_RUNTIME_BYTES),
-            Placement(kind=PlacementKind.CPU, host_bytes=cpu_weights + cpu_work + HOST_RUNTIME_BYTES),
-        ),
+        placements=placements,
         aliases=aliases,
         options={**options, "weights": weights},
-        # Parked in host RAM in its 16-bit GPU dtype, exactly as it sat on the GPU.
-        offload_bytes=gpu_weights + HOST_RUNTIME_BYTES,
+        offload_bytes=offload_bytes,
         description=f"Qwen3 embedding ({weights}): last-token pooling, query instructions, Matryoshka dimensions",
         demo_weights=DEMO_WEIGHTS,
         option_keys=frozenset(DEFAULT_OPTIONS) | {"plugin"},

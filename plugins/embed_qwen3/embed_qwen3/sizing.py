@@ -11,7 +11,6 @@ from typing import Any
 
 from host import sizing
 from host.sizing import activation_bytes_per_token, qwen3_param_count
-from host.spec import MiB
 
 #: Published configs of the Qwen3-Embedding sizes (the fallback when config.json is not at hand).
 KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
@@ -33,10 +32,6 @@ DEFAULT_HUB_ID = "Qwen/Qwen3-Embedding-0.6B"
 #: The publisher's recipe tokenises with ``max_length=8192``: the default input limit.
 RECIPE_MAX_LENGTH = 8192
 
-#: CUDA context, allocator slack and kernel workspaces on the GPU.
-GPU_RUNTIME_BYTES = 512 * MiB
-#: Tokenizer, prepared batches and Python-side buffers in host RAM.
-HOST_RUNTIME_BYTES = 256 * MiB
 
 
 def config_for(weights: str, peeked: dict[str, Any] | None) -> dict[str, Any]:

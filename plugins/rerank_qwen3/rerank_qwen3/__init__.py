@@ -22,12 +22,11 @@ from typing import Any
 
 from host import hookimpl
 from host.config import HostConfig
-from host.spec import ModelSpec, Placement, PlacementKind, Task
+from host.sizing import gpu_then_cpu
+from host.spec import ModelSpec, Task
 from host.weights import peek_config
 from rerank_qwen3.prompt import DEFAULT_INSTRUCTION
 from rerank_qwen3.sizing import (
-    GPU_RUNTIME_BYTES,
-    HOST_RUNTIME_BYTES,
     QWEN3_RERANKER_0_6B_CONFIG,
     footprint,
     max_length_of,
@@ -66,19 +65,16 @@ def declare(config: HostConfig) -> ModelSpec:
                                       max_length=max_length)
     cpu_weights, cpu_work = footprint(model_config, dtype_bytes=4, batch_tokens=int(options["batch_tokens_cpu"]),
                                       max_length=max_length)
+    placements, offload_bytes = gpu_then_cpu(gpu_weights=gpu_weights, gpu_work=gpu_work, cpu_weights=cpu_weights,
+                                             cpu_work=cpu_work)
     return ModelSpec(
         id=MODEL_ID,
         task=Task.RERANK,
         backend=BACKEND,
-        placements=(
-            Placement(kind=PlacementKind.GPU, gpu_bytes=gpu_weights + gpu_work + GPU_RUNTIME_BYTES,
-                      host_bytes=HOST_RUNTIME_BYTES),
-            Placement(kind=PlacementKind.CPU, host_bytes=cpu_weights + cpu_work + HOST_RUNTIME_BYTES),
-        ),
+        placements=placements,
         aliases=(HUB_ID,),
         options={**options, "weights": weights},
-        # Parked in host RAM in the GPU dtype, exactly as it sat on the GPU.
-        offload_bytes=gpu_weights + HOST_RUNTIME_BYTES,
+        offload_bytes=offload_bytes,
         description="Qwen3 reranker: P(yes) from two lm_head rows, batch-invariant",
         demo_weights=DEMO_WEIGHTS,
         option_keys=frozenset(DEFAULT_OPTIONS),

@@ -10,7 +10,6 @@ from typing import Any
 
 from host import sizing
 from host.sizing import activation_bytes_per_token, qwen3_param_count
-from host.spec import MiB
 
 #: The published config of Qwen/Qwen3-Reranker-0.6B: the fallback when config.json is not at hand.
 QWEN3_RERANKER_0_6B_CONFIG: dict[str, Any] = {
@@ -29,10 +28,6 @@ QWEN3_RERANKER_0_6B_CONFIG: dict[str, Any] = {
 #: The publisher's recipe truncates every pair to 8192 tokens; the default here too.
 RECIPE_MAX_LENGTH = 8192
 
-#: CUDA context, allocator slack and kernels' workspaces on the GPU.
-GPU_RUNTIME_BYTES = 512 * MiB
-#: Tokenizer and Python-side buffers in host RAM.
-HOST_RUNTIME_BYTES = 256 * MiB
 
 
 

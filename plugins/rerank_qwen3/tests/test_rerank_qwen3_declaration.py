@@ -18,9 +18,8 @@ from host.plugins import make_plugin_manager
 from host.registry import build_registry
 from host.spec import GiB, PlacementKind, Task
 from host.testing.pytest_plugin import make_config
+from host.sizing import GPU_RUNTIME_BYTES, HOST_RUNTIME_BYTES
 from rerank_qwen3.sizing import (
-    GPU_RUNTIME_BYTES,
-    HOST_RUNTIME_BYTES,
     QWEN3_RERANKER_0_6B_CONFIG,
     activation_bytes_per_token,
     param_count,
