@@ -218,7 +218,6 @@ def plan(want: Want, residents: list[Resident] | tuple[Resident, ...], budgets: 
 
 def _fit(trial: _Trial, placement: Placement, gpu: int | None, lru: list[Resident], movable, budgets: Budgets):
     """Try one (placement, GPU): an :class:`Admit`, a list of blockers to wait for, or a reason string."""
-    where = "host RAM" if gpu is None else f"GPU {gpu}"
     need_gpu = placement.gpu_bytes + (placement.flexible_bytes if placement.kind == PlacementKind.GPU else 0)
     if gpu is not None and need_gpu > budgets.gpus[gpu]:
         return f"{placement.kind} needs {gib(need_gpu)} on GPU {gpu}, whose budget is {gib(budgets.gpus[gpu])}"
@@ -240,11 +239,11 @@ def _fit(trial: _Trial, placement: Placement, gpu: int | None, lru: list[Residen
     flex_on_gpu = 0
     if placement.kind == PlacementKind.HYBRID and gpu is not None:
         flex_on_gpu = max(0, min(placement.flexible_bytes, trial.gpu_free(gpu) - need_gpu))
-    need_host = placement.host_bytes + placement.flexible_bytes - flex_on_gpu
-    if placement.kind == PlacementKind.GPU:
-        need_host = placement.host_bytes
+    # A GPU placement counted its flexible bytes in need_gpu; the others keep what the GPU does not take.
+    flex_in_host = 0 if placement.kind == PlacementKind.GPU else placement.flexible_bytes - flex_on_gpu
+    need_host = placement.host_bytes + flex_in_host
     if need_host > budgets.host:
-        return f"{placement.kind} needs {gib(need_host)} of {where if gpu is None else 'host RAM'}, whose budget is {gib(budgets.host)}"
+        return f"{placement.kind} needs {gib(need_host)} of host RAM, whose budget is {gib(budgets.host)}"
     # Host RAM: drop offloaded copies first (a cache), then idle CPU-side residents.
     order = sorted(lru, key=lambda r: (r.state != "offloaded",))
     for r in order:
