@@ -69,15 +69,21 @@ class Run:
         return (self.tokens - 1) / (self.end - self.ttft) if self.tokens > 1 and self.end > self.ttft else 0.0
 
 
-def load(folder: Path, max_sequences: int, head_dtype: str = "float32") -> Any:
+def load(folder: Path, max_sequences: int, head_dtype: str = "float32", device: str = "cpu") -> Any:
+    """The plugin's backend on ``device``: ``cpu``, or ``cuda`` with the declared GPU placement."""
     from chat_qwen_awq import MODEL_ID, model_spec
     from chat_qwen_awq.backend import QwenAwqChatBackend
 
     options = {"max_sequences": max_sequences, "cpu_head_dtype": head_dtype}
     config = config_from_dict({"models": {MODEL_ID: {"weights": str(folder), "options": options}},
                                "plugins": {"paths": [], "entry_points": False}})
-    backend = QwenAwqChatBackend(model_spec(config))
-    backend.load(Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0))
+    spec = model_spec(config)
+    backend = QwenAwqChatBackend(spec)
+    if device == "cuda":
+        declared = next(p for p in spec.placements if p.kind == PlacementKind.GPU)
+        backend.load(Grant(placement=PlacementKind.GPU, device="cuda:0", gpu_bytes=declared.gpu_bytes, host_bytes=0))
+    else:
+        backend.load(Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0))
     return backend
 
 
@@ -90,17 +96,22 @@ def request(prompt: str, tokens: int) -> ChatRequest:
 def raw_generate(backend: Any, prompt: str, tokens: int, batch: int = 1) -> Run:
     """transformers ``generate`` on the served model: TTFT from a 1-token call, then the full call."""
     ids = backend._prepare(request(prompt, tokens)).prompt_ids
-    x = torch.tensor([ids] * batch)
+    x = torch.tensor([ids] * batch, device=backend.loaded.device)
     kwargs = dict(attention_mask=torch.ones_like(x), do_sample=False, repetition_penalty=1.0,
                   eos_token_id=backend.eos_ids, pad_token_id=backend.eos_ids[0], temperature=None, top_p=None,
                   top_k=None)
     model = backend.loaded.model
+    cuda = backend.loaded.device.type == "cuda"
     with torch.inference_mode():
         start = time.perf_counter()
         model.generate(x, max_new_tokens=1, **kwargs)
+        if cuda:
+            torch.cuda.synchronize()
         ttft = time.perf_counter() - start
         start = time.perf_counter()
         out = model.generate(x, max_new_tokens=tokens, **kwargs)
+        if cuda:
+            torch.cuda.synchronize()
         total = time.perf_counter() - start
     return Run(ttft=ttft, tokens=(out.shape[1] - x.shape[1]) * batch, end=total)
 
@@ -128,8 +139,8 @@ def best(runs: list[Any], key: Any) -> Any:
 
 
 def bench_model(name: str, folder: Path, tokens: int, repeats: int, streams: int,
-                head_dtype: str = "float32") -> dict[str, Any]:
-    backend = load(folder, max_sequences=max(8, streams), head_dtype=head_dtype)
+                head_dtype: str = "float32", device: str = "cpu") -> dict[str, Any]:
+    backend = load(folder, max_sequences=max(8, streams), head_dtype=head_dtype, device=device)
     try:
         prompt = PROMPTS[0]
         asyncio.run(engine_streams(backend, [prompt], 4))  # warm-up (first calls allocate)
@@ -157,6 +168,7 @@ def bench_model(name: str, folder: Path, tokens: int, repeats: int, streams: int
         stats = backend.engine.stats
         result = {
             "model": name,
+            "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
             "layers": backend.loaded.model.config.num_hidden_layers,
             "cpu_head_dtype": head_dtype,
             "tokens_per_stream": tokens,
@@ -188,8 +200,8 @@ def bench_model(name: str, folder: Path, tokens: int, repeats: int, streams: int
 
 def report(r: dict[str, Any], streams: int) -> None:
     raw, one, many = r["raw_generate_b1"], r["engine_1_stream"], r[f"engine_{streams}_streams"]
-    print(f"\n== {r['model']} ({r['layers']} layers, {r['tokens_per_stream']} tokens per stream, embeddings/head "
-          f"{r['cpu_head_dtype']}, 1 thread) ==")
+    where = f"embeddings/head {r['cpu_head_dtype']}, 1 thread" if r["device"] == "cpu" else f"fp16 on {r['device']}"
+    print(f"\n== {r['model']} ({r['layers']} layers, {r['tokens_per_stream']} tokens per stream, {where}) ==")
     print(f"raw generate, batch 1     : TTFT {raw['ttft_ms']:8.1f} ms   decode {raw['decode_tok_s']:8.1f} tok/s"
           f"   end-to-end {raw['tok_s']:8.1f} tok/s  ({raw['tokens']} tokens)")
     print(f"engine, 1 stream          : TTFT {one['ttft_ms']:8.1f} ms   decode {one['decode_tok_s']:8.1f} tok/s"
@@ -215,6 +227,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cpu-head-dtype", default="float32", help="float32, bfloat16, or both (comma-separated)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: the declared GPU placement (fp16, autoawq's GPU kernels)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -232,7 +246,7 @@ def main() -> None:
         else:
             parser.error(f"unknown model {name!r}")
         for head in args.cpu_head_dtype.split(","):
-            r = bench_model(label, folder, args.tokens or tokens, args.repeats, args.streams, head)
+            r = bench_model(label, folder, args.tokens or tokens, args.repeats, args.streams, head, args.device)
             report(r, args.streams)
             results.append(r)
     if args.json:

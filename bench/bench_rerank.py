@@ -58,6 +58,18 @@ from rerank_qwen3.backend import Qwen3RerankerBackend  # noqa: E402
 
 MODEL = rerank_qwen3.MODEL_ID
 CPU = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0)
+GPU = Grant(placement=PlacementKind.GPU, device="cuda:0", gpu_bytes=0, host_bytes=0)
+
+
+def grant_for(device: str) -> Grant:
+    """The grant the scheduler would give on ``device`` ("cpu" or "cuda")."""
+    return GPU if device == "cuda" else CPU
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so that a timer reads finished work."""
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 _SENTENCES = [
     "Machine learning is a field of study in artificial intelligence concerned with statistical algorithms.",
@@ -93,9 +105,15 @@ def make_requests(count: int, docs_per_request: int, min_tokens: int, max_tokens
     return requests
 
 
+def options_for(batch_tokens: int, max_batch_size: int, share_prefix: bool) -> dict[str, Any]:
+    """The plugin options of a run (one token budget for either device)."""
+    return {"batch_tokens_cpu": batch_tokens, "batch_tokens_gpu": batch_tokens, "max_batch_size": max_batch_size,
+            "share_prefix": share_prefix}
+
+
 def spec_for(path: Path, batch_tokens: int, max_batch_size: int, share_prefix: bool = True) -> Any:
-    config = config_from_dict({"models": {MODEL: {"weights": str(path), "options": {
-        "batch_tokens_cpu": batch_tokens, "max_batch_size": max_batch_size, "share_prefix": share_prefix}}}})
+    config = config_from_dict({"models": {MODEL: {"weights": str(path), "options": options_for(
+        batch_tokens, max_batch_size, share_prefix)}}})
     spec = rerank_qwen3.declare(config)
     return msgspec.structs.replace(spec, options={**spec.options, **config.model(MODEL).options,
                                                   "weights": str(path)})
@@ -103,17 +121,20 @@ def spec_for(path: Path, batch_tokens: int, max_batch_size: int, share_prefix: b
 
 # -- served ----------------------------------------------------------------------------------------------
 
-def serve(path: Path, port: int, batch_tokens: int, max_batch_size: int, share_prefix: bool = True) -> None:
-    """Run the host with the plugin on 127.0.0.1:``port`` until terminated (``--serve`` mode)."""
+def serve(path: Path, port: int, batch_tokens: int, max_batch_size: int, share_prefix: bool = True,
+          device: str = "cpu") -> None:
+    """Run the host with the plugin on 127.0.0.1:``port`` until terminated (``--serve`` mode).
+
+    On ``cuda`` the budgets are measured (the scheduler places the model on the GPU)."""
     import uvicorn
 
     from host.app import create_app
     from host.testing.pytest_plugin import make_config
 
-    config = make_config({"models": {MODEL: {"weights": str(path), "options": {
-        "batch_tokens_cpu": batch_tokens, "max_batch_size": max_batch_size, "share_prefix": share_prefix}}},
-        "server": {"max_rerank_documents": 10_000}})
-    app = create_app(config, plugins=[rerank_qwen3], budgets=Budgets(gpus=(), host=64 * GiB))
+    config = make_config({"models": {MODEL: {"weights": str(path), "options": options_for(
+        batch_tokens, max_batch_size, share_prefix)}}, "server": {"max_rerank_documents": 10_000}})
+    budgets = None if device == "cuda" else Budgets(gpus=(), host=64 * GiB)
+    app = create_app(config, plugins=[rerank_qwen3], budgets=budgets)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -127,7 +148,7 @@ class BenchServer:
         self.port = free_port()
         self.command = [sys.executable, __file__, "--serve", str(self.port), "--layers", str(args.layers),
                         "--batch-tokens", str(batch_tokens), "--max-batch-size", str(args.max_batch_size),
-                        "--share-prefix", args.share_prefix]
+                        "--share-prefix", args.share_prefix, "--device", args.device]
 
     def __enter__(self) -> BenchServer:
         import httpx
@@ -195,9 +216,10 @@ def limit(backend: Qwen3RerankerBackend, requests: list[tuple[str, list[str]]], 
     out = [[0.0] * len(docs) for _, docs in requests]
     padded = 0
     backend.prefix_cache.clear()
+    sync(backend.device.type)
     started = time.perf_counter()
     for batch in batches:
-        scores = backend._run([b[2] for b in batch])
+        scores = backend._run([b[2] for b in batch])  # returns Python floats: the GPU work is done
         padded += len(batch) * max(cost(b[2]) for b in batch)
         for (r, d, _), (s, _n) in zip(batch, scores):
             out[r][d] = s
@@ -211,11 +233,14 @@ def limit(backend: Qwen3RerankerBackend, requests: list[tuple[str, list[str]]], 
 class PublishedRecipe:
     """QwenLM/Qwen3-Embedding examples/qwen3_reranker_transformers.py: full logits, then two of them."""
 
-    def __init__(self, path: Path, max_length: int = 8192) -> None:
+    def __init__(self, path: Path, max_length: int = 8192, device: str = "cpu") -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+        # As published: fp32 on the CPU; on a GPU its recommended fp16 (sdpa: flash-attn is not installed).
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
+        self.device = device
         self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
         self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
         self.max_length = max_length
@@ -232,7 +257,7 @@ class PublishedRecipe:
                                 max_length=self.max_length - len(self.prefix_tokens) - len(self.suffix_tokens))
         for i, ele in enumerate(inputs["input_ids"]):
             inputs["input_ids"][i] = self.prefix_tokens + ele + self.suffix_tokens
-        inputs = self.tokenizer.pad(inputs, padding=True, return_tensors="pt")
+        inputs = self.tokenizer.pad(inputs, padding=True, return_tensors="pt").to(self.device)
         with torch.no_grad():
             batch_scores = self.model(**inputs).logits[:, -1, :]
             batch_scores = torch.stack([batch_scores[:, self.token_false_id], batch_scores[:, self.token_true_id]],
@@ -240,8 +265,9 @@ class PublishedRecipe:
             return torch.nn.functional.log_softmax(batch_scores, dim=1)[:, 1].exp().tolist()
 
 
-def recipe_rate(path: Path, requests: list[tuple[str, list[str]]], chunk: int) -> tuple[float, list[list[float]]]:
-    recipe = PublishedRecipe(path)
+def recipe_rate(path: Path, requests: list[tuple[str, list[str]]], chunk: int,
+                device: str = "cpu") -> tuple[float, list[list[float]]]:
+    recipe = PublishedRecipe(path, device=device)
     recipe.scores("warm up", ["a short document"])
     out = []
     started = time.perf_counter()
@@ -255,17 +281,22 @@ def recipe_rate(path: Path, requests: list[tuple[str, list[str]]], chunk: int) -
 # -- memory of one 100-document request (run in a fresh process) ---------------------------------------------
 
 def memory_probe(path: Path, docs: int, batch_tokens: int, max_batch_size: int, min_tokens: int,
-                 max_tokens: int, share_prefix: bool = True) -> dict[str, Any]:
-    """Peak RSS above the loaded, warmed-up model while one ``docs``-document request is scored."""
+                 max_tokens: int, share_prefix: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """Peak RSS (on a GPU: peak GPU memory allocated) above the loaded, warmed-up model while one
+    ``docs``-document request is scored."""
     import asyncio
 
     import psutil
 
     backend = Qwen3RerankerBackend(spec_for(path, batch_tokens, max_batch_size, share_prefix))
-    backend.load(CPU)
+    backend.load(grant_for(device))
     assert backend.encoder is not None
     query, documents = make_requests(1, docs, min_tokens, max_tokens, backend.encoder.tokenizer, seed=7)[0]
     asyncio.run(backend.rerank(RerankRequest(model=MODEL, query="warm up", documents=(documents[-1],))))
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        gpu_baseline = torch.cuda.memory_allocated()
     process = psutil.Process()
     baseline = process.memory_info().rss
     peak = baseline
@@ -282,12 +313,16 @@ def memory_probe(path: Path, docs: int, batch_tokens: int, max_batch_size: int, 
     result = asyncio.run(backend.rerank(RerankRequest(model=MODEL, query=query, documents=tuple(documents))))
     done.set()
     sampler.join()
+    gpu = {}
+    if device == "cuda":
+        gpu = {"gpu_baseline_mib": gpu_baseline / 2**20,
+               "gpu_peak_delta_mib": (torch.cuda.max_memory_allocated() - gpu_baseline) / 2**20}
     longest = max(len(backend.encoder.encode(backend.instruction, query, d).ids) for d in documents)
     vocab = int(json.loads((path / "config.json").read_text())["vocab_size"])
     backend.unload()
     return {"docs": docs, "prompt_tokens": result.prompt_tokens, "baseline_rss_mib": baseline / 2**20,
             "peak_delta_mib": (peak - baseline) / 2**20, "longest_prompt": longest,
-            "recipe_logits_mib": docs * longest * vocab * 4 / 2**20}
+            "recipe_logits_mib": docs * longest * vocab * (2 if device == "cuda" else 4) / 2**20, **gpu}
 
 
 # -- main -------------------------------------------------------------------------------------------------
@@ -310,6 +345,8 @@ def main() -> None:
     parser.add_argument("--skip-recipe", action="store_true")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved served/limit rounds (best counts)")
     parser.add_argument("--memory-docs", type=int, default=100, help="documents of the memory probe (0: skip)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the model runs (cuda: fp16, budgets measured, the recipe in fp16 on the GPU)")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -319,16 +356,17 @@ def main() -> None:
     path = tiny_model_cache("qwen3-reranker", shape=shape)
 
     if args.serve is not None:
-        serve(path, args.serve, batch_tokens, args.max_batch_size, args.share_prefix == "on")
+        serve(path, args.serve, batch_tokens, args.max_batch_size, args.share_prefix == "on", args.device)
         return
     if args.memory_probe:
         print(json.dumps(memory_probe(path, args.memory_docs, batch_tokens, args.max_batch_size,
-                                      args.min_tokens, args.max_tokens, args.share_prefix == "on")))
+                                      args.min_tokens, args.max_tokens, args.share_prefix == "on", args.device)))
         return
 
     print(f"model: Qwen3-Reranker-0.6B shape, random weights, layers={args.layers} (real: 28), "
           f"hidden={shape.hidden_size}, vocab={shape.vocab_size}; {path}")
-    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
+    print(f"device {args.device}" + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")
+          + f", torch {torch.__version__}, threads={torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
           f"batch_tokens={batch_tokens}, max_batch_size={args.max_batch_size}, share_prefix={args.share_prefix}")
     from transformers import AutoTokenizer
 
@@ -339,7 +377,7 @@ def main() -> None:
           f"(+ the prompt template); c=1: {len(req_c1)} requests, c=16: {len(req_c16)} requests")
 
     backend = Qwen3RerankerBackend(spec_for(path, batch_tokens, args.max_batch_size, args.share_prefix == "on"))
-    backend.load(CPU)
+    backend.load(grant_for(args.device))
     assert backend.encoder is not None
     template = len(backend.encoder.encode(backend.instruction, _QUERIES[0], "").ids)
     print(f"prompt template + query: ~{template} tokens per pair; {args.rounds} interleaved rounds, best of each "
@@ -378,7 +416,7 @@ def main() -> None:
     print(f"{'served c=16':<26}{rates['c16']:>10.2f}{rates['c16'] / limit_c16:>9.2f}x"
           f"{rates['c16'] / bound_c16:>9.2f}x")
     if not args.skip_recipe:
-        recipe, recipe_scores = recipe_rate(path, req_c1[: args.recipe_requests], args.recipe_batch)
+        recipe, recipe_scores = recipe_rate(path, req_c1[: args.recipe_requests], args.recipe_batch, args.device)
         rdiff = max(abs(a - b) for rs, rl in zip(served_scores["c1"], recipe_scores) for a, b in zip(rs, rl))
         print(f"{'published recipe':<26}{recipe:>10.2f}   (the first {args.recipe_requests} c=1 requests, "
               f"{args.recipe_batch} pairs/forward, full logits; max |served - recipe| = {rdiff:.2e})")
@@ -390,13 +428,17 @@ def main() -> None:
     probe = subprocess.run([sys.executable, __file__, "--memory-probe", "--layers", str(args.layers),
                             "--memory-docs", str(args.memory_docs), "--batch-tokens", str(batch_tokens),
                             "--max-batch-size", str(args.max_batch_size), "--min-tokens", str(args.min_tokens),
-                            "--max-tokens", str(args.max_tokens), "--share-prefix", args.share_prefix],
+                            "--max-tokens", str(args.max_tokens), "--share-prefix", args.share_prefix,
+                            "--device", args.device],
                            check=True, capture_output=True, text=True)
     mem = json.loads(probe.stdout.strip().splitlines()[-1])
     print(f"memory, one {mem['docs']}-document request ({mem['prompt_tokens']} prompt tokens): peak RSS "
           f"+{mem['peak_delta_mib']:.0f} MiB over the loaded model ({mem['baseline_rss_mib']:.0f} MiB); the recipe's "
           f"full-vocabulary logits alone would take {mem['recipe_logits_mib']:.0f} MiB "
-          f"({mem['docs']} x {mem['longest_prompt']} x vocab x fp32)")
+          f"({mem['docs']} x {mem['longest_prompt']} x vocab x {'fp16' if args.device == 'cuda' else 'fp32'})")
+    if "gpu_peak_delta_mib" in mem:
+        print(f"GPU memory of that request: peak +{mem['gpu_peak_delta_mib']:.0f} MiB allocated over the loaded "
+              f"model ({mem['gpu_baseline_mib']:.0f} MiB)")
 
 
 if __name__ == "__main__":

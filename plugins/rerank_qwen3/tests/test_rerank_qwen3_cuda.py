@@ -1,0 +1,66 @@
+"""The reranker on a real GPU: 16-bit scores against the published recipe, batch invariance, parking.
+
+Skipped where torch sees no CUDA device (CI has none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from rerank_qwen3_testkit import DOCS, QUERY, Recipe, mixed_documents, tiny_spec
+
+from host.domain import RerankRequest
+from host.spec import Grant, PlacementKind
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+GPU = Grant(placement=PlacementKind.GPU, device="cuda:0", gpu_bytes=0, host_bytes=0)
+PARKED = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0, parked=True)
+
+
+def scores(backend: Any, docs: list[str], query: str = QUERY) -> list[float]:
+    return asyncio.run(backend.rerank(RerankRequest(model="m", query=query, documents=tuple(docs)))).scores
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["share_prefix", "whole_pairs"])
+def gpu_backend(request: pytest.FixtureRequest) -> Iterator[Any]:
+    from rerank_qwen3.backend import Qwen3RerankerBackend
+
+    backend = Qwen3RerankerBackend(tiny_spec(share_prefix=request.param))
+    backend.load(GPU)
+    yield backend
+    backend.unload()
+
+
+def test_gpu_scores_match_the_published_recipe(gpu_backend: Any, recipe: Recipe) -> None:
+    assert next(gpu_backend.base.parameters()).device.type == "cuda"
+    assert next(gpu_backend.base.parameters()).dtype == torch.float16
+    ours = scores(gpu_backend, DOCS)
+    published = recipe.scores(QUERY, DOCS)  # fp32 on the CPU
+    assert max(abs(a - b) for a, b in zip(ours, published)) <= 5e-3
+
+
+def test_gpu_scores_are_batch_invariant(gpu_backend: Any) -> None:
+    docs = mixed_documents(50, seed=3)
+    together = scores(gpu_backend, docs)
+    alone = [scores(gpu_backend, [d])[0] for d in docs[:10]]
+    # fp16 kernels pick tiles by shape; a document's score may move by rounding, not more.
+    assert max(abs(a - b) for a, b in zip(alone, together[:10])) <= 2e-3
+
+
+def test_parking_frees_the_gpu_and_coming_back_restores_the_scores(gpu_backend: Any) -> None:
+    before = scores(gpu_backend, DOCS)
+    torch.cuda.synchronize()
+    on_gpu = torch.cuda.memory_allocated()
+    weights = sum(p.numel() * p.element_size() for p in gpu_backend.base.parameters())
+    gpu_backend.relocate(PARKED)
+    torch.cuda.synchronize()
+    assert next(gpu_backend.base.parameters()).device.type == "cpu"
+    assert next(gpu_backend.base.parameters()).dtype == torch.float16  # parked as compact as on the GPU
+    assert on_gpu - torch.cuda.memory_allocated() >= 0.9 * weights
+    gpu_backend.relocate(GPU)
+    assert scores(gpu_backend, DOCS) == before
