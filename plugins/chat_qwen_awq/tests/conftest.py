@@ -40,12 +40,15 @@ def awq_folder() -> Path:
 
 @pytest.fixture(scope="session")
 def backend(awq_folder: Path) -> Iterator[Any]:
-    """A backend with the tiny model loaded on the CPU (shared: tests must leave it idle)."""
+    """A backend with the tiny model loaded on the CPU (shared: tests must leave it idle).
+
+    Embeddings and head in fp32 (not ``auto``): the reference path that exactness tests compare with.
+    """
     from chat_qwen_awq import model_spec
     from chat_qwen_awq.backend import QwenAwqChatBackend
     from chat_qwen_awq_testing import cpu_grant, tiny_config
 
-    b = QwenAwqChatBackend(model_spec(tiny_config()))
+    b = QwenAwqChatBackend(model_spec(tiny_config(cpu_head_dtype="float32")))
     b.load(cpu_grant())
     yield b
     b.unload()

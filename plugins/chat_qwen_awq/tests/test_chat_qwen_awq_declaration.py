@@ -195,3 +195,30 @@ def test_non_awq_checkpoints_are_refused() -> None:
         bad = {**config, "quantization_config": {**config["quantization_config"], **change}}
         with pytest.raises(sizing.AwqConfigError, match=message):
             sizing.ModelShape.from_config(bad)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_head_dtype_auto_follows_the_cpu(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chat_qwen_awq import sizing
+
+    monkeypatch.setattr(sizing, "cpu_has_native_bf16", lambda: native)
+    shape = sizing.ModelShape.from_config(sizing.QWEN2_5_7B_AWQ_CONFIG)
+    auto = sizing.limits_from_options(shape, {})
+    assert auto.cpu_head_dtype == ("bfloat16" if native else "float32")
+    assert sizing.limits_from_options(shape, {"cpu_head_dtype": "float32"}).cpu_head_dtype == "float32"
+    assert sizing.cpu_bytes(shape, auto) == sizing.cpu_bytes(
+        shape, sizing.limits_from_options(shape, {"cpu_head_dtype": auto.cpu_head_dtype}))
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Any) -> None:
+    from chat_qwen_awq import sizing
+
+    with_bf16 = tmp_path / "with"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\n")
+    without = tmp_path / "without"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n\n")
+    amx = tmp_path / "amx"
+    amx.write_text("flags\t\t: avx2 amx_bf16 amx_tile\n")
+    assert sizing.cpu_has_native_bf16(str(with_bf16)) and sizing.cpu_has_native_bf16(str(amx))
+    assert not sizing.cpu_has_native_bf16(str(without))
+    assert not sizing.cpu_has_native_bf16(str(tmp_path / "missing"))

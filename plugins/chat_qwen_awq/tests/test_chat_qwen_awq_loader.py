@@ -102,7 +102,7 @@ def test_hybrid_with_disk_overflow_equals_the_in_memory_load(backend: Any, awq_f
     assert plan.gpu_layers == 1
 
     offload = tmp_path / "offload"
-    other = QwenAwqChatBackend(model_spec(tiny_config(offload_dir=str(offload))))
+    other = QwenAwqChatBackend(model_spec(tiny_config(offload_dir=str(offload), cpu_head_dtype="float32")))
     other.load(Grant(placement=PlacementKind.HYBRID, device="cpu", gpu_bytes=budget, host_bytes=0))
     try:
         assert other.loaded.plan.device_map["model.layers.1"] == "disk"
