@@ -69,7 +69,7 @@ class Run:
         return (self.tokens - 1) / (self.end - self.ttft) if self.tokens > 1 and self.end > self.ttft else 0.0
 
 
-def load(folder: Path, max_sequences: int, head_dtype: str = "float32", device: str = "cpu") -> Any:
+def load(folder: Path, max_sequences: int, head_dtype: str = "auto", device: str = "cpu") -> Any:
     """The plugin's backend on ``device``: ``cpu``, or ``cuda`` with the declared GPU placement."""
     from chat_qwen_awq import MODEL_ID, model_spec
     from chat_qwen_awq.backend import QwenAwqChatBackend
@@ -139,7 +139,7 @@ def best(runs: list[Any], key: Any) -> Any:
 
 
 def bench_model(name: str, folder: Path, tokens: int, repeats: int, streams: int,
-                head_dtype: str = "float32", device: str = "cpu") -> dict[str, Any]:
+                head_dtype: str = "auto", device: str = "cpu") -> dict[str, Any]:
     backend = load(folder, max_sequences=max(8, streams), head_dtype=head_dtype, device=device)
     try:
         prompt = PROMPTS[0]
@@ -170,7 +170,7 @@ def bench_model(name: str, folder: Path, tokens: int, repeats: int, streams: int
             "model": name,
             "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
             "layers": backend.loaded.model.config.num_hidden_layers,
-            "cpu_head_dtype": head_dtype,
+            "cpu_head_dtype": backend.limits.cpu_head_dtype + (" (auto)" if head_dtype == "auto" else ""),
             "tokens_per_stream": tokens,
             "raw_generate_b1": {"ttft_ms": raw.ttft * 1e3, "decode_tok_s": (raw.tokens - 1) / (raw.end - raw.ttft),
                                 "tok_s": raw.tokens / raw.end, "tokens": raw.tokens},
@@ -226,7 +226,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=None, help="tokens per stream (tiny 256, 0.5b 64)")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cpu-head-dtype", default="float32", help="float32, bfloat16, or both (comma-separated)")
+    parser.add_argument("--cpu-head-dtype", default="auto",
+                        help="auto (the plugin's default), float32, bfloat16, or several (comma-separated)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: the declared GPU placement (fp16, autoawq's GPU kernels)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
