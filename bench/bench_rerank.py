@@ -35,6 +35,7 @@ import json  # noqa: E402
 import random  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -122,11 +123,22 @@ def spec_for(path: Path, batch_tokens: int, max_batch_size: int, share_prefix: b
 # -- served ----------------------------------------------------------------------------------------------
 
 def serve(path: Path, port: int, batch_tokens: int, max_batch_size: int, share_prefix: bool = True,
-          device: str = "cpu") -> None:
+          device: str = "cpu", stats_file: Path | None = None) -> None:
     """Run the host with the plugin on 127.0.0.1:``port`` until terminated (``--serve`` mode).
 
-    On ``cuda`` the budgets are measured (the scheduler places the model on the GPU)."""
+    On ``cuda`` the budgets are measured (the scheduler places the model on the GPU). When the
+    model is unloaded (at shutdown) the plugin's batcher counters go to ``stats_file``.
+    """
     import uvicorn
+
+    unload = Qwen3RerankerBackend.unload
+
+    def unload_writing_stats(self: Qwen3RerankerBackend) -> None:
+        if stats_file is not None and self._batcher is not None:
+            stats_file.write_text(json.dumps(dataclasses.asdict(self._batcher.stats)), encoding="utf-8")
+        unload(self)
+
+    Qwen3RerankerBackend.unload = unload_writing_stats  # type: ignore[method-assign]
 
     from host.app import create_app
     from host.testing.pytest_plugin import make_config
@@ -146,7 +158,11 @@ class BenchServer:
         from host.testing.server import free_port
 
         self.port = free_port()
+        self.stats_file = Path(tempfile.mkstemp(prefix="bench-rerank-stats-", suffix=".json")[1])
+        self.stats: dict[str, Any] = {}
+        self.served_seconds = 0.0
         self.command = [sys.executable, __file__, "--serve", str(self.port), "--layers", str(args.layers),
+                        "--stats-file", str(self.stats_file),
                         "--batch-tokens", str(batch_tokens), "--max-batch-size", str(args.max_batch_size),
                         "--share-prefix", args.share_prefix, "--device", args.device]
 
@@ -173,6 +189,9 @@ class BenchServer:
         self.client.close()
         self.process.terminate()
         self.process.wait(timeout=60)
+        text = self.stats_file.read_text(encoding="utf-8") if self.stats_file.exists() else ""
+        self.stats = json.loads(text) if text else {}
+        self.stats_file.unlink(missing_ok=True)
 
     def post(self, request: tuple[str, list[str]]) -> list[float]:
         """Scores of one request, by document index."""
@@ -188,7 +207,9 @@ class BenchServer:
         started = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
             scores = list(pool.map(self.post, requests))
-        return sum(len(d) for _, d in requests) / (time.perf_counter() - started), scores
+        elapsed = time.perf_counter() - started
+        self.served_seconds += elapsed
+        return sum(len(d) for _, d in requests) / elapsed, scores
 
 
 # -- the in-process limit ---------------------------------------------------------------------------------
@@ -349,6 +370,7 @@ def main() -> None:
                         help="where the model runs (cuda: fp16, budgets measured, the recipe in fp16 on the GPU)")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--stats-file", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
     batch_tokens = args.batch_tokens or int(rerank_qwen3.DEFAULT_OPTIONS["batch_tokens_cpu"])
@@ -356,7 +378,8 @@ def main() -> None:
     path = tiny_model_cache("qwen3-reranker", shape=shape)
 
     if args.serve is not None:
-        serve(path, args.serve, batch_tokens, args.max_batch_size, args.share_prefix == "on", args.device)
+        serve(path, args.serve, batch_tokens, args.max_batch_size, args.share_prefix == "on", args.device,
+              args.stats_file)
         return
     if args.memory_probe:
         print(json.dumps(memory_probe(path, args.memory_docs, batch_tokens, args.max_batch_size,
@@ -397,6 +420,12 @@ def main() -> None:
                 line.append(f"{name}: served {rate:.2f}, limit {lim:.2f} docs/s (limit padding {waste:.1%})")
             print(f"round {round_ + 1}: " + "; ".join(line))
     backend.unload()
+    st = server.stats
+    if st.get("batches"):
+        print(f"server batcher (all rounds): {st['batches']} batches, {st['items'] / st['batches']:.1f} rows and "
+              f"{st['padded_tokens'] / st['batches']:.0f} padded tokens per batch, padding "
+              f"{1 - st['real_tokens'] / st['padded_tokens']:.1%}, compute busy {st['run_seconds']:.1f} s of "
+              f"{server.served_seconds:.1f} s served")
     diff = max(abs(a - b) for name in served_scores for rs, rl in zip(served_scores[name], limit_scores[name])
                for a, b in zip(rs, rl))
     print(f"max |served - limit| score = {diff:.2e}")

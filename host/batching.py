@@ -50,6 +50,7 @@ import collections
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -72,7 +73,8 @@ class BatcherStats:
     """Counters of a batcher's work (for tests and metrics; written by the compute thread only).
 
     ``padded_tokens`` counts ``rows × longest row`` per batch, ``real_tokens`` the sum of the
-    rows' lengths: ``1 - real/padded`` is the padding waste.
+    rows' lengths: ``1 - real/padded`` is the padding waste. ``run_seconds`` is the time spent
+    inside ``run`` (the compute thread's busy time: against wall time, its utilisation).
     """
 
     requests: int = 0
@@ -82,6 +84,7 @@ class BatcherStats:
     padded_tokens: int = 0
     failed_batches: int = 0
     max_batch_rows: int = 0
+    run_seconds: float = 0.0
 
 
 def cut_batches(lengths: Sequence[int], *, max_batch_tokens: int, max_batch_size: int,
@@ -348,6 +351,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         return chosen
 
     def _run_batch(self, batch: list[_Entry]) -> None:
+        started = time.perf_counter()
         try:
             results = list(self._run([e.prepared for e in batch]))
             if len(results) != len(batch):
@@ -360,6 +364,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
             return
         longest = max(e.length for e in batch)
         stats = self.stats
+        stats.run_seconds += time.perf_counter() - started
         stats.batches += 1
         stats.items += len(batch)
         stats.real_tokens += sum(e.length for e in batch)

@@ -246,8 +246,8 @@ def score_batch(base: Any, head: torch.Tensor, rows: Sequence[Sequence[int]], pa
         return torch.sigmoid(logits[:, 1] - logits[:, 0]).tolist()
 
 
-#: Key/value states of one prefix: per layer, (keys, values) of shape [1, kv_heads, tokens, head_dim].
-PrefixKV = list[tuple[torch.Tensor, torch.Tensor]]
+#: Key/value states of one prefix: ``[2 (keys, values), layers, kv_heads, tokens, head_dim]``.
+PrefixKV = torch.Tensor
 
 
 class PrefixCache:
@@ -285,14 +285,14 @@ class PrefixCache:
 
 
 def prefix_states(base: Any, ids: Sequence[int], device: torch.device) -> PrefixKV:
-    """Key/value states of ``ids`` run alone (batch 1, positions 0..n-1)."""
+    """Key/value states of ``ids`` run alone (batch 1, positions 0..n-1), all layers in one tensor."""
     from transformers import DynamicCache
 
     cache = DynamicCache(config=base.config)
     with torch.inference_mode():
         base(input_ids=torch.tensor([list(ids)], dtype=torch.long, device=device), past_key_values=cache,
              use_cache=True)
-    return [(layer.keys, layer.values) for layer in cache.layers]
+        return torch.stack([torch.cat([layer.keys, layer.values]) for layer in cache.layers], dim=1)
 
 
 def score_shared(base: Any, head: torch.Tensor, rows: Sequence[tuple[Sequence[int], int]], pad_id: int,
@@ -322,18 +322,20 @@ def score_shared(base: Any, head: torch.Tensor, rows: Sequence[tuple[Sequence[in
             prefix_mask[i, width - n:] = 1
     mask = torch.cat([prefix_mask, suffix_mask], dim=1)
     positions = suffix_positions + torch.tensor(lengths, dtype=torch.long).unsqueeze(1)
-    template = next(iter(states.values()))
+    # Every row's prefix states, left-padded to ``width``, gathered in a few large copies (one per
+    # distinct prefix, one gather): per-row, per-layer copies would be thousands of tiny GPU kernels.
+    distinct = list(states)
+    slot = {key: i for i, key in enumerate(distinct)}
+    template = states[distinct[0]]
+    with torch.inference_mode():
+        padded = template.new_zeros((len(distinct) + 1, *template.shape[:3], width, template.shape[4]))
+        for i, key in enumerate(distinct):  # the extra last slot stays zero: rows without a prefix
+            padded[i, :, :, :, width - len(key):] = states[key]
+        rows_kv = padded.index_select(0, torch.tensor([slot.get(key, len(distinct)) for key in keys],
+                                                      device=padded.device))
     past = DynamicCache(config=base.config)
-    for layer, (k0, v0) in enumerate(template):
-        heads, dim = k0.shape[1], k0.shape[3]
-        k = k0.new_zeros((len(rows), heads, width, dim))
-        v = v0.new_zeros((len(rows), heads, width, dim))
-        for i, key in enumerate(keys):
-            if key:
-                pk, pv = states[key][layer]
-                k[i, :, width - len(key):] = pk[0]
-                v[i, :, width - len(key):] = pv[0]
-        past.update(k, v, layer)
+    for layer in range(template.shape[1]):
+        past.update(rows_kv[:, 0, layer], rows_kv[:, 1, layer], layer)
     with torch.inference_mode():
         out = base(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                    past_key_values=past, use_cache=True,
