@@ -335,3 +335,50 @@ async def test_overhead_splits_pending_items_by_length(make, recorder: Recorder)
     await blocker
     shapes = sorted(sorted(n for _, n in b) for b in recorder.batches[1:])
     assert shapes == [[5, 5, 6], [60, 60, 61]]
+
+
+class SlowPrepare(Recorder):
+    """Tokenising takes ``delay`` seconds per chunk (a busy prepare stage)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def prepare(self, items: Sequence[Item]) -> list[Item]:
+        time.sleep(self.delay)
+        return super().prepare(items)
+
+
+@pytest.mark.parametrize("coalesce_s", [0.0, 5.0])
+async def test_a_batch_waits_for_items_still_being_prepared(coalesce_s: float) -> None:
+    """Four requests arrive together: with coalescing the first batch takes all of them (sorted,
+    full), without it the compute thread runs the first request alone as soon as it is ready."""
+    rec = SlowPrepare(delay=0.05)
+    batcher = DynamicBatcher(prepare=rec.prepare, length=length, run=rec.run, max_batch_tokens=10_000,
+                             max_batch_size=64, coalesce_s=coalesce_s, name="t")
+    try:
+        requests = [[(f"r{r}-{i}", 10 + r) for i in range(3)] for r in range(4)]
+        started = time.monotonic()
+        results = await asyncio.gather(*(batcher.submit(r) for r in requests))
+        elapsed = time.monotonic() - started
+    finally:
+        batcher.close()
+    assert results == [[f"out:{label}" for label, _ in r] for r in requests]
+    if coalesce_s:
+        assert len(rec.batches) == 1 and len(rec.batches[0]) == 12
+        assert elapsed < coalesce_s  # it stopped waiting once the prepare stage went idle
+    else:
+        assert rec.batches[0] == requests[0] and len(rec.batches) >= 2
+
+
+async def test_coalescing_stops_at_a_full_batch() -> None:
+    rec = SlowPrepare(delay=0.05)
+    batcher = DynamicBatcher(prepare=rec.prepare, length=length, run=rec.run, max_batch_tokens=30,
+                             max_batch_size=64, coalesce_s=5.0, name="t")
+    try:
+        started = time.monotonic()
+        await asyncio.gather(*(batcher.submit([(f"r{r}-{i}", 10) for i in range(3)]) for r in range(4)))
+        assert time.monotonic() - started < 2.0
+    finally:
+        batcher.close()
+    assert [len(b) for b in rec.batches] == [3, 3, 3, 3]  # each request alone fills a 30-token batch
