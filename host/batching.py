@@ -23,13 +23,6 @@ A single item longer than ``max_batch_tokens`` runs in a batch of its own. Items
 requests share batches, and a request's items may be spread over many batches: ``submit``
 always returns the results in the order of the items it was given.
 
-While the prepare stage is still tokenising queued requests and the pending items would not
-fill a batch, the compute thread waits for them — at most ``coalesce_s`` — rather than run a
-small batch of mixed lengths now. On a GPU, where a forward pass costs about the same for
-a few rows as for many and tokenising is quick, this is what keeps served batches full and
-evenly long under concurrency. A lone request of up to ``prepare_chunk`` items never waits:
-it is all prepared when the compute thread looks.
-
 Failures never hang a future: an exception from ``run`` fails exactly the requests that had an
 item in that batch (their other items are dropped) and the worker goes on; :meth:`DynamicBatcher.close`
 stops both threads and fails every request still waiting. A request whose awaiting task is
@@ -180,8 +173,6 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         their first batches can run while the rest is still being tokenised).
     :param window: how many of the oldest pending items a batch is chosen from
         (default ``8 × max_batch_size``).
-    :param coalesce_s: the longest the compute thread waits for items still being prepared
-        before it runs a batch that is not full (see the module docstring); 0 never waits.
     :param name: names the two threads (``<name>-prepare``, ``<name>-compute``) and log lines.
 
     ``max_batch_tokens``, ``max_batch_size`` and ``batch_overhead_tokens`` are read for every
@@ -192,7 +183,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
                  length: Callable[[Prepared], int], run: Callable[[list[Prepared]], Sequence[Result]],
                  max_batch_tokens: int, max_batch_size: int, batch_overhead_tokens: int | None = None,
                  max_pending: int | None = None, prepare_chunk: int = 256, window: int | None = None,
-                 coalesce_s: float = 0.01, name: str = "batcher") -> None:
+                 name: str = "batcher") -> None:
         if max_batch_tokens < 1 or max_batch_size < 1 or prepare_chunk < 1:
             raise ValueError("max_batch_tokens, max_batch_size and prepare_chunk must be >= 1")
         self._prepare = prepare
@@ -204,13 +195,11 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         self.max_pending = max_pending
         self.prepare_chunk = prepare_chunk
         self.window = window if window is not None else 8 * max_batch_size
-        self.coalesce_s = coalesce_s
         self.name = name
         self.stats = BatcherStats()
         # One lock guards everything below; the two conditions wake the two threads.
         self._lock = threading.Lock()
         self._to_prepare: collections.deque[_Request] = collections.deque()
-        self._preparing = False  # the prepare thread is working on a request
         self._prepare_ready = threading.Condition(self._lock)
         self._pending: list[_Entry] = []  # arrival order
         self._compute_ready = threading.Condition(self._lock)
@@ -301,13 +290,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
                 if self._closed:
                     return
                 request = self._to_prepare.popleft()
-                self._preparing = True
-            try:
-                self._prepare_request(request)
-            finally:
-                with self._lock:
-                    self._preparing = False
-                    self._compute_ready.notify()  # a compute thread waiting for more work stops waiting
+            self._prepare_request(request)
 
     def _prepare_request(self, request: _Request) -> None:
         for start in range(0, len(request.items), self.prepare_chunk):
@@ -343,24 +326,9 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
                     self._compute_ready.wait()
                 if self._closed:
                     return
-                self._coalesce()
                 batch = self._take_batch()
             if batch:
                 self._run_batch(batch)
-
-    def _coalesce(self) -> None:
-        """Wait (lock held) while items still being prepared could fill the next batch, at most ``coalesce_s``."""
-        deadline = time.monotonic() + self.coalesce_s
-        while not self._closed and (self._preparing or self._to_prepare) and not self._pool_full():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._compute_ready.wait(remaining)
-
-    def _pool_full(self) -> bool:
-        """Whether the pending items already make a full batch (by tokens or by rows)."""
-        live = [e for e in self._pending if not e.request.done]
-        return len(live) >= self.max_batch_size or sum(e.length for e in live) >= self.max_batch_tokens
 
     def _take_batch(self) -> list[_Entry]:
         """Remove and return the next batch (lock held); see the module docstring."""
