@@ -9,8 +9,8 @@ depth so a CPU run ends in minutes), one CPU thread for torch, it measures docum
   whole workload and cut into batches of the same token budget — no HTTP, no tokenising, no
   queueing: what the served path could reach at best (``--batch-tokens`` changes both);
 - **recipe**: QwenLM's published ``qwen3_reranker_transformers.py`` recipe (AutoModelForCausalLM,
-  full-vocabulary logits, one padded batch of a request's documents, ``--recipe-batch`` pairs per
-  forward so that its logits fit in RAM);
+  full-vocabulary logits, all of a request's documents in one padded batch as published;
+  ``--recipe-batch`` cuts that batch where its logits would not fit in memory);
 
 and the peak memory (RSS above the loaded model, sampled) of one 100-document request, next to
 the size of the full-vocabulary logits the recipe would materialise for it.
@@ -361,7 +361,8 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=128)
     parser.add_argument("--share-prefix", choices=("on", "off"), default="on",
                         help="the plugin's share_prefix option (off: every pair runs whole, as before)")
-    parser.add_argument("--recipe-batch", type=int, default=8, help="pairs per forward of the published recipe")
+    parser.add_argument("--recipe-batch", type=int, default=None,
+                        help="pairs per forward of the published recipe (default: a request's documents, as published)")
     parser.add_argument("--recipe-requests", type=int, default=2, help="c=1 requests the recipe scores (it is slow)")
     parser.add_argument("--skip-recipe", action="store_true")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved served/limit rounds (best counts)")
@@ -445,10 +446,11 @@ def main() -> None:
     print(f"{'served c=16':<26}{rates['c16']:>10.2f}{rates['c16'] / limit_c16:>9.2f}x"
           f"{rates['c16'] / bound_c16:>9.2f}x")
     if not args.skip_recipe:
-        recipe, recipe_scores = recipe_rate(path, req_c1[: args.recipe_requests], args.recipe_batch, args.device)
+        recipe_batch = args.recipe_batch or args.docs_per_request
+        recipe, recipe_scores = recipe_rate(path, req_c1[: args.recipe_requests], recipe_batch, args.device)
         rdiff = max(abs(a - b) for rs, rl in zip(served_scores["c1"], recipe_scores) for a, b in zip(rs, rl))
         print(f"{'published recipe':<26}{recipe:>10.2f}   (the first {args.recipe_requests} c=1 requests, "
-              f"{args.recipe_batch} pairs/forward, full logits; max |served - recipe| = {rdiff:.2e})")
+              f"{recipe_batch} pairs/forward, full logits; max |served - recipe| = {rdiff:.2e})")
         print(f"served c=1 / recipe = {rates['c1'] / recipe:.2f}x (same documents), "
               f"served c=16 / recipe = {rates['c16'] / recipe:.2f}x")
 
