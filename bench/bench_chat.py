@@ -69,8 +69,11 @@ class Run:
         return (self.tokens - 1) / (self.end - self.ttft) if self.tokens > 1 and self.end > self.ttft else 0.0
 
 
-def load(folder: Path, max_sequences: int, head_dtype: str = "auto", device: str = "cpu") -> Any:
-    """The plugin's backend on ``device``: ``cpu``, or ``cuda`` with the declared GPU placement."""
+def load(folder: Path, max_sequences: int, head_dtype: str = "auto", device: str = "cpu",
+         gpu_layers: int | None = None) -> Any:
+    """The plugin's backend on ``device``: ``cpu``, or ``cuda`` with the declared GPU placement
+    (``gpu_layers``: the hybrid placement with that many decoder layers on the GPU, the rest in
+    host RAM, streamed to the GPU at every forward pass)."""
     from chat_qwen_awq import MODEL_ID, model_spec
     from chat_qwen_awq.backend import QwenAwqChatBackend
 
@@ -79,7 +82,14 @@ def load(folder: Path, max_sequences: int, head_dtype: str = "auto", device: str
                                "plugins": {"paths": [], "entry_points": False}})
     spec = model_spec(config)
     backend = QwenAwqChatBackend(spec)
-    if device == "cuda":
+    if device == "cuda" and gpu_layers is not None:
+        from chat_qwen_awq import sizing
+
+        shape = sizing.ModelShape.from_config(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+        declared = next(p for p in spec.placements if p.kind == PlacementKind.HYBRID)
+        budget = declared.gpu_bytes + gpu_layers * sizing.layer_bytes(shape)
+        backend.load(Grant(placement=PlacementKind.HYBRID, device="cuda:0", gpu_bytes=budget, host_bytes=0))
+    elif device == "cuda":
         declared = next(p for p in spec.placements if p.kind == PlacementKind.GPU)
         backend.load(Grant(placement=PlacementKind.GPU, device="cuda:0", gpu_bytes=declared.gpu_bytes, host_bytes=0))
     else:
@@ -139,8 +149,9 @@ def best(runs: list[Any], key: Any) -> Any:
 
 
 def bench_model(name: str, folder: Path, tokens: int, repeats: int, streams: int,
-                head_dtype: str = "auto", device: str = "cpu") -> dict[str, Any]:
-    backend = load(folder, max_sequences=max(8, streams), head_dtype=head_dtype, device=device)
+                head_dtype: str = "auto", device: str = "cpu", gpu_layers: int | None = None) -> dict[str, Any]:
+    backend = load(folder, max_sequences=max(8, streams), head_dtype=head_dtype, device=device,
+                   gpu_layers=gpu_layers)
     try:
         prompt = PROMPTS[0]
         asyncio.run(engine_streams(backend, [prompt], 4))  # warm-up (first calls allocate)
@@ -170,6 +181,7 @@ def bench_model(name: str, folder: Path, tokens: int, repeats: int, streams: int
             "model": name,
             "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
             "layers": backend.loaded.model.config.num_hidden_layers,
+            "device_layers": backend.loaded.plan.gpu_layers,
             "cpu_head_dtype": backend.limits.cpu_head_dtype + (" (auto)" if head_dtype == "auto" else ""),
             "tokens_per_stream": tokens,
             "raw_generate_b1": {"ttft_ms": raw.ttft * 1e3, "decode_tok_s": (raw.tokens - 1) / (raw.end - raw.ttft),
@@ -201,6 +213,8 @@ def bench_model(name: str, folder: Path, tokens: int, repeats: int, streams: int
 def report(r: dict[str, Any], streams: int) -> None:
     raw, one, many = r["raw_generate_b1"], r["engine_1_stream"], r[f"engine_{streams}_streams"]
     where = f"embeddings/head {r['cpu_head_dtype']}, 1 thread" if r["device"] == "cpu" else f"fp16 on {r['device']}"
+    if r["device_layers"] < r["layers"]:
+        where += f", {r['device_layers']} layers there and {r['layers'] - r['device_layers']} in host RAM"
     print(f"\n== {r['model']} ({r['layers']} layers, {r['tokens_per_stream']} tokens per stream, {where}) ==")
     print(f"raw generate, batch 1     : TTFT {raw['ttft_ms']:8.1f} ms   decode {raw['decode_tok_s']:8.1f} tok/s"
           f"   end-to-end {raw['tok_s']:8.1f} tok/s  ({raw['tokens']} tokens)")
@@ -230,6 +244,8 @@ def main() -> None:
                         help="auto (the plugin's default), float32, bfloat16, or several (comma-separated)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: the declared GPU placement (fp16, autoawq's GPU kernels)")
+    parser.add_argument("--gpu-layers", type=int, default=None,
+                        help="with --device cuda: the hybrid placement, this many decoder layers on the GPU")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -247,7 +263,8 @@ def main() -> None:
         else:
             parser.error(f"unknown model {name!r}")
         for head in args.cpu_head_dtype.split(","):
-            r = bench_model(label, folder, args.tokens or tokens, args.repeats, args.streams, head, args.device)
+            r = bench_model(label, folder, args.tokens or tokens, args.repeats, args.streams, head, args.device,
+                            args.gpu_layers)
             report(r, args.streams)
             results.append(r)
     if args.json:
