@@ -5,10 +5,12 @@ Also importable by import string (``ModelSpec.backend``): :class:`RecordingBacke
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, ClassVar
 
 from chat_qwen_awq.backend import QwenAwqChatBackend
+from host.domain import ChatDelta, ChatRequest
 from host.config import HostConfig
 from host.spec import Grant, PlacementKind
 from host.testing.pytest_plugin import make_config
@@ -28,6 +30,20 @@ def tiny_config(**options: Any) -> HostConfig:
 def cpu_grant() -> Grant:
     """The scheduler's grant for the CPU placement (the backend does not check the sizes)."""
     return Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0)
+
+
+async def engine_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDelta]:
+    """Run ``req`` straight on ``backend``'s engine; the generated token ids and the last delta."""
+    from chat_qwen_awq.engine import Sequence
+
+    prepared = await asyncio.get_running_loop().run_in_executor(backend._prep, backend._prepare, req)
+    seq = Sequence(prepared, backend.engine.tokenizer, asyncio.get_running_loop())
+    backend.engine.submit(seq)
+    while True:
+        item = await seq.queue.get()
+        assert not isinstance(item, BaseException), item
+        if item.finish_reason is not None:
+            return seq.generated, item
 
 
 class RecordingBackend(QwenAwqChatBackend):

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import torch
-from chat_qwen_awq_testing import MODEL_ID, tiny_config
+from chat_qwen_awq_testing import MODEL_ID, engine_ids, tiny_config
 
 from host.domain import ChatMessage, ChatRequest, SamplingParams
 from host.spec import Grant, PlacementKind
@@ -38,16 +38,7 @@ def _request(content: str, n: int = 48) -> ChatRequest:
 
 
 async def _engine_tokens(backend: Any, req: ChatRequest) -> list[int]:
-    from chat_qwen_awq.engine import Sequence
-
-    prepared = await asyncio.get_running_loop().run_in_executor(backend._prep, backend._prepare, req)
-    seq = Sequence(prepared, backend.engine.tokenizer, asyncio.get_running_loop())
-    backend.engine.submit(seq)
-    while True:
-        item = await seq.queue.get()
-        assert not isinstance(item, BaseException), item
-        if item.finish_reason is not None:
-            return seq.generated
+    return (await engine_ids(backend, req))[0]
 
 
 def _reference(backend: Any, req: ChatRequest) -> tuple[list[int], list[torch.Tensor]]:

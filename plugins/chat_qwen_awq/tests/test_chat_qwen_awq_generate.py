@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from chat_qwen_awq_testing import cpu_grant, tiny_config
+from chat_qwen_awq_testing import cpu_grant, engine_ids, tiny_config
 
 from host.domain import ChatDelta, ChatMessage, ChatRequest, SamplingParams
 from host.errors import BackendError, InvalidRequest
@@ -27,20 +27,6 @@ def request(content: str = ENGLISH, **sampling: Any) -> ChatRequest:
 async def complete(backend: Any, req: ChatRequest) -> tuple[str, ChatDelta, list[ChatDelta]]:
     deltas = [d async for d in backend.generate(req)]
     return "".join(d.text for d in deltas), deltas[-1], deltas
-
-
-async def engine_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDelta]:
-    """Run ``req`` straight on the engine and return the generated token ids."""
-    from chat_qwen_awq.engine import Sequence
-
-    prepared = await asyncio.get_running_loop().run_in_executor(backend._prep, backend._prepare, req)
-    seq = Sequence(prepared, backend.engine.tokenizer, asyncio.get_running_loop())
-    backend.engine.submit(seq)
-    while True:
-        item = await seq.queue.get()
-        assert not isinstance(item, BaseException), item
-        if item.finish_reason is not None:
-            return seq.generated, item
 
 
 def prompt_ids(backend: Any, req: ChatRequest) -> list[int]:
