@@ -12,7 +12,9 @@ Options (``models.Qwen3-Reranker-0.6B.options`` in plugins.yaml):
 - ``batch_tokens_gpu`` / ``batch_tokens_cpu``: padded tokens per forward pass;
 - ``gpu_dtype``: ``float16`` (the publisher's choice) or ``bfloat16``;
 - ``share_prefix``: run the prompt tokens before the document (template, instruction, query) once
-  per request instead of once per document (default true; false: every pair runs whole);
+  per request instead of once per document (default true; false: every pair runs whole). Its
+  passes keep every layer's keys and values of the batch, prefixes included; the declared
+  working set counts them, and a pass holds at most the batch token budget of them;
 - ``prefix_cache_entries``: prefixes whose key/value states stay cached (LRU) between batches.
 """
 
@@ -61,10 +63,11 @@ def declare(config: HostConfig) -> ModelSpec:
     weights = own.weights or options["weights"]
     model_config = peek_config(weights) or QWEN3_RERANKER_0_6B_CONFIG
     max_length = max_length_of(model_config, options["max_length"])
+    share = bool(options["share_prefix"])
     gpu_weights, gpu_work = footprint(model_config, dtype_bytes=2, batch_tokens=int(options["batch_tokens_gpu"]),
-                                      max_length=max_length)
+                                      max_length=max_length, share_prefix=share)
     cpu_weights, cpu_work = footprint(model_config, dtype_bytes=4, batch_tokens=int(options["batch_tokens_cpu"]),
-                                      max_length=max_length)
+                                      max_length=max_length, share_prefix=share)
     placements, offload_bytes = gpu_then_cpu(gpu_weights=gpu_weights, gpu_work=gpu_work, cpu_weights=cpu_weights,
                                              cpu_work=cpu_work)
     return ModelSpec(

@@ -11,7 +11,10 @@ and query, the same for every document of a request — run once: their key/valu
 by a batch-1 forward (kept in a small LRU, :class:`PrefixCache`) and only the rest of each pair
 (document and closing template) runs in the batch, attending to its row's prefix cache
 (:func:`score_shared`). Which tokens count as shared depends on the pair alone
-(:meth:`~rerank_qwen3.prompt.PairEncoder.shared_length`), so scores stay batch-invariant.
+(:meth:`~rerank_qwen3.prompt.PairEncoder.shared_length`), so scores stay batch-invariant. Each row
+holds a copy of its prefix's states, so a batch is cut into passes whose rows × (longest prefix +
+longest rest) stays within the token budget: a long query over many short documents cannot
+multiply the cache by the rows.
 
 Pairs from concurrent requests share batches through :class:`host.batching.DynamicBatcher`:
 tokenisation on its prepare thread, forward passes on its compute thread, never on the event loop.
@@ -189,11 +192,34 @@ class Qwen3RerankerBackend:
                 cast_parameters(self.base, torch.float32)  # served on the CPU after being parked: fp32 as on load
                 self.prefix_cache.clear()
             if self.share_prefix:
-                scores = score_shared(self.base, self.head, [(p.ids, p.shared) for p in batch], self.pad_id,
-                                      self.device, self.prefix_cache)
+                scores = [score for part in self._kv_bounded(batch)
+                          for score in score_shared(self.base, self.head, [(p.ids, p.shared) for p in part],
+                                                    self.pad_id, self.device, self.prefix_cache)]
             else:
                 scores = score_batch(self.base, self.head, [p.ids for p in batch], self.pad_id, self.device)
         return [(s, len(p.ids)) for s, p in zip(scores, batch)]
+
+    def _kv_bounded(self, batch: list[EncodedPair]) -> list[list[EncodedPair]]:
+        """``batch`` cut so that rows × (longest prefix + longest rest) stays within the token budget.
+
+        The batcher budgets what a pair computes (its rest); the key/value cache of a shared-prefix
+        pass holds every row's prefix too, and a long query over many short documents would
+        otherwise multiply it by the rows. A single pair over the budget runs alone.
+        """
+        budget = self._batcher.max_batch_tokens if self._batcher is not None else 1 << 62
+        parts: list[list[EncodedPair]] = []
+        part: list[EncodedPair] = []
+        longest_prefix = longest_rest = 0
+        for pair in batch:
+            prefix, rest = max(longest_prefix, pair.shared), max(longest_rest, len(pair.ids) - pair.shared)
+            if part and (len(part) + 1) * (prefix + rest) > budget:
+                parts.append(part)
+                part, prefix, rest = [], pair.shared, len(pair.ids) - pair.shared
+            part.append(pair)
+            longest_prefix, longest_rest = prefix, rest
+        if part:
+            parts.append(part)
+        return parts
 
 
 def place(module: Any, device: torch.device, dtype: torch.dtype | None = None) -> None:
@@ -322,20 +348,23 @@ def score_shared(base: Any, head: torch.Tensor, rows: Sequence[tuple[Sequence[in
             prefix_mask[i, width - n:] = 1
     mask = torch.cat([prefix_mask, suffix_mask], dim=1)
     positions = suffix_positions + torch.tensor(lengths, dtype=torch.long).unsqueeze(1)
-    # Every row's prefix states, left-padded to ``width``, gathered in a few large copies (one per
-    # distinct prefix, one gather): per-row, per-layer copies would be thousands of tiny GPU kernels.
+    # Every row's prefix states, left-padded to ``width``, a layer at a time in a few large copies
+    # (one per distinct prefix, one gather): per-row copies would be thousands of tiny GPU kernels.
+    # Each layer's copy is released once the forward pass has appended that layer's new keys.
     distinct = list(states)
+    template = states[distinct[0]]  # [2, layers, kv_heads, tokens, head_dim]
     slot = {key: i for i, key in enumerate(distinct)}
-    template = states[distinct[0]]
-    with torch.inference_mode():
-        padded = template.new_zeros((len(distinct) + 1, *template.shape[:3], width, template.shape[4]))
-        for i, key in enumerate(distinct):  # the extra last slot stays zero: rows without a prefix
-            padded[i, :, :, :, width - len(key):] = states[key]
-        rows_kv = padded.index_select(0, torch.tensor([slot.get(key, len(distinct)) for key in keys],
-                                                      device=padded.device))
+    index = torch.tensor([slot.get(key, len(distinct)) for key in keys], device=template.device)
     past = DynamicCache(config=base.config)
-    for layer in range(template.shape[1]):
-        past.update(rows_kv[:, 0, layer], rows_kv[:, 1, layer], layer)
+    with torch.inference_mode():
+        for layer in range(template.shape[1]):
+            padded = template.new_zeros((len(distinct) + 1, 2, template.shape[2], width, template.shape[4]))
+            for i, key in enumerate(distinct):  # the extra last slot stays zero: rows without a prefix
+                padded[i, :, :, width - len(key):] = states[key][:, layer]
+            kv = padded.index_select(0, index)
+            del padded
+            past.update(kv[:, 0], kv[:, 1], layer)
+            del kv
     with torch.inference_mode():
         out = base(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                    past_key_values=past, use_cache=True,

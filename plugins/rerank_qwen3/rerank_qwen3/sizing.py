@@ -1,7 +1,9 @@
 """Memory footprints of a Qwen3 reranker, computed from its ``config.json`` (no torch here).
 
 Bytes = parameters × dtype bytes + a working set sized by the batch token budget + a fixed
-runtime allowance. Weights are fp16 on a GPU and fp32 on the CPU.
+runtime allowance. Weights are fp16 on a GPU and fp32 on the CPU. With the shared prefix the
+forward pass runs with a key/value cache, which holds every layer's keys and values of the
+batch (prefix and rest) until its end: that is part of the working set too.
 """
 
 from __future__ import annotations
@@ -41,12 +43,24 @@ def max_length_of(config: dict[str, Any], option: int | None) -> int:
     return sizing.max_length_of(config, option, RECIPE_MAX_LENGTH)
 
 
-def footprint(config: dict[str, Any], *, dtype_bytes: int, batch_tokens: int, max_length: int) -> tuple[int, int]:
+def kv_bytes_per_token(config: dict[str, Any], dtype_bytes: int) -> int:
+    """Keys and values of one token in every layer."""
+    kv_dim = int(config["num_key_value_heads"]) * sizing.head_dim(config)
+    return 2 * int(config["num_hidden_layers"]) * kv_dim * dtype_bytes
+
+
+def footprint(config: dict[str, Any], *, dtype_bytes: int, batch_tokens: int, max_length: int,
+              share_prefix: bool = True) -> tuple[int, int]:
     """``(weights_bytes, working_bytes)`` for a batch of at most ``batch_tokens`` padded tokens.
 
     A single pair longer than the budget still runs (alone), so the working set covers
-    ``max(batch_tokens, max_length)`` tokens.
+    ``max(batch_tokens, max_length)`` tokens: their activations in one layer, and with
+    ``share_prefix`` their keys and values in every layer (the backend cuts a batch so that
+    rows × (longest prefix + longest rest) stays within the budget).
     """
     weights = param_count(config) * dtype_bytes
-    working = max(batch_tokens, max_length) * activation_bytes_per_token(config, dtype_bytes)
+    tokens = max(batch_tokens, max_length)
+    working = tokens * activation_bytes_per_token(config, dtype_bytes)
+    if share_prefix:
+        working += tokens * kv_bytes_per_token(config, dtype_bytes)
     return weights, working

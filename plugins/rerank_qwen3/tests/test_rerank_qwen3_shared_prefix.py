@@ -122,3 +122,30 @@ async def test_a_request_spanning_batches_computes_its_prefix_once() -> None:
     finally:
         small.unload()
     assert len(small.prefix_cache) == 0
+
+
+async def test_a_long_query_over_many_short_documents_keeps_the_kv_cache_in_budget(whole: Any,
+                                                                                   monkeypatch: Any) -> None:
+    """The batcher budgets what pairs compute (the documents); the cache also holds every row's
+    prefix. Passes are cut so that rows x (longest prefix + longest rest) stays within the budget."""
+    from rerank_qwen3 import backend as module
+
+    small = load_backend(batch_tokens_cpu=512)
+    shapes: list[tuple[int, int]] = []
+    score_shared = module.score_shared
+
+    def spy(base: Any, head: Any, rows: Any, *args: Any) -> Any:
+        shapes.append((len(rows), max(n for _, n in rows) + max(len(ids) - n for ids, n in rows)))
+        return score_shared(base, head, rows, *args)
+
+    monkeypatch.setattr(module, "score_shared", spy)
+    try:
+        query = "Which of these short notes mention the Great Wall of China and its history? " * 6
+        docs = [f"note {i}: the wall" if i % 3 else f"note {i}" for i in range(40)]
+        scores = (await small.rerank(request(query, docs))).scores
+        assert len(shapes) > 1 and all(rows * width <= 512 for rows, width in shapes)
+        assert max(width for _, width in shapes) > 100  # the prefix is most of every row
+        expected = (await whole.rerank(request(query, docs))).scores
+        assert max(abs(a - b) for a, b in zip(scores, expected)) <= 1e-5
+    finally:
+        small.unload()
