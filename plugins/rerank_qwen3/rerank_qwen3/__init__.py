@@ -15,7 +15,8 @@ Options (``models.Qwen3-Reranker-0.6B.options`` in plugins.yaml):
   per request instead of once per document (default true; false: every pair runs whole). Its
   passes keep every layer's keys and values of the batch, prefixes included; the declared
   working set counts them, and a pass holds at most the batch token budget of them;
-- ``prefix_cache_entries``: prefixes whose key/value states stay cached (LRU) between batches.
+- ``prefix_cache_entries`` / ``prefix_cache_tokens``: prefixes whose key/value states stay cached
+  (LRU) between batches, and their tokens in all (default 8 and 4096; counted in the footprint).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "gpu_dtype": "float16",
     "share_prefix": True,
     "prefix_cache_entries": 8,
+    "prefix_cache_tokens": 4096,
 }
 
 
@@ -63,11 +65,11 @@ def declare(config: HostConfig) -> ModelSpec:
     weights = own.weights or options["weights"]
     model_config = peek_config(weights) or QWEN3_RERANKER_0_6B_CONFIG
     max_length = max_length_of(model_config, options["max_length"])
-    share = bool(options["share_prefix"])
+    cached = int(options["prefix_cache_tokens"]) if options["share_prefix"] else None
     gpu_weights, gpu_work = footprint(model_config, dtype_bytes=2, batch_tokens=int(options["batch_tokens_gpu"]),
-                                      max_length=max_length, share_prefix=share)
+                                      max_length=max_length, prefix_cache_tokens=cached)
     cpu_weights, cpu_work = footprint(model_config, dtype_bytes=4, batch_tokens=int(options["batch_tokens_cpu"]),
-                                      max_length=max_length, share_prefix=share)
+                                      max_length=max_length, prefix_cache_tokens=cached)
     placements, offload_bytes = gpu_then_cpu(gpu_weights=gpu_weights, gpu_work=gpu_work, cpu_weights=cpu_weights,
                                              cpu_work=cpu_work)
     return ModelSpec(

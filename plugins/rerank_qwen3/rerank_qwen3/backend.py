@@ -52,7 +52,7 @@ class Qwen3RerankerBackend:
 
     Options (see :mod:`rerank_qwen3`): ``weights``, ``instruction``, ``max_length``,
     ``batch_tokens_gpu``, ``batch_tokens_cpu``, ``max_batch_size``, ``max_pending``, ``gpu_dtype``,
-    ``share_prefix``, ``prefix_cache_entries``.
+    ``share_prefix``, ``prefix_cache_entries``, ``prefix_cache_tokens``.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -74,7 +74,8 @@ class Qwen3RerankerBackend:
         self._batcher: DynamicBatcher[Pair, EncodedPair, tuple[float, int]] | None = None
         self._model_lock = threading.Lock()  # a forward pass and a relocation never overlap
         self.share_prefix = bool(self.options.get("share_prefix", True))
-        self.prefix_cache = PrefixCache(int(self.options.get("prefix_cache_entries", 8)))
+        self.prefix_cache = PrefixCache(int(self.options.get("prefix_cache_entries", 8)),
+                                        int(self.options.get("prefix_cache_tokens", 4096)))
 
     # -- life cycle -------------------------------------------------------------------------------
     def load(self, grant: Grant) -> None:
@@ -200,23 +201,30 @@ class Qwen3RerankerBackend:
         return [(s, len(p.ids)) for s, p in zip(scores, batch)]
 
     def _kv_bounded(self, batch: list[EncodedPair]) -> list[list[EncodedPair]]:
-        """``batch`` cut so that rows × (longest prefix + longest rest) stays within the token budget.
+        """``batch`` cut into passes whose key/value states stay within the token budget.
 
-        The batcher budgets what a pair computes (its rest); the key/value cache of a shared-prefix
-        pass holds every row's prefix too, and a long query over many short documents would
-        otherwise multiply it by the rows. A single pair over the budget runs alone.
+        The batcher budgets what a pair computes (its rest); a shared-prefix pass also holds every
+        row's copy of its prefix and each distinct prefix's own states, so a long query over many
+        short documents would otherwise multiply the cache by the rows. A pass holds
+        rows × (longest prefix + longest rest) + Σ distinct prefixes ≤ budget tokens of states;
+        a single pair over the budget runs alone.
         """
         budget = self._batcher.max_batch_tokens if self._batcher is not None else 1 << 62
         parts: list[list[EncodedPair]] = []
         part: list[EncodedPair] = []
-        longest_prefix = longest_rest = 0
+        prefixes: set[tuple[int, ...]] = set()
+        longest_prefix = longest_rest = distinct = 0
         for pair in batch:
+            key = tuple(pair.ids[:pair.shared])
+            new = 0 if key in prefixes else pair.shared
             prefix, rest = max(longest_prefix, pair.shared), max(longest_rest, len(pair.ids) - pair.shared)
-            if part and (len(part) + 1) * (prefix + rest) > budget:
+            if part and (len(part) + 1) * (prefix + rest) + distinct + new > budget:
                 parts.append(part)
-                part, prefix, rest = [], pair.shared, len(pair.ids) - pair.shared
+                part, prefixes, distinct = [], set(), 0
+                new, prefix, rest = pair.shared, pair.shared, len(pair.ids) - pair.shared
             part.append(pair)
-            longest_prefix, longest_rest = prefix, rest
+            prefixes.add(key)
+            longest_prefix, longest_rest, distinct = prefix, rest, distinct + new
         if part:
             parts.append(part)
         return parts
@@ -279,17 +287,22 @@ PrefixKV = torch.Tensor
 class PrefixCache:
     """An LRU of prefix key/value states, keyed by the prefix's token ids (compute thread only).
 
-    A request whose documents span several batches computes its prefix once. Cleared whenever the
-    weights move or change dtype.
+    A request whose documents span several batches computes its prefix once. It holds at most
+    ``entries`` prefixes and ``max_tokens`` prefix tokens in all (its memory is declared from
+    that); a longer prefix is used for its batch and not kept. Cleared whenever the weights move
+    or change dtype.
     """
 
-    def __init__(self, entries: int = 8) -> None:
+    def __init__(self, entries: int = 8, max_tokens: int = 4096) -> None:
         self.entries = max(0, entries)
+        self.max_tokens = max(0, max_tokens)
         self._items: OrderedDict[tuple[int, ...], PrefixKV] = OrderedDict()
+        self._tokens = 0
         self.hits = self.misses = 0
 
     def clear(self) -> None:
         self._items.clear()
+        self._tokens = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -303,10 +316,12 @@ class PrefixCache:
             return found
         self.misses += 1
         found = prefix_states(base, key, device)
-        if self.entries:
+        if self.entries and len(key) <= self.max_tokens:
             self._items[key] = found
-            while len(self._items) > self.entries:
-                self._items.popitem(last=False)
+            self._tokens += len(key)
+            while len(self._items) > self.entries or self._tokens > self.max_tokens:
+                old, _ = self._items.popitem(last=False)
+                self._tokens -= len(old)
         return found
 
 

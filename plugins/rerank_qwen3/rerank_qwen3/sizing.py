@@ -50,17 +50,17 @@ def kv_bytes_per_token(config: dict[str, Any], dtype_bytes: int) -> int:
 
 
 def footprint(config: dict[str, Any], *, dtype_bytes: int, batch_tokens: int, max_length: int,
-              share_prefix: bool = True) -> tuple[int, int]:
+              prefix_cache_tokens: int | None = None) -> tuple[int, int]:
     """``(weights_bytes, working_bytes)`` for a batch of at most ``batch_tokens`` padded tokens.
 
     A single pair longer than the budget still runs (alone), so the working set covers
-    ``max(batch_tokens, max_length)`` tokens: their activations in one layer, and with
-    ``share_prefix`` their keys and values in every layer (the backend cuts a batch so that
-    rows × (longest prefix + longest rest) stays within the budget).
+    ``max(batch_tokens, max_length)`` tokens: their activations in one layer and, with the
+    shared prefix (``prefix_cache_tokens`` not ``None``), their keys and values in every layer
+    (the backend cuts a batch so that a pass holds no more) plus those of the cached prefixes.
     """
     weights = param_count(config) * dtype_bytes
     tokens = max(batch_tokens, max_length)
     working = tokens * activation_bytes_per_token(config, dtype_bytes)
-    if share_prefix:
-        working += tokens * kv_bytes_per_token(config, dtype_bytes)
+    if prefix_cache_tokens is not None:
+        working += (tokens + prefix_cache_tokens) * kv_bytes_per_token(config, dtype_bytes)
     return weights, working

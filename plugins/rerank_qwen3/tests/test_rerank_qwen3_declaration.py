@@ -56,7 +56,7 @@ def test_real_shape_param_count_matches_the_architecture() -> None:
     # 0.6B parameters: ~1.1 GiB in fp16 (the contract's 1.11GB) plus the working set.
     assert 1.0 * GiB < param_count(QWEN3_RERANKER_0_6B_CONFIG) * 2 < 1.2 * GiB
     kv = 2 * 28 * 8 * 128 * 2  # keys and values of a token in every layer, fp16 (the shared-prefix pass keeps them)
-    working = 16384 * (activation_bytes_per_token(QWEN3_RERANKER_0_6B_CONFIG, 2) + kv)
+    working = 16384 * activation_bytes_per_token(QWEN3_RERANKER_0_6B_CONFIG, 2) + (16384 + 4096) * kv
     assert gpu.gpu_bytes == param_count(QWEN3_RERANKER_0_6B_CONFIG) * 2 + working + GPU_RUNTIME_BYTES
     assert cpu.host_bytes > 2 * param_count(QWEN3_RERANKER_0_6B_CONFIG) * 2  # fp32 on the CPU
 
@@ -73,8 +73,8 @@ def test_footprint_follows_the_local_config(tiny_path: Path) -> None:
     tiny_config: dict[str, Any] = model.config.to_dict()
     assert param_count(tiny_config) == params
     kv_fp32 = 2 * model.config.num_hidden_layers * model.config.num_key_value_heads * model.config.head_dim * 4
-    per_token_fp32 = activation_bytes_per_token(tiny_config, 4) + kv_fp32
-    assert cpu.host_bytes == params * 4 + 1000 * per_token_fp32 + HOST_RUNTIME_BYTES
+    working = 1000 * activation_bytes_per_token(tiny_config, 4) + (1000 + 4096) * kv_fp32
+    assert cpu.host_bytes == params * 4 + working + HOST_RUNTIME_BYTES
     assert spec.offload_bytes == params * 2 + HOST_RUNTIME_BYTES
     assert gpu.gpu_bytes < 64 * 2**20 + GPU_RUNTIME_BYTES
 
@@ -114,4 +114,4 @@ def test_without_the_shared_prefix_no_key_value_cache_is_declared() -> None:
     whole = rerank_qwen3.declare(config_from_dict({"models": {"Qwen3-Reranker-0.6B": {
         "options": {"share_prefix": False}}}}))
     kv = 2 * 28 * 8 * 128 * 2
-    assert shared.placements[0].gpu_bytes - whole.placements[0].gpu_bytes == 16384 * kv
+    assert shared.placements[0].gpu_bytes - whole.placements[0].gpu_bytes == (16384 + 4096) * kv

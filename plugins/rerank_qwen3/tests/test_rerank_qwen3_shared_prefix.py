@@ -127,15 +127,17 @@ async def test_a_request_spanning_batches_computes_its_prefix_once() -> None:
 async def test_a_long_query_over_many_short_documents_keeps_the_kv_cache_in_budget(whole: Any,
                                                                                    monkeypatch: Any) -> None:
     """The batcher budgets what pairs compute (the documents); the cache also holds every row's
-    prefix. Passes are cut so that rows x (longest prefix + longest rest) stays within the budget."""
+    prefix. Passes are cut so that rows x (longest prefix + longest rest) + the distinct prefixes'
+    own states stay within the budget."""
     from rerank_qwen3 import backend as module
 
     small = load_backend(batch_tokens_cpu=512)
-    shapes: list[tuple[int, int]] = []
+    shapes: list[tuple[int, int, int]] = []
     score_shared = module.score_shared
 
     def spy(base: Any, head: Any, rows: Any, *args: Any) -> Any:
-        shapes.append((len(rows), max(n for _, n in rows) + max(len(ids) - n for ids, n in rows)))
+        distinct = sum(len(key) for key in {tuple(ids[:n]) for ids, n in rows})
+        shapes.append((len(rows), max(n for _, n in rows) + max(len(ids) - n for ids, n in rows), distinct))
         return score_shared(base, head, rows, *args)
 
     monkeypatch.setattr(module, "score_shared", spy)
@@ -143,9 +145,25 @@ async def test_a_long_query_over_many_short_documents_keeps_the_kv_cache_in_budg
         query = "Which of these short notes mention the Great Wall of China and its history? " * 6
         docs = [f"note {i}: the wall" if i % 3 else f"note {i}" for i in range(40)]
         scores = (await small.rerank(request(query, docs))).scores
-        assert len(shapes) > 1 and all(rows * width <= 512 for rows, width in shapes)
-        assert max(width for _, width in shapes) > 100  # the prefix is most of every row
+        assert len(shapes) > 1 and all(rows * width + distinct <= 512 for rows, width, distinct in shapes)
+        assert max(width for _, width, _ in shapes) > 100  # the prefix is most of every row
         expected = (await whole.rerank(request(query, docs))).scores
         assert max(abs(a - b) for a, b in zip(scores, expected)) <= 1e-5
     finally:
         small.unload()
+
+
+def test_the_prefix_cache_is_bounded_in_tokens(backend: Any) -> None:
+    from rerank_qwen3.backend import PrefixCache
+
+    cache = PrefixCache(entries=8, max_tokens=100)
+    keys = [tuple(range(10 * i, 10 * i + 40)) for i in range(3)]  # 40 tokens each
+    for key in keys:
+        states = cache.get(backend.base, key, backend.device)
+        assert states.shape[3] == 40  # [2, layers, kv_heads, tokens, head_dim]
+    assert len(cache) == 2  # the third pushed the total to 120 > 100: the oldest went
+    cache.get(backend.base, keys[1], backend.device)
+    assert cache.hits == 1
+    long = tuple(range(150))
+    cache.get(backend.base, long, backend.device)
+    assert len(cache) == 2 and long not in cache._items  # used once, never kept
