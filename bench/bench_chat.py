@@ -1,6 +1,8 @@
 """Chat decoding benchmark of the chat_qwen_awq plugin: engine vs raw ``generate`` on the same model.
 
-For each model it loads the plugin's backend on the CPU (1 thread) and measures, in one run:
+For each model it loads the plugin's backend on the CPU (1 thread) — or with ``--device cuda``
+on the GPU (the declared gpu placement; ``--gpu-layers N``: the hybrid placement with N decoder
+layers on the GPU and the rest streamed from host RAM) — and measures, in one run:
 
 - raw ``model.generate`` (greedy, batch 1) on the very model the engine serves: time to first
   token (TTFT) and decode tokens/s;

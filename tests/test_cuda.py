@@ -1,4 +1,4 @@
-"""The host on a real GPU: measured budgets, GPU placements granted and used, swaps that free GPU memory.
+"""The host on a real GPU: measured budgets, GPU placements granted and used, unloading that frees GPU memory.
 
 Skipped where torch sees no CUDA device (CI has none). The three real plugins serve their tiny
 random-weight models; the scheduler decides the placements from the memory it measures.
