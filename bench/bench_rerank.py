@@ -1,7 +1,8 @@
 """Rerank throughput: served (HTTP, dynamic batching) vs the in-process limit vs the published recipe.
 
 On a random model of Qwen3-Reranker-0.6B's shape (``QWEN3_0_6B_SHAPE``; ``--layers N`` cuts the
-depth so a CPU run ends in minutes), one CPU thread for torch, it measures documents/s of
+depth so a CPU run ends in minutes), one CPU thread for torch (``--device cuda``: the model, the
+served host and the recipe on the GPU, in fp16), it measures documents/s of
 
 - **served**: ``POST /v1/rerank`` through the real app (uvicorn on loopback in a separate
   process, the rerank_qwen3 plugin, its DynamicBatcher) with 1 and with 16 requests in flight;
