@@ -41,10 +41,9 @@ def plugins() -> list[Any]:
     return [chat_qwen_awq, embed_qwen3, rerank_qwen3]
 
 
-def _config(**scheduler: Any) -> Any:
+def _config() -> Any:
     return make_config({"models": {CHAT: {"weights": "tiny:qwen2-awq"}, EMBED: {"weights": "tiny:qwen3-embedding"},
-                                   RERANK: {"weights": "tiny:qwen3-reranker"}},
-                        "scheduler": scheduler})
+                                   RERANK: {"weights": "tiny:qwen3-reranker"}}})
 
 
 def _status(url: str, model: str) -> dict[str, Any]:
@@ -57,7 +56,7 @@ def test_budgets_measure_the_free_gpu_memory() -> None:
     assert len(measured) == torch.cuda.device_count() >= 1
     assert abs(measured[0] - free) <= 256 * 2**20
     budgets = resolve_budgets(make_config())
-    assert budgets.gpus[0] == max(0, measured[0] - GiB) or abs(budgets.gpus[0] - (free - GiB)) <= 256 * 2**20
+    assert abs(budgets.gpus[0] - (free - GiB)) <= 256 * 2**20  # free memory less the 1 GiB CUDA allowance
 
 
 @pytest.fixture(scope="module")

@@ -63,8 +63,9 @@ def assert_same_greedy(ours: list[int], reference: list[int], scores: list[torch
     assert len(ours) == len(reference)
 
 
-def _gpu_grant(backend_spec: Any, placement: PlacementKind = PlacementKind.GPU, gpu_bytes: int | None = None) -> Grant:
-    declared = next(p for p in backend_spec.placements if p.kind == placement)
+def _gpu_grant(spec: Any, placement: PlacementKind = PlacementKind.GPU, gpu_bytes: int | None = None) -> Grant:
+    """The scheduler's grant of ``placement`` on cuda:0 (its declared GPU bytes unless given)."""
+    declared = next(p for p in spec.placements if p.kind == placement)
     return Grant(placement=placement, device="cuda:0",
                  gpu_bytes=declared.gpu_bytes if gpu_bytes is None else gpu_bytes, host_bytes=0)
 
@@ -82,7 +83,8 @@ def gpu_backend() -> Iterator[Any]:
     """The tiny AWQ model, all on cuda:0."""
     from chat_qwen_awq import model_spec
 
-    backend = _load(model_spec(tiny_config()), _gpu_grant(model_spec(tiny_config())))
+    spec = model_spec(tiny_config())
+    backend = _load(spec, _gpu_grant(spec))
     yield backend
     backend.unload()
 
