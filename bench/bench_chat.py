@@ -25,15 +25,15 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import asyncio
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins" / "chat_qwen_awq")]
@@ -71,8 +71,9 @@ class Run:
         return (self.tokens - 1) / (self.end - self.ttft) if self.tokens > 1 and self.end > self.ttft else 0.0
 
 
-def load(folder: Path, max_sequences: int, head_dtype: str = "auto", device: str = "cpu",
-         gpu_layers: int | None = None) -> Any:
+def load(
+    folder: Path, max_sequences: int, head_dtype: str = "auto", device: str = "cpu", gpu_layers: int | None = None
+) -> Any:
     """The plugin's backend on ``device``: ``cpu``, or ``cuda`` with the declared GPU placement
     (``gpu_layers``: the hybrid placement with that many decoder layers on the GPU, the rest in
     host RAM, streamed to the GPU at every forward pass)."""
@@ -80,8 +81,12 @@ def load(folder: Path, max_sequences: int, head_dtype: str = "auto", device: str
     from chat_qwen_awq.backend import QwenAwqChatBackend
 
     options = {"max_sequences": max_sequences, "cpu_head_dtype": head_dtype}
-    config = config_from_dict({"models": {MODEL_ID: {"weights": str(folder), "options": options}},
-                               "plugins": {"paths": [], "entry_points": False}})
+    config = config_from_dict(
+        {
+            "models": {MODEL_ID: {"weights": str(folder), "options": options}},
+            "plugins": {"paths": [], "entry_points": False},
+        }
+    )
     spec = model_spec(config)
     backend = QwenAwqChatBackend(spec)
     if device == "cuda" and gpu_layers is not None:
@@ -101,17 +106,27 @@ def load(folder: Path, max_sequences: int, head_dtype: str = "auto", device: str
 
 def request(prompt: str, tokens: int) -> ChatRequest:
     # Greedy without repetition penalty: the raw generate call below does exactly the same.
-    return ChatRequest(model="m", messages=(ChatMessage("user", prompt),),
-                       sampling=SamplingParams(max_tokens=tokens, temperature=0, repetition_penalty=1.0))
+    return ChatRequest(
+        model="m",
+        messages=(ChatMessage("user", prompt),),
+        sampling=SamplingParams(max_tokens=tokens, temperature=0, repetition_penalty=1.0),
+    )
 
 
 def raw_generate(backend: Any, prompt: str, tokens: int, batch: int = 1) -> Run:
     """transformers ``generate`` on the served model: TTFT from a 1-token call, then the full call."""
     ids = backend._prepare(request(prompt, tokens)).prompt_ids
     x = torch.tensor([ids] * batch, device=backend.loaded.device)
-    kwargs = dict(attention_mask=torch.ones_like(x), do_sample=False, repetition_penalty=1.0,
-                  eos_token_id=backend.eos_ids, pad_token_id=backend.eos_ids[0], temperature=None, top_p=None,
-                  top_k=None)
+    kwargs = dict(
+        attention_mask=torch.ones_like(x),
+        do_sample=False,
+        repetition_penalty=1.0,
+        eos_token_id=backend.eos_ids,
+        pad_token_id=backend.eos_ids[0],
+        temperature=None,
+        top_p=None,
+        top_k=None,
+    )
     model = backend.loaded.model
     cuda = backend.loaded.device.type == "cuda"
     with torch.inference_mode():
@@ -150,10 +165,17 @@ def best(runs: list[Any], key: Any) -> Any:
     return max(runs, key=key)
 
 
-def bench_model(name: str, folder: Path, tokens: int, repeats: int, streams: int,
-                head_dtype: str = "auto", device: str = "cpu", gpu_layers: int | None = None) -> dict[str, Any]:
-    backend = load(folder, max_sequences=max(8, streams), head_dtype=head_dtype, device=device,
-                   gpu_layers=gpu_layers)
+def bench_model(
+    name: str,
+    folder: Path,
+    tokens: int,
+    repeats: int,
+    streams: int,
+    head_dtype: str = "auto",
+    device: str = "cpu",
+    gpu_layers: int | None = None,
+) -> dict[str, Any]:
+    backend = load(folder, max_sequences=max(8, streams), head_dtype=head_dtype, device=device, gpu_layers=gpu_layers)
     try:
         prompt = PROMPTS[0]
         asyncio.run(engine_streams(backend, [prompt], 4))  # warm-up (first calls allocate)
@@ -166,14 +188,17 @@ def bench_model(name: str, folder: Path, tokens: int, repeats: int, streams: int
             raw1.append(raw_generate(backend, prompt, tokens))
             if not engine_first:
                 single.append(asyncio.run(engine_streams(backend, [prompt], tokens))[0])
-            many.append(asyncio.run(engine_streams(backend, [PROMPTS[j % len(PROMPTS)] for j in range(streams)],
-                                                   tokens)))
+            many.append(
+                asyncio.run(engine_streams(backend, [PROMPTS[j % len(PROMPTS)] for j in range(streams)], tokens))
+            )
         # Ratios per repeat (measured back to back), then their median: robust to a busy machine.
         ratio_raw = statistics.median(o.tokens / o.end / (r.tokens / r.end) for o, r in zip(single, raw1))
-        ratio_decode_raw = statistics.median(o.decode_rate / ((r.tokens - 1) / (r.end - r.ttft))
-                                             for o, r in zip(single, raw1))
-        ratio_many = statistics.median(sum(x.tokens for x in g) / max(x.end for x in g) / (o.tokens / o.end)
-                                       for g, o in zip(many, single))
+        ratio_decode_raw = statistics.median(
+            o.decode_rate / ((r.tokens - 1) / (r.end - r.ttft)) for o, r in zip(single, raw1)
+        )
+        ratio_many = statistics.median(
+            sum(x.tokens for x in g) / max(x.end for x in g) / (o.tokens / o.end) for g, o in zip(many, single)
+        )
         raw = best(raw1, lambda r: r.tokens / r.end)
         one = best(single, lambda r: r.tokens / r.end)
         group = best(many, lambda rs: sum(r.tokens for r in rs) / max(r.end for r in rs))
@@ -186,19 +211,27 @@ def bench_model(name: str, folder: Path, tokens: int, repeats: int, streams: int
             "device_layers": backend.loaded.plan.gpu_layers,
             "cpu_head_dtype": backend.limits.cpu_head_dtype + (" (auto)" if head_dtype == "auto" else ""),
             "tokens_per_stream": tokens,
-            "raw_generate_b1": {"ttft_ms": raw.ttft * 1e3, "decode_tok_s": (raw.tokens - 1) / (raw.end - raw.ttft),
-                                "tok_s": raw.tokens / raw.end, "tokens": raw.tokens},
+            "raw_generate_b1": {
+                "ttft_ms": raw.ttft * 1e3,
+                "decode_tok_s": (raw.tokens - 1) / (raw.end - raw.ttft),
+                "tok_s": raw.tokens / raw.end,
+                "tokens": raw.tokens,
+            },
             "raw_generate_batch_same_prompt": {"tok_s": rawb.tokens / rawb.end, "tokens": rawb.tokens},
-            "engine_1_stream": {"ttft_ms": one.ttft * 1e3, "decode_tok_s": one.decode_rate,
-                                "tok_s": one.tokens / one.end, "tokens": one.tokens},
+            "engine_1_stream": {
+                "ttft_ms": one.ttft * 1e3,
+                "decode_tok_s": one.decode_rate,
+                "tok_s": one.tokens / one.end,
+                "tokens": one.tokens,
+            },
             f"engine_{streams}_streams": {
                 "ttft_ms_median": statistics.median(r.ttft for r in group) * 1e3,
                 "ttft_ms_max": max(r.ttft for r in group) * 1e3,
                 "decode_tok_s_per_stream_median": statistics.median(r.decode_rate for r in group),
                 "aggregate_tok_s": sum(r.tokens for r in group) / max(r.end for r in group),
                 # After the (batched) prefill: tokens after each first one, over the decoding window.
-                "decode_aggregate_tok_s": sum(r.tokens - 1 for r in group) /
-                (max(r.end for r in group) - min(r.ttft for r in group)),
+                "decode_aggregate_tok_s": sum(r.tokens - 1 for r in group)
+                / (max(r.end for r in group) - min(r.ttft for r in group)),
                 "tokens": sum(r.tokens for r in group),
             },
             "engine_max_batch": stats.max_batch,
@@ -218,21 +251,33 @@ def report(r: dict[str, Any], streams: int) -> None:
     if r["device_layers"] < r["layers"]:
         where += f", {r['device_layers']} layers there and {r['layers'] - r['device_layers']} in host RAM"
     print(f"\n== {r['model']} ({r['layers']} layers, {r['tokens_per_stream']} tokens per stream, {where}) ==")
-    print(f"raw generate, batch 1     : TTFT {raw['ttft_ms']:8.1f} ms   decode {raw['decode_tok_s']:8.1f} tok/s"
-          f"   end-to-end {raw['tok_s']:8.1f} tok/s  ({raw['tokens']} tokens)")
-    print(f"engine, 1 stream          : TTFT {one['ttft_ms']:8.1f} ms   decode {one['decode_tok_s']:8.1f} tok/s"
-          f"   end-to-end {one['tok_s']:8.1f} tok/s  ({one['tokens']} tokens)")
-    print(f"engine, {streams} streams         : TTFT median {many['ttft_ms_median']:.1f} ms, max "
-          f"{many['ttft_ms_max']:.1f} ms   decode per stream {many['decode_tok_s_per_stream_median']:.1f} tok/s"
-          f"   aggregate {many['aggregate_tok_s']:.1f} tok/s end-to-end, {many['decode_aggregate_tok_s']:.1f} tok/s "
-          f"decoding  ({many['tokens']} tokens)")
-    print(f"raw generate, batch {streams} (same prompt, reference): "
-          f"{r['raw_generate_batch_same_prompt']['tok_s']:.1f} tok/s")
+    print(
+        f"raw generate, batch 1     : TTFT {raw['ttft_ms']:8.1f} ms   decode {raw['decode_tok_s']:8.1f} tok/s"
+        f"   end-to-end {raw['tok_s']:8.1f} tok/s  ({raw['tokens']} tokens)"
+    )
+    print(
+        f"engine, 1 stream          : TTFT {one['ttft_ms']:8.1f} ms   decode {one['decode_tok_s']:8.1f} tok/s"
+        f"   end-to-end {one['tok_s']:8.1f} tok/s  ({one['tokens']} tokens)"
+    )
+    print(
+        f"engine, {streams} streams         : TTFT median {many['ttft_ms_median']:.1f} ms, max "
+        f"{many['ttft_ms_max']:.1f} ms   decode per stream {many['decode_tok_s_per_stream_median']:.1f} tok/s"
+        f"   aggregate {many['aggregate_tok_s']:.1f} tok/s end-to-end, {many['decode_aggregate_tok_s']:.1f} tok/s "
+        f"decoding  ({many['tokens']} tokens)"
+    )
+    print(
+        f"raw generate, batch {streams} (same prompt, reference): "
+        f"{r['raw_generate_batch_same_prompt']['tok_s']:.1f} tok/s"
+    )
     print(f"(absolute numbers: best of {r['repeats']} repeats; ratios: median of the per-repeat ratios)")
-    print(f"1 stream / raw generate   : {r['ratio_1_stream_vs_raw']:.2f}x end-to-end, "
-          f"{r['ratio_decode_1_stream_vs_raw']:.2f}x decode   (target >= 0.95x)")
-    print(f"{streams} streams / 1 stream     : {r[f'ratio_{streams}_streams_vs_1']:.2f}x aggregate end-to-end "
-          f"(prefill of all {streams} prompts included)   (target >= 3x)")
+    print(
+        f"1 stream / raw generate   : {r['ratio_1_stream_vs_raw']:.2f}x end-to-end, "
+        f"{r['ratio_decode_1_stream_vs_raw']:.2f}x decode   (target >= 0.95x)"
+    )
+    print(
+        f"{streams} streams / 1 stream     : {r[f'ratio_{streams}_streams_vs_1']:.2f}x aggregate end-to-end "
+        f"(prefill of all {streams} prompts included)   (target >= 3x)"
+    )
 
 
 def main() -> None:
@@ -242,12 +287,23 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=None, help="tokens per stream (tiny 256, 0.5b 64)")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cpu-head-dtype", default="auto",
-                        help="auto (the plugin's default), float32, bfloat16, or several (comma-separated)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="cuda: the declared GPU placement (fp16, autoawq's GPU kernels)")
-    parser.add_argument("--gpu-layers", type=int, default=None,
-                        help="with --device cuda: the hybrid placement, this many decoder layers on the GPU")
+    parser.add_argument(
+        "--cpu-head-dtype",
+        default="auto",
+        help="auto (the plugin's default), float32, bfloat16, or several (comma-separated)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: the declared GPU placement (fp16, autoawq's GPU kernels)",
+    )
+    parser.add_argument(
+        "--gpu-layers",
+        type=int,
+        default=None,
+        help="with --device cuda: the hybrid placement, this many decoder layers on the GPU",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -259,14 +315,18 @@ def main() -> None:
             shape = QWEN2_5_0_5B_SHAPE
             if args.layers:
                 shape = dataclasses.replace(shape, num_hidden_layers=args.layers)
-            print(f"building/caching the Qwen2.5-0.5B-shaped AWQ model with {shape.num_hidden_layers} layers "
-                  f"(of {QWEN2_5_0_5B_SHAPE.num_hidden_layers})", flush=True)
+            print(
+                f"building/caching the Qwen2.5-0.5B-shaped AWQ model with {shape.num_hidden_layers} layers "
+                f"(of {QWEN2_5_0_5B_SHAPE.num_hidden_layers})",
+                flush=True,
+            )
             folder, label, tokens = tiny_model_cache("qwen2-awq", shape=shape), "Qwen2.5-0.5B-shaped AWQ", 64
         else:
             parser.error(f"unknown model {name!r}")
         for head in args.cpu_head_dtype.split(","):
-            r = bench_model(label, folder, args.tokens or tokens, args.repeats, args.streams, head, args.device,
-                            args.gpu_layers)
+            r = bench_model(
+                label, folder, args.tokens or tokens, args.repeats, args.streams, head, args.device, args.gpu_layers
+            )
             report(r, args.streams)
             results.append(r)
     if args.json:

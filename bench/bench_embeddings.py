@@ -46,13 +46,72 @@ for _path in (str(REPO), str(PLUGIN_ROOT)):
 
 MODEL = "Qwen3-Embedding-0.6B"
 
-_WORDS = (
-    "the capital of China is Beijing gravity is a force that attracts two bodies towards each other machine "
-    "learning field of study in artificial intelligence concerned with development statistical algorithms "
-    "learn from data and generalize to unseen search engine returns ranked list documents for every query "
-    "an embedding vector numbers represents meaning piece text similar texts have vectors weather today sunny "
-    "中国的首都是北京 重力是一种使两个物体相互吸引的力 机器学习是人工智能的一个分支"
-).split()
+_WORDS = [
+    "the",
+    "capital",
+    "of",
+    "China",
+    "is",
+    "Beijing",
+    "gravity",
+    "is",
+    "a",
+    "force",
+    "that",
+    "attracts",
+    "two",
+    "bodies",
+    "towards",
+    "each",
+    "other",
+    "machine",
+    "learning",
+    "field",
+    "of",
+    "study",
+    "in",
+    "artificial",
+    "intelligence",
+    "concerned",
+    "with",
+    "development",
+    "statistical",
+    "algorithms",
+    "learn",
+    "from",
+    "data",
+    "and",
+    "generalize",
+    "to",
+    "unseen",
+    "search",
+    "engine",
+    "returns",
+    "ranked",
+    "list",
+    "documents",
+    "for",
+    "every",
+    "query",
+    "an",
+    "embedding",
+    "vector",
+    "numbers",
+    "represents",
+    "meaning",
+    "piece",
+    "text",
+    "similar",
+    "texts",
+    "have",
+    "vectors",
+    "weather",
+    "today",
+    "sunny",
+    "中国的首都是北京",
+    "重力是一种使两个物体相互吸引的力",
+    "机器学习是人工智能的一个分支",
+]
 
 
 def make_texts(count: int, seed: int, min_words: int, max_words: int) -> list[str]:
@@ -73,8 +132,12 @@ def build_model(layers: int) -> Path:
 
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"batch_tokens_cpu": args.batch_tokens, "max_batch_size": args.max_batch_size, "max_length": 8192,
-            "batch_overhead_tokens_cpu": args.overhead}
+    return {
+        "batch_tokens_cpu": args.batch_tokens,
+        "max_batch_size": args.max_batch_size,
+        "max_length": 8192,
+        "batch_overhead_tokens_cpu": args.overhead,
+    }
 
 
 # -- the in-process limit ------------------------------------------------------------------------
@@ -109,16 +172,30 @@ def measure_limit(backend: Any, texts: list[str], args: argparse.Namespace) -> l
     tokens = sum(map(len, prepared))
     rows = []
     for overhead in (None, args.overhead):
-        groups = cut_batches([len(ids) for ids in ordered], max_batch_tokens=args.batch_tokens,
-                             max_batch_size=args.max_batch_size, overhead_tokens=overhead)
+        groups = cut_batches(
+            [len(ids) for ids in ordered],
+            max_batch_tokens=args.batch_tokens,
+            max_batch_size=args.max_batch_size,
+            overhead_tokens=overhead,
+        )
         batches = [[ordered[i] for i in g] for g in groups]
         started = time.perf_counter()
         for batch in batches:
             backend._run(batch)
         wall = time.perf_counter() - started
         padded = sum(len(b) * len(b[-1]) for b in batches)
-        rows.append({"mode": f"limit ovh={overhead}", "texts": len(texts), "requests": len(batches), "wall": wall,
-                     "tokens": tokens, "padding": 1 - tokens / padded, "p50": None, "p95": None})
+        rows.append(
+            {
+                "mode": f"limit ovh={overhead}",
+                "texts": len(texts),
+                "requests": len(batches),
+                "wall": wall,
+                "tokens": tokens,
+                "padding": 1 - tokens / padded,
+                "p50": None,
+                "p95": None,
+            }
+        )
     return rows
 
 
@@ -135,11 +212,13 @@ def serve(args: argparse.Namespace) -> None:
     from host.spec import GiB
 
     torch.set_num_threads(1)
-    config = config_from_dict({
-        "plugins": {"paths": [], "entry_points": False},
-        "server": {"max_embedding_inputs": 100_000},
-        "models": {MODEL: {"weights": args.weights, "pinned": True, "options": model_options(args)}},
-    })
+    config = config_from_dict(
+        {
+            "plugins": {"paths": [], "entry_points": False},
+            "server": {"max_embedding_inputs": 100_000},
+            "models": {MODEL: {"weights": args.weights, "pinned": True, "options": model_options(args)}},
+        }
+    )
     app = create_app(config, plugins=[embed_qwen3], budgets=Budgets(gpus=(), host=64 * GiB))
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
@@ -148,9 +227,21 @@ def start_server(path: Path, args: argparse.Namespace) -> tuple[subprocess.Popen
     from host.testing.server import free_port
 
     port = free_port()
-    cmd = [sys.executable, __file__, "--serve", "--port", str(port), "--weights", str(path),
-           "--batch-tokens", str(args.batch_tokens), "--max-batch-size", str(args.max_batch_size),
-           "--overhead", str(args.overhead)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--serve",
+        "--port",
+        str(port),
+        "--weights",
+        str(path),
+        "--batch-tokens",
+        str(args.batch_tokens),
+        "--max-batch-size",
+        str(args.max_batch_size),
+        "--overhead",
+        str(args.overhead),
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -177,8 +268,10 @@ async def measure_http(url: str, texts: list[str], concurrency: int, per_request
     """Send ``texts`` in requests of ``per_request`` inputs from ``concurrency`` clients at once."""
     import httpx
 
-    bodies = [{"model": MODEL, "input": texts[i:i + per_request], "encoding_format": "base64"}
-              for i in range(0, len(texts), per_request)]
+    bodies = [
+        {"model": MODEL, "input": texts[i : i + per_request], "encoding_format": "base64"}
+        for i in range(0, len(texts), per_request)
+    ]
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
@@ -201,19 +294,33 @@ async def measure_http(url: str, texts: list[str], concurrency: int, per_request
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - started
     latencies.sort()
-    return {"mode": f"HTTP c={concurrency}", "texts": len(texts), "requests": len(bodies), "wall": wall,
-            "tokens": tokens, "padding": None, "p50": statistics.median(latencies),
-            "p95": latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))]}
+    return {
+        "mode": f"HTTP c={concurrency}",
+        "texts": len(texts),
+        "requests": len(bodies),
+        "wall": wall,
+        "tokens": tokens,
+        "padding": None,
+        "p50": statistics.median(latencies),
+        "p95": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
+    }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"\n{'mode':<18}{'texts':>7}{'reqs':>7}{'tokens':>8}{'wall s':>9}{'texts/s':>9}{'tok/s':>8}"
-          f"{'p50 ms':>9}{'p95 ms':>9}{'padding':>9}")
+    print(
+        f"\n{'mode':<18}{'texts':>7}{'reqs':>7}{'tokens':>8}{'wall s':>9}{'texts/s':>9}{'tok/s':>8}"
+        f"{'p50 ms':>9}{'p95 ms':>9}{'padding':>9}"
+    )
     for r in rows:
-        ms = (lambda v: f"{v * 1000:9.0f}" if v is not None else f"{'-':>9}")
+
+        def ms(v):
+            return f"{v * 1000:9.0f}" if v is not None else f"{'-':>9}"
+
         pad = f"{r['padding'] * 100:8.1f}%" if r["padding"] is not None else f"{'-':>9}"
-        print(f"{r['mode']:<18}{r['texts']:>7}{r['requests']:>7}{r['tokens']:>8}{r['wall']:>9.2f}"
-              f"{r['texts'] / r['wall']:>9.2f}{r['tokens'] / r['wall']:>8.0f}{ms(r['p50'])}{ms(r['p95'])}{pad}")
+        print(
+            f"{r['mode']:<18}{r['texts']:>7}{r['requests']:>7}{r['tokens']:>8}{r['wall']:>9.2f}"
+            f"{r['texts'] / r['wall']:>9.2f}{r['tokens'] / r['wall']:>8.0f}{ms(r['p50'])}{ms(r['p95'])}{pad}"
+        )
 
 
 def main() -> None:
@@ -221,14 +328,16 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=28, help="decoder layers (28 = the real depth)")
     parser.add_argument("--texts", type=int, default=128, help="inputs per measurement")
     parser.add_argument("--per-request", type=int, default=4, help="inputs per HTTP request")
-    parser.add_argument("--concurrency", default="1,16",
-                        help="comma-separated client counts; the last one is compared with the limit")
+    parser.add_argument(
+        "--concurrency", default="1,16", help="comma-separated client counts; the last one is compared with the limit"
+    )
     parser.add_argument("--min-words", type=int, default=4)
     parser.add_argument("--max-words", type=int, default=40)
     parser.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per forward pass")
     parser.add_argument("--max-batch-size", type=int, default=256)
-    parser.add_argument("--overhead", type=int, default=32,
-                        help="batch_overhead_tokens_cpu of the server (and of one limit variant)")
+    parser.add_argument(
+        "--overhead", type=int, default=32, help="batch_overhead_tokens_cpu of the server (and of one limit variant)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=3, help="repeat everything; the best round per mode counts")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -242,10 +351,13 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; "
-          f"{'' if args.layers == 28 else f'DEPTH CUT to {args.layers} of 28 layers (--layers); '}"
-          f"{args.texts} texts of {args.min_words}-{args.max_words} words, {args.per_request} per request; "
-          f"batch budget {args.batch_tokens} tokens / {args.max_batch_size} rows", flush=True)
+    print(
+        f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; "
+        f"{'' if args.layers == 28 else f'DEPTH CUT to {args.layers} of 28 layers (--layers); '}"
+        f"{args.texts} texts of {args.min_words}-{args.max_words} words, {args.per_request} per request; "
+        f"batch budget {args.batch_tokens} tokens / {args.max_batch_size} rows",
+        flush=True,
+    )
     path = build_model(args.layers)
     texts = make_texts(args.texts, args.seed, args.min_words, args.max_words)
     backend = load_in_process(path, args)
@@ -286,10 +398,14 @@ def main() -> None:
         # Rounds pair a limit and a served run measured minutes apart under the same load; their
         # median ratio is steadier than best-of-rounds on a shared machine. Both are shown.
         ratio = statistics.median(ratios)
-        print(f"{top['mode']} per round: {', '.join(f'{r:.2f}x' for r in ratios)} of that round's limit; "
-              f"best-of-rounds: {top['texts'] / top['wall'] / limit:.2f}x")
-        print(f"target: served throughput at concurrency {top['mode'].split('=')[1]} >= 0.85x the limit "
-              f"(median over rounds): {'MET' if ratio >= 0.85 else 'NOT MET'} ({ratio:.2f}x)")
+        print(
+            f"{top['mode']} per round: {', '.join(f'{r:.2f}x' for r in ratios)} of that round's limit; "
+            f"best-of-rounds: {top['texts'] / top['wall'] / limit:.2f}x"
+        )
+        print(
+            f"target: served throughput at concurrency {top['mode'].split('=')[1]} >= 0.85x the limit "
+            f"(median over rounds): {'MET' if ratio >= 0.85 else 'NOT MET'} ({ratio:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -29,20 +29,20 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import argparse  # noqa: E402
-import concurrent.futures  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
 
-import torch  # noqa: E402
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins" / "rerank_qwen3"))
@@ -73,6 +73,7 @@ def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
 
+
 _SENTENCES = [
     "Machine learning is a field of study in artificial intelligence concerned with statistical algorithms.",
     "The weather today is sunny with a light breeze; tomorrow it will rain in the morning.",
@@ -85,12 +86,21 @@ _SENTENCES = [
     "Shanghai is the largest city in China by population, and Beijing is the political center of the country.",
     "Doctors recommend drinking enough water, sleeping seven hours a night and exercising regularly.",
 ]
-_QUERIES = ["What is the capital of China?", "Explain gravity", "中国的首都是哪里？", "How do rerankers work?",
-            "What is machine learning?", "When does the train arrive?", "How to stay healthy?", "Is it raining?"]
+_QUERIES = [
+    "What is the capital of China?",
+    "Explain gravity",
+    "中国的首都是哪里？",
+    "How do rerankers work?",
+    "What is machine learning?",
+    "When does the train arrive?",
+    "How to stay healthy?",
+    "Is it raining?",
+]
 
 
-def make_requests(count: int, docs_per_request: int, min_tokens: int, max_tokens: int, tokenizer: Any,
-                  seed: int) -> list[tuple[str, list[str]]]:
+def make_requests(
+    count: int, docs_per_request: int, min_tokens: int, max_tokens: int, tokenizer: Any, seed: int
+) -> list[tuple[str, list[str]]]:
     """``count`` (query, documents) requests; document lengths uniform in [min_tokens, max_tokens] tokens."""
     rng = random.Random(seed)
     requests = []
@@ -109,22 +119,34 @@ def make_requests(count: int, docs_per_request: int, min_tokens: int, max_tokens
 
 def options_for(batch_tokens: int, max_batch_size: int, share_prefix: bool) -> dict[str, Any]:
     """The plugin options of a run (one token budget for either device)."""
-    return {"batch_tokens_cpu": batch_tokens, "batch_tokens_gpu": batch_tokens, "max_batch_size": max_batch_size,
-            "share_prefix": share_prefix}
+    return {
+        "batch_tokens_cpu": batch_tokens,
+        "batch_tokens_gpu": batch_tokens,
+        "max_batch_size": max_batch_size,
+        "share_prefix": share_prefix,
+    }
 
 
 def spec_for(path: Path, batch_tokens: int, max_batch_size: int, share_prefix: bool = True) -> Any:
-    config = config_from_dict({"models": {MODEL: {"weights": str(path), "options": options_for(
-        batch_tokens, max_batch_size, share_prefix)}}})
+    config = config_from_dict(
+        {"models": {MODEL: {"weights": str(path), "options": options_for(batch_tokens, max_batch_size, share_prefix)}}}
+    )
     spec = rerank_qwen3.declare(config)
-    return msgspec.structs.replace(spec, options={**spec.options, **config.model(MODEL).options,
-                                                  "weights": str(path)})
+    return msgspec.structs.replace(spec, options={**spec.options, **config.model(MODEL).options, "weights": str(path)})
 
 
 # -- served ----------------------------------------------------------------------------------------------
 
-def serve(path: Path, port: int, batch_tokens: int, max_batch_size: int, share_prefix: bool = True,
-          device: str = "cpu", stats_file: Path | None = None) -> None:
+
+def serve(
+    path: Path,
+    port: int,
+    batch_tokens: int,
+    max_batch_size: int,
+    share_prefix: bool = True,
+    device: str = "cpu",
+    stats_file: Path | None = None,
+) -> None:
     """Run the host with the plugin on 127.0.0.1:``port`` until terminated (``--serve`` mode).
 
     On ``cuda`` the budgets are measured (the scheduler places the model on the GPU). When the
@@ -144,8 +166,14 @@ def serve(path: Path, port: int, batch_tokens: int, max_batch_size: int, share_p
     from host.app import create_app
     from host.testing.pytest_plugin import make_config
 
-    config = make_config({"models": {MODEL: {"weights": str(path), "options": options_for(
-        batch_tokens, max_batch_size, share_prefix)}}, "server": {"max_rerank_documents": 10_000}})
+    config = make_config(
+        {
+            "models": {
+                MODEL: {"weights": str(path), "options": options_for(batch_tokens, max_batch_size, share_prefix)}
+            },
+            "server": {"max_rerank_documents": 10_000},
+        }
+    )
     budgets = None if device == "cuda" else Budgets(gpus=(), host=64 * GiB)
     app = create_app(config, plugins=[rerank_qwen3], budgets=budgets)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
@@ -162,10 +190,24 @@ class BenchServer:
         self.stats_file = Path(tempfile.mkstemp(prefix="bench-rerank-stats-", suffix=".json")[1])
         self.stats: dict[str, Any] = {}
         self.served_seconds = 0.0
-        self.command = [sys.executable, __file__, "--serve", str(self.port), "--layers", str(args.layers),
-                        "--stats-file", str(self.stats_file),
-                        "--batch-tokens", str(batch_tokens), "--max-batch-size", str(args.max_batch_size),
-                        "--share-prefix", args.share_prefix, "--device", args.device]
+        self.command = [
+            sys.executable,
+            __file__,
+            "--serve",
+            str(self.port),
+            "--layers",
+            str(args.layers),
+            "--stats-file",
+            str(self.stats_file),
+            "--batch-tokens",
+            str(batch_tokens),
+            "--max-batch-size",
+            str(args.max_batch_size),
+            "--share-prefix",
+            args.share_prefix,
+            "--device",
+            args.device,
+        ]
 
     def __enter__(self) -> BenchServer:
         import httpx
@@ -197,8 +239,9 @@ class BenchServer:
     def post(self, request: tuple[str, list[str]]) -> list[float]:
         """Scores of one request, by document index."""
         query, docs = request
-        response = self.client.post("/v1/rerank", json={"model": MODEL, "query": query, "documents": docs,
-                                                         "return_documents": False})
+        response = self.client.post(
+            "/v1/rerank", json={"model": MODEL, "query": query, "documents": docs, "return_documents": False}
+        )
         response.raise_for_status()
         by_index = {r["index"]: r["relevance_score"] for r in response.json()["results"]}
         return [by_index[i] for i in range(len(docs))]
@@ -215,8 +258,10 @@ class BenchServer:
 
 # -- the in-process limit ---------------------------------------------------------------------------------
 
-def limit(backend: Qwen3RerankerBackend, requests: list[tuple[str, list[str]]], batch_tokens: int,
-          max_batch_size: int) -> tuple[float, list[list[float]], float]:
+
+def limit(
+    backend: Qwen3RerankerBackend, requests: list[tuple[str, list[str]]], batch_tokens: int, max_batch_size: int
+) -> tuple[float, list[list[float]], float]:
     """documents/s of perfectly batched forward passes (tokenised beforehand, sorted over the whole set).
 
     The batches run through the backend's own scoring (``_run``: with ``share_prefix``, each
@@ -224,8 +269,11 @@ def limit(backend: Qwen3RerankerBackend, requests: list[tuple[str, list[str]]], 
     row's cost is the backend's batcher length (the tokens it runs in the batch).
     """
     assert backend.encoder is not None
-    rows = [(r, d, prepared) for r, (q, docs) in enumerate(requests)
-            for d, prepared in enumerate(backend._prepare([(backend.instruction, q, doc) for doc in docs]))]
+    rows = [
+        (r, d, prepared)
+        for r, (q, docs) in enumerate(requests)
+        for d, prepared in enumerate(backend._prepare([(backend.instruction, q, doc) for doc in docs]))
+    ]
     cost = backend._length
     rows.sort(key=lambda x: cost(x[2]))
     batches: list[list[Any]] = [[]]
@@ -252,6 +300,7 @@ def limit(backend: Qwen3RerankerBackend, requests: list[tuple[str, list[str]]], 
 
 # -- the published recipe -----------------------------------------------------------------------------------
 
+
 class PublishedRecipe:
     """QwenLM/Qwen3-Embedding examples/qwen3_reranker_transformers.py: full logits, then two of them."""
 
@@ -266,8 +315,10 @@ class PublishedRecipe:
         self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
         self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
         self.max_length = max_length
-        prefix = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
-                  "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
+        prefix = (
+            "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+            'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+        )
         suffix = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
         self.prefix_tokens = self.tokenizer.encode(prefix, add_special_tokens=False)
         self.suffix_tokens = self.tokenizer.encode(suffix, add_special_tokens=False)
@@ -275,26 +326,33 @@ class PublishedRecipe:
     def scores(self, query: str, docs: list[str]) -> list[float]:
         instruction = "Given a web search query, retrieve relevant passages that answer the query"
         pairs = [f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}" for doc in docs]
-        inputs = self.tokenizer(pairs, padding=False, truncation="longest_first", return_attention_mask=False,
-                                max_length=self.max_length - len(self.prefix_tokens) - len(self.suffix_tokens))
+        inputs = self.tokenizer(
+            pairs,
+            padding=False,
+            truncation="longest_first",
+            return_attention_mask=False,
+            max_length=self.max_length - len(self.prefix_tokens) - len(self.suffix_tokens),
+        )
         for i, ele in enumerate(inputs["input_ids"]):
             inputs["input_ids"][i] = self.prefix_tokens + ele + self.suffix_tokens
         inputs = self.tokenizer.pad(inputs, padding=True, return_tensors="pt").to(self.device)
         with torch.no_grad():
             batch_scores = self.model(**inputs).logits[:, -1, :]
-            batch_scores = torch.stack([batch_scores[:, self.token_false_id], batch_scores[:, self.token_true_id]],
-                                       dim=1)
+            batch_scores = torch.stack(
+                [batch_scores[:, self.token_false_id], batch_scores[:, self.token_true_id]], dim=1
+            )
             return torch.nn.functional.log_softmax(batch_scores, dim=1)[:, 1].exp().tolist()
 
 
-def recipe_rate(path: Path, requests: list[tuple[str, list[str]]], chunk: int,
-                device: str = "cpu") -> tuple[float, list[list[float]]]:
+def recipe_rate(
+    path: Path, requests: list[tuple[str, list[str]]], chunk: int, device: str = "cpu"
+) -> tuple[float, list[list[float]]]:
     recipe = PublishedRecipe(path, device=device)
     recipe.scores("warm up", ["a short document"])
     out = []
     started = time.perf_counter()
     for query, docs in requests:
-        out.append([s for i in range(0, len(docs), chunk) for s in recipe.scores(query, docs[i:i + chunk])])
+        out.append([s for i in range(0, len(docs), chunk) for s in recipe.scores(query, docs[i : i + chunk])])
     elapsed = time.perf_counter() - started
     del recipe
     return sum(len(d) for _, d in requests) / elapsed, out
@@ -302,8 +360,17 @@ def recipe_rate(path: Path, requests: list[tuple[str, list[str]]], chunk: int,
 
 # -- memory of one 100-document request (run in a fresh process) ---------------------------------------------
 
-def memory_probe(path: Path, docs: int, batch_tokens: int, max_batch_size: int, min_tokens: int,
-                 max_tokens: int, share_prefix: bool = True, device: str = "cpu") -> dict[str, Any]:
+
+def memory_probe(
+    path: Path,
+    docs: int,
+    batch_tokens: int,
+    max_batch_size: int,
+    min_tokens: int,
+    max_tokens: int,
+    share_prefix: bool = True,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Peak RSS (on a GPU: peak GPU memory allocated) above the loaded, warmed-up model while one
     ``docs``-document request is scored."""
     import asyncio
@@ -337,17 +404,26 @@ def memory_probe(path: Path, docs: int, batch_tokens: int, max_batch_size: int, 
     sampler.join()
     gpu = {}
     if device == "cuda":
-        gpu = {"gpu_baseline_mib": gpu_baseline / 2**20,
-               "gpu_peak_delta_mib": (torch.cuda.max_memory_allocated() - gpu_baseline) / 2**20}
+        gpu = {
+            "gpu_baseline_mib": gpu_baseline / 2**20,
+            "gpu_peak_delta_mib": (torch.cuda.max_memory_allocated() - gpu_baseline) / 2**20,
+        }
     longest = max(len(backend.encoder.encode(backend.instruction, query, d).ids) for d in documents)
     vocab = int(json.loads((path / "config.json").read_text())["vocab_size"])
     backend.unload()
-    return {"docs": docs, "prompt_tokens": result.prompt_tokens, "baseline_rss_mib": baseline / 2**20,
-            "peak_delta_mib": (peak - baseline) / 2**20, "longest_prompt": longest,
-            "recipe_logits_mib": docs * longest * vocab * (2 if device == "cuda" else 4) / 2**20, **gpu}
+    return {
+        "docs": docs,
+        "prompt_tokens": result.prompt_tokens,
+        "baseline_rss_mib": baseline / 2**20,
+        "peak_delta_mib": (peak - baseline) / 2**20,
+        "longest_prompt": longest,
+        "recipe_logits_mib": docs * longest * vocab * (2 if device == "cuda" else 4) / 2**20,
+        **gpu,
+    }
 
 
 # -- main -------------------------------------------------------------------------------------------------
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -357,19 +433,35 @@ def main() -> None:
     parser.add_argument("--requests-c16", type=int, default=16, help="requests sent 16 at a time")
     parser.add_argument("--min-tokens", type=int, default=16, help="shortest document, in tokens")
     parser.add_argument("--max-tokens", type=int, default=256, help="longest document, in tokens")
-    parser.add_argument("--batch-tokens", type=int, default=None, help="padded tokens per batch "
-                        "(default: the plugin's batch_tokens_cpu)")
+    parser.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=None,
+        help="padded tokens per batch (default: the plugin's batch_tokens_cpu)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=128)
-    parser.add_argument("--share-prefix", choices=("on", "off"), default="on",
-                        help="the plugin's share_prefix option (off: every pair runs whole, as before)")
-    parser.add_argument("--recipe-batch", type=int, default=None,
-                        help="pairs per forward of the published recipe (default: a request's documents, as published)")
+    parser.add_argument(
+        "--share-prefix",
+        choices=("on", "off"),
+        default="on",
+        help="the plugin's share_prefix option (off: every pair runs whole, as before)",
+    )
+    parser.add_argument(
+        "--recipe-batch",
+        type=int,
+        default=None,
+        help="pairs per forward of the published recipe (default: a request's documents, as published)",
+    )
     parser.add_argument("--recipe-requests", type=int, default=2, help="c=1 requests the recipe scores (it is slow)")
     parser.add_argument("--skip-recipe", action="store_true")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved served/limit rounds (best counts)")
     parser.add_argument("--memory-docs", type=int, default=100, help="documents of the memory probe (0: skip)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="where the model runs (cuda: fp16, budgets measured, the recipe in fp16 on the GPU)")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where the model runs (cuda: fp16, budgets measured, the recipe in fp16 on the GPU)",
+    )
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--stats-file", type=Path, default=None, help=argparse.SUPPRESS)
@@ -380,33 +472,56 @@ def main() -> None:
     path = tiny_model_cache("qwen3-reranker", shape=shape)
 
     if args.serve is not None:
-        serve(path, args.serve, batch_tokens, args.max_batch_size, args.share_prefix == "on", args.device,
-              args.stats_file)
+        serve(
+            path, args.serve, batch_tokens, args.max_batch_size, args.share_prefix == "on", args.device, args.stats_file
+        )
         return
     if args.memory_probe:
-        print(json.dumps(memory_probe(path, args.memory_docs, batch_tokens, args.max_batch_size,
-                                      args.min_tokens, args.max_tokens, args.share_prefix == "on", args.device)))
+        print(
+            json.dumps(
+                memory_probe(
+                    path,
+                    args.memory_docs,
+                    batch_tokens,
+                    args.max_batch_size,
+                    args.min_tokens,
+                    args.max_tokens,
+                    args.share_prefix == "on",
+                    args.device,
+                )
+            )
+        )
         return
 
-    print(f"model: Qwen3-Reranker-0.6B shape, random weights, layers={args.layers} (real: 28), "
-          f"hidden={shape.hidden_size}, vocab={shape.vocab_size}; {path}")
-    print(f"device {args.device}" + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")
-          + f", torch {torch.__version__}, threads={torch.get_num_threads()}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
-          f"batch_tokens={batch_tokens}, max_batch_size={args.max_batch_size}, share_prefix={args.share_prefix}")
+    print(
+        f"model: Qwen3-Reranker-0.6B shape, random weights, layers={args.layers} (real: 28), "
+        f"hidden={shape.hidden_size}, vocab={shape.vocab_size}; {path}"
+    )
+    print(
+        f"device {args.device}"
+        + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")
+        + f", torch {torch.__version__}, threads={torch.get_num_threads()}, "
+        f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
+        f"batch_tokens={batch_tokens}, max_batch_size={args.max_batch_size}, share_prefix={args.share_prefix}"
+    )
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     req_c1 = make_requests(args.requests_c1, args.docs_per_request, args.min_tokens, args.max_tokens, tokenizer, 1)
     req_c16 = make_requests(args.requests_c16, args.docs_per_request, args.min_tokens, args.max_tokens, tokenizer, 2)
-    print(f"workload: {args.docs_per_request} documents/request of {args.min_tokens}..{args.max_tokens} tokens "
-          f"(+ the prompt template); c=1: {len(req_c1)} requests, c=16: {len(req_c16)} requests")
+    print(
+        f"workload: {args.docs_per_request} documents/request of {args.min_tokens}..{args.max_tokens} tokens "
+        f"(+ the prompt template); c=1: {len(req_c1)} requests, c=16: {len(req_c16)} requests"
+    )
 
     backend = Qwen3RerankerBackend(spec_for(path, batch_tokens, args.max_batch_size, args.share_prefix == "on"))
     backend.load(grant_for(args.device))
     assert backend.encoder is not None
     template = len(backend.encoder.encode(backend.instruction, _QUERIES[0], "").ids)
-    print(f"prompt template + query: ~{template} tokens per pair; {args.rounds} interleaved rounds, best of each "
-          f"(the machine is shared: the best round is the least disturbed)")
+    print(
+        f"prompt template + query: ~{template} tokens per pair; {args.rounds} interleaved rounds, best of each "
+        f"(the machine is shared: the best round is the least disturbed)"
+    )
     best: dict[str, float] = {}
     served_scores: dict[str, list[list[float]]] = {}
     limit_scores: dict[str, list[list[float]]] = {}
@@ -424,12 +539,18 @@ def main() -> None:
     backend.unload()
     st = server.stats
     if st.get("batches"):
-        print(f"server batcher (all rounds): {st['batches']} batches, {st['items'] / st['batches']:.1f} rows and "
-              f"{st['padded_tokens'] / st['batches']:.0f} padded tokens per batch, padding "
-              f"{1 - st['real_tokens'] / st['padded_tokens']:.1%}, compute busy {st['run_seconds']:.1f} s of "
-              f"{server.served_seconds:.1f} s served")
-    diff = max(abs(a - b) for name in served_scores for rs, rl in zip(served_scores[name], limit_scores[name])
-               for a, b in zip(rs, rl))
+        print(
+            f"server batcher (all rounds): {st['batches']} batches, {st['items'] / st['batches']:.1f} rows and "
+            f"{st['padded_tokens'] / st['batches']:.0f} padded tokens per batch, padding "
+            f"{1 - st['real_tokens'] / st['padded_tokens']:.1%}, compute busy {st['run_seconds']:.1f} s of "
+            f"{server.served_seconds:.1f} s served"
+        )
+    diff = max(
+        abs(a - b)
+        for name in served_scores
+        for rs, rl in zip(served_scores[name], limit_scores[name])
+        for a, b in zip(rs, rl)
+    )
     print(f"max |served - limit| score = {diff:.2e}")
     rates = {"c1": best["served c1"], "c16": best["served c16"]}
     limit_c1, limit_c16 = best["limit c1"], best["limit c16"]
@@ -444,33 +565,60 @@ def main() -> None:
     print(f"{'served c=1':<26}{rates['c1']:>10.2f}{rates['c1'] / limit_c1:>9.2f}x{rates['c1'] / bound_c1:>9.2f}x")
     print(f"{'limit (c16 docs)':<26}{limit_c16:>10.2f}")
     print(f"{'padding-free bound (c16)':<26}{bound_c16:>10.2f}")
-    print(f"{'served c=16':<26}{rates['c16']:>10.2f}{rates['c16'] / limit_c16:>9.2f}x"
-          f"{rates['c16'] / bound_c16:>9.2f}x")
+    print(f"{'served c=16':<26}{rates['c16']:>10.2f}{rates['c16'] / limit_c16:>9.2f}x{rates['c16'] / bound_c16:>9.2f}x")
     if not args.skip_recipe:
         recipe_batch = args.recipe_batch or args.docs_per_request
         recipe, recipe_scores = recipe_rate(path, req_c1[: args.recipe_requests], recipe_batch, args.device)
         rdiff = max(abs(a - b) for rs, rl in zip(served_scores["c1"], recipe_scores) for a, b in zip(rs, rl))
-        print(f"{'published recipe':<26}{recipe:>10.2f}   (the first {args.recipe_requests} c=1 requests, "
-              f"{recipe_batch} pairs/forward, full logits; max |served - recipe| = {rdiff:.2e})")
-        print(f"served c=1 / recipe = {rates['c1'] / recipe:.2f}x (same documents), "
-              f"served c=16 / recipe = {rates['c16'] / recipe:.2f}x")
+        print(
+            f"{'published recipe':<26}{recipe:>10.2f}   (the first {args.recipe_requests} c=1 requests, "
+            f"{recipe_batch} pairs/forward, full logits; max |served - recipe| = {rdiff:.2e})"
+        )
+        print(
+            f"served c=1 / recipe = {rates['c1'] / recipe:.2f}x (same documents), "
+            f"served c=16 / recipe = {rates['c16'] / recipe:.2f}x"
+        )
 
     if args.memory_docs < 1:
         return
-    probe = subprocess.run([sys.executable, __file__, "--memory-probe", "--layers", str(args.layers),
-                            "--memory-docs", str(args.memory_docs), "--batch-tokens", str(batch_tokens),
-                            "--max-batch-size", str(args.max_batch_size), "--min-tokens", str(args.min_tokens),
-                            "--max-tokens", str(args.max_tokens), "--share-prefix", args.share_prefix,
-                            "--device", args.device],
-                           check=True, capture_output=True, text=True)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--memory-probe",
+            "--layers",
+            str(args.layers),
+            "--memory-docs",
+            str(args.memory_docs),
+            "--batch-tokens",
+            str(batch_tokens),
+            "--max-batch-size",
+            str(args.max_batch_size),
+            "--min-tokens",
+            str(args.min_tokens),
+            "--max-tokens",
+            str(args.max_tokens),
+            "--share-prefix",
+            args.share_prefix,
+            "--device",
+            args.device,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     mem = json.loads(probe.stdout.strip().splitlines()[-1])
-    print(f"memory, one {mem['docs']}-document request ({mem['prompt_tokens']} prompt tokens): peak RSS "
-          f"+{mem['peak_delta_mib']:.0f} MiB over the loaded model ({mem['baseline_rss_mib']:.0f} MiB); the recipe's "
-          f"full-vocabulary logits alone would take {mem['recipe_logits_mib']:.0f} MiB "
-          f"({mem['docs']} x {mem['longest_prompt']} x vocab x {'fp16' if args.device == 'cuda' else 'fp32'})")
+    print(
+        f"memory, one {mem['docs']}-document request ({mem['prompt_tokens']} prompt tokens): peak RSS "
+        f"+{mem['peak_delta_mib']:.0f} MiB over the loaded model ({mem['baseline_rss_mib']:.0f} MiB); the recipe's "
+        f"full-vocabulary logits alone would take {mem['recipe_logits_mib']:.0f} MiB "
+        f"({mem['docs']} x {mem['longest_prompt']} x vocab x {'fp16' if args.device == 'cuda' else 'fp32'})"
+    )
     if "gpu_peak_delta_mib" in mem:
-        print(f"GPU memory of that request: peak +{mem['gpu_peak_delta_mib']:.0f} MiB allocated over the loaded "
-              f"model ({mem['gpu_baseline_mib']:.0f} MiB)")
+        print(
+            f"GPU memory of that request: peak +{mem['gpu_peak_delta_mib']:.0f} MiB allocated over the loaded "
+            f"model ({mem['gpu_baseline_mib']:.0f} MiB)"
+        )
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from host.plugins import make_plugin_manager  # noqa: E402
-from host.registry import build_registry  # noqa: E402
-from host.scheduling.policy import Budgets  # noqa: E402
-from host.scheduling.scheduler import Scheduler  # noqa: E402
-from host.spec import GiB, Grant, PlacementKind, Task  # noqa: E402
-from host.testing.fakes import FakePlugin, fake_spec  # noqa: E402
-from host.testing.pytest_plugin import make_config  # noqa: E402
+from host.plugins import make_plugin_manager
+from host.registry import build_registry
+from host.scheduling.policy import Budgets
+from host.scheduling.scheduler import Scheduler
+from host.spec import GiB, Grant, PlacementKind, Task
+from host.testing.fakes import FakePlugin, fake_spec
+from host.testing.pytest_plugin import make_config
 
 
 async def overhead(ops: int) -> tuple[float, float]:
@@ -78,13 +78,18 @@ def readmission(shape_name: str, repeats: int = 3) -> tuple[float, float]:
     torch.set_num_threads(1)
     shape = tm.QWEN3_0_6B_SHAPE if shape_name == "0.6b" else tm.TINY_QWEN3
     folder = tm.tiny_model_cache("qwen3-embedding", shape=shape)
-    config = make_config({"plugins": {"paths": [str(Path(__file__).resolve().parents[1] / "plugins")]},
-                          "models": {"Qwen3-Embedding-0.6B": {"weights": str(folder)}}})
+    config = make_config(
+        {
+            "plugins": {"paths": [str(Path(__file__).resolve().parents[1] / "plugins")]},
+            "models": {"Qwen3-Embedding-0.6B": {"weights": str(folder)}},
+        }
+    )
     spec = build_registry(make_plugin_manager(config), config).get("Qwen3-Embedding-0.6B").spec
     backend_class = import_backend(spec.backend)
     serve = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=spec.placements[-1].host_bytes)
-    park = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=spec.offload_bytes or 0,
-                 parked=True)
+    park = Grant(
+        placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=spec.offload_bytes or 0, parked=True
+    )
     cold, warm = [], []
     for _ in range(repeats):
         backend = backend_class(spec)
@@ -110,8 +115,10 @@ def main() -> None:
     print(f"scheduler overhead, 16 concurrent clients:      {contended:.2f} us per acquire+release")
     if not args.skip_readmission:
         cold, warm = readmission(args.shape)
-        print(f"embed_qwen3 ({args.shape} shape): cold load {cold * 1000:.1f} ms, "
-              f"re-admission from offload tier {warm * 1000:.1f} ms ({cold / max(warm, 1e-9):.0f}x faster)")
+        print(
+            f"embed_qwen3 ({args.shape} shape): cold load {cold * 1000:.1f} ms, "
+            f"re-admission from offload tier {warm * 1000:.1f} ms ({cold / max(warm, 1e-9):.0f}x faster)"
+        )
 
 
 if __name__ == "__main__":

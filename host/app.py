@@ -26,13 +26,20 @@ from host.scheduling.scheduler import Scheduler
 
 log = logging.getLogger("plughost")
 
-_HTTP_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-               429: "rate_limit_error"}
+_HTTP_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
-def create_app(config: HostConfig | None = None, *, budgets: Budgets | None = None,
-               plugins: Sequence[object] = ()) -> Litestar:
+def create_app(
+    config: HostConfig | None = None, *, budgets: Budgets | None = None, plugins: Sequence[object] = ()
+) -> Litestar:
     """Build the Litestar app.
 
     :param config: the configuration; default ``load_config()`` (``$PLUGHOST_CONFIG``).
@@ -85,6 +92,7 @@ def _http_error(_: Request, exc: HTTPException) -> Response:
 
 def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    body = ErrorEnvelope(ErrorBody(message=f"Internal server error: {type(exc).__name__}", type="server_error",
-                                   code="internal_error"))
+    body = ErrorEnvelope(
+        ErrorBody(message=f"Internal server error: {type(exc).__name__}", type="server_error", code="internal_error")
+    )
     return _error_response(500, body)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import logging
 import threading
@@ -87,8 +88,9 @@ class BatcherStats:
     run_seconds: float = 0.0
 
 
-def cut_batches(lengths: Sequence[int], *, max_batch_tokens: int, max_batch_size: int,
-                overhead_tokens: int | None = None) -> list[range]:
+def cut_batches(
+    lengths: Sequence[int], *, max_batch_tokens: int, max_batch_size: int, overhead_tokens: int | None = None
+) -> list[range]:
     """Cut items sorted by ascending ``lengths`` into consecutive batches (as index ranges).
 
     A batch grows while ``rows × longest`` stays within ``max_batch_tokens`` and its rows within
@@ -103,8 +105,11 @@ def cut_batches(lengths: Sequence[int], *, max_batch_tokens: int, max_batch_size
     start, total = 0, 0
     for i, n in enumerate(lengths):
         rows = i - start
-        if rows and ((rows + 1) * n > max_batch_tokens or rows + 1 > max_batch_size or
-                     (overhead_tokens is not None and (rows + 1) * n - (total + n) > overhead_tokens)):
+        if rows and (
+            (rows + 1) * n > max_batch_tokens
+            or rows + 1 > max_batch_size
+            or (overhead_tokens is not None and (rows + 1) * n - (total + n) > overhead_tokens)
+        ):
             batches.append(range(start, i))
             start, total = i, 0
         total += n
@@ -116,10 +121,11 @@ def cut_batches(lengths: Sequence[int], *, max_batch_tokens: int, max_batch_size
 class _Request:
     """One ``submit`` call: its items, the future its caller awaits, and the results so far."""
 
-    __slots__ = ("seq", "items", "loop", "future", "results", "remaining", "queued", "done")
+    __slots__ = ("done", "future", "items", "loop", "queued", "remaining", "results", "seq")
 
-    def __init__(self, seq: int, items: list[Any], loop: asyncio.AbstractEventLoop,
-                 future: asyncio.Future[list[Any]]) -> None:
+    def __init__(
+        self, seq: int, items: list[Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[list[Any]]
+    ) -> None:
         self.seq = seq
         self.items = items
         self.loop = loop
@@ -133,7 +139,7 @@ class _Request:
 class _Entry:
     """One prepared item waiting for the compute thread."""
 
-    __slots__ = ("request", "index", "prepared", "length", "order")
+    __slots__ = ("index", "length", "order", "prepared", "request")
 
     def __init__(self, request: _Request, index: int, prepared: Any, length: int, order: int) -> None:
         self.request = request
@@ -179,11 +185,20 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
     batch, so a backend may change them while serving (e.g. after moving between GPU and CPU).
     """
 
-    def __init__(self, *, prepare: Callable[[Sequence[Item]], Sequence[Prepared]],
-                 length: Callable[[Prepared], int], run: Callable[[list[Prepared]], Sequence[Result]],
-                 max_batch_tokens: int, max_batch_size: int, batch_overhead_tokens: int | None = None,
-                 max_pending: int | None = None, prepare_chunk: int = 256, window: int | None = None,
-                 name: str = "batcher") -> None:
+    def __init__(
+        self,
+        *,
+        prepare: Callable[[Sequence[Item]], Sequence[Prepared]],
+        length: Callable[[Prepared], int],
+        run: Callable[[list[Prepared]], Sequence[Result]],
+        max_batch_tokens: int,
+        max_batch_size: int,
+        batch_overhead_tokens: int | None = None,
+        max_pending: int | None = None,
+        prepare_chunk: int = 256,
+        window: int | None = None,
+        name: str = "batcher",
+    ) -> None:
         if max_batch_tokens < 1 or max_batch_size < 1 or prepare_chunk < 1:
             raise ValueError("max_batch_tokens, max_batch_size and prepare_chunk must be >= 1")
         self._prepare = prepare
@@ -229,10 +244,16 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         with self._lock:
             if self._closed:
                 raise BatcherClosed(f"{self.name}: the model is being unloaded; retry the request.")
-            if self.max_pending is not None and self._queued_items and \
-                    self._queued_items + len(items) > self.max_pending:
-                raise QueueFull(f"{self.name}: {self._queued_items} inputs are already waiting "
-                                f"(limit {self.max_pending}); retry later.", retry_after=1)
+            if (
+                self.max_pending is not None
+                and self._queued_items
+                and self._queued_items + len(items) > self.max_pending
+            ):
+                raise QueueFull(
+                    f"{self.name}: {self._queued_items} inputs are already waiting "
+                    f"(limit {self.max_pending}); retry later.",
+                    retry_after=1,
+                )
             request = _Request(next(self._seq), items, loop, future)
             self._queued_items += len(items)
             self.stats.requests += 1
@@ -299,19 +320,21 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
             if self._closed:  # close() did not see this request: it was being prepared
                 self._fail(request, self._closed_error())
                 return
-            chunk = request.items[start:start + self.prepare_chunk]
+            chunk = request.items[start : start + self.prepare_chunk]
             try:
                 prepared = list(self._prepare(chunk))
                 if len(prepared) != len(chunk):
                     raise RuntimeError(f"prepare returned {len(prepared)} items for {len(chunk)}")
                 lengths = [int(self._length(p)) for p in prepared]
-            except BaseException as exc:  # noqa: BLE001 - the request fails, the thread lives on
+            except BaseException as exc:
                 self._fail(request, exc)
                 return
             with self._lock:
                 if not request.done and not self._closed:
-                    self._pending.extend(_Entry(request, start + i, p, n, next(self._order))
-                                         for i, (p, n) in enumerate(zip(prepared, lengths)))
+                    self._pending.extend(
+                        _Entry(request, start + i, p, n, next(self._order))
+                        for i, (p, n) in enumerate(zip(prepared, lengths))
+                    )
                     self._compute_ready.notify()
                     continue
             if self._closed:
@@ -333,16 +356,19 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
     def _take_batch(self) -> list[_Entry]:
         """Remove and return the next batch (lock held); see the module docstring."""
         live = [e for e in self._pending if not e.request.done]
-        window = live[:self.window]
+        window = live[: self.window]
         if not window:
             self._pending = []
             return []
         oldest = window[0]
         ordered = sorted(window, key=lambda e: (e.length, e.order))
-        groups = cut_batches([e.length for e in ordered], max_batch_tokens=self.max_batch_tokens,
-                             max_batch_size=self.max_batch_size, overhead_tokens=self.batch_overhead_tokens)
-        chosen = next(group for group in ([ordered[i] for i in g] for g in groups)
-                      if any(e is oldest for e in group))
+        groups = cut_batches(
+            [e.length for e in ordered],
+            max_batch_tokens=self.max_batch_tokens,
+            max_batch_size=self.max_batch_size,
+            overhead_tokens=self.batch_overhead_tokens,
+        )
+        chosen = next(group for group in ([ordered[i] for i in g] for g in groups) if any(e is oldest for e in group))
         taken = {id(e) for e in chosen}
         self._pending = [e for e in live if id(e) not in taken]
         for entry in chosen:
@@ -356,7 +382,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
             results = list(self._run([e.prepared for e in batch]))
             if len(results) != len(batch):
                 raise RuntimeError(f"run returned {len(results)} results for a batch of {len(batch)}")
-        except BaseException as exc:  # noqa: BLE001 - fail this batch's requests, keep serving
+        except BaseException as exc:
             log.warning("%s: a batch of %d failed: %r", self.name, len(batch), exc)
             self.stats.failed_batches += 1
             for request in {id(e.request): e.request for e in batch}.values():
@@ -392,10 +418,8 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         request.done = True
         if any(e.request is request for e in self._pending):
             self._pending = [e for e in self._pending if e.request is not request]
-        try:
+        with contextlib.suppress(ValueError):
             self._to_prepare.remove(request)
-        except ValueError:
-            pass
         self._queued_items -= request.queued
         request.queued = 0
         return True
@@ -407,7 +431,5 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
             self._deliver(request, None, error)
 
     def _deliver(self, request: _Request, value: Any, error: BaseException | None) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
             request.loop.call_soon_threadsafe(_resolve, request.future, value, error)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass

@@ -80,12 +80,14 @@ def build_registry(pm: pluggy.PluginManager, config: HostConfig) -> ModelRegistr
             if overridden is not None and _serve_demo(overridden, config):
                 overridden = _as_demo(overridden, _demo_declaration(impl, name, config, spec, pm))
             if overridden is not None:
-                models.append(RegisteredModel(
-                    spec=overridden,
-                    plugin=name,
-                    keep_alive_s=_keep_alive(spec.id, config),
-                    pinned=config.model(spec.id).pinned,
-                ))
+                models.append(
+                    RegisteredModel(
+                        spec=overridden,
+                        plugin=name,
+                        keep_alive_s=_keep_alive(spec.id, config),
+                        pinned=config.model(spec.id).pinned,
+                    )
+                )
     for mid in config.models:
         if mid not in seen:
             log.warning("plugins.yaml configures model %r, which no plugin declares", mid)
@@ -121,14 +123,14 @@ def _declared(impl: Any, name: str, config: HostConfig, pm: pluggy.PluginManager
     return specs
 
 
-def _demo_declaration(impl: Any, name: str, config: HostConfig, spec: ModelSpec,
-                      pm: pluggy.PluginManager) -> ModelSpec:
+def _demo_declaration(impl: Any, name: str, config: HostConfig, spec: ModelSpec, pm: pluggy.PluginManager) -> ModelSpec:
     """The plugin's declaration of ``spec.id`` when its weights are the demo stand-in, so that
     footprints are the stand-in's, not the real model's."""
     models = dict(config.models)
     own = config.model(spec.id)
-    models[spec.id] = msgspec.structs.replace(own, weights=spec.demo_weights,
-                                              options={k: v for k, v in own.options.items() if k != "weights"})
+    models[spec.id] = msgspec.structs.replace(
+        own, weights=spec.demo_weights, options={k: v for k, v in own.options.items() if k != "weights"}
+    )
     demo_config = msgspec.structs.replace(config, models=models)
     for again in _declared(impl, name, demo_config, pm):
         if again.id == spec.id:
@@ -138,12 +140,18 @@ def _demo_declaration(impl: Any, name: str, config: HostConfig, spec: ModelSpec,
 
 def _as_demo(real: ModelSpec, demo: ModelSpec) -> ModelSpec:
     weights = real.options.get("weights")
-    log.warning("%s: serving the DEMO stand-in %s (real weights %r are not on this machine; outputs are "
-                "meaningless). Set models.%s.weights to a local folder, or demo: false to fetch them.",
-                real.id, real.demo_weights, weights, real.id)
+    log.warning(
+        "%s: serving the DEMO stand-in %s (real weights %r are not on this machine; outputs are "
+        "meaningless). Set models.%s.weights to a local folder, or demo: false to fetch them.",
+        real.id,
+        real.demo_weights,
+        weights,
+        real.id,
+    )
     description = f"{DEMO_NOTE} (real weights: {weights})"
-    return msgspec.structs.replace(demo, options={**demo.options, "weights": real.demo_weights, "demo": True},
-                                   description=description)
+    return msgspec.structs.replace(
+        demo, options={**demo.options, "weights": real.demo_weights, "demo": True}, description=description
+    )
 
 
 def _keep_alive(model_id: str, config: HostConfig) -> float | None:

@@ -53,13 +53,15 @@ def max_length_of(config: dict[str, Any], option: int | None, default: int) -> i
     return min(limit, int(option) if option else default)
 
 
-def gpu_then_cpu(*, gpu_weights: int, gpu_work: int, cpu_weights: int,
-                 cpu_work: int) -> tuple[tuple[Placement, Placement], int]:
+def gpu_then_cpu(
+    *, gpu_weights: int, gpu_work: int, cpu_weights: int, cpu_work: int
+) -> tuple[tuple[Placement, Placement], int]:
     """The placements "all on one GPU, else all in host RAM" and the offload bytes (the weights
     parked in host RAM in their GPU dtype), each with the runtime allowances."""
     placements = (
-        Placement(kind=PlacementKind.GPU, gpu_bytes=gpu_weights + gpu_work + GPU_RUNTIME_BYTES,
-                  host_bytes=HOST_RUNTIME_BYTES),
+        Placement(
+            kind=PlacementKind.GPU, gpu_bytes=gpu_weights + gpu_work + GPU_RUNTIME_BYTES, host_bytes=HOST_RUNTIME_BYTES
+        ),
         Placement(kind=PlacementKind.CPU, host_bytes=cpu_weights + cpu_work + HOST_RUNTIME_BYTES),
     )
     return placements, gpu_weights + HOST_RUNTIME_BYTES

@@ -46,12 +46,14 @@ def resolve_weights(weights: str, *, model_id: str) -> Path:
     if is_tiny(weights):
         from host.testing.tiny_models import tiny_model_cache
 
-        return tiny_model_cache(weights[len(TINY_PREFIX):])
+        return tiny_model_cache(weights[len(TINY_PREFIX) :])
     local = _local_dir(weights)
     if local is not None:
         if not (local / "config.json").is_file():
-            raise WeightsError(f"{key}: {local} is not a model folder (no config.json). Set {key} to a local "
-                               f"folder with the model's files or to a hub id.")
+            raise WeightsError(
+                f"{key}: {local} is not a model folder (no config.json). Set {key} to a local "
+                f"folder with the model's files or to a hub id."
+            )
         return local
     try:
         from huggingface_hub import snapshot_download
@@ -60,9 +62,12 @@ def resolve_weights(weights: str, *, model_id: str) -> Path:
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
         return Path(snapshot_download(weights, local_files_only=offline))
-    except Exception as exc:  # noqa: BLE001 - every hub failure becomes one clear message
-        how = "it is not in the local hub cache and HF_HUB_OFFLINE is set" if offline else \
-            f"it could not be downloaded ({type(exc).__name__}: {exc})"
+    except Exception as exc:
+        how = (
+            "it is not in the local hub cache and HF_HUB_OFFLINE is set"
+            if offline
+            else f"it could not be downloaded ({type(exc).__name__}: {exc})"
+        )
         raise WeightsError(
             f"{key}: the weights {weights!r} are not available: {how}. Set {key} to a local folder holding "
             f"the model, download it into the hub cache first, or run the demo profile (demo: true)."
@@ -80,7 +85,7 @@ def peek_config(weights: str) -> dict[str, Any] | None:
         from host.testing.tiny_models import tiny_config_dict
 
         try:
-            return tiny_config_dict(weights[len(TINY_PREFIX):])
+            return tiny_config_dict(weights[len(TINY_PREFIX) :])
         except ValueError:
             return None
     local = _local_dir(weights)

@@ -66,7 +66,8 @@ def write_plugin(tmp_path: Path, clean_imports: None) -> WritePlugin:
         (package / "__init__.py").write_text(textwrap.dedent(source), encoding="utf-8")
         if layout == "nested":
             (root / name / "pyproject.toml").write_text(
-                f'[project]\nname = "plughost-{name}"\nversion = "0"\n', encoding="utf-8")
+                f'[project]\nname = "plughost-{name}"\nversion = "0"\n', encoding="utf-8"
+            )
         return root
 
     return write
@@ -84,9 +85,23 @@ def testplugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(TESTPLUGIN_SOURCE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     target = work / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--quiet", "--target", str(target), str(source)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, f"pip install of the test plugin failed:\n{result.stdout}\n{result.stderr}"
     assert list(target.glob("plughost_testplugin-*.dist-info/entry_points.txt")), "no entry point installed"

@@ -31,7 +31,7 @@ class Recorder:
     def prepare(self, items: Sequence[Item]) -> list[Item]:
         if self.running.is_set():
             self.prepare_during_run.set()
-        for label, length in items:
+        for label, _length in items:
             if label.startswith("bad-prepare"):
                 raise InvalidRequest(f"{label} is invalid", param="input")
         with self.lock:
@@ -122,7 +122,7 @@ async def test_batches_group_by_length_within_budget(make, recorder: Recorder) -
         padded += widest * len(batch)
     # Sorted by length, the padding waste is small; arrival-order chunks would waste ~50%.
     assert padded / real < 1.15, (padded, real)
-    fifo_padded = sum(max(lengths[i:i + 4]) * len(lengths[i:i + 4]) for i in range(0, len(lengths), 4))
+    fifo_padded = sum(max(lengths[i : i + 4]) * len(lengths[i : i + 4]) for i in range(0, len(lengths), 4))
     assert fifo_padded / real > 1.3  # the comparison is meaningful
     stats = batcher.stats
     assert stats.real_tokens == real + 1 and stats.padded_tokens == padded + 1
@@ -235,8 +235,9 @@ async def test_prepare_error_fails_only_that_request(make) -> None:
 
 
 async def test_length_mismatch_is_an_error_not_a_hang(recorder: Recorder) -> None:
-    batcher = DynamicBatcher(prepare=recorder.prepare, length=length, run=lambda batch: [],
-                             max_batch_tokens=100, max_batch_size=4)
+    batcher = DynamicBatcher(
+        prepare=recorder.prepare, length=length, run=lambda batch: [], max_batch_tokens=100, max_batch_size=4
+    )
     try:
         with pytest.raises(RuntimeError, match="run returned 0 results"):
             await asyncio.wait_for(batcher.submit([("a", 1)]), 5)
@@ -302,8 +303,7 @@ async def test_max_pending_gives_queue_full(make, recorder: Recorder) -> None:
 
 def test_invalid_limits_rejected(recorder: Recorder) -> None:
     with pytest.raises(ValueError):
-        DynamicBatcher(prepare=recorder.prepare, length=length, run=recorder.run, max_batch_tokens=0,
-                       max_batch_size=1)
+        DynamicBatcher(prepare=recorder.prepare, length=length, run=recorder.run, max_batch_tokens=0, max_batch_size=1)
 
 
 def test_cut_batches_bounds_and_overhead() -> None:

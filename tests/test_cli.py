@@ -23,15 +23,18 @@ def test_runs_on_the_configured_host_and_port(tmp_path: Path, monkeypatch) -> No
     seen = {}
 
     def fake_main(args, prog_name):
-        seen.update(args=args, prog=prog_name, app=os.environ.get("LITESTAR_APP"),
-                    bind=(os.environ.get("LITESTAR_HOST"), os.environ.get("LITESTAR_PORT")))
+        seen.update(
+            args=args,
+            prog=prog_name,
+            app=os.environ.get("LITESTAR_APP"),
+            bind=(os.environ.get("LITESTAR_HOST"), os.environ.get("LITESTAR_PORT")),
+        )
 
     from litestar.cli.main import litestar_group
 
     monkeypatch.setattr(litestar_group, "main", fake_main)
     cli.main()
-    assert seen == {"args": ["run"], "prog": "plughost", "app": "host.app:create_app",
-                    "bind": ("0.0.0.0", "16000")}
+    assert seen == {"args": ["run"], "prog": "plughost", "app": "host.app:create_app", "bind": ("0.0.0.0", "16000")}
     monkeypatch.setattr(sys, "argv", ["plughost", "run", "--reload"])  # flags pass through, bind still from config
     cli.main()
     assert seen["args"] == ["run", "--reload"] and seen["bind"] == ("0.0.0.0", "16000")

@@ -31,7 +31,12 @@ def test_defaults() -> None:
     assert config.models == {}
     unknown = config.model("no-such-model")  # defaults for a model the file does not name
     assert (unknown.weights, unknown.enabled, unknown.aliases, unknown.options, unknown.placements) == (
-        None, True, [], {}, None)
+        None,
+        True,
+        [],
+        {},
+        None,
+    )
 
 
 def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
@@ -45,15 +50,20 @@ def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
 # -- strict decoding -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("data", "key"), [
-    ({"sever": {}}, "sever"),
-    ({"server": {"prot": 8080}}, "server.prot"),
-    ({"plugins": {"disabled": ["x"]}}, "plugins.disabled"),
-    ({"budgets": {"gpus": [{"total": "8GiB"}, {"totl": "8GiB"}]}}, "budgets.gpus[1].totl"),
-    ({"scheduler": {"keep_alive": 30}}, "scheduler.keep_alive"),
-    ({"models": {"Qwen3-Embedding-0.6B": {"wieghts": "Qwen/Qwen3-Embedding-0.6B"}}},
-     "models.Qwen3-Embedding-0.6B.wieghts"),
-])
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"sever": {}}, "sever"),
+        ({"server": {"prot": 8080}}, "server.prot"),
+        ({"plugins": {"disabled": ["x"]}}, "plugins.disabled"),
+        ({"budgets": {"gpus": [{"total": "8GiB"}, {"totl": "8GiB"}]}}, "budgets.gpus[1].totl"),
+        ({"scheduler": {"keep_alive": 30}}, "scheduler.keep_alive"),
+        (
+            {"models": {"Qwen3-Embedding-0.6B": {"wieghts": "Qwen/Qwen3-Embedding-0.6B"}}},
+            "models.Qwen3-Embedding-0.6B.wieghts",
+        ),
+    ],
+)
 def test_unknown_key_is_an_error_naming_its_path(data: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as err:
         config_from_dict(data, source="plugins.yaml")
@@ -65,15 +75,18 @@ def test_base_dir_is_not_a_config_key() -> None:
         config_from_dict({"base_dir": "/etc"})
 
 
-@pytest.mark.parametrize(("data", "key", "problem"), [
-    ({"server": {"port": "http"}}, "server.port", "Expected `int`, got `str`"),
-    ({"plugins": {"paths": "plugins"}}, "plugins.paths", "Expected `array`, got `str`"),
-    ({"plugins": {"entry_points": "no"}}, "plugins.entry_points", "Expected `bool`"),
-    ({"scheduler": {"queue_size": 1.5}}, "scheduler.queue_size", "Expected `int`, got `float`"),
-    ({"models": {"m": {"placements": ["tpu"]}}}, "models.m.placements[0]", "Invalid enum value 'tpu'"),
-    ({"models": {"m": {"aliases": "other"}}}, "models.m.aliases", "Expected `array`, got `str`"),
-    ({"models": ["m"]}, "models", "Expected `object`, got `array`"),
-])
+@pytest.mark.parametrize(
+    ("data", "key", "problem"),
+    [
+        ({"server": {"port": "http"}}, "server.port", "Expected `int`, got `str`"),
+        ({"plugins": {"paths": "plugins"}}, "plugins.paths", "Expected `array`, got `str`"),
+        ({"plugins": {"entry_points": "no"}}, "plugins.entry_points", "Expected `bool`"),
+        ({"scheduler": {"queue_size": 1.5}}, "scheduler.queue_size", "Expected `int`, got `float`"),
+        ({"models": {"m": {"placements": ["tpu"]}}}, "models.m.placements[0]", "Invalid enum value 'tpu'"),
+        ({"models": {"m": {"aliases": "other"}}}, "models.m.aliases", "Expected `array`, got `str`"),
+        ({"models": ["m"]}, "models", "Expected `object`, got `array`"),
+    ],
+)
 def test_wrong_type_is_an_error_naming_the_key(data: dict[str, Any], key: str, problem: str) -> None:
     with pytest.raises(ConfigError) as err:
         config_from_dict(data)
@@ -84,16 +97,19 @@ def test_wrong_type_is_an_error_naming_the_key(data: dict[str, Any], key: str, p
 # -- byte sizes ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (1024, 1024),
-    ("1024", 1024),
-    ("16GiB", 16 * 2**30),
-    ("16 GiB", 16 * 2**30),
-    ("512MB", 512 * 10**6),
-    ("512mib", 512 * 2**20),
-    ("1.5GB", 1_500_000_000),
-    ("2k", 2000),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (1024, 1024),
+        ("1024", 1024),
+        ("16GiB", 16 * 2**30),
+        ("16 GiB", 16 * 2**30),
+        ("512MB", 512 * 10**6),
+        ("512mib", 512 * 2**20),
+        ("1.5GB", 1_500_000_000),
+        ("2k", 2000),
+    ],
+)
 def test_byte_sizes_parse(text: int | str, expected: int) -> None:
     assert parse_bytes(text) == expected
 
@@ -105,19 +121,26 @@ def test_bad_byte_sizes_are_rejected(text: int | str) -> None:
 
 
 def test_config_byte_sizes() -> None:
-    config = config_from_dict({"server": {"max_body_bytes": "1MiB"},
-                               "budgets": {"host": "16GiB", "gpus": [{"total": "24GiB", "reserve": 512}]}})
+    config = config_from_dict(
+        {
+            "server": {"max_body_bytes": "1MiB"},
+            "budgets": {"host": "16GiB", "gpus": [{"total": "24GiB", "reserve": 512}]},
+        }
+    )
     assert parse_bytes(config.server.max_body_bytes) == 2**20
     assert parse_bytes(config.budgets.host) == 16 * GiB
     assert parse_bytes(config.budgets.gpus[0].total) == 24 * GiB
 
 
-@pytest.mark.parametrize(("data", "key"), [
-    ({"server": {"max_body_bytes": "16 parsecs"}}, "server.max_body_bytes"),
-    ({"budgets": {"host": "lots"}}, "budgets.host"),
-    ({"budgets": {"host_reserve": -1}}, "budgets.host_reserve"),
-    ({"budgets": {"gpus": [{"total": "8GiB"}, {"total": "8 bananas"}]}}, "budgets.gpus[1].total"),
-])
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"server": {"max_body_bytes": "16 parsecs"}}, "server.max_body_bytes"),
+        ({"budgets": {"host": "lots"}}, "budgets.host"),
+        ({"budgets": {"host_reserve": -1}}, "budgets.host_reserve"),
+        ({"budgets": {"gpus": [{"total": "8GiB"}, {"total": "8 bananas"}]}}, "budgets.gpus[1].total"),
+    ],
+)
 def test_bad_byte_size_in_config_names_the_key(data: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as err:
         config_from_dict(data)
@@ -143,8 +166,7 @@ def test_plughost_config_selects_the_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert config.resolve_path("plugins") == file.parent / "plugins"
 
 
-def test_default_file_is_plugins_yaml_in_the_working_directory(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_file_is_plugins_yaml_in_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(CONFIG_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     assert load_config().server.port == 15530  # no file: the defaults
@@ -176,8 +198,9 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
         load_config(file)
 
 
-@pytest.mark.parametrize(("text", "problem"), [("server: [unclosed\n", "not valid YAML"),
-                                               ("- a\n- b\n", "top level must be a mapping")])
+@pytest.mark.parametrize(
+    ("text", "problem"), [("server: [unclosed\n", "not valid YAML"), ("- a\n- b\n", "top level must be a mapping")]
+)
 def test_malformed_files_are_errors(tmp_path: Path, text: str, problem: str) -> None:
     file = tmp_path / "bad.yaml"
     file.write_text(text)
@@ -194,11 +217,21 @@ CPU = Placement(kind=PlacementKind.CPU, host_bytes=3 * GiB)
 
 def registry_with(models: dict[str, Any], **extra: Any) -> ModelRegistry:
     """The registry of a plugin declaring ``big`` (gpu, hybrid, cpu) and ``small``, under ``models``."""
-    plugin = FakePlugin([
-        fake_spec("big", Task.CHAT, placements=(GPU, HYBRID, CPU), aliases=("big-alias",),
-                  weights="org/big-hub-id", dtype="auto", context=4096),
-        fake_spec("small", Task.EMBEDDING),
-    ], name="decl")
+    plugin = FakePlugin(
+        [
+            fake_spec(
+                "big",
+                Task.CHAT,
+                placements=(GPU, HYBRID, CPU),
+                aliases=("big-alias",),
+                weights="org/big-hub-id",
+                dtype="auto",
+                context=4096,
+            ),
+            fake_spec("small", Task.EMBEDDING),
+        ],
+        name="decl",
+    )
     config = make_config({"models": models, **extra})
     return build_registry(make_plugin_manager(config, extra=[plugin]), config)
 
@@ -248,8 +281,9 @@ def test_enabled_false_drops_the_model() -> None:
 
 
 def test_aliases_are_added_and_resolve() -> None:
-    registry = registry_with({"small": {"aliases": ["text-embedding-3-small", "emb"]},
-                              "big": {"aliases": ["big-alias", "gpt-4o"]}})
+    registry = registry_with(
+        {"small": {"aliases": ["text-embedding-3-small", "emb"]}, "big": {"aliases": ["big-alias", "gpt-4o"]}}
+    )
     assert registry.get("text-embedding-3-small").spec.id == "small"
     assert registry.get("EMB").spec.id == "small"  # case-insensitive fallback
     assert registry.get("big").spec.aliases == ("big-alias", "gpt-4o")  # no duplicate
@@ -266,4 +300,3 @@ def test_overrides_of_an_undeclared_model_are_reported(caplog: pytest.LogCapture
         registry = registry_with({"Qwen3-Embeding-0.6B": {"weights": "x"}})
     assert len(registry) == 2
     assert "Qwen3-Embeding-0.6B" in caplog.text
-

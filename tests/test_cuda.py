@@ -42,8 +42,15 @@ def plugins() -> list[Any]:
 
 
 def _config() -> Any:
-    return make_config({"models": {CHAT: {"weights": "tiny:qwen2-awq"}, EMBED: {"weights": "tiny:qwen3-embedding"},
-                                   RERANK: {"weights": "tiny:qwen3-reranker"}}})
+    return make_config(
+        {
+            "models": {
+                CHAT: {"weights": "tiny:qwen2-awq"},
+                EMBED: {"weights": "tiny:qwen3-embedding"},
+                RERANK: {"weights": "tiny:qwen3-reranker"},
+            }
+        }
+    )
 
 
 def _status(url: str, model: str) -> dict[str, Any]:
@@ -67,19 +74,35 @@ def gpu_server(plugins: list[Any]) -> Iterator[str]:
 
 
 def test_every_model_is_placed_on_the_gpu_and_answers(gpu_server: str) -> None:
-    chat = httpx.post(f"{gpu_server}/v1/chat/completions", timeout=120, json={
-        "model": CHAT, "messages": [{"role": "user", "content": "你好，介绍一下长城。"}], "max_tokens": 16,
-        "temperature": 0})
+    chat = httpx.post(
+        f"{gpu_server}/v1/chat/completions",
+        timeout=120,
+        json={
+            "model": CHAT,
+            "messages": [{"role": "user", "content": "你好，介绍一下长城。"}],
+            "max_tokens": 16,
+            "temperature": 0,
+        },
+    )
     assert chat.status_code == 200, chat.text
     assert chat.json()["usage"]["completion_tokens"] >= 1
-    emb = httpx.post(f"{gpu_server}/v1/embeddings", timeout=120,
-                     json={"model": EMBED, "input": ["hello world", "长城"], "encoding_format": "float"})
+    emb = httpx.post(
+        f"{gpu_server}/v1/embeddings",
+        timeout=120,
+        json={"model": EMBED, "input": ["hello world", "长城"], "encoding_format": "float"},
+    )
     assert emb.status_code == 200, emb.text
     vectors = np.asarray([d["embedding"] for d in emb.json()["data"]], dtype=np.float32)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
-    rr = httpx.post(f"{gpu_server}/v1/rerank", timeout=120, json={
-        "model": RERANK, "query": "What is the capital of China?",
-        "documents": ["Beijing is the capital of China.", "The sea is blue.", "长城很长。"]})
+    rr = httpx.post(
+        f"{gpu_server}/v1/rerank",
+        timeout=120,
+        json={
+            "model": RERANK,
+            "query": "What is the capital of China?",
+            "documents": ["Beijing is the capital of China.", "The sea is blue.", "长城很长。"],
+        },
+    )
     assert rr.status_code == 200, rr.text
     scores = [r["relevance_score"] for r in rr.json()["results"]]
     assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
@@ -89,9 +112,18 @@ def test_every_model_is_placed_on_the_gpu_and_answers(gpu_server: str) -> None:
 
 
 def test_stream_on_the_gpu(gpu_server: str) -> None:
-    with httpx.stream("POST", f"{gpu_server}/v1/chat/completions", timeout=120, json={
-            "model": CHAT, "messages": [{"role": "user", "content": "请用三句话介绍一下北京。"}], "max_tokens": 24,
-            "stream": True, "stream_options": {"include_usage": True}}) as response:
+    with httpx.stream(
+        "POST",
+        f"{gpu_server}/v1/chat/completions",
+        timeout=120,
+        json={
+            "model": CHAT,
+            "messages": [{"role": "user", "content": "请用三句话介绍一下北京。"}],
+            "max_tokens": 24,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    ) as response:
         lines = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     assert '"usage"' in lines[-2]
@@ -105,12 +137,16 @@ def test_gpu_results_match_the_cpu_results(plugins: list[Any], gpu_server: str) 
     with serve_in_thread(app, startup_timeout=60) as cpu_url:
         results = {}
         for url in (gpu_server, cpu_url):
-            emb = httpx.post(f"{url}/v1/embeddings", timeout=120,
-                             json={"model": EMBED, "input": texts, "encoding_format": "float"}).json()
-            rr = httpx.post(f"{url}/v1/rerank", timeout=120,
-                            json={"model": RERANK, "query": "capital of China", "documents": docs}).json()
-            results[url] = (np.asarray([d["embedding"] for d in emb["data"]], dtype=np.float32),
-                            {r["index"]: r["relevance_score"] for r in rr["results"]})
+            emb = httpx.post(
+                f"{url}/v1/embeddings", timeout=120, json={"model": EMBED, "input": texts, "encoding_format": "float"}
+            ).json()
+            rr = httpx.post(
+                f"{url}/v1/rerank", timeout=120, json={"model": RERANK, "query": "capital of China", "documents": docs}
+            ).json()
+            results[url] = (
+                np.asarray([d["embedding"] for d in emb["data"]], dtype=np.float32),
+                {r["index"]: r["relevance_score"] for r in rr["results"]},
+            )
         assert _status(cpu_url, EMBED)["device"] == "cpu"
     (gpu_vectors, gpu_scores), (cpu_vectors, cpu_scores) = results[gpu_server], results[cpu_url]
     assert (gpu_vectors * cpu_vectors).sum(axis=1).min() >= 0.999

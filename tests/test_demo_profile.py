@@ -26,12 +26,15 @@ def local_model(tmp_path):
     return str(tmp_path)
 
 
-@pytest.mark.parametrize(("demo", "weights_kind", "expect_demo"), [
-    (None, "missing-hub-id", True),
-    (None, "local", False),
-    (True, "local", True),
-    (False, "missing-hub-id", False),
-])
+@pytest.mark.parametrize(
+    ("demo", "weights_kind", "expect_demo"),
+    [
+        (None, "missing-hub-id", True),
+        (None, "local", False),
+        (True, "local", True),
+        (False, "missing-hub-id", False),
+    ],
+)
 def test_demo_selection(tmp_path, local_model, caplog, demo, weights_kind, expect_demo) -> None:
     weights = local_model if weights_kind == "local" else "nobody/not-a-cached-model"
     with caplog.at_level(logging.WARNING, logger="plughost.registry"):
@@ -67,10 +70,10 @@ def test_relative_weights_resolve_against_the_config_file(tmp_path) -> None:
     from host.config import config_from_dict
 
     (tmp_path / "models" / "m").mkdir(parents=True)
-    config = config_from_dict({"plugins": {"paths": [], "entry_points": False},
-                               "models": {"m": {"weights": "./models/m"}}}, base_dir=tmp_path)
-    registry = build_registry(make_plugin_manager(config, extra=[FakePlugin([fake_spec("m", Task.EMBEDDING)])]),
-                              config)
+    config = config_from_dict(
+        {"plugins": {"paths": [], "entry_points": False}, "models": {"m": {"weights": "./models/m"}}}, base_dir=tmp_path
+    )
+    registry = build_registry(make_plugin_manager(config, extra=[FakePlugin([fake_spec("m", Task.EMBEDDING)])]), config)
     assert registry.get("m").spec.options["weights"] == str(tmp_path / "models" / "m")
 
 

@@ -26,15 +26,36 @@ pytestmark = pytest.mark.slow
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     config = tmp / "plugins.yaml"
-    config.write_text(f"demo: true\nplugins:\n  paths: [{ROOT / 'plugins'}]\n  entry_points: false\n"
-                      "budgets:\n  gpus: []\n")
+    config.write_text(
+        f"demo: true\nplugins:\n  paths: [{ROOT / 'plugins'}]\n  entry_points: false\nbudgets:\n  gpus: []\n"
+    )
     port = free_port()
-    env = {**os.environ, "PLUGHOST_CONFIG": str(config), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PLUGHOST_CONFIG": str(config),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     log = open(tmp / "server.log", "w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "litestar", "--app", "host.app:create_app", "run", "--host", "127.0.0.1",
-         "--port", str(port)], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "litestar",
+            "--app",
+            "host.app:create_app",
+            "run",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -69,8 +90,16 @@ def test_chat_plain_and_streamed_with_usage(client) -> None:
     messages = [{"role": "user", "content": "你好"}]
     reply = client.chat.completions.create(model=CHAT, messages=messages, max_tokens=8, temperature=0)
     assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens <= 8
-    chunks = list(client.chat.completions.create(model=CHAT, messages=messages, max_tokens=8, temperature=0,
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=CHAT,
+            messages=messages,
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == reply.choices[0].message.content
     assert chunks[-1].usage.total_tokens == reply.usage.total_tokens
@@ -87,8 +116,12 @@ def test_embeddings_default_and_float(client) -> None:
 
 def test_rerank_and_health(server) -> None:
     url = server[0]
-    body = {"model": RERANK, "query": "什么是人工智能？", "documents": ["人工智能是计算机科学的一个分支",
-                                                                   "机器学习是AI的重要组成部分"], "top_k": 2}
+    body = {
+        "model": RERANK,
+        "query": "什么是人工智能？",
+        "documents": ["人工智能是计算机科学的一个分支", "机器学习是AI的重要组成部分"],
+        "top_k": 2,
+    }
     r = httpx.post(f"{url}/v1/rerank", json=body, timeout=300)
     assert r.status_code == 200, r.text
     results = r.json()["results"]
@@ -99,7 +132,7 @@ def test_rerank_and_health(server) -> None:
 
 
 def test_clean_shutdown(server) -> None:
-    url, proc, log = server
+    _url, proc, log = server
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0
     log.seek(0)

@@ -52,8 +52,11 @@ def untested(hooks: Iterable[str], test_files: Iterable[Path]) -> list[str]:
 
 def files_under_tests() -> list[Path]:
     """Every test module and conftest under tests/, except this file."""
-    return sorted(p for p in TESTS.rglob("*.py") if p.resolve() != Path(__file__).resolve()
-                  and p.name.startswith(("test_", "conftest")))
+    return sorted(
+        p
+        for p in TESTS.rglob("*.py")
+        if p.resolve() != Path(__file__).resolve() and p.name.startswith(("test_", "conftest"))
+    )
 
 
 HOOKS = hookspecs_of(hookspecs)

@@ -36,8 +36,9 @@ def client(plughost_server: str) -> Iterator[OpenAI]:
 
 
 def test_chat_completion(client: OpenAI) -> None:
-    response = client.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": "你好 世界"}],
-                                              temperature=0.7, max_tokens=1024)
+    response = client.chat.completions.create(
+        model="fake-chat", messages=[{"role": "user", "content": "你好 世界"}], temperature=0.7, max_tokens=1024
+    )
     assert response.object == "chat.completion"
     assert response.model == "fake-chat"
     assert response.id.startswith("chatcmpl-")
@@ -55,7 +56,9 @@ def test_chat_completion_with_n(client: OpenAI) -> None:
 
 def test_chat_stream_with_usage(client: OpenAI) -> None:
     stream = client.chat.completions.create(
-        model="fake-chat", messages=[{"role": "user", "content": "stream these words"}], stream=True,
+        model="fake-chat",
+        messages=[{"role": "user", "content": "stream these words"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -80,8 +83,9 @@ def test_embeddings_default_base64_equals_float(client: OpenAI) -> None:
     assert [d.index for d in default.data] == [0, 1]
     for a, b in zip(default.data, floats.data, strict=True):
         assert isinstance(a.embedding, list) and len(a.embedding) == 8
-        np.testing.assert_array_equal(np.asarray(a.embedding, dtype=np.float32),
-                                      np.asarray(b.embedding, dtype=np.float32))
+        np.testing.assert_array_equal(
+            np.asarray(a.embedding, dtype=np.float32), np.asarray(b.embedding, dtype=np.float32)
+        )
     assert default.usage.total_tokens == floats.usage.total_tokens
 
 
@@ -90,8 +94,9 @@ def test_embeddings_raw_base64_is_little_endian_float32(client: OpenAI) -> None:
     floats = client.embeddings.create(model="fake-embed", input="x", encoding_format="float")
     encoded = raw.data[0].embedding
     assert isinstance(encoded, str)  # an explicit base64 request is returned undecoded
-    np.testing.assert_array_equal(np.frombuffer(base64.b64decode(encoded), dtype="<f4"),
-                                  np.asarray(floats.data[0].embedding, dtype=np.float32))
+    np.testing.assert_array_equal(
+        np.frombuffer(base64.b64decode(encoded), dtype="<f4"), np.asarray(floats.data[0].embedding, dtype=np.float32)
+    )
 
 
 def test_embeddings_of_token_ids(client: OpenAI) -> None:
@@ -145,8 +150,7 @@ def test_error_mid_stream_raises_in_the_sdk() -> None:
     failing = msgspec.structs.replace(fake_spec("fails-late", Task.CHAT), backend=f"{__name__}:StreamThenFail")
     app_plugin = FakePlugin([failing])
     with serve_in_thread(create_app(make_config(), plugins=[app_plugin], budgets=CPU_ONLY)) as url, sdk(url) as c:
-        stream = c.chat.completions.create(model="fails-late", messages=[{"role": "user", "content": "x"}],
-                                           stream=True)
+        stream = c.chat.completions.create(model="fails-late", messages=[{"role": "user", "content": "x"}], stream=True)
         received: list[str] = []
         with pytest.raises(openai.APIError) as err:
             for chunk in stream:

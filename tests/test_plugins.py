@@ -72,7 +72,8 @@ def entry_point_config(other_entry_points: list[str], **plugins: Any) -> HostCon
 
 
 def test_installed_distribution_is_discovered_through_its_entry_point(
-        installed_testplugin: Path, other_entry_points: list[str]) -> None:
+    installed_testplugin: Path, other_entry_points: list[str]
+) -> None:
     from importlib.metadata import entry_points
 
     assert TESTPLUGIN in {ep.name for ep in entry_points(group=ENTRYPOINT_GROUP)}
@@ -88,21 +89,24 @@ def test_installed_distribution_is_discovered_through_its_entry_point(
 
 
 def test_entry_point_plugin_serves_requests_end_to_end(
-        installed_testplugin: Path, other_entry_points: list[str]) -> None:
+    installed_testplugin: Path, other_entry_points: list[str]
+) -> None:
     config = entry_point_config(other_entry_points)
     with TestClient(create_app(config, budgets=CPU_ONLY)) as client:
         models = client.get("/v1/models").json()["data"]
         assert {m["id"] for m in models} == TESTPLUGIN_MODELS
         assert {m["owned_by"] for m in models} == {TESTPLUGIN}
-        r = client.post("/v1/chat/completions",
-                        json={"model": "tp-chat", "messages": [{"role": "user", "content": "hello there"}]})
+        r = client.post(
+            "/v1/chat/completions", json={"model": "tp-chat", "messages": [{"role": "user", "content": "hello there"}]}
+        )
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["message"]["content"] == "echo: hello there"
         assert r.json()["model"] == "testplugin-chat"
 
 
 def test_environment_variable_switches_entry_points_off(
-        installed_testplugin: Path, other_entry_points: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    installed_testplugin: Path, other_entry_points: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PLUGHOST_DISABLE_ENTRYPOINTS", "1")
     pm, registry = discover(entry_point_config(other_entry_points))
     assert pm.get_plugin(TESTPLUGIN) is None
@@ -125,19 +129,21 @@ def test_disabled_entry_point_plugin_is_blocked(installed_testplugin: Path, othe
 
 
 def test_entry_point_wins_over_a_folder_copy_of_the_same_plugin(
-        installed_testplugin: Path, other_entry_points: list[str], write_plugin: WritePlugin) -> None:
+    installed_testplugin: Path, other_entry_points: list[str], write_plugin: WritePlugin
+) -> None:
     """The documented order: entry points first; a folder plugin of the same name is then skipped."""
     folder = write_plugin(TESTPLUGIN, plugin_source("folder-copy-model"))
-    pm, registry = discover(entry_point_config(other_entry_points, paths=[str(folder)]))
+    _, registry = discover(entry_point_config(other_entry_points, paths=[str(folder)]))
     assert ids(registry) == TESTPLUGIN_MODELS
     # Without entry points the folder copy is what gets loaded (in a process that has not imported the other).
     del sys.modules[TESTPLUGIN]
-    pm, registry = discover(entry_point_config(other_entry_points, paths=[str(folder)], entry_points=False))
+    _pm, registry = discover(entry_point_config(other_entry_points, paths=[str(folder)], entry_points=False))
     assert ids(registry) == {"folder-copy-model"}
 
 
 def test_entry_point_that_fails_to_import_is_named(
-        tmp_path: Path, clean_imports: None, other_entry_points: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, clean_imports: None, other_entry_points: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A minimal installed distribution: a dist-info folder with an entry point, and its module.
     site = tmp_path / "site"
     dist = site / "plughost_broken_ep-0.1.dist-info"
@@ -152,8 +158,9 @@ def test_entry_point_that_fails_to_import_is_named(
     assert "'broken_ep'" in str(err.value)
     assert "torch_that_is_not_installed_anywhere" in str(err.value)
     # Blocking the broken plugin by name lets the host start without it.
-    pm = make_plugin_manager(make_config({"plugins": {"entry_points": True,
-                                                       "disable": [*other_entry_points, "broken_ep"]}}))
+    pm = make_plugin_manager(
+        make_config({"plugins": {"entry_points": True, "disable": [*other_entry_points, "broken_ep"]}})
+    )
     assert pm.get_plugin("broken_ep") is None
 
 
@@ -173,8 +180,7 @@ def test_folder_discovery_finds_both_layouts(write_plugin: WritePlugin) -> None:
     assert registry.get("flat-model").spec.task == Task.EMBEDDING
 
 
-def test_relative_plugin_folder_resolves_against_the_config_file(write_plugin: WritePlugin,
-                                                                tmp_path: Path) -> None:
+def test_relative_plugin_folder_resolves_against_the_config_file(write_plugin: WritePlugin, tmp_path: Path) -> None:
     write_plugin("pfold_rel", plugin_source("rel-model"), folder="myplugins")
     config = make_config({"plugins": {"paths": ["myplugins"]}}, base_dir=str(tmp_path))
     assert ids(discover(config)[1]) == {"rel-model"}
@@ -204,14 +210,17 @@ def test_missing_plugin_folder_is_an_error(tmp_path: Path) -> None:
 
 
 def test_misspelt_hook_is_rejected_loudly(write_plugin: WritePlugin) -> None:
-    folder = write_plugin("pfold_typo", """
+    folder = write_plugin(
+        "pfold_typo",
+        """
         from host import hookimpl
 
 
         @hookimpl
         def register_model(config):
             return []
-        """)
+        """,
+    )
     with pytest.raises(PluginError) as err:
         make_plugin_manager(folder_config(folder))
     message = str(err.value)
@@ -233,14 +242,17 @@ def test_misspelt_hook_on_an_extra_plugin_object_is_rejected() -> None:
 
 
 def test_hook_with_an_argument_the_spec_lacks_is_rejected(write_plugin: WritePlugin) -> None:
-    folder = write_plugin("pfold_args", """
+    folder = write_plugin(
+        "pfold_args",
+        """
         from host import hookimpl
 
 
         @hookimpl
         def register_models(config, gpu):
             return []
-        """)
+        """,
+    )
     with pytest.raises(PluginError) as err:
         make_plugin_manager(folder_config(folder))
     assert "'pfold_args'" in str(err.value)
@@ -248,7 +260,9 @@ def test_hook_with_an_argument_the_spec_lacks_is_rejected(write_plugin: WritePlu
 
 
 def test_hook_may_take_fewer_arguments_than_the_spec(write_plugin: WritePlugin) -> None:
-    folder = write_plugin("pfold_noargs", """
+    folder = write_plugin(
+        "pfold_noargs",
+        """
         from host import hookimpl
         from host.spec import Task
         from host.testing.fakes import fake_spec
@@ -257,7 +271,8 @@ def test_hook_may_take_fewer_arguments_than_the_spec(write_plugin: WritePlugin) 
         @hookimpl
         def register_models():
             return [fake_spec("noargs-model", Task.RERANK)]
-        """)
+        """,
+    )
     assert ids(discover(folder_config(folder))[1]) == {"noargs-model"}
 
 
@@ -281,14 +296,17 @@ def test_alias_clashing_with_another_models_name_is_an_error(write_plugin: Write
 
 
 def test_register_models_raising_names_the_plugin(write_plugin: WritePlugin) -> None:
-    folder = write_plugin("pfold_raises", """
+    folder = write_plugin(
+        "pfold_raises",
+        """
         from host import hookimpl
 
 
         @hookimpl
         def register_models(config):
             raise KeyError("weights")
-        """)
+        """,
+    )
     pm = make_plugin_manager(folder_config(folder))  # importing is fine; the hook call fails
     with pytest.raises(PluginError) as err:
         build_registry(pm, folder_config(folder))
@@ -298,14 +316,17 @@ def test_register_models_raising_names_the_plugin(write_plugin: WritePlugin) -> 
 
 
 def test_register_models_returning_non_specs_names_the_plugin(write_plugin: WritePlugin) -> None:
-    folder = write_plugin("pfold_dicts", """
+    folder = write_plugin(
+        "pfold_dicts",
+        """
         from host import hookimpl
 
 
         @hookimpl
         def register_models(config):
             return [{"id": "not-a-spec"}]
-        """)
+        """,
+    )
     with pytest.raises(PluginError) as err:
         discover(folder_config(folder))
     assert "'pfold_dicts'" in str(err.value)
@@ -313,7 +334,9 @@ def test_register_models_returning_non_specs_names_the_plugin(write_plugin: Writ
 
 
 def test_register_models_receives_the_config(write_plugin: WritePlugin) -> None:
-    folder = write_plugin("pfold_cfg", """
+    folder = write_plugin(
+        "pfold_cfg",
+        """
         from host import hookimpl
         from host.spec import Task
         from host.testing.fakes import fake_spec
@@ -323,7 +346,8 @@ def test_register_models_receives_the_config(write_plugin: WritePlugin) -> None:
         def register_models(config):
             # A plugin reads its settings from the config it is given.
             return [fake_spec("cfg-model", Task.CHAT, port_seen=config.server.port)]
-        """)
+        """,
+    )
     config = make_config({"plugins": {"paths": [str(folder)]}, "server": {"port": 4242}})
     assert discover(config)[1].get("cfg-model").spec.options["port_seen"] == 4242
 
@@ -351,15 +375,16 @@ def test_importing_the_host_has_no_side_effects(tmp_path: Path) -> None:
         assert heavy == [], heavy
         print("clean")
         """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                            cwd=tmp_path)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "clean"
 
 
 def test_each_app_has_its_own_plugin_manager() -> None:
-    first_plugin, second_plugin = FakePlugin(name="first"), FakePlugin(
-        [fake_spec("only-in-second", Task.CHAT)], name="second")
+    first_plugin, second_plugin = (
+        FakePlugin(name="first"),
+        FakePlugin([fake_spec("only-in-second", Task.CHAT)], name="second"),
+    )
     first = create_app(make_config(), plugins=[first_plugin], budgets=CPU_ONLY)
     second = create_app(make_config(), plugins=[second_plugin], budgets=CPU_ONLY)
     pm1, pm2 = first.state.plugin_manager, second.state.plugin_manager

@@ -52,28 +52,37 @@ def failing_spec(model_id: str, fail: str) -> ModelSpec:
 
 @pytest.fixture
 def plugin() -> FakePlugin:
-    return FakePlugin([
-        fake_spec("fake-chat", Task.CHAT, aliases=("fake-chat-alias",)),
-        fake_spec("fake-embed", Task.EMBEDDING),
-        fake_spec("fake-rerank", Task.RERANK),
-        failing_spec("bad-stream", "invalid"),
-        failing_spec("crash-stream", "crash"),
-    ])
+    return FakePlugin(
+        [
+            fake_spec("fake-chat", Task.CHAT, aliases=("fake-chat-alias",)),
+            fake_spec("fake-embed", Task.EMBEDDING),
+            fake_spec("fake-rerank", Task.RERANK),
+            failing_spec("bad-stream", "invalid"),
+            failing_spec("crash-stream", "crash"),
+        ]
+    )
 
 
 @pytest.fixture
 def client(plugin: FakePlugin) -> Iterator[TestClient]:
-    config = make_config({
-        "server": {"max_body_bytes": MAX_BODY, "max_embedding_inputs": MAX_INPUTS, "max_rerank_documents": MAX_DOCS},
-        "scheduler": {"max_resident_per_task": 4, "min_residency_s": 0},
-        "models": {"fake-embed": {"aliases": ["text-embedding-3-small"]}},
-    })
+    config = make_config(
+        {
+            "server": {
+                "max_body_bytes": MAX_BODY,
+                "max_embedding_inputs": MAX_INPUTS,
+                "max_rerank_documents": MAX_DOCS,
+            },
+            "scheduler": {"max_resident_per_task": 4, "min_residency_s": 0},
+            "models": {"fake-embed": {"aliases": ["text-embedding-3-small"]}},
+        }
+    )
     with TestClient(create_app(config, plugins=[plugin], budgets=CPU_ONLY)) as c:
         yield c
 
 
-def assert_error(response: httpx.Response, status: int, *, code: str | None = None,
-                 param: str | None | EllipsisType = ...) -> dict[str, Any]:
+def assert_error(
+    response: httpx.Response, status: int, *, code: str | None = None, param: str | EllipsisType | None = ...
+) -> dict[str, Any]:
     """Check the OpenAI error envelope; returns the inner error object."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -97,7 +106,7 @@ def chat(client: TestClient, **body: Any) -> httpx.Response:
 
 def sse_events(response: httpx.Response) -> list[str]:
     """The ``data:`` payloads of an SSE body, in order."""
-    return [line[len("data: "):] for line in response.text.splitlines() if line.startswith("data: ")]
+    return [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: ")]
 
 
 VALID = {
@@ -120,8 +129,9 @@ def test_post_answers_200_not_201(client: TestClient, path: str) -> None:
 @pytest.mark.parametrize("path", [CHAT, EMBED, RERANK])
 @pytest.mark.parametrize("raw", [b"{not json", b'{"model": "fake-chat",', b"\xff\xfe"])
 def test_malformed_json_is_400(client: TestClient, path: str, raw: bytes) -> None:
-    error = assert_error(client.post(path, content=raw, headers={"content-type": "application/json"}), 400,
-                         code="invalid_json")
+    error = assert_error(
+        client.post(path, content=raw, headers={"content-type": "application/json"}), 400, code="invalid_json"
+    )
     assert "JSON" in error["message"]
 
 
@@ -140,17 +150,20 @@ def test_missing_model_names_the_field(client: TestClient, path: str) -> None:
 
 @pytest.mark.parametrize("path", [CHAT, EMBED, RERANK])
 def test_unknown_model_is_404(client: TestClient, path: str) -> None:
-    error = assert_error(client.post(path, json={**VALID[path], "model": "gpt-5"}), 404,
-                         code="model_not_found", param="model")
+    error = assert_error(
+        client.post(path, json={**VALID[path], "model": "gpt-5"}), 404, code="model_not_found", param="model"
+    )
     assert "gpt-5" in error["message"]
     assert error["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize(("path", "model"), [(CHAT, "fake-embed"), (EMBED, "fake-rerank"), (RERANK, "fake-chat"),
-                                             (EMBED, "fake-chat-alias")])
+@pytest.mark.parametrize(
+    ("path", "model"), [(CHAT, "fake-embed"), (EMBED, "fake-rerank"), (RERANK, "fake-chat"), (EMBED, "fake-chat-alias")]
+)
 def test_model_of_the_wrong_task_is_400(client: TestClient, path: str, model: str) -> None:
-    error = assert_error(client.post(path, json={**VALID[path], "model": model}), 400,
-                         code="model_task_mismatch", param="model")
+    error = assert_error(
+        client.post(path, json={**VALID[path], "model": model}), 400, code="model_task_mismatch", param="model"
+    )
     assert "not" in error["message"]
 
 
@@ -165,7 +178,7 @@ def test_body_over_the_limit_is_413(client: TestClient, path: str, plugin: FakeP
 def test_chunked_body_over_the_limit_is_413(client: TestClient) -> None:
     """Without a Content-Length the limit still holds (the body is counted while it is read)."""
     body = json.dumps({**VALID[CHAT], "user": "x" * (2 * MAX_BODY)}).encode()
-    chunks = (body[i:i + 512] for i in range(0, len(body), 512))
+    chunks = (body[i : i + 512] for i in range(0, len(body), 512))
     r = client.post(CHAT, content=chunks, headers={"content-type": "application/json"})
     assert "content-length" not in r.request.headers
     assert_error(r, 413, code="payload_too_large")
@@ -177,13 +190,16 @@ def test_body_just_under_the_limit_is_accepted(client: TestClient) -> None:
     assert client.post(EMBED, json=body).status_code == 200
 
 
-@pytest.mark.parametrize(("path", "extra"), [
-    (CHAT, {"metadata": {"trace": 1}, "parallel_tool_calls": False, "store": False}),
-    (CHAT, {"messages": [{"role": "user", "content": "hi", "refusal": None, "x-custom": [1]}]}),
-    (CHAT, {"stream_options": {"include_usage": False, "continuous_usage_stats": True}}),
-    (EMBED, {"truncate_prompt_tokens": 12, "extra_body": {}}),
-    (RERANK, {"rank_fields": ["text"], "max_tokens_per_doc": 512}),
-])
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [
+        (CHAT, {"metadata": {"trace": 1}, "parallel_tool_calls": False, "store": False}),
+        (CHAT, {"messages": [{"role": "user", "content": "hi", "refusal": None, "x-custom": [1]}]}),
+        (CHAT, {"stream_options": {"include_usage": False, "continuous_usage_stats": True}}),
+        (EMBED, {"truncate_prompt_tokens": 12, "extra_body": {}}),
+        (RERANK, {"rank_fields": ["text"], "max_tokens_per_doc": 512}),
+    ],
+)
 def test_unknown_fields_are_tolerated(client: TestClient, path: str, extra: dict[str, Any]) -> None:
     assert client.post(path, json={**VALID[path], **extra}).status_code == 200
 
@@ -209,36 +225,71 @@ def test_chat_completion_shape(client: TestClient) -> None:
     assert body["object"] == "chat.completion"
     assert isinstance(body["created"], int)
     assert body["model"] == "fake-chat"
-    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "echo: hi there"},
-                                "finish_reason": "stop", "logprobs": None}]
+    assert body["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "echo: hi there"},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+    ]
     usage = body["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert usage["completion_tokens"] == 3
 
 
 def test_chat_request_reaches_the_backend_as_a_domain_request(client: TestClient, plugin: FakePlugin) -> None:
-    chat(client, messages=[{"role": "developer", "content": "be brief"}, *USER], temperature=0, top_p=0.5,
-         stop="END", seed=7, max_completion_tokens=9)
+    chat(
+        client,
+        messages=[{"role": "developer", "content": "be brief"}, *USER],
+        temperature=0,
+        top_p=0.5,
+        stop="END",
+        seed=7,
+        max_completion_tokens=9,
+    )
     request: ChatRequest = plugin.calls.of("generate", "fake-chat")[0]
     assert [(m.role, m.content) for m in request.messages] == [("system", "be brief"), ("user", "hi there")]
     s = request.sampling
     assert (s.temperature, s.top_p, s.stop, s.seed, s.max_tokens) == (0.0, 0.5, ("END",), 7, 9)
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("model", 1), ("messages", "hi"), ("temperature", "hot"), ("stream", "yes"), ("n", "2"), ("max_tokens", 1.5),
-    ("stop", 5), ("seed", "abc"), ("stream_options", True),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("model", 1),
+        ("messages", "hi"),
+        ("temperature", "hot"),
+        ("stream", "yes"),
+        ("n", "2"),
+        ("max_tokens", 1.5),
+        ("stop", 5),
+        ("seed", "abc"),
+        ("stream_options", True),
+    ],
+)
 def test_chat_wrong_types_name_the_field(client: TestClient, field: str, value: Any) -> None:
     error = assert_error(chat(client, **{field: value}), 400, param=field)
     assert field in error["message"]
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("temperature", 2.5), ("temperature", -0.1), ("top_p", 0), ("top_p", 1.5), ("max_tokens", 0),
-    ("max_completion_tokens", -1), ("n", 0), ("n", 17), ("presence_penalty", 3), ("frequency_penalty", -2.5),
-    ("repetition_penalty", 0), ("top_k", -2),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", 2.5),
+        ("temperature", -0.1),
+        ("top_p", 0),
+        ("top_p", 1.5),
+        ("max_tokens", 0),
+        ("max_completion_tokens", -1),
+        ("n", 0),
+        ("n", 17),
+        ("presence_penalty", 3),
+        ("frequency_penalty", -2.5),
+        ("repetition_penalty", 0),
+        ("top_k", -2),
+    ],
+)
 def test_chat_out_of_range_values_name_the_field(client: TestClient, field: str, value: Any) -> None:
     assert_error(chat(client, **{field: value}), 400, param=field)
 
@@ -247,14 +298,17 @@ def test_chat_empty_messages(client: TestClient) -> None:
     assert_error(chat(client, messages=[]), 400, param="messages")
 
 
-@pytest.mark.parametrize(("messages", "param"), [
-    ([{"role": "wizard", "content": "x"}], "messages[0].role"),
-    ([{"role": "system", "content": "s"}, {"content": "no role"}], "messages[1].role"),
-    ([{"role": "user", "content": "a"}, {"role": "tool", "content": "42"}], "messages[1].role"),
-    ([{"role": "user"}], "messages[0].content"),
-    ([{"role": "user", "content": None}], "messages[0].content"),
-    ([{"role": "user", "content": 42}], "messages[0].content"),
-])
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([{"role": "wizard", "content": "x"}], "messages[0].role"),
+        ([{"role": "system", "content": "s"}, {"content": "no role"}], "messages[1].role"),
+        ([{"role": "user", "content": "a"}, {"role": "tool", "content": "42"}], "messages[1].role"),
+        ([{"role": "user"}], "messages[0].content"),
+        ([{"role": "user", "content": None}], "messages[0].content"),
+        ([{"role": "user", "content": 42}], "messages[0].content"),
+    ],
+)
 def test_chat_bad_messages_name_the_message(client: TestClient, messages: list[Any], param: str) -> None:
     assert_error(chat(client, messages=messages), 400, param=param)
 
@@ -266,12 +320,18 @@ def test_chat_text_content_parts_are_joined(client: TestClient) -> None:
     assert r.json()["choices"][0]["message"]["content"] == "echo: alpha beta"
 
 
-@pytest.mark.parametrize("part", [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-                                  {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}])
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}},
+    ],
+)
 def test_chat_non_text_content_part_is_400(client: TestClient, part: dict[str, Any]) -> None:
     content = [{"type": "text", "text": "what is this?"}, part]
-    error = assert_error(chat(client, messages=[{"role": "user", "content": content}]), 400,
-                         param="messages[0].content[1].type")
+    error = assert_error(
+        chat(client, messages=[{"role": "user", "content": content}]), 400, param="messages[0].content[1].type"
+    )
     assert part["type"] in error["message"]
 
 
@@ -298,8 +358,10 @@ def test_backend_validation_error_is_400(client: TestClient) -> None:
     error = assert_error(chat(client, max_tokens=4095, stream=True), 400, param="max_tokens")  # before any SSE
 
 
-@pytest.mark.parametrize(("field", "value"), [("logprobs", True), ("tools", [{"type": "function"}]),
-                                              ("response_format", {"type": "json_object"})])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("logprobs", True), ("tools", [{"type": "function"}]), ("response_format", {"type": "json_object"})],
+)
 def test_chat_unsupported_features_are_400(client: TestClient, field: str, value: Any) -> None:
     assert_error(chat(client, **{field: value}), 400, param=field)
 
@@ -364,8 +426,12 @@ def test_invalid_request_mid_stream_is_an_sse_error_then_done(client: TestClient
     events = sse_events(r)
     assert events[-1] == "[DONE]"
     error = json.loads(events[-2])["error"]
-    assert error == {"message": "The conversation grew past the context window.", "type": "invalid_request_error",
-                     "param": "messages", "code": "invalid_value"}
+    assert error == {
+        "message": "The conversation grew past the context window.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "invalid_value",
+    }
     text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-2])
     assert text == "partial answer"  # what was generated before the failure was delivered
 
@@ -409,9 +475,15 @@ def test_embeddings_shape(client: TestClient) -> None:
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"]
 
 
-@pytest.mark.parametrize(("value", "count"), [
-    ("one text", 1), (["a", "b", "c"], 3), ([1, 2, 3], 1), ([[1, 2], [3], [4, 5, 6]], 3),
-])
+@pytest.mark.parametrize(
+    ("value", "count"),
+    [
+        ("one text", 1),
+        (["a", "b", "c"], 3),
+        ([1, 2, 3], 1),
+        ([[1, 2], [3], [4, 5, 6]], 3),
+    ],
+)
 def test_embeddings_input_forms(client: TestClient, plugin: FakePlugin, value: Any, count: int) -> None:
     data = embed(client, value).json()["data"]
     assert [d["index"] for d in data] == list(range(count))
@@ -440,11 +512,22 @@ def test_embeddings_base64_equals_float(client: TestClient) -> None:
         np.testing.assert_array_equal(decoded, np.asarray(f["embedding"], dtype=np.float32))
 
 
-@pytest.mark.parametrize(("value", "param"), [
-    (["text", 1], "input"), ([[1, 2], "text"], "input"), ([[1], 2], "input"), ([], "input"), ("", "input"),
-    ([[]], "input"), (["a", ""], "input"), ({"text": "a"}, "input"), (None, "input"), ([[1, "a"]], "input[0][1]"),
-    ([1.5], "input[0]"),
-])
+@pytest.mark.parametrize(
+    ("value", "param"),
+    [
+        (["text", 1], "input"),
+        ([[1, 2], "text"], "input"),
+        ([[1], 2], "input"),
+        ([], "input"),
+        ("", "input"),
+        ([[]], "input"),
+        (["a", ""], "input"),
+        ({"text": "a"}, "input"),
+        (None, "input"),
+        ([[1, "a"]], "input[0][1]"),
+        ([1.5], "input[0]"),
+    ],
+)
 def test_embeddings_bad_input_names_the_field(client: TestClient, value: Any, param: str) -> None:
     assert_error(embed(client, value), 400, param=param)
 
@@ -456,8 +539,9 @@ def test_embeddings_too_many_inputs(client: TestClient) -> None:
     assert_error(embed(client, [[1]] * (MAX_INPUTS + 1)), 400, param="input")
 
 
-@pytest.mark.parametrize(("field", "value"), [("encoding_format", "hex"), ("dimensions", 0), ("dimensions", "8"),
-                                              ("input_type", "banana")])
+@pytest.mark.parametrize(
+    ("field", "value"), [("encoding_format", "hex"), ("dimensions", 0), ("dimensions", "8"), ("input_type", "banana")]
+)
 def test_embeddings_bad_options_name_the_field(client: TestClient, field: str, value: Any) -> None:
     assert_error(embed(client, "a", **{field: value}), 400, param=field)
 
@@ -498,8 +582,10 @@ def test_rerank_orders_by_score_and_returns_all_by_default(client: TestClient, p
     assert results[-1]["index"] == 3 and results[-1]["score"] == 0.0
 
 
-@pytest.mark.parametrize(("limit", "expected"), [({"top_k": 2}, 2), ({"top_n": 1}, 1), ({"top_n": 10}, 4),
-                                                 ({"top_n": 1, "top_k": 3}, 1), ({"top_k": None}, 4)])
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [({"top_k": 2}, 2), ({"top_n": 1}, 1), ({"top_n": 10}, 4), ({"top_n": 1, "top_k": 3}, 1), ({"top_k": None}, 4)],
+)
 def test_rerank_limits(client: TestClient, limit: dict[str, Any], expected: int) -> None:
     results = rerank(client, **limit).json()["results"]
     assert len(results) == expected
@@ -523,13 +609,22 @@ def test_rerank_instruction_reaches_the_backend(client: TestClient, plugin: Fake
     assert plugin.calls.of("rerank")[0].instruction == "Find pet facts"
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"documents": []}, "documents"), ({"query": ""}, "query"), ({"query": "   "}, "query"),
-    ({"top_k": 0}, "top_k"), ({"top_n": -1}, "top_n"), ({"top_k": "2"}, "top_k"),
-    ({"documents": "one doc"}, "documents"), ({"documents": [1]}, "documents[0]"),
-    ({"documents": [{"txt": "a"}]}, "documents[0].text"), ({"query": None}, "query"),
-    ({"return_documents": "no"}, "return_documents"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"documents": []}, "documents"),
+        ({"query": ""}, "query"),
+        ({"query": "   "}, "query"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_n": -1}, "top_n"),
+        ({"top_k": "2"}, "top_k"),
+        ({"documents": "one doc"}, "documents"),
+        ({"documents": [1]}, "documents[0]"),
+        ({"documents": [{"txt": "a"}]}, "documents[0].text"),
+        ({"query": None}, "query"),
+        ({"return_documents": "no"}, "return_documents"),
+    ],
+)
 def test_rerank_validation_names_the_field(client: TestClient, body: dict[str, Any], param: str) -> None:
     assert_error(rerank(client, **body), 400, param=param)
 
@@ -603,13 +698,16 @@ def test_health(client: TestClient) -> None:
 def test_the_fixture_client_serves_the_fakes(plughost_client: TestClient) -> None:
     """The shipped ``plughost_client`` fixture works as documented for plugin authors."""
     assert {m["id"] for m in plughost_client.get("/v1/models").json()["data"]} == {
-        "fake-chat", "fake-embed", "fake-rerank"}
+        "fake-chat",
+        "fake-embed",
+        "fake-rerank",
+    }
     assert plughost_client.post(CHAT, json=VALID[CHAT]).status_code == 200
 
 
 def test_model_routes_accept_ids_with_a_slash(plughost_app) -> None:
-    from host.testing.fakes import FakePlugin, fake_spec
     from host.spec import Task
+    from host.testing.fakes import FakePlugin, fake_spec
 
     plugin = FakePlugin([fake_spec("Qwen/Qwen3-Embedding-0.6B", Task.EMBEDDING, aliases=("org/alias",))])
     with TestClient(plughost_app(plugins=[plugin])) as client:
@@ -627,8 +725,8 @@ def test_a_stream_whose_client_left_before_the_first_byte_releases_its_lease(plu
     route's generator ``finally`` and its background task both release; whichever runs first wins)."""
     import json as _json
 
-    from host.testing.fakes import FakePlugin, fake_spec
     from host.spec import Task
+    from host.testing.fakes import FakePlugin, fake_spec
 
     app = plughost_app(plugins=[FakePlugin([fake_spec("c", Task.CHAT, token_delay_s=0.01)])])
     body = _json.dumps({"model": "c", "stream": True, "messages": [{"role": "user", "content": "a b c"}]}).encode()
@@ -645,11 +743,22 @@ def test_a_stream_whose_client_left_before_the_first_byte_releases_its_lease(plu
         async def send(message: dict) -> None:
             pass
 
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
-                 "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json")],
-                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app,
-                 "state": {}}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/chat/completions",
+            "raw_path": b"/v1/chat/completions",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "app": app,
+            "state": {},
+        }
         await app(scope, receive, send)
 
     with TestClient(app) as client:
@@ -658,5 +767,6 @@ def test_a_stream_whose_client_left_before_the_first_byte_releases_its_lease(plu
             if client.get("/v1/models/c").json()["status"]["in_flight"] == 0:
                 break
             import time as _time
+
             _time.sleep(0.01)
         assert client.get("/v1/models/c").json()["status"]["in_flight"] == 0

@@ -59,8 +59,9 @@ async def test_queue_overflow_is_429() -> None:
 
 
 async def test_admission_timeout_is_503_naming_the_holder() -> None:
-    s, _ = make([fake_spec("a", C, placements=gpu_only(12)), fake_spec("b", E, placements=gpu_only(8))],
-                admission_timeout_s=0.2)
+    s, _ = make(
+        [fake_spec("a", C, placements=gpu_only(12)), fake_spec("b", E, placements=gpu_only(8))], admission_timeout_s=0.2
+    )
     lease = await s.acquire("a", C)
     with pytest.raises(AdmissionTimeout) as err:
         await s.acquire("b", E)
@@ -72,8 +73,9 @@ async def test_admission_timeout_is_503_naming_the_holder() -> None:
 
 
 async def test_anti_thrash_serves_earlier_requests_then_swaps_and_holds_min_residency() -> None:
-    s, p = make([fake_spec("a", C, placements=gpu_only(10)), fake_spec("b", E, placements=gpu_only(10))],
-                min_residency_s=0.3)
+    s, p = make(
+        [fake_spec("a", C, placements=gpu_only(10)), fake_spec("b", E, placements=gpu_only(10))], min_residency_s=0.3
+    )
     order: list[str] = []
     a1 = await s.acquire("a", C)
     await asyncio.sleep(0.31)  # a is old enough to be evicted once idle
@@ -98,8 +100,9 @@ async def test_anti_thrash_serves_earlier_requests_then_swaps_and_holds_min_resi
 
 
 async def test_min_residency_delays_eviction() -> None:
-    s, _ = make([fake_spec("a", C, placements=gpu_only(10)), fake_spec("b", E, placements=gpu_only(10))],
-                min_residency_s=0.4)
+    s, _ = make(
+        [fake_spec("a", C, placements=gpu_only(10)), fake_spec("b", E, placements=gpu_only(10))], min_residency_s=0.4
+    )
     (await s.acquire("a", C)).release()
     started = asyncio.get_running_loop().time()
     (await s.acquire("b", E)).release()
@@ -151,8 +154,10 @@ async def test_close_lets_running_requests_finish() -> None:
 
 
 async def test_offload_then_readmission_is_a_relocate_not_a_load() -> None:
-    specs = [fake_spec("a", C, placements=gpu_only(10), offload_bytes=10 * GiB),
-             fake_spec("b", E, placements=gpu_only(10))]
+    specs = [
+        fake_spec("a", C, placements=gpu_only(10), offload_bytes=10 * GiB),
+        fake_spec("b", E, placements=gpu_only(10)),
+    ]
     s, p = make(specs)
     (await s.acquire("a", C)).release()
     (await s.acquire("b", E)).release()
@@ -209,9 +214,12 @@ async def test_preload_pinned_and_close_unloads_everything() -> None:
 
 
 async def test_no_lease_leaks_after_1000_mixed_requests() -> None:
-    specs = [fake_spec("c1", C, placements=gpu_only(9), offload_bytes=9 * GiB, load_delay_s=0.002),
-             fake_spec("c2", C, placements=gpu_only(9), load_delay_s=0.002),
-             fake_spec("e", E, placements=gpu_only(4)), fake_spec("k", K, placements=gpu_only(4))]
+    specs = [
+        fake_spec("c1", C, placements=gpu_only(9), offload_bytes=9 * GiB, load_delay_s=0.002),
+        fake_spec("c2", C, placements=gpu_only(9), load_delay_s=0.002),
+        fake_spec("e", E, placements=gpu_only(4)),
+        fake_spec("k", K, placements=gpu_only(4)),
+    ]
     s, p = make(specs, queue_size=2000)
     rng = random.Random(7)
     names = [("c1", C), ("c2", C), ("e", E), ("k", K)]

@@ -20,7 +20,6 @@ from host.testing import tiny_models as tm  # noqa: E402
 torch.set_num_threads(1)
 
 
-
 def _import_awq() -> None:
     """Import autoawq without letting it touch the process' warning filters.
 
@@ -31,7 +30,7 @@ def _import_awq() -> None:
 
     with warnings.catch_warnings(record=True):  # swallow, and undo awq's simplefilter on exit
         pytest.importorskip("awq")
-        import awq.modules.linear.gemm  # noqa: F401
+        import awq.modules.linear.gemm
         import awq.utils.packing_utils  # noqa: F401
 
 
@@ -54,7 +53,7 @@ def _tok(path: Path):
     return AutoTokenizer.from_pretrained(str(path))
 
 
-def _tensors(path: Path) -> dict[str, "torch.Tensor"]:
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path / "model.safetensors"))
@@ -133,7 +132,7 @@ def test_append_eos(models: dict[str, Path]) -> None:
     text = "What is the capital of China?"
     e_ids = emb(text)["input_ids"]
     p_ids = plain(text)["input_ids"]
-    assert e_ids == p_ids + [eot]
+    assert e_ids == [*p_ids, eot]
     assert plain(text, add_special_tokens=False)["input_ids"] == p_ids
     assert emb(text, add_special_tokens=False)["input_ids"] == p_ids  # bypassing the post-processor
     batch = emb(["a", "a longer text"], padding=True)["input_ids"]
@@ -186,7 +185,11 @@ def test_chat_model_loads_and_generates(models: dict[str, Path]) -> None:
     assert gen["eos_token_id"] == [tok.convert_tokens_to_ids(IM_END), tok.convert_tokens_to_ids(EOT)]
     assert gen["pad_token_id"] == tok.convert_tokens_to_ids(EOT)
     assert (gen["do_sample"], gen["temperature"], gen["top_p"], gen["top_k"], gen["repetition_penalty"]) == (
-        True, 0.7, 0.8, 20, 1.05,
+        True,
+        0.7,
+        0.8,
+        20,
+        1.05,
     )
 
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype="auto")
@@ -263,13 +266,22 @@ def test_awq_checkpoint_layout_and_dequant(models: dict[str, Path]) -> None:
     group = tm.awq_group_size(tm.TINY_QWEN2)
     assert group == 32
     assert cfg["quantization_config"] == {
-        "quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True,
-        "version": "gemm", "modules_to_not_convert": None,
+        "quant_method": "awq",
+        "bits": 4,
+        "group_size": group,
+        "zero_point": True,
+        "version": "gemm",
+        "modules_to_not_convert": None,
     }
     q = _tensors(path)
     ref = _tensors(models["qwen2-chat"])  # same seed -> same fp16 weights
-    for name in ("model.embed_tokens.weight", "lm_head.weight", "model.norm.weight",
-                 "model.layers.1.input_layernorm.weight", "model.layers.0.self_attn.k_proj.bias"):
+    for name in (
+        "model.embed_tokens.weight",
+        "lm_head.weight",
+        "model.norm.weight",
+        "model.layers.1.input_layernorm.weight",
+        "model.layers.0.self_attn.k_proj.bias",
+    ):
         assert q[name].dtype == torch.float16 and torch.equal(q[name], ref[name])
     n_linear = 0
     for name, w in ref.items():
@@ -311,7 +323,7 @@ def test_awq_pack_roundtrip_matches_autoawq_from_linear() -> None:
     qweight, qzeros, pscales = tm.pack_awq(intweight, zeros, scales)
     fake = torch.nn.Linear(64, 96, bias=True)
     with torch.no_grad():  # autoawq packs the pseudo-quantised weight
-        fake.weight.copy_(((intweight - zeros.repeat_interleave(32, 1)) * scales.float().repeat_interleave(32, 1)))
+        fake.weight.copy_((intweight - zeros.repeat_interleave(32, 1)) * scales.float().repeat_interleave(32, 1))
         fake.bias.copy_(lin.bias)
     ref = WQLinear_GEMM.from_linear(fake, 4, 32, scales=scales.t().contiguous().float(), zeros=zeros.t().contiguous())
     assert torch.equal(ref.qweight, qweight)
@@ -346,8 +358,11 @@ def test_awq_wqlinear_forward_cpu(models: dict[str, Path], monkeypatch: pytest.M
         y = layer(x)
         assert y.shape == (3, 5, out_f) and y.dtype == torch.float16
         b = bias.float() if has_bias else 0.0
-        exact = x.float() @ tm.dequantize_awq(q[prefix + ".qweight"], q[prefix + ".qzeros"],
-                                              q[prefix + ".scales"], group).float() + b
+        exact = (
+            x.float()
+            @ tm.dequantize_awq(q[prefix + ".qweight"], q[prefix + ".qzeros"], q[prefix + ".scales"], group).float()
+            + b
+        )
         torch.testing.assert_close(y.float(), exact, atol=2e-3, rtol=2e-2)
         full = x.float() @ w.float().t() + b
         rel = float((y.float() - full).norm() / full.norm())

@@ -94,8 +94,10 @@ def _message(index: int, m: WireMessage) -> ChatMessage:
         texts = []
         for j, part in enumerate(m.content):
             if part.type != "text" or part.text is None:
-                raise InvalidRequest(f"content part type '{part.type}' is not supported; only 'text'.",
-                                     param=f"messages[{index}].content[{j}].type")
+                raise InvalidRequest(
+                    f"content part type '{part.type}' is not supported; only 'text'.",
+                    param=f"messages[{index}].content[{j}].type",
+                )
             texts.append(part.text)
         return ChatMessage(role=role, content="".join(texts))
     if m.content is None:

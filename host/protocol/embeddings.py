@@ -11,6 +11,7 @@ from host.domain import EmbeddingRequest
 from host.errors import InvalidRequest
 from host.protocol.common import WireRequest
 
+
 class EmbeddingsRequest(WireRequest, kw_only=True):
     """OpenAI's embeddings body plus extensions: ``input_type`` ("query"/"document"),
     ``instruction`` (the query task text) and ``truncate``."""
@@ -42,7 +43,9 @@ class EmbeddingsRequest(WireRequest, kw_only=True):
         else:
             raise InvalidRequest(
                 "'input' must be a string, a list of strings, a list of token ids or a list of token-id lists "
-                "(not a mix).", param="input")
+                "(not a mix).",
+                param="input",
+            )
         count = len(texts if texts is not None else ids or ())
         if count > max_inputs:
             raise InvalidRequest(f"'input' has {count} items; the limit is {max_inputs}.", param="input")
@@ -53,8 +56,13 @@ class EmbeddingsRequest(WireRequest, kw_only=True):
         if self.instruction is not None and self.input_type is None:
             kind = "query"  # an instruction only makes sense for queries
         return EmbeddingRequest(
-            model=self.model, texts=texts, token_ids=ids, input_type=kind, instruction=self.instruction,
-            dimensions=self.dimensions, truncate=self.truncate,
+            model=self.model,
+            texts=texts,
+            token_ids=ids,
+            input_type=kind,
+            instruction=self.instruction,
+            dimensions=self.dimensions,
+            truncate=self.truncate,
         )
 
 

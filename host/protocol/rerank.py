@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import msgspec
 
 from host.domain import RerankRequest
@@ -41,7 +40,9 @@ class RerankBody(WireRequest, kw_only=True):
             )
         limit = self.top_n if self.top_n is not None else self.top_k
         if limit is not None and limit < 1:
-            raise InvalidRequest("top_k/top_n must be at least 1.", param="top_n" if self.top_n is not None else "top_k")
+            raise InvalidRequest(
+                "top_k/top_n must be at least 1.", param="top_n" if self.top_n is not None else "top_k"
+            )
         docs = tuple(d if isinstance(d, str) else d.text for d in self.documents)
         return RerankRequest(model=self.model, query=self.query, documents=docs, instruction=self.instruction), limit
 
@@ -70,5 +71,3 @@ class RerankResponse(msgspec.Struct):
     usage: RerankUsage
     id: str | None = None
     object: str = "rerank"
-
-

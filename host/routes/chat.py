@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -10,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from litestar import Request, Response, post
-from litestar.datastructures import State
 from litestar.background_tasks import BackgroundTask
+from litestar.datastructures import State
 from litestar.response import Stream
 
 from host.domain import ChatDelta, ChatRequest
@@ -50,8 +51,12 @@ async def chat_completions(request: Request, state: State) -> Response:
             # background task covers a body that is never iterated (client gone before the first byte).
             cleanup = BackgroundTask(_release_stream, lease, stream)
             lease = None
-            return Stream(events, media_type="text/event-stream", background=cleanup,
-                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return Stream(
+                events,
+                media_type="text/event-stream",
+                background=cleanup,
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         tasks = [asyncio.ensure_future(_complete(lease, _nth(domain, i))) for i in range(body.n)]
         try:
             choices = await asyncio.gather(*tasks)
@@ -65,12 +70,18 @@ async def chat_completions(request: Request, state: State) -> Response:
             lease.release()
     prompt = choices[0][2]
     completion = sum(c[3] for c in choices)
-    return Response(ChatCompletion(
-        id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=lease_model(domain, state),
-        choices=[Choice(index=i, message=AssistantMessage(role="assistant", content=text), finish_reason=reason)
-                 for i, (text, reason, _, _) in enumerate(choices)],
-        usage=ChatUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
-    ))
+    return Response(
+        ChatCompletion(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=lease_model(domain, state),
+            choices=[
+                Choice(index=i, message=AssistantMessage(role="assistant", content=text), finish_reason=reason)
+                for i, (text, reason, _, _) in enumerate(choices)
+            ],
+            usage=ChatUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
+        )
+    )
 
 
 def _release_stream(lease: Lease, opened: _Opened) -> None:
@@ -87,7 +98,9 @@ def _nth(domain: ChatRequest, i: int) -> ChatRequest:
     """The i-th of ``n`` choices: distinct seeds keep seeded choices reproducible yet different."""
     if i == 0 or domain.sampling.seed is None:
         return domain
-    return msgspec.structs.replace(domain, sampling=msgspec.structs.replace(domain.sampling, seed=domain.sampling.seed + i))
+    return msgspec.structs.replace(
+        domain, sampling=msgspec.structs.replace(domain.sampling, seed=domain.sampling.seed + i)
+    )
 
 
 class _Opened:
@@ -112,10 +125,8 @@ class _Opened:
         """Stop the backend's generation (scheduled; callable from a synchronous ``finally``)."""
         aclose = getattr(self.iterator, "aclose", None)
         if aclose is not None and self._closing is None:
-            try:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing left to stop
                 self._closing = asyncio.get_running_loop().create_task(aclose())  # referenced: not GC'd early
-            except RuntimeError:
-                pass
 
 
 async def _opened(lease: Lease, domain: ChatRequest) -> _Opened:
@@ -145,8 +156,16 @@ async def _sse(lease: Lease, opened: _Opened, include_usage: bool) -> AsyncItera
     cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), lease.model.spec.id
 
     def chunk(delta: Delta, finish: str | None = None) -> bytes:
-        return _event(_encode(ChatCompletionChunk(id=cid, created=created, model=model,
-                                                  choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)])))
+        return _event(
+            _encode(
+                ChatCompletionChunk(
+                    id=cid,
+                    created=created,
+                    model=model,
+                    choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)],
+                )
+            )
+        )
 
     try:
         yield chunk(Delta(role="assistant", content=""))
@@ -157,12 +176,15 @@ async def _sse(lease: Lease, opened: _Opened, include_usage: bool) -> AsyncItera
             last = delta
         yield chunk(Delta(), last.finish_reason or "stop")
         if include_usage:
-            usage = ChatUsage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
-                              total_tokens=last.prompt_tokens + last.completion_tokens)
+            usage = ChatUsage(
+                prompt_tokens=last.prompt_tokens,
+                completion_tokens=last.completion_tokens,
+                total_tokens=last.prompt_tokens + last.completion_tokens,
+            )
             yield _event(_encode(ChatCompletionChunk(id=cid, created=created, model=model, choices=[], usage=usage)))
     except PlughostError as exc:
         yield _event(_encode(exc.envelope()))
-    except Exception as exc:  # noqa: BLE001 - a failed stream still ends with an error event
+    except Exception as exc:
         log.exception("chat stream failed")
         yield _event(_encode(BackendError(f"generation failed: {type(exc).__name__}: {exc}").envelope()))
     finally:

@@ -23,8 +23,10 @@ async def embeddings(request: Request, state: State) -> EmbeddingsResponse:
     vectors = np.asarray(result.vectors, dtype=np.float32)
     if body.encoding_format == "base64":
         le = vectors.astype("<f4", copy=False)
-        data = [EmbeddingData(index=i, embedding=base64.b64encode(row.tobytes()).decode("ascii"))
-                for i, row in enumerate(le)]
+        data = [
+            EmbeddingData(index=i, embedding=base64.b64encode(row.tobytes()).decode("ascii"))
+            for i, row in enumerate(le)
+        ]
     else:
         data = [EmbeddingData(index=i, embedding=row) for i, row in enumerate(vectors.tolist())]
     usage = EmbeddingUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens)

@@ -15,8 +15,13 @@ from host.scheduling.scheduler import ModelState
 def _card(state: State, model: RegisteredModel) -> ModelCard:
     spec = model.spec
     return ModelCard(
-        id=spec.id, created=state.started, owned_by=model.plugin, task=spec.task, aliases=list(spec.aliases),
-        description=spec.description, status=state.scheduler.status(spec.id),
+        id=spec.id,
+        created=state.started,
+        owned_by=model.plugin,
+        task=spec.task,
+        aliases=list(spec.aliases),
+        description=spec.description,
+        status=state.scheduler.status(spec.id),
     )
 
 

@@ -23,8 +23,12 @@ async def rerank(request: Request, state: State) -> RerankResponse:
     if limit is not None:
         order = order[:limit]
     results = [
-        RerankResultItem(index=i, score=result.scores[i], relevance_score=result.scores[i],
-                         document=domain.documents[i] if body.return_documents else None)
+        RerankResultItem(
+            index=i,
+            score=result.scores[i],
+            relevance_score=result.scores[i],
+            document=domain.documents[i] if body.return_documents else None,
+        )
         for i in order
     ]
     usage = RerankUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens)

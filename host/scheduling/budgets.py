@@ -16,7 +16,8 @@ def host_total_bytes() -> int:
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
-            text = open(path).read().strip()
+            with open(path) as file:
+                text = file.read().strip()
         except OSError:
             continue
         if text.isdigit():
@@ -55,6 +56,7 @@ def resolve_budgets(config: HostConfig) -> Budgets:
     host = parse_bytes(b.host) if b.host is not None else host_total_bytes()
     host = max(0, host - parse_bytes(b.host_reserve))
     budgets = Budgets(gpus=tuple(gpus), host=host)
-    log.info("memory budgets: %s GPU(s) %s, host %.1f GiB", len(gpus),
-             [f"{g / 2**30:.1f} GiB" for g in gpus], host / 2**30)
+    log.info(
+        "memory budgets: %s GPU(s) %s, host %.1f GiB", len(gpus), [f"{g / 2**30:.1f} GiB" for g in gpus], host / 2**30
+    )
     return budgets

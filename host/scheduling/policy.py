@@ -183,8 +183,10 @@ def plan(want: Want, residents: list[Resident] | tuple[Resident, ...], budgets: 
             stuck = [r for r in active if not movable(r)]
             if len([r for r in stuck if not r.pinned]) + len(candidates) < excess:
                 names = ", ".join(r.model for r in stuck if r.pinned)
-                return Impossible(reason=f"at most {policy.max_resident_per_task} {want.task} model(s) may be "
-                                         f"resident and pinned model(s) {names} hold the place(s)")
+                return Impossible(
+                    reason=f"at most {policy.max_resident_per_task} {want.task} model(s) may be "
+                    f"resident and pinned model(s) {names} hold the place(s)"
+                )
             return _wait(want, [r for r in stuck if not r.pinned], why_stuck, policy)
         forced = candidates[:excess]
 
@@ -235,7 +237,8 @@ def _fit(trial: _Trial, placement: Placement, gpu: int | None, lru: list[Residen
             held = sum(r.gpu_bytes for r in blockers)
             if trial.gpu_free(gpu) + held >= need_gpu:
                 return blockers
-            return f"{placement.kind} needs {gib(need_gpu)} on GPU {gpu}; pinned models leave {gib(trial.gpu_free(gpu) + held)}"
+            left = gib(trial.gpu_free(gpu) + held)
+            return f"{placement.kind} needs {gib(need_gpu)} on GPU {gpu}; pinned models leave {left}"
     flex_on_gpu = 0
     if placement.kind == PlacementKind.HYBRID and gpu is not None:
         flex_on_gpu = max(0, min(placement.flexible_bytes, trial.gpu_free(gpu) - need_gpu))
@@ -259,7 +262,9 @@ def _fit(trial: _Trial, placement: Placement, gpu: int | None, lru: list[Residen
         held = sum(r.host_bytes for r in blockers if r.model not in trial.moved)
         if trial.host_free() + held >= need_host:
             return blockers
-        return f"{placement.kind} needs {gib(need_host)} of host RAM; pinned models leave {gib(trial.host_free() + held)}"
+        return (
+            f"{placement.kind} needs {gib(need_host)} of host RAM; pinned models leave {gib(trial.host_free() + held)}"
+        )
     return Admit(
         placement=placement.kind,
         gpu=gpu,
@@ -271,8 +276,14 @@ def _fit(trial: _Trial, placement: Placement, gpu: int | None, lru: list[Residen
 
 
 def _wait(want: Want, stuck: list[Resident], why, policy: Policy) -> Wait:
-    young = [r.loaded_at + policy.min_residency_s for r in stuck
-             if not r.in_flight and r.state == ResidentState.RESIDENT and not r.pinned]
+    young = [
+        r.loaded_at + policy.min_residency_s
+        for r in stuck
+        if not r.in_flight and r.state == ResidentState.RESIDENT and not r.pinned
+    ]
     held = ", ".join(f"{r.model} ({why(r)})" for r in stuck)
-    return Wait(reason=f"memory for {want.model} is held by {held}", blockers=tuple(r.model for r in stuck),
-                retry_at=min(young) if young else None)
+    return Wait(
+        reason=f"memory for {want.model} is held by {held}",
+        blockers=tuple(r.model for r in stuck),
+        retry_at=min(young) if young else None,
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import enum
 import logging
 import time
@@ -82,7 +83,7 @@ class ModelStatus(msgspec.Struct, kw_only=True):
 
 
 class _Waiter:
-    __slots__ = ("seq", "future")
+    __slots__ = ("future", "seq")
 
     def __init__(self, seq: int, future: asyncio.Future[Lease]) -> None:
         self.seq = seq
@@ -143,7 +144,7 @@ class _Slot:
 class Lease:
     """Permission to use a loaded backend; hold it for the whole response, then release."""
 
-    __slots__ = ("backend", "model", "_slot", "_scheduler", "_released")
+    __slots__ = ("_released", "_scheduler", "_slot", "backend", "model")
 
     def __init__(self, scheduler: Scheduler, slot: _Slot) -> None:
         assert slot.backend is not None
@@ -169,8 +170,9 @@ class Lease:
 class Scheduler:
     """Admits, swaps, offloads and unloads models so that requests fit the memory budgets."""
 
-    def __init__(self, registry: ModelRegistry, budgets: Budgets, config: SchedulerConfig,
-                 clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, registry: ModelRegistry, budgets: Budgets, config: SchedulerConfig, clock: Any = time.monotonic
+    ) -> None:
         self.registry = registry
         self.budgets = budgets
         self.config = config
@@ -235,11 +237,21 @@ class Scheduler:
         """The status of one model (by id)."""
         s = self._slots[model_id]
         return ModelStatus(
-            id=s.id, task=s.model.spec.task, plugin=s.model.plugin, state=s.state,
+            id=s.id,
+            task=s.model.spec.task,
+            plugin=s.model.plugin,
+            state=s.state,
             placement=s.grant.placement if s.grant and s.holds_memory() else None,
-            device=(s.grant.device if s.state != ModelState.OFFLOADED else "cpu") if s.grant and s.holds_memory() else None,
-            gpu_bytes=s.gpu_bytes, host_bytes=s.host_bytes, in_flight=s.in_flight, queued=len(s.waiters),
-            last_used=s.last_used_wall, pinned=s.model.pinned, error=s.error,
+            device=(s.grant.device if s.state != ModelState.OFFLOADED else "cpu")
+            if s.grant and s.holds_memory()
+            else None,
+            gpu_bytes=s.gpu_bytes,
+            host_bytes=s.host_bytes,
+            in_flight=s.in_flight,
+            queued=len(s.waiters),
+            last_used=s.last_used_wall,
+            pinned=s.model.pinned,
+            error=s.error,
         )
 
     def snapshot(self) -> list[ModelStatus]:
@@ -257,7 +269,7 @@ class Scheduler:
             if slot.model.pinned:
                 try:
                     await self.load(slot.id)
-                except Exception as exc:  # noqa: BLE001 - start-up must go on; the status shows it
+                except Exception as exc:
                     log.error("preloading %s failed: %s", slot.id, exc)
 
     async def close(self, grace_s: float = 30.0) -> None:
@@ -276,7 +288,7 @@ class Scheduler:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         deadline = self._clock() + grace_s
-        while any(s.in_flight for s in self._slots.values()) and self._clock() < deadline:
+        while any(s.in_flight for s in self._slots.values()) and self._clock() < deadline:  # noqa: ASYNC110 - bounded grace poll
             await asyncio.sleep(0.05)
         for slot in self._slots.values():
             if slot.holds_memory() and slot.state not in _BUSY:
@@ -308,16 +320,18 @@ class Scheduler:
 
     def _expire(self, slot: _Slot) -> None:
         slot.ttl = None
-        if slot.state in (ModelState.RESIDENT, ModelState.OFFLOADED) and not slot.in_flight and not slot.waiters \
-                and not slot.model.pinned:
+        if (
+            slot.state in (ModelState.RESIDENT, ModelState.OFFLOADED)
+            and not slot.in_flight
+            and not slot.waiters
+            and not slot.model.pinned
+        ):
             log.info("%s idle for %.0fs: unloading", slot.id, slot.model.keep_alive_s)
             self._spawn(self._start_unload(slot))
 
     def _drop_waiter(self, slot: _Slot, waiter: _Waiter) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             slot.waiters.remove(waiter)
-        except ValueError:
-            pass
         if waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
             waiter.future.result().release()  # granted just as the caller gave up
         else:
@@ -335,8 +349,9 @@ class Scheduler:
         if self._closing:
             return
         blocking: set[str] = set()
-        pending = [s for s in self._slots.values() if s.waiters and s.state in
-                   (ModelState.AVAILABLE, ModelState.OFFLOADED)]
+        pending = [
+            s for s in self._slots.values() if s.waiters and s.state in (ModelState.AVAILABLE, ModelState.OFFLOADED)
+        ]
         pending.sort(key=lambda s: s.waiters[0].seq)
         retry_at: float | None = None
         for slot in pending:
@@ -385,8 +400,11 @@ class Scheduler:
         return Want(model=spec.id, task=spec.task, placements=spec.placements)
 
     def _policy(self) -> Policy:
-        return Policy(max_resident_per_task=self.config.max_resident_per_task,
-                      min_residency_s=self.config.min_residency_s, now=self._clock())
+        return Policy(
+            max_resident_per_task=self.config.max_resident_per_task,
+            min_residency_s=self.config.min_residency_s,
+            now=self._clock(),
+        )
 
     def _residents(self) -> list[Resident]:
         """The policy's view of memory holders. Requests queued for a resident model count as in
@@ -396,18 +414,33 @@ class Scheduler:
         for s in self._slots.values():
             if not s.holds_memory():
                 continue
-            state = (ResidentState.BUSY if s.state in _BUSY else
-                     ResidentState.OFFLOADED if s.state == ModelState.OFFLOADED else ResidentState.RESIDENT)
+            state = (
+                ResidentState.BUSY
+                if s.state in _BUSY
+                else ResidentState.OFFLOADED
+                if s.state == ModelState.OFFLOADED
+                else ResidentState.RESIDENT
+            )
             busy = s.in_flight
             if s.state == ModelState.RESIDENT:
                 busy += sum(1 for w in s.waiters if s.drain_before is None or w.seq < s.drain_before)
             elif s.state == ModelState.OFFLOADED:
                 busy += len(s.waiters)  # wanted right now: never a victim
-            out.append(Resident(
-                model=s.id, task=s.model.spec.task, state=state, gpu=s.gpu, gpu_bytes=s.gpu_bytes,
-                host_bytes=s.host_bytes, in_flight=busy, last_used=s.last_used, loaded_at=s.loaded_at,
-                pinned=s.model.pinned, offload_bytes=s.offloadable(),
-            ))
+            out.append(
+                Resident(
+                    model=s.id,
+                    task=s.model.spec.task,
+                    state=state,
+                    gpu=s.gpu,
+                    gpu_bytes=s.gpu_bytes,
+                    host_bytes=s.host_bytes,
+                    in_flight=busy,
+                    last_used=s.last_used,
+                    loaded_at=s.loaded_at,
+                    pinned=s.model.pinned,
+                    offload_bytes=s.offloadable(),
+                )
+            )
         return out
 
     def _fail_waiters(self, slot: _Slot, error: Exception) -> None:
@@ -425,8 +458,9 @@ class Scheduler:
     def _begin_admit(self, slot: _Slot, decision: Admit) -> None:
         """Book the memory synchronously (so the next decision sees it), then load in a task."""
         device = "cpu" if decision.gpu is None else f"cuda:{decision.gpu}"
-        grant = Grant(placement=decision.placement, device=device, gpu_bytes=decision.gpu_bytes,
-                      host_bytes=decision.host_bytes)
+        grant = Grant(
+            placement=decision.placement, device=device, gpu_bytes=decision.gpu_bytes, host_bytes=decision.host_bytes
+        )
         from_offload = slot.state == ModelState.OFFLOADED
         slot.state, slot.grant, slot.gpu = ModelState.LOADING, grant, decision.gpu
         slot.gpu_bytes, slot.host_bytes = decision.gpu_bytes, decision.host_bytes
@@ -447,10 +481,16 @@ class Scheduler:
             else:
                 if slot.backend is not None:  # offloaded but cannot relocate: start afresh
                     await slot.run(slot.backend.unload)
-                log.info("%s: loading on %s (%s, %s GPU / %s host)", slot.id, device, decision.placement,
-                         gib(decision.gpu_bytes), gib(decision.host_bytes))
+                log.info(
+                    "%s: loading on %s (%s, %s GPU / %s host)",
+                    slot.id,
+                    device,
+                    decision.placement,
+                    gib(decision.gpu_bytes),
+                    gib(decision.host_bytes),
+                )
                 slot.backend = await slot.run(self._construct_and_load, slot, grant)
-        except Exception as exc:  # noqa: BLE001 - any plugin failure is isolated to its model
+        except Exception as exc:
             log.exception("%s: load failed", slot.id)
             backend, slot.backend = slot.backend, None
             if backend is not None:
@@ -474,7 +514,7 @@ class Scheduler:
         except BaseException:
             try:
                 backend.unload()
-            except Exception:  # noqa: BLE001 - the load error is the one to report
+            except Exception:
                 log.warning("%s: unload after failed load also failed", slot.id, exc_info=True)
             raise
         return backend
@@ -483,15 +523,16 @@ class Scheduler:
         """Mark ``slot`` offloading now (so no other decision touches it); returns the move to await."""
         assert slot.backend is not None and slot.offloadable() is not None
         slot.state = ModelState.OFFLOADING
-        grant = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=slot.offloadable() or 0,
-                      parked=True)
+        grant = Grant(
+            placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=slot.offloadable() or 0, parked=True
+        )
         return self._offload(slot, grant)
 
     async def _offload(self, slot: _Slot, grant: Grant) -> None:
         log.info("%s: offloading to host RAM", slot.id)
         try:
             await slot.run(slot.backend.relocate, grant)
-        except Exception:  # noqa: BLE001 - fall back to dropping it
+        except Exception:
             log.exception("%s: offload failed; unloading instead", slot.id)
             await self._start_unload(slot)
             return
@@ -519,7 +560,7 @@ class Scheduler:
     async def _quiet_unload(self, slot: _Slot, backend: Backend) -> None:
         try:
             await slot.run(backend.unload)
-        except Exception:  # noqa: BLE001 - memory accounting must still be released
+        except Exception:
             log.exception("%s: unload raised", slot.id)
 
     def _clear(self, slot: _Slot, state: ModelState) -> None:
@@ -533,5 +574,7 @@ class Scheduler:
     def _timeout_message(self, slot: _Slot) -> str:
         holders = [s.describe() for s in self._slots.values() if s.holds_memory() and s is not slot]
         held = "; ".join(holders) if holders else "nothing (the load itself is slow)"
-        return (f"Timed out after {self.config.admission_timeout_s:g}s waiting to admit '{slot.id}' "
-                f"({slot.state}). Memory is held by: {held}.")
+        return (
+            f"Timed out after {self.config.admission_timeout_s:g}s waiting to admit '{slot.id}' "
+            f"({slot.state}). Memory is held by: {held}."
+        )

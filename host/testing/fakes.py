@@ -100,9 +100,11 @@ class FakeChatBackend(FakeBackend):
         if prompt_tokens + max_tokens > context:
             raise InvalidRequest(
                 f"This model's maximum context length is {context} tokens; the prompt has {prompt_tokens} "
-                f"and max_tokens is {max_tokens}.", param="max_tokens")
+                f"and max_tokens is {max_tokens}.",
+                param="max_tokens",
+            )
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        words = ["echo:"] + _words(last_user)
+        words = ["echo:", *_words(last_user)]
         text = ""
         delay = float(self.options.get("token_delay_s", 0))
         for i, word in enumerate(words):
@@ -113,8 +115,12 @@ class FakeChatBackend(FakeBackend):
             for stop in request.sampling.stop:
                 if stop in text + piece:
                     cut = (text + piece).index(stop)
-                    yield ChatDelta(text=(text + piece)[len(text):cut], finish_reason="stop",
-                                    prompt_tokens=prompt_tokens, completion_tokens=i + 1)
+                    yield ChatDelta(
+                        text=(text + piece)[len(text) : cut],
+                        finish_reason="stop",
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=i + 1,
+                    )
                     return
             text += piece
             if delay:
@@ -132,7 +138,9 @@ class FakeEmbeddingBackend(FakeBackend):
         dim = int(self.options.get("dim", 8))
         if request.dimensions is not None and request.dimensions > dim:
             raise InvalidRequest(f"dimensions must be at most {dim} for this model.", param="dimensions")
-        items = request.texts if request.texts is not None else [" ".join(map(str, ids)) for ids in request.token_ids or ()]
+        items = (
+            request.texts if request.texts is not None else [" ".join(map(str, ids)) for ids in request.token_ids or ()]
+        )
         prefix = "query:" if request.input_type == "query" else ""
         vectors = []
         tokens = 0
@@ -169,19 +177,36 @@ BACKENDS = {
 }
 
 
-def fake_spec(model_id: str, task: Task, *, gpu_bytes: int = 0, host_bytes: int = 1 * GiB,
-              placements: tuple[Placement, ...] | None = None, offload_bytes: int | None = None,
-              aliases: tuple[str, ...] = (), calls: CallLog | None = None, **options: Any) -> ModelSpec:
+def fake_spec(
+    model_id: str,
+    task: Task,
+    *,
+    gpu_bytes: int = 0,
+    host_bytes: int = 1 * GiB,
+    placements: tuple[Placement, ...] | None = None,
+    offload_bytes: int | None = None,
+    aliases: tuple[str, ...] = (),
+    calls: CallLog | None = None,
+    **options: Any,
+) -> ModelSpec:
     """A real :class:`ModelSpec` served by the fake backend of ``task``.
 
     Without ``placements``: a GPU placement of ``gpu_bytes`` if given, then a CPU one of ``host_bytes``.
     """
     if placements is None:
         placements = ((Placement(kind=PlacementKind.GPU, gpu_bytes=gpu_bytes),) if gpu_bytes else ()) + (
-            Placement(kind=PlacementKind.CPU, host_bytes=host_bytes),)
-    return ModelSpec(id=model_id, task=task, backend=BACKENDS[task], placements=placements, aliases=aliases,
-                     offload_bytes=offload_bytes, options={**options, "calls": calls or CallLog()},
-                     description=f"fake {task} model")
+            Placement(kind=PlacementKind.CPU, host_bytes=host_bytes),
+        )
+    return ModelSpec(
+        id=model_id,
+        task=task,
+        backend=BACKENDS[task],
+        placements=placements,
+        aliases=aliases,
+        offload_bytes=offload_bytes,
+        options={**options, "calls": calls or CallLog()},
+        description=f"fake {task} model",
+    )
 
 
 class FakePlugin:
@@ -190,9 +215,15 @@ class FakePlugin:
     def __init__(self, specs: list[ModelSpec] | None = None, name: str = "fakes") -> None:
         self.name = name
         self.calls = CallLog()
-        self.specs = [msgspec.structs.replace(s, options={**s.options, "calls": self.calls}) for s in specs or
-                      [fake_spec("fake-chat", Task.CHAT), fake_spec("fake-embed", Task.EMBEDDING),
-                       fake_spec("fake-rerank", Task.RERANK)]]
+        self.specs = [
+            msgspec.structs.replace(s, options={**s.options, "calls": self.calls})
+            for s in specs
+            or [
+                fake_spec("fake-chat", Task.CHAT),
+                fake_spec("fake-embed", Task.EMBEDDING),
+                fake_spec("fake-rerank", Task.RERANK),
+            ]
+        ]
 
     @hookimpl
     def register_models(self) -> list[ModelSpec]:

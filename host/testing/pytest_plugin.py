@@ -49,8 +49,11 @@ def plughost_app() -> Callable[..., Any]:
     """Factory building an app: ``plughost_app(config=None, plugins=(), budgets=CPU_ONLY)``."""
     from host.app import create_app
 
-    def build(config: HostConfig | None = None, plugins: tuple[object, ...] | list[object] = (),
-              budgets: Budgets | None = CPU_ONLY) -> Any:
+    def build(
+        config: HostConfig | None = None,
+        plugins: tuple[object, ...] | list[object] = (),
+        budgets: Budgets | None = CPU_ONLY,
+    ) -> Any:
         return create_app(config or make_config(), plugins=plugins, budgets=budgets)
 
     return build

@@ -94,13 +94,13 @@ QWEN2_5_CHAT_TEMPLATE = (
     "        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}\n"
     "    {%- endif %}\n"
     '    {{- "\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.'
-    "\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>\" }}\n"
+    '\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}\n'
     "    {%- for tool in tools %}\n"
     '        {{- "\\n" }}\n'
     "        {{- tool | tojson }}\n"
     "    {%- endfor %}\n"
     '    {{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and'
-    " arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\\"name\\\":"
+    ' arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\":'
     ' <function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}\n'
     "{%- else %}\n"
     "    {%- if messages[0]['role'] == 'system' %}\n"
@@ -123,9 +123,9 @@ QWEN2_5_CHAT_TEMPLATE = (
     "            {%- if tool_call.function is defined %}\n"
     "                {%- set tool_call = tool_call.function %}\n"
     "            {%- endif %}\n"
-    "            {{- '\\n<tool_call>\\n{\"name\": \"' }}\n"
+    '            {{- \'\\n<tool_call>\\n{"name": "\' }}\n'
     "            {{- tool_call.name }}\n"
-    "            {{- '\", \"arguments\": ' }}\n"
+    '            {{- \'", "arguments": \' }}\n'
     "            {{- tool_call.arguments | tojson }}\n"
     "            {{- '}\\n</tool_call>' }}\n"
     "        {%- endfor %}\n"
@@ -353,9 +353,7 @@ def _train_bpe() -> Any:
     # Repeat so that frequent pairs clearly dominate (keeps merges stable and "yes"/"no" whole).
     tok.train_from_iterator(lines * 4, trainer=trainer)
     # Same order as Qwen: <|endoftext|>, <|im_start|>, <|im_end|> (special), then <think>/</think>.
-    tok.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in (ENDOFTEXT, IM_START, IM_END)]
-    )
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (ENDOFTEXT, IM_START, IM_END)])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in (THINK_START, THINK_END)])
     return tok
 
@@ -419,7 +417,7 @@ def build_tokenizer(
 # --------------------------------------------------------------------------------------------
 
 
-def qwen2_config(shape: TinyShape = TINY_QWEN2, **overrides: Any) -> "Qwen2Config":
+def qwen2_config(shape: TinyShape = TINY_QWEN2, **overrides: Any) -> Qwen2Config:
     """A ``transformers.Qwen2Config`` for ``shape`` (fp16, rope_theta 1e6, no sliding window).
 
     ``overrides`` are passed to the config (e.g. ``bos_token_id``/``eos_token_id``).
@@ -453,7 +451,7 @@ def qwen2_config(shape: TinyShape = TINY_QWEN2, **overrides: Any) -> "Qwen2Confi
     return Qwen2Config(**kwargs)
 
 
-def qwen3_config(shape: TinyShape = TINY_QWEN3, **overrides: Any) -> "Qwen3Config":
+def qwen3_config(shape: TinyShape = TINY_QWEN3, **overrides: Any) -> Qwen3Config:
     """A ``transformers.Qwen3Config`` for ``shape`` (fp16, explicit head_dim, rope_theta 1e6)."""
     from transformers import Qwen3Config
 
@@ -589,7 +587,7 @@ def awq_group_size(shape: TinyShape) -> int:
     raise ValueError(f"no AWQ group size fits in_features {sorted(in_features)}")
 
 
-def quantize_awq(weight: "torch.Tensor", group_size: int) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+def quantize_awq(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Asymmetric 4-bit per-group quantisation of a ``[out, in]`` linear weight, as AutoAWQ does.
 
     Returns ``(intweight [out, in], zeros [out, in/G], scales [out, in/G])``: int32 codes in
@@ -615,7 +613,7 @@ def quantize_awq(weight: "torch.Tensor", group_size: int) -> tuple["torch.Tensor
     )
 
 
-def _pack_columns(values: "torch.Tensor") -> "torch.Tensor":
+def _pack_columns(values: torch.Tensor) -> torch.Tensor:
     """Pack int codes ``[rows, cols]`` (0..15) into int32 ``[rows, cols/8]`` in AWQ order."""
     import torch
 
@@ -631,8 +629,8 @@ def _pack_columns(values: "torch.Tensor") -> "torch.Tensor":
 
 
 def pack_awq(
-    intweight: "torch.Tensor", zeros: "torch.Tensor", scales: "torch.Tensor"
-) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    intweight: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pack :func:`quantize_awq` output into AutoAWQ's GEMM layout.
 
     Returns ``(qweight int32 [in, out/8], qzeros int32 [in/G, out/8], scales fp16 [in/G, out])``.
@@ -644,9 +642,7 @@ def pack_awq(
     )
 
 
-def dequantize_awq(
-    qweight: "torch.Tensor", qzeros: "torch.Tensor", scales: "torch.Tensor", group_size: int
-) -> "torch.Tensor":
+def dequantize_awq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int) -> torch.Tensor:
     """Dequantise an AWQ GEMM-packed 4-bit weight (plain torch, any device).
 
     Takes ``qweight`` int32 ``[in, out/8]``, ``qzeros`` int32 ``[in/G, out/8]``, ``scales``
@@ -656,7 +652,7 @@ def dequantize_awq(
     """
     import torch
 
-    def unpack(packed: "torch.Tensor") -> "torch.Tensor":
+    def unpack(packed: torch.Tensor) -> torch.Tensor:
         rows, packs = packed.shape
         out = torch.empty(rows, packs, 8, dtype=torch.int32, device=packed.device)
         p = packed.to(torch.int32)
@@ -673,9 +669,7 @@ def dequantize_awq(
 _AWQ_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def build_qwen2_awq(
-    dest: Path, shape: TinyShape = TINY_QWEN2, seed: int = 0, group_size: int | None = None
-) -> Path:
+def build_qwen2_awq(dest: Path, shape: TinyShape = TINY_QWEN2, seed: int = 0, group_size: int | None = None) -> Path:
     """Build the 4-bit AWQ GEMM checkpoint of :func:`build_qwen2_chat`'s model (same seed → same
     fp16 weights) at ``dest``; returns ``dest``.
 
@@ -728,9 +722,7 @@ def build_qwen3_embedding(dest: Path, shape: TinyShape = TINY_QWEN3, seed: int =
     build_tokenizer(dest, append_eos=True, model_max_length=shape.max_position_embeddings)
     ids = _token_ids(dest)
     _check_vocab(shape, ids)
-    config = qwen3_config(
-        shape, bos_token_id=ids[ENDOFTEXT], eos_token_id=ids[ENDOFTEXT], architectures=["Qwen3Model"]
-    )
+    config = qwen3_config(shape, bos_token_id=ids[ENDOFTEXT], eos_token_id=ids[ENDOFTEXT], architectures=["Qwen3Model"])
     model = _instantiate(Qwen3Model, config, seed)
     _save_model(model, dest)
     return dest
@@ -739,7 +731,7 @@ def build_qwen3_embedding(dest: Path, shape: TinyShape = TINY_QWEN3, seed: int =
 _SPREAD_MAX_PARAMS = 50_000_000
 
 _RERANK_SYSTEM = (
-    'Judge whether the Document meets the requirements based on the Query and the Instruct provided. '
+    "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
     'Note that the answer can only be "yes" or "no".'
 )
 _RERANK_PROBES = (
@@ -846,11 +838,21 @@ def tiny_config_dict(kind: str) -> dict[str, Any]:
     if kind not in _BUILDERS:
         raise ValueError(f"unknown tiny model kind {kind!r}; expected one of {', '.join(KINDS)}")
     shape = _BUILDERS[kind][1]
-    config: dict[str, Any] = {**dataclasses.asdict(shape), "head_dim": shape.resolved_head_dim,
-                              "model_type": kind.split("-")[0], "torch_dtype": "float16"}
+    config: dict[str, Any] = {
+        **dataclasses.asdict(shape),
+        "head_dim": shape.resolved_head_dim,
+        "model_type": kind.split("-")[0],
+        "torch_dtype": "float16",
+    }
     if kind == "qwen2-awq":
-        config["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": awq_group_size(shape),
-                                         "zero_point": True, "version": "gemm", "modules_to_not_convert": None}
+        config["quantization_config"] = {
+            "quant_method": "awq",
+            "bits": 4,
+            "group_size": awq_group_size(shape),
+            "zero_point": True,
+            "version": "gemm",
+            "modules_to_not_convert": None,
+        }
     return config
 
 
@@ -860,9 +862,7 @@ def default_cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "plughost" / "tiny"
 
 
-def tiny_model_cache(
-    kind: str, shape: TinyShape | None = None, root: Path | None = None, *, seed: int = 0
-) -> Path:
+def tiny_model_cache(kind: str, shape: TinyShape | None = None, root: Path | None = None, *, seed: int = 0) -> Path:
     """Return the folder of a tiny model of ``kind`` (one of :data:`KINDS`), building it on first use.
 
     ``shape`` defaults to :data:`TINY_QWEN2` for qwen2 kinds and :data:`TINY_QWEN3` for qwen3

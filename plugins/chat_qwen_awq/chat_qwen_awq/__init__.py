@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from chat_qwen_awq import sizing
 from host import hookimpl
 from host.config import HostConfig
 from host.spec import ModelSpec, Task
 from host.weights import peek_config
-
-from chat_qwen_awq import sizing
 
 log = logging.getLogger("plughost.chat_qwen_awq")
 
@@ -30,8 +29,17 @@ DEFAULT_WEIGHTS = "Qwen/Qwen2.5-7B-Instruct-AWQ"
 DEMO_WEIGHTS = "tiny:qwen2-awq"
 BACKEND = "chat_qwen_awq.backend:QwenAwqChatBackend"
 #: What ``models.<id>.options`` may set (see the README of this plugin).
-OPTION_KEYS = frozenset({"weights", "context_length", "kv_cache_tokens", "max_sequences", "prefill_chunk_tokens",
-                         "cpu_head_dtype", "offload_dir"})
+OPTION_KEYS = frozenset(
+    {
+        "weights",
+        "context_length",
+        "kv_cache_tokens",
+        "max_sequences",
+        "prefill_chunk_tokens",
+        "cpu_head_dtype",
+        "offload_dir",
+    }
+)
 
 
 def known_config(weights: str) -> dict[str, Any]:

@@ -24,13 +24,12 @@ from typing import Any
 
 import torch
 
+from chat_qwen_awq import loader, sampling, sizing
+from chat_qwen_awq.engine import Engine, Prepared, Sequence
 from host.domain import ChatDelta, ChatRequest
 from host.errors import BackendError, InvalidRequest, ShuttingDown
 from host.spec import Grant, ModelSpec, PlacementKind
 from host.weights import resolve_weights
-
-from chat_qwen_awq import loader, sampling, sizing
-from chat_qwen_awq.engine import Engine, Prepared, Sequence
 
 log = logging.getLogger("plughost.chat_qwen_awq")
 
@@ -69,15 +68,32 @@ class QwenAwqChatBackend:
         engine_tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         if engine_tokenizer.eos_token_id is not None and engine_tokenizer.eos_token_id not in self.eos_ids:
             self.eos_ids.append(engine_tokenizer.eos_token_id)
-        self.loaded = loader.load_model(self.config, loader.checkpoint_tensors(self.folder), self._plan(grant),
-                                        offload_dir=self._offload_dir(), head_dtype=self._head_dtype())
+        self.loaded = loader.load_model(
+            self.config,
+            loader.checkpoint_tensors(self.folder),
+            self._plan(grant),
+            offload_dir=self._offload_dir(),
+            head_dtype=self._head_dtype(),
+        )
         self.grant = grant
-        self.engine = Engine(self.loaded.model, self.loaded.device, engine_tokenizer, self.eos_ids, self.limits,
-                             name=f"{self.spec.id}-engine")
+        self.engine = Engine(
+            self.loaded.model,
+            self.loaded.device,
+            engine_tokenizer,
+            self.eos_ids,
+            self.limits,
+            name=f"{self.spec.id}-engine",
+        )
         self.engine.start()
         self._prep = ThreadPoolExecutor(1, thread_name_prefix=f"{self.spec.id}-tokenizer")
-        log.info("%s loaded: %s on %s, %d/%d layers there", self.spec.id, grant.placement, grant.device,
-                 self.loaded.plan.gpu_layers, shape.num_hidden_layers)
+        log.info(
+            "%s loaded: %s on %s, %d/%d layers there",
+            self.spec.id,
+            grant.placement,
+            grant.device,
+            self.loaded.plan.gpu_layers,
+            shape.num_hidden_layers,
+        )
 
     def unload(self) -> None:
         """Stop the engine and free every weight."""
@@ -114,8 +130,9 @@ class QwenAwqChatBackend:
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            new = loader.load_model(self.config, tensors, plan, offload_dir=self._offload_dir(),
-                                    head_dtype=self._head_dtype())
+            new = loader.load_model(
+                self.config, tensors, plan, offload_dir=self._offload_dir(), head_dtype=self._head_dtype()
+            )
             del tensors
             self.loaded = new
             engine.model, engine.device = new.model, new.device
@@ -177,19 +194,25 @@ class QwenAwqChatBackend:
         messages = []
         for i, m in enumerate(request.messages):
             if m.role not in _ROLES:
-                raise InvalidRequest(f"role '{m.role}' is not supported; use one of {', '.join(_ROLES)}.",
-                                     param=f"messages[{i}].role")
+                raise InvalidRequest(
+                    f"role '{m.role}' is not supported; use one of {', '.join(_ROLES)}.", param=f"messages[{i}].role"
+                )
             messages.append({"role": m.role, "content": m.content})
         try:
             ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         except TemplateError as exc:
-            raise InvalidRequest(f"The messages cannot be rendered with the model's chat template: {exc}",
-                                 param="messages") from None
+            raise InvalidRequest(
+                f"The messages cannot be rendered with the model's chat template: {exc}", param="messages"
+            ) from None
         ids = [int(t) for t in ids]
         context = self.limits.context_length
         max_tokens = request.sampling.max_tokens
         error = sizing.context_error(len(ids), max_tokens, context)
         if error is not None:
             raise error
-        return Prepared(prompt_ids=ids, max_tokens=max_tokens if max_tokens is not None else context - len(ids),
-                        sampling=sampling.resolve(request.sampling, self.defaults), stops=request.sampling.stop)
+        return Prepared(
+            prompt_ids=ids,
+            max_tokens=max_tokens if max_tokens is not None else context - len(ids),
+            sampling=sampling.resolve(request.sampling, self.defaults),
+            stops=request.sampling.stop,
+        )

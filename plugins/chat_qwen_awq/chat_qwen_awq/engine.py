@@ -33,12 +33,11 @@ from typing import Any
 
 import torch
 
-from host.domain import ChatDelta
-from host.errors import BackendError, PlughostError, ShuttingDown
-
 from chat_qwen_awq.sampling import Resolved, Sampler
 from chat_qwen_awq.sizing import Limits
 from chat_qwen_awq.text import Decoder, TextStream
+from host.domain import ChatDelta
+from host.errors import BackendError, PlughostError, ShuttingDown
 
 log = logging.getLogger("plughost.chat_qwen_awq.engine")
 
@@ -123,8 +122,16 @@ class Engine:
     :param limits: sequences, KV tokens and prefill chunk size.
     """
 
-    def __init__(self, model: Any, device: torch.device, tokenizer: Decoder, eos_ids: Seq[int], limits: Limits,
-                 *, name: str = "chat-engine") -> None:
+    def __init__(
+        self,
+        model: Any,
+        device: torch.device,
+        tokenizer: Decoder,
+        eos_ids: Seq[int],
+        limits: Limits,
+        *,
+        name: str = "chat-engine",
+    ) -> None:
         self.model = model
         self.device = device
         self.tokenizer = tokenizer
@@ -201,7 +208,7 @@ class Engine:
                 try:
                     with torch.inference_mode():
                         self._turn()
-                except Exception as exc:  # noqa: BLE001 - a bug must not kill the engine
+                except Exception as exc:
                     log.exception("engine turn failed")
                     self.stats.failures += 1
                     self._fail_all(BackendError(f"generation failed: {type(exc).__name__}: {exc}"))
@@ -247,11 +254,16 @@ class Engine:
         mask = torch.zeros(len(picked), longest, dtype=torch.long)
         for i, s in enumerate(picked):
             p = s.prefill_ids
-            ids[i, longest - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, longest - len(p):] = 1
+            ids[i, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, longest - len(p) :] = 1
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as transformers' generate
-        self._prefill = _Prefill(rows=picked, ids=ids.to(self.device), mask=mask.to(self.device),
-                                 positions=positions.to(self.device), cache=DynamicCache(config=self.model.config))
+        self._prefill = _Prefill(
+            rows=picked,
+            ids=ids.to(self.device),
+            mask=mask.to(self.device),
+            positions=positions.to(self.device),
+            cache=DynamicCache(config=self.model.config),
+        )
         self._in_hand = []
 
     def _prefill_chunk(self) -> None:
@@ -261,11 +273,16 @@ class Engine:
         step = max(1, self.limits.prefill_chunk_tokens // len(pf.rows))
         start, end = pf.done, min(total, pf.done + step)
         try:
-            out = self.model(input_ids=pf.ids[:, start:end], attention_mask=self._attention(pf.mask[:, :end], start),
-                             position_ids=pf.positions[:, start:end], past_key_values=pf.cache,
-                             cache_position=torch.arange(start, end, device=self.device), use_cache=True,
-                             logits_to_keep=1)
-        except Exception as exc:  # noqa: BLE001 - confined to these sequences
+            out = self.model(
+                input_ids=pf.ids[:, start:end],
+                attention_mask=self._attention(pf.mask[:, :end], start),
+                position_ids=pf.positions[:, start:end],
+                past_key_values=pf.cache,
+                cache_position=torch.arange(start, end, device=self.device),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        except Exception as exc:
             log.exception("prefill failed")
             self._prefill = None
             self.stats.failures += 1
@@ -312,8 +329,11 @@ class Engine:
     # -- decoding ---------------------------------------------------------------------------------
     def _preempt_if_needed(self) -> None:
         batch = self._batch
-        while batch is not None and len(batch.rows) > 1 and \
-                len(batch.rows) * (batch.width + 1) > self.limits.kv_cache_tokens:
+        while (
+            batch is not None
+            and len(batch.rows) > 1
+            and len(batch.rows) * (batch.width + 1) > self.limits.kv_cache_tokens
+        ):
             victim = batch.rows[-1]  # the newest row: it has the least to recompute
             self.stats.preemptions += 1
             log.info("KV cache full (%d rows x %d): preempting a sequence", len(batch.rows), batch.width)
@@ -329,11 +349,16 @@ class Engine:
         width = batch.width
         mask = torch.cat([batch.mask, batch.mask.new_ones(n, 1)], dim=1)
         try:
-            out = self.model(input_ids=tokens, attention_mask=self._attention(mask, width),
-                             position_ids=batch.lengths.unsqueeze(1),
-                             past_key_values=batch.cache, cache_position=torch.tensor([width], device=self.device),
-                             use_cache=True, logits_to_keep=1)
-        except Exception as exc:  # noqa: BLE001 - confined to the running batch
+            out = self.model(
+                input_ids=tokens,
+                attention_mask=self._attention(mask, width),
+                position_ids=batch.lengths.unsqueeze(1),
+                past_key_values=batch.cache,
+                cache_position=torch.tensor([width], device=self.device),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        except Exception as exc:
             log.exception("decode step failed")
             self.stats.failures += 1
             rows, self._batch = batch.rows, None
@@ -367,7 +392,7 @@ class Engine:
                 continue
             try:
                 token = s.sampler.choose(logits[i])
-            except Exception as exc:  # noqa: BLE001 - confined to this sequence
+            except Exception as exc:
                 log.warning("sampling failed for one sequence: %r", exc)
                 self._finish_error(s, BackendError(f"sampling failed: {type(exc).__name__}: {exc}"))
                 continue
@@ -393,8 +418,14 @@ class Engine:
 
     def _finish(self, s: Sequence, text: str, reason: str) -> None:
         s.finished = True
-        self._outbox.append((s, ChatDelta(text=text, finish_reason=reason, prompt_tokens=len(s.prompt_ids),
-                                          completion_tokens=len(s.generated))))
+        self._outbox.append(
+            (
+                s,
+                ChatDelta(
+                    text=text, finish_reason=reason, prompt_tokens=len(s.prompt_ids), completion_tokens=len(s.generated)
+                ),
+            )
+        )
 
     def _finish_error(self, s: Sequence, error: PlughostError) -> None:
         s.finished = True
@@ -458,4 +489,3 @@ class Engine:
 def _deliver(items: list[tuple[Sequence, ChatDelta | BaseException]]) -> None:
     for s, item in items:
         s.queue.put_nowait(item)
-

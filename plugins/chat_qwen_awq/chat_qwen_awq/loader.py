@@ -37,8 +37,9 @@ from chat_qwen_awq import sizing
 
 log = logging.getLogger("plughost.chat_qwen_awq.loader")
 
-_INT4_CPU = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and \
-    hasattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
+_INT4_CPU = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and hasattr(
+    torch.ops.aten, "_convert_weight_to_int4pack_for_cpu"
+)
 
 # Column c of an AWQ pack of 8 lives in nibble AWQ_REVERSE_ORDER[c] (awq.utils.packing_utils).
 _AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)
@@ -97,8 +98,9 @@ def _awq_linear_class() -> type[nn.Module]:
                 if pack is None or pack[0].device != self.qweight.device:
                     pack = int4pack(self.qweight, self.qzeros, self.scales, self.group_size)
                 weight, scales_zeros = pack
-                out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.to(torch.bfloat16).contiguous(), weight,
-                                                                self.group_size, scales_zeros).to(x.dtype)
+                out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                    flat.to(torch.bfloat16).contiguous(), weight, self.group_size, scales_zeros
+                ).to(x.dtype)
             else:
                 weight = dequantize(self.qweight, self.qzeros, self.scales, self.group_size, torch.float32)
                 out = (flat.to(torch.float32) @ weight).to(x.dtype)
@@ -122,8 +124,9 @@ def unpack_awq(packed: torch.Tensor) -> torch.Tensor:
     return ((packed.unsqueeze(-1) >> shifts) & 0xF).reshape(rows, packs * 8)
 
 
-def dequantize(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int,
-               dtype: torch.dtype) -> torch.Tensor:
+def dequantize(
+    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int, dtype: torch.dtype
+) -> torch.Tensor:
     """``[in, out]`` weight ``(q - z) * s`` in ``dtype`` (the transpose of ``nn.Linear.weight``)."""
     in_f = qweight.shape[0]
     groups = in_f // group_size
@@ -132,8 +135,9 @@ def dequantize(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor
     return ((q - z).to(dtype) * scales.to(dtype).view(groups, 1, -1)).view(in_f, -1)
 
 
-def int4pack(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
-             group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def int4pack(
+    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Repack AWQ buffers for ``_weight_int4pack_mm_for_cpu``.
 
     That kernel computes ``w = (q - 8) * scale + zero`` per group; AWQ stores ``w = (q - z) * s``,
@@ -178,8 +182,11 @@ def build_empty_model(config: Mapping[str, Any], dtype: torch.dtype) -> nn.Modul
         for parent in (layer.self_attn, layer.mlp):
             for name, child in list(parent.named_children()):
                 if name in sizing.AWQ_LINEARS and isinstance(child, nn.Linear):
-                    setattr(parent, name, cls(4, shape.group_size, child.in_features, child.out_features,
-                                              child.bias is not None, "meta"))
+                    setattr(
+                        parent,
+                        name,
+                        cls(4, shape.group_size, child.in_features, child.out_features, child.bias is not None, "meta"),
+                    )
     model.eval()
     model.requires_grad_(False)
     return model
@@ -255,8 +262,14 @@ def compute_dtype(device: str) -> torch.dtype:
     return torch.float32 if device == "cpu" else torch.float16
 
 
-def plan_device_map(config: Mapping[str, Any], limits: sizing.Limits, budget: int | None, *,
-                    device: str = "cuda:0", overflow: str = "cpu") -> DevicePlan:
+def plan_device_map(
+    config: Mapping[str, Any],
+    limits: sizing.Limits,
+    budget: int | None,
+    *,
+    device: str = "cuda:0",
+    overflow: str = "cpu",
+) -> DevicePlan:
     """The device map for ``config`` with ``budget`` bytes on ``device`` (``None``: everything fits).
 
     Pure: module sizes come from a meta model (nothing is allocated). Embeddings, final norm,
@@ -280,8 +293,10 @@ def plan_device_map(config: Mapping[str, Any], limits: sizing.Limits, budget: in
     on_device = shape.num_hidden_layers
     if budget is not None:
         if fixed > budget:
-            raise ValueError(f"a budget of {budget / 2**30:.2f} GiB on {device} does not hold the fixed part of "
-                             f"the model ({fixed / 2**30:.2f} GiB: embeddings, head, KV cache, working set)")
+            raise ValueError(
+                f"a budget of {budget / 2**30:.2f} GiB on {device} does not hold the fixed part of "
+                f"the model ({fixed / 2**30:.2f} GiB: embeddings, head, KV cache, working set)"
+            )
         room, on_device = budget - fixed, 0
         while on_device < len(layers) and layers[on_device] <= room:
             room -= layers[on_device]
@@ -291,8 +306,14 @@ def plan_device_map(config: Mapping[str, Any], limits: sizing.Limits, budget: in
         device_map[f"model.layers.{i}"] = device if i < on_device else overflow
     device_map["model.norm"] = device
     device_map["lm_head"] = device
-    return DevicePlan(device=device, overflow=overflow, device_map=device_map, gpu_layers=on_device,
-                      device_bytes=fixed + sum(layers[:on_device]), overflow_bytes=sum(layers[on_device:]))
+    return DevicePlan(
+        device=device,
+        overflow=overflow,
+        device_map=device_map,
+        gpu_layers=on_device,
+        device_bytes=fixed + sum(layers[:on_device]),
+        overflow_bytes=sum(layers[on_device:]),
+    )
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -325,7 +346,7 @@ def checkpoint_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
         raise FileNotFoundError(f"no *.safetensors in {folder}")
     for name in files:
         with safe_open(str(folder / name), framework="pt", device="cpu") as f:
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118 - safe_open is not iterable
                 yield key, f.get_tensor(key)
 
 
@@ -374,8 +395,14 @@ class LoadedModel:
         self.offload_dir = None
 
 
-def load_model(config: Mapping[str, Any], tensors: Iterable[tuple[str, torch.Tensor]], plan: DevicePlan, *,
-               offload_dir: Path | None = None, head_dtype: torch.dtype | None = None) -> LoadedModel:
+def load_model(
+    config: Mapping[str, Any],
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    plan: DevicePlan,
+    *,
+    offload_dir: Path | None = None,
+    head_dtype: torch.dtype | None = None,
+) -> LoadedModel:
     """Build the model and place ``tensors`` as ``plan`` says; returns the dispatched model.
 
     Floating tensors outside the AWQ linears are cast to the compute dtype; AWQ buffers keep
@@ -400,13 +427,12 @@ def load_model(config: Mapping[str, Any], tensors: Iterable[tuple[str, torch.Ten
         loaded.offload_dir = offload_dir
     try:
         seen: set[str] = set()
-        for key, tensor in tensors:
+        for key, stored in tensors:
             if key not in expected:
                 if tied and key == "lm_head.weight":
                     continue
                 raise ValueError(f"unexpected weight {key!r} in the checkpoint (is it a Qwen2 AWQ GEMM model?)")
-            if tensor.is_floating_point() and not _is_awq_tensor(key):
-                tensor = tensor.to(dtype)
+            tensor = stored.to(dtype) if stored.is_floating_point() and not _is_awq_tensor(key) else stored
             target = plan.device_map[_owner(key, plan.device_map)]
             if target == plan.device:
                 set_module_tensor_to_device(model, key, plan.device, value=tensor)
@@ -427,10 +453,14 @@ def load_model(config: Mapping[str, Any], tensors: Iterable[tuple[str, torch.Ten
         if plan.offloaded:
             if loaded.offload_dir is not None:
                 save_offload_index(loaded.offload_index, str(loaded.offload_dir))
-            dispatch_model(model, device_map=plan.device_map, main_device=plan.device,
-                           state_dict=loaded.host_state or None,
-                           offload_dir=str(loaded.offload_dir) if loaded.offload_dir is not None else None,
-                           offload_buffers=True)
+            dispatch_model(
+                model,
+                device_map=plan.device_map,
+                main_device=plan.device,
+                state_dict=loaded.host_state or None,
+                offload_dir=str(loaded.offload_dir) if loaded.offload_dir is not None else None,
+                offload_buffers=True,
+            )
         if plan.device == "cpu":
             for module in model.modules():
                 prepare = getattr(module, "prepare_cpu", None)
@@ -440,4 +470,3 @@ def load_model(config: Mapping[str, Any], tensors: Iterable[tuple[str, torch.Ten
         loaded.close()
         raise
     return loaded
-

@@ -45,8 +45,14 @@ QWEN2_5_7B_AWQ_CONFIG: dict[str, Any] = {
     "vocab_size": 152064,
     "max_position_embeddings": 32768,
     "tie_word_embeddings": False,
-    "quantization_config": {"bits": 4, "group_size": 128, "quant_method": "awq", "version": "gemm",
-                            "zero_point": True, "modules_to_not_convert": None},
+    "quantization_config": {
+        "bits": 4,
+        "group_size": 128,
+        "quant_method": "awq",
+        "version": "gemm",
+        "zero_point": True,
+        "modules_to_not_convert": None,
+    },
 }
 
 _FP16 = 2
@@ -117,8 +123,15 @@ class ModelShape:
     def linears(self) -> list[tuple[str, int, int, bool]]:
         """``(name, in_features, out_features, has_bias)`` of each AWQ linear of one layer."""
         h, i, kv = self.hidden_size, self.intermediate_size, self.kv_dim
-        return [("q_proj", h, h, True), ("k_proj", h, kv, True), ("v_proj", h, kv, True), ("o_proj", h, h, False),
-                ("gate_proj", h, i, False), ("up_proj", h, i, False), ("down_proj", i, h, False)]
+        return [
+            ("q_proj", h, h, True),
+            ("k_proj", h, kv, True),
+            ("v_proj", h, kv, True),
+            ("o_proj", h, h, False),
+            ("gate_proj", h, i, False),
+            ("up_proj", h, i, False),
+            ("down_proj", i, h, False),
+        ]
 
 
 @dataclass(frozen=True)
@@ -139,8 +152,8 @@ LIMIT_OPTIONS = {
     "max_sequences": "sequences decoded together (default 8); more requests wait for a free slot",
     "prefill_chunk_tokens": "prompt tokens per prefill forward pass (default 512)",
     "cpu_head_dtype": "weights of embeddings and lm_head on the CPU: auto (default: bfloat16 where the CPU has "
-                      "native bf16 dot products, else float32), float32 or bfloat16 (half the memory, ~2x faster "
-                      "head; activations stay fp32)",
+    "native bf16 dot products, else float32), float32 or bfloat16 (half the memory, ~2x faster "
+    "head; activations stay fp32)",
 }
 
 DEFAULT_MAX_CONTEXT = 16384
@@ -148,6 +161,7 @@ DEFAULT_MAX_CONTEXT = 16384
 
 def limits_from_options(shape: ModelShape, options: Mapping[str, Any]) -> Limits:
     """The engine limits from the model's options, checked against the model."""
+
     def integer(name: str, default: int, low: int = 1) -> int:
         value = options.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -156,8 +170,10 @@ def limits_from_options(shape: ModelShape, options: Mapping[str, Any]) -> Limits
 
     context = integer("context_length", min(shape.max_position_embeddings, DEFAULT_MAX_CONTEXT), 2)
     if context > shape.max_position_embeddings:
-        raise ValueError(f"option 'context_length' ({context}) exceeds the model's max_position_embeddings "
-                         f"({shape.max_position_embeddings})")
+        raise ValueError(
+            f"option 'context_length' ({context}) exceeds the model's max_position_embeddings "
+            f"({shape.max_position_embeddings})"
+        )
     kv_tokens = integer("kv_cache_tokens", context)
     if kv_tokens < context:
         raise ValueError(f"option 'kv_cache_tokens' ({kv_tokens}) must hold at least one full context ({context})")
@@ -166,8 +182,13 @@ def limits_from_options(shape: ModelShape, options: Mapping[str, Any]) -> Limits
         raise ValueError(f"option 'cpu_head_dtype' must be 'auto', 'float32' or 'bfloat16', got {head!r}")
     if head == "auto":
         head = "bfloat16" if cpu_has_native_bf16() else "float32"
-    return Limits(context_length=context, kv_cache_tokens=kv_tokens, max_sequences=integer("max_sequences", 8),
-                  prefill_chunk_tokens=integer("prefill_chunk_tokens", 512), cpu_head_dtype=head)
+    return Limits(
+        context_length=context,
+        kv_cache_tokens=kv_tokens,
+        max_sequences=integer("max_sequences", 8),
+        prefill_chunk_tokens=integer("prefill_chunk_tokens", 512),
+        cpu_head_dtype=head,
+    )
 
 
 @functools.cache
@@ -188,8 +209,12 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 def awq_linear_bytes(in_features: int, out_features: int, group_size: int, bias: bool) -> int:
     """Bytes of one ``WQLinear_GEMM``'s buffers (qweight, qzeros, scales, optional fp16 bias)."""
     groups = in_features // group_size
-    return in_features * out_features // 2 + groups * out_features // 2 + groups * out_features * _FP16 + \
-        (out_features * _FP16 if bias else 0)
+    return (
+        in_features * out_features // 2
+        + groups * out_features // 2
+        + groups * out_features * _FP16
+        + (out_features * _FP16 if bias else 0)
+    )
 
 
 def int4pack_bytes(in_features: int, out_features: int, group_size: int) -> int:
@@ -237,15 +262,21 @@ def working_bytes(shape: ModelShape, limits: Limits, *, cpu: bool = False, strea
 
 def gpu_fixed_bytes(shape: ModelShape, limits: Limits, *, hybrid: bool) -> int:
     """What must be on the GPU whatever the layer split: head, KV cache, working set."""
-    return head_bytes(shape) + limits.kv_cache_tokens * kv_bytes_per_token(shape) + \
-        working_bytes(shape, limits, streamed_layer=hybrid)
+    return (
+        head_bytes(shape)
+        + limits.kv_cache_tokens * kv_bytes_per_token(shape)
+        + working_bytes(shape, limits, streamed_layer=hybrid)
+    )
 
 
 def cpu_bytes(shape: ModelShape, limits: Limits) -> int:
     """Host RAM of the CPU placement (fp32 compute)."""
-    return head_bytes(shape, cpu=True, cpu_head_dtype=limits.cpu_head_dtype) + \
-        shape.num_hidden_layers * layer_bytes(shape, cpu=True) + \
-        limits.kv_cache_tokens * kv_bytes_per_token(shape, cpu=True) + working_bytes(shape, limits, cpu=True)
+    return (
+        head_bytes(shape, cpu=True, cpu_head_dtype=limits.cpu_head_dtype)
+        + shape.num_hidden_layers * layer_bytes(shape, cpu=True)
+        + limits.kv_cache_tokens * kv_bytes_per_token(shape, cpu=True)
+        + working_bytes(shape, limits, cpu=True)
+    )
 
 
 def placements(shape: ModelShape, limits: Limits) -> tuple[Placement, ...]:
@@ -253,8 +284,9 @@ def placements(shape: ModelShape, limits: Limits) -> tuple[Placement, ...]:
     layers = shape.num_hidden_layers * layer_bytes(shape)
     return (
         Placement(kind=PlacementKind.GPU, gpu_bytes=gpu_fixed_bytes(shape, limits, hybrid=False) + layers),
-        Placement(kind=PlacementKind.HYBRID, gpu_bytes=gpu_fixed_bytes(shape, limits, hybrid=True),
-                  flexible_bytes=layers),
+        Placement(
+            kind=PlacementKind.HYBRID, gpu_bytes=gpu_fixed_bytes(shape, limits, hybrid=True), flexible_bytes=layers
+        ),
         Placement(kind=PlacementKind.CPU, host_bytes=cpu_bytes(shape, limits)),
     )
 
@@ -273,12 +305,16 @@ def context_error(prompt_tokens: int, max_tokens: int | None, context: int) -> I
             return None
         return InvalidRequest(
             f"This model's maximum context length is {context} tokens, but the messages take {prompt_tokens} "
-            f"tokens, which leaves no room for a completion. Please shorten the messages.", param="messages",
-            code="context_length_exceeded")
+            f"tokens, which leaves no room for a completion. Please shorten the messages.",
+            param="messages",
+            code="context_length_exceeded",
+        )
     if prompt_tokens + max_tokens <= context:
         return None
     return InvalidRequest(
         f"This model's maximum context length is {context} tokens. However, you requested "
         f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion). "
-        f"Please reduce the length of the messages or the completion.", param="max_tokens",
-        code="context_length_exceeded")
+        f"Please reduce the length of the messages or the completion.",
+        param="max_tokens",
+        code="context_length_exceeded",
+    )

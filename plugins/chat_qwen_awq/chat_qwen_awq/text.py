@@ -42,12 +42,12 @@ class TextStream:
 
     def _new_text(self) -> str:
         """Text of ids not yet taken; '' while it ends in an incomplete character."""
-        prefix_text = self._decode(self._ids[self._prefix:self._read])
-        full = self._decode(self._ids[self._prefix:])
+        prefix_text = self._decode(self._ids[self._prefix : self._read])
+        full = self._decode(self._ids[self._prefix :])
         if len(full) <= len(prefix_text) or full.endswith(_REPLACEMENT):
             return ""
         self._prefix, self._read = self._read, len(self._ids)
-        return full[len(prefix_text):]
+        return full[len(prefix_text) :]
 
     def push(self, token_id: int) -> str:
         """Add one generated token; returns the text that may be sent now (possibly '').
@@ -63,8 +63,8 @@ class TextStream:
         """The generation ended (EOS or length): everything still held, incomplete bytes included."""
         if self.stopped:
             return ""
-        prefix_text = self._decode(self._ids[self._prefix:self._read])
-        tail = self._decode(self._ids[self._prefix:])[len(prefix_text):]
+        prefix_text = self._decode(self._ids[self._prefix : self._read])
+        tail = self._decode(self._ids[self._prefix :])[len(prefix_text) :]
         self._prefix = self._read = len(self._ids)
         return self._release(self._held + tail, final=True)
 
@@ -83,8 +83,8 @@ class TextStream:
             out = pending
         else:
             keep = self._stop_prefix_length(pending)
-            self._held = pending[len(pending) - keep:] if keep else ""
-            out = pending[:len(pending) - keep]
+            self._held = pending[len(pending) - keep :] if keep else ""
+            out = pending[: len(pending) - keep]
         self.text += out
         return out
 

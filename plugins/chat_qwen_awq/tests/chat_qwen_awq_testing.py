@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from chat_qwen_awq.backend import QwenAwqChatBackend
-from host.domain import ChatDelta, ChatRequest
 from host.config import HostConfig
+from host.domain import ChatDelta, ChatRequest
 from host.spec import Grant, PlacementKind
 from host.testing.pytest_plugin import make_config
 

@@ -24,6 +24,7 @@ if _PLUGIN_ROOT not in sys.path:  # the plugin is used from its folder, not inst
     sys.path.insert(0, _PLUGIN_ROOT)
 
 import torch  # noqa: E402 - a missing torch must fail the suite, not skip it
+
 torch.set_num_threads(1)
 
 with warnings.catch_warnings(record=True):  # autoawq's import-time notices (the plugin imports it quietly too)
@@ -44,9 +45,10 @@ def backend(awq_folder: Path) -> Iterator[Any]:
 
     Embeddings and head in fp32 (not ``auto``): the reference path that exactness tests compare with.
     """
+    from chat_qwen_awq_testing import cpu_grant, tiny_config
+
     from chat_qwen_awq import model_spec
     from chat_qwen_awq.backend import QwenAwqChatBackend
-    from chat_qwen_awq_testing import cpu_grant, tiny_config
 
     b = QwenAwqChatBackend(model_spec(tiny_config(cpu_head_dtype="float32")))
     b.load(cpu_grant())

@@ -33,8 +33,11 @@ NEAR_TIE = 0.05
 
 
 def _request(content: str, n: int = 48) -> ChatRequest:
-    return ChatRequest(model="m", messages=(ChatMessage("user", content),),
-                       sampling=SamplingParams(max_tokens=n, temperature=0, repetition_penalty=1.0))
+    return ChatRequest(
+        model="m",
+        messages=(ChatMessage("user", content),),
+        sampling=SamplingParams(max_tokens=n, temperature=0, repetition_penalty=1.0),
+    )
 
 
 async def _engine_tokens(backend: Any, req: ChatRequest) -> list[int]:
@@ -46,10 +49,20 @@ def _reference(backend: Any, req: ChatRequest) -> tuple[list[int], list[torch.Te
     ids = torch.tensor([backend._prepare(req).prompt_ids], device=backend.loaded.device)
     with torch.no_grad():
         out = backend.loaded.model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=req.sampling.max_tokens, do_sample=False,
-            repetition_penalty=1.0, eos_token_id=backend.eos_ids, pad_token_id=backend.eos_ids[0],
-            temperature=None, top_p=None, top_k=None, output_scores=True, return_dict_in_generate=True)
-    return out.sequences[0, ids.shape[1]:].tolist(), [s[0].float().cpu() for s in out.scores]
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=req.sampling.max_tokens,
+            do_sample=False,
+            repetition_penalty=1.0,
+            eos_token_id=backend.eos_ids,
+            pad_token_id=backend.eos_ids[0],
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    return out.sequences[0, ids.shape[1] :].tolist(), [s[0].float().cpu() for s in out.scores]
 
 
 def assert_same_greedy(ours: list[int], reference: list[int], scores: list[torch.Tensor]) -> None:
@@ -66,8 +79,12 @@ def assert_same_greedy(ours: list[int], reference: list[int], scores: list[torch
 def _gpu_grant(spec: Any, placement: PlacementKind = PlacementKind.GPU, gpu_bytes: int | None = None) -> Grant:
     """The scheduler's grant of ``placement`` on cuda:0 (its declared GPU bytes unless given)."""
     declared = next(p for p in spec.placements if p.kind == placement)
-    return Grant(placement=placement, device="cuda:0",
-                 gpu_bytes=declared.gpu_bytes if gpu_bytes is None else gpu_bytes, host_bytes=0)
+    return Grant(
+        placement=placement,
+        device="cuda:0",
+        gpu_bytes=declared.gpu_bytes if gpu_bytes is None else gpu_bytes,
+        host_bytes=0,
+    )
 
 
 def _load(spec: Any, grant: Grant) -> Any:
@@ -101,8 +118,9 @@ def test_gpu_load_runs_autoawq_gpu_kernels_in_fp16(gpu_backend: Any) -> None:
     # The GPU kernel agrees with autoawq's own dequantisation.
     from awq.utils.packing_utils import dequantize_gemm
 
-    x = torch.randn(5, linear.in_features, device="cuda", dtype=torch.float16,
-                    generator=torch.Generator("cuda").manual_seed(0))
+    x = torch.randn(
+        5, linear.in_features, device="cuda", dtype=torch.float16, generator=torch.Generator("cuda").manual_seed(0)
+    )
     w = dequantize_gemm(linear.qweight, linear.qzeros, linear.scales, 4, linear.group_size)
     expected = (x.float() @ w.float()) + (linear.bias.float() if linear.bias is not None else 0)
     got = linear(x).float()
@@ -161,8 +179,9 @@ def test_hybrid_splits_layers_between_the_gpu_and_host_ram(gpu_backend: Any, awq
 
 
 def test_relocate_gpu_to_cpu_and_back(awq_folder: Path) -> None:
-    from chat_qwen_awq import model_spec
     from chat_qwen_awq_testing import cpu_grant
+
+    from chat_qwen_awq import model_spec
 
     spec = model_spec(tiny_config())
     backend = _load(spec, _gpu_grant(spec))
@@ -205,8 +224,7 @@ def _peak_while_serving(backend: Any, prompt_tokens: int) -> int:
 
 
 @pytest.mark.parametrize("placement", [PlacementKind.GPU, PlacementKind.HYBRID])
-def test_real_gpu_memory_stays_within_the_declared_footprint(wide_awq_folder: Path,
-                                                             placement: PlacementKind) -> None:
+def test_real_gpu_memory_stays_within_the_declared_footprint(wide_awq_folder: Path, placement: PlacementKind) -> None:
     """7B-wide weights, a 2k context: what the GPU really holds at peak is within the scheduler's grant."""
     from chat_qwen_awq import model_spec, sizing
 
@@ -215,8 +233,9 @@ def test_real_gpu_memory_stays_within_the_declared_footprint(wide_awq_folder: Pa
     shape = sizing.ModelShape.from_config(json.loads((wide_awq_folder / "config.json").read_text("utf-8")))
     declared = next(p for p in spec.placements if p.kind == placement)
     # hybrid: room for the fixed part and one layer (of three)
-    grant_bytes = declared.gpu_bytes if placement == PlacementKind.GPU else \
-        declared.gpu_bytes + sizing.layer_bytes(shape)
+    grant_bytes = (
+        declared.gpu_bytes if placement == PlacementKind.GPU else declared.gpu_bytes + sizing.layer_bytes(shape)
+    )
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated()
@@ -227,12 +246,13 @@ def test_real_gpu_memory_stays_within_the_declared_footprint(wide_awq_folder: Pa
         peak = _peak_while_serving(backend, 1500) - base
         expected_layers = 3 if placement == PlacementKind.GPU else 1
         assert backend.loaded.plan.gpu_layers == expected_layers
-        print(f"\n{placement}: grant {grant_bytes / 2**20:.0f} MiB, resident {resident / 2**20:.0f} MiB, "
-              f"peak {peak / 2**20:.0f} MiB")
+        print(
+            f"\n{placement}: grant {grant_bytes / 2**20:.0f} MiB, resident {resident / 2**20:.0f} MiB, "
+            f"peak {peak / 2**20:.0f} MiB"
+        )
         assert peak <= grant_bytes
         # Not wildly over-declared either: the weights themselves are most of it.
         weights = sizing.head_bytes(shape) + expected_layers * sizing.layer_bytes(shape)
         assert resident >= 0.9 * weights
     finally:
         backend.unload()
-

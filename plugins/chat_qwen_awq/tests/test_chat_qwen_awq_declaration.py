@@ -24,8 +24,14 @@ def awq_config(shape: Any, group_size: int = 128) -> dict[str, Any]:
     from host.testing.tiny_models import qwen2_config
 
     data = qwen2_config(shape).to_dict()
-    data["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": group_size, "version": "gemm",
-                                   "zero_point": True, "modules_to_not_convert": None}
+    data["quantization_config"] = {
+        "quant_method": "awq",
+        "bits": 4,
+        "group_size": group_size,
+        "version": "gemm",
+        "zero_point": True,
+        "modules_to_not_convert": None,
+    }
     return data
 
 
@@ -90,8 +96,9 @@ def test_configured_weights_and_options_change_the_footprint(tmp_path: Path) -> 
     big = model_spec(make_config({"demo": False}))
     assert small.options["weights"] == str(folder)
     assert small.placements[0].gpu_bytes < big.placements[0].gpu_bytes / 4
-    longer = model_spec(make_config({"models": {MODEL_ID: {"weights": str(folder),
-                                                           "options": {"kv_cache_tokens": 32768}}}}))
+    longer = model_spec(
+        make_config({"models": {MODEL_ID: {"weights": str(folder), "options": {"kv_cache_tokens": 32768}}}})
+    )
     assert longer.placements[0].gpu_bytes > small.placements[0].gpu_bytes
     tiny = model_spec(tiny_config())
     assert tiny.options["weights"] == TINY and tiny.placements[-1].host_bytes < 64 * 2**20
@@ -143,8 +150,9 @@ def test_analytic_sizes_match_the_meta_model() -> None:
         shape = sizing.ModelShape.from_config(config)
         sizes = compute_module_sizes(loader.build_empty_model(config, loader.compute_dtype("cuda:0")))
         assert sizes["model.layers.0"] == sizing.layer_bytes(shape)
-        head = sizes["model.embed_tokens"] + sizes["model.norm"] + \
-            (0 if shape.tie_word_embeddings else sizes["lm_head"])
+        head = (
+            sizes["model.embed_tokens"] + sizes["model.norm"] + (0 if shape.tie_word_embeddings else sizes["lm_head"])
+        )
         assert head == sizing.head_bytes(shape)
 
 
@@ -190,8 +198,11 @@ def test_non_awq_checkpoints_are_refused() -> None:
     from host.testing.tiny_models import TINY_QWEN2
 
     config = awq_config(TINY_QWEN2, 32)
-    for change, message in (({"quant_method": "gptq"}, "expected 'awq'"), ({"bits": 8}, "4-bit"),
-                            ({"version": "gemv"}, "gemm")):
+    for change, message in (
+        ({"quant_method": "gptq"}, "expected 'awq'"),
+        ({"bits": 8}, "4-bit"),
+        ({"version": "gemv"}, "gemm"),
+    ):
         bad = {**config, "quantization_config": {**config["quantization_config"], **change}}
         with pytest.raises(sizing.AwqConfigError, match=message):
             sizing.ModelShape.from_config(bad)
@@ -207,7 +218,8 @@ def test_cpu_head_dtype_auto_follows_the_cpu(native: bool, monkeypatch: pytest.M
     assert auto.cpu_head_dtype == ("bfloat16" if native else "float32")
     assert sizing.limits_from_options(shape, {"cpu_head_dtype": "float32"}).cpu_head_dtype == "float32"
     assert sizing.cpu_bytes(shape, auto) == sizing.cpu_bytes(
-        shape, sizing.limits_from_options(shape, {"cpu_head_dtype": auto.cpu_head_dtype}))
+        shape, sizing.limits_from_options(shape, {"cpu_head_dtype": auto.cpu_head_dtype})
+    )
 
 
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Any) -> None:

@@ -19,9 +19,11 @@ CHINESE = "请用三句话介绍一下北京和上海。"
 
 
 def request(content: str = ENGLISH, **sampling: Any) -> ChatRequest:
-    return ChatRequest(model="m", messages=(ChatMessage("system", "You are a helpful assistant."),
-                                            ChatMessage("user", content)),
-                       sampling=SamplingParams(**sampling))
+    return ChatRequest(
+        model="m",
+        messages=(ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", content)),
+        sampling=SamplingParams(**sampling),
+    )
 
 
 async def complete(backend: Any, req: ChatRequest) -> tuple[str, ChatDelta, list[ChatDelta]]:
@@ -35,17 +37,26 @@ def prompt_ids(backend: Any, req: ChatRequest) -> list[int]:
 
 @pytest.mark.parametrize("content", [ENGLISH, CHINESE])
 @pytest.mark.parametrize("repetition_penalty", [1.0, None])  # None: generation_config's 1.05
-async def test_greedy_is_token_identical_to_transformers_generate(backend: Any, content: str,
-                                                                  repetition_penalty: float | None) -> None:
+async def test_greedy_is_token_identical_to_transformers_generate(
+    backend: Any, content: str, repetition_penalty: float | None
+) -> None:
     req = request(content, temperature=0, max_tokens=60, repetition_penalty=repetition_penalty)
     ours, last = await engine_ids(backend, req)
     ids = torch.tensor([prompt_ids(backend, req)])
     with torch.no_grad():
         out = backend.loaded.model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=60, do_sample=False,
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=60,
+            do_sample=False,
             repetition_penalty=repetition_penalty or backend.defaults["repetition_penalty"],
-            eos_token_id=backend.eos_ids, pad_token_id=backend.eos_ids[0], temperature=None, top_p=None, top_k=None)
-    reference = out[0, ids.shape[1]:].tolist()
+            eos_token_id=backend.eos_ids,
+            pad_token_id=backend.eos_ids[0],
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+    reference = out[0, ids.shape[1] :].tolist()
     assert ours == reference
     assert (last.prompt_tokens, last.completion_tokens) == (ids.shape[1], len(reference))
     assert last.finish_reason == ("stop" if reference[-1] in backend.eos_ids else "length")
@@ -57,7 +68,7 @@ async def test_greedy_is_token_identical_to_transformers_generate(backend: Any, 
 def _stop_across_tokens(tokenizer: Any, ids: list[int]) -> str:
     """A 4-character string of the decoded text that straddles a token boundary."""
     for k in range(len(ids) // 2, len(ids) - 1):
-        left, right = tokenizer.decode(ids[:k]), tokenizer.decode(ids[k:k + 1])
+        left, right = tokenizer.decode(ids[:k]), tokenizer.decode(ids[k : k + 1])
         if len(left) >= 2 and len(right) >= 2 and "\ufffd" not in left[-2:] + right[:2]:
             return left[-2:] + right[:2]
     raise AssertionError("no token boundary with two clean characters on both sides")
@@ -69,16 +80,16 @@ async def test_stop_strings_including_one_split_across_tokens(backend: Any) -> N
     full, _, _ = await complete(backend, request(**base))
     stop = _stop_across_tokens(backend.engine.tokenizer, ids)
     text, last, _ = await complete(backend, request(**base, stop=(stop,)))
-    assert text == full[:full.index(stop)] and stop not in text
+    assert text == full[: full.index(stop)] and stop not in text
     assert last.finish_reason == "stop" and last.completion_tokens < len(ids)
-    later = full[full.index(stop) + len(stop):][:3] or "\x00never"
+    later = full[full.index(stop) + len(stop) :][:3] or "\x00never"
     text2, last2, _ = await complete(backend, request(**base, stop=(later, stop)))
     first = min(i for i in (full.find(later), full.find(stop)) if i >= 0)  # the earliest stop wins
     assert text2 == full[:first] and last2.finish_reason == "stop"
 
 
 async def test_max_tokens_finishes_with_length(backend: Any) -> None:
-    text, last, deltas = await complete(backend, request(temperature=0, max_tokens=5, repetition_penalty=1.0))
+    _text, last, deltas = await complete(backend, request(temperature=0, max_tokens=5, repetition_penalty=1.0))
     assert (last.finish_reason, last.completion_tokens) == ("length", 5)
     assert all(d.finish_reason is None for d in deltas[:-1])
     assert last.prompt_tokens == len(prompt_ids(backend, request()))
@@ -93,7 +104,7 @@ async def test_same_seed_same_output(backend: Any) -> None:
 async def test_any_integer_is_a_seed(backend: Any) -> None:
     big, _, _ = await complete(backend, request(temperature=1.0, seed=2**70 + 5, max_tokens=10))
     assert big == (await complete(backend, request(temperature=1.0, seed=2**70 + 5, max_tokens=10)))[0]
-    negative, last, _ = await complete(backend, request(temperature=1.0, seed=-3, max_tokens=10))
+    _negative, last, _ = await complete(backend, request(temperature=1.0, seed=-3, max_tokens=10))
     assert last.completion_tokens > 0
 
 
@@ -138,14 +149,16 @@ def small_backend(awq_folder: Any) -> Iterator[Any]:
 
 
 async def test_without_max_tokens_generation_stops_at_the_context(small_backend: Any) -> None:
-    text, last, _ = await complete(small_backend, request(temperature=0, repetition_penalty=1.0))
+    _text, last, _ = await complete(small_backend, request(temperature=0, repetition_penalty=1.0))
     assert last.finish_reason == "length"
     assert last.prompt_tokens + last.completion_tokens == 96
 
 
 async def test_batched_sequences_equal_sequential_ones(backend: Any) -> None:
-    reqs = [request(c, temperature=0, max_tokens=40, repetition_penalty=1.0)
-            for c in (ENGLISH, CHINESE, "hello", "Water boils at one hundred degrees. " * 3)]
+    reqs = [
+        request(c, temperature=0, max_tokens=40, repetition_penalty=1.0)
+        for c in (ENGLISH, CHINESE, "hello", "Water boils at one hundred degrees. " * 3)
+    ]
     alone = [await complete(backend, r) for r in reqs]
     steps = backend.engine.stats.steps
     together = await asyncio.gather(*(complete(backend, r) for r in reqs))
@@ -209,7 +222,7 @@ async def test_a_failing_sequence_does_not_stop_the_others(backend: Any, monkeyp
     bad_item = await bad.queue.get()
     assert isinstance(bad_item, BackendError) and "boom" in bad_item.message
     items = []
-    while not items or not isinstance(items[-1], BaseException) and items[-1].finish_reason is None:
+    while not items or (not isinstance(items[-1], BaseException) and items[-1].finish_reason is None):
         items.append(await good.queue.get())
     assert items[-1].finish_reason == "length" and items[-1].completion_tokens == 30
 
@@ -229,12 +242,13 @@ async def test_a_failing_sequence_does_not_stop_the_others(backend: Any, monkeyp
         await complete(backend, request(max_tokens=5))
     monkeypatch.setattr(backend.engine, "model", real)
     assert calls and backend.engine.alive
-    text, last, _ = await complete(backend, request(temperature=0, max_tokens=5))
+    _text, last, _ = await complete(backend, request(temperature=0, max_tokens=5))
     assert last.completion_tokens == 5
 
 
-async def test_a_failure_between_prefill_and_batch_finishes_the_sequences(backend: Any,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failure_between_prefill_and_batch_finishes_the_sequences(
+    backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Sequences taken out of the prefill but not yet merged into the batch are still answered."""
     engine = backend.engine
 
@@ -245,5 +259,5 @@ async def test_a_failure_between_prefill_and_batch_finishes_the_sequences(backen
     with pytest.raises(BackendError, match="out of memory while merging"):
         await asyncio.wait_for(complete(backend, request(max_tokens=5)), 30)
     monkeypatch.undo()
-    text, last, _ = await asyncio.wait_for(complete(backend, request(temperature=0, max_tokens=5)), 30)
+    _text, last, _ = await asyncio.wait_for(complete(backend, request(temperature=0, max_tokens=5)), 30)
     assert last.finish_reason == "length" and engine.alive

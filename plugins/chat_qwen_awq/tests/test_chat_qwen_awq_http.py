@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -73,8 +74,11 @@ def test_stream_equals_non_stream_with_usage(client: OpenAI) -> None:
     assert all(c.choices[0].finish_reason is None for c in content[:-1])
     usage = chunks[-1].usage
     assert not chunks[-1].choices and usage is not None
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == \
-        (full.usage.prompt_tokens, full.usage.completion_tokens, full.usage.total_tokens)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (
+        full.usage.prompt_tokens,
+        full.usage.completion_tokens,
+        full.usage.total_tokens,
+    )
 
 
 def test_n_choices_and_seed(client: OpenAI) -> None:
@@ -83,8 +87,10 @@ def test_n_choices_and_seed(client: OpenAI) -> None:
     b = client.chat.completions.create(**kwargs)
     assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
     assert a.choices[0].message.content != a.choices[1].message.content  # seed + i per choice
-    assert a.usage.completion_tokens <= 2 * 20 and a.usage.total_tokens == a.usage.prompt_tokens + \
-        a.usage.completion_tokens
+    assert (
+        a.usage.completion_tokens <= 2 * 20
+        and a.usage.total_tokens == a.usage.prompt_tokens + a.usage.completion_tokens
+    )
 
 
 def _clean_prefix(tokenizer: Any, ids: list[int]) -> int:
@@ -100,8 +106,13 @@ def _clean_prefix(tokenizer: Any, ids: list[int]) -> int:
 def test_chinese_streaming_never_splits_a_character(client: OpenAI) -> None:
     tokenizer = served_backend().engine.tokenizer
     for prompt in CHINESE_PROMPTS:
-        full = client.chat.completions.create(model=MODEL_ID, messages=messages(prompt), temperature=0,
-                                              max_tokens=80, extra_body={"repetition_penalty": 1.0})
+        full = client.chat.completions.create(
+            model=MODEL_ID,
+            messages=messages(prompt),
+            temperature=0,
+            max_tokens=80,
+            extra_body={"repetition_penalty": 1.0},
+        )
         ids = tokenizer.encode(full.choices[0].message.content)
         # The model's own ids are those of the text unless it emitted invalid bytes; find a clean prefix.
         n = _clean_prefix(tokenizer, ids)
@@ -110,9 +121,16 @@ def test_chinese_streaming_never_splits_a_character(client: OpenAI) -> None:
     else:
         pytest.fail("no prompt gives Chinese text with a character split over tokens")
     expected = tokenizer.decode(ids[:n])
-    chunks = list(client.chat.completions.create(model=MODEL_ID, messages=messages(prompt), temperature=0,
-                                                 max_tokens=80, stream=True,
-                                                 extra_body={"repetition_penalty": 1.0}))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL_ID,
+            messages=messages(prompt),
+            temperature=0,
+            max_tokens=80,
+            stream=True,
+            extra_body={"repetition_penalty": 1.0},
+        )
+    )
     pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
     streamed = "".join(pieces)
     assert streamed == full.choices[0].message.content
@@ -144,9 +162,14 @@ async def test_two_concurrent_streams_both_progress(server: str) -> None:
 
     async def run(label: str, prompt: str) -> str:
         async with AsyncOpenAI(base_url=f"{server}/v1", api_key="dummy", max_retries=0, timeout=60) as c:
-            stream = await c.chat.completions.create(model=MODEL_ID, messages=messages(prompt), temperature=0,
-                                                     max_tokens=300, stream=True,
-                                                     extra_body={"repetition_penalty": 1.0})
+            stream = await c.chat.completions.create(
+                model=MODEL_ID,
+                messages=messages(prompt),
+                temperature=0,
+                max_tokens=300,
+                stream=True,
+                extra_body={"repetition_penalty": 1.0},
+            )
             parts = []
             async for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
@@ -161,15 +184,21 @@ async def test_two_concurrent_streams_both_progress(server: str) -> None:
     first_b, last_a = order.index("b"), len(order) - 1 - order[::-1].index("a")
     first_a, last_b = order.index("a"), len(order) - 1 - order[::-1].index("b")
     assert first_b < last_a and first_a < last_b, "one stream waited for the other"
-    switches = sum(1 for x, y in zip(order, order[1:]) if x != y)
+    switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
     assert switches >= 10
     assert max(batch_before, backend.engine.stats.max_batch) >= 2
 
 
 def test_disconnect_stops_generation_and_frees_the_lease(server: str) -> None:
     backend = served_backend()
-    body = {"model": MODEL_ID, "messages": messages(), "temperature": 0, "max_tokens": 1900, "stream": True,
-            "repetition_penalty": 1.0}
+    body = {
+        "model": MODEL_ID,
+        "messages": messages(),
+        "temperature": 0,
+        "max_tokens": 1900,
+        "stream": True,
+        "repetition_penalty": 1.0,
+    }
     with httpx.Client(timeout=30) as http:
         with http.stream("POST", f"{server}/v1/chat/completions", json=body) as response:
             assert response.status_code == 200

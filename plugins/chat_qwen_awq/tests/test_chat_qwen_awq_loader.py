@@ -25,7 +25,7 @@ def references(awq_folder: Path) -> tuple[Any, Any]:
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from host.testing.tiny_models import awq_group_size, dequantize_awq, tiny_model_cache, TINY_QWEN2
+    from host.testing.tiny_models import TINY_QWEN2, awq_group_size, dequantize_awq, tiny_model_cache
 
     fp16 = tiny_model_cache("qwen2-chat")
     original = AutoModelForCausalLM.from_pretrained(str(fp16), dtype=torch.float32).eval()
@@ -72,8 +72,9 @@ def test_cpu_kernel_matches_autoawq_dequantisation(backend: Any) -> None:
             continue
         x = torch.randn(3, module.in_features, generator=torch.Generator().manual_seed(1))
         w = dequantize_gemm(module.qweight, module.qzeros, module.scales, 4, module.group_size).float()
-        assert torch.equal(loader.dequantize(module.qweight, module.qzeros, module.scales, module.group_size,
-                                             torch.float16), w.half()), name
+        assert torch.equal(
+            loader.dequantize(module.qweight, module.qzeros, module.scales, module.group_size, torch.float16), w.half()
+        ), name
         expected = x @ w + (module.bias.float() if module.bias is not None else 0)
         got = module(x)
         assert got.dtype == torch.float32 and got.shape == (3, module.out_features)
@@ -83,8 +84,9 @@ def test_cpu_kernel_matches_autoawq_dequantisation(backend: Any) -> None:
 
 
 async def _greedy_text(backend: Any, content: str = "Tell me about the Great Wall.", n: int = 40) -> tuple[str, int]:
-    request = ChatRequest(model="m", messages=(ChatMessage("user", content),),
-                          sampling=SamplingParams(max_tokens=n, temperature=0))
+    request = ChatRequest(
+        model="m", messages=(ChatMessage("user", content),), sampling=SamplingParams(max_tokens=n, temperature=0)
+    )
     parts = [d async for d in backend.generate(request)]
     return "".join(d.text for d in parts), parts[-1].completion_tokens
 
@@ -165,12 +167,24 @@ def test_bf16_embeddings_and_head_on_the_cpu(backend: Any) -> None:
         prompt = other._prepare(ChatRequest(model="m", messages=(ChatMessage("user", "hello"),))).prompt_ids
         x = torch.tensor([prompt])
         with torch.no_grad():
-            out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=30, do_sample=False,
-                                 repetition_penalty=1.0, eos_token_id=other.eos_ids, pad_token_id=other.eos_ids[0],
-                                 temperature=None, top_p=None, top_k=None)
-        expected = other.engine.tokenizer.decode(out[0, x.shape[1]:], skip_special_tokens=True)
-        request = ChatRequest(model="m", messages=(ChatMessage("user", "hello"),),
-                              sampling=SamplingParams(max_tokens=30, temperature=0, repetition_penalty=1.0))
+            out = model.generate(
+                x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=30,
+                do_sample=False,
+                repetition_penalty=1.0,
+                eos_token_id=other.eos_ids,
+                pad_token_id=other.eos_ids[0],
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        expected = other.engine.tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True)
+        request = ChatRequest(
+            model="m",
+            messages=(ChatMessage("user", "hello"),),
+            sampling=SamplingParams(max_tokens=30, temperature=0, repetition_penalty=1.0),
+        )
 
         async def run() -> str:
             return "".join([d.text async for d in other.generate(request)])

@@ -34,18 +34,17 @@ from typing import Any
 
 import msgspec
 
-from host import hookimpl
-from host.config import HostConfig
-from host.sizing import gpu_then_cpu
-from host.spec import ModelSpec, Task
-from host.weights import peek_config
-
 from embed_qwen3.sizing import (
     DEFAULT_HUB_ID,
     config_for,
     footprint,
     max_length_of,
 )
+from host import hookimpl
+from host.config import HostConfig
+from host.sizing import gpu_then_cpu
+from host.spec import ModelSpec, Task
+from host.weights import peek_config
 
 PLUGIN = "embed_qwen3"
 MODEL_ID = "Qwen3-Embedding-0.6B"
@@ -77,18 +76,23 @@ def declare(config: HostConfig, model_id: str = MODEL_ID, aliases: tuple[str, ..
     """The declaration of ``model_id``, sized for its configured weights and options."""
     own = config.model(model_id)
     if model_id != MODEL_ID and own.weights is None and "weights" not in own.options:
-        raise ValueError(f"models.{model_id}.weights: required for a model served by {PLUGIN} "
-                         f"(a local folder or a hub id such as Qwen/Qwen3-Embedding-4B)")
+        raise ValueError(
+            f"models.{model_id}.weights: required for a model served by {PLUGIN} "
+            f"(a local folder or a hub id such as Qwen/Qwen3-Embedding-4B)"
+        )
     options = {**DEFAULT_OPTIONS, **own.options}
     weights = own.weights or options["weights"]
     model_config = config_for(weights, peek_config(weights))
     max_length = max_length_of(model_config, options["max_length"])
-    gpu_weights, gpu_work = footprint(model_config, dtype_bytes=2, batch_tokens=int(options["batch_tokens_gpu"]),
-                                      max_length=max_length)
-    cpu_weights, cpu_work = footprint(model_config, dtype_bytes=4, batch_tokens=int(options["batch_tokens_cpu"]),
-                                      max_length=max_length)
-    placements, offload_bytes = gpu_then_cpu(gpu_weights=gpu_weights, gpu_work=gpu_work, cpu_weights=cpu_weights,
-                                             cpu_work=cpu_work)
+    gpu_weights, gpu_work = footprint(
+        model_config, dtype_bytes=2, batch_tokens=int(options["batch_tokens_gpu"]), max_length=max_length
+    )
+    cpu_weights, cpu_work = footprint(
+        model_config, dtype_bytes=4, batch_tokens=int(options["batch_tokens_cpu"]), max_length=max_length
+    )
+    placements, offload_bytes = gpu_then_cpu(
+        gpu_weights=gpu_weights, gpu_work=gpu_work, cpu_weights=cpu_weights, cpu_work=cpu_work
+    )
     return ModelSpec(
         id=model_id,
         task=Task.EMBEDDING,

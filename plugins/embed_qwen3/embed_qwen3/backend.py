@@ -29,14 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from embed_qwen3 import DEFAULT_OPTIONS
+from embed_qwen3.sizing import max_length_of
 from host.batching import DynamicBatcher
 from host.domain import EmbeddingRequest, EmbeddingResult
 from host.errors import BackendError, InvalidRequest, PlughostError
 from host.spec import Grant, ModelSpec
 from host.weights import resolve_weights
-
-from embed_qwen3 import DEFAULT_OPTIONS
-from embed_qwen3.sizing import max_length_of
 
 log = logging.getLogger("plughost.embed_qwen3")
 
@@ -56,10 +55,11 @@ def format_query(task: str, query: str) -> str:
 class EmbedInput:
     """One input as handed to the batcher: text (already formatted) or token ids."""
 
-    __slots__ = ("index", "text", "ids", "task", "truncate")
+    __slots__ = ("ids", "index", "task", "text", "truncate")
 
-    def __init__(self, index: int, text: str | None, ids: Sequence[int] | None, task: str | None,
-                 truncate: bool) -> None:
+    def __init__(
+        self, index: int, text: str | None, ids: Sequence[int] | None, task: str | None, truncate: bool
+    ) -> None:
         self.index = index  # position in the request, for error messages
         self.text = text  # a query's text is already formatted with its instruction
         self.ids = ids
@@ -109,34 +109,52 @@ class Qwen3EmbeddingBackend:
         probe = "Tokenizer probe: 1 2 3."
         plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
         own = tokenizer(probe)["input_ids"]
-        self.tokenizer_appends_eos = own == plain + [self.eos_id]
-        if own not in (plain, plain + [self.eos_id]):
-            log.warning("%s: the tokenizer adds special tokens other than a final %s; inputs follow the "
-                        "Qwen3-Embedding format (text + %s) instead", self.spec.id, ENDOFTEXT, ENDOFTEXT)
+        self.tokenizer_appends_eos = own == [*plain, self.eos_id]
+        if own not in (plain, [*plain, self.eos_id]):
+            log.warning(
+                "%s: the tokenizer adds special tokens other than a final %s; inputs follow the "
+                "Qwen3-Embedding format (text + %s) instead",
+                self.spec.id,
+                ENDOFTEXT,
+                ENDOFTEXT,
+            )
         config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
         self.checkpoint_dtype = _DTYPES.get(str(config.get("torch_dtype") or config.get("dtype")), torch.bfloat16)
         dtype = self._dtype_for(grant)
-        model = AutoModel.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa",
-                                          device_map={"": grant.device})
+        model = AutoModel.from_pretrained(
+            str(path), dtype=dtype, attn_implementation="sdpa", device_map={"": grant.device}
+        )
         model.eval().requires_grad_(False)
         self.model, self.grant, self.device = model, grant, torch.device(grant.device)
         self.hidden_size = int(model.config.hidden_size)
         self.vocab_size = min(self.vocab_size, int(model.get_input_embeddings().num_embeddings))
         self.max_length = max_length_of(model.config.to_dict(), self.options.get("max_length"))
         self.batcher = DynamicBatcher(
-            prepare=self._prepare, length=len, run=self._run, **self._budgets(),
+            prepare=self._prepare,
+            length=len,
+            run=self._run,
+            **self._budgets(),
             max_pending=int(self.options["max_pending"]) if self.options.get("max_pending") else None,
             name=f"embed:{self.spec.id}",
         )
-        log.info("%s: loaded %s on %s in %s (max_length %d, tokenizer appends eos: %s)", self.spec.id, path,
-                 grant.device, dtype, self.max_length, self.tokenizer_appends_eos)
+        log.info(
+            "%s: loaded %s on %s in %s (max_length %d, tokenizer appends eos: %s)",
+            self.spec.id,
+            path,
+            grant.device,
+            dtype,
+            self.max_length,
+            self.tokenizer_appends_eos,
+        )
 
     def _budgets(self) -> dict[str, Any]:
         """Batch bounds for the current device (options ``*_gpu`` or ``*_cpu``)."""
         suffix = "gpu" if self.device.type == "cuda" else "cpu"
-        return {"max_batch_tokens": int(self.options[f"batch_tokens_{suffix}"]),
-                "max_batch_size": int(self.options["max_batch_size"]),
-                "batch_overhead_tokens": _optional_int(self.options.get(f"batch_overhead_tokens_{suffix}"))}
+        return {
+            "max_batch_tokens": int(self.options[f"batch_tokens_{suffix}"]),
+            "max_batch_size": int(self.options["max_batch_size"]),
+            "batch_overhead_tokens": _optional_int(self.options.get(f"batch_overhead_tokens_{suffix}")),
+        }
 
     def _apply_budgets(self) -> None:
         """A relocation between GPU and CPU changes the batch bounds (read by the batcher per batch)."""
@@ -191,12 +209,15 @@ class Qwen3EmbeddingBackend:
     def _gpu_dtype(self) -> torch.dtype:
         choice = str(self.options.get("gpu_dtype") or "auto")
         if choice == "auto":
-            dtype = self.checkpoint_dtype if self.checkpoint_dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+            dtype = (
+                self.checkpoint_dtype if self.checkpoint_dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+            )
         elif choice in ("float16", "bfloat16"):
             dtype = _DTYPES[choice]
         else:
-            raise ValueError(f"models.{self.spec.id}.options.gpu_dtype: expected auto, bfloat16 or float16, "
-                             f"got {choice!r}")
+            raise ValueError(
+                f"models.{self.spec.id}.options.gpu_dtype: expected auto, bfloat16 or float16, got {choice!r}"
+            )
         if dtype == torch.bfloat16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
             dtype = torch.float16
         return dtype
@@ -211,12 +232,15 @@ class Qwen3EmbeddingBackend:
         if dims is not None:
             low = min(int(self.options.get("min_dimensions") or 1), self.hidden_size)
             if not low <= dims <= self.hidden_size:
-                raise InvalidRequest(f"'dimensions' must be between {low} and {self.hidden_size} for "
-                                     f"'{self.spec.id}', got {dims}.", param="dimensions")
+                raise InvalidRequest(
+                    f"'dimensions' must be between {low} and {self.hidden_size} for '{self.spec.id}', got {dims}.",
+                    param="dimensions",
+                )
         query = request.input_type == "query"
         if request.instruction is not None and not query:
-            raise InvalidRequest("'instruction' applies to queries only; send input_type \"query\" with it.",
-                                 param="instruction")
+            raise InvalidRequest(
+                "'instruction' applies to queries only; send input_type \"query\" with it.", param="instruction"
+            )
         # A blank instruction means "the default", as in the reranker.
         task = request.instruction if request.instruction and request.instruction.strip() else str(self.options["task"])
         truncate = bool(request.truncate if request.truncate is not None else self.options.get("truncate"))
@@ -225,8 +249,9 @@ class Qwen3EmbeddingBackend:
             for i, text in enumerate(request.texts):
                 if not text:
                     raise InvalidRequest(f"input[{i}] is an empty string.", param="input")
-                inputs.append(EmbedInput(i, format_query(task, text) if query else text, None,
-                                         task if query else None, truncate))
+                inputs.append(
+                    EmbedInput(i, format_query(task, text) if query else text, None, task if query else None, truncate)
+                )
         else:
             for i, ids in enumerate(request.token_ids or ()):
                 if not ids:
@@ -244,15 +269,17 @@ class Qwen3EmbeddingBackend:
         if dims is not None and dims < vectors.shape[1]:
             vectors = vectors[:, :dims]
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return EmbeddingResult(vectors=vectors.astype(np.float32, copy=False),
-                               prompt_tokens=sum(n for _, n in results))
+        return EmbeddingResult(vectors=vectors.astype(np.float32, copy=False), prompt_tokens=sum(n for _, n in results))
 
     # -- batcher stages (worker threads) ----------------------------------------------------------
     def _prepare(self, items: Sequence[EmbedInput]) -> list[list[int]]:
         """Token ids of each input, ending with <|endoftext|> once, within ``max_length`` (prepare thread)."""
         texts = [item.text for item in items if item.text is not None]
-        encoded = iter(self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]) \
-            if texts else iter(())
+        encoded = (
+            iter(self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"])
+            if texts
+            else iter(())
+        )
         prepared: list[list[int]] = []
         for item in items:
             if item.text is not None:
@@ -270,8 +297,11 @@ class Qwen3EmbeddingBackend:
                         f"input[{item.index}] has {len(ids)} tokens (with the end-of-text token"
                         f"{' and the query instruction' if item.task is not None else ''}); "
                         f"'{self.spec.id}' accepts at most {self.max_length} tokens per input. Shorten it or send "
-                        f"\"truncate\": true.", param="input", code="context_length_exceeded")
-                ids = ids[:self.max_length - 1] + [self.eos_id]  # keep the final end-of-text token
+                        f'"truncate": true.',
+                        param="input",
+                        code="context_length_exceeded",
+                    )
+                ids = [*ids[: self.max_length - 1], self.eos_id]  # keep the final end-of-text token
             prepared.append(ids)
         return prepared
 
@@ -280,9 +310,12 @@ class Qwen3EmbeddingBackend:
         low, high = min(ids), max(ids)
         if low < 0 or high >= self.vocab_size:
             bad = low if low < 0 else high
-            raise InvalidRequest(f"input[{item.index}] contains token id {bad}, outside the vocabulary of "
-                                 f"'{self.spec.id}' (0..{self.vocab_size - 1}).", param="input",
-                                 code="invalid_token_id")
+            raise InvalidRequest(
+                f"input[{item.index}] contains token id {bad}, outside the vocabulary of "
+                f"'{self.spec.id}' (0..{self.vocab_size - 1}).",
+                param="input",
+                code="invalid_token_id",
+            )
         return ids
 
     def _query_prefix(self, task: str) -> list[int]:
@@ -300,8 +333,8 @@ class Qwen3EmbeddingBackend:
         input_ids = np.full((rows, width), self.pad_id, dtype=np.int64)
         mask = np.zeros((rows, width), dtype=np.int64)
         for r, ids in enumerate(batch):
-            input_ids[r, width - len(ids):] = ids
-            mask[r, width - len(ids):] = 1
+            input_ids[r, width - len(ids) :] = ids
+            mask[r, width - len(ids) :] = 1
         mask_t = torch.from_numpy(mask)
         # Each row counts its positions from its first real token: the same positions as alone.
         positions = (mask_t.cumsum(dim=1) - 1).clamp_(min=0)
@@ -309,8 +342,12 @@ class Qwen3EmbeddingBackend:
             if self.model is None:
                 raise RuntimeError(f"{self.spec.id} was unloaded")
             device = self.device
-            out = self.model(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=mask_t.to(device),
-                             position_ids=positions.to(device), use_cache=False)
+            out = self.model(
+                input_ids=torch.from_numpy(input_ids).to(device),
+                attention_mask=mask_t.to(device),
+                position_ids=positions.to(device),
+                use_cache=False,
+            )
             last = out.last_hidden_state[:, -1].float()  # left padding: the last column is every row's last token
             vectors = F.normalize(last, p=2, dim=-1).cpu().numpy()
         return [(vectors[r], len(batch[r])) for r in range(rows)]

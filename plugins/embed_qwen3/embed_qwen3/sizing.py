@@ -15,23 +15,40 @@ from host.sizing import activation_bytes_per_token, qwen3_param_count
 #: Published configs of the Qwen3-Embedding sizes (the fallback when config.json is not at hand).
 KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
     "Qwen/Qwen3-Embedding-0.6B": {
-        "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
-        "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151669, "max_position_embeddings": 32768,
+        "hidden_size": 1024,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "vocab_size": 151669,
+        "max_position_embeddings": 32768,
     },
     "Qwen/Qwen3-Embedding-4B": {
-        "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36, "num_attention_heads": 32,
-        "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151665, "max_position_embeddings": 40960,
+        "hidden_size": 2560,
+        "intermediate_size": 9728,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "vocab_size": 151665,
+        "max_position_embeddings": 40960,
     },
     "Qwen/Qwen3-Embedding-8B": {
-        "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
-        "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151665, "max_position_embeddings": 40960,
+        "hidden_size": 4096,
+        "intermediate_size": 12288,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "vocab_size": 151665,
+        "max_position_embeddings": 40960,
     },
 }
 DEFAULT_HUB_ID = "Qwen/Qwen3-Embedding-0.6B"
 
 #: The publisher's recipe tokenises with ``max_length=8192``: the default input limit.
 RECIPE_MAX_LENGTH = 8192
-
 
 
 def config_for(weights: str, peeked: dict[str, Any] | None) -> dict[str, Any]:
@@ -41,7 +58,6 @@ def config_for(weights: str, peeked: dict[str, Any] | None) -> dict[str, Any]:
     if peeked is not None:
         return peeked
     return KNOWN_CONFIGS.get(weights, KNOWN_CONFIGS[DEFAULT_HUB_ID])
-
 
 
 def param_count(config: dict[str, Any]) -> int:

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-import torch  # noqa: E402,F401 - a missing torch must fail the suite, not skip it
-import transformers  # noqa: E402,F401
+import torch  # noqa: F401 - a missing torch must fail the suite, not skip it
+import transformers  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_qwen3_testkit import MODEL, TINY, Recipe, load_backend  # noqa: E402
+from embed_qwen3_testkit import MODEL, TINY, Recipe, load_backend
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +25,10 @@ def tiny_path() -> Path:
 
 @pytest.fixture(scope="session")
 def backend(tiny_path: Path) -> Iterator[Any]:
-    """The backend on the CPU, loaded once; budgets large enough (and no padding cut) that 65 mixed inputs share one batch."""
+    """The backend on the CPU, loaded once.
+
+    Budgets are large enough (and no padding cut) that 65 mixed inputs share one batch.
+    """
     loaded = load_backend(batch_tokens_cpu=65536, max_batch_size=128, batch_overhead_tokens_cpu=None)
     yield loaded
     loaded.unload()
@@ -42,7 +44,6 @@ def recipe(tiny_path: Path) -> Recipe:
 def server_url(tiny_path: Path) -> Iterator[str]:
     """A real uvicorn server of the plugin on the tiny model (CPU budgets); yields its base URL."""
     import embed_qwen3
-
     from host.app import create_app
     from host.testing.pytest_plugin import CPU_ONLY, make_config
     from host.testing.server import serve_in_thread

@@ -101,8 +101,9 @@ class Recipe:
     def embed(self, input_texts: Sequence[str], max_length: int = 8192) -> np.ndarray:
         import torch.nn.functional as F
 
-        batch_dict = self.tokenizer(list(input_texts), padding=True, truncation=True, max_length=max_length,
-                                    return_tensors="pt")
+        batch_dict = self.tokenizer(
+            list(input_texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         with torch.no_grad():
             outputs = self.model(**batch_dict)
         embeddings = self.last_token_pool(outputs.last_hidden_state, batch_dict["attention_mask"])

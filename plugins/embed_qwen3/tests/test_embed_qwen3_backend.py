@@ -48,8 +48,9 @@ async def test_documents_match_the_recipe(backend: Any, recipe: Recipe) -> None:
     assert tokens == sum(recipe.token_count(t) for t in TEXTS)  # exact usage, EOS included
 
 
-async def test_queries_get_the_instruction_exactly(backend: Any, recipe: Recipe,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_queries_get_the_instruction_exactly(
+    backend: Any, recipe: Recipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spy = TokenizerSpy(backend.tokenizer)
     monkeypatch.setattr(backend, "tokenizer", spy)
     queries = ("What is the capital of China?", "Explain gravity")
@@ -112,8 +113,9 @@ async def test_end_of_text_appended_once(backend: Any, recipe: Recipe, monkeypat
     assert np.abs(from_text - from_ids).max() <= 1e-6 and np.abs(from_text - already).max() <= 1e-6
 
 
-async def test_token_id_queries_get_the_instruction_as_ids(backend: Any, recipe: Recipe,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_token_id_queries_get_the_instruction_as_ids(
+    backend: Any, recipe: Recipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tok = recipe.tokenizer
     fed: list[list[int]] = []
     run = backend._run
@@ -146,7 +148,7 @@ async def test_batch_invariance(backend: Any) -> None:
     target = "Gravity is a force that attracts two bodies towards each other."
     alone, _ = await embed(backend, texts=(target,))
     others = mixed_texts(64, seed=5)
-    texts = tuple(others[:20] + [target] + others[20:])
+    texts = tuple([*others[:20], target, *others[20:]])
     batches_before = backend.batcher.stats.batches
     mixed, _ = await embed(backend, texts=texts)
     assert backend.batcher.stats.batches == batches_before + 1  # all 65 in one padded batch
@@ -177,7 +179,7 @@ async def test_thousands_of_inputs_are_split(tiny_path: Any) -> None:
         assert vectors.shape == (3000, small.hidden_size)
         assert small.batcher.stats.batches >= 3000 // 64 and small.batcher.stats.max_batch_rows <= 64
         for i in (0, 1234, 2999):
-            single, n = await embed(small, texts=(texts[i],))
+            single, _n = await embed(small, texts=(texts[i],))
             assert np.abs(vectors[i] - single[0]).max() <= 1e-5
         assert tokens == sum(len(small.tokenizer(t)["input_ids"]) for t in texts)
     finally:
@@ -212,7 +214,7 @@ async def test_too_long_inputs_rejected_or_truncated(tiny_path: Any, recipe: Rec
         vectors, tokens = await embed(short, texts=(long_text,), truncate=True)
         assert tokens == 16
         tok = recipe.tokenizer
-        ids = tok(long_text, add_special_tokens=False)["input_ids"][:15] + [tok.convert_tokens_to_ids("<|endoftext|>")]
+        ids = [*tok(long_text, add_special_tokens=False)["input_ids"][:15], tok.convert_tokens_to_ids("<|endoftext|>")]
         from_ids, _ = await embed(short, token_ids=(tuple(ids),))
         assert np.abs(vectors - from_ids).max() <= 1e-6  # cut to 15 tokens, the final <|endoftext|> kept
         # a query's instruction counts towards the limit
@@ -225,8 +227,9 @@ async def test_too_long_inputs_rejected_or_truncated(tiny_path: Any, recipe: Rec
         _, tokens = await embed(truncating, texts=("The quick brown fox jumps over the lazy dog. " * 10,))
         assert tokens == 16
         with pytest.raises(InvalidRequest):  # and a request can still ask for strictness
-            await truncating.embed(request(texts=("The quick brown fox jumps over the lazy dog. " * 10,),
-                                           truncate=False))
+            await truncating.embed(
+                request(texts=("The quick brown fox jumps over the lazy dog. " * 10,), truncate=False)
+            )
     finally:
         truncating.unload()
 
@@ -244,8 +247,9 @@ async def test_relocate_park_and_return(tiny_path: Any) -> None:
         before, _ = await embed(moving, texts=tuple(TEXTS))
         assert moving.model.dtype == torch.float32
         weights16 = sum(p.numel() for p in moving.model.parameters()) * 2
-        moving.relocate(Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=weights16,
-                              parked=True))
+        moving.relocate(
+            Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=weights16, parked=True)
+        )
         assert moving.model.dtype == moving.checkpoint_dtype == torch.float16  # parked at 16 bits
         rotary = [b for n, b in moving.model.named_buffers() if n.endswith("inv_freq")]
         assert rotary and all(b.dtype == torch.float32 for b in rotary)  # buffers keep their precision
@@ -267,9 +271,9 @@ async def test_unload_fails_nothing_silently(tiny_path: Any) -> None:
 
 
 def test_missing_weights_name_the_config_key(tmp_path: Any) -> None:
-    from embed_qwen3.backend import Qwen3EmbeddingBackend
     from embed_qwen3_testkit import tiny_spec
 
+    from embed_qwen3.backend import Qwen3EmbeddingBackend
     from host.weights import WeightsError
 
     backend = Qwen3EmbeddingBackend(tiny_spec(weights=str(tmp_path / "nowhere")))

@@ -62,9 +62,16 @@ def test_param_count_matches_the_real_module() -> None:
 def test_footprints_come_from_the_config_file(tmp_path: Path) -> None:
     config = {**KNOWN_CONFIGS["Qwen/Qwen3-Embedding-4B"], "model_type": "qwen3"}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    cfg = config_from_dict({"models": {MODEL: {"weights": str(tmp_path), "options": {"batch_tokens_gpu": 1000,
-                                                                                   "batch_tokens_cpu": 500,
-                                                                                   "max_length": 512}}}})
+    cfg = config_from_dict(
+        {
+            "models": {
+                MODEL: {
+                    "weights": str(tmp_path),
+                    "options": {"batch_tokens_gpu": 1000, "batch_tokens_cpu": 500, "max_length": 512},
+                }
+            }
+        }
+    )
     (spec,) = embed_qwen3.register_models(cfg)
     params = param_count(config)
     gpu, cpu = spec.placements
@@ -104,11 +111,18 @@ def test_demo_profile_serves_the_stand_in() -> None:
 
 
 def test_more_sizes_by_config() -> None:
-    cfg = config_from_dict({"models": {
-        "Qwen3-Embedding-4B": {"weights": "Qwen/Qwen3-Embedding-4B", "aliases": ["emb4"],
-                               "options": {"plugin": "embed_qwen3", "task": "Find duplicates"}},
-        "something-else": {"weights": "x/y"},
-    }})
+    cfg = config_from_dict(
+        {
+            "models": {
+                "Qwen3-Embedding-4B": {
+                    "weights": "Qwen/Qwen3-Embedding-4B",
+                    "aliases": ["emb4"],
+                    "options": {"plugin": "embed_qwen3", "task": "Find duplicates"},
+                },
+                "something-else": {"weights": "x/y"},
+            }
+        }
+    )
     specs = {s.id: s for s in embed_qwen3.register_models(cfg)}
     assert set(specs) == {MODEL, "Qwen3-Embedding-4B"}
     big = specs["Qwen3-Embedding-4B"]
@@ -122,8 +136,12 @@ def test_registry_applies_config_overrides() -> None:
     from host.plugins import make_plugin_manager
     from host.registry import build_registry
 
-    cfg = config_from_dict({"plugins": {"paths": [], "entry_points": False},
-                            "models": {MODEL: {"weights": TINY, "aliases": ["emb"], "placements": ["cpu"]}}})
+    cfg = config_from_dict(
+        {
+            "plugins": {"paths": [], "entry_points": False},
+            "models": {MODEL: {"weights": TINY, "aliases": ["emb"], "placements": ["cpu"]}},
+        }
+    )
     registry = build_registry(make_plugin_manager(cfg, extra=[embed_qwen3]), cfg)
     model = registry.get("emb")
     assert model.spec.id == MODEL and model.spec.options["weights"] == TINY

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from embed_qwen3_testkit import DEFAULT_TASK, MODEL, TEXTS, TINY, PLUGIN_ROOT, Recipe, cosines
+from embed_qwen3_testkit import DEFAULT_TASK, MODEL, PLUGIN_ROOT, TEXTS, TINY, Recipe, cosines
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +22,12 @@ def vectors_of(response: httpx.Response) -> np.ndarray:
     assert response.status_code == 200, response.text
     data = response.json()["data"]
     assert [d["index"] for d in data] == list(range(len(data)))
-    rows = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") if isinstance(d["embedding"], str)
-            else np.asarray(d["embedding"], dtype=np.float32) for d in data]
+    rows = [
+        np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4")
+        if isinstance(d["embedding"], str)
+        else np.asarray(d["embedding"], dtype=np.float32)
+        for d in data
+    ]
     return np.stack(rows)
 
 
@@ -57,32 +61,37 @@ def test_token_id_input(server_url: str, recipe: Recipe) -> None:
     one = post(server_url, {"model": MODEL, "input": ids[0]})  # a single list of ids
     assert np.abs(vectors_of(from_ids) - vectors_of(from_text)).max() <= 1e-6
     assert np.abs(vectors_of(one)[0] - vectors_of(from_text)[0]).max() <= 1e-6
-    assert from_ids.json()["usage"]["prompt_tokens"] == from_text.json()["usage"]["prompt_tokens"] == \
-        sum(len(i) + 1 for i in ids)
+    assert (
+        from_ids.json()["usage"]["prompt_tokens"]
+        == from_text.json()["usage"]["prompt_tokens"]
+        == sum(len(i) + 1 for i in ids)
+    )
 
 
 def test_queries_and_dimensions_over_http(server_url: str, recipe: Recipe) -> None:
-    response = post(server_url, {"model": MODEL, "input": ["Explain gravity"], "input_type": "query",
-                                 "dimensions": 32})
+    response = post(server_url, {"model": MODEL, "input": ["Explain gravity"], "input_type": "query", "dimensions": 32})
     expected = recipe.embed([f"Instruct: {DEFAULT_TASK}\nQuery:Explain gravity"])[:, :32]
     got = vectors_of(response)
     assert got.shape == (1, 32)
     assert cosines(got, expected).min() >= 0.9999
 
 
-@pytest.mark.parametrize("body, param, needle", [
-    ({"input": [[1, 2], [3, 10**6]]}, "input", "outside the vocabulary"),
-    ({"input": [1, -5]}, "input", "outside the vocabulary"),
-    ({"input": "word " * 300}, "input", "at most 128 tokens"),
-    ({"input": "x", "dimensions": 65}, "dimensions", "between 32 and 64"),
-    ({"input": "x", "dimensions": 16}, "dimensions", "between 32 and 64"),
-    ({"input": "x", "dimensions": 0}, "dimensions", ""),
-    ({"input": ["fine", ""]}, "input", "input[1]"),
-    ({"input": ""}, "input", "empty"),
-    ({"input": []}, "input", "empty"),
-    ({"input": ["text", [1, 2]]}, "input", "not a mix"),
-    ({"input": "x", "input_type": "document", "instruction": "t"}, "instruction", "queries only"),
-])
+@pytest.mark.parametrize(
+    "body, param, needle",
+    [
+        ({"input": [[1, 2], [3, 10**6]]}, "input", "outside the vocabulary"),
+        ({"input": [1, -5]}, "input", "outside the vocabulary"),
+        ({"input": "word " * 300}, "input", "at most 128 tokens"),
+        ({"input": "x", "dimensions": 65}, "dimensions", "between 32 and 64"),
+        ({"input": "x", "dimensions": 16}, "dimensions", "between 32 and 64"),
+        ({"input": "x", "dimensions": 0}, "dimensions", ""),
+        ({"input": ["fine", ""]}, "input", "input[1]"),
+        ({"input": ""}, "input", "empty"),
+        ({"input": []}, "input", "empty"),
+        ({"input": ["text", [1, 2]]}, "input", "not a mix"),
+        ({"input": "x", "input_type": "document", "instruction": "t"}, "instruction", "queries only"),
+    ],
+)
 def test_bad_requests_are_400(server_url: str, body: dict[str, Any], param: str, needle: str) -> None:
     response = post(server_url, {"model": MODEL, **body})
     assert response.status_code == 400, response.text
@@ -98,9 +107,9 @@ def test_truncate_on_request(server_url: str) -> None:
 
 
 def test_missing_weights_fail_the_load_naming_the_key(tmp_path: Path) -> None:
-    import embed_qwen3
     from litestar.testing import TestClient
 
+    import embed_qwen3
     from host.app import create_app
     from host.testing.pytest_plugin import CPU_ONLY, make_config
 
@@ -127,4 +136,6 @@ def test_discovered_from_a_plugin_folder(tmp_path: Path) -> None:
         response = client.post("/v1/embeddings", json={"model": MODEL.lower(), "input": "x"})
         assert response.status_code == 200 and response.json()["model"] == MODEL
         # tiny weights are not the published model: its hub id is no alias then
-        assert client.post("/v1/embeddings", json={"model": "Qwen/Qwen3-Embedding-0.6B", "input": "x"}).status_code == 404
+        assert (
+            client.post("/v1/embeddings", json={"model": "Qwen/Qwen3-Embedding-0.6B", "input": "x"}).status_code == 404
+        )

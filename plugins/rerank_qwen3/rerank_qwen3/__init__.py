@@ -66,12 +66,23 @@ def declare(config: HostConfig) -> ModelSpec:
     model_config = peek_config(weights) or QWEN3_RERANKER_0_6B_CONFIG
     max_length = max_length_of(model_config, options["max_length"])
     cached = int(options["prefix_cache_tokens"]) if options["share_prefix"] else None
-    gpu_weights, gpu_work = footprint(model_config, dtype_bytes=2, batch_tokens=int(options["batch_tokens_gpu"]),
-                                      max_length=max_length, prefix_cache_tokens=cached)
-    cpu_weights, cpu_work = footprint(model_config, dtype_bytes=4, batch_tokens=int(options["batch_tokens_cpu"]),
-                                      max_length=max_length, prefix_cache_tokens=cached)
-    placements, offload_bytes = gpu_then_cpu(gpu_weights=gpu_weights, gpu_work=gpu_work, cpu_weights=cpu_weights,
-                                             cpu_work=cpu_work)
+    gpu_weights, gpu_work = footprint(
+        model_config,
+        dtype_bytes=2,
+        batch_tokens=int(options["batch_tokens_gpu"]),
+        max_length=max_length,
+        prefix_cache_tokens=cached,
+    )
+    cpu_weights, cpu_work = footprint(
+        model_config,
+        dtype_bytes=4,
+        batch_tokens=int(options["batch_tokens_cpu"]),
+        max_length=max_length,
+        prefix_cache_tokens=cached,
+    )
+    placements, offload_bytes = gpu_then_cpu(
+        gpu_weights=gpu_weights, gpu_work=gpu_work, cpu_weights=cpu_weights, cpu_work=cpu_work
+    )
     return ModelSpec(
         id=MODEL_ID,
         task=Task.RERANK,

@@ -61,8 +61,9 @@ class Qwen3RerankerBackend:
         self.instruction: str = self.options.get("instruction") or DEFAULT_INSTRUCTION
         gpu_dtype = self.options.get("gpu_dtype", "float16")
         if gpu_dtype not in _GPU_DTYPES:
-            raise ValueError(f"models.{spec.id}.options.gpu_dtype: expected one of {sorted(_GPU_DTYPES)}, "
-                             f"got {gpu_dtype!r}")
+            raise ValueError(
+                f"models.{spec.id}.options.gpu_dtype: expected one of {sorted(_GPU_DTYPES)}, got {gpu_dtype!r}"
+            )
         self.gpu_dtype = _GPU_DTYPES[gpu_dtype]
         self.base: Any = None  # the decoder without its lm_head (Qwen3Model)
         self.head: torch.Tensor | None = None  # fp32 [2, hidden]: the rows of "no" and "yes"
@@ -74,8 +75,9 @@ class Qwen3RerankerBackend:
         self._batcher: DynamicBatcher[Pair, EncodedPair, tuple[float, int]] | None = None
         self._model_lock = threading.Lock()  # a forward pass and a relocation never overlap
         self.share_prefix = bool(self.options.get("share_prefix", True))
-        self.prefix_cache = PrefixCache(int(self.options.get("prefix_cache_entries", 8)),
-                                        int(self.options.get("prefix_cache_tokens", 4096)))
+        self.prefix_cache = PrefixCache(
+            int(self.options.get("prefix_cache_entries", 8)), int(self.options.get("prefix_cache_tokens", 4096))
+        )
 
     # -- life cycle -------------------------------------------------------------------------------
     def load(self, grant: Grant) -> None:
@@ -88,7 +90,8 @@ class Qwen3RerankerBackend:
         device = torch.device(grant.device)
         dtype = torch.float32 if device.type == "cpu" else self.gpu_dtype
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, device_map={"": str(device)} if device.type != "cpu" else None)
+            str(path), dtype=dtype, device_map={"": str(device)} if device.type != "cpu" else None
+        )
         model.eval()
         max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 0)
         max_length = max_length_of({"max_position_embeddings": max_positions}, self.options.get("max_length"))
@@ -105,14 +108,23 @@ class Qwen3RerankerBackend:
         self.device, self.grant = device, grant
         on_gpu = device.type == "cuda"
         self._batcher = DynamicBatcher(
-            prepare=self._prepare, length=self._length, run=self._run,
+            prepare=self._prepare,
+            length=self._length,
+            run=self._run,
             max_batch_tokens=int(self.options.get("batch_tokens_gpu" if on_gpu else "batch_tokens_cpu", 1024)),
             max_batch_size=int(self.options.get("max_batch_size", 128)),
             max_pending=int(self.options.get("max_pending", 65536)),
             name=f"rerank:{self.spec.id}",
         )
-        log.info("%s loaded on %s (%s), yes=%d no=%d, max_length=%d", self.spec.id, device, dtype,
-                 self.yes_id, self.no_id, max_length)
+        log.info(
+            "%s loaded on %s (%s), yes=%d no=%d, max_length=%d",
+            self.spec.id,
+            device,
+            dtype,
+            self.yes_id,
+            self.no_id,
+            max_length,
+        )
 
     @staticmethod
     def _token_id(tokenizer: Any, token: str) -> int:
@@ -157,7 +169,8 @@ class Qwen3RerankerBackend:
         if self._batcher is not None:
             on_gpu = target.type == "cuda"
             self._batcher.max_batch_tokens = int(
-                self.options.get("batch_tokens_gpu" if on_gpu else "batch_tokens_cpu", 1024))
+                self.options.get("batch_tokens_gpu" if on_gpu else "batch_tokens_cpu", 1024)
+            )
 
     # -- serving ----------------------------------------------------------------------------------
     async def rerank(self, request: RerankRequest) -> RerankResult:
@@ -193,9 +206,18 @@ class Qwen3RerankerBackend:
                 cast_parameters(self.base, torch.float32)  # served on the CPU after being parked: fp32 as on load
                 self.prefix_cache.clear()
             if self.share_prefix:
-                scores = [score for part in self._kv_bounded(batch)
-                          for score in score_shared(self.base, self.head, [(p.ids, p.shared) for p in part],
-                                                    self.pad_id, self.device, self.prefix_cache)]
+                scores = [
+                    score
+                    for part in self._kv_bounded(batch)
+                    for score in score_shared(
+                        self.base,
+                        self.head,
+                        [(p.ids, p.shared) for p in part],
+                        self.pad_id,
+                        self.device,
+                        self.prefix_cache,
+                    )
+                ]
             else:
                 scores = score_batch(self.base, self.head, [p.ids for p in batch], self.pad_id, self.device)
         return [(s, len(p.ids)) for s, p in zip(scores, batch)]
@@ -215,7 +237,7 @@ class Qwen3RerankerBackend:
         prefixes: set[tuple[int, ...]] = set()
         longest_prefix = longest_rest = distinct = 0
         for pair in batch:
-            key = tuple(pair.ids[:pair.shared])
+            key = tuple(pair.ids[: pair.shared])
             new = 0 if key in prefixes else pair.shared
             prefix, rest = max(longest_prefix, pair.shared), max(longest_rest, len(pair.ids) - pair.shared)
             if part and (len(part) + 1) * (prefix + rest) + distinct + new > budget:
@@ -262,19 +284,21 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         if row:
-            ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row):] = 1
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
     positions = (mask.cumsum(dim=1) - 1).clamp_(min=0)
     return ids, mask, positions
 
 
-def score_batch(base: Any, head: torch.Tensor, rows: Sequence[Sequence[int]], pad_id: int,
-                device: torch.device) -> list[float]:
+def score_batch(
+    base: Any, head: torch.Tensor, rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> list[float]:
     """sigmoid(logit_yes − logit_no) at the last position of each row; ``head`` = rows (no, yes)."""
     ids, mask, positions = left_pad(rows, pad_id)
     with torch.inference_mode():
-        out = base(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                   use_cache=False)
+        out = base(
+            input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), use_cache=False
+        )
         last = out.last_hidden_state[:, -1, :].float()  # left padding: the last column is every row's last token
         logits = last @ head.T  # [rows, 2] = (no, yes)
         return torch.sigmoid(logits[:, 1] - logits[:, 0]).tolist()
@@ -331,13 +355,20 @@ def prefix_states(base: Any, ids: Sequence[int], device: torch.device) -> Prefix
 
     cache = DynamicCache(config=base.config)
     with torch.inference_mode():
-        base(input_ids=torch.tensor([list(ids)], dtype=torch.long, device=device), past_key_values=cache,
-             use_cache=True)
+        base(
+            input_ids=torch.tensor([list(ids)], dtype=torch.long, device=device), past_key_values=cache, use_cache=True
+        )
         return torch.stack([torch.cat([layer.keys, layer.values]) for layer in cache.layers], dim=1)
 
 
-def score_shared(base: Any, head: torch.Tensor, rows: Sequence[tuple[Sequence[int], int]], pad_id: int,
-                 device: torch.device, cache: PrefixCache) -> list[float]:
+def score_shared(
+    base: Any,
+    head: torch.Tensor,
+    rows: Sequence[tuple[Sequence[int], int]],
+    pad_id: int,
+    device: torch.device,
+    cache: PrefixCache,
+) -> list[float]:
     """:func:`score_batch` of rows ``(ids, shared)`` whose first ``shared`` ids run apart, once per prefix.
 
     Each distinct prefix gets its states from ``cache`` (computed alone when missing); the rest of
@@ -360,7 +391,7 @@ def score_shared(base: Any, head: torch.Tensor, rows: Sequence[tuple[Sequence[in
     prefix_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, n in enumerate(lengths):
         if n:
-            prefix_mask[i, width - n:] = 1
+            prefix_mask[i, width - n :] = 1
     mask = torch.cat([prefix_mask, suffix_mask], dim=1)
     positions = suffix_positions + torch.tensor(lengths, dtype=torch.long).unsqueeze(1)
     # Every row's prefix states, left-padded to ``width``, a layer at a time in a few large copies
@@ -375,15 +406,20 @@ def score_shared(base: Any, head: torch.Tensor, rows: Sequence[tuple[Sequence[in
         for layer in range(template.shape[1]):
             padded = template.new_zeros((len(distinct) + 1, 2, template.shape[2], width, template.shape[4]))
             for i, key in enumerate(distinct):  # the extra last slot stays zero: rows without a prefix
-                padded[i, :, :, width - len(key):] = states[key][:, layer]
+                padded[i, :, :, width - len(key) :] = states[key][:, layer]
             kv = padded.index_select(0, index)
             del padded
             past.update(kv[:, 0], kv[:, 1], layer)
             del kv
     with torch.inference_mode():
-        out = base(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                   past_key_values=past, use_cache=True,
-                   cache_position=torch.arange(width, width + ids.shape[1], device=device))
+        out = base(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            past_key_values=past,
+            use_cache=True,
+            cache_position=torch.arange(width, width + ids.shape[1], device=device),
+        )
         last = out.last_hidden_state[:, -1, :].float()
         logits = last @ head.T  # [rows, 2] = (no, yes)
         return torch.sigmoid(logits[:, 1] - logits[:, 0]).tolist()

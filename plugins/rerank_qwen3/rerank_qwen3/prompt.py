@@ -15,8 +15,10 @@ import msgspec
 
 from host.errors import InvalidRequest
 
-SYSTEM = ('Judge whether the Document meets the requirements based on the Query and the Instruct provided. '
-          'Note that the answer can only be "yes" or "no".')
+SYSTEM = (
+    "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
+    'Note that the answer can only be "yes" or "no".'
+)
 PREFIX = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n"
 SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
@@ -126,5 +128,6 @@ def _check_unicode(text: str, param: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidRequest(f"'{param}' holds text that is not valid Unicode ({exc.reason} at position "
-                             f"{exc.start}).", param=param) from None
+        raise InvalidRequest(
+            f"'{param}' holds text that is not valid Unicode ({exc.reason} at position {exc.start}).", param=param
+        ) from None

@@ -31,8 +31,6 @@ QWEN3_RERANKER_0_6B_CONFIG: dict[str, Any] = {
 RECIPE_MAX_LENGTH = 8192
 
 
-
-
 def param_count(config: dict[str, Any]) -> int:
     """Parameters the backend holds for ``config`` (an untied lm_head counted: it is loaded)."""
     return qwen3_param_count(config, lm_head=True)
@@ -49,8 +47,14 @@ def kv_bytes_per_token(config: dict[str, Any], dtype_bytes: int) -> int:
     return 2 * int(config["num_hidden_layers"]) * kv_dim * dtype_bytes
 
 
-def footprint(config: dict[str, Any], *, dtype_bytes: int, batch_tokens: int, max_length: int,
-              prefix_cache_tokens: int | None = None) -> tuple[int, int]:
+def footprint(
+    config: dict[str, Any],
+    *,
+    dtype_bytes: int,
+    batch_tokens: int,
+    max_length: int,
+    prefix_cache_tokens: int | None = None,
+) -> tuple[int, int]:
     """``(weights_bytes, working_bytes)`` for a batch of at most ``batch_tokens`` padded tokens.
 
     A single pair longer than the budget still runs (alone), so the working set covers

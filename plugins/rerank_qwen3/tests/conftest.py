@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-import torch  # noqa: E402,F401 - a missing torch must fail the suite, not skip it
-import transformers  # noqa: E402,F401
+import torch  # noqa: F401 - a missing torch must fail the suite, not skip it
+import transformers  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rerank_qwen3_testkit import Recipe, load_backend  # noqa: E402
+from rerank_qwen3_testkit import Recipe, load_backend
 
 
 @pytest.fixture(scope="session")

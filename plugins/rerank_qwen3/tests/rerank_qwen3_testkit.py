@@ -59,8 +59,10 @@ class Recipe:
         self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
         self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
         self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
-        prefix = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
-                  "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
+        prefix = (
+            "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+            'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+        )
         suffix = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
         self.prefix_tokens = self.tokenizer.encode(prefix, add_special_tokens=False)
         self.suffix_tokens = self.tokenizer.encode(suffix, add_special_tokens=False)
@@ -69,22 +71,27 @@ class Recipe:
     def format_instruction(instruction: str | None, query: str, doc: str) -> str:
         if instruction is None:
             instruction = "Given a web search query, retrieve relevant passages that answer the query"
-        return "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}".format(
-            instruction=instruction, query=query, doc=doc)
+        return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
 
     def process_inputs(self, pairs: list[str], max_length: int) -> dict[str, Any]:
         import warnings
 
-        inputs = self.tokenizer(pairs, padding=False, truncation="longest_first", return_attention_mask=False,
-                                max_length=max_length - len(self.prefix_tokens) - len(self.suffix_tokens))
+        inputs = self.tokenizer(
+            pairs,
+            padding=False,
+            truncation="longest_first",
+            return_attention_mask=False,
+            max_length=max_length - len(self.prefix_tokens) - len(self.suffix_tokens),
+        )
         for i, ele in enumerate(inputs["input_ids"]):
             inputs["input_ids"][i] = self.prefix_tokens + ele + self.suffix_tokens
         with warnings.catch_warnings():  # the published call passes max_length with padding=True
             warnings.filterwarnings("ignore", message="`max_length` is ignored")
             return self.tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=max_length)
 
-    def scores(self, query: str, docs: Sequence[str], instruction: str | None = None,
-               max_length: int = 8192) -> list[float]:
+    def scores(
+        self, query: str, docs: Sequence[str], instruction: str | None = None, max_length: int = 8192
+    ) -> list[float]:
         """P(yes) per document, all pairs in one padded batch as the recipe does."""
         pairs = [self.format_instruction(instruction, query, d) for d in docs]
         inputs = self.process_inputs(pairs, max_length)

@@ -16,9 +16,9 @@ import rerank_qwen3
 from host.config import config_from_dict
 from host.plugins import make_plugin_manager
 from host.registry import build_registry
+from host.sizing import GPU_RUNTIME_BYTES, HOST_RUNTIME_BYTES
 from host.spec import GiB, PlacementKind, Task
 from host.testing.pytest_plugin import make_config
-from host.sizing import GPU_RUNTIME_BYTES, HOST_RUNTIME_BYTES
 from rerank_qwen3.sizing import (
     QWEN3_RERANKER_0_6B_CONFIG,
     activation_bytes_per_token,
@@ -36,9 +36,11 @@ def test_declares_the_reranker_gpu_first() -> None:
 
 
 def test_registration_imports_no_torch() -> None:
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import rerank_qwen3; from host.config import "
-            "config_from_dict; specs = rerank_qwen3.register_models(config_from_dict({})); "
-            "assert specs and 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import rerank_qwen3; from host.config import "
+        "config_from_dict; specs = rerank_qwen3.register_models(config_from_dict({})); "
+        "assert specs and 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)"
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-c", code, str(PLUGIN_ROOT)], check=True, env=env, timeout=60)
 
@@ -66,8 +68,16 @@ def test_footprint_follows_the_local_config(tiny_path: Path) -> None:
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_path))
     params = sum(p.numel() for p in model.parameters())
-    config = config_from_dict({"models": {"Qwen3-Reranker-0.6B": {
-        "weights": str(tiny_path), "options": {"batch_tokens_cpu": 1000, "max_length": 512}}}})
+    config = config_from_dict(
+        {
+            "models": {
+                "Qwen3-Reranker-0.6B": {
+                    "weights": str(tiny_path),
+                    "options": {"batch_tokens_cpu": 1000, "max_length": 512},
+                }
+            }
+        }
+    )
     spec = rerank_qwen3.declare(config)
     gpu, cpu = spec.placements
     tiny_config: dict[str, Any] = model.config.to_dict()
@@ -111,7 +121,8 @@ def test_folder_discovery_finds_the_plugin(tmp_path: Path) -> None:
 
 def test_without_the_shared_prefix_no_key_value_cache_is_declared() -> None:
     shared = rerank_qwen3.declare(config_from_dict({}))
-    whole = rerank_qwen3.declare(config_from_dict({"models": {"Qwen3-Reranker-0.6B": {
-        "options": {"share_prefix": False}}}}))
+    whole = rerank_qwen3.declare(
+        config_from_dict({"models": {"Qwen3-Reranker-0.6B": {"options": {"share_prefix": False}}}})
+    )
     kv = 2 * 28 * 8 * 128 * 2
     assert shared.placements[0].gpu_bytes - whole.placements[0].gpu_bytes == (16384 + 4096) * kv

@@ -26,8 +26,7 @@ def base_url(tiny_path: Any) -> Iterator[str]:
     """The host serving only this plugin (tiny weights) on loopback; ``http://127.0.0.1:<port>``."""
     import rerank_qwen3
 
-    config = make_config({"models": {MODEL: {"weights": TINY}},
-                          "server": {"max_rerank_documents": MAX_DOCUMENTS}})
+    config = make_config({"models": {MODEL: {"weights": TINY}}, "server": {"max_rerank_documents": MAX_DOCUMENTS}})
     with serve_in_thread(create_app(config, plugins=[rerank_qwen3], budgets=CPU_ONLY)) as url:
         yield url
 
@@ -72,8 +71,12 @@ def test_usage_counts_every_prompt_token(client: httpx.Client, backend: Any) -> 
 
 
 def test_seed_api_example(client: httpx.Client) -> None:
-    body = {"model": MODEL, "query": "什么是人工智能？",
-            "documents": ["人工智能是计算机科学的一个分支", "机器学习是AI的重要组成部分"], "top_k": 2}
+    body = {
+        "model": MODEL,
+        "query": "什么是人工智能？",
+        "documents": ["人工智能是计算机科学的一个分支", "机器学习是AI的重要组成部分"],
+        "top_k": 2,
+    }
     data = post(client, "/v1/rerank", body)
     assert [set(r) >= {"index", "score", "document"} for r in data["results"]] == [True, True]
     assert {r["document"] for r in data["results"]} == set(body["documents"])
@@ -115,13 +118,18 @@ def test_hub_id_alias(client: httpx.Client) -> None:
 
 # -- what RAG clients send and read ------------------------------------------------------------------
 
+
 def test_dify(base_url: str, client: httpx.Client, reference: list[float]) -> None:
     # Dify's OpenAI-API-compatible provider: str(URL(endpoint_url) / "rerank"), return_documents true;
     # it reads results[].index, .relevance_score and .document (a string or {"text": ...}).
     endpoint_url = f"{base_url}/v1"
     body = {"model": MODEL, "query": QUERY, "documents": DOCS, "top_n": 4, "return_documents": True}
-    response = httpx.post(f"{endpoint_url}/rerank", content=json.dumps(body),
-                          headers={"Authorization": "Bearer dummy", "Content-Type": "application/json"}, timeout=60)
+    response = httpx.post(
+        f"{endpoint_url}/rerank",
+        content=json.dumps(body),
+        headers={"Authorization": "Bearer dummy", "Content-Type": "application/json"},
+        timeout=60,
+    )
     assert response.status_code == 200
     results = response.json()["results"]
     assert len(results) == 4
@@ -158,10 +166,14 @@ def test_fastgpt_without_top_n(base_url: str, reference: list[float]) -> None:
 
 def test_open_webui_reads_one_result_per_document(base_url: str, reference: list[float]) -> None:
     # Open WebUI's ExternalReranker: top_n = len(docs); sorts results by index and zips them with docs.
-    docs = DOCS + ["extra document about rivers", "另一个文档"]
+    docs = [*DOCS, "extra document about rivers", "另一个文档"]
     payload = {"model": MODEL, "query": QUERY, "documents": docs, "top_n": len(docs)}
-    data = httpx.post(f"{base_url}/v1/rerank", json=payload,
-                      headers={"Content-Type": "application/json", "Authorization": "Bearer dummy"}, timeout=60).json()
+    data = httpx.post(
+        f"{base_url}/v1/rerank",
+        json=payload,
+        headers={"Content-Type": "application/json", "Authorization": "Bearer dummy"},
+        timeout=60,
+    ).json()
     sorted_results = sorted(data["results"], key=lambda x: x["index"])
     assert [r["index"] for r in sorted_results] == list(range(len(docs)))
     scores = [r["relevance_score"] for r in sorted_results]
@@ -170,14 +182,18 @@ def test_open_webui_reads_one_result_per_document(base_url: str, reference: list
 
 # -- client errors and concurrency ---------------------------------------------------------------------
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"query": QUERY, "documents": []}, "documents"),
-    ({"query": "  ", "documents": DOCS}, "query"),
-    ({"query": QUERY, "documents": DOCS, "top_k": 0}, "top_k"),
-    ({"query": QUERY, "documents": DOCS, "top_n": -1}, "top_n"),
-    ({"query": QUERY, "documents": ["x"] * (MAX_DOCUMENTS + 1)}, "documents"),
-    ({"query": "capital " * 2100, "documents": DOCS}, "query"),
-])
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"query": QUERY, "documents": []}, "documents"),
+        ({"query": "  ", "documents": DOCS}, "query"),
+        ({"query": QUERY, "documents": DOCS, "top_k": 0}, "top_k"),
+        ({"query": QUERY, "documents": DOCS, "top_n": -1}, "top_n"),
+        ({"query": QUERY, "documents": ["x"] * (MAX_DOCUMENTS + 1)}, "documents"),
+        ({"query": "capital " * 2100, "documents": DOCS}, "query"),
+    ],
+)
 def test_bad_requests_are_400(client: httpx.Client, body: dict[str, Any], param: str) -> None:
     response = client.post("/v1/rerank", json={"model": MODEL, **body})
     assert response.status_code == 400, response.text
@@ -188,14 +204,19 @@ def test_bad_requests_are_400(client: httpx.Client, body: dict[str, Any], param:
 
 
 def test_server_survives_bad_requests(client: httpx.Client) -> None:
-    assert client.post("/v1/rerank", json={"model": MODEL, "query": "capital " * 2100, "documents": DOCS}).status_code == 400
+    assert (
+        client.post("/v1/rerank", json={"model": MODEL, "query": "capital " * 2100, "documents": DOCS}).status_code
+        == 400
+    )
     assert client.post("/v1/rerank", content=b"{not json").status_code == 400
     assert post(client, "/v1/rerank", {"model": MODEL, "query": QUERY, "documents": DOCS[:2]})["results"]
 
 
 def test_concurrent_requests_match_sequential(client: httpx.Client) -> None:
-    bodies = [{"model": MODEL, "query": q, "documents": mixed_documents(20, seed=s)}
-              for s, q in enumerate([QUERY, "Explain gravity", "中国的首都是哪里？", "hello"] * 2)]
+    bodies = [
+        {"model": MODEL, "query": q, "documents": mixed_documents(20, seed=s)}
+        for s, q in enumerate([QUERY, "Explain gravity", "中国的首都是哪里？", "hello"] * 2)
+    ]
     sequential = [post(client, "/v1/rerank", b)["results"] for b in bodies]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         concurrent_results = list(pool.map(lambda b: post(client, "/v1/rerank", b)["results"], bodies))

@@ -17,7 +17,7 @@ from host.errors import InvalidRequest
 
 EXPECTED_PROMPT = (
     "<|im_start|>system\n"
-    'Judge whether the Document meets the requirements based on the Query and the Instruct provided. '
+    "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
     'Note that the answer can only be "yes" or "no".<|im_end|>\n'
     "<|im_start|>user\n"
     "<Instruct>: Given a web search query, retrieve relevant passages that answer the query\n"
@@ -98,7 +98,7 @@ async def test_score_is_batch_invariant(backend: Any) -> None:
     others = mixed_documents(49, seed=1)
     # Through the batcher, among 50 documents of mixed lengths, in several positions.
     for position in (0, 17, 49):
-        docs = others[:position] + [target] + others[position:]
+        docs = [*others[:position], target, *others[position:]]
         scores = (await backend.rerank(request(QUERY, docs))).scores
         assert abs(scores[position] - alone) <= 1e-5
     # One forced batch of all 50 rows: the target is left-padded to the longest of them.
@@ -128,7 +128,7 @@ async def test_long_document_is_truncated_to_the_model_limit(backend: Any, recip
     assert max_length == 2048  # the tiny model's max_position_embeddings
     pair = backend.encoder.encode(backend.instruction, QUERY, long_doc)
     assert pair.truncated and len(pair.ids) == max_length
-    assert pair.ids[-len(backend.encoder.suffix_ids):] == backend.encoder.suffix_ids
+    assert pair.ids[-len(backend.encoder.suffix_ids) :] == backend.encoder.suffix_ids
     assert pair.ids[: len(backend.encoder.prefix_ids)] == backend.encoder.prefix_ids
     result = await backend.rerank(request(QUERY, [long_doc, DOCS[0]]))
     assert result.prompt_tokens == max_length + len(backend.encoder.encode(backend.instruction, QUERY, DOCS[0]).ids)
@@ -178,8 +178,7 @@ async def test_tokenising_and_forward_passes_stay_off_the_event_loop(backend: An
         seen["encode"].add(threading.current_thread().name)
         return encode(*args)
 
-    hook = backend.base.register_forward_pre_hook(
-        lambda *_: seen["forward"].add(threading.current_thread().name))
+    hook = backend.base.register_forward_pre_hook(lambda *_: seen["forward"].add(threading.current_thread().name))
     backend.encoder.encode = spy_encode
     try:
         await backend.rerank(request(QUERY, DOCS))

@@ -13,8 +13,24 @@ from rerank_qwen3_testkit import DOCS, QUERY, load_backend, mixed_documents
 from host.domain import RerankRequest
 
 #: Documents whose first characters BPE may merge with the space after "<Document>:".
-EDGE_DOCS = [",comma first", " leading space", "  two spaces", "\nnewline first", "中国的首都是北京。", "，全角逗号",
-             "!", "", " ", "'quoted'", "(parenthesis)", "123 numbers", "\tTab", "-dash", "é accent", "The end."]
+EDGE_DOCS = [
+    ",comma first",
+    " leading space",
+    "  two spaces",
+    "\nnewline first",
+    "中国的首都是北京。",
+    "，全角逗号",
+    "!",
+    "",
+    " ",
+    "'quoted'",
+    "(parenthesis)",
+    "123 numbers",
+    "\tTab",
+    "-dash",
+    "é accent",
+    "The end.",
+]
 
 
 def request(query: str, docs: list[str], instruction: str | None = None) -> RerankRequest:
@@ -64,8 +80,9 @@ async def test_scores_equal_those_of_whole_pairs(backend: Any, whole: Any) -> No
         assert max(abs(a - b) for a, b in zip(shared, full)) <= 1e-5
         assert max(full) - min(full) > 0.1
         # prompt_tokens still counts every pair's whole prompt
-        assert (await backend.rerank(request(query, docs, instruction))).prompt_tokens == \
-            (await whole.rerank(request(query, docs, instruction))).prompt_tokens
+        assert (await backend.rerank(request(query, docs, instruction))).prompt_tokens == (
+            await whole.rerank(request(query, docs, instruction))
+        ).prompt_tokens
 
 
 async def test_score_alone_equals_score_among_fifty(backend: Any) -> None:
@@ -79,11 +96,14 @@ async def test_score_alone_equals_score_among_fifty(backend: Any) -> None:
     other = [backend.encoder.encode_shared(backend.instruction, "a much longer query " * 5, d) for d in docs[:5]]
     rows = [backend.encoder.encode_shared(backend.instruction, QUERY, d) for d in docs] + other
     assert len({p.shared for p in rows}) == 2
-    batch = score_shared(backend.base, backend.head, [(p.ids, p.shared) for p in rows], backend.pad_id,
-                         backend.device, PrefixCache(0))
+    batch = score_shared(
+        backend.base, backend.head, [(p.ids, p.shared) for p in rows], backend.pad_id, backend.device, PrefixCache(0)
+    )
     assert max(abs(a - b) for a, b in zip(batch[:20], alone)) <= 1e-5
-    singles = [score_shared(backend.base, backend.head, [(p.ids, p.shared)], backend.pad_id, backend.device,
-                            PrefixCache(0))[0] for p in other]
+    singles = [
+        score_shared(backend.base, backend.head, [(p.ids, p.shared)], backend.pad_id, backend.device, PrefixCache(0))[0]
+        for p in other
+    ]
     assert max(abs(a - b) for a, b in zip(batch[50:], singles)) <= 1e-5
 
 
@@ -95,7 +115,7 @@ async def test_concurrent_requests_with_different_queries_share_batches(backend:
     run = backend._run
 
     def spy(batch: list[Any]) -> Any:
-        mixed_batches.append(len({tuple(p.ids[:p.shared]) for p in batch}))
+        mixed_batches.append(len({tuple(p.ids[: p.shared]) for p in batch}))
         return run(batch)
 
     backend._batcher._run = spy
@@ -124,8 +144,9 @@ async def test_a_request_spanning_batches_computes_its_prefix_once() -> None:
     assert len(small.prefix_cache) == 0
 
 
-async def test_a_long_query_over_many_short_documents_keeps_the_kv_cache_in_budget(whole: Any,
-                                                                                   monkeypatch: Any) -> None:
+async def test_a_long_query_over_many_short_documents_keeps_the_kv_cache_in_budget(
+    whole: Any, monkeypatch: Any
+) -> None:
     """The batcher budgets what pairs compute (the documents); the cache also holds every row's
     prefix. Passes are cut so that rows x (longest prefix + longest rest) + the distinct prefixes'
     own states stay within the budget."""
