@@ -18,15 +18,15 @@ from litestar.response import Stream
 from host.domain import ChatDelta, ChatRequest
 from host.errors import BackendError, InvalidRequest, PlughostError, decode_body
 from host.protocol.chat import (
-    AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatUsage,
-    Choice,
     ChunkChoice,
     Delta,
 )
+from host.protocol.tools import ChoiceLogprobs
+from host.routes.chat_wire import Collected, chunk_parts
 from host.scheduling.scheduler import Lease
 from host.spec import Task
 
@@ -68,17 +68,14 @@ async def chat_completions(request: Request, state: State) -> Response:
     finally:
         if lease is not None:
             lease.release()
-    prompt = choices[0][2]
-    completion = sum(c[3] for c in choices)
+    prompt = choices[0].prompt_tokens
+    completion = sum(c.completion_tokens for c in choices)
     return Response(
         ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
             model=lease_model(domain, state),
-            choices=[
-                Choice(index=i, message=AssistantMessage(role="assistant", content=text), finish_reason=reason)
-                for i, (text, reason, _, _) in enumerate(choices)
-            ],
+            choices=[c.choice(i) for i, c in enumerate(choices)],
             usage=ChatUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
         )
     )
@@ -135,17 +132,15 @@ async def _opened(lease: Lease, domain: ChatRequest) -> _Opened:
     return _Opened(iterator, first)
 
 
-async def _complete(lease: Lease, domain: ChatRequest) -> tuple[str, str, int, int]:
+async def _complete(lease: Lease, domain: ChatRequest) -> Collected:
     opened = await _opened(lease, domain)
-    parts: list[str] = []
-    last = ChatDelta(finish_reason="stop")
+    collected = Collected()
     try:
         async for delta in opened.deltas():
-            parts.append(delta.text)
-            last = delta
+            collected.add(delta)
     finally:
         opened.close()
-    return "".join(parts), last.finish_reason or "stop", last.prompt_tokens, last.completion_tokens
+    return collected
 
 
 def _event(payload: bytes) -> bytes:
@@ -155,14 +150,14 @@ def _event(payload: bytes) -> bytes:
 async def _sse(lease: Lease, opened: _Opened, include_usage: bool) -> AsyncIterator[bytes]:
     cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), lease.model.spec.id
 
-    def chunk(delta: Delta, finish: str | None = None) -> bytes:
+    def chunk(delta: Delta, finish: str | None = None, logprobs: ChoiceLogprobs | None = None) -> bytes:
         return _event(
             _encode(
                 ChatCompletionChunk(
                     id=cid,
                     created=created,
                     model=model,
-                    choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)],
+                    choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=logprobs)],
                 )
             )
         )
@@ -171,8 +166,8 @@ async def _sse(lease: Lease, opened: _Opened, include_usage: bool) -> AsyncItera
         yield chunk(Delta(role="assistant", content=""))
         last = ChatDelta(finish_reason="stop")
         async for delta in opened.deltas():
-            if delta.text:
-                yield chunk(Delta(content=delta.text))
+            for part, logprobs in chunk_parts(delta):
+                yield chunk(part, logprobs=logprobs)
             last = delta
         yield chunk(Delta(), last.finish_reason or "stop")
         if include_usage:

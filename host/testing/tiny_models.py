@@ -53,6 +53,8 @@ __all__ = [
     "THINK_START",
     "TINY_QWEN2",
     "TINY_QWEN3",
+    "TOOL_CALL_END",
+    "TOOL_CALL_START",
     "TinyShape",
     "awq_group_size",
     "build_qwen2_awq",
@@ -70,13 +72,15 @@ __all__ = [
 ]
 
 #: Bumped whenever the produced folders change; part of the cache key.
-FACTORY_VERSION = 1
+FACTORY_VERSION = 2
 
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 THINK_START = "<think>"
 THINK_END = "</think>"
+TOOL_CALL_START = "<tool_call>"  # single added tokens in the real vocabulary (151657/151658)
+TOOL_CALL_END = "</tool_call>"
 
 DEFAULT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
@@ -352,9 +356,15 @@ def _train_bpe() -> Any:
     lines = [line for line in _CORPUS.splitlines() if line]
     # Repeat so that frequent pairs clearly dominate (keeps merges stable and "yes"/"no" whole).
     tok.train_from_iterator(lines * 4, trainer=trainer)
-    # Same order as Qwen: <|endoftext|>, <|im_start|>, <|im_end|> (special), then <think>/</think>.
+    # Same order as Qwen: <|endoftext|>, <|im_start|>, <|im_end|> (special), then the non-special
+    # <think>/</think> and <tool_call>/</tool_call> (single tokens, decoded as text like the real ones).
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (ENDOFTEXT, IM_START, IM_END)])
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in (THINK_START, THINK_END)])
+    tok.add_tokens(
+        [
+            AddedToken(t, special=False, normalized=False)
+            for t in (THINK_START, THINK_END, TOOL_CALL_START, TOOL_CALL_END)
+        ]
+    )
     return tok
 
 
