@@ -112,7 +112,7 @@ class Grammars:
                 "type": "object",
                 "properties": {
                     "name": {"const": t.name},
-                    "arguments": t.parameters or {"type": "object", "properties": {}, "additionalProperties": False},
+                    "arguments": closed(t.parameters or {"type": "object", "properties": {}}),
                 },
                 "required": ["name", "arguments"],
                 "additionalProperties": False,
@@ -152,6 +152,25 @@ class Grammars:
     def token_bytes(self, token: int) -> bytes:
         """The raw bytes of one token (for logprobs)."""
         return bytes(self.lltokenizer.decode_bytes([token]))
+
+
+def closed(schema: Any) -> Any:
+    """``schema`` with ``additionalProperties: false`` wherever an object lists its properties and
+    says nothing about others.
+
+    Used for tool arguments: a function takes the parameters it declares (OpenAI's strict mode
+    demands the same), and a weak model left free to invent keys may never close the object.
+    """
+    if isinstance(schema, list):
+        return [closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: closed(v) if k not in ("enum", "const", "default", "examples") else v for k, v in schema.items()}
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    if isinstance(schema.get("properties"), dict):  # property names are not schemas: keep them as they are
+        out["properties"] = {name: closed(sub) for name, sub in schema["properties"].items()}
+    return out
 
 
 class PendingMasks:
