@@ -459,8 +459,24 @@ def test_chat_n_choices(client: TestClient, plugin: FakePlugin) -> None:
     assert sorted(req.sampling.seed for req in plugin.calls.of("generate")) == [10, 11, 12]
 
 
-def test_chat_stream_with_n_above_1_is_400(client: TestClient) -> None:
-    assert_error(chat(client, n=2, stream=True), 400, param="n")
+def test_chat_stream_with_n_choices(client: TestClient, plugin: FakePlugin) -> None:
+    # n > 1 with stream used to be a 400; the choices now stream interleaved, each with its index.
+    r = chat(client, n=3, seed=5, stream=True, stream_options={"include_usage": True})
+    assert r.status_code == 200, r.text
+    events = sse_events(r)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text: dict[int, str] = {0: "", 1: "", 2: ""}
+    finish: dict[int, str] = {}
+    for c in chunks[:-1]:
+        [choice] = c["choices"]
+        text[choice["index"]] += choice["delta"].get("content") or ""
+        if choice["finish_reason"]:
+            finish[choice["index"]] = choice["finish_reason"]
+    assert text == {i: "echo: hi there" for i in range(3)}
+    assert finish == {0: "stop", 1: "stop", 2: "stop"}
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 9
+    assert sorted(req.sampling.seed for req in plugin.calls.of("generate")) == [5, 6, 7]
 
 
 def test_chat_alias_resolves_to_the_canonical_id(client: TestClient) -> None:

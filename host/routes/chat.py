@@ -16,7 +16,7 @@ from litestar.datastructures import State
 from litestar.response import Stream
 
 from host.domain import ChatDelta, ChatRequest
-from host.errors import BackendError, InvalidRequest, PlughostError, decode_body
+from host.errors import BackendError, PlughostError, decode_body
 from host.protocol.chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -27,6 +27,7 @@ from host.protocol.chat import (
 )
 from host.protocol.tools import ChoiceLogprobs
 from host.routes.chat_wire import Collected, chunk_parts
+from host.routes.fanout import merge_deltas
 from host.scheduling.scheduler import Lease
 from host.spec import Task
 
@@ -39,17 +40,15 @@ async def chat_completions(request: Request, state: State) -> Response:
     """Generate a chat completion; ``stream: true`` answers with OpenAI chunks over SSE."""
     body: ChatCompletionRequest = decode_body(await request.body(), ChatCompletionRequest)
     domain = body.to_domain()
-    if body.stream and body.n > 1:
-        raise InvalidRequest("n > 1 is not supported with stream: true.", param="n")
     lease = await state.scheduler.acquire(domain.model, Task.CHAT)
     try:
         if body.stream:
-            stream = await _opened(lease, domain)
+            streams = await _open_all(lease, domain, body.n)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = _sse(lease, stream, include_usage)
+            events = _sse(lease, streams, include_usage)
             # The stream owns the lease now. Its generator releases it in ``finally``, and the
             # background task covers a body that is never iterated (client gone before the first byte).
-            cleanup = BackgroundTask(_release_stream, lease, stream)
+            cleanup = BackgroundTask(_release_stream, lease, streams)
             lease = None
             return Stream(
                 events,
@@ -81,9 +80,23 @@ async def chat_completions(request: Request, state: State) -> Response:
     )
 
 
-def _release_stream(lease: Lease, opened: _Opened) -> None:
+def _release_stream(lease: Lease, streams: list[_Opened]) -> None:
     lease.release()
-    opened.close()
+    for opened in streams:
+        opened.close()
+
+
+async def _open_all(lease: Lease, domain: ChatRequest, n: int) -> list[_Opened]:
+    """The ``n`` choices' streams, each with its first delta read (a validation error closes the rest)."""
+    streams: list[_Opened] = []
+    try:
+        for i in range(n):
+            streams.append(await _opened(lease, _nth(domain, i)))
+    except BaseException:
+        for opened in streams:
+            opened.close()
+        raise
+    return streams
 
 
 def lease_model(domain: ChatRequest, state: State) -> str:
@@ -147,34 +160,41 @@ def _event(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
-async def _sse(lease: Lease, opened: _Opened, include_usage: bool) -> AsyncIterator[bytes]:
+async def _sse(lease: Lease, streams: list[_Opened], include_usage: bool) -> AsyncIterator[bytes]:
     cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), lease.model.spec.id
 
-    def chunk(delta: Delta, finish: str | None = None, logprobs: ChoiceLogprobs | None = None) -> bytes:
+    def chunk(index: int, delta: Delta, finish: str | None = None, logprobs: ChoiceLogprobs | None = None) -> bytes:
         return _event(
             _encode(
                 ChatCompletionChunk(
                     id=cid,
                     created=created,
                     model=model,
-                    choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=logprobs)],
+                    choices=[ChunkChoice(index=index, delta=delta, finish_reason=finish, logprobs=logprobs)],
                 )
             )
         )
 
     try:
-        yield chunk(Delta(role="assistant", content=""))
-        last = ChatDelta(finish_reason="stop")
-        async for delta in opened.deltas():
+        for index in range(len(streams)):
+            yield chunk(index, Delta(role="assistant", content=""))
+        prompt_tokens = completion_tokens = 0
+        unfinished = set(range(len(streams)))
+        async for index, delta in merge_deltas([opened.deltas() for opened in streams]):
             for part, logprobs in chunk_parts(delta):
-                yield chunk(part, logprobs=logprobs)
-            last = delta
-        yield chunk(Delta(), last.finish_reason or "stop")
+                yield chunk(index, part, logprobs=logprobs)
+            if delta.finish_reason is not None:
+                yield chunk(index, Delta(), delta.finish_reason)
+                unfinished.discard(index)
+                prompt_tokens = delta.prompt_tokens
+                completion_tokens += delta.completion_tokens
+        for index in sorted(unfinished):  # a backend stream that ended without saying why
+            yield chunk(index, Delta(), "stop")
         if include_usage:
             usage = ChatUsage(
-                prompt_tokens=last.prompt_tokens,
-                completion_tokens=last.completion_tokens,
-                total_tokens=last.prompt_tokens + last.completion_tokens,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
             )
             yield _event(_encode(ChatCompletionChunk(id=cid, created=created, model=model, choices=[], usage=usage)))
     except PlughostError as exc:
@@ -186,5 +206,6 @@ async def _sse(lease: Lease, opened: _Opened, include_usage: bool) -> AsyncItera
         # Synchronous on purpose: a disconnected client cancels this generator, and async
         # cleanup in a cancelled generator can be cut short.
         lease.release()
-        opened.close()
+        for opened in streams:
+            opened.close()
     yield b"data: [DONE]\n\n"

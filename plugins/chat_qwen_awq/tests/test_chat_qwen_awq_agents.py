@@ -304,3 +304,38 @@ def test_langchain_bind_tools_with_a_forced_tool(server: str) -> None:
     assert call["name"] == "get_time"
     assert call["args"]["zone"] in ("UTC", "CET", "JST")
     assert call["id"].startswith("call_")
+
+
+# -- n > 1 with stream ------------------------------------------------------------------------------------
+
+
+def test_n_choices_stream_interleaved_and_match_the_plain_answer(client: OpenAI) -> None:
+    kwargs: dict[str, Any] = dict(messages=ASK, n=3, temperature=0.9, seed=7, max_tokens=12)
+    plain = create(client, **kwargs)
+    chunks = list(create(client, **kwargs, stream=True, stream_options={"include_usage": True}))
+    texts = {0: "", 1: "", 2: ""}
+    finish: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finish[choice.index] = choice.finish_reason
+    assert texts == {c.index: c.message.content for c in plain.choices}
+    assert finish == {c.index: c.finish_reason for c in plain.choices}
+    assert len(set(texts.values())) > 1  # different seeds per choice
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+
+
+def test_n_forced_tool_calls_stream_per_choice(client: OpenAI) -> None:
+    kwargs: dict[str, Any] = dict(messages=ASK, tools=TOOLS, tool_choice="required", n=2, temperature=0.9, seed=3)
+    chunks = list(create(client, **kwargs, stream=True))
+    calls: dict[tuple[int, int], dict[str, str]] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            for piece in choice.delta.tool_calls or ():
+                call = calls.setdefault((choice.index, piece.index), {"name": "", "arguments": ""})
+                call["name"] += (piece.function.name or "") if piece.function else ""
+                call["arguments"] += (piece.function.arguments or "") if piece.function else ""
+    assert {choice for choice, _ in calls} == {0, 1}
+    for call in calls.values():
+        check_call(call["name"], call["arguments"])
