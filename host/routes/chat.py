@@ -43,7 +43,7 @@ async def chat_completions(request: Request, state: State) -> Response:
     lease = await state.scheduler.acquire(domain.model, Task.CHAT)
     try:
         if body.stream:
-            streams = await _open_all(lease, domain, body.n)
+            streams = await _open_all(lease, [_nth(domain, i) for i in range(body.n)])
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             events = _sse(lease, streams, include_usage)
             # The stream owns the lease now. Its generator releases it in ``finally``, and the
@@ -86,12 +86,12 @@ def _release_stream(lease: Lease, streams: list[_Opened]) -> None:
         opened.close()
 
 
-async def _open_all(lease: Lease, domain: ChatRequest, n: int) -> list[_Opened]:
-    """The ``n`` choices' streams, each with its first delta read (a validation error closes the rest)."""
+async def _open_all(lease: Lease, jobs: list[ChatRequest]) -> list[_Opened]:
+    """One stream per choice, each with its first delta read (a validation error closes the rest)."""
     streams: list[_Opened] = []
     try:
-        for i in range(n):
-            streams.append(await _opened(lease, _nth(domain, i)))
+        for job in jobs:
+            streams.append(await _opened(lease, job))
     except BaseException:
         for opened in streams:
             opened.close()

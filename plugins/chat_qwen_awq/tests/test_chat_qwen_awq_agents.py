@@ -339,3 +339,36 @@ def test_n_forced_tool_calls_stream_per_choice(client: OpenAI) -> None:
     assert {choice for choice, _ in calls} == {0, 1}
     for call in calls.values():
         check_call(call["name"], call["arguments"])
+
+
+# -- /v1/completions ---------------------------------------------------------------------------------------
+
+
+def test_a_raw_prompt_of_the_rendered_chat_gives_the_chat_answer(client: OpenAI, awq_folder: Any) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(awq_folder))
+    rendered = tokenizer.apply_chat_template(ASK, add_generation_prompt=True, tokenize=False)
+    chat = create(client, messages=ASK, max_tokens=20)
+    raw = client.completions.create(model=MODEL_ID, prompt=rendered, temperature=0, max_tokens=20)
+    assert raw.choices[0].text == chat.choices[0].message.content
+    assert raw.usage.prompt_tokens == chat.usage.prompt_tokens
+    assert raw.usage.completion_tokens == chat.usage.completion_tokens
+
+
+def test_completions_legacy_logprobs(client: OpenAI) -> None:
+    r = client.completions.create(model=MODEL_ID, prompt="The Great Wall", temperature=0, max_tokens=8, logprobs=3)
+    lp = r.choices[0].logprobs
+    n = r.usage.completion_tokens
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == n
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(n)]
+    for logprob, top in zip(lp.token_logprobs, lp.top_logprobs):
+        assert 1 <= len(top) <= 3 and logprob <= 0
+        assert max(top.values()) == pytest.approx(logprob, abs=1e-5)  # greedy
+    streamed = list(
+        client.completions.create(
+            model=MODEL_ID, prompt="The Great Wall", temperature=0, max_tokens=8, logprobs=3, stream=True
+        )
+    )
+    assert "".join(c.choices[0].text for c in streamed) == r.choices[0].text
+    assert [t for c in streamed if c.choices[0].logprobs for t in c.choices[0].logprobs.tokens] == lp.tokens
