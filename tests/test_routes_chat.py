@@ -314,3 +314,8 @@ def test_a_stream_whose_client_left_before_the_first_byte_releases_its_lease(plu
 
             _time.sleep(0.01)
         assert client.get("/v1/models/c").json()["status"]["in_flight"] == 0
+
+
+def test_a_backend_crash_in_a_plain_completion_keeps_its_details_in_the_log(client: TestClient) -> None:
+    error = assert_error(chat(client, model="crash-stream"), 500, code="internal_error")
+    assert error["message"] == "Internal server error: RuntimeError"  # not the exception's text

@@ -126,3 +126,9 @@ def test_unknown_route_is_an_enveloped_404(client: TestClient) -> None:
 def test_wrong_method_is_an_enveloped_405(client: TestClient) -> None:
     assert_error(client.get(CHAT), 405, code="method_not_allowed")
     assert_error(client.delete("/v1/models"), 405, code="method_not_allowed")
+
+
+def test_an_enveloped_405_keeps_the_allow_header(client: TestClient) -> None:
+    r = client.get(CHAT)
+    assert_error(r, 405, code="method_not_allowed")
+    assert "POST" in r.headers["allow"]

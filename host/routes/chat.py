@@ -32,7 +32,7 @@ async def chat_completions(request: Request, scheduler: SchedulerDep) -> Respons
         return Stream(
             stream.events(),
             media_type="text/event-stream",
-            background=BackgroundTask(stream.close),
+            background=BackgroundTask(stream.close_after_response),
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     choices = await complete(lease, domain, body.n)

@@ -156,6 +156,12 @@ class ChatStream:
         self._stopping = loop.create_task(_aclose(self._iterator))
         self._stopping.add_done_callback(self._stopped)
 
+    async def close_after_response(self) -> None:
+        """:meth:`close` as a Litestar background task: covers a body that was never iterated (the
+        client left before the first byte). Async so that it runs on the event loop, where the
+        scheduler lives; Litestar runs a synchronous background task in a worker thread."""
+        self.close()
+
     def _stopped(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("stopping a chat generation failed", exc_info=task.exception())
