@@ -8,7 +8,6 @@ scheduler never moves or unloads a model that still generates for a closed reque
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
@@ -37,7 +36,7 @@ class Finished(msgspec.Struct, frozen=True):
     completion_tokens: int
 
 
-def nth_choice(request: ChatRequest, i: int) -> ChatRequest:
+def _nth_choice(request: ChatRequest, i: int) -> ChatRequest:
     """The i-th of ``n`` choices: distinct seeds keep seeded choices reproducible yet different."""
     if i == 0 or request.sampling.seed is None:
         return request
@@ -51,7 +50,7 @@ async def complete(lease: Lease[ChatBackend], request: ChatRequest, n: int = 1) 
     One failed choice cancels the others. The lease is released once every generation has
     stopped, even when this coroutine is itself cancelled before they have.
     """
-    tasks = [asyncio.ensure_future(_collect(lease.backend, nth_choice(request, i))) for i in range(n)]
+    tasks = [asyncio.ensure_future(_collect(lease.backend, _nth_choice(request, i))) for i in range(n)]
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:
@@ -60,9 +59,9 @@ async def complete(lease: Lease[ChatBackend], request: ChatRequest, n: int = 1) 
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
     finally:
-        for task in tasks:  # no-op unless this coroutine was cancelled while stopping them
-            task.cancel()
-        release_when_done(lease, tasks)
+        # Normally every task is done here. If this coroutine was cancelled while waiting for the
+        # cancelled choices, they are still in their cleanup: not cancelled twice, waited for.
+        _release_when_done(lease, tasks)
 
 
 async def _collect(backend: ChatBackend, request: ChatRequest) -> Finished:
@@ -80,7 +79,7 @@ async def _collect(backend: ChatBackend, request: ChatRequest) -> Finished:
     return Finished("".join(parts), last.finish_reason or "stop", last.prompt_tokens, last.completion_tokens)
 
 
-def release_when_done(lease: Lease[ChatBackend], tasks: Iterable[asyncio.Future[Any]]) -> None:
+def _release_when_done(lease: Lease[ChatBackend], tasks: Iterable[asyncio.Future[Any]]) -> None:
     """Release ``lease`` now if every task is done, else when the last one finishes (synchronous)."""
     pending = {t for t in tasks if not t.done()}
     if not pending:
@@ -204,9 +203,7 @@ class ChatStream:
             log.exception("chat stream failed")
             yield _event(_encode(BackendError(f"generation failed: {type(exc).__name__}: {exc}").envelope()))
         finally:
-            # Synchronous on purpose: a disconnected client cancels this generator.
-            with contextlib.suppress(Exception):
-                self.close()
+            self.close()  # synchronous on purpose: a disconnected client cancels this generator
         yield b"data: [DONE]\n\n"
 
 
