@@ -29,7 +29,8 @@ WORDS = 40
 
 
 class StopWitness(FakeBackend):
-    """Streams ``WORDS`` words; its cleanup records ``("stopped", model, leases held)``."""
+    """Streams ``WORDS`` words; its cleanup records ``("stopped", model, leases held)``. The choice
+    whose seed is the ``fail_seed`` option fails after two words."""
 
     async def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         in_flight: Callable[[], int] = self.options["in_flight"]
@@ -40,6 +41,8 @@ class StopWitness(FakeBackend):
                     await asyncio.sleep(delay)
                 self.calls.add("token", self.spec.id, i)
                 yield ChatDelta(text=f" w{i}")
+                if i == 1 and request.sampling.seed == self.options.get("fail_seed", -1):
+                    raise RuntimeError("scripted failure of one choice")
             yield ChatDelta(finish_reason="stop", prompt_tokens=2, completion_tokens=WORDS)
         finally:
             self.calls.add("stopped", self.spec.id, in_flight())
@@ -76,6 +79,16 @@ def test_a_finished_generation_stops_before_its_lease_is_released(body: dict[str
         wait_until_released(client)
     # Every generation's cleanup ran while the request still held the model.
     assert plugin.calls.of("stopped") == [1] * generations
+
+
+def test_when_one_of_n_choices_fails_the_others_stop_before_the_lease_goes() -> None:
+    app, plugin = witness_app(token_delay_s=0.01, fail_seed=11)
+    with TestClient(app) as client:
+        body = {"model": "w", "n": 3, "seed": 10, "messages": [{"role": "user", "content": "x"}]}
+        assert client.post("/v1/chat/completions", json=body).status_code == 500
+        wait_until_released(client)
+    assert plugin.calls.of("stopped") == [1, 1, 1]
+    assert plugin.calls.count("token") < 3 * WORDS
 
 
 @pytest.mark.parametrize("stalls", [False, True])
