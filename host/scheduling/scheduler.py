@@ -15,10 +15,11 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, Literal, TypeVar, cast, overload
+from typing import Any, Literal, overload
 
 import msgspec
 
@@ -41,6 +42,7 @@ from host.errors import (
     ShuttingDown,
 )
 from host.registry import ModelRegistry, RegisteredModel
+from host.scheduling.lease import Lease
 from host.scheduling.policy import (
     Admit,
     Budgets,
@@ -148,39 +150,6 @@ class _Slot:
         where = self.grant.device if self.grant else "-"
         busy = f", {self.in_flight} request(s) in flight" if self.in_flight else ""
         return f"{self.id} ({self.state} on {where}, {gib(self.gpu_bytes + self.host_bytes)}{busy})"
-
-
-B_co = TypeVar("B_co", bound=Backend, covariant=True)
-
-
-class Lease(Generic[B_co]):
-    """Permission to use a loaded backend; hold it for the whole response, then release.
-
-    ``backend`` is typed by the task the lease was acquired for; admission checked that the
-    backend class implements that task's protocol (:func:`host.backend.check_backend`).
-    """
-
-    __slots__ = ("_released", "_scheduler", "_slot", "backend", "model")
-
-    def __init__(self, scheduler: Scheduler, slot: _Slot) -> None:
-        assert slot.backend is not None
-        self.backend: B_co = cast(B_co, slot.backend)
-        self.model: RegisteredModel = slot.model
-        self._slot = slot
-        self._scheduler = scheduler
-        self._released = False
-
-    def release(self) -> None:
-        """Give the model back. Synchronous and idempotent."""
-        if not self._released:
-            self._released = True
-            self._scheduler._release(self._slot)
-
-    def __enter__(self) -> Lease[B_co]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 class Scheduler:
@@ -327,7 +296,8 @@ class Scheduler:
         if slot.ttl:
             slot.ttl.cancel()
             slot.ttl = None
-        return Lease(self, slot)
+        assert slot.backend is not None  # only resident models are leased
+        return Lease(slot.backend, slot.model, functools.partial(self._release, slot))
 
     def _release(self, slot: _Slot) -> None:
         slot.in_flight -= 1

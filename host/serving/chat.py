@@ -21,7 +21,7 @@ from host.backend import ChatBackend
 from host.domain import ChatDelta, ChatRequest
 from host.errors import BackendError, PlughostError
 from host.protocol.chat import ChatCompletionChunk, ChatUsage, ChunkChoice, Delta
-from host.scheduling.scheduler import Lease
+from host.scheduling.lease import Lease
 
 log = logging.getLogger("plughost.chat")
 _encode = msgspec.json.Encoder().encode
