@@ -45,8 +45,8 @@ async def completion_events(stream: ChatStream, echo: list[str] | None, prompts:
                 prompt_tokens[index // per_prompt] = delta.prompt_tokens
                 completion_tokens += delta.completion_tokens
         if stream.usage:
-            prompt = sum(prompt_tokens.values())
-            usage = ChatUsage(prompt, completion_tokens, prompt + completion_tokens)
+            total_prompt = sum(prompt_tokens.values())
+            usage = ChatUsage(total_prompt, completion_tokens, total_prompt + completion_tokens)
             yield event(_encode(Completion(id=cid, created=created, model=model, choices=[], usage=usage)))
     except PlughostError as exc:
         yield event(_encode(exc.envelope()))
