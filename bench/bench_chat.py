@@ -286,6 +286,36 @@ def compile_times(backend: Any, repeats: int = 20) -> dict[str, float]:
     return {"cold_ms_median": statistics.median(cold) * 1e3, "cached_ms_median": statistics.median(warm) * 1e3}
 
 
+def mask_times(backend: Any, rows: int, steps: int = 48) -> float:
+    """Median milliseconds to fill the masks of ``rows`` constrained sequences for one step (worker thread,
+    as in the engine), walking each grammar along its first allowed token."""
+    import numpy as np
+
+    constraints = [backend.grammars.constraint(request("x", 8, SCHEMA)) for _ in range(rows)]
+
+    class Row:
+        finished = cancelled = False
+
+        def __init__(self, constraint: Any) -> None:
+            self.constraint = constraint
+
+    batch = [Row(c) for c in constraints]
+    vocab = backend.grammars.vocab_size
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        pending = backend.engine.masks.start(batch)
+        logits = torch.zeros(rows, vocab)
+        pending.apply(logits)
+        times.append(time.perf_counter() - start)
+        for i, c in enumerate(constraints):
+            allowed = np.flatnonzero(np.isfinite(logits[i].numpy()))
+            if c.stopped or not len(allowed):
+                return statistics.median(times) * 1e3
+            c.consume(int(allowed[-1]))
+    return statistics.median(times) * 1e3
+
+
 def bench_constrained(
     name: str, folder: Path, tokens: int, repeats: int, streams: int, head_dtype: str
 ) -> dict[str, Any]:
@@ -299,6 +329,7 @@ def bench_constrained(
             "layers": backend.loaded.model.config.num_hidden_layers,
             "vocab": len(backend._tokenizer),
             "compile": compile_times(backend),
+            "mask_ms": {n: mask_times(backend, n) for n in (1, streams)},
             "repeats": repeats,
         }
         for n in (1, streams):
@@ -336,6 +367,10 @@ def report_constrained(r: dict[str, Any], streams: int) -> None:
     print(
         f"schema -> constraint: cold {c['cold_ms_median']:.2f} ms (validate + compile), "
         f"cached {c['cached_ms_median']:.3f} ms"
+    )
+    print(
+        "masks of one step (fill + apply, no forward): "
+        + ", ".join(f"{n} row(s) {ms:.2f} ms" for n, ms in r["mask_ms"].items())
     )
     for n in (1, streams):
         x = r[f"{n}_streams"]
