@@ -52,11 +52,12 @@ import msgspec  # noqa: E402
 
 import rerank_qwen3  # noqa: E402
 from host.config import config_from_dict  # noqa: E402
+from host.demo.shapes import QWEN3_0_6B_SHAPE  # noqa: E402
 from host.domain import RerankRequest  # noqa: E402
 from host.scheduling.policy import Budgets  # noqa: E402
 from host.spec import GiB, Grant, PlacementKind  # noqa: E402
-from host.testing.tiny_models import QWEN3_0_6B_SHAPE, tiny_model_cache  # noqa: E402
 from rerank_qwen3.backend import Qwen3RerankerBackend  # noqa: E402
+from rerank_qwen3.demo import TINY  # noqa: E402
 
 MODEL = rerank_qwen3.MODEL_ID
 CPU = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0)
@@ -469,7 +470,7 @@ def main() -> None:
     torch.set_num_threads(1)
     batch_tokens = args.batch_tokens or int(rerank_qwen3.DEFAULT_OPTIONS["batch_tokens_cpu"])
     shape = dataclasses.replace(QWEN3_0_6B_SHAPE, num_hidden_layers=args.layers)
-    path = tiny_model_cache("qwen3-reranker", shape=shape)
+    path = TINY.with_shape(shape).folder()
 
     if args.serve is not None:
         serve(

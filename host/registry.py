@@ -10,6 +10,7 @@ import msgspec
 import pluggy
 
 from host.config import HostConfig
+from host.demo import demo_weights
 from host.errors import ModelNotFound, WrongTask
 from host.plugins import PluginError
 from host.spec import ModelSpec, Task
@@ -100,7 +101,7 @@ DEMO_NOTE = "DEMO: random-weight tiny stand-in, outputs are meaningless"
 def _serve_demo(spec: ModelSpec, config: HostConfig) -> bool:
     """Demo profile: ``demo: true`` for every model that has a stand-in; unset (auto) for those
     whose real weights are not on this machine."""
-    if spec.demo_weights is None:
+    if spec.demo is None:
         return False
     if config.demo is not None:
         return config.demo
@@ -129,7 +130,7 @@ def _demo_declaration(impl: Any, name: str, config: HostConfig, spec: ModelSpec,
     models = dict(config.models)
     own = config.model(spec.id)
     models[spec.id] = msgspec.structs.replace(
-        own, weights=spec.demo_weights, options={k: v for k, v in own.options.items() if k != "weights"}
+        own, weights=demo_weights(spec.demo or ""), options={k: v for k, v in own.options.items() if k != "weights"}
     )
     demo_config = msgspec.structs.replace(config, models=models)
     for again in _declared(impl, name, demo_config, pm):
@@ -144,13 +145,13 @@ def _as_demo(real: ModelSpec, demo: ModelSpec) -> ModelSpec:
         "%s: serving the DEMO stand-in %s (real weights %r are not on this machine; outputs are "
         "meaningless). Set models.%s.weights to a local folder, or demo: false to fetch them.",
         real.id,
-        real.demo_weights,
+        real.demo,
         weights,
         real.id,
     )
     description = f"{DEMO_NOTE} (real weights: {weights})"
     return msgspec.structs.replace(
-        demo, options={**demo.options, "weights": real.demo_weights, "demo": True}, description=description
+        demo, options={**demo.options, "weights": demo_weights(real.demo or ""), "demo": True}, description=description
     )
 
 

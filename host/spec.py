@@ -62,7 +62,8 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
     :ivar options: backend options (weights location, dtype, limits), merged with config overrides.
     :ivar offload_bytes: host RAM it holds when parked off the GPU (``None``: it cannot be offloaded).
     :ivar description: one line for ``GET /v1/models``.
-    :ivar demo_weights: ``weights`` value of a stand-in for the demo profile (``"tiny:<kind>"``).
+    :ivar demo: import string ``"package.module:NAME"`` of the :class:`host.demo.DemoModel` the demo
+        profile serves in its place (imported only when the demo is built or sized).
     :ivar option_keys: the option names the backend understands; ``models.<id>.options`` keys
         outside them are configuration errors (``None``: not checked).
     """
@@ -75,7 +76,7 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     offload_bytes: int | None = None
     description: str = ""
-    demo_weights: str | None = None
+    demo: str | None = None
     option_keys: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
@@ -83,6 +84,8 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"model {self.id!r} declares no placements")
         if ":" not in self.backend:
             raise ValueError(f"model {self.id!r}: backend must be 'module:Class', got {self.backend!r}")
+        if self.demo is not None and ":" not in self.demo:
+            raise ValueError(f"model {self.id!r}: demo must be 'module:NAME', got {self.demo!r}")
 
     @property
     def names(self) -> tuple[str, ...]:

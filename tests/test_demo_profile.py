@@ -15,7 +15,7 @@ from host.testing.pytest_plugin import make_config
 
 
 def registry_for(tmp_path, demo, weights):
-    spec = msgspec.structs.replace(fake_spec("m", Task.EMBEDDING, weights=weights), demo_weights="tiny:qwen3-embedding")
+    spec = msgspec.structs.replace(fake_spec("m", Task.EMBEDDING, weights=weights), demo="embed_qwen3.demo:TINY")
     config = make_config({"demo": demo} if demo is not None else {})
     return build_registry(make_plugin_manager(config, extra=[FakePlugin([spec])]), config)
 
@@ -40,7 +40,7 @@ def test_demo_selection(tmp_path, local_model, caplog, demo, weights_kind, expec
     with caplog.at_level(logging.WARNING, logger="plughost.registry"):
         model = registry_for(tmp_path, demo, weights).get("m")
     if expect_demo:
-        assert model.spec.options["weights"] == "tiny:qwen3-embedding"
+        assert model.spec.options["weights"] == "demo:embed_qwen3.demo:TINY"
         assert model.spec.description.startswith(DEMO_NOTE) and weights in model.spec.description
         assert "DEMO" in caplog.text and "models.m.weights" in caplog.text
     else:
@@ -61,7 +61,7 @@ def test_the_three_plugins_size_their_demo_stand_ins_small() -> None:
     registry = build_registry(make_plugin_manager(config), config)
     for name in ("Qwen2.5-7B-Instruct-AWQ", "Qwen3-Embedding-0.6B", "Qwen3-Reranker-0.6B"):
         spec = registry.get(name).spec
-        assert spec.options["weights"].startswith("tiny:"), name
+        assert spec.options["weights"].startswith("demo:") and spec.options["weights"][5:] == spec.demo, name
         cpu = next(p for p in spec.placements if p.kind == "cpu")
         assert cpu.host_bytes < 1024**3, (name, cpu)  # the tiny model, not the real one (GiBs)
 

@@ -18,6 +18,7 @@ from typing import Any
 from chat_qwen_awq import sizing
 from host import hookimpl
 from host.config import HostConfig
+from host.demo import demo_weights
 from host.spec import ModelSpec, Task
 from host.weights import peek_config
 
@@ -26,7 +27,8 @@ log = logging.getLogger("plughost.chat_qwen_awq")
 MODEL_ID = "Qwen2.5-7B-Instruct-AWQ"
 DEFAULT_WEIGHTS = "Qwen/Qwen2.5-7B-Instruct-AWQ"
 #: The random-weight stand-in of the demo profile (same architecture, built offline).
-DEMO_WEIGHTS = "tiny:qwen2-awq"
+DEMO = "chat_qwen_awq.demo:TINY_AWQ"
+DEMO_WEIGHTS = demo_weights(DEMO)
 BACKEND = "chat_qwen_awq.backend:QwenAwqChatBackend"
 #: What ``models.<id>.options`` may set (see the README of this plugin).
 OPTION_KEYS = frozenset(
@@ -73,7 +75,7 @@ def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:
         options=options,
         offload_bytes=placements[-1].host_bytes,
         description="Qwen2.5 7B Instruct, 4-bit AWQ: GPU, GPU + host RAM, or CPU",
-        demo_weights=DEMO_WEIGHTS,
+        demo=DEMO,
         option_keys=OPTION_KEYS,
     )
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chat_qwen_awq_testing import MODEL_ID, PLUGIN_ROOT, TINY, tiny_config
 
+from chat_qwen_awq.testing import MODEL_ID, PLUGIN_ROOT, TINY, tiny_config
 from host import hookimpl
 from host.config import HostConfig
 from host.spec import GiB, ModelSpec, PlacementKind, Task
@@ -20,8 +20,8 @@ from host.testing.pytest_plugin import make_config
 
 
 def awq_config(shape: Any, group_size: int = 128) -> dict[str, Any]:
-    """A config.json mapping of a Qwen2 AWQ checkpoint of ``shape`` (tiny_models presets)."""
-    from host.testing.tiny_models import qwen2_config
+    """A config.json mapping of a Qwen2 AWQ checkpoint of ``shape`` (host.demo.shapes presets)."""
+    from host.demo.shapes import qwen2_config
 
     data = qwen2_config(shape).to_dict()
     data["quantization_config"] = {
@@ -89,7 +89,7 @@ def test_configured_weights_and_options_change_the_footprint(tmp_path: Path) -> 
 
     folder = tmp_path / "model"
     folder.mkdir()
-    from host.testing.tiny_models import QWEN2_5_0_5B_SHAPE
+    from host.demo.shapes import QWEN2_5_0_5B_SHAPE
 
     (folder / "config.json").write_text(json.dumps(awq_config(QWEN2_5_0_5B_SHAPE)), encoding="utf-8")
     small = model_spec(make_config({"models": {MODEL_ID: {"weights": str(folder)}}}))
@@ -143,7 +143,7 @@ def test_analytic_sizes_match_the_meta_model() -> None:
     from accelerate.utils import compute_module_sizes
 
     from chat_qwen_awq import loader, sizing
-    from host.testing.tiny_models import QWEN2_5_7B_SHAPE, TINY_QWEN2
+    from host.demo.shapes import QWEN2_5_7B_SHAPE, TINY_QWEN2
 
     for shape_preset, group in ((QWEN2_5_7B_SHAPE, 128), (TINY_QWEN2, 32)):
         config = awq_config(shape_preset, group)
@@ -159,7 +159,7 @@ def test_analytic_sizes_match_the_meta_model() -> None:
 @pytest.mark.parametrize("budget_gib", [4, 6])
 def test_device_map_of_the_real_7b_on_a_meta_model(budget_gib: int) -> None:
     from chat_qwen_awq import loader, sizing
-    from host.testing.tiny_models import QWEN2_5_7B_SHAPE
+    from host.demo.shapes import QWEN2_5_7B_SHAPE
 
     config = awq_config(QWEN2_5_7B_SHAPE)
     shape = sizing.ModelShape.from_config(config)
@@ -183,7 +183,7 @@ def test_device_map_of_the_real_7b_on_a_meta_model(budget_gib: int) -> None:
 
 def test_device_map_budget_too_small() -> None:
     from chat_qwen_awq import loader, sizing
-    from host.testing.tiny_models import QWEN2_5_7B_SHAPE
+    from host.demo.shapes import QWEN2_5_7B_SHAPE
 
     config = awq_config(QWEN2_5_7B_SHAPE)
     limits = sizing.limits_from_options(sizing.ModelShape.from_config(config), {})
@@ -195,7 +195,7 @@ def test_device_map_budget_too_small() -> None:
 
 def test_non_awq_checkpoints_are_refused() -> None:
     from chat_qwen_awq import sizing
-    from host.testing.tiny_models import TINY_QWEN2
+    from host.demo.shapes import TINY_QWEN2
 
     config = awq_config(TINY_QWEN2, 32)
     for change, message in (

@@ -42,6 +42,7 @@ from embed_qwen3.sizing import (
 )
 from host import hookimpl
 from host.config import HostConfig
+from host.demo import demo_weights
 from host.sizing import gpu_then_cpu
 from host.spec import ModelSpec, Task
 from host.weights import peek_config
@@ -50,8 +51,9 @@ PLUGIN = "embed_qwen3"
 MODEL_ID = "Qwen3-Embedding-0.6B"
 BACKEND = "embed_qwen3.backend:Qwen3EmbeddingBackend"
 DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
-#: The random-weight stand-in served by the demo profile (host.testing.tiny_models).
-DEMO_WEIGHTS = "tiny:qwen3-embedding"
+#: The random-weight stand-in served by the demo profile (:mod:`embed_qwen3.demo`).
+DEMO = "embed_qwen3.demo:TINY"
+DEMO_WEIGHTS = demo_weights(DEMO)
 
 #: Declared option defaults; ``models.<id>.options`` overrides them key by key.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -102,7 +104,7 @@ def declare(config: HostConfig, model_id: str = MODEL_ID, aliases: tuple[str, ..
         options={**options, "weights": weights},
         offload_bytes=offload_bytes,
         description=f"Qwen3 embedding ({weights}): last-token pooling, query instructions, Matryoshka dimensions",
-        demo_weights=DEMO_WEIGHTS,
+        demo=DEMO,
         option_keys=frozenset(DEFAULT_OPTIONS) | {"plugin"},
     )
 

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from embed_qwen3_testkit import MODEL, PLUGIN_ROOT, TINY
 
 import embed_qwen3
 from embed_qwen3.sizing import KNOWN_CONFIGS, activation_bytes_per_token, param_count
+from embed_qwen3.testing import MODEL, PLUGIN_ROOT, TINY
 from host.config import config_from_dict
+from host.demo import demo_weights
 from host.spec import MiB, PlacementKind, Task
 
 REPO = PLUGIN_ROOT.parents[1]
@@ -52,7 +53,7 @@ def test_param_count_matches_the_real_module() -> None:
     torch = pytest.importorskip("torch")
     from transformers import Qwen3Model
 
-    from host.testing.tiny_models import TINY_QWEN3, qwen3_config
+    from host.demo.shapes import TINY_QWEN3, qwen3_config
 
     with torch.device("meta"):
         model = Qwen3Model(qwen3_config(TINY_QWEN3))
@@ -87,7 +88,7 @@ def test_tiny_weights_are_sized_as_the_tiny_model(tiny_path: Path) -> None:
     real = json.loads((tiny_path / "config.json").read_text())
     cpu = spec.placements[1]
     assert cpu.host_bytes == param_count(real) * 4 + 4096 * (activation_bytes_per_token(real, 4) + 2048) + 256 * MiB
-    assert spec.options["weights"] == TINY and spec.demo_weights == TINY
+    assert spec.options["weights"] == TINY == demo_weights(spec.demo or "")
 
 
 def test_unknown_weights_fall_back_to_the_published_shape() -> None:

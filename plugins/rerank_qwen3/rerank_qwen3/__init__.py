@@ -25,6 +25,7 @@ from typing import Any
 
 from host import hookimpl
 from host.config import HostConfig
+from host.demo import demo_weights
 from host.sizing import gpu_then_cpu
 from host.spec import ModelSpec, Task
 from host.weights import peek_config
@@ -38,8 +39,9 @@ from rerank_qwen3.sizing import (
 MODEL_ID = "Qwen3-Reranker-0.6B"
 HUB_ID = "Qwen/Qwen3-Reranker-0.6B"
 BACKEND = "rerank_qwen3.backend:Qwen3RerankerBackend"
-#: The random-weight stand-in served by the demo profile (host.testing.tiny_models).
-DEMO_WEIGHTS = "tiny:qwen3-reranker"
+#: The random-weight stand-in served by the demo profile (:mod:`rerank_qwen3.demo`).
+DEMO = "rerank_qwen3.demo:TINY"
+DEMO_WEIGHTS = demo_weights(DEMO)
 
 #: Declared option defaults; ``models.<id>.options`` overrides them key by key.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -92,7 +94,7 @@ def declare(config: HostConfig) -> ModelSpec:
         options={**options, "weights": weights},
         offload_bytes=offload_bytes,
         description="Qwen3 reranker: P(yes) from two lm_head rows, batch-invariant",
-        demo_weights=DEMO_WEIGHTS,
+        demo=DEMO,
         option_keys=frozenset(DEFAULT_OPTIONS),
     )
 

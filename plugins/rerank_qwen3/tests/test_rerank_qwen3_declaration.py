@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rerank_qwen3_testkit import PLUGIN_ROOT, TINY
 
 import rerank_qwen3
 from host.config import config_from_dict
+from host.demo import demo_weights
 from host.plugins import make_plugin_manager
 from host.registry import build_registry
 from host.sizing import GPU_RUNTIME_BYTES, HOST_RUNTIME_BYTES
@@ -24,6 +24,7 @@ from rerank_qwen3.sizing import (
     activation_bytes_per_token,
     param_count,
 )
+from rerank_qwen3.testing import PLUGIN_ROOT, TINY
 
 
 def test_declares_the_reranker_gpu_first() -> None:
@@ -48,7 +49,7 @@ def test_registration_imports_no_torch() -> None:
 def test_real_shape_param_count_matches_the_architecture() -> None:
     from transformers import Qwen3ForCausalLM
 
-    from host.testing.tiny_models import QWEN3_0_6B_SHAPE, qwen3_config
+    from host.demo.shapes import QWEN3_0_6B_SHAPE, qwen3_config
 
     with torch.device("meta"):
         model = Qwen3ForCausalLM(qwen3_config(QWEN3_0_6B_SHAPE))
@@ -100,7 +101,7 @@ def test_config_weights_override_reaches_the_backend_options() -> None:
 def test_demo_profile_serves_the_tiny_stand_in() -> None:
     config = make_config({"demo": True})
     spec = build_registry(make_plugin_manager(config, extra=[rerank_qwen3]), config).get("Qwen3-Reranker-0.6B").spec
-    assert spec.demo_weights == TINY == spec.options["weights"]
+    assert demo_weights(spec.demo or "") == TINY == spec.options["weights"]
     assert "DEMO" in spec.description
 
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from rerank_qwen3_testkit import DOCS, QUERY, load_backend, mixed_documents
 
 from host.domain import RerankRequest
+from rerank_qwen3.testing import DOCS, QUERY, load_backend, mixed_documents
 
 #: Documents whose first characters BPE may merge with the space after "<Document>:".
 EDGE_DOCS = [
