@@ -144,15 +144,14 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
 # -- the in-process limit ------------------------------------------------------------------------
 def load_in_process(path: Path, args: argparse.Namespace) -> Any:
     """The plugin's backend, loaded in this process on the CPU with the server's options."""
-    import msgspec
-
     import embed_qwen3
     from embed_qwen3.backend import Qwen3EmbeddingBackend
     from host.config import config_from_dict
     from host.spec import Grant, PlacementKind
 
-    spec = embed_qwen3.declare(config_from_dict({"models": {MODEL: {"weights": str(path)}}}))
-    spec = msgspec.structs.replace(spec, options={**spec.options, **model_options(args)})
+    spec = embed_qwen3.declare(
+        config_from_dict({"models": {MODEL: {"weights": str(path), "options": model_options(args)}}})
+    )
     backend = Qwen3EmbeddingBackend(spec)
     backend.load(Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=1 << 40))
     return backend

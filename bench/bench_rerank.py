@@ -48,7 +48,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins" / "rerank_qwen3"))
 sys.path.insert(0, str(REPO))
 
-import msgspec  # noqa: E402
 
 import rerank_qwen3  # noqa: E402
 from host.config import config_from_dict  # noqa: E402
@@ -132,8 +131,7 @@ def spec_for(path: Path, batch_tokens: int, max_batch_size: int, share_prefix: b
     config = config_from_dict(
         {"models": {MODEL: {"weights": str(path), "options": options_for(batch_tokens, max_batch_size, share_prefix)}}}
     )
-    spec = rerank_qwen3.declare(config)
-    return msgspec.structs.replace(spec, options={**spec.options, **config.model(MODEL).options, "weights": str(path)})
+    return rerank_qwen3.declare(config)  # options and weights from the config, as the server reads them
 
 
 # -- served ----------------------------------------------------------------------------------------------
@@ -468,7 +466,7 @@ def main() -> None:
     parser.add_argument("--stats-file", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    batch_tokens = args.batch_tokens or int(rerank_qwen3.DEFAULT_OPTIONS["batch_tokens_cpu"])
+    batch_tokens = args.batch_tokens or rerank_qwen3.RerankOptions().batch_tokens_cpu
     shape = dataclasses.replace(QWEN3_0_6B_SHAPE, num_hidden_layers=args.layers)
     path = TINY.with_shape(shape).folder()
 

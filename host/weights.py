@@ -37,9 +37,11 @@ def _local_dir(weights: str) -> Path | None:
     return None
 
 
-def resolve_weights(weights: str, *, model_id: str) -> Path:
-    """The local folder holding ``weights`` (building or downloading it if needed)."""
+def resolve_weights(weights: str | None, *, model_id: str) -> Path:
+    """The local folder holding ``weights`` (``ModelSpec.weights``; building or downloading it if needed)."""
     key = f"models.{model_id}.weights"
+    if weights is None:
+        raise WeightsError(f"{key}: not set. Set it to a local folder or a hub id.")
     if weights.startswith(_OLD_TINY_PREFIX):
         raise WeightsError(
             f"{key}: {weights!r}: the built-in tiny models are now each plugin's demo model; name one as "

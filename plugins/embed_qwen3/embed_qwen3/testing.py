@@ -55,7 +55,7 @@ def tiny_spec(**options: Any) -> ModelSpec:
     import embed_qwen3
 
     spec = embed_qwen3.declare(config_from_dict({"models": {MODEL: {"weights": TINY}}}))
-    return msgspec.structs.replace(spec, options={**spec.options, **options})
+    return msgspec.structs.replace(spec, options=msgspec.structs.replace(spec.options, **options))
 
 
 def load_backend(**options: Any) -> Any:

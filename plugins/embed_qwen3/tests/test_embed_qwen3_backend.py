@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 import torch
@@ -275,6 +276,6 @@ def test_missing_weights_name_the_config_key(tmp_path: Any) -> None:
     from embed_qwen3.testing import tiny_spec
     from host.weights import WeightsError
 
-    backend = Qwen3EmbeddingBackend(tiny_spec(weights=str(tmp_path / "nowhere")))
+    backend = Qwen3EmbeddingBackend(msgspec.structs.replace(tiny_spec(), weights=str(tmp_path / "nowhere")))
     with pytest.raises(WeightsError, match=rf"models\.{MODEL}\.weights"):
         backend.load(CPU)

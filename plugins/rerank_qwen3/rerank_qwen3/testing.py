@@ -28,7 +28,7 @@ def tiny_spec(**options: Any) -> ModelSpec:
     import rerank_qwen3
 
     spec = rerank_qwen3.declare(config_from_dict({"models": {rerank_qwen3.MODEL_ID: {"weights": TINY}}}))
-    return msgspec.structs.replace(spec, options={**spec.options, **options})
+    return msgspec.structs.replace(spec, options=msgspec.structs.replace(spec.options, **options))
 
 
 def load_backend(**options: Any) -> Any:

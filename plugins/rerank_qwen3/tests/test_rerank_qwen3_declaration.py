@@ -32,7 +32,7 @@ def test_declares_the_reranker_gpu_first() -> None:
     assert spec.id == "Qwen3-Reranker-0.6B" and spec.task == Task.RERANK
     assert spec.backend == "rerank_qwen3.backend:Qwen3RerankerBackend"
     assert [p.kind for p in spec.placements] == [PlacementKind.GPU, PlacementKind.CPU]
-    assert spec.options["weights"] == "Qwen/Qwen3-Reranker-0.6B"
+    assert spec.weights == "Qwen/Qwen3-Reranker-0.6B"
     assert spec.offload_bytes is not None
 
 
@@ -94,14 +94,14 @@ def test_config_weights_override_reaches_the_backend_options() -> None:
     config = make_config({"models": {"Qwen3-Reranker-0.6B": {"weights": TINY, "options": {"max_length": 512}}}})
     registry = build_registry(make_plugin_manager(config, extra=[rerank_qwen3]), config)
     spec = registry.get("Qwen3-Reranker-0.6B").spec
-    assert spec.options["weights"] == TINY and spec.options["max_length"] == 512
+    assert spec.weights == TINY and spec.options.max_length == 512
     assert registry.get("Qwen/Qwen3-Reranker-0.6B").spec.id == spec.id
 
 
 def test_demo_profile_serves_the_tiny_stand_in() -> None:
     config = make_config({"demo": True})
     spec = build_registry(make_plugin_manager(config, extra=[rerank_qwen3]), config).get("Qwen3-Reranker-0.6B").spec
-    assert demo_weights(spec.demo or "") == TINY == spec.options["weights"]
+    assert demo_weights(spec.demo or "") == TINY == spec.weights
     assert "DEMO" in spec.description
 
 

@@ -52,8 +52,8 @@ def whole() -> Iterator[Any]:
 def test_option_is_declared_and_on_by_default(backend: Any, whole: Any) -> None:
     import rerank_qwen3
 
-    assert rerank_qwen3.DEFAULT_OPTIONS["share_prefix"] is True
-    assert "share_prefix" in backend.spec.option_keys and backend.spec.options["share_prefix"] is True
+    assert rerank_qwen3.RerankOptions().share_prefix is True
+    assert backend.spec.options.share_prefix is True
     assert backend.share_prefix and not whole.share_prefix
 
 
