@@ -14,7 +14,6 @@ Importing it is cheap: torch and transformers are imported by the build steps on
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,7 +63,7 @@ class DemoModel:
             "seed": self.seed,
             "version": self.version,
         }
-        return cached_build(self.name, functools.partial(self.build, shape=self.shape, seed=self.seed), key, root)
+        return cached_build(self.name, lambda dest: self.build(dest, self.shape, self.seed), key, root)
 
 
 def load_demo(ref: str) -> DemoModel:

@@ -59,7 +59,7 @@ class FakeBackend:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.options = _untyped(spec.options)
-        self.calls: CallLog = spec.options.get("calls") or CallLog()
+        self.calls: CallLog = self.options.get("calls") or CallLog()
         self.grant: Grant | None = None
 
     def load(self, grant: Grant) -> None:
