@@ -120,6 +120,31 @@ def config_essentials(shape: TinyShape, model_type: str) -> dict[str, Any]:
     }
 
 
+def _decoder_kwargs(shape: TinyShape, architecture: str) -> dict[str, Any]:
+    """The config arguments Qwen2 and Qwen3 share: fp16, rope_theta 1e6, no sliding window."""
+    return dict(
+        vocab_size=shape.vocab_size,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads,
+        max_position_embeddings=shape.max_position_embeddings,
+        tie_word_embeddings=shape.tie_word_embeddings,
+        hidden_act="silu",
+        rms_norm_eps=1e-6,
+        rope_theta=1000000.0,
+        initializer_range=_INIT_STD,
+        use_cache=True,
+        use_sliding_window=False,
+        sliding_window=None,
+        max_window_layers=shape.num_hidden_layers,
+        attention_dropout=0.0,
+        dtype="float16",
+        architectures=[architecture],
+    )
+
+
 def qwen2_config(shape: TinyShape = TINY_QWEN2, **overrides: Any) -> Qwen2Config:
     """A ``transformers.Qwen2Config`` for ``shape`` (fp16, rope_theta 1e6, no sliding window).
 
@@ -129,60 +154,29 @@ def qwen2_config(shape: TinyShape = TINY_QWEN2, **overrides: Any) -> Qwen2Config
 
     if shape.head_dim is not None and shape.head_dim * shape.num_attention_heads != shape.hidden_size:
         raise ValueError("Qwen2 requires head_dim * num_attention_heads == hidden_size")
-    kwargs: dict[str, Any] = dict(
-        vocab_size=shape.vocab_size,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=shape.num_attention_heads,
-        num_key_value_heads=shape.num_key_value_heads,
-        max_position_embeddings=shape.max_position_embeddings,
-        tie_word_embeddings=shape.tie_word_embeddings,
-        hidden_act="silu",
-        rms_norm_eps=1e-6,
-        rope_theta=1000000.0,
-        initializer_range=_INIT_STD,
-        use_cache=True,
-        use_sliding_window=False,
-        sliding_window=None,
-        max_window_layers=shape.num_hidden_layers,
-        attention_dropout=0.0,
-        dtype="float16",
-        architectures=["Qwen2ForCausalLM"],
-    )
-    kwargs.update(overrides)
-    return Qwen2Config(**kwargs)
+    return Qwen2Config(**{**_decoder_kwargs(shape, "Qwen2ForCausalLM"), **overrides})
 
 
 def qwen3_config(shape: TinyShape = TINY_QWEN3, **overrides: Any) -> Qwen3Config:
     """A ``transformers.Qwen3Config`` for ``shape`` (fp16, explicit head_dim, rope_theta 1e6)."""
     from transformers import Qwen3Config
 
-    kwargs: dict[str, Any] = dict(
-        vocab_size=shape.vocab_size,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=shape.num_attention_heads,
-        num_key_value_heads=shape.num_key_value_heads,
-        head_dim=shape.resolved_head_dim,
-        max_position_embeddings=shape.max_position_embeddings,
-        tie_word_embeddings=shape.tie_word_embeddings,
-        hidden_act="silu",
-        rms_norm_eps=1e-6,
-        rope_theta=1000000.0,
-        attention_bias=False,
-        initializer_range=_INIT_STD,
-        use_cache=True,
-        use_sliding_window=False,
-        sliding_window=None,
-        max_window_layers=shape.num_hidden_layers,
-        attention_dropout=0.0,
-        dtype="float16",
-        architectures=["Qwen3ForCausalLM"],
+    kwargs = _decoder_kwargs(shape, "Qwen3ForCausalLM")
+    kwargs.update(head_dim=shape.resolved_head_dim, attention_bias=False)
+    return Qwen3Config(**{**kwargs, **overrides})
+
+
+def random_qwen3(dest: Path, shape: TinyShape, seed: int, model_cls: Any, *, append_eos: bool, **config: Any) -> Any:
+    """Write the demo tokenizer to ``dest`` and return a random fp16 ``model_cls`` (a Qwen3 class) of
+    ``shape`` whose bos/eos is ``<|endoftext|>``; ``config`` overrides the Qwen3 config."""
+    from host.demo.tokenizer import ENDOFTEXT, build_tokenizer, token_ids
+
+    build_tokenizer(dest, append_eos=append_eos, model_max_length=shape.max_position_embeddings)
+    ids = token_ids(dest)
+    check_vocab(shape, ids)
+    return instantiate(
+        model_cls, qwen3_config(shape, bos_token_id=ids[ENDOFTEXT], eos_token_id=ids[ENDOFTEXT], **config), seed
     )
-    kwargs.update(overrides)
-    return Qwen3Config(**kwargs)
 
 
 def instantiate(model_cls: Any, config: Any, seed: int) -> Any:

@@ -10,16 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from host.demo import DemoModel
-from host.demo.shapes import (
-    TINY_QWEN3,
-    TinyShape,
-    check_vocab,
-    config_essentials,
-    instantiate,
-    qwen3_config,
-    save_model,
-)
-from host.demo.tokenizer import ENDOFTEXT, build_tokenizer, token_ids
+from host.demo.shapes import TINY_QWEN3, TinyShape, config_essentials, random_qwen3, save_model
 
 
 def build(dest: Path, shape: TinyShape = TINY_QWEN3, seed: int = 0) -> None:
@@ -27,11 +18,7 @@ def build(dest: Path, shape: TinyShape = TINY_QWEN3, seed: int = 0) -> None:
     from transformers import Qwen3Model
 
     dest = Path(dest)
-    build_tokenizer(dest, append_eos=True, model_max_length=shape.max_position_embeddings)
-    ids = token_ids(dest)
-    check_vocab(shape, ids)
-    config = qwen3_config(shape, bos_token_id=ids[ENDOFTEXT], eos_token_id=ids[ENDOFTEXT], architectures=["Qwen3Model"])
-    save_model(instantiate(Qwen3Model, config, seed), dest)
+    save_model(random_qwen3(dest, shape, seed, Qwen3Model, append_eos=True, architectures=["Qwen3Model"]), dest)
 
 
 def _config(shape: TinyShape) -> dict[str, Any]:

@@ -12,16 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from host.demo import DemoModel
-from host.demo.shapes import (
-    TINY_QWEN3,
-    TinyShape,
-    check_vocab,
-    config_essentials,
-    instantiate,
-    qwen3_config,
-    save_model,
-)
-from host.demo.tokenizer import ENDOFTEXT, build_tokenizer, corpus_lines, token_ids
+from host.demo.shapes import TINY_QWEN3, TinyShape, config_essentials, random_qwen3, save_model
+from host.demo.tokenizer import corpus_lines
 from rerank_qwen3.prompt import DEFAULT_INSTRUCTION, render
 
 _SPREAD_MAX_PARAMS = 50_000_000
@@ -90,11 +82,7 @@ def build(dest: Path, shape: TinyShape = TINY_QWEN3, seed: int = 0) -> None:
     from transformers import Qwen3ForCausalLM
 
     dest = Path(dest)
-    build_tokenizer(dest, model_max_length=shape.max_position_embeddings)
-    ids = token_ids(dest)
-    check_vocab(shape, ids)
-    config = qwen3_config(shape, bos_token_id=ids[ENDOFTEXT], eos_token_id=ids[ENDOFTEXT])
-    model = instantiate(Qwen3ForCausalLM, config, seed)
+    model = random_qwen3(dest, shape, seed, Qwen3ForCausalLM, append_eos=False)
     if sum(p.numel() for p in model.parameters()) <= _SPREAD_MAX_PARAMS:
         _spread_yes_no(model, dest, seed)
     save_model(model, dest)
