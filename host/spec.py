@@ -8,7 +8,7 @@ admits the model.
 from __future__ import annotations
 
 import enum
-from typing import Any, TypeAlias
+from typing import Annotated, Any, TypeAlias
 
 import msgspec
 
@@ -59,6 +59,10 @@ class Options(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     error naming ``models.<id>.options.<key>``.
     """
 
+
+#: Option field types with their range checked when the config is read.
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 
 #: What ``ModelSpec.options`` holds: a plugin's :class:`Options` (typed, checked), or a plain mapping
 #: (untyped: test doubles; merged with ``models.<id>.options`` unchecked).

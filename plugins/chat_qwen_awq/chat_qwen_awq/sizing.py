@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from host.errors import InvalidRequest
-from host.spec import Options, Placement, PlacementKind
+from host.spec import Options, Placement, PlacementKind, PositiveInt
 
 #: The AWQ-quantised linears of a Qwen2 decoder layer, in module order.
 AWQ_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -147,9 +147,6 @@ class Limits:
     cpu_head_dtype: str = "float32"
 
 
-Positive = Annotated[int, msgspec.Meta(ge=1)]
-
-
 class ChatOptions(Options, frozen=True):
     """``models.<id>.options`` of this plugin.
 
@@ -165,9 +162,9 @@ class ChatOptions(Options, frozen=True):
     """
 
     context_length: Annotated[int, msgspec.Meta(ge=2)] | None = None
-    kv_cache_tokens: Positive | None = None
-    max_sequences: Positive = 8
-    prefill_chunk_tokens: Positive = 512
+    kv_cache_tokens: PositiveInt | None = None
+    max_sequences: PositiveInt = 8
+    prefill_chunk_tokens: PositiveInt = 512
     cpu_head_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     offload_dir: str | None = None
 

@@ -19,7 +19,7 @@ Options (``models.<id>.options``): :class:`EmbedOptions`.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
 
@@ -33,7 +33,7 @@ from host import hookimpl
 from host.config import HostConfig
 from host.demo import demo_weights
 from host.sizing import gpu_then_cpu
-from host.spec import ModelSpec, Options, Task
+from host.spec import ModelSpec, NonNegativeInt, Options, PositiveInt, Task
 from host.weights import peek_config
 
 PLUGIN = "embed_qwen3"
@@ -43,8 +43,6 @@ DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer
 #: The random-weight stand-in served by the demo profile (:mod:`embed_qwen3.demo`).
 DEMO = "embed_qwen3.demo:TINY"
 DEMO_WEIGHTS = demo_weights(DEMO)
-
-Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class EmbedOptions(Options, frozen=True):
@@ -65,16 +63,16 @@ class EmbedOptions(Options, frozen=True):
     """
 
     task: str = DEFAULT_TASK
-    max_length: Positive | None = None
+    max_length: PositiveInt | None = None
     truncate: bool = False
-    batch_tokens_gpu: Positive = 16384
-    batch_tokens_cpu: Positive = 4096
-    max_batch_size: Positive = 256
-    batch_overhead_tokens_cpu: Annotated[int, msgspec.Meta(ge=0)] | None = 32
-    batch_overhead_tokens_gpu: Annotated[int, msgspec.Meta(ge=0)] | None = 4096
-    max_pending: Positive | None = 65536
+    batch_tokens_gpu: PositiveInt = 16384
+    batch_tokens_cpu: PositiveInt = 4096
+    max_batch_size: PositiveInt = 256
+    batch_overhead_tokens_cpu: NonNegativeInt | None = 32
+    batch_overhead_tokens_gpu: NonNegativeInt | None = 4096
+    max_pending: PositiveInt | None = 65536
     gpu_dtype: Literal["auto", "bfloat16", "float16"] = "auto"
-    min_dimensions: Positive = 32
+    min_dimensions: PositiveInt = 32
 
 
 def declare(config: HostConfig, model_id: str = MODEL_ID, aliases: tuple[str, ...] = ()) -> ModelSpec:

@@ -9,15 +9,13 @@ Options (``models.Qwen3-Reranker-0.6B.options`` in plugins.yaml): :class:`Rerank
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-import msgspec
+from typing import Literal
 
 from host import hookimpl
 from host.config import HostConfig
 from host.demo import demo_weights
 from host.sizing import gpu_then_cpu
-from host.spec import ModelSpec, Options, Task
+from host.spec import ModelSpec, NonNegativeInt, Options, PositiveInt, Task
 from host.weights import peek_config
 from rerank_qwen3.prompt import DEFAULT_INSTRUCTION
 from rerank_qwen3.sizing import (
@@ -32,8 +30,6 @@ BACKEND = "rerank_qwen3.backend:Qwen3RerankerBackend"
 #: The random-weight stand-in served by the demo profile (:mod:`rerank_qwen3.demo`).
 DEMO = "rerank_qwen3.demo:TINY"
 DEMO_WEIGHTS = demo_weights(DEMO)
-
-Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class RerankOptions(Options, frozen=True):
@@ -57,15 +53,15 @@ class RerankOptions(Options, frozen=True):
     """
 
     instruction: str = DEFAULT_INSTRUCTION
-    max_length: Positive | None = None
-    batch_tokens_gpu: Positive = 16384
-    batch_tokens_cpu: Positive = 1024
-    max_batch_size: Positive = 128
-    max_pending: Positive = 65536
+    max_length: PositiveInt | None = None
+    batch_tokens_gpu: PositiveInt = 16384
+    batch_tokens_cpu: PositiveInt = 1024
+    max_batch_size: PositiveInt = 128
+    max_pending: PositiveInt = 65536
     gpu_dtype: Literal["float16", "bfloat16"] = "float16"
     share_prefix: bool = True
-    prefix_cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 8
-    prefix_cache_tokens: Annotated[int, msgspec.Meta(ge=0)] = 4096
+    prefix_cache_entries: NonNegativeInt = 8
+    prefix_cache_tokens: NonNegativeInt = 4096
 
 
 def declare(config: HostConfig) -> ModelSpec:
