@@ -15,10 +15,10 @@ from typing import Any, Literal
 import jsonschema
 import openai
 import pytest
-from chat_qwen_awq_testing import MODEL_ID, tiny_config
 from openai import AsyncOpenAI, OpenAI
 from pydantic import BaseModel, Field
 
+from chat_qwen_awq.testing import MODEL_ID, tiny_config
 from host.app import create_app
 from host.testing.pytest_plugin import CPU_ONLY
 from host.testing.server import serve_in_thread
