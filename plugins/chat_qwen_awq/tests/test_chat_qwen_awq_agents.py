@@ -193,14 +193,18 @@ def test_parse_with_a_pydantic_model_returns_the_object(client: OpenAI) -> None:
 
 def test_a_schema_the_grammar_cannot_enforce_is_a_400_naming_it(client: OpenAI) -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "if": {"required": ["a"]}, "then": {}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
     with pytest.raises(openai.BadRequestError) as caught:
-        create(
-            client,
-            messages=ASK,
-            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
-        )
+        create(client, messages=ASK, response_format=fmt)
     assert caught.value.body["param"] == "response_format.json_schema.schema"
     assert "if" in caught.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as caught:  # streamed: still a JSON 400, before any event
+        create(client, messages=ASK, stream=True, response_format=fmt)
+    assert caught.value.body["param"] == "response_format.json_schema.schema"
+    bad_tool = {"type": "function", "function": {"name": "f", "parameters": {**schema, "type": "object"}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        create(client, messages=ASK, tools=[bad_tool], tool_choice="required")
+    assert caught.value.body["param"] == "tools"
 
 
 def test_max_tokens_cuts_a_constrained_answer_with_length(client: OpenAI) -> None:
