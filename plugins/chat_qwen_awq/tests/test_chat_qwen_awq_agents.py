@@ -376,3 +376,35 @@ def test_completions_legacy_logprobs(client: OpenAI) -> None:
     )
     assert "".join(c.choices[0].text for c in streamed) == r.choices[0].text
     assert [t for c in streamed if c.choices[0].logprobs for t in c.choices[0].logprobs.tokens] == lp.tokens
+
+
+# -- the engine: one batch, constrained and free rows ---------------------------------------------------------
+
+
+async def test_one_decode_batch_mixes_constrained_and_free_rows(backend: Any) -> None:
+    from host.domain import ChatMessage, ChatRequest, OutputFormat, SamplingParams
+
+    def req(output: OutputFormat | None = None, tokens: int = 40) -> ChatRequest:
+        return ChatRequest(
+            model="m",
+            messages=(ChatMessage("user", "Describe a person."),),
+            sampling=SamplingParams(temperature=0, max_tokens=tokens),
+            output=output or OutputFormat(),
+        )
+
+    async def text(request: ChatRequest) -> tuple[str, str]:
+        parts, reason = [], ""
+        async for delta in backend.generate(request):
+            parts.append(delta.text)
+            reason = delta.finish_reason or reason
+        return "".join(parts), reason
+
+    alone = await text(req())
+    backend.engine.stats.max_batch = 0
+    fmt = OutputFormat(kind="json_schema", schema=PERSON)
+    results = await asyncio.gather(text(req()), text(req(fmt, 120)), text(req(fmt, 120)), text(req()))
+    assert backend.engine.stats.max_batch >= 3  # they really decoded together
+    assert results[0] == results[3] == alone  # the masks touched only the constrained rows
+    for body, reason in results[1:3]:
+        assert reason == "stop"
+        jsonschema.validate(json.loads(body), PERSON)
