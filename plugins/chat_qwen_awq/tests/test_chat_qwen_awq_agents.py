@@ -408,3 +408,17 @@ async def test_one_decode_batch_mixes_constrained_and_free_rows(backend: Any) ->
     for body, reason in results[1:3]:
         assert reason == "stop"
         jsonschema.validate(json.loads(body), PERSON)
+
+
+def test_parse_with_a_pydantic_function_tool_gives_parsed_arguments(client: OpenAI) -> None:
+    r = client.chat.completions.parse(
+        model=MODEL_ID,
+        messages=ASK,
+        tools=[openai.pydantic_function_tool(Person, name="save_person")],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=120,
+    )
+    [call] = r.choices[0].message.tool_calls
+    assert call.function.name == "save_person"
+    assert isinstance(call.function.parsed_arguments, Person)
