@@ -157,8 +157,8 @@ def serve(
     unload = Qwen3RerankerBackend.unload
 
     def unload_writing_stats(self: Qwen3RerankerBackend) -> None:
-        if stats_file is not None and self._batcher is not None:
-            stats_file.write_text(json.dumps(dataclasses.asdict(self._batcher.stats)), encoding="utf-8")
+        if stats_file is not None and self.batcher is not None:
+            stats_file.write_text(json.dumps(dataclasses.asdict(self.batcher.stats)), encoding="utf-8")
         unload(self)
 
     Qwen3RerankerBackend.unload = unload_writing_stats  # type: ignore[method-assign]
@@ -264,23 +264,23 @@ def limit(
 ) -> tuple[float, list[list[float]], float]:
     """documents/s of perfectly batched forward passes (tokenised beforehand, sorted over the whole set).
 
-    The batches run through the backend's own scoring (``_run``: with ``share_prefix``, each
-    request's prefix once, then the rest of the pairs), starting from an empty prefix cache; a
-    row's cost is the backend's batcher length (the tokens it runs in the batch).
+    The batches run through the backend's own scoring (``run``: with ``share_prefix``, each
+    request's prefix once, then the rest of the pairs), starting from an empty prefix cache; rows
+    are sorted by the backend's ``length`` (the tokens a row runs in the batch) and a batch is cut
+    where the backend's ``cost`` (the batcher's one budget) would pass ``batch_tokens``.
     """
     assert backend.encoder is not None
     rows = [
         (r, d, prepared)
         for r, (q, docs) in enumerate(requests)
-        for d, prepared in enumerate(backend._prepare([(backend.instruction, q, doc) for doc in docs]))
+        for d, prepared in enumerate(backend.prepare([(backend.instruction, q, doc) for doc in docs]))
     ]
-    cost = backend._length
+    cost = backend.length
     rows.sort(key=lambda x: cost(x[2]))
     batches: list[list[Any]] = [[]]
     for row in rows:
         batch = batches[-1]
-        width = max(cost(row[2]), max((cost(b[2]) for b in batch), default=0))
-        if batch and ((len(batch) + 1) * width > batch_tokens or len(batch) + 1 > max_batch_size):
+        if batch and (backend.cost([b[2] for b in batch] + [row[2]]) > batch_tokens or len(batch) + 1 > max_batch_size):
             batches.append([])
         batches[-1].append(row)
     out = [[0.0] * len(docs) for _, docs in requests]
@@ -289,7 +289,7 @@ def limit(
     sync(backend.device.type)
     started = time.perf_counter()
     for batch in batches:
-        scores = backend._run([b[2] for b in batch])  # returns Python floats: the GPU work is done
+        scores = backend.run([b[2] for b in batch])  # returns Python floats: the GPU work is done
         padded += len(batch) * max(cost(b[2]) for b in batch)
         for (r, d, _), (s, _n) in zip(batch, scores):
             out[r][d] = s
