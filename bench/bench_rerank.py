@@ -57,6 +57,7 @@ from host.scheduling.policy import Budgets  # noqa: E402
 from host.spec import GiB, Grant, PlacementKind  # noqa: E402
 from host.testing.tiny_models import QWEN3_0_6B_SHAPE, tiny_model_cache  # noqa: E402
 from rerank_qwen3.backend import Qwen3RerankerBackend  # noqa: E402
+from rerank_qwen3.prompt import DEFAULT_INSTRUCTION  # noqa: E402
 
 MODEL = rerank_qwen3.MODEL_ID
 CPU = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0)
@@ -324,7 +325,7 @@ class PublishedRecipe:
         self.suffix_tokens = self.tokenizer.encode(suffix, add_special_tokens=False)
 
     def scores(self, query: str, docs: list[str]) -> list[float]:
-        instruction = "Given a web search query, retrieve relevant passages that answer the query"
+        instruction = DEFAULT_INSTRUCTION
         pairs = [f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}" for doc in docs]
         inputs = self.tokenizer(
             pairs,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -75,7 +75,7 @@ class Upper(BatchedBackend[str, str, str]):
 
 
 @pytest.fixture
-def upper() -> Upper:
+def upper() -> Iterator[Upper]:
     backend = Upper()
     backend.load(CPU)
     yield backend

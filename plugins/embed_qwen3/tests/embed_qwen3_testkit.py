@@ -24,6 +24,7 @@ import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from embed_qwen3 import DEFAULT_TASK as DEFAULT_TASK  # noqa: E402 - re-exported to the tests
 from host.config import config_from_dict  # noqa: E402
 from host.spec import Grant, ModelSpec, PlacementKind  # noqa: E402
 
@@ -31,7 +32,6 @@ torch.set_num_threads(1)
 
 TINY = "tiny:qwen3-embedding"
 MODEL = "Qwen3-Embedding-0.6B"
-DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 #: A serving CPU grant (room for fp32 weights).
 CPU = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=16 * 2**30)
 

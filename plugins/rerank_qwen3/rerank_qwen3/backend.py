@@ -202,14 +202,17 @@ class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]])
 
     def run(self, batch: list[EncodedPair]) -> list[tuple[float, int]]:
         """Score one batch (the batcher's compute thread): ``(P(yes), prompt tokens)`` per pair."""
-        if self.device.type == "cpu" and self.base.dtype != torch.float32:
-            cast_parameters(self.base, torch.float32)  # served on the CPU after being parked: fp32 as on load
+        base, head = self.base, self.head
+        if base is None or head is None:
+            raise RuntimeError(f"{self.spec.id} is not loaded")
+        if self.device.type == "cpu" and base.dtype != torch.float32:
+            cast_parameters(base, torch.float32)  # served on the CPU after being parked: fp32 as on load
             self.prefix_cache.clear()
         if self.share_prefix:
             rows = [(p.ids, p.shared) for p in batch]
-            scores = score_shared(self.base, self.head, rows, self.pad_id, self.device, self.prefix_cache)
+            scores = score_shared(base, head, rows, self.pad_id, self.device, self.prefix_cache)
         else:
-            scores = score_batch(self.base, self.head, [p.ids for p in batch], self.pad_id, self.device)
+            scores = score_batch(base, head, [p.ids for p in batch], self.pad_id, self.device)
         return [(s, len(p.ids)) for s, p in zip(scores, batch)]
 
 

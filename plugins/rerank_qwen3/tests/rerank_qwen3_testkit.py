@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from host.config import config_from_dict  # noqa: E402
 from host.spec import Grant, ModelSpec, PlacementKind  # noqa: E402
+from rerank_qwen3.prompt import DEFAULT_INSTRUCTION  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -70,7 +71,7 @@ class Recipe:
     @staticmethod
     def format_instruction(instruction: str | None, query: str, doc: str) -> str:
         if instruction is None:
-            instruction = "Given a web search query, retrieve relevant passages that answer the query"
+            instruction = DEFAULT_INSTRUCTION
         return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
 
     def process_inputs(self, pairs: list[str], max_length: int) -> dict[str, Any]:
