@@ -322,6 +322,26 @@ def test_cut_batches_bounds_and_overhead() -> None:
     assert cut_batches([], max_batch_tokens=10, max_batch_size=2) == []
 
 
+def test_cut_batches_with_a_batch_cost() -> None:
+    """A backend's own cost of a batch replaces rows x longest as the one measure of the budget."""
+    from host.batching import cut_batches
+
+    lengths = [1, 1, 1, 1, 1, 1]
+    extra = [0, 0, 5, 0, 5, 0]  # e.g. states each row holds besides its padded tokens
+
+    def cost(rows: range) -> int:
+        return len(rows) * max(lengths[i] for i in rows) + sum(extra[i] for i in rows)
+
+    groups = cut_batches(lengths, max_batch_tokens=8, max_batch_size=64, cost=cost)
+    assert [list(g) for g in groups] == [[0, 1, 2], [3, 4, 5]]  # rows x longest alone would take all six
+    assert all(cost(g) <= 8 for g in groups)
+    # An item alone over the budget still forms a batch of its own.
+    assert [list(g) for g in cut_batches([1, 1], max_batch_tokens=1, max_batch_size=4, cost=lambda r: 99)] == [
+        [0],
+        [1],
+    ]
+
+
 async def test_overhead_splits_pending_items_by_length(make, recorder: Recorder) -> None:
     batcher = make(max_batch_tokens=10_000, max_batch_size=64, batch_overhead_tokens=8)
     recorder.gate.clear()
