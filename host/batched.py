@@ -5,7 +5,8 @@ Infinity's pre / core / post split with TGI's permit. A plugin's backend subclas
 
 - :meth:`~BatchedBackend.load_model`, :meth:`~BatchedBackend.unload_model`,
   :meth:`~BatchedBackend.move_model`: its weights (no batcher work in them);
-- :meth:`~BatchedBackend.budgets`: batch bounds for a grant's device (CPU and GPU differ);
+- :attr:`~BatchedBackend.budgets_by_device`: batch bounds on ``"cpu"`` and ``"gpu"`` (read from
+  its options; or override :meth:`~BatchedBackend.budgets`);
 - :meth:`~BatchedBackend.prepare` (the prepare thread: tokenise, validate),
   :meth:`~BatchedBackend.length` (an item's tokens), optionally :meth:`~BatchedBackend.cost`
   (a whole batch's tokens, when more than ``rows × longest``), and :meth:`~BatchedBackend.run`
@@ -25,7 +26,6 @@ forward passes and relocation is needed. Torch-free: tested with a pure-Python f
 from __future__ import annotations
 
 import abc
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -33,8 +33,6 @@ from typing import Generic, TypeVar
 from host.batching import DynamicBatcher
 from host.errors import BackendError, PlughostError
 from host.spec import Grant, ModelSpec
-
-log = logging.getLogger("plughost.batched")
 
 Item = TypeVar("Item")
 Prepared = TypeVar("Prepared")
@@ -57,8 +55,9 @@ class BatchBudgets:
 class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
     """Life cycle, budgets, errors and the permit of a batched backend; see the module docstring.
 
-    :attr:`max_pending` bounds the items waiting in the batcher (beyond it requests get 429);
-    a subclass sets it while reading its options. :attr:`kind` names the threads and errors.
+    A subclass sets, while reading its options, :attr:`budgets_by_device` (batch bounds keyed
+    ``"cpu"`` and ``"gpu"``) and :attr:`max_pending` (items that may wait in the batcher; beyond
+    it requests get 429; ``None``: unbounded). :attr:`kind` names the threads and errors.
     """
 
     kind = "batched"
@@ -67,6 +66,7 @@ class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
         self.spec = spec
         self.grant: Grant | None = None
         self.batcher: DynamicBatcher[Item, Prepared, Result] | None = None
+        self.budgets_by_device: dict[str, BatchBudgets] = {}
         self.max_pending: int | None = None
 
     # -- what a plugin supplies -------------------------------------------------------------------
@@ -82,9 +82,9 @@ class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
     def move_model(self, grant: Grant) -> None:
         """Move the loaded weights to ``grant`` without reading them from disk (no batch is running)."""
 
-    @abc.abstractmethod
     def budgets(self, grant: Grant) -> BatchBudgets:
-        """Batch bounds on ``grant``'s device."""
+        """Batch bounds on ``grant``'s device: ``budgets_by_device["gpu"]`` on a GPU, else ``["cpu"]``."""
+        return self.budgets_by_device["gpu" if grant.device.startswith("cuda") else "cpu"]
 
     @abc.abstractmethod
     def prepare(self, items: Sequence[Item]) -> Sequence[Prepared]:

@@ -31,6 +31,10 @@ class Upper(BatchedBackend[str, str, str]):
         self.ran: list[list[str]] = []
         self.events: list[str] = []
         self.moved_to: list[str] = []
+        self.budgets_by_device = {
+            "cpu": BatchBudgets(max_batch_tokens=8, max_batch_size=2),
+            "gpu": BatchBudgets(max_batch_tokens=1000, max_batch_size=100),
+        }
 
     def load_model(self, grant: Grant) -> None:
         self.events.append(f"load {grant.device}")
@@ -40,11 +44,6 @@ class Upper(BatchedBackend[str, str, str]):
 
     def move_model(self, grant: Grant) -> None:
         self.moved_to.append(grant.device)
-
-    def budgets(self, grant: Grant) -> BatchBudgets:
-        if grant.device.startswith("cuda"):
-            return BatchBudgets(max_batch_tokens=1000, max_batch_size=100)
-        return BatchBudgets(max_batch_tokens=8, max_batch_size=2)
 
     def prepare(self, items: Sequence[str]) -> list[str]:
         for item in items:

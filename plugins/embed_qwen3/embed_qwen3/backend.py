@@ -155,10 +155,6 @@ class Qwen3EmbeddingBackend(BatchedBackend[EmbedInput, list[int], tuple[np.ndarr
             self.tokenizer_appends_eos,
         )
 
-    def budgets(self, grant: Grant) -> BatchBudgets:
-        """Batch bounds on ``grant``'s device (options ``*_gpu`` or ``*_cpu``)."""
-        return self.budgets_by_device["gpu" if grant.device.startswith("cuda") else "cpu"]
-
     def unload_model(self) -> None:
         """Free the weights."""
         self.model = None

@@ -135,10 +135,6 @@ class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]])
             raise ValueError(f"the tokenizer has no single token {token!r}; is this a Qwen3 reranker?")
         return int(found)
 
-    def budgets(self, grant: Grant) -> BatchBudgets:
-        """Batch bounds on ``grant``'s device (options ``batch_tokens_gpu`` or ``batch_tokens_cpu``)."""
-        return self.budgets_by_device["gpu" if grant.device.startswith("cuda") else "cpu"]
-
     def unload_model(self) -> None:
         """Free every tensor."""
         self.base = self.head = self.encoder = None
