@@ -188,3 +188,20 @@ async def test_unload_waits_for_the_running_batch() -> None:
     assert upper.events[-2:] == ["batch done", "unload"]
     with pytest.raises(BatcherClosed):  # its items not yet run were failed, after its batch ended
         await asyncio.wait_for(task, 10)
+
+
+def test_the_host_core_stays_torch_free_at_import() -> None:
+    """Only backends import host.torch_utils: every other host module loads without torch."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import host
+
+    modules = sorted(
+        m.name
+        for m in pkgutil.walk_packages(host.__path__, "host.")
+        if m.name != "host.torch_utils" and not m.name.startswith("host.testing")
+    )
+    code = f"import sys; [__import__(m) for m in {modules!r}]; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -141,7 +141,7 @@ class Qwen3EmbeddingBackend(BatchedBackend[EmbedInput, list[int], tuple[np.ndarr
             str(path), dtype=dtype, attn_implementation="sdpa", device_map={"": grant.device}
         )
         model.eval().requires_grad_(False)
-        self.model, self.grant, self.device = model, grant, torch.device(grant.device)
+        self.model, self.device = model, torch.device(grant.device)
         self.hidden_size = int(model.config.hidden_size)
         self.vocab_size = min(self.vocab_size, int(model.get_input_embeddings().num_embeddings))
         self.max_length = max_length_of(model.config.to_dict(), self.max_length_option)
