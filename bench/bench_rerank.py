@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ sys.path.insert(0, str(REPO))
 import msgspec  # noqa: E402
 
 import rerank_qwen3  # noqa: E402
+from host.batching import cut_batches  # noqa: E402
 from host.config import config_from_dict  # noqa: E402
 from host.domain import RerankRequest  # noqa: E402
 from host.scheduling.policy import Budgets  # noqa: E402
@@ -267,8 +269,8 @@ def limit(
 
     The batches run through the backend's own scoring (``run``: with ``share_prefix``, each
     request's prefix once, then the rest of the pairs), starting from an empty prefix cache; rows
-    are sorted by the backend's ``length`` (the tokens a row runs in the batch) and a batch is cut
-    where the backend's ``cost`` (the batcher's one budget) would pass ``batch_tokens``.
+    are sorted by the backend's ``length`` (the tokens a row runs in the batch) and cut as the
+    batcher cuts them (:func:`host.batching.cut_batches` under the backend's ``batch_cost``).
     """
     assert backend.encoder is not None
     rows = [
@@ -278,12 +280,19 @@ def limit(
     ]
     cost = backend.length
     rows.sort(key=lambda x: cost(x[2]))
-    batches: list[list[Any]] = [[]]
-    for row in rows:
-        batch = batches[-1]
-        if batch and (backend.cost([b[2] for b in batch] + [row[2]]) > batch_tokens or len(batch) + 1 > max_batch_size):
-            batches.append([])
-        batches[-1].append(row)
+
+    def new_cost() -> Callable[[int], int]:
+        add = backend.batch_cost()
+        assert add is not None
+        return lambda i: add(rows[i][2])
+
+    groups = cut_batches(
+        [cost(r[2]) for r in rows],
+        max_batch_tokens=batch_tokens,
+        max_batch_size=max_batch_size,
+        cost=new_cost if backend.batch_cost() is not None else None,
+    )
+    batches = [[rows[i] for i in group] for group in groups]
     out = [[0.0] * len(docs) for _, docs in requests]
     padded = 0
     backend.prefix_cache.clear()

@@ -8,8 +8,8 @@ Infinity's pre / core / post split with TGI's permit. A plugin's backend subclas
 - :attr:`~BatchedBackend.budgets_by_device`: batch bounds on ``"cpu"`` and ``"gpu"`` (read from
   its options; or override :meth:`~BatchedBackend.budgets`);
 - :meth:`~BatchedBackend.prepare` (the prepare thread: tokenise, validate),
-  :meth:`~BatchedBackend.length` (an item's tokens), optionally :meth:`~BatchedBackend.cost`
-  (a whole batch's tokens, when more than ``rows × longest``), and :meth:`~BatchedBackend.run`
+  :meth:`~BatchedBackend.length` (an item's tokens), optionally :meth:`~BatchedBackend.batch_cost`
+  (a batch's tokens, when more than ``rows × longest``), and :meth:`~BatchedBackend.run`
   (the compute thread: forward pass and post-processing);
 - its serving method (``embed``/``rerank``), which validates a request and awaits :meth:`submit`.
 
@@ -26,7 +26,7 @@ forward passes and relocation is needed. Torch-free: tested with a pure-Python f
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -94,26 +94,34 @@ class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
     def length(self, prepared: Prepared) -> int:
         """An item's tokens in a batch (its padded width; the batcher sorts by it)."""
 
-    def cost(self, batch: Sequence[Prepared]) -> int:
-        """Tokens a whole batch holds, bounded by ``max_batch_tokens`` (override when more than rows × longest)."""
-        return len(batch) * max(self.length(p) for p in batch)
+    def batch_cost(self) -> Callable[[Prepared], int] | None:
+        """A new batch's cost: a function fed the batch's items one by one that returns its tokens so far.
+
+        Bounded by ``max_batch_tokens``. ``None`` (the default): ``rows × longest length``.
+        Override when a batch holds more than its padded rows (e.g. shared key/value states).
+        """
+        return None
 
     @abc.abstractmethod
     def run(self, batch: list[Prepared]) -> Sequence[Result]:
         """One result per item (same order), on the compute thread."""
 
     # -- what the base does -----------------------------------------------------------------------
+    def _cost_of_new_batch(self) -> Callable[[Prepared], int]:
+        add = self.batch_cost()
+        assert add is not None  # only used when the subclass overrides batch_cost
+        return add
+
     def load(self, grant: Grant) -> None:
         """Load the model and start the batcher with ``grant``'s budgets."""
         self.load_model(grant)
         try:
             budgets = self.budgets(grant)
-            overrides_cost = type(self).cost is not BatchedBackend.cost
             self.batcher = DynamicBatcher(
                 prepare=self.prepare,
                 length=self.length,
                 run=self.run,
-                cost=self.cost if overrides_cost else None,
+                cost=self._cost_of_new_batch if self.batch_cost() is not None else None,
                 max_batch_tokens=budgets.max_batch_tokens,
                 max_batch_size=budgets.max_batch_size,
                 batch_overhead_tokens=budgets.batch_overhead_tokens,

@@ -99,14 +99,15 @@ def cut_batches(
     max_batch_tokens: int,
     max_batch_size: int,
     overhead_tokens: int | None = None,
-    cost: Callable[[range], int] | None = None,
+    cost: Callable[[], Callable[[int], int]] | None = None,
 ) -> list[range]:
     """Cut items sorted by ascending ``lengths`` into consecutive batches (as index ranges).
 
     A batch grows while its cost stays within ``max_batch_tokens`` and its rows within
-    ``max_batch_size``. The cost of a batch is ``rows × longest`` or, given ``cost``, what
-    ``cost(indices)`` says (a backend whose batch holds more than its padded rows, such as
-    shared key/value states, budgets it in one place). With ``overhead_tokens`` (the fixed
+    ``max_batch_size``. The cost of a batch is ``rows × longest`` or, given ``cost``, what a
+    fresh ``add = cost()`` returns for each index added to the batch (the batch's tokens so far:
+    a backend whose batch holds more than its padded rows, such as shared key/value states,
+    budgets it in one place, in O(1) per item). With ``overhead_tokens`` (the fixed
     cost of one forward pass, in tokens' worth of compute) a batch also ends before its
     padding — ``rows × longest - Σ lengths`` — would exceed that cost: padding is pure waste,
     so a batch pads no more than a separate pass would cost. On a CPU that cost is small
@@ -115,15 +116,20 @@ def cut_batches(
     """
     batches: list[range] = []
     start, total = 0, 0
+    add = cost() if cost is not None else None
     for i, n in enumerate(lengths):
         rows = i - start
+        grown = (rows + 1) * n if add is None else add(i)
         if rows and (
             rows + 1 > max_batch_size
-            or ((rows + 1) * n if cost is None else cost(range(start, i + 1))) > max_batch_tokens
+            or grown > max_batch_tokens
             or (overhead_tokens is not None and (rows + 1) * n - (total + n) > overhead_tokens)
         ):
             batches.append(range(start, i))
             start, total = i, 0
+            if cost is not None:
+                add = cost()
+                add(i)
         total += n
     if start < len(lengths):
         batches.append(range(start, len(lengths)))
@@ -201,7 +207,8 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         error message needs, such as their index in the request). Raise
         :class:`~host.errors.InvalidRequest` for bad input: it fails that request only.
     :param length: the cost of a prepared item in tokens (its padded width in a batch).
-    :param cost: ``cost(batch) -> tokens`` of a whole batch, bounded by ``max_batch_tokens``
+    :param cost: ``cost()`` starts a batch's cost: a function that takes the batch's next
+        prepared item and returns the tokens of the batch so far, bounded by ``max_batch_tokens``
         (default ``rows × longest length``); see :func:`cut_batches`.
     :param run: ``run(batch) -> results`` (same length and order), run on the compute thread.
     :param max_batch_tokens: bound on ``rows × longest row`` of a batch.
@@ -227,7 +234,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         prepare: Callable[[Sequence[Item]], Sequence[Prepared]],
         length: Callable[[Prepared], int],
         run: Callable[[list[Prepared]], Sequence[Result]],
-        cost: Callable[[Sequence[Prepared]], int] | None = None,
+        cost: Callable[[], Callable[[Prepared], int]] | None = None,
         max_batch_tokens: int,
         max_batch_size: int,
         batch_overhead_tokens: int | None = None,
@@ -405,12 +412,18 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         oldest = window[0]
         ordered = sorted(window, key=lambda e: (e.length, e.order))
         cost = self._cost
+
+        def new_cost() -> Callable[[int], int]:
+            assert cost is not None
+            add = cost()
+            return lambda i: add(ordered[i].prepared)
+
         groups = cut_batches(
             [e.length for e in ordered],
             max_batch_tokens=self.max_batch_tokens,
             max_batch_size=self.max_batch_size,
             overhead_tokens=self.batch_overhead_tokens,
-            cost=None if cost is None else lambda r: cost([ordered[i].prepared for i in r]),
+            cost=None if cost is None else new_cost,
         )
         chosen = next(group for group in ([ordered[i] for i in g] for g in groups) if any(e is oldest for e in group))
         taken = {id(e) for e in chosen}

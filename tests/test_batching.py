@@ -6,7 +6,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -332,11 +332,20 @@ def test_cut_batches_with_a_batch_cost() -> None:
     def cost(rows: range) -> int:
         return len(rows) * max(lengths[i] for i in rows) + sum(extra[i] for i in rows)
 
-    groups = cut_batches(lengths, max_batch_tokens=8, max_batch_size=64, cost=cost)
+    def new_cost() -> Callable[[int], int]:
+        added: list[int] = []
+
+        def add(i: int) -> int:
+            added.append(i)
+            return cost(range(added[0], i + 1))
+
+        return add
+
+    groups = cut_batches(lengths, max_batch_tokens=8, max_batch_size=64, cost=new_cost)
     assert [list(g) for g in groups] == [[0, 1, 2], [3, 4, 5]]  # rows x longest alone would take all six
     assert all(cost(g) <= 8 for g in groups)
     # An item alone over the budget still forms a batch of its own.
-    assert [list(g) for g in cut_batches([1, 1], max_batch_tokens=1, max_batch_size=4, cost=lambda r: 99)] == [
+    assert [list(g) for g in cut_batches([1, 1], max_batch_tokens=1, max_batch_size=4, cost=lambda: lambda i: 99)] == [
         [0],
         [1],
     ]

@@ -181,20 +181,9 @@ class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]])
         """The tokens a pair runs in a batch (its shared prefix runs once, apart)."""
         return len(pair.ids) - pair.shared if self.share_prefix else len(pair.ids)
 
-    def cost(self, batch: Sequence[EncodedPair]) -> int:
-        """The key/value states a batch holds, in tokens: the one measure cut under the token budget.
-
-        Without sharing: rows × longest. With it, every row also holds a copy of its prefix's
-        states and each distinct prefix its own, so rows × (longest prefix + longest rest) + Σ
-        distinct prefixes; otherwise a long query over many short documents would multiply the
-        cache by the rows.
-        """
-        if not self.share_prefix:
-            return len(batch) * max(len(p.ids) for p in batch)
-        prefix = max(p.shared for p in batch)
-        rest = max(len(p.ids) - p.shared for p in batch)
-        distinct = {tuple(p.ids[: p.shared]) for p in batch}
-        return len(batch) * (prefix + rest) + sum(len(key) for key in distinct)
+    def batch_cost(self) -> SharedPrefixCost | None:
+        """With ``share_prefix`` a batch holds more than its padded rows: see :class:`SharedPrefixCost`."""
+        return SharedPrefixCost() if self.share_prefix else None
 
     def run(self, batch: list[EncodedPair]) -> list[tuple[float, int]]:
         """Score one batch (the batcher's compute thread): ``(P(yes), prompt tokens)`` per pair."""
@@ -210,6 +199,30 @@ class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]])
         else:
             scores = score_batch(base, head, [p.ids for p in batch], self.pad_id, self.device)
         return [(s, len(p.ids)) for s, p in zip(scores, batch)]
+
+
+class SharedPrefixCost:
+    """The key/value states a shared-prefix batch holds, in tokens, as its pairs are added.
+
+    Every row holds a copy of its prefix's states (left-padded to the longest prefix) besides
+    its rest, and each distinct prefix its own states: rows × (longest prefix + longest rest) +
+    Σ distinct prefixes. This is the one measure a batch is cut by under the token budget, so a
+    long query over many short documents cannot multiply the cache by the rows.
+    """
+
+    def __init__(self) -> None:
+        self.rows = self.prefix = self.rest = self.distinct = 0
+        self._seen: set[tuple[int, ...]] = set()
+
+    def __call__(self, pair: EncodedPair) -> int:
+        self.rows += 1
+        self.prefix = max(self.prefix, pair.shared)
+        self.rest = max(self.rest, len(pair.ids) - pair.shared)
+        key = tuple(pair.ids[: pair.shared])
+        if key not in self._seen:
+            self._seen.add(key)
+            self.distinct += len(key)
+        return self.rows * (self.prefix + self.rest) + self.distinct
 
 
 def score_batch(
