@@ -12,7 +12,7 @@ by a batch-1 forward (kept in a small LRU, :class:`PrefixCache`) and only the re
 (document and closing template) runs in the batch, attending to its row's prefix cache
 (:func:`score_shared`). Which tokens count as shared depends on the pair alone
 (:meth:`~rerank_qwen3.prompt.PairEncoder.shared_length`), so scores stay batch-invariant. Each row
-holds a copy of its prefix's states, so a batch's cost (:meth:`Qwen3RerankerBackend.cost`, the one
+holds a copy of its prefix's states, so a batch's cost (:class:`SharedPrefixCost`, the one
 cut under the token budget) is rows × (longest prefix + longest rest) plus each distinct prefix's
 own states: a long query over many short documents cannot multiply the cache by the rows.
 
