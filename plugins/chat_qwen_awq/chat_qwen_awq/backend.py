@@ -20,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -149,8 +149,10 @@ class QwenAwqChatBackend:
             return loader.plan_device_map(self.config, self.limits, grant.gpu_bytes, device=device, overflow=overflow)
         return loader.plan_device_map(self.config, self.limits, None, device=device)
 
-    def _head_dtype(self) -> torch.dtype:
+    def _head_dtype(self) -> torch.dtype | Literal["int8"]:
         assert self.limits is not None
+        if self.limits.cpu_head_dtype == "int8":
+            return "int8"
         return getattr(torch, self.limits.cpu_head_dtype)
 
     def _offload_dir(self) -> Path | None:

@@ -152,8 +152,9 @@ LIMIT_OPTIONS = {
     "max_sequences": "sequences decoded together (default 8); more requests wait for a free slot",
     "prefill_chunk_tokens": "prompt tokens per prefill forward pass (default 512)",
     "cpu_head_dtype": "weights of embeddings and lm_head on the CPU: auto (default: bfloat16 where the CPU has "
-    "native bf16 dot products, else float32), float32 or bfloat16 (half the memory, ~2x faster "
-    "head; activations stay fp32)",
+    "native bf16 dot products, else float32), float32, bfloat16 (half the memory, ~2x faster "
+    "head; activations stay fp32) or int8 (opt-in, lossy: per-row int8, a quarter of fp32's bytes; "
+    "see docs/troubleshooting.md for how much it changes the logits)",
 }
 
 DEFAULT_MAX_CONTEXT = 16384
@@ -178,8 +179,8 @@ def limits_from_options(shape: ModelShape, options: Mapping[str, Any]) -> Limits
     if kv_tokens < context:
         raise ValueError(f"option 'kv_cache_tokens' ({kv_tokens}) must hold at least one full context ({context})")
     head = options.get("cpu_head_dtype", "auto")
-    if head not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f"option 'cpu_head_dtype' must be 'auto', 'float32' or 'bfloat16', got {head!r}")
+    if head not in ("auto", "float32", "bfloat16", "int8"):
+        raise ValueError(f"option 'cpu_head_dtype' must be 'auto', 'float32', 'bfloat16' or 'int8', got {head!r}")
     if head == "auto":
         head = "bfloat16" if cpu_has_native_bf16() else "float32"
     return Limits(
@@ -235,8 +236,10 @@ def layer_bytes(shape: ModelShape, *, cpu: bool = False) -> int:
 def head_bytes(shape: ModelShape, *, cpu: bool = False, cpu_head_dtype: str = "float32") -> int:
     """Embeddings, final norm and (untied) lm_head (compute dtype; on the CPU ``cpu_head_dtype`` matrices)."""
     norm = _FP32 if cpu else _FP16
-    matrix = (_FP32 if cpu_head_dtype == "float32" else 2) if cpu else _FP16
     matrices = 1 if shape.tie_word_embeddings else 2
+    if cpu and cpu_head_dtype == "int8":  # int8 codes plus one bf16 scale per row
+        return matrices * shape.vocab_size * (shape.hidden_size + 2) + shape.hidden_size * norm
+    matrix = (_FP32 if cpu_head_dtype == "float32" else 2) if cpu else _FP16
     return matrices * shape.vocab_size * shape.hidden_size * matrix + shape.hidden_size * norm
 
 
