@@ -37,6 +37,7 @@ OPTION_KEYS = frozenset(
         "max_sequences",
         "prefill_chunk_tokens",
         "cpu_head_dtype",
+        "prefix_cache_tokens",
         "offload_dir",
     }
 )

@@ -26,12 +26,16 @@ import torch
 
 from chat_qwen_awq import loader, sampling, sizing
 from chat_qwen_awq.engine import Engine, Prepared, Sequence
+from chat_qwen_awq.prefix_cache import PrefixCache
 from host.domain import ChatDelta, ChatRequest
 from host.errors import BackendError, InvalidRequest, ShuttingDown
 from host.spec import Grant, ModelSpec, PlacementKind
 from host.weights import resolve_weights
 
 log = logging.getLogger("plughost.chat_qwen_awq")
+
+#: Prompt prefixes are reused in blocks of this many tokens.
+PREFIX_BLOCK_TOKENS = 32
 
 _ROLES = ("system", "user", "assistant")
 _DEFAULT_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
@@ -83,6 +87,7 @@ class QwenAwqChatBackend:
             self.eos_ids,
             self.limits,
             name=f"{self.spec.id}-engine",
+            prefix_cache=PrefixCache(PREFIX_BLOCK_TOKENS, self.limits.prefix_cache_tokens),
         )
         self.engine.start()
         self._prep = ThreadPoolExecutor(1, thread_name_prefix=f"{self.spec.id}-tokenizer")
@@ -120,6 +125,8 @@ class QwenAwqChatBackend:
         plan = self._plan(grant)
         with engine.model_lock:
             engine.reset(BackendError("the model was moved to another device; please retry"))
+            if engine.prefix_cache is not None:
+                engine.prefix_cache.clear()  # its K/V live on the old device
             # Everything to host RAM first and the old placement freed, so that a move within one
             # GPU never needs the old and the new copy there at once.
             old, self.loaded = self.loaded, None

@@ -344,7 +344,7 @@ def plan_device_map(
         layers = [b + extra for b in layers]
     # The same arithmetic as the declared footprint, so the split matches what the scheduler granted.
     head = sizing.head_bytes(shape, cpu=cpu, cpu_head_dtype=limits.cpu_head_dtype)
-    kv = limits.kv_cache_tokens * sizing.kv_bytes_per_token(shape, cpu=cpu)
+    kv = limits.kv_tokens_held * sizing.kv_bytes_per_token(shape, cpu=cpu)
     fixed = head + kv + sizing.working_bytes(shape, limits, cpu=cpu, streamed_layer=budget is not None)
     on_device = shape.num_hidden_layers
     if budget is not None:

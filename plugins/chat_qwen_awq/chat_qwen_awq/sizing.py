@@ -143,6 +143,12 @@ class Limits:
     max_sequences: int
     prefill_chunk_tokens: int
     cpu_head_dtype: str = "float32"
+    prefix_cache_tokens: int = 0
+
+    @property
+    def kv_tokens_held(self) -> int:
+        """KV-cache tokens held at most: the running sequences' and the prefix cache's."""
+        return self.kv_cache_tokens + self.prefix_cache_tokens
 
 
 #: Option names (``models.<id>.options``) and their meaning.
@@ -151,6 +157,8 @@ LIMIT_OPTIONS = {
     "kv_cache_tokens": "KV-cache tokens of all running sequences together (default: context_length)",
     "max_sequences": "sequences decoded together (default 8); more requests wait for a free slot",
     "prefill_chunk_tokens": "prompt tokens per prefill forward pass (default 512)",
+    "prefix_cache_tokens": "KV-cache tokens of prompt prefixes kept for reuse by later requests (default 4096; "
+    "0 turns prefix caching off); counted in the model's footprint",
     "cpu_head_dtype": "weights of embeddings and lm_head on the CPU: auto (default: bfloat16 where the CPU has "
     "native bf16 dot products, else float32), float32, bfloat16 (half the memory, ~2x faster "
     "head; activations stay fp32) or int8 (opt-in, lossy: per-row int8, a quarter of fp32's bytes; "
@@ -158,6 +166,7 @@ LIMIT_OPTIONS = {
 }
 
 DEFAULT_MAX_CONTEXT = 16384
+DEFAULT_PREFIX_CACHE_TOKENS = 4096
 
 
 def limits_from_options(shape: ModelShape, options: Mapping[str, Any]) -> Limits:
@@ -189,6 +198,7 @@ def limits_from_options(shape: ModelShape, options: Mapping[str, Any]) -> Limits
         max_sequences=integer("max_sequences", 8),
         prefill_chunk_tokens=integer("prefill_chunk_tokens", 512),
         cpu_head_dtype=head,
+        prefix_cache_tokens=integer("prefix_cache_tokens", DEFAULT_PREFIX_CACHE_TOKENS, 0),
     )
 
 
@@ -267,7 +277,7 @@ def gpu_fixed_bytes(shape: ModelShape, limits: Limits, *, hybrid: bool) -> int:
     """What must be on the GPU whatever the layer split: head, KV cache, working set."""
     return (
         head_bytes(shape)
-        + limits.kv_cache_tokens * kv_bytes_per_token(shape)
+        + limits.kv_tokens_held * kv_bytes_per_token(shape)
         + working_bytes(shape, limits, streamed_layer=hybrid)
     )
 
@@ -277,7 +287,7 @@ def cpu_bytes(shape: ModelShape, limits: Limits) -> int:
     return (
         head_bytes(shape, cpu=True, cpu_head_dtype=limits.cpu_head_dtype)
         + shape.num_hidden_layers * layer_bytes(shape, cpu=True)
-        + limits.kv_cache_tokens * kv_bytes_per_token(shape, cpu=True)
+        + limits.kv_tokens_held * kv_bytes_per_token(shape, cpu=True)
         + working_bytes(shape, limits, cpu=True)
     )
 
