@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench")]
 
 import torch  # noqa: E402
-from bench_chat import PROMPTS, engine_streams, load  # noqa: E402
+from bench_chat import PROMPTS, engine_streams, load, raw_generate  # noqa: E402
 
 from host.testing.tiny_models import QWEN2_5_0_5B_SHAPE, TINY_QWEN2, tiny_model_cache  # noqa: E402
 
@@ -43,8 +43,10 @@ def main() -> None:
     runs = asyncio.run(engine_streams(backend, prompts, args.tokens))
     wall = time.perf_counter() - start
     print(f"unprofiled: {sum(r.tokens for r in runs) / wall:.1f} tok/s aggregate, streams={args.streams}")
+    # The engine runs forward passes on its own thread, which the profiler does not follow:
+    # profile the same model's decode steps through ``generate`` on this thread instead.
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        asyncio.run(engine_streams(backend, prompts, args.tokens))
+        raw_generate(backend, prompts[0], args.tokens, batch=args.streams)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
     backend.unload()
 
