@@ -22,7 +22,8 @@ sys.path[:0] = [str(ROOT / "bench")]
 import torch  # noqa: E402
 from bench_chat import PROMPTS, engine_streams, load, raw_generate  # noqa: E402
 
-from host.testing.tiny_models import QWEN2_5_0_5B_SHAPE, TINY_QWEN2, tiny_model_cache  # noqa: E402
+from chat_qwen_awq.demo import TINY_AWQ  # noqa: E402
+from host.demo.shapes import QWEN2_5_0_5B_SHAPE  # noqa: E402
 
 
 def main() -> None:
@@ -34,8 +35,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    shape = QWEN2_5_0_5B_SHAPE if args.model == "0.5b" else TINY_QWEN2
-    folder = tiny_model_cache("qwen2-awq", shape)
+    folder = TINY_AWQ.with_shape(QWEN2_5_0_5B_SHAPE).folder() if args.model == "0.5b" else TINY_AWQ.folder()
     backend = load(folder, max_sequences=max(8, args.streams), head_dtype=args.head)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.streams)]
     asyncio.run(engine_streams(backend, prompts, 4))

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import torch
-from chat_qwen_awq_testing import cpu_grant, engine_ids, tiny_config
 
 from chat_qwen_awq.prefix_cache import PrefixCache
+from chat_qwen_awq.testing import cpu_grant, engine_ids, tiny_config
 from host.domain import ChatMessage, ChatRequest, SamplingParams
 
 
