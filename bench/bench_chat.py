@@ -12,6 +12,14 @@ layers on the GPU and the rest streamed from host RAM) — and measures, in one 
 
 Targets (issue 6): 1 stream >= 0.95x raw generate; 8 streams >= 3x the 1-stream aggregate.
 
+With ``--constrained`` it measures instead constrained decoding (``response_format`` json_schema,
+llguidance masks) against free decoding on the same prompts and the same token counts (each free
+stream gets exactly the tokens its constrained twin produced), at 1 and ``--streams`` streams,
+interleaved in one process (A B B A per repeat: constrained, free, free, constrained), the time to
+fill one step's masks, and the compile time of a typical schema (cold, and from the cache).
+Target (issue 13): constrained >= 0.9x free at both. ``--tokenizer DIR`` serves the model with
+another tokenizer (e.g. the real 151k Qwen vocabulary): mask cost grows with the vocabulary.
+
 Models: the tiny AWQ test model and a random Qwen2.5-0.5B-shaped AWQ model (``--layers N`` cuts
 its depth on small machines; the depth used is printed). Run::
 
@@ -43,7 +51,7 @@ import torch  # noqa: E402
 from chat_qwen_awq.demo import TINY_AWQ  # noqa: E402
 from host.config import config_from_dict  # noqa: E402
 from host.demo.shapes import QWEN2_5_0_5B_SHAPE  # noqa: E402
-from host.domain import ChatMessage, ChatRequest, SamplingParams  # noqa: E402
+from host.domain import ChatMessage, ChatRequest, OutputFormat, SamplingParams  # noqa: E402
 from host.spec import Grant, PlacementKind  # noqa: E402
 
 PROMPTS = (
@@ -112,12 +120,29 @@ def load(
     return backend
 
 
-def request(prompt: str, tokens: int) -> ChatRequest:
+#: A typical structured-output schema (what an extraction step of a RAG pipeline asks for).
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string"},
+        "year": {"type": "integer"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "rating": {"type": "number"},
+        "summary": {"type": "string"},
+    },
+    "required": ["title", "year", "tags", "rating", "summary"],
+    "additionalProperties": False,
+}
+
+
+def request(prompt: str, tokens: int, schema: dict[str, Any] | None = None) -> ChatRequest:
     # Greedy without repetition penalty: the raw generate call below does exactly the same.
+    output = OutputFormat(kind="json_schema", schema=schema) if schema is not None else OutputFormat()
     return ChatRequest(
         model="m",
         messages=(ChatMessage("user", prompt),),
         sampling=SamplingParams(max_tokens=tokens, temperature=0, repetition_penalty=1.0),
+        output=output,
     )
 
 
@@ -151,21 +176,24 @@ def raw_generate(backend: Any, prompt: str, tokens: int, batch: int = 1) -> Run:
     return Run(ttft=ttft, tokens=(out.shape[1] - x.shape[1]) * batch, end=total)
 
 
-async def engine_streams(backend: Any, prompts: list[str], tokens: int) -> list[Run]:
-    """Run one stream per prompt concurrently through ``backend.generate``."""
+async def engine_streams(
+    backend: Any, prompts: list[str], tokens: int | list[int], schema: dict[str, Any] | None = None
+) -> list[Run]:
+    """Run one stream per prompt concurrently through ``backend.generate`` (``tokens``: per stream, or all alike)."""
     start = time.perf_counter()
+    budgets = tokens if isinstance(tokens, list) else [tokens] * len(prompts)
 
-    async def one(prompt: str) -> Run:
+    async def one(prompt: str, budget: int) -> Run:
         first = None
         last = None
-        async for delta in backend.generate(request(prompt, tokens)):
+        async for delta in backend.generate(request(prompt, budget, schema)):
             now = time.perf_counter() - start
             first = now if first is None else first
             last = delta
         assert last is not None and first is not None
         return Run(ttft=first, tokens=last.completion_tokens, end=time.perf_counter() - start)
 
-    return list(await asyncio.gather(*(one(p) for p in prompts)))
+    return list(await asyncio.gather(*(one(p, b) for p, b in zip(prompts, budgets))))
 
 
 def best(runs: list[Any], key: Any) -> Any:
@@ -251,6 +279,132 @@ def bench_model(
         return result
     finally:
         backend.unload()
+
+
+def compile_times(backend: Any, repeats: int = 20) -> dict[str, float]:
+    """Milliseconds to get a schema's constraint: cold (validated and compiled) and cached (copied)."""
+    cold, warm = [], []
+    for i in range(repeats):
+        schema = {**SCHEMA, "title": f"bench-{i}-{time.perf_counter_ns()}"}  # a new grammar every time
+        start = time.perf_counter()
+        backend.grammars.constraint(request("x", 8, schema))
+        cold.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        backend.grammars.constraint(request("x", 8, schema))
+        warm.append(time.perf_counter() - start)
+    return {"cold_ms_median": statistics.median(cold) * 1e3, "cached_ms_median": statistics.median(warm) * 1e3}
+
+
+def mask_times(backend: Any, rows: int, steps: int = 48) -> float:
+    """Median milliseconds to fill the masks of ``rows`` constrained sequences for one step (worker thread,
+    as in the engine), walking each grammar along its first allowed token."""
+    import numpy as np
+
+    constraints = [backend.grammars.constraint(request("x", 8, SCHEMA)) for _ in range(rows)]
+
+    class Row:
+        finished = cancelled = False
+
+        def __init__(self, constraint: Any) -> None:
+            self.constraint = constraint
+
+    batch = [Row(c) for c in constraints]
+    vocab = backend.grammars.vocab_size
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        pending = backend.engine.masks.start(batch)
+        logits = torch.zeros(rows, vocab)
+        pending.apply(logits)
+        times.append(time.perf_counter() - start)
+        for i, c in enumerate(constraints):
+            allowed = np.flatnonzero(np.isfinite(logits[i].numpy()))
+            if c.stopped or not len(allowed):
+                return statistics.median(times) * 1e3
+            c.consume(int(allowed[-1]))
+    return statistics.median(times) * 1e3
+
+
+def bench_constrained(
+    name: str, folder: Path, tokens: int, repeats: int, streams: int, head_dtype: str
+) -> dict[str, Any]:
+    """Constrained vs free decoding on the same prompts and token counts (see the module docstring)."""
+    backend = load(folder, max_sequences=max(8, streams), head_dtype=head_dtype)
+    try:
+        asyncio.run(engine_streams(backend, [PROMPTS[0]], 4, SCHEMA))  # warm-up
+        asyncio.run(engine_streams(backend, [PROMPTS[0]], 4))
+        result: dict[str, Any] = {
+            "model": name,
+            "layers": backend.loaded.model.config.num_hidden_layers,
+            "vocab": len(backend._tokenizer),
+            "compile": compile_times(backend),
+            "mask_ms": {n: mask_times(backend, n) for n in (1, streams)},
+            "repeats": repeats,
+        }
+        for n in (1, streams):
+            prompts = [PROMPTS[j % len(PROMPTS)] for j in range(n)]
+            ratios, con_rates, free_rates, counts = [], [], [], []
+            rate = lambda rs: sum(r.tokens for r in rs) / max(r.end for r in rs)  # noqa: E731
+            for _ in range(repeats):
+                # A B B A (constrained, free, free, constrained): a load that drifts during the
+                # repeat hits both sides alike; the ratio compares their mean rates.
+                con = [asyncio.run(engine_streams(backend, prompts, tokens, SCHEMA))]
+                budgets = [r.tokens for r in con[0]]  # the free twins generate exactly as many tokens
+                free = [asyncio.run(engine_streams(backend, prompts, budgets)) for _ in range(2)]
+                con.append(asyncio.run(engine_streams(backend, prompts, tokens, SCHEMA)))
+                for runs in free:
+                    assert [r.tokens for r in runs] == budgets, "a free stream ended early (EOS): pick other prompts"
+                assert [r.tokens for r in con[1]] == budgets, "greedy constrained runs differ"
+                con_rates += [rate(x) for x in con]
+                free_rates += [rate(x) for x in free]
+                ratios.append(sum(rate(x) for x in con) / sum(rate(x) for x in free))
+                counts.append(sum(budgets))
+            result[f"{n}_streams"] = {
+                "constrained_tok_s": max(con_rates),
+                "free_tok_s": max(free_rates),
+                "ratio_median": statistics.median(ratios),
+                "ratios": ratios,
+                "tokens": counts[-1],
+            }
+        return result
+    finally:
+        backend.unload()
+
+
+def report_constrained(r: dict[str, Any], streams: int) -> None:
+    print(
+        f"\n== constrained vs free: {r['model']} ({r['layers']} layers, tokenizer of {r['vocab']} tokens, 1 thread) =="
+    )
+    c = r["compile"]
+    print(
+        f"schema -> constraint: cold {c['cold_ms_median']:.2f} ms (validate + compile), "
+        f"cached {c['cached_ms_median']:.3f} ms"
+    )
+    print(
+        "masks of one step (fill + apply, no forward): "
+        + ", ".join(f"{n} row(s) {ms:.2f} ms" for n, ms in r["mask_ms"].items())
+    )
+    for n in (1, streams):
+        x = r[f"{n}_streams"]
+        print(
+            f"{n} stream(s): constrained {x['constrained_tok_s']:.1f} tok/s, free {x['free_tok_s']:.1f} tok/s "
+            f"(best of {r['repeats']}); ratio median {x['ratio_median']:.2f}x "
+            f"[{', '.join(f'{v:.2f}' for v in x['ratios'])}]   (target >= 0.9x; {x['tokens']} tokens a run)"
+        )
+
+
+def with_tokenizer(model: Path, tokenizer: Path) -> Path:
+    """A folder serving ``model``'s weights with the tokenizer files of ``tokenizer`` (links, no copies)."""
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="bench-chat-"))
+    for f in model.iterdir():
+        (out / f.name).symlink_to(f)
+    for f in tokenizer.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "added_tokens")):
+            (out / f.name).unlink(missing_ok=True)
+            (out / f.name).symlink_to(f)
+    return out
 
 
 QUESTIONS = (
@@ -385,6 +539,9 @@ def main() -> None:
         default=None,
         help="with --device cuda: the hybrid placement, this many decoder layers on the GPU",
     )
+    parser.add_argument("--constrained", action="store_true", help="constrained vs free decoding (issue 13)")
+    parser.add_argument("--tokenizer", type=Path, default=None, help="serve with this tokenizer folder instead")
+
     parser.add_argument(
         "--prefix-cache",
         type=int,
@@ -412,7 +569,14 @@ def main() -> None:
             folder, label, tokens = TINY_AWQ.with_shape(shape).folder(), "Qwen2.5-0.5B-shaped AWQ", 64
         else:
             parser.error(f"unknown model {name!r}")
+        if args.tokenizer is not None:
+            folder = with_tokenizer(folder, args.tokenizer)
         for head in args.cpu_head_dtype.split(","):
+            if args.constrained:
+                r = bench_constrained(label, folder, args.tokens or tokens, args.repeats, args.streams, head)
+                report_constrained(r, args.streams)
+                results.append(r)
+                continue
             if args.prefix_cache:
                 results.append(bench_prefix(folder, label, head, args.prefix_cache, args.repeats))
                 continue

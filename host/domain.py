@@ -10,11 +10,29 @@ from typing import Any
 import msgspec
 
 
+class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
+    """A function call: made by the model (``index`` counts the calls of a choice) or replayed in history.
+
+    ``arguments`` is a JSON text (OpenAI's wire form), normally an object.
+    """
+
+    index: int = 0
+    id: str
+    name: str
+    arguments: str
+
+
 class ChatMessage(msgspec.Struct, frozen=True):
-    """One turn of a conversation; ``content`` is plain text (text parts already joined)."""
+    """One turn of a conversation; ``content`` is plain text (text parts already joined).
+
+    Assistant turns may carry ``tool_calls`` (``content`` then often empty); ``role == "tool"``
+    turns carry a call's result in ``content`` and the call's id in ``tool_call_id``.
+    """
 
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,22 +53,79 @@ class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
     seed: int | None = None
 
 
+class Tool(msgspec.Struct, frozen=True, kw_only=True):
+    """A function the model may call; ``parameters`` is its arguments' JSON schema (an object schema)."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolChoice(msgspec.Struct, frozen=True, kw_only=True):
+    """``mode``: "auto" (the model decides), "none" (text only), "required" (at least one call of any
+    tool) or "function" (a call of ``name``). ``parallel``: more than one call is allowed."""
+
+    mode: str = "auto"
+    name: str | None = None
+    parallel: bool = True
+
+
+class OutputFormat(msgspec.Struct, frozen=True, kw_only=True):
+    """``kind``: "text", "json_object" (any JSON object) or "json_schema" (JSON valid against ``schema``)."""
+
+    kind: str = "text"
+    schema: dict[str, Any] | None = None
+
+
 class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """A chat completion to generate (one choice)."""
+    """A chat completion to generate (one choice).
+
+    ``prompt`` set means a raw completion (``/v1/completions``): the text is the whole prompt, no
+    chat template, and ``messages`` is empty. ``top_logprobs`` set (0..20) asks for the log
+    probability of each generated token and that many alternatives.
+    """
 
     model: str
     messages: tuple[ChatMessage, ...]
     sampling: SamplingParams = msgspec.field(default_factory=SamplingParams)
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = msgspec.field(default_factory=ToolChoice)
+    output: OutputFormat = msgspec.field(default_factory=OutputFormat)
+    top_logprobs: int | None = None
+    prompt: str | None = None
+
+
+class TopLogprob(msgspec.Struct, frozen=True):
+    """A candidate token: its text, its UTF-8 bytes and its log probability."""
+
+    token: str
+    bytes: list[int]
+    logprob: float
+
+
+class TokenLogprob(msgspec.Struct, frozen=True):
+    """A generated token's log probability and the ``top`` candidates at its position (best first)."""
+
+    token: str
+    bytes: list[int]
+    logprob: float
+    top: list[TopLogprob]
 
 
 class ChatDelta(msgspec.Struct, kw_only=True):
     """A piece of generated text. The last delta of a generation carries ``finish_reason``
-    ("stop" or "length") and the token counts."""
+    ("stop", "length" or "tool_calls") and the token counts.
+
+    ``tool_calls`` are completed calls parsed from the model's output; ``logprobs`` covers the
+    tokens generated since the previous delta (when the request asked for them).
+    """
 
     text: str = ""
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
 
 
 class EmbeddingRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,6 +16,10 @@ from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.http import CHAT, asgi_post_scope, assert_error, sse_events
 
 USER = [{"role": "user", "content": "hi there"}]
+TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
 
 
 def chat(client: TestClient, **body: Any) -> httpx.Response:
@@ -111,7 +115,7 @@ def test_chat_empty_messages(client: TestClient) -> None:
     [
         ([{"role": "wizard", "content": "x"}], "messages[0].role"),
         ([{"role": "system", "content": "s"}, {"content": "no role"}], "messages[1].role"),
-        ([{"role": "user", "content": "a"}, {"role": "tool", "content": "42"}], "messages[1].role"),
+        ([{"role": "user", "content": "a"}, {"role": "tool", "content": "42"}], "messages[1].tool_call_id"),
         ([{"role": "user"}], "messages[0].content"),
         ([{"role": "user", "content": None}], "messages[0].content"),
         ([{"role": "user", "content": 42}], "messages[0].content"),
@@ -167,11 +171,91 @@ def test_backend_validation_error_is_400(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
-    [("logprobs", True), ("tools", [{"type": "function"}]), ("response_format", {"type": "json_object"})],
+    ("body", "param"),
+    [
+        ({"logprobs": True}, "logprobs"),
+        ({"tools": [{"type": "function"}]}, "tools[0].function"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+        ({"tools": [TOOL], "tool_choice": "required"}, "tool_choice"),
+    ],
 )
-def test_chat_unsupported_features_are_400(client: TestClient, field: str, value: Any) -> None:
-    assert_error(chat(client, **{field: value}), 400, param=field)
+def test_chat_features_the_backend_cannot_honour_are_400(client: TestClient, body: dict[str, Any], param: str) -> None:
+    # The fake echo backend cannot constrain, force a call or report logprobs: it says so
+    # rather than answering free text (tools, response_format and logprobs are accepted on the wire).
+    assert_error(chat(client, **body), 400, param=param)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [TOOL], "tool_choice": "sometimes"}, "tool_choice"),
+        ({"tools": [TOOL, TOOL]}, "tools[1].function.name"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools[0].function.name"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]},
+            "tools[0].function.parameters",
+        ),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+        ({"response_format": {"type": "json_object"}, "tools": [TOOL], "tool_choice": "required"}, "response_format"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{not json"}}
+                        ],
+                    }
+                ]
+            },
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": "x",
+                        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                    }
+                ]
+            },
+            "messages[0].tool_calls",
+        ),
+    ],
+)
+def test_chat_tool_and_format_fields_are_validated(client: TestClient, body: dict[str, Any], param: str) -> None:
+    assert_error(chat(client, **body), 400, param=param)
+
+
+def test_chat_accepts_tools_and_tool_history(client: TestClient, plugin: FakePlugin) -> None:
+    history = [
+        {"role": "user", "content": "weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "22 C"},
+    ]
+    r = chat(client, messages=history, tools=[TOOL], tool_choice="auto")
+    assert r.status_code == 200, r.text
+    request = plugin.calls.of("generate")[-1]
+    assert request.tools[0].name == "get_weather" and request.tool_choice.mode == "auto"
+    assert request.messages[1].tool_calls[0].arguments == '{"city": "Paris"}'
+    assert (request.messages[2].role, request.messages[2].tool_call_id) == ("tool", "call_1")
 
 
 def test_chat_n_choices(client: TestClient, plugin: FakePlugin) -> None:
@@ -183,8 +267,24 @@ def test_chat_n_choices(client: TestClient, plugin: FakePlugin) -> None:
     assert sorted(req.sampling.seed for req in plugin.calls.of("generate")) == [10, 11, 12]
 
 
-def test_chat_stream_with_n_above_1_is_400(client: TestClient) -> None:
-    assert_error(chat(client, n=2, stream=True), 400, param="n")
+def test_chat_stream_with_n_choices(client: TestClient, plugin: FakePlugin) -> None:
+    # n > 1 with stream used to be a 400; the choices now stream interleaved, each with its index.
+    r = chat(client, n=3, seed=5, stream=True, stream_options={"include_usage": True})
+    assert r.status_code == 200, r.text
+    events = sse_events(r)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text: dict[int, str] = {0: "", 1: "", 2: ""}
+    finish: dict[int, str] = {}
+    for c in chunks[:-1]:
+        [choice] = c["choices"]
+        text[choice["index"]] += choice["delta"].get("content") or ""
+        if choice["finish_reason"]:
+            finish[choice["index"]] = choice["finish_reason"]
+    assert text == {i: "echo: hi there" for i in range(3)}
+    assert finish == {0: "stop", 1: "stop", 2: "stop"}
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 9
+    assert sorted(req.sampling.seed for req in plugin.calls.of("generate")) == [5, 6, 7]
 
 
 def test_chat_alias_resolves_to_the_canonical_id(client: TestClient) -> None:

@@ -69,7 +69,9 @@ def wait_until_released(client: TestClient) -> None:
     assert client.get("/v1/models/w").json()["status"]["in_flight"] == 0
 
 
-@pytest.mark.parametrize(("body", "generations"), [({}, 1), ({"n": 3}, 3), ({"stream": True}, 1)])
+@pytest.mark.parametrize(
+    ("body", "generations"), [({}, 1), ({"n": 3}, 3), ({"stream": True}, 1), ({"stream": True, "n": 3}, 3)]
+)
 def test_a_finished_generation_stops_before_its_lease_is_released(body: dict[str, Any], generations: int) -> None:
     app, plugin = witness_app()
     with TestClient(app) as client:
@@ -92,12 +94,13 @@ def test_when_one_of_n_choices_fails_the_others_stop_before_the_lease_goes() -> 
     assert plugin.calls.count("token") < 3 * WORDS
 
 
+@pytest.mark.parametrize("n", [1, 3])
 @pytest.mark.parametrize("stalls", [False, True])
-def test_a_stream_whose_client_leaves_stops_its_generation_before_the_lease_goes(stalls: bool) -> None:
+def test_a_stream_whose_client_leaves_stops_its_generation_before_the_lease_goes(stalls: bool, n: int) -> None:
     """The client leaves after three chunks: while the server waits for the next token, or while
     it is stuck sending one (a client that stopped reading, then hung up)."""
     app, plugin = witness_app(token_delay_s=0.02)
-    body = json.dumps({"model": "w", "stream": True, "messages": [{"role": "user", "content": "x"}]}).encode()
+    body = json.dumps({"model": "w", "stream": True, "n": n, "messages": [{"role": "user", "content": "x"}]}).encode()
 
     async def read_three_chunks_and_leave() -> None:
         chunks: list[bytes] = []
@@ -125,5 +128,5 @@ def test_a_stream_whose_client_leaves_stops_its_generation_before_the_lease_goes
     with TestClient(app) as client:
         client.blocking_portal.call(read_three_chunks_and_leave)
         wait_until_released(client)
-    assert plugin.calls.of("stopped") == [1]  # stopped while the lease was still held
-    assert plugin.calls.count("token") < WORDS  # and it did stop: the rest was never generated
+    assert plugin.calls.of("stopped") == [1] * n  # stopped while the lease was still held
+    assert plugin.calls.count("token") < n * WORDS  # and it did stop: the rest was never generated

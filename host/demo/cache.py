@@ -18,7 +18,8 @@ from typing import Any
 
 #: Bumped whenever what the host's demo steps produce changes (tokenizer, shapes, configs); part of
 #: every cache key. 2: the models moved from ``host.testing.tiny_models`` into the plugins.
-CACHE_VERSION = 2
+#: 3: <tool_call>/</tool_call> added tokens.
+CACHE_VERSION = 3
 
 
 def default_cache_root() -> Path:

@@ -18,6 +18,8 @@ IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 THINK_START = "<think>"
 THINK_END = "</think>"
+TOOL_CALL_START = "<tool_call>"  # single added tokens in the real vocabulary (151657/151658)
+TOOL_CALL_END = "</tool_call>"
 
 # Qwen2's pre-tokenisation regex (from the published tokenizer.json).
 _QWEN_SPLIT_REGEX = (
@@ -25,7 +27,7 @@ _QWEN_SPLIT_REGEX = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-_BPE_VOCAB_SIZE = 2000  # incl. the 256 byte symbols; the 5 added tokens come on top.
+_BPE_VOCAB_SIZE = 2000  # incl. the 256 byte symbols; the 7 added tokens come on top.
 
 # Small embedded training corpus (English + Chinese). Lines starting with bare "yes"/"no" make
 # sure both words become single tokens, as in Qwen's vocabulary.
@@ -129,9 +131,11 @@ def _train_bpe() -> Any:
     lines = [line for line in _CORPUS.splitlines() if line]
     # Repeat so that frequent pairs clearly dominate (keeps merges stable and "yes"/"no" whole).
     tok.train_from_iterator(lines * 4, trainer=trainer)
-    # Same order as Qwen: <|endoftext|>, <|im_start|>, <|im_end|> (special), then <think>/</think>.
+    # Same order as Qwen: <|endoftext|>, <|im_start|>, <|im_end|> (special), then the non-special
+    # <think>/</think> and <tool_call>/</tool_call> (single tokens, decoded as text like the real ones).
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (ENDOFTEXT, IM_START, IM_END)])
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in (THINK_START, THINK_END)])
+    added = (THINK_START, THINK_END, TOOL_CALL_START, TOOL_CALL_END)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in added])
     return tok
 
 

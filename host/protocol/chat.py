@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -10,6 +10,19 @@ from msgspec import Meta
 from host.domain import ChatMessage, ChatRequest, SamplingParams
 from host.errors import InvalidRequest
 from host.protocol.common import WireRequest
+from host.protocol.tools import (
+    MAX_TOP_LOGPROBS,
+    ChoiceLogprobs,
+    ResponseFormat,
+    ToolCallChunk,
+    ToolChoiceWire,
+    ToolDefinition,
+    WireToolCall,
+    check_logprobs,
+    history_calls,
+    output_to_domain,
+    tools_to_domain,
+)
 
 
 class TextPart(msgspec.Struct, kw_only=True):
@@ -25,6 +38,8 @@ class WireMessage(msgspec.Struct, kw_only=True):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[WireToolCall] | None = None
+    tool_call_id: str | None = None
 
 
 class StreamOptions(msgspec.Struct, kw_only=True):
@@ -53,17 +68,20 @@ class ChatCompletionRequest(WireRequest, kw_only=True):
     stream_options: StreamOptions | None = None
     user: str | None = None
     logprobs: bool | None = None
-    tools: list[Any] | None = None
-    response_format: dict[str, Any] | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoiceWire | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
 
     def to_domain(self) -> ChatRequest:
         """Validate what the schema cannot express and build the domain request."""
-        if self.logprobs:
-            raise InvalidRequest("logprobs are not supported.", param="logprobs")
-        if self.tools:
-            raise InvalidRequest("tools are not supported by this server.", param="tools")
-        if self.response_format and self.response_format.get("type", "text") != "text":
-            raise InvalidRequest("Only response_format {'type': 'text'} is supported.", param="response_format")
+        tools, tool_choice = tools_to_domain(self.tools, self.tool_choice, self.parallel_tool_calls)
+        output = output_to_domain(self.response_format)
+        if output.kind != "text" and tool_choice.mode in ("required", "function"):
+            raise InvalidRequest(
+                "response_format cannot be combined with a tool_choice that forces a call.", param="response_format"
+            )
         messages = tuple(_message(i, m) for i, m in enumerate(self.messages))
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         if any(s == "" for s in stop):
@@ -83,13 +101,20 @@ class ChatCompletionRequest(WireRequest, kw_only=True):
                 stop=stop,
                 seed=self.seed,
             ),
+            tools=tools,
+            tool_choice=tool_choice,
+            output=output,
+            top_logprobs=check_logprobs(self.logprobs, self.top_logprobs),
         )
 
 
 def _message(index: int, m: WireMessage) -> ChatMessage:
     role = "system" if m.role == "developer" else m.role
-    if role == "tool":
-        raise InvalidRequest("tool messages are not supported.", param=f"messages[{index}].role")
+    if role == "tool" and not m.tool_call_id:
+        raise InvalidRequest("a tool message needs its call's tool_call_id.", param=f"messages[{index}].tool_call_id")
+    if m.tool_calls and role != "assistant":
+        raise InvalidRequest("only assistant messages carry tool_calls.", param=f"messages[{index}].tool_calls")
+    calls = history_calls(index, m.tool_calls)
     if isinstance(m.content, list):
         texts = []
         for j, part in enumerate(m.content):
@@ -99,17 +124,18 @@ def _message(index: int, m: WireMessage) -> ChatMessage:
                     param=f"messages[{index}].content[{j}].type",
                 )
             texts.append(part.text)
-        return ChatMessage(role=role, content="".join(texts))
-    if m.content is None:
+        return ChatMessage(role=role, content="".join(texts), tool_calls=calls, tool_call_id=m.tool_call_id)
+    if m.content is None and not calls:
         raise InvalidRequest("message content is required.", param=f"messages[{index}].content")
-    return ChatMessage(role=role, content=m.content)
+    return ChatMessage(role=role, content=m.content or "", tool_calls=calls, tool_call_id=m.tool_call_id)
 
 
-class AssistantMessage(msgspec.Struct):
-    """The generated message."""
+class AssistantMessage(msgspec.Struct, omit_defaults=True):
+    """The generated message: text, or ``null`` content with ``tool_calls``."""
 
     role: str
-    content: str
+    content: str | None
+    tool_calls: list[WireToolCall] | None = None
 
 
 class Choice(msgspec.Struct):
@@ -118,7 +144,7 @@ class Choice(msgspec.Struct):
     index: int
     message: AssistantMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatUsage(msgspec.Struct):
@@ -146,6 +172,7 @@ class Delta(msgspec.Struct, omit_defaults=True):
 
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ToolCallChunk] | None = None
 
 
 class ChunkChoice(msgspec.Struct):
@@ -154,7 +181,7 @@ class ChunkChoice(msgspec.Struct):
     index: int
     delta: Delta
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(msgspec.Struct):

@@ -1,10 +1,11 @@
 """Thin HTTP routes: decode → domain request → ``scheduler.acquire()`` → backend → encode."""
 
 from host.routes.chat import chat_completions
+from host.routes.completions import completions
 from host.routes.embeddings import embeddings
 from host.routes.models import get_model, health, list_models, manage_model
 from host.routes.rerank import rerank
 
-ROUTES = [chat_completions, embeddings, rerank, list_models, get_model, manage_model, health]
+ROUTES = [chat_completions, completions, embeddings, rerank, list_models, get_model, manage_model, health]
 
 __all__ = ["ROUTES"]

@@ -1,4 +1,4 @@
-"""Chat serving: n-way completions and SSE streams over a chat backend.
+"""Chat serving: n-way completions and SSE streams (n choices interleaved) over a chat backend.
 
 Both entry points take ownership of the request's lease. The rule they keep: a generation is
 stopped first, and the lease is released only once the backend has really stopped, so the
@@ -21,22 +21,16 @@ from host.backend import ChatBackend
 from host.domain import ChatDelta, ChatRequest
 from host.errors import BackendError, PlughostError
 from host.protocol.chat import ChatCompletionChunk, ChatUsage, ChunkChoice, Delta
+from host.protocol.tools import ChoiceLogprobs
 from host.scheduling.lease import Lease
+from host.serving.fanout import merge_deltas
+from host.serving.wire import Collected, chunk_parts
 
 log = logging.getLogger("plughost.chat")
 _encode = msgspec.json.Encoder().encode
 
 
-class Finished(msgspec.Struct, frozen=True):
-    """One finished choice of a plain (not streamed) completion."""
-
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-
-
-def _nth_choice(request: ChatRequest, i: int) -> ChatRequest:
+def nth_choice(request: ChatRequest, i: int) -> ChatRequest:
     """The i-th of ``n`` choices: distinct seeds keep seeded choices reproducible yet different."""
     if i == 0 or request.sampling.seed is None:
         return request
@@ -44,13 +38,18 @@ def _nth_choice(request: ChatRequest, i: int) -> ChatRequest:
     return msgspec.structs.replace(request, sampling=sampling)
 
 
-async def complete(lease: Lease[ChatBackend], request: ChatRequest, n: int = 1) -> list[Finished]:
-    """Generate ``n`` choices concurrently; consumes ``lease``.
+async def complete(lease: Lease[ChatBackend], request: ChatRequest, n: int = 1) -> list[Collected]:
+    """Generate ``n`` choices concurrently; consumes ``lease``."""
+    return await complete_all(lease, [nth_choice(request, i) for i in range(n)])
+
+
+async def complete_all(lease: Lease[ChatBackend], requests: list[ChatRequest]) -> list[Collected]:
+    """Generate one choice per request concurrently; consumes ``lease``.
 
     One failed choice cancels the others. The lease is released once every generation has
     stopped, even when this coroutine is itself cancelled before they have.
     """
-    tasks = [asyncio.ensure_future(_collect(lease.backend, _nth_choice(request, i))) for i in range(n)]
+    tasks = [asyncio.ensure_future(_collect(lease.backend, r)) for r in requests]
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:
@@ -64,19 +63,17 @@ async def complete(lease: Lease[ChatBackend], request: ChatRequest, n: int = 1) 
         _release_when_done(lease, tasks)
 
 
-async def _collect(backend: ChatBackend, request: ChatRequest) -> Finished:
+async def _collect(backend: ChatBackend, request: ChatRequest) -> Collected:
     iterator = aiter(backend.generate(request))
-    parts: list[str] = []
-    last = ChatDelta(finish_reason="stop")
+    collected = Collected()
     try:
         async for delta in iterator:
-            parts.append(delta.text)
-            last = delta
+            collected.add(delta)
             if delta.finish_reason is not None:
                 break
     finally:
         await _aclose(iterator)  # a task: its cleanup may await (only its own cancel() interrupts it)
-    return Finished("".join(parts), last.finish_reason or "stop", last.prompt_tokens, last.completion_tokens)
+    return collected
 
 
 def _release_when_done(lease: Lease[ChatBackend], tasks: Iterable[asyncio.Future[Any]]) -> None:
@@ -109,42 +106,59 @@ def _finished(iterator: AsyncIterator[ChatDelta]) -> bool:
 
 
 class ChatStream:
-    """A streamed completion: the backend's first delta is read before the response starts
-    (so validation errors are still a JSON 4xx); :meth:`events` yields the SSE bytes.
+    """A streamed completion of one or more choices: each backend's first delta is read before the
+    response starts (so validation errors are still a JSON 4xx); :meth:`events` yields the SSE bytes,
+    the choices interleaved as their deltas arrive.
 
-    Owns the lease: :meth:`close` stops the generation, then releases the lease once the
-    backend's generator has finished its cleanup.
+    Owns the lease: :meth:`close` stops every generation, then releases the lease once all the
+    backends' generators have finished their cleanup.
     """
 
     def __init__(
-        self, lease: Lease[ChatBackend], iterator: AsyncIterator[ChatDelta], first: ChatDelta | None, usage: bool
+        self,
+        lease: Lease[ChatBackend],
+        iterators: list[AsyncIterator[ChatDelta]],
+        firsts: list[ChatDelta | None],
+        usage: bool,
     ) -> None:
         self._lease = lease
-        self._iterator = iterator
-        self._first = first
+        self._iterators = iterators
+        self._firsts = firsts
         self._usage = usage
         self._closed = False
-        self._stopping: asyncio.Task[None] | None = None  # referenced so it is not collected early
+        self._stopping: set[asyncio.Task[None]] = set()  # referenced so they are not collected early
 
     @classmethod
-    async def open(cls, lease: Lease[ChatBackend], request: ChatRequest, *, include_usage: bool) -> ChatStream:
-        """Start generating and read the first delta; consumes ``lease`` (released here on failure)."""
+    async def open(
+        cls, lease: Lease[ChatBackend], requests: ChatRequest | list[ChatRequest], *, include_usage: bool
+    ) -> ChatStream:
+        """Start generating every choice and read their first deltas; consumes ``lease`` (on failure
+        the choices already started are stopped, then the lease is released)."""
+        iterators: list[AsyncIterator[ChatDelta]] = []
+        firsts: list[ChatDelta | None] = []
         try:
-            iterator = aiter(lease.backend.generate(request))
-            first = await anext(iterator, None)
+            for request in requests if isinstance(requests, list) else [requests]:
+                iterator = aiter(lease.backend.generate(request))
+                firsts.append(await anext(iterator, None))
+                iterators.append(iterator)
         except BaseException:
-            lease.release()  # the generator raised, so it has already stopped
+            try:
+                for started in iterators:
+                    await _aclose(started)
+            finally:
+                lease.release()  # the failed generator raised, so it has already stopped
             raise
-        return cls(lease, iterator, first, include_usage)
+        return cls(lease, iterators, firsts, include_usage)
 
     def close(self) -> None:
-        """Stop the generation, then release the lease. Synchronous and idempotent: it runs in a
-        ``finally`` of a cancelled generator, where awaiting could be cut short, so the backend's
-        ``aclose()`` runs in a task of its own and the lease goes when that task is done."""
+        """Stop the generations, then release the lease. Synchronous and idempotent: it runs in a
+        ``finally`` of a cancelled generator, where awaiting could be cut short, so the backends'
+        ``aclose()`` run in tasks of their own and the lease goes when the last one is done."""
         if self._closed:
             return
         self._closed = True
-        if _finished(self._iterator):
+        running = [it for it in self._iterators if not _finished(it)]
+        if not running:
             self._lease.release()
             return
         try:
@@ -152,8 +166,9 @@ class ChatStream:
         except RuntimeError:  # no loop left: nothing can still run on the model
             self._lease.release()
             return
-        self._stopping = loop.create_task(_aclose(self._iterator))
-        self._stopping.add_done_callback(self._stopped)
+        self._stopping = {loop.create_task(_aclose(it)) for it in running}
+        for task in self._stopping:
+            task.add_done_callback(self._stopped)
 
     async def close_after_response(self) -> None:
         """:meth:`close` as a Litestar background task: covers a body that was never iterated (the
@@ -164,48 +179,87 @@ class ChatStream:
     def _stopped(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("stopping a chat generation failed", exc_info=task.exception())
-        self._lease.release()
+        if all(t.done() for t in self._stopping):
+            self._lease.release()
 
-    async def _deltas(self) -> AsyncIterator[ChatDelta]:
-        if self._first is not None:
-            yield self._first
-            if self._first.finish_reason is not None:
+    @property
+    def choices(self) -> int:
+        """How many choices the stream carries."""
+        return len(self._iterators)
+
+    @property
+    def usage(self) -> bool:
+        """Whether the client asked for a final usage chunk."""
+        return self._usage
+
+    @property
+    def model(self) -> str:
+        """The canonical id of the model that generates."""
+        return self._lease.model.spec.id
+
+    async def _deltas(self, index: int) -> AsyncIterator[ChatDelta]:
+        first = self._firsts[index]
+        if first is not None:
+            yield first
+            if first.finish_reason is not None:
                 return
-        async for delta in self._iterator:
+        async for delta in self._iterators[index]:
             yield delta
             if delta.finish_reason is not None:
                 return
 
+    def deltas(self) -> AsyncIterator[tuple[int, ChatDelta]]:
+        """``(choice index, delta)`` of every choice as they arrive."""
+        return merge_deltas([self._deltas(i) for i in range(self.choices)])
+
     async def events(self) -> AsyncIterator[bytes]:
         """OpenAI ``chat.completion.chunk`` events, an error event if generation fails, then ``[DONE]``."""
-        cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self._lease.model.spec.id
+        cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.model
 
-        def chunk(delta: Delta | None, finish: str | None = None, usage: ChatUsage | None = None) -> bytes:
-            choices = [] if delta is None else [ChunkChoice(index=0, delta=delta, finish_reason=finish)]
-            return _event(
+        def chunk(
+            index: int | None,
+            delta: Delta | None = None,
+            finish: str | None = None,
+            usage: ChatUsage | None = None,
+            logprobs: ChoiceLogprobs | None = None,
+        ) -> bytes:
+            choices = (
+                []
+                if index is None or delta is None
+                else [ChunkChoice(index=index, delta=delta, finish_reason=finish, logprobs=logprobs)]
+            )
+            return event(
                 _encode(ChatCompletionChunk(id=cid, created=created, model=model, choices=choices, usage=usage))
             )
 
         try:
-            yield chunk(Delta(role="assistant", content=""))
-            last = ChatDelta(finish_reason="stop")
-            async for delta in self._deltas():
-                if delta.text:
-                    yield chunk(Delta(content=delta.text))
-                last = delta
-            yield chunk(Delta(), last.finish_reason or "stop")
+            for index in range(self.choices):
+                yield chunk(index, Delta(role="assistant", content=""))
+            prompt_tokens = completion_tokens = 0
+            unfinished = set(range(self.choices))
+            async for index, delta in self.deltas():
+                for part, logprobs in chunk_parts(delta):
+                    yield chunk(index, part, logprobs=logprobs)
+                if delta.finish_reason is not None:
+                    yield chunk(index, Delta(), delta.finish_reason)
+                    unfinished.discard(index)
+                    prompt_tokens = delta.prompt_tokens
+                    completion_tokens += delta.completion_tokens
+            for index in sorted(unfinished):  # a backend stream that ended without saying why
+                yield chunk(index, Delta(), "stop")
             if self._usage:
-                total = last.prompt_tokens + last.completion_tokens
-                yield chunk(None, usage=ChatUsage(last.prompt_tokens, last.completion_tokens, total))
+                total = prompt_tokens + completion_tokens
+                yield chunk(None, usage=ChatUsage(prompt_tokens, completion_tokens, total))
         except PlughostError as exc:
-            yield _event(_encode(exc.envelope()))
+            yield event(_encode(exc.envelope()))
         except Exception as exc:
             log.exception("chat stream failed")
-            yield _event(_encode(BackendError(f"generation failed: {type(exc).__name__}: {exc}").envelope()))
+            yield event(_encode(BackendError(f"generation failed: {type(exc).__name__}: {exc}").envelope()))
         finally:
             self.close()  # synchronous on purpose: a disconnected client cancels this generator
         yield b"data: [DONE]\n\n"
 
 
-def _event(payload: bytes) -> bytes:
+def event(payload: bytes) -> bytes:
+    """One SSE ``data:`` event."""
     return b"data: " + payload + b"\n\n"

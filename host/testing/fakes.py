@@ -94,7 +94,16 @@ class FakeChatBackend(FakeBackend):
     async def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         """Stream the echo; prompt tokens = words in all messages."""
         self.calls.add("generate", self.spec.id, request)
+        # The echo cannot honour these: a backend says so (400) instead of answering free text.
+        if request.output.kind != "text":
+            raise InvalidRequest("this model cannot constrain its output.", param="response_format")
+        if request.tool_choice.mode in ("required", "function"):
+            raise InvalidRequest("this model cannot be forced to call a tool.", param="tool_choice")
+        if request.top_logprobs is not None:
+            raise InvalidRequest("this model reports no logprobs.", param="logprobs")
         prompt_tokens = sum(len(_words(m.content)) + 1 for m in request.messages)
+        if request.prompt is not None:  # a raw completion: the prompt is the text to echo
+            prompt_tokens = len(_words(request.prompt))
         context = int(self.options.get("context", 4096))
         max_tokens = request.sampling.max_tokens or 64
         if prompt_tokens + max_tokens > context:
@@ -103,7 +112,7 @@ class FakeChatBackend(FakeBackend):
                 f"and max_tokens is {max_tokens}.",
                 param="max_tokens",
             )
-        last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        last_user = request.prompt or next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         words = ["echo:", *_words(last_user)]
         text = ""
         delay = float(self.options.get("token_delay_s", 0))

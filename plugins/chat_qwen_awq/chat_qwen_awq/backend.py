@@ -6,9 +6,10 @@
   the rest in an offload folder on disk); cpu → everything in host RAM, fp32 compute.
 - ``relocate(grant)``: moves the loaded weights to another placement without reading the
   checkpoint again (running sequences, if any, fail with a clear error).
-- ``generate(request)``: renders the chat template and checks the context on a tokenizer
-  thread (errors are raised before the first delta), then streams deltas from the engine
-  thread. Closing the generator cancels the sequence at once.
+- ``generate(request)``: renders the chat template (tools included) and checks the context on a
+  tokenizer thread, builds the grammar constraint the request asks for (errors are raised before
+  the first delta), then streams deltas from the engine thread, with the model's tool-call blocks
+  parsed into calls. Closing the generator cancels the sequence at once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ import torch
 
 from chat_qwen_awq import loader, sampling, sizing
 from chat_qwen_awq.engine import Engine, Prepared, Sequence
+from chat_qwen_awq.grammar import Grammars, MaskFiller
+from chat_qwen_awq.logprobs import TokenTexts
 from chat_qwen_awq.prefix_cache import PrefixCache
+from chat_qwen_awq.prompt import render_messages
+from chat_qwen_awq.tools import with_tool_calls
 from host.domain import ChatDelta, ChatRequest
 from host.errors import BackendError, InvalidRequest, ShuttingDown
 from host.spec import Grant, ModelSpec, PlacementKind
@@ -37,7 +42,6 @@ log = logging.getLogger("plughost.chat_qwen_awq")
 #: Prompt prefixes are reused in blocks of this many tokens.
 PREFIX_BLOCK_TOKENS = 32
 
-_ROLES = ("system", "user", "assistant")
 _DEFAULT_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 
 
@@ -58,6 +62,7 @@ class QwenAwqChatBackend:
         self.engine: Engine | None = None
         self._tokenizer: Any = None  # the tokenizer thread's (fast tokenizers are not thread-safe)
         self._prep: ThreadPoolExecutor | None = None
+        self.grammars: Grammars | None = None
 
     # -- life cycle (worker threads) -------------------------------------------------------------
     def load(self, grant: Grant) -> None:
@@ -81,6 +86,8 @@ class QwenAwqChatBackend:
             head_dtype=self._head_dtype(),
         )
         self.grant = grant
+        vocab = int(self.config.get("vocab_size", len(engine_tokenizer)))
+        self.grammars = Grammars(engine_tokenizer, vocab, self.eos_ids)
         self.engine = Engine(
             self.loaded.model,
             self.loaded.device,
@@ -89,6 +96,8 @@ class QwenAwqChatBackend:
             self.limits,
             name=f"{self.spec.id}-engine",
             prefix_cache=PrefixCache(PREFIX_BLOCK_TOKENS, self.limits.prefix_cache_tokens),
+            masks=MaskFiller(vocab),
+            token_texts=TokenTexts(self.grammars.token_bytes),
         )
         self.engine.start()
         self._prep = ThreadPoolExecutor(1, thread_name_prefix=f"{self.spec.id}-tokenizer")
@@ -106,6 +115,9 @@ class QwenAwqChatBackend:
         engine, self.engine = self.engine, None
         if engine is not None:
             engine.stop()
+            if engine.masks is not None:
+                engine.masks.close()
+        self.grammars = None
         if self._prep is not None:
             self._prep.shutdown(wait=False, cancel_futures=True)
             self._prep = None
@@ -182,35 +194,35 @@ class QwenAwqChatBackend:
         seq = Sequence(prepared, engine.tokenizer, loop)
         engine.submit(seq)
         try:
-            while True:
-                item = await seq.queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
+            deltas = self._deltas(seq)
+            if request.tools and request.tool_choice.mode != "none":
+                deltas = with_tool_calls(deltas)
+            async for delta in deltas:
+                yield delta
+                if delta.finish_reason is not None:
                     return
         finally:
             engine.cancel(seq)  # synchronous: a closed stream stops generating at the next step
 
+    @staticmethod
+    async def _deltas(seq: Sequence) -> AsyncIterator[ChatDelta]:
+        while True:
+            item = await seq.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item.finish_reason is not None:
+                return
+
     def _prepare(self, request: ChatRequest) -> Prepared:
         """Render and tokenise the conversation, check the context (tokenizer thread)."""
-        from jinja2 import TemplateError
-
-        assert self.limits is not None
-        messages = []
-        for i, m in enumerate(request.messages):
-            if m.role not in _ROLES:
-                raise InvalidRequest(
-                    f"role '{m.role}' is not supported; use one of {', '.join(_ROLES)}.", param=f"messages[{i}].role"
-                )
-            messages.append({"role": m.role, "content": m.content})
-        try:
-            ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        except TemplateError as exc:
-            raise InvalidRequest(
-                f"The messages cannot be rendered with the model's chat template: {exc}", param="messages"
-            ) from None
-        ids = [int(t) for t in ids]
+        assert self.limits is not None and self.grammars is not None
+        if request.prompt is not None:
+            ids = [int(t) for t in self._tokenizer.encode(request.prompt, add_special_tokens=False)]
+            if not ids:
+                raise InvalidRequest("prompt must not be empty.", param="prompt")
+        else:
+            ids = render_messages(self._tokenizer, request)
         context = self.limits.context_length
         max_tokens = request.sampling.max_tokens
         error = sizing.context_error(len(ids), max_tokens, context)
@@ -221,4 +233,6 @@ class QwenAwqChatBackend:
             max_tokens=max_tokens if max_tokens is not None else context - len(ids),
             sampling=sampling.resolve(request.sampling, self.defaults),
             stops=request.sampling.stop,
+            constraint=self.grammars.constraint(request),
+            top_logprobs=request.top_logprobs,
         )

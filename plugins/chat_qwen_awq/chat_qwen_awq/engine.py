@@ -15,6 +15,10 @@ columns that only hold padding are trimmed. If the cache would outgrow ``kv_cach
 newest row is preempted: its cache is dropped and it is prefilled again (prompt + what it
 generated so far) when there is room — its stream just pauses.
 
+A sequence may carry a grammar constraint (:mod:`chat_qwen_awq.grammar`): the masks of a step's
+constrained rows are filled on a worker thread while the forward pass runs, and applied to their
+logits rows only, so a batch mixes constrained and free sequences.
+
 Results go back to each sequence's asyncio queue through ``call_soon_threadsafe``, once per
 step for all sequences. A failure is confined to what it touched: a failed prefill fails
 its sequences, a failed decode step fails the running batch, a failed sampling fails its
@@ -33,11 +37,13 @@ from typing import Any
 
 import torch
 
+from chat_qwen_awq.grammar import Constraint, MaskFiller, PendingMasks
+from chat_qwen_awq.logprobs import TokenTexts, token_logprob
 from chat_qwen_awq.prefix_cache import PrefixCache
 from chat_qwen_awq.sampling import Resolved, Sampler
 from chat_qwen_awq.sizing import Limits
 from chat_qwen_awq.text import Decoder, TextStream
-from host.domain import ChatDelta
+from host.domain import ChatDelta, TokenLogprob
 from host.errors import BackendError, PlughostError, ShuttingDown
 from host.torch_utils import left_pad
 
@@ -46,12 +52,15 @@ log = logging.getLogger("plughost.chat_qwen_awq.engine")
 
 @dataclass(frozen=True)
 class Prepared:
-    """A validated request: prompt ids, the completion budget, sampling settings, stop strings."""
+    """A validated request: prompt ids, the completion budget, sampling settings, stop strings,
+    an optional grammar constraint and how many alternatives per token to report (``None``: no logprobs)."""
 
     prompt_ids: list[int]
     max_tokens: int
     sampling: Resolved
     stops: tuple[str, ...] = ()
+    constraint: Constraint | None = None
+    top_logprobs: int | None = None
 
 
 class Sequence:
@@ -66,6 +75,9 @@ class Sequence:
         self.sampler = Sampler(prepared.sampling, prepared.prompt_ids)
         self.text = TextStream(tokenizer, prepared.stops)
         self.generated: list[int] = []
+        self.constraint = prepared.constraint
+        self.top_logprobs = prepared.top_logprobs
+        self.logprobs: list[TokenLogprob] = []  # not yet delivered
         self.loop = loop
         self.queue: asyncio.Queue[ChatDelta | BaseException] = asyncio.Queue()
         self.cancelled = False  # set by the consumer (any thread); read by the engine
@@ -136,6 +148,8 @@ class Engine:
         *,
         name: str = "chat-engine",
         prefix_cache: PrefixCache | None = None,
+        masks: MaskFiller | None = None,
+        token_texts: TokenTexts | None = None,
     ) -> None:
         self.model = model
         self.device = device
@@ -144,6 +158,8 @@ class Engine:
         self.limits = limits
         self.stats = EngineStats()
         self.prefix_cache = prefix_cache
+        self.masks = masks  # None: the model serves no constrained sequences
+        self.token_texts = token_texts or TokenTexts(lambda t: tokenizer.decode([t]).encode())
         # Sliding-window layers need transformers' own masks (Qwen2.5 does not use them).
         self._sliding = bool(getattr(model.config, "use_sliding_window", False))
         self.model_lock = threading.Lock()  # held during forward passes; relocation takes it
@@ -318,6 +334,7 @@ class Engine:
         total = pf.ids.shape[1]
         step = max(1, self.limits.prefill_chunk_tokens // len(pf.rows))
         start, end = pf.done, min(total, pf.done + step)
+        masks = self._start_masks(pf.rows) if end == total else None
         try:
             out = self.model(
                 input_ids=pf.ids[:, start:end],
@@ -350,7 +367,7 @@ class Engine:
         rows = _Rows(rows=pf.rows, cache=pf.cache, mask=pf.mask, lengths=pf.mask.sum(-1))
         self._merge(rows)
         self._in_hand = []
-        self._sample(logits, rows.rows)
+        self._sample(logits, rows.rows, masks)
 
     def _merge(self, new: _Rows) -> None:
         old = self._batch
@@ -395,6 +412,7 @@ class Engine:
         tokens = torch.tensor([[s.generated[-1]] for s in batch.rows], dtype=torch.long, device=self.device)
         width = batch.width
         mask = torch.cat([batch.mask, batch.mask.new_ones(n, 1)], dim=1)
+        masks = self._start_masks(batch.rows)  # filled while the forward runs
         try:
             out = self.model(
                 input_ids=tokens,
@@ -416,7 +434,10 @@ class Engine:
         batch.lengths = batch.lengths + 1
         self.stats.steps += 1
         self.stats.max_batch = max(self.stats.max_batch, n)
-        self._sample(out.logits[:, -1, :].to(dtype=torch.float32, device="cpu"), list(batch.rows))
+        self._sample(out.logits[:, -1, :].to(dtype=torch.float32, device="cpu"), list(batch.rows), masks)
+
+    def _start_masks(self, rows: list[Sequence]) -> PendingMasks | None:
+        return self.masks.start(rows) if self.masks is not None else None
 
     def _attention(self, mask: torch.Tensor, start: int) -> torch.Tensor | dict[str, torch.Tensor]:
         """The attention mask for queries at columns ``start..`` of the 2-D padding ``mask``.
@@ -433,12 +454,18 @@ class Engine:
         causal = torch.arange(keys, device=mask.device)[None, :] <= queries[:, None]  # [q, kv]
         return {"full_attention": causal[None, None] & mask.bool()[:, None, None, :]}
 
-    def _sample(self, logits: torch.Tensor, rows: list[Sequence]) -> None:
+    def _sample(self, logits: torch.Tensor, rows: list[Sequence], masks: PendingMasks | None = None) -> None:
+        if masks is not None:
+            masks.apply(logits)
         for i, s in enumerate(rows):
             if s.cancelled or s.finished:
                 continue
             try:
                 token = s.sampler.choose(logits[i])
+                if s.top_logprobs is not None:
+                    s.logprobs.append(token_logprob(s.sampler.scores, token, s.top_logprobs, self.token_texts))
+                if s.constraint is not None and not s.constraint.consume(token):
+                    raise RuntimeError(f"the grammar rejected token {token}: {s.constraint.error}")
             except Exception as exc:
                 log.warning("sampling failed for one sequence: %r", exc)
                 self._finish_error(s, BackendError(f"sampling failed: {type(exc).__name__}: {exc}"))
@@ -455,13 +482,15 @@ class Engine:
             self._finish(s, s.text.flush(), "stop")
             return
         text = s.text.push(token)
-        if s.text.stopped:
+        if s.constraint is not None and s.constraint.stopped:  # complete: nothing but EOS could follow
+            self._finish(s, text + s.text.flush(), "stop")
+        elif s.text.stopped:
             self._finish(s, text, "stop")
         elif len(s.generated) >= s.max_tokens:
             rest = s.text.flush()  # completing bytes held back may complete a stop string too
             self._finish(s, text + rest, "stop" if s.text.stopped else "length")
         elif text or first:  # the first token always answers: it ends the time to first token
-            self._outbox.append((s, ChatDelta(text=text)))
+            self._outbox.append((s, ChatDelta(text=text, logprobs=_take_logprobs(s))))
 
     def _finish(self, s: Sequence, text: str, reason: str) -> None:
         s.finished = True
@@ -469,7 +498,11 @@ class Engine:
             (
                 s,
                 ChatDelta(
-                    text=text, finish_reason=reason, prompt_tokens=len(s.prompt_ids), completion_tokens=len(s.generated)
+                    text=text,
+                    finish_reason=reason,
+                    prompt_tokens=len(s.prompt_ids),
+                    completion_tokens=len(s.generated),
+                    logprobs=_take_logprobs(s),
                 ),
             )
         )
@@ -531,6 +564,14 @@ class Engine:
             except RuntimeError:  # the consumer's loop is closed: nobody is listening
                 for s, _ in items:
                     s.cancelled = True
+
+
+def _take_logprobs(s: Sequence) -> list[TokenLogprob] | None:
+    """The logprobs of tokens not yet delivered (they go out with the next delta)."""
+    if s.top_logprobs is None:
+        return None
+    taken, s.logprobs = s.logprobs, []
+    return taken
 
 
 def _deliver(items: list[tuple[Sequence, ChatDelta | BaseException]]) -> None:

@@ -68,6 +68,7 @@ class Sampler:
         self._seen: set[int] = set(prompt_ids)  # repetition penalty: prompt and generated tokens
         self._seen_tensor: torch.Tensor | None = None
         self._counts: dict[int, int] = {}  # presence/frequency: generated tokens only
+        self.scores: torch.Tensor = torch.empty(0)  # what the last choice was made from (for logprobs)
 
     def observe(self, token: int) -> None:
         """Record a generated token."""
@@ -111,7 +112,7 @@ class Sampler:
 
     def choose(self, logits: torch.Tensor) -> int:
         """The next token from this sequence's fp32 logits row ``[vocab]`` (on the CPU)."""
-        scores = self.penalised(logits)
+        scores = self.scores = self.penalised(logits)
         if self.settings.greedy:
             return int(scores.argmax())
         values, indices = self.candidates(scores)

@@ -1,0 +1,226 @@
+"""Constrained decoding with llguidance: grammars, per-sequence matchers and token masks.
+
+Why llguidance (not xgrammar): it is one 3 MB wheel without dependencies (xgrammar pulls in a
+TVM FFI runtime), it computes masks lazily from an Earley parser over a token trie, so a new
+schema costs well under a millisecond to compile instead of a vocabulary-wide precompilation,
+and it refuses JSON-schema keywords it cannot enforce (``lenient`` is off) instead of ignoring
+them — which is what lets us answer 400 rather than a silently unconstrained answer. Its
+executor fills the masks of many sequences in Rust threads without the GIL.
+
+- :class:`Grammars` (one per loaded model) turns a request into a grammar: ``response_format``
+  JSON (schema or any object), or Qwen's ``<tool_call>`` block for ``tool_choice`` "required" /
+  a named function. JSON allows no free whitespace (fixed separators), so even a weak model
+  ends inside a small budget. Compiled matchers are cached by grammar and deep-copied per sequence.
+- :class:`Constraint` is one sequence's matcher.
+- :class:`MaskFiller` starts the bitmasks of a step's constrained rows on a worker thread before
+  the forward pass, so they are ready (or nearly) when the logits are; :meth:`PendingMasks.apply`
+  then masks all those rows at once (no Python loop over the vocabulary).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from host.domain import ChatRequest, Tool
+from host.errors import InvalidRequest
+
+#: Qwen2.5's tool-call tags (single added tokens in its vocabulary).
+TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
+#: JSON inside answers: compact, no free whitespace.
+JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+#: JSON inside a tool-call block: the separators of the template's own ``tojson`` (what Qwen was trained on).
+TOOL_JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+_CACHE_SIZE = 256
+
+
+class Constraint:
+    """The grammar state of one sequence (engine thread only, except while its mask is filled)."""
+
+    def __init__(self, matcher: Any) -> None:
+        self.matcher = matcher
+
+    def consume(self, token: int) -> bool:
+        """Advance past a sampled token; False if the grammar did not allow it."""
+        return bool(self.matcher.consume_token(token))
+
+    @property
+    def stopped(self) -> bool:
+        """The grammar is complete and allows no further token."""
+        return bool(self.matcher.is_stopped())
+
+    @property
+    def error(self) -> str | None:
+        """Why the matcher failed, if it did."""
+        return str(self.matcher.get_error()) if self.matcher.is_error() else None
+
+
+class _Row(Protocol):
+    constraint: Constraint | None
+    finished: bool
+    cancelled: bool
+
+
+class Grammars:
+    """Builds and caches the grammars of one loaded model (see the module docstring).
+
+    :param tokenizer: the model's fast Hugging Face tokenizer.
+    :param vocab_size: width of the logits (the model's vocabulary, padding included).
+    :param eos_ids: tokens that end a generation (allowed once the grammar is complete).
+    """
+
+    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Sequence[int]) -> None:
+        import llguidance.hf
+
+        self.vocab_size = vocab_size
+        self.lltokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=list(eos_ids))
+        self._tags = [tokenizer.convert_tokens_to_ids(t) for t in (TOOL_OPEN, TOOL_CLOSE)]
+        self._single_tags = all(isinstance(t, int) and t != tokenizer.unk_token_id for t in self._tags)
+        self._cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def constraint(self, request: ChatRequest) -> Constraint | None:
+        """The constraint ``request`` asks for, or ``None``; a schema it cannot enforce is a 400."""
+        choice = request.tool_choice
+        if choice.mode in ("required", "function"):
+            tools = [t for t in request.tools if choice.mode == "required" or t.name == choice.name]
+            return self._constraint(self._tool_grammar(tools, choice.parallel), "tools")
+        if request.output.kind == "json_object":
+            return self._constraint(self._json({"type": "object"}), "response_format")
+        if request.output.kind == "json_schema":
+            assert request.output.schema is not None
+            return self._constraint(self._json(request.output.schema), "response_format.json_schema.schema")
+        return None
+
+    def _json(self, schema: dict[str, Any]) -> str:
+        import llguidance
+
+        return str(llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS))  # type: ignore[arg-type]
+
+    def _tool_grammar(self, tools: list[Tool], parallel: bool) -> str:
+        import llguidance
+
+        variants = [
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"const": t.name},
+                    "arguments": closed(t.parameters or {"type": "object", "properties": {}}),
+                },
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+            for t in tools
+        ]
+        body = variants[0] if len(variants) == 1 else {"anyOf": variants}
+        schema = {**body, "x-guidance": TOOL_JSON_OPTIONS}
+        if self._single_tags:
+            open_, close = (f"<[{t}]>" for t in self._tags)
+        else:
+            open_, close = json.dumps(TOOL_OPEN), json.dumps(TOOL_CLOSE)
+        calls = 'call ("\\n" call)*' if parallel else "call"
+        lark = f'start: {calls}\ncall: {open_} "\\n" body "\\n" {close}\nbody: %json {json.dumps(schema)}\n'
+        return str(llguidance.LLMatcher.grammar_from_lark(lark))
+
+    def _constraint(self, grammar: str, param: str) -> Constraint:
+        import llguidance
+
+        with self._lock:
+            pristine = self._cache.get(grammar)
+            if pristine is not None:
+                self._cache.move_to_end(grammar)
+        if pristine is None:
+            failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, self.lltokenizer)
+            if failed:
+                raise InvalidRequest(f"This schema cannot be enforced: {'; '.join(messages)}", param=param)
+            pristine = llguidance.LLMatcher(self.lltokenizer, grammar, log_level=0)
+            if pristine.is_error():
+                raise InvalidRequest(f"This schema cannot be enforced: {pristine.get_error()}", param=param)
+            with self._lock:
+                self._cache[grammar] = pristine
+                while len(self._cache) > _CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return Constraint(pristine.deep_copy())
+
+    def token_bytes(self, token: int) -> bytes:
+        """The raw bytes of one token (for logprobs)."""
+        return bytes(self.lltokenizer.decode_bytes([token]))
+
+
+def closed(schema: Any) -> Any:
+    """``schema`` with ``additionalProperties: false`` wherever an object lists its properties and
+    says nothing about others.
+
+    Used for tool arguments: a function takes the parameters it declares (OpenAI's strict mode
+    demands the same), and a weak model left free to invent keys may never close the object.
+    """
+    if isinstance(schema, list):
+        return [closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: closed(v) if k not in ("enum", "const", "default", "examples") else v for k, v in schema.items()}
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    if isinstance(schema.get("properties"), dict):  # property names are not schemas: keep them as they are
+        out["properties"] = {name: closed(sub) for name, sub in schema["properties"].items()}
+    return out
+
+
+class PendingMasks:
+    """Bitmasks being filled for some rows of a step; :meth:`apply` waits and masks the logits."""
+
+    def __init__(self, future: Future[None], rows: list[int], bitmask: torch.Tensor) -> None:
+        self._future = future
+        self._rows = rows
+        self._bitmask = bitmask
+
+    def apply(self, logits: torch.Tensor) -> None:
+        """Set every disallowed token of the constrained rows of ``logits`` ([B, V] fp32, CPU) to -inf."""
+        self._future.result()
+        width = logits.shape[1]
+        bits = np.unpackbits(self._bitmask.numpy().view(np.uint8), axis=1, bitorder="little")[:, :width]
+        allowed = torch.from_numpy(bits).to(torch.bool)
+        index = torch.tensor(self._rows, dtype=torch.long)
+        logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
+
+
+class MaskFiller:
+    """Fills next-token bitmasks off the engine's critical path (see the module docstring)."""
+
+    def __init__(self, vocab_size: int) -> None:
+        import llguidance
+
+        self._words = (vocab_size + 31) // 32
+        self._executor = llguidance.LLExecutor()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self, rows: Sequence[_Row]) -> PendingMasks | None:
+        """Begin filling the masks of the constrained, still running rows; ``None`` if there are none."""
+        picked = [(i, s.constraint) for i, s in enumerate(rows) if s.constraint is not None and not s.finished]
+        if not picked:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="grammar-masks")
+        bitmask = torch.zeros(len(picked), self._words, dtype=torch.int32)
+        matchers = [(c.matcher, j) for j, (_, c) in enumerate(picked) if c is not None]
+        future = self._pool.submit(self._fill, matchers, bitmask)
+        return PendingMasks(future, [i for i, _ in picked], bitmask)
+
+    def _fill(self, matchers: list[tuple[Any, int]], bitmask: torch.Tensor) -> None:
+        # What llguidance.torch.fill_next_token_bitmask_par does, without importing that module
+        # (it sets up torch.compile at import).
+        rows, words = bitmask.shape
+        self._executor.unsafe_compute_mask_ptr(matchers, bitmask.data_ptr(), words * 4, rows)
+
+    def close(self) -> None:
+        """Stop the worker thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None

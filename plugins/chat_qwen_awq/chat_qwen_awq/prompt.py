@@ -1,0 +1,58 @@
+"""Chat messages (tools and tool history included) → prompt ids, through the model's own chat template.
+
+Qwen2.5's template renders the tools into the system turn, an assistant turn's calls as
+``<tool_call>`` blocks and ``tool`` results as ``<tool_response>`` inside a user turn; it reads a
+call's ``arguments`` as an object (it serialises them with ``tojson``), so the JSON text of the
+wire is parsed back here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from host.domain import ChatMessage, ChatRequest, Tool
+from host.errors import InvalidRequest
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def template_message(index: int, m: ChatMessage) -> dict[str, Any]:
+    """One message as the chat template reads it."""
+    if m.role not in ROLES:
+        raise InvalidRequest(
+            f"role '{m.role}' is not supported; use one of {', '.join(ROLES)}.", param=f"messages[{index}].role"
+        )
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.loads(c.arguments)}}
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def template_tool(tool: Tool) -> dict[str, Any]:
+    """A tool as the template lists it: the whole ``{"type": "function", "function": {...}}`` object."""
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        function["description"] = tool.description
+    function["parameters"] = tool.parameters or {"type": "object", "properties": {}}
+    return {"type": "function", "function": function}
+
+
+def render_messages(tokenizer: Any, request: ChatRequest) -> list[int]:
+    """Prompt ids of ``request``'s conversation; tools are shown unless ``tool_choice`` is "none"."""
+    from jinja2 import TemplateError
+
+    messages = [template_message(i, m) for i, m in enumerate(request.messages)]
+    tools = [template_tool(t) for t in request.tools] if request.tool_choice.mode != "none" else None
+    try:
+        ids = tokenizer.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True, tokenize=True)
+    except TemplateError as exc:
+        raise InvalidRequest(
+            f"The messages cannot be rendered with the model's chat template: {exc}", param="messages"
+        ) from None
+    return [int(t) for t in ids]
