@@ -165,8 +165,9 @@ async def test_batched_sequences_equal_sequential_ones(backend: Any) -> None:
     together = await asyncio.gather(*(complete(backend, r) for r in reqs))
     assert [t[0] for t in together] == [a[0] for a in alone]
     assert [t[1].completion_tokens for t in together] == [a[1].completion_tokens for a in alone]
-    # Batched decoding: far fewer engine steps than tokens.
-    assert backend.engine.stats.steps - steps <= 45
+    # Batched decoding: far fewer engine steps than the 160 tokens (40 + a few when a busy machine
+    # lets a request arrive after the others' prefill).
+    assert backend.engine.stats.steps - steps <= 60
     assert backend.engine.stats.max_batch >= 4
 
 
