@@ -13,7 +13,7 @@ from host.config import HostConfig
 from host.errors import ModelNotFound, WrongTask
 from host.plugins import PluginError
 from host.spec import ModelSpec, Task
-from host.weights import weights_on_disk
+from host.weights import weights_on_disk, weights_problem
 
 log = logging.getLogger("plughost.registry")
 
@@ -99,13 +99,24 @@ DEMO_NOTE = "DEMO: random-weight tiny stand-in, outputs are meaningless"
 
 def _serve_demo(spec: ModelSpec, config: HostConfig) -> bool:
     """Demo profile: ``demo: true`` for every model that has a stand-in; unset (auto) for those
-    whose real weights are not on this machine."""
+    whose real weights are simply not on this machine (a hub id not in the cache).
+
+    Configured weights that are broken (a local folder that is missing or has no valid
+    ``config.json``, a cached hub id with a broken ``config.json``) are never replaced by the
+    random stand-in: the model stays declared and its load fails with an error naming it.
+    """
     if spec.demo_weights is None:
         return False
     if config.demo is not None:
         return config.demo
     weights = spec.options.get("weights")
-    return not (isinstance(weights, str) and weights_on_disk(weights))
+    if not isinstance(weights, str):
+        return True
+    problem = weights_problem(weights)
+    if problem is not None:
+        log.error("%s: models.%s.weights is broken (%s); the model will fail to load", spec.id, spec.id, problem)
+        return False
+    return not weights_on_disk(weights)
 
 
 def _declared(impl: Any, name: str, config: HostConfig, pm: pluggy.PluginManager) -> list[ModelSpec]:
