@@ -15,7 +15,9 @@ from litestar import Litestar, MediaType, Request, Response
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
+from host import shutdown
 from host.config import HostConfig, load_config, parse_bytes
+from host.disconnect import DisconnectGuard
 from host.errors import ErrorBody, ErrorEnvelope, PlughostError
 from host.plugins import make_plugin_manager
 from host.registry import build_registry
@@ -57,9 +59,11 @@ def create_app(
         app.state.scheduler = scheduler
         log.info("plughost serving %d model(s): %s", len(registry), ", ".join(m.spec.id for m in registry))
         await scheduler.preload()
+        uninstall = shutdown.install(scheduler, config.server.shutdown_timeout_s)
         try:
             yield
         finally:
+            uninstall()
             await scheduler.close()
 
     return Litestar(
@@ -68,6 +72,7 @@ def create_app(
         lifespan=[lifespan],
         exception_handlers={PlughostError: _plughost_error, HTTPException: _http_error, Exception: _unexpected},
         request_max_body_size=parse_bytes(config.server.max_body_bytes),
+        middleware=[DisconnectGuard],
         openapi_config=None,
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import get, post
+from litestar import Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
@@ -53,11 +53,11 @@ async def manage_model(state: State, model_path: FromPath[str]) -> ModelCard:
 
 
 @get("/health")
-async def health(state: State) -> Health:
-    """Liveness and readiness, with the resident, loading and failed models."""
+async def health(state: State) -> Response[Health]:
+    """Liveness and readiness, with the resident, loading and failed models (503 while shutting down)."""
     snap = state.scheduler.snapshot()
     ready = state.scheduler.ready
-    return Health(
+    body = Health(
         status="ok" if ready else "shutting_down",
         ready=ready,
         models=len(snap),
@@ -65,3 +65,4 @@ async def health(state: State) -> Health:
         loading=[s.id for s in snap if s.state == ModelState.LOADING],
         failed=[s.id for s in snap if s.state == ModelState.FAILED],
     )
+    return Response(body, status_code=200 if ready else 503)

@@ -5,7 +5,8 @@ checkpoint's ``config.json`` (see :mod:`chat_qwen_awq.sizing`). Registration is 
 the backend (:mod:`chat_qwen_awq.backend`) is imported only when the model is admitted.
 
 Options (``models.Qwen2.5-7B-Instruct-AWQ.options``): ``context_length``, ``kv_cache_tokens``,
-``max_sequences``, ``prefill_chunk_tokens``, ``cpu_head_dtype`` (see
+``max_sequences``, ``prefill_chunk_tokens``, ``cpu_head_dtype``, ``default_max_tokens``,
+``max_tokens_cap``, ``max_waiting_sequences`` (see
 :data:`chat_qwen_awq.sizing.LIMIT_OPTIONS`) and ``offload_dir`` (the folder for disk overflow of
 a hybrid grant on a machine without GPU).
 """
@@ -38,6 +39,9 @@ OPTION_KEYS = frozenset(
         "prefill_chunk_tokens",
         "cpu_head_dtype",
         "offload_dir",
+        "default_max_tokens",
+        "max_tokens_cap",
+        "max_waiting_sequences",
     }
 )
 

@@ -112,6 +112,11 @@ class QwenAwqChatBackend:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    def abort(self) -> None:
+        """End every running and waiting generation now (shutdown deadline; event loop, no wait)."""
+        if self.engine is not None:
+            self.engine.stop(timeout=0, error=ShuttingDown("plughost is shutting down; please retry"))
+
     def relocate(self, grant: Grant) -> None:
         """Move the loaded weights to ``grant``'s placement (no checkpoint read)."""
         if self.loaded is None or self.engine is None:
@@ -191,6 +196,15 @@ class QwenAwqChatBackend:
         from jinja2 import TemplateError
 
         assert self.limits is not None
+        max_tokens = request.sampling.max_tokens
+        cap = self.limits.max_tokens_cap
+        if max_tokens is not None and cap is not None and max_tokens > cap:
+            # Rejected, not clamped: a client that asked for more must not silently get less.
+            raise InvalidRequest(
+                f"max_tokens is {max_tokens}, but '{self.spec.id}' generates at most {cap} tokens per request "
+                f"(models.{self.spec.id}.options.max_tokens_cap).",
+                param="max_tokens",
+            )
         messages = []
         for i, m in enumerate(request.messages):
             if m.role not in _ROLES:
@@ -206,13 +220,13 @@ class QwenAwqChatBackend:
             ) from None
         ids = [int(t) for t in ids]
         context = self.limits.context_length
-        max_tokens = request.sampling.max_tokens
         error = sizing.context_error(len(ids), max_tokens, context)
         if error is not None:
             raise error
+        default = min(self.limits.default_max_tokens, cap or context, context - len(ids))
         return Prepared(
             prompt_ids=ids,
-            max_tokens=max_tokens if max_tokens is not None else context - len(ids),
+            max_tokens=max_tokens if max_tokens is not None else default,
             sampling=sampling.resolve(request.sampling, self.defaults),
             stops=request.sampling.stop,
         )

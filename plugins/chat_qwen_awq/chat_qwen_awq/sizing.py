@@ -143,6 +143,12 @@ class Limits:
     max_sequences: int
     prefill_chunk_tokens: int
     cpu_head_dtype: str = "float32"
+    #: Completion budget of a request without ``max_tokens`` (at most what the context leaves).
+    default_max_tokens: int = 2048
+    #: The largest ``max_tokens`` a request may ask for (400 above it).
+    max_tokens_cap: int | None = None
+    #: Sequences waiting for a free row before new requests get 429.
+    max_waiting_sequences: int = 128
 
 
 #: Option names (``models.<id>.options``) and their meaning.
@@ -151,6 +157,11 @@ LIMIT_OPTIONS = {
     "kv_cache_tokens": "KV-cache tokens of all running sequences together (default: context_length)",
     "max_sequences": "sequences decoded together (default 8); more requests wait for a free slot",
     "prefill_chunk_tokens": "prompt tokens per prefill forward pass (default 512)",
+    "default_max_tokens": "completion budget of a request without max_tokens (default 2048; never more than "
+    "the context leaves)",
+    "max_tokens_cap": "the largest max_tokens a request may ask for; larger is a 400 naming both numbers "
+    "(default: context_length)",
+    "max_waiting_sequences": "requests waiting for a free sequence slot before new ones get 429 (default 128)",
     "cpu_head_dtype": "weights of embeddings and lm_head on the CPU: auto (default: bfloat16 where the CPU has "
     "native bf16 dot products, else float32), float32 or bfloat16 (half the memory, ~2x faster "
     "head; activations stay fp32)",
@@ -188,6 +199,9 @@ def limits_from_options(shape: ModelShape, options: Mapping[str, Any]) -> Limits
         max_sequences=integer("max_sequences", 8),
         prefill_chunk_tokens=integer("prefill_chunk_tokens", 512),
         cpu_head_dtype=head,
+        default_max_tokens=integer("default_max_tokens", 2048),
+        max_tokens_cap=min(integer("max_tokens_cap", context), context),
+        max_waiting_sequences=integer("max_waiting_sequences", 128, 0),
     )
 
 
