@@ -72,6 +72,7 @@ class ServerConfig(Strict):
     max_rerank_documents: int = 1000
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     shutdown_timeout_s: float = 30.0
+    stream_keepalive_s: float = 5.0
 
 
 class PluginsConfig(Strict):

@@ -29,6 +29,7 @@ from host.protocol.chat import (
 )
 from host.scheduling.scheduler import Lease
 from host.spec import Task
+from host.waiting import Opening, open_stream
 
 log = logging.getLogger("plughost.chat")
 _encode = msgspec.json.Encoder().encode
@@ -41,11 +42,26 @@ async def chat_completions(request: Request, state: State) -> Response:
     domain = body.to_domain()
     if body.stream and body.n > 1:
         raise InvalidRequest("n > 1 is not supported with stream: true.", param="n")
-    lease = await state.scheduler.acquire(domain.model, Task.CHAT)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        opened = await open_stream(
+            _acquire_and_open(state, domain),
+            lambda pair: _sse(pair[0], pair[1], include_usage),
+            lambda pair: _release_stream(*pair),
+            state.config.server.stream_keepalive_s,
+        )
+        if isinstance(opened, Opening):  # the model is not ready yet: headers now, keep-alives until it is
+            return Stream(
+                opened.events(),
+                media_type="text/event-stream",
+                background=BackgroundTask(opened.close),
+                headers=_SSE_HEADERS,
+            )
+        lease, stream = opened
+    else:
+        lease = await state.scheduler.acquire(domain.model, Task.CHAT)
     try:
         if body.stream:
-            stream = await _opened(lease, domain)
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
             events = _sse(lease, stream, include_usage)
             # The stream owns the lease now. Its generator releases it in ``finally``, and the
             # background task covers a body that is never iterated (client gone before the first byte).
@@ -55,7 +71,7 @@ async def chat_completions(request: Request, state: State) -> Response:
                 events,
                 media_type="text/event-stream",
                 background=cleanup,
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                headers=_SSE_HEADERS,
             )
         tasks = [asyncio.ensure_future(_complete(lease, _nth(domain, i))) for i in range(body.n)]
         try:
@@ -82,6 +98,19 @@ async def chat_completions(request: Request, state: State) -> Response:
             usage=ChatUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
         )
     )
+
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def _acquire_and_open(state: State, domain: ChatRequest) -> tuple[Lease, _Opened]:
+    """A lease and the backend's stream with its first delta read; the lease is released on failure."""
+    lease = await state.scheduler.acquire(domain.model, Task.CHAT)
+    try:
+        return lease, await _opened(lease, domain)
+    except BaseException:
+        lease.release()
+        raise
 
 
 def _release_stream(lease: Lease, opened: _Opened) -> None:
