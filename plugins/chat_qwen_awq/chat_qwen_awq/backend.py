@@ -29,6 +29,7 @@ from chat_qwen_awq.engine import Engine, Prepared, Sequence
 from host.domain import ChatDelta, ChatRequest
 from host.errors import BackendError, InvalidRequest, ShuttingDown
 from host.spec import Grant, ModelSpec, PlacementKind
+from host.textlimits import over_limit_prefix
 from host.weights import resolve_weights
 
 log = logging.getLogger("plughost.chat_qwen_awq")
@@ -191,6 +192,22 @@ class QwenAwqChatBackend:
         finally:
             engine.cancel(seq)  # synchronous: a closed stream stops generating at the next step
 
+    def _reject_huge(self, request: ChatRequest) -> None:
+        """A 400 for messages far over the context, from a prefix of their text (no full tokenisation)."""
+        assert self.limits is not None
+        context = self.limits.context_length
+        text = "\n".join(m.content for m in request.messages)
+        prefix = over_limit_prefix(
+            text, context, lambda t: self._tokenizer(t, add_special_tokens=False)["input_ids"], len
+        )
+        if prefix is not None:
+            raise InvalidRequest(
+                f"This model's maximum context length is {context} tokens, but the messages take more than "
+                f"{len(prefix)} tokens. Please shorten the messages.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+
     def _prepare(self, request: ChatRequest) -> Prepared:
         """Render and tokenise the conversation, check the context (tokenizer thread)."""
         from jinja2 import TemplateError
@@ -205,6 +222,7 @@ class QwenAwqChatBackend:
                 f"(models.{self.spec.id}.options.max_tokens_cap).",
                 param="max_tokens",
             )
+        self._reject_huge(request)
         messages = []
         for i, m in enumerate(request.messages):
             if m.role not in _ROLES:

@@ -35,6 +35,7 @@ from host.batching import DynamicBatcher
 from host.domain import EmbeddingRequest, EmbeddingResult
 from host.errors import BackendError, InvalidRequest, PlughostError
 from host.spec import Grant, ModelSpec
+from host.textlimits import over_limit_prefix
 from host.weights import resolve_weights
 
 log = logging.getLogger("plughost.embed_qwen3")
@@ -274,7 +275,14 @@ class Qwen3EmbeddingBackend:
     # -- batcher stages (worker threads) ----------------------------------------------------------
     def _prepare(self, items: Sequence[EmbedInput]) -> list[list[int]]:
         """Token ids of each input, ending with <|endoftext|> once, within ``max_length`` (prepare thread)."""
-        texts = [item.text for item in items if item.text is not None]
+        # A text far over max_length: tokenise only a prefix (reject, or truncate from it).
+        huge = {
+            id(item): prefix
+            for item in items
+            if item.text is not None
+            and (prefix := over_limit_prefix(item.text, self.max_length, self._encode_plain, len)) is not None
+        }
+        texts = [item.text for item in items if item.text is not None and id(item) not in huge]
         encoded = (
             iter(self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"])
             if texts
@@ -283,7 +291,7 @@ class Qwen3EmbeddingBackend:
         prepared: list[list[int]] = []
         for item in items:
             if item.text is not None:
-                ids = list(next(encoded))
+                ids = list(huge[id(item)] if id(item) in huge else next(encoded))
                 ids.append(self.eos_id)
             else:
                 ids = self._checked_ids(item)
@@ -293,8 +301,9 @@ class Qwen3EmbeddingBackend:
                     ids.append(self.eos_id)
             if len(ids) > self.max_length:
                 if not item.truncate:
+                    more = "more than " if id(item) in huge else ""
                     raise InvalidRequest(
-                        f"input[{item.index}] has {len(ids)} tokens (with the end-of-text token"
+                        f"input[{item.index}] has {more}{len(ids)} tokens (with the end-of-text token"
                         f"{' and the query instruction' if item.task is not None else ''}); "
                         f"'{self.spec.id}' accepts at most {self.max_length} tokens per input. Shorten it or send "
                         f'"truncate": true.',
@@ -304,6 +313,9 @@ class Qwen3EmbeddingBackend:
                 ids = [*ids[: self.max_length - 1], self.eos_id]  # keep the final end-of-text token
             prepared.append(ids)
         return prepared
+
+    def _encode_plain(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"])
 
     def _checked_ids(self, item: EmbedInput) -> list[int]:
         ids = list(item.ids or ())
