@@ -59,6 +59,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "task": DEFAULT_TASK,
     "max_length": None,
     "truncate": False,
+    # Token-id inputs: "cl100k" = OpenAI's encoding (what LangChain's OpenAIEmbeddings sends by
+    # default), decoded to text; "model" = this model's own ids; "reject" = a 400 asking for text.
+    "token_ids": "cl100k",
     "batch_tokens_gpu": 16384,
     "batch_tokens_cpu": 4096,
     "max_batch_size": 256,

@@ -34,6 +34,7 @@ from embed_qwen3.sizing import max_length_of
 from host.batching import DynamicBatcher
 from host.domain import EmbeddingRequest, EmbeddingResult
 from host.errors import BackendError, InvalidRequest, PlughostError
+from host.openai_tokens import TOKEN_ID_MODES, decode_cl100k, rejected
 from host.spec import Grant, ModelSpec
 from host.textlimits import over_limit_prefix
 from host.weights import resolve_weights
@@ -97,6 +98,11 @@ class Qwen3EmbeddingBackend:
         from transformers import AutoModel, AutoTokenizer
 
         # WeightsError names models.<id>.weights; the scheduler reports it as the load failure.
+        mode = self.options.get("token_ids", "cl100k")
+        if mode not in TOKEN_ID_MODES:
+            raise ValueError(f"option 'token_ids' must be one of {', '.join(TOKEN_ID_MODES)}, got {mode!r}")
+        if mode == "cl100k":
+            decode_cl100k([[0]])  # read the encoding now, on the load thread, not on a request
         path = resolve_weights(str(self.options["weights"]), model_id=self.spec.id)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         if not tokenizer.is_fast:
@@ -246,8 +252,11 @@ class Qwen3EmbeddingBackend:
         task = request.instruction if request.instruction and request.instruction.strip() else str(self.options["task"])
         truncate = bool(request.truncate if request.truncate is not None else self.options.get("truncate"))
         inputs: list[EmbedInput] = []
-        if request.texts is not None:
-            for i, text in enumerate(request.texts):
+        texts = request.texts
+        if texts is None and request.token_ids is not None:
+            texts = self._token_id_texts(request.token_ids)
+        if texts is not None:
+            for i, text in enumerate(texts):
                 if not text:
                     raise InvalidRequest(f"input[{i}] is an empty string.", param="input")
                 inputs.append(
@@ -313,6 +322,15 @@ class Qwen3EmbeddingBackend:
                 ids = [*ids[: self.max_length - 1], self.eos_id]  # keep the final end-of-text token
             prepared.append(ids)
         return prepared
+
+    def _token_id_texts(self, token_ids: Sequence[Sequence[int]]) -> tuple[str, ...] | None:
+        """Token-id inputs as texts (``token_ids: cl100k``), ``None`` to take them as this model's ids."""
+        mode = self.options.get("token_ids", "cl100k")
+        if mode == "model":
+            return None
+        if mode == "reject":
+            raise rejected(self.spec.id)
+        return tuple(decode_cl100k(token_ids))
 
     def _encode_plain(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"])
