@@ -174,12 +174,17 @@ class Engine:
         with self._cond:
             if self._stopping or not self._thread.is_alive():
                 raise ShuttingDown("the model is being unloaded")
-            waiting = len(self._incoming) + len(self._waiting)
-            if waiting >= self.limits.max_waiting_sequences:
-                raise QueueFull(
-                    f"{waiting} chat requests are already waiting for a free slot (limit "
-                    f"{self.limits.max_waiting_sequences}, option max_waiting_sequences); retry later."
-                )
+            # tuple(): one C-level copy; the engine thread reorders its line without this lock
+            held = [s for s in (*self._incoming, *tuple(self._waiting)) if not s.cancelled]
+            cap = self.limits.max_waiting_sequences
+            if len(held) >= cap:
+                now = time.monotonic()
+                keys = [fairness.priority(s.remaining, now - s.enqueued) for s in held]
+                if fairness.line_full(keys, fairness.priority(seq.remaining, 0.0), cap):
+                    raise QueueFull(
+                        f"{len(held)} chat requests are already waiting for a free slot (limit {cap}, option "
+                        f"max_waiting_sequences); retry later."
+                    )
             self._incoming.append(seq)
             self._cond.notify()
 

@@ -10,6 +10,11 @@ When every row of the batch is busy, a waiting sequence whose budget is much sma
 of a running one preempts it (:func:`victim`): the long sequence goes back to the waiting line
 with what it generated so far and is prefilled again later — its stream just pauses.
 
+The waiting line is bounded by what waits *ahead* of a newcomer (:func:`line_full`): a new
+request is refused (429) when ``cap`` waiting sequences would be admitted before it, so a
+short request still gets in while the line is full of long ones; a hard bound of twice the cap
+holds in any case.
+
 Pure functions on ``(remaining, waited)`` numbers, tested from tables.
 """
 
@@ -48,3 +53,11 @@ def victim(head_remaining: int, running_remaining: Sequence[int]) -> int | None:
     if running_remaining[index] >= PREEMPT_FACTOR * head_remaining + PREEMPT_MARGIN:
         return index
     return None
+
+
+def line_full(waiting_keys: Sequence[float], new_key: float, cap: int) -> bool:
+    """Whether a newcomer with ``new_key`` must be refused: ``cap`` sequences would go before it
+    (equal keys go first: they came first), or the line holds ``2 * cap`` already."""
+    if len(waiting_keys) >= 2 * cap:
+        return True
+    return sum(1 for k in waiting_keys if k <= new_key) >= cap

@@ -39,7 +39,8 @@ class _Plugin:
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     RecordingBackend.instances.clear()
-    config = tiny_config(max_sequences=4, max_tokens_cap=1500, default_max_tokens=1200, max_waiting_sequences=250)
+    # 200 storm requests overfill the waiting line (4 + 100): the short request must still get in.
+    config = tiny_config(max_sequences=4, max_tokens_cap=1500, default_max_tokens=1200, max_waiting_sequences=100)
     with serve_in_thread(create_app(config, plugins=[_Plugin()], budgets=CPU_ONLY)) as url:
         assert httpx.post(f"{url}/v1/models/{MODEL_ID}/load", timeout=120).status_code == 200
         yield url
@@ -139,6 +140,7 @@ def test_a_short_request_is_answered_during_a_storm_of_abandoned_long_ones(serve
             while _backend().engine.active() < 100 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert _backend().engine.active() >= 100, "the storm never reached the engine"
+            await asyncio.sleep(0.5)  # the rest of the storm gets its 429s (queue_full)
             start = time.monotonic()
             response = await fresh.post(f"{server}/v1/chat/completions", json=_body(max_tokens=1))
             took = time.monotonic() - start
@@ -199,3 +201,16 @@ def test_admission_order(remaining: list[int], waited: list[float], order: list[
 )
 def test_preemption_victim(head: int, running: list[int], expected: int | None) -> None:
     assert fairness.victim(head, running) == expected
+
+
+@pytest.mark.parametrize(
+    ("waiting", "new", "cap", "full"),
+    [
+        ([2000.0] * 4, 1.0, 4, False),  # a short request gets in ahead of a full line of long ones
+        ([2000.0] * 4, 2000.0, 4, True),  # equal keys came first
+        ([1.0, 2000.0, 2000.0, 2000.0], 5.0, 4, False),
+        ([1.0] * 8, 0.0, 4, True),  # the hard bound: twice the cap
+    ],
+)
+def test_line_full(waiting: list[float], new: float, cap: int, full: bool) -> None:
+    assert fairness.line_full(waiting, new, cap) is full
