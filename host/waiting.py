@@ -58,6 +58,10 @@ class Opening(Generic[T]):
             self._handed = True
             self.release(self.task.result())
 
+    async def close_after_response(self) -> None:
+        """:meth:`close` as a Litestar background task (async: it must run on the event loop)."""
+        self.close()
+
     async def events(self) -> AsyncIterator[bytes]:
         """Keep-alive comments until the opening is done, then its stream (or an error event)."""
         try:
