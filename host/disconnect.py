@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import Any
 
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 log = logging.getLogger("plughost.disconnect")
 
@@ -64,7 +64,7 @@ class _Guarded:
             if self.watcher is not None:
                 self.watcher.cancel()
 
-    async def receive(self) -> Message:
+    async def receive(self) -> ReceiveMessage:
         if not self.body_done:
             message = await self.raw_receive()
             if message["type"] == "http.disconnect":

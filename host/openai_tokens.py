@@ -22,7 +22,7 @@ TOKEN_ID_MODES = ("cl100k", "model", "reject")
 
 @functools.cache
 def _cl100k() -> Any:
-    import bpe_openai
+    import bpe_openai  # type: ignore[import-untyped]  # no py.typed marker
 
     return bpe_openai.get_encoding("cl100k_base")
 
