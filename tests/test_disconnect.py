@@ -61,7 +61,7 @@ def test_a_request_waiting_for_its_model_stops_waiting(served: tuple[str, FakePl
 
 
 def test_a_plain_generation_stops_when_its_client_leaves(served: tuple[str, FakePlugin]) -> None:
-    url, plugin = served
+    url, _ = served
     words = " ".join(f"w{i}" for i in range(200))  # the fake echoes 200 words, 50 ms each: 10 s
     body = {"model": "slow-chat", "messages": [{"role": "user", "content": words}], "max_tokens": 300}
     _send_and_close(url, "/v1/chat/completions", body, 0.5)
