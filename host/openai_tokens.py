@@ -16,9 +16,6 @@ from typing import Any
 
 from host.errors import InvalidRequest
 
-#: What an embedding model does with token-id inputs (``models.<id>.options.token_ids``).
-TOKEN_ID_MODES = ("cl100k", "model", "reject")
-
 
 @functools.cache
 def _cl100k() -> Any:

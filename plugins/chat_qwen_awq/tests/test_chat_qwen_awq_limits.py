@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from chat_qwen_awq_testing import MODEL_ID, RECORDING_BACKEND, RecordingBackend, tiny_config
 
 from chat_qwen_awq import fairness
+from chat_qwen_awq.testing import MODEL_ID, RECORDING_BACKEND, RecordingBackend, tiny_config
 from host import hookimpl
 from host.app import create_app
 from host.config import HostConfig

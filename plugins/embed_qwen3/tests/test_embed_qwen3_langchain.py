@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embed_qwen3_testkit import MODEL, TINY
+
+from embed_qwen3.testing import MODEL, TINY
 
 pytestmark = pytest.mark.slow
 
@@ -99,9 +100,7 @@ def test_model_mode_takes_the_models_own_ids(tiny_path: Path) -> None:
     import httpx
     from transformers import AutoTokenizer
 
-    from host.testing.tiny_models import tiny_model_cache
-
-    tok = AutoTokenizer.from_pretrained(str(tiny_model_cache("qwen3-embedding")))
+    tok = AutoTokenizer.from_pretrained(str(tiny_path))
     ids = tok(TEXTS[1], add_special_tokens=False)["input_ids"]
     for url in _server("model"):
         response = httpx.post(f"{url}/v1/embeddings", json={"model": MODEL, "input": [ids]}, timeout=60)
