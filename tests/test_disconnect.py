@@ -28,13 +28,14 @@ def served() -> Iterator[tuple[str, FakePlugin]]:
         [
             fake_spec("slow-load", Task.EMBEDDING, load_delay_s=3.0),
             fake_spec("slow-chat", Task.CHAT, token_delay_s=0.05),
+            fake_spec("slow-load-chat", Task.CHAT, load_delay_s=3.0),
         ]
     )
     with serve_in_thread(create_app(make_config(), plugins=[plugin], budgets=CPU_ONLY)) as url:
         yield url, plugin
 
 
-def _send_and_close(url: str, path: str, body: dict, wait_s: float) -> None:
+def _send_and_close(url: str, path: str, body: dict, wait_s: float) -> bytes:
     host, port = url.removeprefix("http://").split(":")
     payload = json.dumps(body).encode()
     head = (
@@ -44,6 +45,11 @@ def _send_and_close(url: str, path: str, body: dict, wait_s: float) -> None:
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(head.encode() + payload)
         time.sleep(wait_s)
+        sock.settimeout(0.1)
+        try:
+            return sock.recv(65536)
+        except TimeoutError:
+            return b""
 
 
 def _status(url: str, model: str) -> dict:
@@ -69,3 +75,15 @@ def test_a_plain_generation_stops_when_its_client_leaves(served: tuple[str, Fake
     while _status(url, "slow-chat")["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _status(url, "slow-chat")["in_flight"] == 0
+
+
+def test_a_stream_waiting_for_its_model_stops_waiting_after_its_headers(served: tuple[str, FakePlugin]) -> None:
+    url, _ = served
+    body = {"model": "slow-load-chat", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    received = _send_and_close(url, "/v1/chat/completions", body, 1.0)
+    assert received.startswith(b"HTTP/1.1 200"), received  # headers went out while the model loads
+    assert _status(url, "slow-load-chat")["state"] == "loading"
+    deadline = time.monotonic() + 1.0
+    while _status(url, "slow-load-chat")["queued"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _status(url, "slow-load-chat")["queued"] == 0
