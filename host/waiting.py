@@ -47,15 +47,13 @@ class Opening(Generic[T]):
     ) -> None:
         self.task, self.stream, self.release, self.keepalive_s = task, stream, release, keepalive_s
 
-        self._handed = False
-
     def close(self) -> None:
-        """Cancel the opening, or release what it opened if no stream took it (synchronous, idempotent:
-        also the response's background task, for a body that is never iterated)."""
+        """Cancel the opening, or release what it opened (``release`` must be idempotent: the
+        stream releases it too when it ends). Synchronous and idempotent; also the response's
+        background task, for a body that is never iterated."""
         if not self.task.done():
             self.task.cancel()  # the opening releases its own lease when cancelled
-        elif not self._handed and not self.task.cancelled() and self.task.exception() is None:
-            self._handed = True
+        elif not self.task.cancelled() and self.task.exception() is None:
             self.release(self.task.result())
 
     async def close_after_response(self) -> None:
@@ -80,11 +78,12 @@ class Opening(Generic[T]):
                 yield error_event(BackendError(f"generation failed: {type(exc).__name__}"))
                 yield DONE
                 return
-            self._handed = True
-            async for chunk in self.stream(opened):  # the stream owns (and releases) what it opened
+            async for chunk in self.stream(opened):
                 yield chunk
         finally:
-            self.close()  # the client left while waiting
+            # The client left while waiting (cancel the opening) or while streaming: release now
+            # rather than when the inner stream generator is finalised.
+            self.close()
 
 
 async def open_stream(
@@ -93,7 +92,9 @@ async def open_stream(
     release: Callable[[T], None],
     keepalive_s: float,
 ) -> T | Opening[T]:
-    """The opened value when ``opening`` finishes quickly (errors raise: JSON responses), else an
+    """``release`` must be idempotent (see :meth:`Opening.close`).
+
+    The opened value when ``opening`` finishes quickly (errors raise: JSON responses), else an
     :class:`Opening` whose events start the response at once."""
     task = asyncio.ensure_future(opening)
     try:
