@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from host.domain import ChatDelta, ChatRequest
 from host.errors import BackendError, InvalidRequest, ShuttingDown
 from host.spec import Grant, ModelSpec, PlacementKind
 from host.textlimits import over_limit_prefix
+from host.torch_utils import free_device_memory
 from host.weights import resolve_weights
 
 log = logging.getLogger("plughost.chat_qwen_awq")
@@ -110,9 +110,7 @@ class QwenAwqChatBackend:
             loaded.close()
             del loaded
         self.grant = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_device_memory()
 
     def abort(self) -> None:
         """End every running and waiting generation now (shutdown deadline; event loop, no wait)."""
@@ -134,9 +132,7 @@ class QwenAwqChatBackend:
             old.close()
             engine.model = None
             del old
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            free_device_memory()
             new = loader.load_model(
                 self.config, tensors, plan, offload_dir=self._offload_dir(), head_dtype=self._head_dtype()
             )
