@@ -285,7 +285,11 @@ def prefix_states(base: Any, ids: Sequence[int], device: torch.device) -> Prefix
         base(
             input_ids=torch.tensor([list(ids)], dtype=torch.long, device=device), past_key_values=cache, use_cache=True
         )
-        return torch.stack([torch.cat([layer.keys, layer.values]) for layer in cache.layers], dim=1)
+        states: list[torch.Tensor] = []
+        for layer in cache.layers:
+            assert layer.keys is not None and layer.values is not None, "every layer ran"
+            states.append(torch.cat([layer.keys, layer.values]))
+        return torch.stack(states, dim=1)
 
 
 def score_shared(
