@@ -14,7 +14,9 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.datastructures import State
 
+from host import shutdown
 from host.config import HostConfig, load_config, parse_bytes
+from host.disconnect import DisconnectGuard
 from host.plugins import make_plugin_manager
 from host.registry import build_registry
 from host.routes import ROUTES
@@ -48,9 +50,11 @@ def create_app(
         services.scheduler = app.state.scheduler = scheduler
         log.info("plughost serving %d model(s): %s", len(registry), ", ".join(m.spec.id for m in registry))
         await scheduler.preload()
+        uninstall = shutdown.install(scheduler, config.server.shutdown_timeout_s)
         try:
             yield
         finally:
+            uninstall()
             await scheduler.close()
 
     return Litestar(
@@ -61,5 +65,6 @@ def create_app(
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=parse_bytes(config.server.max_body_bytes),
+        middleware=[DisconnectGuard],
         openapi_config=None,
     )

@@ -74,6 +74,8 @@ class ServerConfig(Strict):
     max_embedding_inputs: int = 8192
     max_rerank_documents: int = 1000
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    shutdown_timeout_s: float = 30.0
+    stream_keepalive_s: float = 5.0
 
 
 class PluginsConfig(Strict):

@@ -14,7 +14,7 @@ from host.demo import demo_weights
 from host.errors import ModelNotFound, WrongTask
 from host.plugins import PluginError
 from host.spec import ModelSpec, Options, Task
-from host.weights import weights_on_disk
+from host.weights import weights_on_disk, weights_problem
 
 log = logging.getLogger("plughost.registry")
 
@@ -100,12 +100,23 @@ DEMO_NOTE = "DEMO: random-weight tiny stand-in, outputs are meaningless"
 
 def _serve_demo(spec: ModelSpec, config: HostConfig) -> bool:
     """Demo profile: ``demo: true`` for every model that has a stand-in; unset (auto) for those
-    whose real weights are not on this machine."""
+    whose real weights are simply not on this machine (a hub id not in the cache).
+
+    Configured weights that are broken (a local folder that is missing or has no valid
+    ``config.json``, a cached hub id with a broken ``config.json``) are never replaced by the
+    random stand-in: the model stays declared and its load fails with an error naming it.
+    """
     if spec.demo is None:
         return False
     if config.demo is not None:
         return config.demo
-    return not (spec.weights is not None and weights_on_disk(spec.weights))
+    if spec.weights is None:
+        return True
+    problem = weights_problem(spec.weights)
+    if problem is not None:
+        log.error("%s: models.%s.weights is broken (%s); the model will fail to load", spec.id, spec.id, problem)
+        return False
+    return not weights_on_disk(spec.weights)
 
 
 def _declared(impl: Any, name: str, config: HostConfig, pm: pluggy.PluginManager) -> list[ModelSpec]:

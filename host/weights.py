@@ -54,9 +54,10 @@ def resolve_weights(weights: str | None, *, model_id: str) -> Path:
             raise WeightsError(f"{key}: {exc}") from None
     local = _local_dir(weights)
     if local is not None:
-        if not (local / "config.json").is_file():
+        problem = weights_problem(str(local))
+        if problem is not None:
             raise WeightsError(
-                f"{key}: {local} is not a model folder (no config.json). Set {key} to a local "
+                f"{key}: {local} is not a usable model folder ({problem}). Set {key} to a local "
                 f"folder with the model's files or to a hub id."
             )
         return local
@@ -107,6 +108,40 @@ def peek_config(weights: str) -> dict[str, Any] | None:
         return json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def weights_problem(weights: str) -> str | None:
+    """Why configured ``weights`` are broken, or ``None``.
+
+    Broken means: a local folder (anything that is clearly a path) that is missing or has no valid
+    ``config.json``, or a hub id whose cached ``config.json`` is not valid JSON. A hub id that is
+    simply not in the cache is *absent*, not broken (the demo profile may stand in for it).
+    """
+    if is_demo(weights) or weights.startswith(_OLD_TINY_PREFIX):  # resolve_weights explains the old prefix
+        return None
+    local = _local_dir(weights)
+    if local is not None:
+        file = local / "config.json"
+        if not local.is_dir():
+            return f"{local} does not exist"
+        if not file.is_file():
+            return f"{local} has no config.json"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - transformers depends on it
+            return None
+        found = try_to_load_from_cache(weights, "config.json")
+        if not isinstance(found, str):
+            return None  # not cached: absent
+        file = Path(found)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{file} is not valid JSON ({type(exc).__name__}: {exc})"
+    if not isinstance(data, dict):
+        return f"{file} is not a JSON object"
+    return None
 
 
 def weights_on_disk(weights: str) -> bool:

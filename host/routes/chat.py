@@ -9,31 +9,44 @@ from litestar import Request, Response, post
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
+from host.domain import ChatRequest
 from host.errors import decode_body
 from host.protocol.chat import ChatCompletion, ChatCompletionRequest, ChatUsage
-from host.routes.deps import SchedulerDep
+from host.routes.deps import ConfigDep, SchedulerDep
+from host.scheduling.scheduler import Scheduler
 from host.serving.chat import ChatStream, complete, nth_choice
 from host.spec import Task
+from host.waiting import open_stream
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request, scheduler: SchedulerDep) -> Response[ChatCompletion] | Stream:
+async def chat_completions(
+    request: Request, scheduler: SchedulerDep, config: ConfigDep
+) -> Response[ChatCompletion] | Stream:
     """Generate a chat completion; ``stream: true`` answers with OpenAI chunks over SSE."""
     body = decode_body(await request.body(), ChatCompletionRequest)
     domain = body.to_domain()
-    lease = await scheduler.acquire(domain.model, Task.CHAT)
-    model = lease.model.spec.id
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         choices = [nth_choice(domain, i) for i in range(body.n)]
-        stream = await ChatStream.open(lease, choices, include_usage=include_usage)
-        # The background task closes a stream whose body is never iterated (client gone first).
-        return Stream(
-            stream.events(),
-            media_type="text/event-stream",
-            background=BackgroundTask(stream.close_after_response),
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        opened = await open_stream(
+            _acquire_and_open(scheduler, choices, include_usage),
+            ChatStream.events,
+            ChatStream.close,
+            config.server.stream_keepalive_s,
         )
+        # An Opening (the model was not ready within 0.5 s) sends keep-alives until it is. The
+        # background task closes a stream whose body is never iterated (client gone first).
+        return Stream(
+            opened.events(),
+            media_type="text/event-stream",
+            background=BackgroundTask(opened.close_after_response),
+            headers=_SSE_HEADERS,
+        )
+    lease = await scheduler.acquire(domain.model, Task.CHAT)
+    model = lease.model.spec.id
     collected = await complete(lease, domain, body.n)
     prompt = collected[0].prompt_tokens
     completion = sum(c.completion_tokens for c in collected)
@@ -46,3 +59,10 @@ async def chat_completions(request: Request, scheduler: SchedulerDep) -> Respons
             usage=ChatUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
         )
     )
+
+
+async def _acquire_and_open(scheduler: Scheduler, choices: list[ChatRequest], include_usage: bool) -> ChatStream:
+    """A lease and the backend's streams (one per choice) with their first deltas read (the stream
+    owns the lease)."""
+    lease = await scheduler.acquire(choices[0].model, Task.CHAT)
+    return await ChatStream.open(lease, choices, include_usage=include_usage)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import get, post
+from litestar import Response, get, post
 from litestar.params import FromPath
 
 from host.errors import NotFound
@@ -57,11 +57,11 @@ async def manage_model(
 
 
 @get("/health")
-async def health(scheduler: SchedulerDep) -> Health:
-    """Liveness and readiness, with the resident, loading and failed models."""
+async def health(scheduler: SchedulerDep) -> Response[Health]:
+    """Liveness and readiness, with the resident, loading and failed models (503 while shutting down)."""
     snap = scheduler.snapshot()
     ready = scheduler.ready
-    return Health(
+    body = Health(
         status="ok" if ready else "shutting_down",
         ready=ready,
         models=len(snap),
@@ -69,3 +69,4 @@ async def health(scheduler: SchedulerDep) -> Health:
         loading=[s.id for s in snap if s.state == ModelState.LOADING],
         failed=[s.id for s in snap if s.state == ModelState.FAILED],
     )
+    return Response(body, status_code=200 if ready else 503)

@@ -267,9 +267,8 @@ class Scheduler:
                 except Exception as exc:
                     log.error("preloading %s failed: %s", slot.id, exc)
 
-    async def close(self, grace_s: float = 30.0) -> None:
-        """Refuse new work, fail queued requests, let running ones finish (up to ``grace_s``),
-        and unload every model."""
+    def begin_shutdown(self) -> None:
+        """Refuse new work (``/health`` says 503) and fail queued requests; running ones go on."""
         self._closing = True
         for slot in self._slots.values():
             while slot.waiters:
@@ -280,6 +279,23 @@ class Scheduler:
                 slot.ttl.cancel()
         if self._retry:
             self._retry.cancel()
+
+    def abort_running(self) -> None:
+        """End every running generation now with a clean error (the shutdown deadline passed).
+
+        Backends that can (an ``abort()`` method) fail their running sequences with
+        ``ShuttingDown``: streams end with an error event and ``[DONE]``, others get a 503.
+        """
+        for slot in self._slots.values():
+            abort = getattr(slot.backend, "abort", None)
+            if slot.in_flight and callable(abort):
+                log.warning("%s: shutdown deadline passed, cancelling %d request(s)", slot.id, slot.in_flight)
+                abort()
+
+    async def close(self, grace_s: float = 30.0) -> None:
+        """Refuse new work, fail queued requests, let running ones finish (up to ``grace_s``),
+        and unload every model."""
+        self.begin_shutdown()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         deadline = self._clock() + grace_s

@@ -34,6 +34,7 @@ from chat_qwen_awq.tools import with_tool_calls
 from host.domain import ChatDelta, ChatRequest
 from host.errors import BackendError, InvalidRequest, ShuttingDown
 from host.spec import Grant, ModelSpec, PlacementKind
+from host.textlimits import over_limit_prefix
 from host.torch_utils import free_device_memory
 from host.weights import resolve_weights
 
@@ -128,6 +129,11 @@ class QwenAwqChatBackend:
         self.grant = None
         free_device_memory()
 
+    def abort(self) -> None:
+        """End every running and waiting generation now (shutdown deadline; event loop, no wait)."""
+        if self.engine is not None:
+            self.engine.stop(timeout=0, error=ShuttingDown("plughost is shutting down; please retry"))
+
     def relocate(self, grant: Grant) -> None:
         """Move the loaded weights to ``grant``'s placement (no checkpoint read)."""
         if self.loaded is None or self.engine is None:
@@ -214,23 +220,49 @@ class QwenAwqChatBackend:
             if item.finish_reason is not None:
                 return
 
+    def _reject_huge(self, text: str, param: str) -> None:
+        """A 400 for input far over the context, from a prefix of its text (no full tokenisation)."""
+        assert self.limits is not None
+        context = self.limits.context_length
+        prefix = over_limit_prefix(
+            text, context, lambda t: self._tokenizer(t, add_special_tokens=False)["input_ids"], len
+        )
+        if prefix is not None:
+            raise InvalidRequest(
+                f"This model's maximum context length is {context} tokens, but the {param} take more than "
+                f"{len(prefix)} tokens. Please shorten the {param}.",
+                param=param,
+                code="context_length_exceeded",
+            )
+
     def _prepare(self, request: ChatRequest) -> Prepared:
         """Render and tokenise the conversation, check the context (tokenizer thread)."""
         assert self.limits is not None and self.grammars is not None
+        max_tokens = request.sampling.max_tokens
+        cap = self.limits.max_tokens_cap
+        if max_tokens is not None and cap is not None and max_tokens > cap:
+            # Rejected, not clamped: a client that asked for more must not silently get less.
+            raise InvalidRequest(
+                f"max_tokens is {max_tokens}, but '{self.spec.id}' generates at most {cap} tokens per request "
+                f"(models.{self.spec.id}.options.max_tokens_cap).",
+                param="max_tokens",
+            )
         if request.prompt is not None:
+            self._reject_huge(request.prompt, "prompt")
             ids = [int(t) for t in self._tokenizer.encode(request.prompt, add_special_tokens=False)]
             if not ids:
                 raise InvalidRequest("prompt must not be empty.", param="prompt")
         else:
+            self._reject_huge("\n".join(m.content or "" for m in request.messages), "messages")
             ids = render_messages(self._tokenizer, request)
         context = self.limits.context_length
-        max_tokens = request.sampling.max_tokens
         error = sizing.context_error(len(ids), max_tokens, context)
         if error is not None:
             raise error
+        default = min(self.limits.default_max_tokens, cap or context, context - len(ids))
         return Prepared(
             prompt_ids=ids,
-            max_tokens=max_tokens if max_tokens is not None else context - len(ids),
+            max_tokens=max_tokens if max_tokens is not None else default,
             sampling=sampling.resolve(request.sampling, self.defaults),
             stops=request.sampling.stop,
             constraint=self.grammars.constraint(request),

@@ -3,8 +3,10 @@
 Each turn of the engine loop:
 
 1. drops cancelled sequences (a client went away) — within one step of the cancel;
-2. admits waiting sequences while the batch has room (``max_sequences``) and the KV cache
-   holds them (``kv_cache_tokens``, padded: rows x longest row); admitted sequences are
+2. admits waiting sequences, shortest remaining budget first (:mod:`chat_qwen_awq.fairness`;
+   a short request may preempt a long running one when every row is busy), while the batch
+   has room (``max_sequences``) and the KV cache holds them (``kv_cache_tokens``, padded: rows x
+   longest row); admitted sequences are
    prefilled together, left-padded, ``prefill_chunk_tokens`` at a time, one chunk per turn, so
    that running streams keep decoding while a long prompt is read;
 3. runs one decode step for all running sequences as one batch: a left-padded KV cache
@@ -31,12 +33,14 @@ import asyncio
 import collections
 import logging
 import threading
+import time
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from chat_qwen_awq import fairness
 from chat_qwen_awq.grammar import Constraint, MaskFiller, PendingMasks
 from chat_qwen_awq.logprobs import TokenTexts, token_logprob
 from chat_qwen_awq.prefix_cache import PrefixCache
@@ -44,7 +48,7 @@ from chat_qwen_awq.sampling import Resolved, Sampler
 from chat_qwen_awq.sizing import Limits
 from chat_qwen_awq.text import Decoder, TextStream
 from host.domain import ChatDelta, TokenLogprob
-from host.errors import BackendError, PlughostError, ShuttingDown
+from host.errors import BackendError, PlughostError, QueueFull, ShuttingDown
 from host.torch_utils import left_pad
 
 log = logging.getLogger("plughost.chat_qwen_awq.engine")
@@ -82,6 +86,12 @@ class Sequence:
         self.queue: asyncio.Queue[ChatDelta | BaseException] = asyncio.Queue()
         self.cancelled = False  # set by the consumer (any thread); read by the engine
         self.finished = False  # engine thread only
+        self.enqueued = time.monotonic()  # admission ages from arrival
+
+    @property
+    def remaining(self) -> int:
+        """Tokens this sequence may still generate."""
+        return self.max_tokens - len(self.generated)
 
     @property
     def prefill_ids(self) -> list[int]:
@@ -172,6 +182,7 @@ class Engine:
         # failure in between must still finish them, or their clients would wait forever.
         self._in_hand: list[Sequence] = []
         self._stopping = False
+        self._stop_error: PlughostError = ShuttingDown("the model was unloaded")
         self._outbox: list[tuple[Sequence, ChatDelta | BaseException]] = []
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -185,6 +196,17 @@ class Engine:
         with self._cond:
             if self._stopping or not self._thread.is_alive():
                 raise ShuttingDown("the model is being unloaded")
+            # tuple(): one C-level copy; the engine thread reorders its line without this lock
+            held = [s for s in (*self._incoming, *tuple(self._waiting)) if not s.cancelled]
+            cap = self.limits.max_waiting_sequences
+            if len(held) >= cap:
+                now = time.monotonic()
+                keys = [fairness.priority(s.remaining, now - s.enqueued) for s in held]
+                if fairness.line_full(keys, fairness.priority(seq.remaining, 0.0), cap):
+                    raise QueueFull(
+                        f"{len(held)} chat requests are already waiting for a free slot (limit {cap}, option "
+                        f"max_waiting_sequences); retry later."
+                    )
             self._incoming.append(seq)
             self._cond.notify()
 
@@ -207,10 +229,11 @@ class Engine:
             n += len(self._batch.rows) if self._batch else 0
             return n
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Fail every sequence still held and end the thread."""
+    def stop(self, timeout: float = 30.0, error: PlughostError | None = None) -> None:
+        """Fail every sequence still held (with ``error``) and end the thread."""
         with self._cond:
             self._stopping = True
+            self._stop_error = error or self._stop_error
             self._cond.notify()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
@@ -235,12 +258,14 @@ class Engine:
                     self.stats.failures += 1
                     self._fail_all(BackendError(f"generation failed: {type(exc).__name__}: {exc}"))
                 self._flush()
-        self._fail_all(ShuttingDown("the model was unloaded"), waiting=True)
+        self._fail_all(self._stop_error, waiting=True)
         self._flush()
 
     def _turn(self) -> None:
         self._drop_cancelled()
-        if self._prefill is None:
+        if self._prefill is None and self._waiting:
+            self._order_waiting()
+            self._preempt_for_waiting()
             self._start_prefill()
         if self._prefill is not None:
             self._prefill_chunk()
@@ -256,6 +281,25 @@ class Engine:
             self._remove([i for i, s in enumerate(self._batch.rows) if s.cancelled])
 
     # -- admission and prefill --------------------------------------------------------------------
+    def _order_waiting(self) -> None:
+        now = time.monotonic()
+        seqs = list(self._waiting)
+        keys = [fairness.priority(s.remaining, now - s.enqueued) for s in seqs]
+        self._waiting = collections.deque(seqs[i] for i in fairness.admission_order(keys))
+
+    def _preempt_for_waiting(self) -> None:
+        """Every row busy: a much shorter waiting request takes the longest running one's row."""
+        batch = self._batch
+        if batch is None or len(batch.rows) < self.limits.max_sequences:
+            return
+        index = fairness.victim(self._waiting[0].remaining, [s.remaining for s in batch.rows])
+        if index is None:
+            return
+        victim = batch.rows[index]
+        self.stats.preemptions += 1
+        self._remove([index])
+        self._waiting.append(victim)  # behind the short one; it ages from its arrival
+
     def _start_prefill(self) -> None:
         running = len(self._batch.rows) if self._batch else 0
         width = self._batch.width if self._batch else 0

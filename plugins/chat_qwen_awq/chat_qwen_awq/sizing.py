@@ -145,6 +145,12 @@ class Limits:
     max_sequences: int
     prefill_chunk_tokens: int
     cpu_head_dtype: str = "float32"
+    #: Completion budget of a request without ``max_tokens`` (at most what the context leaves).
+    default_max_tokens: int = 2048
+    #: The largest ``max_tokens`` a request may ask for (400 above it).
+    max_tokens_cap: int | None = None
+    #: Sequences waiting for a free row before new requests get 429.
+    max_waiting_sequences: int = 128
     prefix_cache_tokens: int = 0
 
     @property
@@ -168,6 +174,12 @@ class ChatOptions(Options, frozen=True):
     :ivar prefix_cache_tokens: KV-cache tokens of prompt prefixes kept for reuse by later requests
         (0 turns prefix caching off); counted in the model's footprint.
     :ivar offload_dir: the folder for disk overflow of a hybrid grant on a machine without GPU.
+    :ivar default_max_tokens: completion budget of a request without ``max_tokens`` (never more
+        than the context leaves).
+    :ivar max_tokens_cap: the largest ``max_tokens`` a request may ask for; larger is a 400 naming
+        both numbers (``None``: context_length).
+    :ivar max_waiting_sequences: bound of the line for a free sequence slot: a newcomer gets 429
+        when this many waiting requests would go before it (never more than twice this many wait).
     """
 
     context_length: Annotated[int, msgspec.Meta(ge=2)] | None = None
@@ -177,6 +189,9 @@ class ChatOptions(Options, frozen=True):
     cpu_head_dtype: Literal["auto", "float32", "bfloat16", "int8"] = "auto"
     prefix_cache_tokens: NonNegativeInt = 4096
     offload_dir: str | None = None
+    default_max_tokens: PositiveInt = 2048
+    max_tokens_cap: PositiveInt | None = None
+    max_waiting_sequences: Annotated[int, msgspec.Meta(ge=0)] = 128
 
 
 DEFAULT_MAX_CONTEXT = 16384
@@ -202,6 +217,9 @@ def limits_from_options(shape: ModelShape, options: ChatOptions) -> Limits:
         max_sequences=options.max_sequences,
         prefill_chunk_tokens=options.prefill_chunk_tokens,
         cpu_head_dtype=head,
+        default_max_tokens=options.default_max_tokens,
+        max_tokens_cap=min(options.max_tokens_cap or context, context),
+        max_waiting_sequences=options.max_waiting_sequences,
         prefix_cache_tokens=options.prefix_cache_tokens,
     )
 

@@ -60,6 +60,9 @@ class EmbedOptions(Options, frozen=True):
     :ivar max_pending: inputs that may wait in the batcher before requests get 429 (``None``: no bound).
     :ivar gpu_dtype: ``auto`` (the checkpoint's 16-bit dtype), ``bfloat16`` or ``float16``.
     :ivar min_dimensions: the smallest ``dimensions`` a request may ask for.
+    :ivar token_ids: what token-id inputs are: ``cl100k`` (OpenAI's encoding, what LangChain's
+        ``OpenAIEmbeddings`` sends by default: decoded to text and embedded), ``model`` (this
+        model's own ids) or ``reject`` (a 400 asking for text).
     """
 
     task: str = DEFAULT_TASK
@@ -73,6 +76,7 @@ class EmbedOptions(Options, frozen=True):
     max_pending: PositiveInt | None = 65536
     gpu_dtype: Literal["auto", "bfloat16", "float16"] = "auto"
     min_dimensions: PositiveInt = 32
+    token_ids: Literal["cl100k", "model", "reject"] = "cl100k"
 
 
 def declare(config: HostConfig, model_id: str = MODEL_ID, aliases: tuple[str, ...] = ()) -> ModelSpec:

@@ -33,7 +33,9 @@ from embed_qwen3.sizing import max_length_of
 from host.batched import BatchBudgets, BatchedBackend
 from host.domain import EmbeddingRequest, EmbeddingResult
 from host.errors import InvalidRequest
+from host.openai_tokens import decode_cl100k, rejected
 from host.spec import Grant, ModelSpec
+from host.textlimits import over_limit_prefix
 from host.torch_utils import free_device_memory, left_pad, place
 from host.weights import resolve_weights
 
@@ -99,6 +101,8 @@ class Qwen3EmbeddingBackend(BatchedBackend[EmbedInput, list[int], tuple[np.ndarr
         from transformers import AutoModel, AutoTokenizer
 
         # WeightsError names models.<id>.weights; the scheduler reports it as the load failure.
+        if self.options.token_ids == "cl100k":
+            decode_cl100k([[0]])  # read the encoding now, on the load thread, not on a request
         path = resolve_weights(self.spec.weights, model_id=self.spec.id)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         if not tokenizer.is_fast:
@@ -203,8 +207,11 @@ class Qwen3EmbeddingBackend(BatchedBackend[EmbedInput, list[int], tuple[np.ndarr
         task = request.instruction if request.instruction and request.instruction.strip() else self.options.task
         truncate = request.truncate if request.truncate is not None else self.options.truncate
         inputs: list[EmbedInput] = []
-        if request.texts is not None:
-            for i, text in enumerate(request.texts):
+        texts = request.texts
+        if texts is None and request.token_ids is not None:
+            texts = self._token_id_texts(request.token_ids)
+        if texts is not None:
+            for i, text in enumerate(texts):
                 if not text:
                     raise InvalidRequest(f"input[{i}] is an empty string.", param="input")
                 inputs.append(
@@ -227,7 +234,14 @@ class Qwen3EmbeddingBackend(BatchedBackend[EmbedInput, list[int], tuple[np.ndarr
     # -- batcher stages (worker threads) ----------------------------------------------------------
     def prepare(self, items: Sequence[EmbedInput]) -> list[list[int]]:
         """Token ids of each input, ending with <|endoftext|> once, within ``max_length`` (prepare thread)."""
-        texts = [item.text for item in items if item.text is not None]
+        # A text far over max_length: tokenise only a prefix (reject, or truncate from it).
+        huge = {
+            id(item): prefix
+            for item in items
+            if item.text is not None
+            and (prefix := over_limit_prefix(item.text, self.max_length, self._encode_plain, len)) is not None
+        }
+        texts = [item.text for item in items if item.text is not None and id(item) not in huge]
         encoded = (
             iter(self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"])
             if texts
@@ -236,7 +250,7 @@ class Qwen3EmbeddingBackend(BatchedBackend[EmbedInput, list[int], tuple[np.ndarr
         prepared: list[list[int]] = []
         for item in items:
             if item.text is not None:
-                ids = list(next(encoded))
+                ids = list(huge[id(item)] if id(item) in huge else next(encoded))
                 ids.append(self.eos_id)
             else:
                 ids = self._checked_ids(item)
@@ -246,8 +260,9 @@ class Qwen3EmbeddingBackend(BatchedBackend[EmbedInput, list[int], tuple[np.ndarr
                     ids.append(self.eos_id)
             if len(ids) > self.max_length:
                 if not item.truncate:
+                    more = "more than " if id(item) in huge else ""
                     raise InvalidRequest(
-                        f"input[{item.index}] has {len(ids)} tokens (with the end-of-text token"
+                        f"input[{item.index}] has {more}{len(ids)} tokens (with the end-of-text token"
                         f"{' and the query instruction' if item.task is not None else ''}); "
                         f"'{self.spec.id}' accepts at most {self.max_length} tokens per input. Shorten it or send "
                         f'"truncate": true.',
@@ -257,6 +272,17 @@ class Qwen3EmbeddingBackend(BatchedBackend[EmbedInput, list[int], tuple[np.ndarr
                 ids = [*ids[: self.max_length - 1], self.eos_id]  # keep the final end-of-text token
             prepared.append(ids)
         return prepared
+
+    def _token_id_texts(self, token_ids: Sequence[Sequence[int]]) -> tuple[str, ...] | None:
+        """Token-id inputs as texts (``token_ids: cl100k``), ``None`` to take them as this model's ids."""
+        if self.options.token_ids == "model":
+            return None
+        if self.options.token_ids == "reject":
+            raise rejected(self.spec.id)
+        return tuple(decode_cl100k(token_ids))
+
+    def _encode_plain(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"])
 
     def _checked_ids(self, item: EmbedInput) -> list[int]:
         ids = list(item.ids or ())

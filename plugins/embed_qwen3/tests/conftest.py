@@ -35,7 +35,7 @@ def backend(tiny_path: Path) -> Iterator[Any]:
 
     Budgets are large enough (and no padding cut) that 65 mixed inputs share one batch.
     """
-    loaded = load_backend(batch_tokens_cpu=65536, max_batch_size=128, batch_overhead_tokens_cpu=None)
+    loaded = load_backend(batch_tokens_cpu=65536, max_batch_size=128, batch_overhead_tokens_cpu=None, token_ids="model")
     yield loaded
     loaded.unload()
 
@@ -54,6 +54,9 @@ def server_url(tiny_path: Path) -> Iterator[str]:
     from host.testing.pytest_plugin import CPU_ONLY, make_config
     from host.testing.server import serve_in_thread
 
-    config = make_config({"models": {MODEL: {"weights": TINY, "options": {"max_length": 128}}}})
+    # token_ids: model — these tests send the tiny model's own ids (the default, cl100k, is
+    # tested with LangChain's client in test_embed_qwen3_langchain).
+    options = {"max_length": 128, "token_ids": "model"}
+    config = make_config({"models": {MODEL: {"weights": TINY, "options": options}}})
     with serve_in_thread(create_app(config, plugins=[embed_qwen3], budgets=CPU_ONLY)) as url:
         yield url

@@ -204,7 +204,7 @@ async def test_empty_inputs_are_rejected(backend: Any) -> None:
 
 
 async def test_too_long_inputs_rejected_or_truncated(tiny_path: Any, recipe: Recipe) -> None:
-    short = load_backend(max_length=16)
+    short = load_backend(max_length=16, token_ids="model")
     try:
         assert short.max_length == 16
         long_text = "The quick brown fox jumps over the lazy dog. " * 10

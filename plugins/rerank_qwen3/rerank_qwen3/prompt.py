@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from host.errors import InvalidRequest
+from host.textlimits import over_limit_prefix
 
 SYSTEM = (
     "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
@@ -104,7 +105,9 @@ class PairEncoder:
             _check_unicode(value, param)
         text = body(instruction, query, document)
         # No special tokens from the post-processor: the prompt must be exactly the template.
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        encode = lambda t: self.tokenizer(t, add_special_tokens=False, return_offsets_mapping=True)  # noqa: E731
+        # A very long document: only a prefix of the text is tokenised (it is cut to the room anyway).
+        enc = over_limit_prefix(text, self.room, encode, lambda e: len(e["input_ids"])) or encode(text)
         ids: list[int] = enc["input_ids"]
         if len(ids) <= self.room:
             return EncodedPair(self.prefix_ids + ids + self.suffix_ids, False)
