@@ -13,16 +13,21 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, MediaType, Request, Response
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 
+from host import request_id
 from host.config import HostConfig, load_config, parse_bytes
-from host.errors import ErrorBody, ErrorEnvelope, PlughostError
+from host.edge import Edge
+from host.errors import ErrorBody, ErrorEnvelope, PlughostError, internal_error_message
+from host.metrics import Metrics
+from host.openapi import OPENAPI, body_error
 from host.plugins import make_plugin_manager
 from host.registry import build_registry
 from host.routes import ROUTES
 from host.scheduling.budgets import resolve_budgets
 from host.scheduling.policy import Budgets
 from host.scheduling.scheduler import Scheduler
+from host.security import EdgePolicy, cors_config
 
 log = logging.getLogger("plughost")
 
@@ -48,13 +53,16 @@ def create_app(
     """
     config = config if config is not None else load_config()
     logging.getLogger("plughost").setLevel(config.server.log_level.upper())
+    request_id.install_log_records()
     pm = make_plugin_manager(config, extra=plugins)
     registry = build_registry(pm, config)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        scheduler = Scheduler(registry, budgets or resolve_budgets(config), config.scheduler)
+        scheduler = Scheduler(registry, budgets or resolve_budgets(config), config.scheduler, observer=metrics)
         app.state.scheduler = scheduler
+        metrics.watch(scheduler.snapshot)
         log.info("plughost serving %d model(s): %s", len(registry), ", ".join(m.spec.id for m in registry))
         await scheduler.preload()
         try:
@@ -62,14 +70,21 @@ def create_app(
         finally:
             await scheduler.close()
 
-    return Litestar(
+    state = {"config": config, "registry": registry, "plugin_manager": pm, "started": int(time.time())}
+    app = Litestar(
         route_handlers=ROUTES,
-        state=State({"config": config, "registry": registry, "plugin_manager": pm, "started": int(time.time())}),
+        state=State({**state, "metrics": metrics}),
         lifespan=[lifespan],
         exception_handlers={PlughostError: _plughost_error, HTTPException: _http_error, Exception: _unexpected},
         request_max_body_size=parse_bytes(config.server.max_body_bytes),
-        openapi_config=None,
+        openapi_config=OPENAPI,
+        cors_config=cors_config(config.server),
     )
+    # Outside Litestar's own handler: sees every request (404s too) before routing and CORS.
+    app.asgi_handler = Edge(
+        app.asgi_handler, EdgePolicy.from_config(config.server), metrics, config.server.body_timeout_s
+    )
+    return app
 
 
 def _error_response(status: int, body: ErrorEnvelope, headers: dict[str, str] | None = None) -> Response:
@@ -81,6 +96,8 @@ def _plughost_error(_: Request, exc: PlughostError) -> Response:
 
 
 def _http_error(_: Request, exc: HTTPException) -> Response:
+    if isinstance(exc, ValidationException) and (missing := body_error(exc)) is not None:
+        return _plughost_error(_, missing)
     status = exc.status_code
     code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(status, f"http_{status}")
     message = exc.detail or "HTTP error"
@@ -92,7 +109,5 @@ def _http_error(_: Request, exc: HTTPException) -> Response:
 
 def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    body = ErrorEnvelope(
-        ErrorBody(message=f"Internal server error: {type(exc).__name__}", type="server_error", code="internal_error")
-    )
-    return _error_response(500, body)
+    message = internal_error_message(request_id.current.get())
+    return _error_response(500, ErrorEnvelope(ErrorBody(message=message, type="server_error", code="internal_error")))

@@ -144,6 +144,42 @@ class ShuttingDown(PlughostError):
     code = "shutting_down"
 
 
+class Unauthorized(PlughostError):
+    """No API key, or not one of ``server.api_keys`` (401)."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+    def headers(self) -> dict[str, str]:
+        """``WWW-Authenticate``, as RFC 6750 asks of a Bearer-protected resource."""
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(PlughostError):
+    """A cross-site ``Origin`` or a ``Host`` this server does not answer to (403)."""
+
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class UnsupportedMediaType(PlughostError):
+    """The body is not sent as ``application/json`` (415)."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class RequestTimeout(PlughostError):
+    """The client did not send its whole body in time (408)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class BackendError(PlughostError):
     """A backend failed while serving a request that was valid (500)."""
 
@@ -180,3 +216,14 @@ def decode_body(body: bytes, type_: type[Any]) -> Any:
         return msgspec.json.decode(body, type=type_)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise from_validation_error(exc) from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("Request body is not valid UTF-8.", code="invalid_json") from None
+    except RecursionError:
+        # msgspec recurses while skipping an unknown field's value; hostile nesting ends here.
+        raise InvalidRequest("Request body is nested too deeply.", code="invalid_json") from None
+
+
+def internal_error_message(request_id: str | None) -> str:
+    """What a client sees of an unexpected failure: no exception class, no path; the log has them."""
+    suffix = f" (request id {request_id})" if request_id else ""
+    return f"Internal server error{suffix}; the server log has the details."

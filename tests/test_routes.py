@@ -437,19 +437,25 @@ def test_invalid_request_mid_stream_is_an_sse_error_then_done(client: TestClient
 
 
 def test_backend_crash_mid_stream_is_an_sse_error_then_done(client: TestClient) -> None:
-    events = sse_events(chat(client, model="crash-stream", stream=True))
+    response = chat(client, model="crash-stream", stream=True)
+    events = sse_events(response)
     assert events[-1] == "[DONE]"
     error = json.loads(events[-2])["error"]
     assert (error["type"], error["code"]) == ("server_error", "backend_error")
-    assert "CUDA error" in error["message"]
+    # Finding 7: the client gets the request id, never the exception's class or text (the log has them).
+    assert "CUDA" not in error["message"] and "RuntimeError" not in error["message"]
+    assert response.headers["x-request-id"] in error["message"]
     # The host stays healthy and the model serves the next request.
     assert client.get("/v1/models/crash-stream").json()["status"]["in_flight"] == 0
     assert client.get("/health").json()["status"] == "ok"
 
 
 def test_backend_crash_in_a_plain_completion_is_an_enveloped_500(client: TestClient) -> None:
-    error = assert_error(chat(client, model="crash-stream"), 500)
+    response = chat(client, model="crash-stream")
+    error = assert_error(response, 500)
     assert error["type"] == "server_error"
+    assert "CUDA" not in error["message"] and "RuntimeError" not in error["message"]
+    assert response.headers["x-request-id"] in error["message"]
     assert chat(client).status_code == 200  # the host keeps serving
 
 

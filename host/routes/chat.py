@@ -10,13 +10,17 @@ import uuid
 from collections.abc import AsyncIterator
 
 import msgspec
-from litestar import Request, Response, post
+from litestar import Response, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
+from litestar.params import JSONBody
 from litestar.response import Stream
 
+from host import request_id
 from host.domain import ChatDelta, ChatRequest
-from host.errors import BackendError, InvalidRequest, PlughostError, decode_body
+from host.errors import BackendError, InvalidRequest, PlughostError, internal_error_message
+from host.metrics import Observer
+from host.openapi import MODEL_ERRORS, WireBody
 from host.protocol.chat import (
     AssistantMessage,
     ChatCompletion,
@@ -34,19 +38,26 @@ log = logging.getLogger("plughost.chat")
 _encode = msgspec.json.Encoder().encode
 
 
-@post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request, state: State) -> Response:
+@post(
+    "/v1/chat/completions",
+    status_code=200,
+    dto=WireBody[ChatCompletionRequest],
+    return_dto=None,
+    responses=MODEL_ERRORS,
+)
+async def chat_completions(data: JSONBody[ChatCompletionRequest], state: State) -> Response:
     """Generate a chat completion; ``stream: true`` answers with OpenAI chunks over SSE."""
-    body: ChatCompletionRequest = decode_body(await request.body(), ChatCompletionRequest)
-    domain = body.to_domain()
-    if body.stream and body.n > 1:
+    arrived = time.perf_counter()
+    domain = data.to_domain()
+    if data.stream and data.n > 1:
         raise InvalidRequest("n > 1 is not supported with stream: true.", param="n")
     lease = await state.scheduler.acquire(domain.model, Task.CHAT)
     try:
-        if body.stream:
+        if data.stream:
             stream = await _opened(lease, domain)
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = _sse(lease, stream, include_usage)
+            state.metrics.first_token(lease.model.spec.id, time.perf_counter() - arrived)
+            include_usage = bool(data.stream_options and data.stream_options.include_usage)
+            events = _sse(lease, stream, include_usage, state.metrics)
             # The stream owns the lease now. Its generator releases it in ``finally``, and the
             # background task covers a body that is never iterated (client gone before the first byte).
             cleanup = BackgroundTask(_release_stream, lease, stream)
@@ -57,7 +68,7 @@ async def chat_completions(request: Request, state: State) -> Response:
                 background=cleanup,
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        tasks = [asyncio.ensure_future(_complete(lease, _nth(domain, i))) for i in range(body.n)]
+        tasks = [asyncio.ensure_future(_complete(lease, _nth(domain, i))) for i in range(data.n)]
         try:
             choices = await asyncio.gather(*tasks)
         except BaseException:
@@ -70,6 +81,8 @@ async def chat_completions(request: Request, state: State) -> Response:
             lease.release()
     prompt = choices[0][2]
     completion = sum(c[3] for c in choices)
+    state.metrics.first_token(lease_model(domain, state), min(c[4] for c in choices) - arrived)
+    state.metrics.tokens(lease_model(domain, state), prompt, completion)
     return Response(
         ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}",
@@ -77,7 +90,7 @@ async def chat_completions(request: Request, state: State) -> Response:
             model=lease_model(domain, state),
             choices=[
                 Choice(index=i, message=AssistantMessage(role="assistant", content=text), finish_reason=reason)
-                for i, (text, reason, _, _) in enumerate(choices)
+                for i, (text, reason, *_) in enumerate(choices)
             ],
             usage=ChatUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
         )
@@ -135,8 +148,10 @@ async def _opened(lease: Lease, domain: ChatRequest) -> _Opened:
     return _Opened(iterator, first)
 
 
-async def _complete(lease: Lease, domain: ChatRequest) -> tuple[str, str, int, int]:
+async def _complete(lease: Lease, domain: ChatRequest) -> tuple[str, str, int, int, float]:
+    """The text, finish reason, prompt and completion tokens, and when the first token came."""
     opened = await _opened(lease, domain)
+    first = time.perf_counter()
     parts: list[str] = []
     last = ChatDelta(finish_reason="stop")
     try:
@@ -145,14 +160,14 @@ async def _complete(lease: Lease, domain: ChatRequest) -> tuple[str, str, int, i
             last = delta
     finally:
         opened.close()
-    return "".join(parts), last.finish_reason or "stop", last.prompt_tokens, last.completion_tokens
+    return "".join(parts), last.finish_reason or "stop", last.prompt_tokens, last.completion_tokens, first
 
 
 def _event(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
-async def _sse(lease: Lease, opened: _Opened, include_usage: bool) -> AsyncIterator[bytes]:
+async def _sse(lease: Lease, opened: _Opened, include_usage: bool, metrics: Observer) -> AsyncIterator[bytes]:
     cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), lease.model.spec.id
 
     def chunk(delta: Delta, finish: str | None = None) -> bytes:
@@ -175,6 +190,7 @@ async def _sse(lease: Lease, opened: _Opened, include_usage: bool) -> AsyncItera
                 yield chunk(Delta(content=delta.text))
             last = delta
         yield chunk(Delta(), last.finish_reason or "stop")
+        metrics.tokens(model, last.prompt_tokens, last.completion_tokens)
         if include_usage:
             usage = ChatUsage(
                 prompt_tokens=last.prompt_tokens,
@@ -184,9 +200,9 @@ async def _sse(lease: Lease, opened: _Opened, include_usage: bool) -> AsyncItera
             yield _event(_encode(ChatCompletionChunk(id=cid, created=created, model=model, choices=[], usage=usage)))
     except PlughostError as exc:
         yield _event(_encode(exc.envelope()))
-    except Exception as exc:
+    except Exception:
         log.exception("chat stream failed")
-        yield _event(_encode(BackendError(f"generation failed: {type(exc).__name__}: {exc}").envelope()))
+        yield _event(_encode(BackendError(internal_error_message(request_id.current.get())).envelope()))
     finally:
         # Synchronous on purpose: a disconnected client cancels this generator, and async
         # cleanup in a cancelled generator can be cut short.

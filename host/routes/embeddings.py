@@ -5,23 +5,24 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from litestar import Request, post
+from litestar import post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 
-from host.errors import decode_body
+from host.openapi import MODEL_ERRORS, WireBody
 from host.protocol.embeddings import EmbeddingData, EmbeddingsRequest, EmbeddingsResponse, EmbeddingUsage
 from host.spec import Task
 
 
-@post("/v1/embeddings", status_code=200)
-async def embeddings(request: Request, state: State) -> EmbeddingsResponse:
+@post("/v1/embeddings", status_code=200, dto=WireBody[EmbeddingsRequest], return_dto=None, responses=MODEL_ERRORS)
+async def embeddings(data: JSONBody[EmbeddingsRequest], state: State) -> EmbeddingsResponse:
     """Embed one or many inputs; ``encoding_format`` float or base64 (little-endian float32)."""
-    body: EmbeddingsRequest = decode_body(await request.body(), EmbeddingsRequest)
-    domain = body.to_domain(state.config.server.max_embedding_inputs)
+    domain = data.to_domain(state.config.server.max_embedding_inputs)
     with await state.scheduler.acquire(domain.model, Task.EMBEDDING) as lease:
         result = await lease.backend.embed(domain)
+    state.metrics.tokens(lease.model.spec.id, result.prompt_tokens)
     vectors = np.asarray(result.vectors, dtype=np.float32)
-    if body.encoding_format == "base64":
+    if data.encoding_format == "base64":
         le = vectors.astype("<f4", copy=False)
         data = [
             EmbeddingData(index=i, embedding=base64.b64encode(row.tobytes()).decode("ascii"))

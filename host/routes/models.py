@@ -7,6 +7,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 
 from host.errors import NotFound
+from host.openapi import COMMON_ERRORS, MANAGE_ERRORS
 from host.protocol.models import Health, ModelCard, ModelList
 from host.registry import RegisteredModel
 from host.scheduling.scheduler import ModelState
@@ -25,19 +26,19 @@ def _card(state: State, model: RegisteredModel) -> ModelCard:
     )
 
 
-@get("/v1/models")
+@get("/v1/models", responses=COMMON_ERRORS)
 async def list_models(state: State) -> ModelList:
     """Every declared model with its task and residency."""
     return ModelList(data=[_card(state, m) for m in state.registry])
 
 
-@get("/v1/models/{model_id:path}")
+@get("/v1/models/{model_id:path}", responses=COMMON_ERRORS)
 async def get_model(state: State, model_id: FromPath[str]) -> ModelCard:
     """One model (by id or alias; hub-style ids with a slash work too)."""
     return _card(state, state.registry.get(model_id.lstrip("/")))
 
 
-@post("/v1/models/{model_path:path}", status_code=200)
+@post("/v1/models/{model_path:path}", status_code=200, responses=MANAGE_ERRORS)
 async def manage_model(state: State, model_path: FromPath[str]) -> ModelCard:
     """``POST /v1/models/{id}/load`` loads a model now (answers once it is resident);
     ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests)."""

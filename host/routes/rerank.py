@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Request, post
+from litestar import post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 
-from host.errors import decode_body
+from host.openapi import MODEL_ERRORS, WireBody
 from host.protocol.rerank import RerankBody, RerankResponse, RerankResultItem, RerankUsage
 from host.spec import Task
 
 
-@post(["/v1/rerank", "/rerank", "/v2/rerank"], status_code=200)
-async def rerank(request: Request, state: State) -> RerankResponse:
+@post(
+    ["/v1/rerank", "/rerank", "/v2/rerank"],
+    status_code=200,
+    dto=WireBody[RerankBody],
+    return_dto=None,
+    responses=MODEL_ERRORS,
+)
+async def rerank(data: JSONBody[RerankBody], state: State) -> RerankResponse:
     """Score documents against the query; results sorted by score, highest first."""
-    body: RerankBody = decode_body(await request.body(), RerankBody)
-    domain, limit = body.to_domain(state.config.server.max_rerank_documents)
+    domain, limit = data.to_domain(state.config.server.max_rerank_documents)
     with await state.scheduler.acquire(domain.model, Task.RERANK) as lease:
         result = await lease.backend.rerank(domain)
+    state.metrics.tokens(lease.model.spec.id, result.prompt_tokens)
     order = sorted(range(len(result.scores)), key=lambda i: result.scores[i], reverse=True)
     if limit is not None:
         order = order[:limit]
@@ -27,7 +34,7 @@ async def rerank(request: Request, state: State) -> RerankResponse:
             index=i,
             score=result.scores[i],
             relevance_score=result.scores[i],
-            document=domain.documents[i] if body.return_documents else None,
+            document=domain.documents[i] if data.return_documents is not False else None,
         )
         for i in order
     ]

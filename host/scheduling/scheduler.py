@@ -31,6 +31,7 @@ from host.errors import (
     QueueFull,
     ShuttingDown,
 )
+from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry, RegisteredModel
 from host.scheduling.policy import (
     Admit,
@@ -171,9 +172,16 @@ class Scheduler:
     """Admits, swaps, offloads and unloads models so that requests fit the memory budgets."""
 
     def __init__(
-        self, registry: ModelRegistry, budgets: Budgets, config: SchedulerConfig, clock: Any = time.monotonic
+        self,
+        registry: ModelRegistry,
+        budgets: Budgets,
+        config: SchedulerConfig,
+        clock: Any = time.monotonic,
+        *,
+        observer: Observer = NO_METRICS,
     ) -> None:
         self.registry = registry
+        self.observer = observer  # metrics: transitions and evictions (host.metrics)
         self.budgets = budgets
         self.config = config
         self._clock = clock
@@ -467,15 +475,22 @@ class Scheduler:
         slot.error = None
         victims = [self._start_offload(self._slots[name]) for name in decision.offload]
         victims += [self._start_unload(self._slots[name]) for name in decision.evict]
+        for name in decision.offload:
+            self.observer.evicted(name, "offload")
+        for name in decision.evict:
+            self.observer.evicted(name, "unload")
         self._spawn(self._admit(slot, grant, decision, victims, from_offload))
 
     async def _admit(self, slot: _Slot, grant: Grant, decision: Admit, victims: list[Any], from_offload: bool) -> None:
         device = grant.device
         started = time.perf_counter()
+        kind = "load"
         try:
             if victims:
                 await asyncio.gather(*victims)
+            started = time.perf_counter()  # the victims' moves are timed as their own transitions
             if from_offload and isinstance(slot.backend, Relocatable):
+                kind = "reload"
                 log.info("%s: moving back from host RAM to %s (%s)", slot.id, device, decision.placement)
                 await slot.run(slot.backend.relocate, grant)
             else:
@@ -490,15 +505,18 @@ class Scheduler:
                     gib(decision.host_bytes),
                 )
                 slot.backend = await slot.run(self._construct_and_load, slot, grant)
-        except Exception as exc:
+        except Exception:
             log.exception("%s: load failed", slot.id)
             backend, slot.backend = slot.backend, None
             if backend is not None:
                 await self._quiet_unload(slot, backend)
             self._clear(slot, ModelState.FAILED)
-            slot.error = f"{type(exc).__name__}: {exc}"
-            self._fail_waiters(slot, ModelLoadFailed(f"Loading '{slot.id}' failed: {slot.error}"))
+            # Clients see no exception text: it names weights paths and internals. The log has it all.
+            slot.error = "the load failed; the server log has the details"
+            self._fail_waiters(slot, ModelLoadFailed(f"Loading '{slot.id}' failed; the server log has the details."))
+            self.observer.transition(slot.id, kind, time.perf_counter() - started, ok=False)
         else:
+            self.observer.transition(slot.id, kind, time.perf_counter() - started)
             slot.state = ModelState.RESIDENT
             slot.loaded_at = slot.last_used = self._clock()
             log.info("%s: resident on %s after %.2fs", slot.id, device, time.perf_counter() - started)
@@ -530,12 +548,15 @@ class Scheduler:
 
     async def _offload(self, slot: _Slot, grant: Grant) -> None:
         log.info("%s: offloading to host RAM", slot.id)
+        started = time.perf_counter()
         try:
             await slot.run(slot.backend.relocate, grant)
         except Exception:
             log.exception("%s: offload failed; unloading instead", slot.id)
+            self.observer.transition(slot.id, "offload", time.perf_counter() - started, ok=False)
             await self._start_unload(slot)
             return
+        self.observer.transition(slot.id, "offload", time.perf_counter() - started)
         slot.state, slot.grant, slot.gpu = ModelState.OFFLOADED, grant, None
         slot.gpu_bytes, slot.host_bytes = 0, grant.host_bytes
         self._arm_ttl(slot)
@@ -551,8 +572,10 @@ class Scheduler:
         return self._unload(slot, backend)
 
     async def _unload(self, slot: _Slot, backend: Backend | None) -> None:
+        started = time.perf_counter()
         if backend is not None:
             await self._quiet_unload(slot, backend)
+        self.observer.transition(slot.id, "unload", time.perf_counter() - started)
         self._clear(slot, ModelState.AVAILABLE)
         log.info("%s: unloaded", slot.id)
         self._kick()

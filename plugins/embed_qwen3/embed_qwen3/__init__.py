@@ -101,7 +101,7 @@ def declare(config: HostConfig, model_id: str = MODEL_ID, aliases: tuple[str, ..
         aliases=aliases,
         options={**options, "weights": weights},
         offload_bytes=offload_bytes,
-        description=f"Qwen3 embedding ({weights}): last-token pooling, query instructions, Matryoshka dimensions",
+        description="Qwen3 embedding: last-token pooling, query instructions, Matryoshka dimensions",
         demo_weights=DEMO_WEIGHTS,
         option_keys=frozenset(DEFAULT_OPTIONS) | {"plugin"},
     )
