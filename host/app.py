@@ -62,7 +62,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         scheduler = Scheduler(registry, budgets or resolve_budgets(config), config.scheduler, observer=metrics)
         app.state.scheduler = scheduler
-        metrics.watch(scheduler.snapshot)
+        metrics.watch(scheduler)
         log.info("plughost serving %d model(s): %s", len(registry), ", ".join(m.spec.id for m in registry))
         await scheduler.preload()
         try:

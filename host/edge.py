@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 import msgspec
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from host import request_id
 from host.errors import PlughostError, RequestTimeout
 from host.metrics import Metrics
 from host.security import EdgePolicy
-
-ASGIApp = Any  # (scope, receive, send) -> Awaitable[None]; Litestar's own types are not needed here
 
 
 class Edge:
@@ -38,17 +37,18 @@ class Edge:
         self.metrics = metrics
         self.body_timeout_s = body_timeout_s
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        method, path = cast("HTTPScope", scope)["method"], scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         rid = request_id.accept(headers.get("x-request-id"))
         token = request_id.current.set(rid)
         started = time.perf_counter()
         status = 500  # what the client sees if the app dies before it answers
 
-        async def send_with_id(message: dict[str, Any]) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -59,7 +59,7 @@ class Edge:
             await send(message)
 
         try:
-            refusal = self.policy.check(scope["method"], scope["path"], headers)
+            refusal = self.policy.check(method, path, headers)
             if refusal is not None:
                 await _send_error(send_with_id, refusal)
                 return
@@ -67,16 +67,16 @@ class Edge:
         finally:
             if self.metrics is not None:
                 route = scope.get("path_template") or "unmatched"
-                self.metrics.request(scope["method"], route, status, time.perf_counter() - started)
+                self.metrics.request(method, route, status, time.perf_counter() - started)
             request_id.current.reset(token)
 
-    def _bounded(self, receive: Any) -> Any:
+    def _bounded(self, receive: Receive) -> Receive:
         """``receive`` with a deadline on the body: it must be complete ``body_timeout_s`` after the
         app starts reading it. Later calls (a stream waiting for the disconnect) are not bounded."""
         deadline: float | None = None
         done = False
 
-        async def bounded() -> dict[str, Any]:
+        async def bounded() -> Any:
             nonlocal deadline, done
             if done:
                 return await receive()
@@ -97,7 +97,7 @@ class Edge:
         return bounded
 
 
-async def _send_error(send: Any, error: PlughostError) -> None:
+async def _send_error(send: Send, error: PlughostError) -> None:
     body = msgspec.json.encode(error.envelope())
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]

@@ -8,7 +8,8 @@ so two apps in one process never clash. Three kinds of figures:
   call: model transitions (load, reload from host RAM, offload, unload, eviction) with their
   durations, prompt and generated tokens, time to first token;
 - read from the scheduler at scrape time (:class:`_SchedulerCollector`): queue depth, in-flight
-  requests and state per model, bytes resident per device.
+  requests and state per model, bytes resident per device, and the batch counters (batches, rows,
+  tokens, padded tokens) of loaded backends that batch.
 
 Code that observes takes an :class:`Observer` whose default, :data:`NO_METRICS`, does nothing.
 """
@@ -16,12 +17,14 @@ Code that observes takes an :class:`Observer` whose default, :data:`NO_METRICS`,
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from host.backend import Batching
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -99,9 +102,10 @@ class Metrics:
             registry=r,
         )
 
-    def watch(self, snapshot: Callable[[], list[Any]]) -> None:
-        """Export the scheduler's per-model gauges; ``snapshot`` returns ``ModelStatus`` objects."""
-        self.registry.register(_SchedulerCollector(snapshot))
+    def watch(self, scheduler: Any) -> None:
+        """Export the scheduler's per-model gauges (``snapshot()``) and its loaded backends' batch
+        counters (``backend_of(id)``, for backends that implement ``host.backend.Batching``)."""
+        self.registry.register(_SchedulerCollector(scheduler))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this app's registry."""
@@ -134,8 +138,8 @@ class Metrics:
 class _SchedulerCollector(Collector):
     """Gauges read from the scheduler's snapshot when Prometheus scrapes."""
 
-    def __init__(self, snapshot: Callable[[], list[Any]]) -> None:
-        self._snapshot = snapshot
+    def __init__(self, scheduler: Any) -> None:
+        self._scheduler = scheduler
 
     def collect(self) -> Iterator[Metric]:
         queued = GaugeMetricFamily(
@@ -152,8 +156,25 @@ class _SchedulerCollector(Collector):
         resident = GaugeMetricFamily(
             "plughost_resident_bytes", "Bytes held by resident and offloaded models, per device.", labels=["device"]
         )
+        batches = CounterMetricFamily(
+            "plughost_batches", "Batches run by the model's batcher (since it was loaded).", labels=["model"]
+        )
+        rows = CounterMetricFamily("plughost_batch_rows", "Inputs (rows) in those batches.", labels=["model"])
+        real = CounterMetricFamily("plughost_batch_tokens", "Tokens of the inputs in those batches.", labels=["model"])
+        padded = CounterMetricFamily(
+            "plughost_batch_padded_tokens",
+            "rows x longest row summed over batches: 1 - tokens/padded_tokens is the padding waste.",
+            labels=["model"],
+        )
         per_device: dict[str, int] = defaultdict(int)
-        for s in self._snapshot():
+        for s in self._scheduler.snapshot():
+            backend = self._scheduler.backend_of(s.id)
+            stats = backend.batch_stats() if isinstance(backend, Batching) else None
+            if stats is not None:
+                batches.add_metric([s.id], stats.batches)
+                rows.add_metric([s.id], stats.items)
+                real.add_metric([s.id], stats.real_tokens)
+                padded.add_metric([s.id], stats.padded_tokens)
             queued.add_metric([s.id], s.queued)
             in_flight.add_metric([s.id], s.in_flight)
             state.add_metric([s.id, str(s.state)], 1)
@@ -163,7 +184,7 @@ class _SchedulerCollector(Collector):
                 per_device["cpu"] += s.host_bytes
         for device, value in sorted(per_device.items()):
             resident.add_metric([device], value)
-        yield from (queued, in_flight, state, resident)
+        yield from (queued, in_flight, state, resident, batches, rows, real, padded)
 
     def describe(self) -> Iterator[Metric]:
         """Nothing up front: the families are built per scrape (and the scheduler may not exist yet)."""

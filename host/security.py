@@ -68,14 +68,13 @@ class EdgePolicy:
     def from_config(cls, server: ServerConfig, environ: Mapping[str, str] = os.environ) -> EdgePolicy:
         """``server.*`` keys plus ``PLUGHOST_API_KEY``."""
         keys = [k for k in [*server.api_keys, environ.get(API_KEY_ENV, "")] if k]
-        if server.allowed_hosts is not None:
-            hosts: frozenset[str] | None = frozenset(host_name(h) for h in server.allowed_hosts)
-            if "*" in hosts:
-                hosts = None
-            else:
-                hosts |= LOOPBACK_NAMES
-        else:
+        hosts: frozenset[str] | None
+        if server.allowed_hosts is None:
             hosts = LOOPBACK_NAMES if is_loopback(server.host) else None
+        elif "*" in server.allowed_hosts:
+            hosts = None
+        else:
+            hosts = frozenset(host_name(h) for h in server.allowed_hosts) | LOOPBACK_NAMES
         origins = frozenset(o.rstrip("/").lower() for o in server.cors_origins)
         return cls(api_keys=tuple(k.encode() for k in keys), allowed_hosts=hosts, cors_origins=origins)
 

@@ -24,11 +24,11 @@ async def embeddings(data: JSONBody[EmbeddingsRequest], state: State) -> Embeddi
     vectors = np.asarray(result.vectors, dtype=np.float32)
     if data.encoding_format == "base64":
         le = vectors.astype("<f4", copy=False)
-        data = [
+        items = [
             EmbeddingData(index=i, embedding=base64.b64encode(row.tobytes()).decode("ascii"))
             for i, row in enumerate(le)
         ]
     else:
-        data = [EmbeddingData(index=i, embedding=row) for i, row in enumerate(vectors.tolist())]
+        items = [EmbeddingData(index=i, embedding=row) for i, row in enumerate(vectors.tolist())]
     usage = EmbeddingUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens)
-    return EmbeddingsResponse(data=data, model=lease.model.spec.id, usage=usage)
+    return EmbeddingsResponse(data=items, model=lease.model.spec.id, usage=usage)

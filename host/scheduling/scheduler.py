@@ -262,6 +262,10 @@ class Scheduler:
             error=s.error,
         )
 
+    def backend_of(self, model_id: str) -> Backend | None:
+        """The loaded backend of a model (``None`` when not loaded); for metrics."""
+        return self._slots[model_id].backend
+
     def snapshot(self) -> list[ModelStatus]:
         """Status of every model, in registry order."""
         return [self.status(mid) for mid in self._slots]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from embed_qwen3 import DEFAULT_OPTIONS
 from embed_qwen3.sizing import max_length_of
-from host.batching import DynamicBatcher
+from host.batching import BatcherStats, DynamicBatcher
 from host.domain import EmbeddingRequest, EmbeddingResult
 from host.errors import BackendError, InvalidRequest, PlughostError
 from host.spec import Grant, ModelSpec
@@ -161,6 +161,10 @@ class Qwen3EmbeddingBackend:
         if self.batcher is not None:
             for name, value in self._budgets().items():
                 setattr(self.batcher, name, value)
+
+    def batch_stats(self) -> BatcherStats | None:
+        """The batcher's counters for the host's metrics (``host.backend.Batching``)."""
+        return self.batcher.stats if self.batcher is not None else None
 
     def unload(self) -> None:
         """Stop the batcher (failing waiting requests) and free the weights."""

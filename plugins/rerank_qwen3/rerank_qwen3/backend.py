@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from host.batching import DynamicBatcher
+from host.batching import BatcherStats, DynamicBatcher
 from host.domain import RerankRequest, RerankResult
 from host.errors import InvalidRequest
 from host.spec import Grant, ModelSpec
@@ -132,6 +132,10 @@ class Qwen3RerankerBackend:
         if found is None or found == tokenizer.unk_token_id:
             raise ValueError(f"the tokenizer has no single token {token!r}; is this a Qwen3 reranker?")
         return int(found)
+
+    def batch_stats(self) -> BatcherStats | None:
+        """The batcher's counters for the host's metrics (``host.backend.Batching``)."""
+        return self._batcher.stats if self._batcher is not None else None
 
     def unload(self) -> None:
         """Stop the batcher (failing what still waits) and free every tensor."""
