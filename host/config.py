@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from host.errors import parse_msgspec_error
 from host.spec import PlacementKind
 
 CONFIG_ENV = "PLUGHOST_CONFIG"
@@ -199,12 +200,8 @@ def config_from_dict(data: dict[str, Any] | None, *, base_dir: str | Path = ".",
 
 def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
     """``"<dotted path of the bad key>: <problem>"``; an unknown key's own name ends the path."""
-    text = str(exc)
-    match = re.search(r"^(.*) - at `\$\.?([^`]*)`$", text)
-    message, path = match.groups() if match else (text, "")
-    unknown = re.fullmatch(r"Object contains unknown field `([^`]*)`", message)
-    if unknown:
-        path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+    message, path, field = parse_msgspec_error(exc)
+    if field == "unknown":
         message = "unknown key"
     if prefix:
         path = f"{prefix}{'' if not path or path.startswith('[') else '.'}{path}"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -31,6 +31,7 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 _TRANSITION = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
+@runtime_checkable
 class Observer(Protocol):
     """What the scheduler and the routes report (all methods must be cheap and never raise)."""
 
@@ -96,7 +97,7 @@ class Metrics:
         self.generated_tokens = Counter("plughost_generated_tokens", "Tokens generated.", ["model"], registry=r)
         self.ttft = Histogram(
             "plughost_time_to_first_token_seconds",
-            "Time from a chat request's arrival to its first generated token (includes admission).",
+            "Time from a streamed chat request's arrival to its first generated token (includes admission).",
             ["model"],
             buckets=_LATENCY,
             registry=r,

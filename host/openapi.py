@@ -18,7 +18,7 @@ from litestar.exceptions import ValidationException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Reference, Schema
+from litestar.openapi.spec import Components, Reference, Schema, SecurityScheme
 from litestar.typing import FieldDefinition
 
 from host import __version__
@@ -33,6 +33,11 @@ OPENAPI = OpenAPIConfig(
     path="/",
     render_plugins=[JsonRenderPlugin(path="/openapi.json"), SwaggerRenderPlugin(path="/docs")],
     use_handler_docstrings=True,
+    # Required only when server.api_keys (or PLUGHOST_API_KEY) is set; /health never needs it.
+    components=Components(
+        security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer", description="server.api_keys")}
+    ),
+    security=[{"apiKey": []}, {}],
 )
 
 

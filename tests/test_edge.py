@@ -25,7 +25,7 @@ from host.protocol.embeddings import EmbeddingsRequest
 from host.protocol.rerank import RerankBody
 from host.security import EdgePolicy
 from host.spec import Grant, Task
-from host.testing.fakes import FakeBackend, FakePlugin, fake_spec
+from host.testing.fakes import FakeEmbeddingBackend, FakePlugin, fake_spec
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 from host.testing.server import serve_in_thread
 
@@ -41,7 +41,7 @@ POSTS = list(VALID)
 SECRET = "/srv/secret-weights/qwen/model.safetensors"
 
 
-class BrokenWeights(FakeBackend):
+class BrokenWeights(FakeEmbeddingBackend):
     """A backend whose load fails with a message that names a weights path."""
 
     def load(self, grant: Grant) -> None:

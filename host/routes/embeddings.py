@@ -6,23 +6,26 @@ import base64
 
 import numpy as np
 from litestar import post
-from litestar.datastructures import State
 from litestar.params import JSONBody
 
 from host.openapi import MODEL_ERRORS, WireBody
 from host.protocol.embeddings import EmbeddingData, EmbeddingsRequest, EmbeddingsResponse, EmbeddingUsage
+from host.routes.deps import ConfigDep, MetricsDep, SchedulerDep
 from host.spec import Task
 
 
 @post("/v1/embeddings", status_code=200, dto=WireBody[EmbeddingsRequest], return_dto=None, responses=MODEL_ERRORS)
-async def embeddings(data: JSONBody[EmbeddingsRequest], state: State) -> EmbeddingsResponse:
+async def embeddings(
+    data: JSONBody[EmbeddingsRequest], scheduler: SchedulerDep, config: ConfigDep, metrics: MetricsDep
+) -> EmbeddingsResponse:
     """Embed one or many inputs; ``encoding_format`` float or base64 (little-endian float32)."""
-    domain = data.to_domain(state.config.server.max_embedding_inputs)
-    with await state.scheduler.acquire(domain.model, Task.EMBEDDING) as lease:
+    body = data
+    domain = body.to_domain(config.server.max_embedding_inputs)
+    with await scheduler.acquire(domain.model, Task.EMBEDDING) as lease:
         result = await lease.backend.embed(domain)
-    state.metrics.tokens(lease.model.spec.id, result.prompt_tokens)
+    metrics.tokens(lease.model.spec.id, result.prompt_tokens)
     vectors = np.asarray(result.vectors, dtype=np.float32)
-    if data.encoding_format == "base64":
+    if body.encoding_format == "base64":
         le = vectors.astype("<f4", copy=False)
         items = [
             EmbeddingData(index=i, embedding=base64.b64encode(row.tobytes()).decode("ascii"))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from litestar import Response, get
-from litestar.datastructures import State
 
-from host.metrics import CONTENT_TYPE
+from host.errors import NotFound
+from host.metrics import CONTENT_TYPE, Metrics
+from host.routes.deps import MetricsDep
 
 
 @get("/metrics", include_in_schema=False, sync_to_thread=False)
-def metrics(state: State) -> Response[bytes]:
+def metrics(metrics: MetricsDep) -> Response[bytes]:
     """Requests, latency, models' states and transitions, tokens (see ``docs/deployment.md``)."""
-    return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+    if not isinstance(metrics, Metrics):
+        raise NotFound("This app has no metrics.")
+    return Response(metrics.render(), media_type=CONTENT_TYPE)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 
 from litestar import post
-from litestar.datastructures import State
 from litestar.params import JSONBody
 
 from host.openapi import MODEL_ERRORS, WireBody
 from host.protocol.rerank import RerankBody, RerankResponse, RerankResultItem, RerankUsage
+from host.routes.deps import ConfigDep, MetricsDep, SchedulerDep
 from host.spec import Task
 
 
@@ -20,12 +20,15 @@ from host.spec import Task
     return_dto=None,
     responses=MODEL_ERRORS,
 )
-async def rerank(data: JSONBody[RerankBody], state: State) -> RerankResponse:
+async def rerank(
+    data: JSONBody[RerankBody], scheduler: SchedulerDep, config: ConfigDep, metrics: MetricsDep
+) -> RerankResponse:
     """Score documents against the query; results sorted by score, highest first."""
-    domain, limit = data.to_domain(state.config.server.max_rerank_documents)
-    with await state.scheduler.acquire(domain.model, Task.RERANK) as lease:
+    body = data
+    domain, limit = body.to_domain(config.server.max_rerank_documents)
+    with await scheduler.acquire(domain.model, Task.RERANK) as lease:
         result = await lease.backend.rerank(domain)
-    state.metrics.tokens(lease.model.spec.id, result.prompt_tokens)
+    metrics.tokens(lease.model.spec.id, result.prompt_tokens)
     order = sorted(range(len(result.scores)), key=lambda i: result.scores[i], reverse=True)
     if limit is not None:
         order = order[:limit]
@@ -34,7 +37,7 @@ async def rerank(data: JSONBody[RerankBody], state: State) -> RerankResponse:
             index=i,
             score=result.scores[i],
             relevance_score=result.scores[i],
-            document=domain.documents[i] if data.return_documents is not False else None,
+            document=domain.documents[i] if body.return_documents is not False else None,
         )
         for i in order
     ]

@@ -229,3 +229,22 @@ class FakePlugin:
     def register_models(self) -> list[ModelSpec]:
         """Declare the fake models."""
         return list(self.specs)
+
+
+class FailingChatBackend(FakeBackend):
+    """Streams two words, then fails: with InvalidRequest (option ``fail: "invalid"``) or a bug (``"crash"``)."""
+
+    async def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        """Yield ``"partial"``, ``" answer"``, then raise."""
+        self.calls.add("generate", self.spec.id, request)
+        yield ChatDelta(text="partial")
+        yield ChatDelta(text=" answer")
+        if self.options["fail"] == "invalid":
+            raise InvalidRequest("The conversation grew past the context window.", param="messages")
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+
+def failing_chat_spec(model_id: str, fail: str) -> ModelSpec:
+    """A fake chat model served by :class:`FailingChatBackend`; ``fail`` is ``"invalid"`` or ``"crash"``."""
+    spec = fake_spec(model_id, Task.CHAT, fail=fail)
+    return msgspec.structs.replace(spec, backend="host.testing.fakes:FailingChatBackend")

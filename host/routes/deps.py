@@ -1,0 +1,71 @@
+"""What routes receive by Litestar dependency injection, typed.
+
+A route names a parameter after a dependency and types it with the alias below, e.g.
+``scheduler: SchedulerDep``; :meth:`Services.dependencies` provides the values.
+"""
+
+from __future__ import annotations
+
+import time
+
+from litestar.di import NamedDependency, Provide
+
+from host.config import HostConfig
+from host.errors import ShuttingDown
+from host.metrics import NO_METRICS, Observer
+from host.registry import ModelRegistry
+from host.scheduling.scheduler import Scheduler
+
+#: ``config: ConfigDep``: the host configuration.
+ConfigDep = NamedDependency[HostConfig]
+#: ``registry: RegistryDep``: the declared models.
+RegistryDep = NamedDependency[ModelRegistry]
+#: ``scheduler: SchedulerDep``: the scheduler that hands out leases.
+SchedulerDep = NamedDependency[Scheduler]
+#: ``started: StartedDep``: when the app was built (Unix seconds).
+StartedDep = NamedDependency[int]
+#: ``metrics: MetricsDep``: where routes report tokens and time to first token (``host.metrics``).
+MetricsDep = NamedDependency[Observer]
+
+
+class Services:
+    """What routes are given: the config, the registry, and the scheduler while the app runs."""
+
+    def __init__(self, config: HostConfig, registry: ModelRegistry, metrics: Observer = NO_METRICS) -> None:
+        self.config = config
+        self.registry = registry
+        self.metrics = metrics
+        self.started = int(time.time())
+        self.scheduler: Scheduler | None = None  # made by the lifespan (it measures the machine)
+
+    def get_config(self) -> HostConfig:
+        """The host configuration."""
+        return self.config
+
+    def get_registry(self) -> ModelRegistry:
+        """The declared models."""
+        return self.registry
+
+    def get_scheduler(self) -> Scheduler:
+        """The running scheduler (a 503 outside the app's lifespan)."""
+        if self.scheduler is None:
+            raise ShuttingDown("plughost is not running")
+        return self.scheduler
+
+    def get_started(self) -> int:
+        """When the app was built (Unix seconds): the ``created`` of every model card."""
+        return self.started
+
+    def get_metrics(self) -> Observer:
+        """The app's metrics (``GET /metrics`` renders them when they are a ``host.metrics.Metrics``)."""
+        return self.metrics
+
+    def dependencies(self) -> dict[str, Provide]:
+        """Litestar dependencies: a route parameter ``scheduler: Scheduler`` receives the scheduler."""
+        return {
+            "config": Provide(self.get_config, sync_to_thread=False),
+            "registry": Provide(self.get_registry, sync_to_thread=False),
+            "scheduler": Provide(self.get_scheduler, sync_to_thread=False),
+            "started": Provide(self.get_started, sync_to_thread=False),
+            "metrics": Provide(self.get_metrics, sync_to_thread=False),
+        }
