@@ -111,7 +111,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(raw=st.binary(max_size=200))
 def test_decoder_fuzz_bytes_never_raises_anything_but_invalid_request(raw: bytes) -> None:
     for type_ in WIRE_TYPES:
@@ -119,7 +119,7 @@ def test_decoder_fuzz_bytes_never_raises_anything_but_invalid_request(raw: bytes
             decode_body(raw, type_)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(
     body=st.fixed_dictionaries(
         {},
@@ -142,7 +142,7 @@ def test_decoder_fuzz_json_never_raises_anything_but_invalid_request(body: dict[
             decode_body(raw, type_)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(POSTS), body=json_values, raw=st.binary(max_size=64))
 def test_routes_fuzz_never_answer_5xx(client: TestClient, path: str, body: Any, raw: bytes) -> None:
     for content in (json.dumps(body).encode(), raw):

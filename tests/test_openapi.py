@@ -28,7 +28,7 @@ from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 from host.testing.server import serve_in_thread
 
-EXAMPLES = 20
+EXAMPLES = 50
 
 
 @pytest.fixture(scope="module")
