@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import yaml
 
 from host.errors import parse_msgspec_error
-from host.spec import PlacementKind
+from host.spec import Options, PlacementKind
+
+OptionsT = TypeVar("OptionsT", bound=Options)
 
 CONFIG_ENV = "PLUGHOST_CONFIG"
 DEFAULT_CONFIG = "plugins.yaml"
@@ -126,9 +128,14 @@ class SchedulerConfig(Strict):
 
 
 class ModelConfig(Strict):
-    """``models.<id>:`` per-model overrides of what the plugin declared."""
+    """``models.<id>:`` per-model overrides of what the plugin declared.
+
+    ``plugin`` asks a plugin that serves several sizes of a family (``embed_qwen3``) to declare this
+    id as well; ``options`` are converted into the plugin's :class:`host.spec.Options`.
+    """
 
     weights: str | None = None
+    plugin: str | None = None
     enabled: bool = True
     aliases: list[str] = msgspec.field(default_factory=list)
     options: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -151,6 +158,22 @@ class HostConfig(Strict):
     def model(self, model_id: str) -> ModelConfig:
         """The overrides for ``model_id`` (defaults when the file names none)."""
         return self.models.get(model_id) or ModelConfig()
+
+    def model_options(self, model_id: str, options_type: type[OptionsT]) -> OptionsT:
+        """``models.<id>.options`` as ``options_type`` (its defaults where the file says nothing).
+
+        :raises ConfigError: an unknown key or a wrong type, naming ``models.<id>.options.<key>``.
+        """
+        try:
+            return msgspec.convert(self.model(model_id).options, options_type)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_describe(exc, prefix=f"models.{model_id}.options")) from None
+
+    def model_weights(self, model_id: str, default: str) -> str:
+        """``models.<id>.weights`` (else ``default``), a relative folder (``./x``, ``../x``) resolved
+        against the config file's folder: the value both sizing and loading use."""
+        weights = self.model(model_id).weights or default
+        return str(self.resolve_path(weights)) if weights.startswith(("./", "../")) else weights
 
     def resolve_path(self, path: str) -> Path:
         """A path from the config, resolved against the config file's folder."""

@@ -48,7 +48,7 @@ def test_a_config_in_another_folder_uses_the_bundled_plugins(
     etc = tmp_path / "etc" / "plughost"
     etc.mkdir(parents=True)
     file = etc / "plughost.yaml"
-    file.write_text("models:\n  Qwen3-Embedding-0.6B:\n    weights: tiny:qwen3-embedding\n")
+    file.write_text("models:\n  Qwen3-Embedding-0.6B:\n    weights: demo:embed_qwen3.demo:TINY\n")
     monkeypatch.chdir(tmp_path)
     config = load_config(file)
     assert config.plugins.paths is None
