@@ -9,12 +9,18 @@ routes send the same envelope as an SSE event. Backends raise these too (for exa
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Literal, NamedTuple, TypeVar
 
 import msgspec
 
+from host import request_id
+
 T = TypeVar("T")
+
+
+_log = logging.getLogger("plughost.errors")
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=False):
@@ -272,3 +278,16 @@ def internal_error_message(request_id: str | None) -> str:
     """What a client sees of an unexpected failure: no exception class, no path; the log has them."""
     suffix = f" (request id {request_id})" if request_id else ""
     return f"Internal server error{suffix}; the server log has the details."
+
+
+def for_client(error: PlughostError) -> PlughostError:
+    """``error`` as a client may see it: a :class:`BackendError` (a failure inside a backend, whose
+    message may name exceptions, files or devices) is logged and replaced by the generic message
+    with the request id; every other error is meant for the client and passes unchanged."""
+    if not isinstance(error, BackendError):
+        return error
+    rid = request_id.current.get()
+    if rid is not None and rid in error.message:
+        return error  # already written for the client (see host.batched)
+    _log.error("backend error: %s", error.message)
+    return BackendError(internal_error_message(rid))

@@ -65,7 +65,7 @@ class WireBody(AbstractDTO[T], Generic[T]):
         cls, field_definition: FieldDefinition, handler_id: str, schema_creator: Any
     ) -> Reference | Schema:
         """The Struct's schema, as Litestar would build it for a plain ``data: Struct`` parameter."""
-        return schema_creator.for_field_definition(  # type: ignore[no-any-return]
+        return schema_creator.for_field_definition(
             FieldDefinition.from_annotation(cls.model_type, kwarg_definition=field_definition.kwarg_definition)
         )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -19,13 +19,14 @@ from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from host.app import create_app
-from host.errors import InvalidRequest, decode_body
+from host.domain import ChatDelta, ChatRequest
+from host.errors import BackendError, InvalidRequest, decode_body
 from host.protocol.chat import ChatCompletionRequest
 from host.protocol.embeddings import EmbeddingsRequest
 from host.protocol.rerank import RerankBody
 from host.security import EdgePolicy
 from host.spec import Grant, Task
-from host.testing.fakes import FakeEmbeddingBackend, FakePlugin, fake_spec
+from host.testing.fakes import FakeChatBackend, FakeEmbeddingBackend, FakePlugin, fake_spec
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 from host.testing.server import serve_in_thread
 
@@ -48,14 +49,24 @@ class BrokenWeights(FakeEmbeddingBackend):
         raise OSError(f"{SECRET}: file is truncated")
 
 
+class LeakyChat(FakeChatBackend):
+    """A chat backend whose engine fails the way chat_qwen_awq's does: a BackendError naming internals."""
+
+    async def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        yield ChatDelta(text="partial")
+        raise BackendError(f"decode failed: RuntimeError: {SECRET} on cuda:0")
+
+
 def plugin() -> FakePlugin:
     broken = msgspec.structs.replace(fake_spec("broken", Task.EMBEDDING), backend=f"{__name__}:BrokenWeights")
+    leaky = msgspec.structs.replace(fake_spec("leaky", Task.CHAT), backend=f"{__name__}:LeakyChat")
     return FakePlugin(
         [
             fake_spec("fake-chat", Task.CHAT),
             fake_spec("fake-embed", Task.EMBEDDING),
             fake_spec("fake-rerank", Task.RERANK),
             broken,
+            leaky,
         ]
     )
 
@@ -334,3 +345,13 @@ def test_nulls_mean_the_defaults(client: TestClient) -> None:
     assert isinstance(r.json()["data"][0]["embedding"], list)  # float, the default
     r = client.post(RERANK, json={**VALID[RERANK], "return_documents": None, "top_n": None})
     assert all("document" in item for item in r.json()["results"])
+
+
+def test_backend_errors_reach_clients_without_internals(client: TestClient) -> None:
+    body = {"model": "leaky", "messages": [{"role": "user", "content": "hi"}]}
+    plain = client.post(CHAT, json=body, headers={"x-request-id": "leak-1"})
+    error = error_of(plain, 500, "backend_error")
+    assert SECRET not in plain.text and "RuntimeError" not in plain.text and "leak-1" in error["message"]
+    stream = client.post(CHAT, json={**body, "stream": True}, headers={"x-request-id": "leak-2"})
+    assert stream.status_code == 200 and SECRET not in stream.text and "RuntimeError" not in stream.text
+    assert "leak-2" in stream.text and stream.text.rstrip().endswith("data: [DONE]")

@@ -22,6 +22,7 @@ from host.errors import (
     NotFound,
     PayloadTooLarge,
     PlughostError,
+    for_client,
     internal_error_message,
 )
 from host.openapi import body_error
@@ -61,7 +62,7 @@ def error_response(error: PlughostError) -> Response[ErrorEnvelope]:
 
 
 def _plughost_error(_: Request, exc: PlughostError) -> Response[ErrorEnvelope]:
-    return error_response(exc)
+    return error_response(for_client(exc))
 
 
 def _http_error(_: Request, exc: HTTPException) -> Response[ErrorEnvelope]:

@@ -20,7 +20,7 @@ import msgspec
 from host import request_id
 from host.backend import ChatBackend
 from host.domain import ChatDelta, ChatRequest
-from host.errors import BackendError, PlughostError, internal_error_message
+from host.errors import BackendError, PlughostError, for_client, internal_error_message
 from host.metrics import NO_METRICS, Observer
 from host.protocol.chat import ChatCompletionChunk, ChatUsage, ChunkChoice, Delta
 from host.scheduling.lease import Lease
@@ -209,7 +209,7 @@ class ChatStream:
                 total = last.prompt_tokens + last.completion_tokens
                 yield chunk(None, usage=ChatUsage(last.prompt_tokens, last.completion_tokens, total))
         except PlughostError as exc:
-            yield _event(_encode(exc.envelope()))
+            yield _event(_encode(for_client(exc).envelope()))
         except Exception:
             log.exception("chat stream failed")  # the details stay in the log; the client gets the request id
             yield _event(_encode(BackendError(internal_error_message(request_id.current.get())).envelope()))

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from chat_qwen_awq.engine import Engine, Prepared, Sequence
 from host.domain import ChatDelta, ChatRequest
 from host.errors import BackendError, InvalidRequest, ShuttingDown
 from host.spec import Grant, ModelSpec, PlacementKind
+from host.torch_utils import free_device_memory
 from host.weights import resolve_weights
 
 log = logging.getLogger("plughost.chat_qwen_awq")
@@ -109,9 +109,7 @@ class QwenAwqChatBackend:
             loaded.close()
             del loaded
         self.grant = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_device_memory()
 
     def relocate(self, grant: Grant) -> None:
         """Move the loaded weights to ``grant``'s placement (no checkpoint read)."""
@@ -128,9 +126,7 @@ class QwenAwqChatBackend:
             old.close()
             engine.model = None
             del old
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            free_device_memory()
             new = loader.load_model(
                 self.config, tensors, plan, offload_dir=self._offload_dir(), head_dtype=self._head_dtype()
             )

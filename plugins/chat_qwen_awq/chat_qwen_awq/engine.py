@@ -38,6 +38,7 @@ from chat_qwen_awq.sizing import Limits
 from chat_qwen_awq.text import Decoder, TextStream
 from host.domain import ChatDelta
 from host.errors import BackendError, PlughostError, ShuttingDown
+from host.torch_utils import left_pad
 
 log = logging.getLogger("plughost.chat_qwen_awq.engine")
 
@@ -249,14 +250,8 @@ class Engine:
         self._in_hand = picked
         from transformers import DynamicCache
 
-        longest = max(len(s.prefill_ids) for s in picked)
-        ids = torch.zeros(len(picked), longest, dtype=torch.long)
-        mask = torch.zeros(len(picked), longest, dtype=torch.long)
-        for i, s in enumerate(picked):
-            p = s.prefill_ids
-            ids[i, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[i, longest - len(p) :] = 1
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as transformers' generate
+        # Pads get position 1, as transformers' generate gives them.
+        ids, mask, positions = left_pad([s.prefill_ids for s in picked], 0, pad_position=1)
         self._prefill = _Prefill(
             rows=picked,
             ids=ids.to(self.device),

@@ -63,11 +63,11 @@ def disable_triton_without_cuda() -> None:
     clearing it leaves autoawq's plain dequantise-and-matmul path.
     """
     if not torch.cuda.is_available():
-        awq_gemm().TRITON_AVAILABLE = False
+        setattr(awq_gemm(), "TRITON_AVAILABLE", False)  # noqa: B010 - a module flag autoawq reads
 
 
 def _awq_linear_class() -> type[nn.Module]:
-    WQLinear_GEMM = awq_gemm().WQLinear_GEMM
+    WQLinear_GEMM: Any = awq_gemm().WQLinear_GEMM  # untyped: autoawq ships no annotations
 
     class AwqLinear(WQLinear_GEMM):
         """``WQLinear_GEMM`` (same buffers, same state dict) that also computes on the CPU.
@@ -198,7 +198,7 @@ def qwen2_config(config: Mapping[str, Any]) -> Any:
     return Qwen2Config.from_dict(data)
 
 
-def build_empty_model(config: Mapping[str, Any], dtype: torch.dtype) -> nn.Module:
+def build_empty_model(config: Mapping[str, Any], dtype: torch.dtype) -> Any:
     """``Qwen2ForCausalLM`` on the meta device with :class:`AwqLinear` decoder linears."""
     from accelerate import init_empty_weights
     from transformers import Qwen2ForCausalLM
@@ -256,7 +256,7 @@ class _CastHead(nn.Module):
         return out.view(*x.shape[:-1], out.shape[-1])
 
 
-def store_head_as(model: nn.Module, dtype: torch.dtype) -> None:
+def store_head_as(model: Any, dtype: torch.dtype) -> None:
     """Keep embeddings and lm_head in ``dtype`` (e.g. bf16 on a CPU with bf16 matmuls); activations keep theirs.
 
     A tied head keeps sharing the embedding matrix.
@@ -390,7 +390,7 @@ def checkpoint_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
 class LoadedModel:
     """A dispatched model and what relocation needs to find its weights again."""
 
-    model: nn.Module
+    model: Any  # a transformers Qwen2ForCausalLM (its submodules are reached by name)
     plan: DevicePlan
     dtype: torch.dtype
     host_state: dict[str, torch.Tensor] = field(default_factory=dict)  # layers offloaded to host RAM
