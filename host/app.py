@@ -14,9 +14,12 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.datastructures import State
 
-from host import shutdown
+from host import request_id, shutdown
 from host.config import HostConfig, load_config, parse_bytes
 from host.disconnect import DisconnectGuard
+from host.edge import Edge
+from host.metrics import Metrics
+from host.openapi import OPENAPI
 from host.plugins import make_plugin_manager
 from host.registry import build_registry
 from host.routes import ROUTES
@@ -25,6 +28,7 @@ from host.routes.errors import EXCEPTION_HANDLERS
 from host.scheduling.budgets import resolve_budgets
 from host.scheduling.policy import Budgets
 from host.scheduling.scheduler import Scheduler
+from host.security import EdgePolicy, cors_config
 
 log = logging.getLogger("plughost")
 
@@ -40,14 +44,17 @@ def create_app(
     """
     config = config if config is not None else load_config()
     logging.getLogger("plughost").setLevel(config.server.log_level.upper())
+    request_id.install_log_records()
     pm = make_plugin_manager(config, extra=plugins)
     registry = build_registry(pm, config)
-    services = Services(config, registry)
+    metrics = Metrics()
+    services = Services(config, registry, metrics)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        scheduler = Scheduler(registry, budgets or resolve_budgets(config), config.scheduler)
+        scheduler = Scheduler(registry, budgets or resolve_budgets(config), config.scheduler, observer=metrics)
         services.scheduler = app.state.scheduler = scheduler
+        metrics.watch(scheduler)
         log.info("plughost serving %d model(s): %s", len(registry), ", ".join(m.spec.id for m in registry))
         await scheduler.preload()
         uninstall = shutdown.install(scheduler, config.server.shutdown_timeout_s)
@@ -57,7 +64,7 @@ def create_app(
             uninstall()
             await scheduler.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=ROUTES,
         dependencies=services.dependencies(),
         # For tests and tooling that inspect an app; routes use the typed dependencies above.
@@ -66,5 +73,11 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=parse_bytes(config.server.max_body_bytes),
         middleware=[DisconnectGuard],
-        openapi_config=None,
+        openapi_config=OPENAPI,
+        cors_config=cors_config(config.server),
     )
+    # Outside Litestar's own handler: sees every request (404s too) before routing and CORS.
+    app.asgi_handler = Edge(
+        app.asgi_handler, EdgePolicy.from_config(config.server), metrics, config.server.body_timeout_s
+    )
+    return app

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import AsyncIterator
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from host.domain import (
     ChatDelta,
@@ -22,6 +22,9 @@ from host.domain import (
     RerankResult,
 )
 from host.spec import Grant, ModelSpec, Task
+
+if TYPE_CHECKING:
+    from host.batching import BatcherStats
 
 
 @runtime_checkable
@@ -43,6 +46,15 @@ class Relocatable(Protocol):
 
     def relocate(self, grant: Grant) -> None:
         """Move the loaded weights to ``grant``'s placement without reading them from disk."""
+
+
+@runtime_checkable
+class Batching(Protocol):
+    """Optional: a backend that batches with :class:`~host.batching.DynamicBatcher` reports its
+    counters (exported as ``plughost_batch_*`` metrics)."""
+
+    def batch_stats(self) -> BatcherStats | None:
+        """The batcher's counters, ``None`` while not loaded."""
 
 
 @runtime_checkable

@@ -26,13 +26,17 @@ forward passes and relocation is needed. Torch-free: tested with a pure-Python f
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from host.batching import DynamicBatcher
-from host.errors import BackendError, PlughostError
+from host import request_id
+from host.batching import BatcherStats, DynamicBatcher
+from host.errors import BackendError, PlughostError, internal_error_message
 from host.spec import Grant, ModelSpec
+
+log = logging.getLogger("plughost.batched")
 
 Item = TypeVar("Item")
 Prepared = TypeVar("Prepared")
@@ -141,6 +145,10 @@ class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
         self.unload_model()
         self.grant = None
 
+    def batch_stats(self) -> BatcherStats | None:
+        """The batcher's counters (``host.backend.Batching``: the ``plughost_batch_*`` metrics)."""
+        return self.batcher.stats if self.batcher is not None else None
+
     def relocate(self, grant: Grant) -> None:
         """Move the weights to ``grant`` and switch to its device's budgets."""
         if self.batcher is None:
@@ -167,4 +175,7 @@ class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
         except PlughostError:
             raise
         except Exception as exc:
-            raise BackendError(f"{self.spec.id}: {self.kind} failed: {type(exc).__name__}: {exc}") from exc
+            # The exception stays in the log (it may name files or internals); the client gets the request id.
+            log.exception("%s: %s failed", self.spec.id, self.kind)
+            rid = request_id.current.get()
+            raise BackendError(f"{self.spec.id}: {self.kind} failed. {internal_error_message(rid)}") from exc

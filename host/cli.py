@@ -1,29 +1,52 @@
-"""The ``plughost`` console script: points the Litestar CLI at ``host.app:create_app``.
+"""The ``plughost`` console script.
 
-``plughost`` alone runs the server; any arguments are passed to ``litestar`` unchanged
-(``plughost run --reload``). The bind address and port default to ``server.host`` and
-``server.port`` of the config (127.0.0.1:15530), through Litestar's ``LITESTAR_HOST`` and
-``LITESTAR_PORT``; command-line flags and those variables, when set, win.
+``plughost`` alone (or ``plughost serve [--host H] [--port P]``) serves ``create_app()`` with
+uvicorn under plughost's connection limits (:mod:`host.runner`: header and keep-alive deadlines),
+bound to ``server.host``:``server.port`` of the config (127.0.0.1:15530) unless the flags say
+otherwise. Any other arguments go to the Litestar CLI unchanged (``plughost run --reload`` for
+development, ``plughost routes``), with ``LITESTAR_APP`` and the bind address set from the config;
+Litestar's ``run`` has no header deadline, so production uses ``plughost``/``plughost serve``.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
+from host.config import HostConfig, load_config
+
 
 def main() -> None:
-    """Set ``LITESTAR_APP`` (and host/port defaults) and hand over to the Litestar CLI."""
-    from host.config import load_config
-
-    server = load_config().server
+    """Serve (no arguments, or ``serve``), or hand over to the Litestar CLI."""
+    config = load_config()
+    args = sys.argv[1:]
+    if not args or args[0] == "serve":
+        serve(config, args[1:])
+        return
     os.environ.setdefault("LITESTAR_APP", "host.app:create_app")
-    os.environ.setdefault("LITESTAR_HOST", server.host)
-    os.environ.setdefault("LITESTAR_PORT", str(server.port))
-    args = sys.argv[1:] or ["run"]
+    os.environ.setdefault("LITESTAR_HOST", config.server.host)
+    os.environ.setdefault("LITESTAR_PORT", str(config.server.port))
     from litestar.cli.main import litestar_group
 
     litestar_group.main(args=args, prog_name="plughost")
+
+
+def serve(config: HostConfig, argv: list[str]) -> None:
+    """Run the app with uvicorn and plughost's limits until interrupted."""
+    import msgspec
+    import uvicorn
+
+    from host.app import create_app
+    from host.runner import uvicorn_config
+
+    parser = argparse.ArgumentParser(prog="plughost serve", description="Serve the configured models.")
+    parser.add_argument("--host", default=config.server.host, help="bind address (default: server.host)")
+    parser.add_argument("--port", type=int, default=config.server.port, help="port (default: server.port)")
+    ns = parser.parse_args(argv)
+    server = msgspec.structs.replace(config.server, host=ns.host, port=ns.port)
+    config = msgspec.structs.replace(config, server=server)
+    uvicorn.Server(uvicorn_config(create_app(config), server)).run()
 
 
 if __name__ == "__main__":

@@ -76,12 +76,30 @@ class ServerConfig(Strict):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     shutdown_timeout_s: float = 30.0
     stream_keepalive_s: float = 5.0
+    #: Bearer keys every API route requires (``/health`` stays open); ``PLUGHOST_API_KEY`` adds one.
+    api_keys: list[str] = msgspec.field(default_factory=list)
+    #: Web origins (``https://app.example``) whose pages may call the API (CORS); none by default.
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+    #: Host names the server answers to. ``None``: on a loopback bind only ``localhost``,
+    #: ``127.0.0.1`` and ``[::1]`` (DNS-rebinding protection), any name otherwise. ``["*"]``: any.
+    allowed_hosts: list[str] | None = None
+    #: A client must send its request line and headers within this time (then the connection closes).
+    header_timeout_s: float = 10.0
+    #: ... and its whole body within this time after the handler starts reading it (408).
+    body_timeout_s: float = 60.0
+    #: An idle keep-alive connection is closed after this time.
+    keep_alive_timeout_s: float = 5.0
 
 
 class PluginsConfig(Strict):
-    """``plugins:`` where plugins are discovered and which are switched off."""
+    """``plugins:`` where plugins are discovered and which are switched off.
 
-    paths: list[str] = msgspec.field(default_factory=lambda: ["plugins"])
+    ``paths: null`` (the default) is the ``plugins/`` folder shipped next to the ``host`` package
+    (the repository's), wherever the config file lives; listed paths resolve against the config
+    file's folder.
+    """
+
+    paths: list[str] | None = None
     entry_points: bool = True
     disable: list[str] = msgspec.field(default_factory=list)
 
@@ -215,6 +233,23 @@ def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
     return f"{path or '<root>'}: {message}"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key written twice in one mapping is an error (PyYAML keeps the
+    last one silently: a second ``models:`` would replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {line}; first on line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None = None) -> HostConfig:
     """Read the config file: ``path``, else ``$PLUGHOST_CONFIG``, else ``./plugins.yaml``.
 
@@ -227,7 +262,7 @@ def load_config(path: str | Path | None = None) -> HostConfig:
             raise ConfigError(f"config file not found: {file} (named by {'argument' if path else CONFIG_ENV})")
         return config_from_dict({}, base_dir=Path.cwd())
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = yaml.load(file.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML: {exc}") from None
     if data is not None and not isinstance(data, dict):

@@ -9,12 +9,18 @@ routes send the same envelope as an SSE event. Backends raise these too (for exa
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Literal, NamedTuple, TypeVar
 
 import msgspec
 
+from host import request_id
+
 T = TypeVar("T")
+
+
+_log = logging.getLogger("plughost.errors")
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=False):
@@ -169,6 +175,42 @@ class ShuttingDown(PlughostError):
     code = "shutting_down"
 
 
+class Unauthorized(PlughostError):
+    """No API key, or not one of ``server.api_keys`` (401)."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+    def headers(self) -> dict[str, str]:
+        """``WWW-Authenticate``, as RFC 6750 asks of a Bearer-protected resource."""
+        return {**super().headers(), "WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(PlughostError):
+    """A cross-site ``Origin`` or a ``Host`` this server does not answer to (403)."""
+
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class UnsupportedMediaType(PlughostError):
+    """The body is not sent as ``application/json`` (415)."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class RequestTimeout(PlughostError):
+    """The client did not send its whole body in time (408)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class BackendError(PlughostError):
     """A backend failed while serving a request that was valid (500)."""
 
@@ -225,3 +267,27 @@ def decode_body(body: bytes, type_: type[T]) -> T:
         return msgspec.json.decode(body, type=type_)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise from_validation_error(exc) from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("Request body is not valid UTF-8.", code="invalid_json") from None
+    except RecursionError:
+        # msgspec recurses while skipping an unknown field's value; hostile nesting ends here.
+        raise InvalidRequest("Request body is nested too deeply.", code="invalid_json") from None
+
+
+def internal_error_message(request_id: str | None) -> str:
+    """What a client sees of an unexpected failure: no exception class, no path; the log has them."""
+    suffix = f" (request id {request_id})" if request_id else ""
+    return f"Internal server error{suffix}; the server log has the details."
+
+
+def for_client(error: PlughostError) -> PlughostError:
+    """``error`` as a client may see it: a :class:`BackendError` (a failure inside a backend, whose
+    message may name exceptions, files or devices) is logged and replaced by the generic message
+    with the request id; every other error is meant for the client and passes unchanged."""
+    if not isinstance(error, BackendError):
+        return error
+    rid = request_id.current.get()
+    if rid is not None and rid in error.message:
+        return error  # already written for the client (see host.batched)
+    _log.error("backend error: %s", error.message)
+    return BackendError(internal_error_message(rid))

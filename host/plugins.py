@@ -5,7 +5,8 @@ Order (documented, tested):
 1. names in ``plugins.disable`` are blocked;
 2. installed distributions' entry points of group ``plughost`` — skipped when
    ``plugins.entry_points`` is false or ``PLUGHOST_DISABLE_ENTRYPOINTS`` is set;
-3. plugin folders from ``plugins.paths`` (default: the in-repo ``plugins/``): each
+3. plugin folders from ``plugins.paths`` (default: the ``plugins/`` folder next to the ``host``
+   package, i.e. the repository's, wherever the config file is): each
    sub-folder holding a package of its own name (``plugins/x/x/__init__.py``, the layout of a
    pip-installable plugin) or being a package itself (``plugins/x/__init__.py``);
 4. ``check_pending()``, so an implementation with a misspelt hook name fails loudly.
@@ -33,6 +34,8 @@ log = logging.getLogger("plughost.plugins")
 PROJECT = "plughost"
 ENTRYPOINT_GROUP = "plughost"
 DISABLE_ENTRYPOINTS_ENV = "PLUGHOST_DISABLE_ENTRYPOINTS"
+#: The repository's plugin folder, next to the ``host`` package.
+BUNDLED_PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 
 
 class PluginError(Exception):
@@ -50,8 +53,8 @@ def make_plugin_manager(config: HostConfig, extra: Sequence[object] = ()) -> plu
         pm.enable_tracing()
     if config.plugins.entry_points and not os.environ.get(DISABLE_ENTRYPOINTS_ENV):
         _load_entry_points(pm)
-    for folder in config.plugins.paths:
-        _load_folder(pm, config.resolve_path(folder))
+    for folder in plugin_folders(config):
+        _load_folder(pm, folder)
     for plugin in extra:
         _register(pm, plugin, getattr(plugin, "name", None) or f"{type(plugin).__name__}-{id(plugin):x}")
     try:
@@ -59,6 +62,14 @@ def make_plugin_manager(config: HostConfig, extra: Sequence[object] = ()) -> plu
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin {exc.plugin!r} implements an unknown hook: {exc}") from None
     return pm
+
+
+def plugin_folders(config: HostConfig) -> list[Path]:
+    """The folders to scan: ``plugins.paths`` resolved against the config file's folder, or by default
+    the bundled ``plugins/`` folder (none when the host is installed without it)."""
+    if config.plugins.paths is not None:
+        return [config.resolve_path(folder) for folder in config.plugins.paths]
+    return [BUNDLED_PLUGINS] if BUNDLED_PLUGINS.is_dir() else []
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:

@@ -159,7 +159,7 @@ def _as_demo(real: ModelSpec, demo: ModelSpec) -> ModelSpec:
         weights,
         real.id,
     )
-    description = f"{DEMO_NOTE} (real weights: {weights})"
+    description = f"{DEMO_NOTE} (the real weights are not on this machine)"  # no path: clients see this
     return msgspec.structs.replace(demo, weights=demo_weights(real.demo or ""), description=description)
 
 

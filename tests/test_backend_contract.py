@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -66,15 +67,21 @@ def test_check_backend_accepts_a_backend_of_its_task(cls: type, task: Task) -> N
     check_backend(cls, task, "fakes")
 
 
-def test_a_backend_of_the_wrong_task_fails_its_load_with_a_clear_error() -> None:
-    """Declared for chat, served by an embedding backend: the load fails (503), the host goes on."""
+def test_a_backend_of_the_wrong_task_fails_its_load_with_a_clear_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Declared for chat, served by an embedding backend: the load fails (503), the host goes on.
+    The clear error is in the log; clients only learn that the load failed (issue 12, finding 7)."""
     wrong = msgspec.structs.replace(fake_spec("mixed-up", Task.CHAT), backend="host.testing.fakes:FakeEmbeddingBackend")
     plugin = FakePlugin([wrong, fake_spec("fine", Task.EMBEDDING)], name="confused")
     with TestClient(create_app(make_config(), plugins=[plugin], budgets=CPU_ONLY)) as client:
-        r = client.post(CHAT, json={"model": "mixed-up", "messages": [{"role": "user", "content": "hi"}]})
+        logging.getLogger("plughost").addHandler(caplog.handler)  # Litestar's start-up replaced root's
+        try:
+            r = client.post(CHAT, json={"model": "mixed-up", "messages": [{"role": "user", "content": "hi"}]})
+        finally:
+            logging.getLogger("plughost").removeHandler(caplog.handler)
         error = assert_error(r, 503, code="model_load_failed")
-        assert "plugin 'confused'" in error["message"] and "missing generate()" in error["message"]
+        assert "'mixed-up'" in error["message"] and "generate()" not in error["message"]
+        assert "plugin 'confused'" in caplog.text and "missing generate()" in caplog.text
         assert plugin.calls.count("load") == 0  # refused before the backend was constructed
         status = client.get("/v1/models/mixed-up").json()["status"]
-        assert status["state"] == "failed" and "generate()" in status["error"]
+        assert status["state"] == "failed" and "log" in status["error"]
         assert client.post(EMBED, json={"model": "fine", "input": "x"}).status_code == 200

@@ -25,7 +25,7 @@ def test_defaults() -> None:
     config = config_from_dict({})
     assert (config.server.host, config.server.port) == ("127.0.0.1", 15530)
     assert parse_bytes(config.server.max_body_bytes) == 32 * 2**20
-    assert config.plugins.paths == ["plugins"]
+    assert config.plugins.paths is None  # the bundled plugins/ folder, wherever the file is (host.plugins)
     assert config.plugins.entry_points is True
     assert config.plugins.disable == []
     assert config.budgets.gpus is None  # measured with torch at start-up
@@ -81,7 +81,7 @@ def test_base_dir_is_not_a_config_key() -> None:
     ("data", "key", "problem"),
     [
         ({"server": {"port": "http"}}, "server.port", "Expected `int`, got `str`"),
-        ({"plugins": {"paths": "plugins"}}, "plugins.paths", "Expected `array`, got `str`"),
+        ({"plugins": {"paths": "plugins"}}, "plugins.paths", "Expected `array | null`, got `str`"),
         ({"plugins": {"entry_points": "no"}}, "plugins.entry_points", "Expected `bool`"),
         ({"scheduler": {"queue_size": 1.5}}, "scheduler.queue_size", "Expected `int`, got `float`"),
         ({"models": {"m": {"placements": ["tpu"]}}}, "models.m.placements[0]", "Invalid enum value 'tpu'"),

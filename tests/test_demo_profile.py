@@ -41,7 +41,8 @@ def test_demo_selection(tmp_path, local_model, caplog, demo, weights_kind, expec
         model = registry_for(tmp_path, demo, weights).get("m")
     if expect_demo:
         assert model.spec.weights == "demo:embed_qwen3.demo:TINY"
-        assert model.spec.description.startswith(DEMO_NOTE) and weights in model.spec.description
+        # Clients read descriptions (/v1/models): the note says demo, never where the weights are.
+        assert model.spec.description.startswith(DEMO_NOTE) and weights not in model.spec.description
         assert "DEMO" in caplog.text and "models.m.weights" in caplog.text
     else:
         assert model.spec.weights == weights and "DEMO" not in model.spec.description

@@ -43,9 +43,9 @@ class WireMessage(msgspec.Struct, kw_only=True):
 
 
 class StreamOptions(msgspec.Struct, kw_only=True):
-    """``stream_options``: ``include_usage`` adds a final usage chunk."""
+    """``stream_options``: ``include_usage`` adds a final usage chunk (``null``: false)."""
 
-    include_usage: bool = False
+    include_usage: bool | None = False
 
 
 class ChatCompletionRequest(WireRequest, kw_only=True):
@@ -63,8 +63,9 @@ class ChatCompletionRequest(WireRequest, kw_only=True):
     frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
     stop: str | Annotated[list[str], Meta(max_length=4)] | None = None
     seed: int | None = None
-    n: Annotated[int, Meta(ge=1, le=16)] = 1
-    stream: bool = False
+    # Generated SDKs send ``null`` for every optional field they were not given: null means the default.
+    n_: Annotated[int, Meta(ge=1, le=16)] | None = msgspec.field(default=1, name="n")
+    stream_: bool | None = msgspec.field(default=False, name="stream")
     stream_options: StreamOptions | None = None
     user: str | None = None
     logprobs: bool | None = None
@@ -73,6 +74,16 @@ class ChatCompletionRequest(WireRequest, kw_only=True):
     tool_choice: ToolChoiceWire | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
+
+    @property
+    def n(self) -> int:
+        """How many choices to generate (``n``; default 1)."""
+        return 1 if self.n_ is None else self.n_
+
+    @property
+    def stream(self) -> bool:
+        """Whether to answer over SSE (``stream``; default false)."""
+        return bool(self.stream_)
 
     def to_domain(self) -> ChatRequest:
         """Validate what the schema cannot express and build the domain request."""

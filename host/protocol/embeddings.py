@@ -18,7 +18,8 @@ class EmbeddingsRequest(WireRequest, kw_only=True):
 
     model: str
     input: str | list[str | int | list[int]]
-    encoding_format: Literal["float", "base64"] = "float"
+    # ``null`` (what generated SDKs send for "not given") means the default.
+    encoding_format: Literal["float", "base64"] | None = "float"
     dimensions: Annotated[int, Meta(ge=1)] | None = None
     user: str | None = None
     input_type: Literal["query", "document", "passage", "search_query", "search_document"] | None = None

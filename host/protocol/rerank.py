@@ -24,7 +24,7 @@ class RerankBody(WireRequest, kw_only=True):
     documents: list[str | DocumentObject]
     top_k: int | None = None
     top_n: int | None = None
-    return_documents: bool = True
+    return_documents: bool | None = True  # null: the default (true)
     instruction: str | None = None
     max_chunks_per_doc: int | None = None
 

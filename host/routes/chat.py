@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 import uuid
 
-from litestar import Request, Response, post
+from litestar import Response, post
 from litestar.background_tasks import BackgroundTask
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from host.domain import ChatRequest
-from host.errors import decode_body
+from host.metrics import Observer
+from host.openapi import MODEL_ERRORS, WireBody
 from host.protocol.chat import ChatCompletion, ChatCompletionRequest, ChatUsage
-from host.routes.deps import ConfigDep, SchedulerDep
+from host.routes.deps import ConfigDep, MetricsDep, SchedulerDep
 from host.scheduling.scheduler import Scheduler
 from host.serving.chat import ChatStream, complete, nth_choice
 from host.spec import Task
@@ -21,18 +23,25 @@ from host.waiting import open_stream
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@post("/v1/chat/completions", status_code=200)
+@post(
+    "/v1/chat/completions",
+    status_code=200,
+    dto=WireBody[ChatCompletionRequest],
+    return_dto=None,
+    responses=MODEL_ERRORS,
+)
 async def chat_completions(
-    request: Request, scheduler: SchedulerDep, config: ConfigDep
+    data: JSONBody[ChatCompletionRequest], scheduler: SchedulerDep, config: ConfigDep, metrics: MetricsDep
 ) -> Response[ChatCompletion] | Stream:
     """Generate a chat completion; ``stream: true`` answers with OpenAI chunks over SSE."""
-    body = decode_body(await request.body(), ChatCompletionRequest)
+    arrived = time.perf_counter()
+    body = data
     domain = body.to_domain()
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         choices = [nth_choice(domain, i) for i in range(body.n)]
         opened = await open_stream(
-            _acquire_and_open(scheduler, choices, include_usage),
+            _acquire_and_open(scheduler, choices, include_usage, metrics, arrived),
             ChatStream.events,
             ChatStream.close,
             config.server.stream_keepalive_s,
@@ -50,6 +59,7 @@ async def chat_completions(
     collected = await complete(lease, domain, body.n)
     prompt = collected[0].prompt_tokens
     completion = sum(c.completion_tokens for c in collected)
+    metrics.tokens(model, prompt, completion)
     return Response(
         ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}",
@@ -61,8 +71,12 @@ async def chat_completions(
     )
 
 
-async def _acquire_and_open(scheduler: Scheduler, choices: list[ChatRequest], include_usage: bool) -> ChatStream:
+async def _acquire_and_open(
+    scheduler: Scheduler, choices: list[ChatRequest], include_usage: bool, metrics: Observer, arrived: float
+) -> ChatStream:
     """A lease and the backend's streams (one per choice) with their first deltas read (the stream
-    owns the lease)."""
+    owns the lease); records the time to first token."""
     lease = await scheduler.acquire(choices[0].model, Task.CHAT)
-    return await ChatStream.open(lease, choices, include_usage=include_usage)
+    stream = await ChatStream.open(lease, choices, include_usage=include_usage, metrics=metrics)
+    metrics.first_token(lease.model.spec.id, time.perf_counter() - arrived)
+    return stream

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 
-from litestar import Request, Response, post
+from litestar import Response, post
 from litestar.background_tasks import BackgroundTask
+from litestar.params import JSONBody
 from litestar.response import Stream
 
-from host.errors import decode_body
+from host.openapi import MODEL_ERRORS, WireBody
 from host.protocol.chat import ChatUsage
 from host.protocol.completions import Completion, CompletionChoice, CompletionRequest, legacy_logprobs
 from host.routes.deps import SchedulerDep
@@ -18,10 +19,16 @@ from host.serving.completions import completion_events
 from host.spec import Task
 
 
-@post("/v1/completions", status_code=200)
-async def completions(request: Request, scheduler: SchedulerDep) -> Response[Completion] | Stream:
+@post(
+    "/v1/completions",
+    status_code=200,
+    dto=WireBody[CompletionRequest],
+    return_dto=None,
+    responses=MODEL_ERRORS,
+)
+async def completions(data: JSONBody[CompletionRequest], scheduler: SchedulerDep) -> Response[Completion] | Stream:
     """Complete each prompt ``n`` times; ``stream: true`` answers with OpenAI chunks over SSE."""
-    body = decode_body(await request.body(), CompletionRequest)
+    body = data
     domains = body.to_domain()
     jobs = [nth_choice(d, i) for d in domains for i in range(body.n)]  # choice index = prompt x n + i
     echo = [d.prompt or "" for d in domains for _ in range(body.n)] if body.echo else None

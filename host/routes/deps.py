@@ -12,6 +12,7 @@ from litestar.di import NamedDependency, Provide
 
 from host.config import HostConfig
 from host.errors import ShuttingDown
+from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry
 from host.scheduling.scheduler import Scheduler
 
@@ -23,14 +24,17 @@ RegistryDep = NamedDependency[ModelRegistry]
 SchedulerDep = NamedDependency[Scheduler]
 #: ``started: StartedDep``: when the app was built (Unix seconds).
 StartedDep = NamedDependency[int]
+#: ``metrics: MetricsDep``: where routes report tokens and time to first token (``host.metrics``).
+MetricsDep = NamedDependency[Observer]
 
 
 class Services:
     """What routes are given: the config, the registry, and the scheduler while the app runs."""
 
-    def __init__(self, config: HostConfig, registry: ModelRegistry) -> None:
+    def __init__(self, config: HostConfig, registry: ModelRegistry, metrics: Observer = NO_METRICS) -> None:
         self.config = config
         self.registry = registry
+        self.metrics = metrics
         self.started = int(time.time())
         self.scheduler: Scheduler | None = None  # made by the lifespan (it measures the machine)
 
@@ -52,6 +56,10 @@ class Services:
         """When the app was built (Unix seconds): the ``created`` of every model card."""
         return self.started
 
+    def get_metrics(self) -> Observer:
+        """The app's metrics (``GET /metrics`` renders them when they are a ``host.metrics.Metrics``)."""
+        return self.metrics
+
     def dependencies(self) -> dict[str, Provide]:
         """Litestar dependencies: a route parameter ``scheduler: Scheduler`` receives the scheduler."""
         return {
@@ -59,4 +67,5 @@ class Services:
             "registry": Provide(self.get_registry, sync_to_thread=False),
             "scheduler": Provide(self.get_scheduler, sync_to_thread=False),
             "started": Provide(self.get_started, sync_to_thread=False),
+            "metrics": Provide(self.get_metrics, sync_to_thread=False),
         }

@@ -13,6 +13,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
+from host import request_id
 from host.errors import (
     ErrorEnvelope,
     HttpError,
@@ -21,7 +22,10 @@ from host.errors import (
     NotFound,
     PayloadTooLarge,
     PlughostError,
+    for_client,
+    internal_error_message,
 )
+from host.openapi import body_error
 
 log = logging.getLogger("plughost")
 
@@ -34,7 +38,9 @@ def from_http_exception(exc: HTTPException) -> PlughostError:
     """The plughost error for one of Litestar's HTTP exceptions (keeps its headers, e.g. ``Allow``)."""
     status, detail = exc.status_code, exc.detail or "HTTP error"
     error: PlughostError
-    if isinstance(exc, ValidationException) or status == 400:
+    if isinstance(exc, ValidationException) and (missing := body_error(exc)) is not None:
+        error = missing
+    elif isinstance(exc, ValidationException) or status == 400:
         error = InvalidRequest(detail)
     elif status == 404:
         error = NotFound(detail)
@@ -56,7 +62,7 @@ def error_response(error: PlughostError) -> Response[ErrorEnvelope]:
 
 
 def _plughost_error(_: Request, exc: PlughostError) -> Response[ErrorEnvelope]:
-    return error_response(exc)
+    return error_response(for_client(exc))
 
 
 def _http_error(_: Request, exc: HTTPException) -> Response[ErrorEnvelope]:
@@ -65,7 +71,7 @@ def _http_error(_: Request, exc: HTTPException) -> Response[ErrorEnvelope]:
 
 def _unexpected(_: Request, exc: Exception) -> Response[ErrorEnvelope]:
     log.exception("unhandled error", exc_info=exc)
-    return error_response(InternalError(f"Internal server error: {type(exc).__name__}"))
+    return error_response(InternalError(internal_error_message(request_id.current.get())))
 
 
 #: Exception handlers for ``Litestar(exception_handlers=...)``.

@@ -6,6 +6,7 @@ from litestar import Response, get, post
 from litestar.params import FromPath
 
 from host.errors import NotFound
+from host.openapi import COMMON_ERRORS, MANAGE_ERRORS
 from host.protocol.models import Health, ModelCard, ModelList
 from host.registry import RegisteredModel
 from host.routes.deps import RegistryDep, SchedulerDep, StartedDep
@@ -25,13 +26,13 @@ def _card(model: RegisteredModel, scheduler: Scheduler, started: int) -> ModelCa
     )
 
 
-@get("/v1/models")
+@get("/v1/models", responses=COMMON_ERRORS)
 async def list_models(registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep) -> ModelList:
     """Every declared model with its task and residency."""
     return ModelList(data=[_card(m, scheduler, started) for m in registry])
 
 
-@get("/v1/models/{model_id:path}")
+@get("/v1/models/{model_id:path}", responses=COMMON_ERRORS)
 async def get_model(
     registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep, model_id: FromPath[str]
 ) -> ModelCard:
@@ -39,7 +40,7 @@ async def get_model(
     return _card(registry.get(model_id.lstrip("/")), scheduler, started)
 
 
-@post("/v1/models/{model_path:path}", status_code=200)
+@post("/v1/models/{model_path:path}", status_code=200, responses=MANAGE_ERRORS)
 async def manage_model(
     registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep, model_path: FromPath[str]
 ) -> ModelCard:

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Request, post
+from litestar import post
+from litestar.params import JSONBody
 
-from host.errors import decode_body
+from host.openapi import MODEL_ERRORS, WireBody
 from host.protocol.rerank import RerankBody, RerankResponse, RerankResultItem, RerankUsage
-from host.routes.deps import ConfigDep, SchedulerDep
+from host.routes.deps import ConfigDep, MetricsDep, SchedulerDep
 from host.spec import Task
 
 
-@post(["/v1/rerank", "/rerank", "/v2/rerank"], status_code=200)
-async def rerank(request: Request, scheduler: SchedulerDep, config: ConfigDep) -> RerankResponse:
+@post(
+    ["/v1/rerank", "/rerank", "/v2/rerank"],
+    status_code=200,
+    dto=WireBody[RerankBody],
+    return_dto=None,
+    responses=MODEL_ERRORS,
+)
+async def rerank(
+    data: JSONBody[RerankBody], scheduler: SchedulerDep, config: ConfigDep, metrics: MetricsDep
+) -> RerankResponse:
     """Score documents against the query; results sorted by score, highest first."""
-    body = decode_body(await request.body(), RerankBody)
+    body = data
     domain, limit = body.to_domain(config.server.max_rerank_documents)
     with await scheduler.acquire(domain.model, Task.RERANK) as lease:
         result = await lease.backend.rerank(domain)
+    metrics.tokens(lease.model.spec.id, result.prompt_tokens)
     order = sorted(range(len(result.scores)), key=lambda i: result.scores[i], reverse=True)
     if limit is not None:
         order = order[:limit]
@@ -27,7 +37,7 @@ async def rerank(request: Request, scheduler: SchedulerDep, config: ConfigDep) -
             index=i,
             score=result.scores[i],
             relevance_score=result.scores[i],
-            document=domain.documents[i] if body.return_documents else None,
+            document=domain.documents[i] if body.return_documents is not False else None,
         )
         for i in order
     ]

@@ -41,6 +41,7 @@ from host.errors import (
     QueueFull,
     ShuttingDown,
 )
+from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry, RegisteredModel
 from host.scheduling.lease import Lease
 from host.scheduling.policy import (
@@ -56,6 +57,7 @@ from host.scheduling.policy import (
     plan,
 )
 from host.spec import Grant, PlacementKind, Task
+from host.weights import WeightsError
 
 log = logging.getLogger("plughost.scheduler")
 
@@ -156,9 +158,16 @@ class Scheduler:
     """Admits, swaps, offloads and unloads models so that requests fit the memory budgets."""
 
     def __init__(
-        self, registry: ModelRegistry, budgets: Budgets, config: SchedulerConfig, clock: Any = time.monotonic
+        self,
+        registry: ModelRegistry,
+        budgets: Budgets,
+        config: SchedulerConfig,
+        clock: Any = time.monotonic,
+        *,
+        observer: Observer = NO_METRICS,
     ) -> None:
         self.registry = registry
+        self.observer = observer  # metrics: transitions and evictions (host.metrics)
         self.budgets = budgets
         self.config = config
         self._clock = clock
@@ -248,6 +257,10 @@ class Scheduler:
             pinned=s.model.pinned,
             error=s.error,
         )
+
+    def backend_of(self, model_id: str) -> Backend | None:
+        """The loaded backend of a model (``None`` when not loaded); for metrics."""
+        return self._slots[model_id].backend
 
     def snapshot(self) -> list[ModelStatus]:
         """Status of every model, in registry order."""
@@ -479,15 +492,22 @@ class Scheduler:
         slot.error = None
         victims = [self._start_offload(self._slots[name]) for name in decision.offload]
         victims += [self._start_unload(self._slots[name]) for name in decision.evict]
+        for name in decision.offload:
+            self.observer.evicted(name, "offload")
+        for name in decision.evict:
+            self.observer.evicted(name, "unload")
         self._spawn(self._admit(slot, grant, decision, victims, from_offload))
 
     async def _admit(self, slot: _Slot, grant: Grant, decision: Admit, victims: list[Any], from_offload: bool) -> None:
         device = grant.device
         started = time.perf_counter()
+        kind = "load"
         try:
             if victims:
                 await asyncio.gather(*victims)
+            started = time.perf_counter()  # the victims' moves are timed as their own transitions
             if from_offload and isinstance(slot.backend, Relocatable):
+                kind = "reload"
                 log.info("%s: moving back from host RAM to %s (%s)", slot.id, device, decision.placement)
                 await slot.run(slot.backend.relocate, grant)
             else:
@@ -508,9 +528,18 @@ class Scheduler:
             if backend is not None:
                 await self._quiet_unload(slot, backend)
             self._clear(slot, ModelState.FAILED)
-            slot.error = f"{type(exc).__name__}: {exc}"
-            self._fail_waiters(slot, ModelLoadFailed(f"Loading '{slot.id}' failed: {slot.error}"))
+            # Clients see no exception text: it names weights paths and internals. The log has it all;
+            # missing or broken weights still name the key to fix (not its value).
+            cause = (
+                f"its weights (models.{slot.id}.weights) are missing or not a usable model folder"
+                if isinstance(exc, WeightsError)
+                else "the load failed"
+            )
+            slot.error = f"{cause}; the server log has the details"
+            self._fail_waiters(slot, ModelLoadFailed(f"Loading '{slot.id}' failed: {slot.error}."))
+            self.observer.transition(slot.id, kind, time.perf_counter() - started, ok=False)
         else:
+            self.observer.transition(slot.id, kind, time.perf_counter() - started)
             slot.state = ModelState.RESIDENT
             slot.loaded_at = slot.last_used = self._clock()
             log.info("%s: resident on %s after %.2fs", slot.id, device, time.perf_counter() - started)
@@ -545,14 +574,17 @@ class Scheduler:
 
     async def _offload(self, slot: _Slot, backend: Relocatable, grant: Grant) -> None:
         log.info("%s: offloading to host RAM", slot.id)
+        started = time.perf_counter()
         try:
             # The backend captured when the offload was decided: ``slot.backend`` is typed as
             # optional and re-reading it here would not say which backend is being moved.
             await slot.run(backend.relocate, grant)
         except Exception:
             log.exception("%s: offload failed; unloading instead", slot.id)
+            self.observer.transition(slot.id, "offload", time.perf_counter() - started, ok=False)
             await self._start_unload(slot)
             return
+        self.observer.transition(slot.id, "offload", time.perf_counter() - started)
         slot.state, slot.grant, slot.gpu = ModelState.OFFLOADED, grant, None
         slot.gpu_bytes, slot.host_bytes = 0, grant.host_bytes
         self._arm_ttl(slot)
@@ -568,8 +600,10 @@ class Scheduler:
         return self._unload(slot, backend)
 
     async def _unload(self, slot: _Slot, backend: Backend | None) -> None:
+        started = time.perf_counter()
         if backend is not None:
             await self._quiet_unload(slot, backend)
+        self.observer.transition(slot.id, "unload", time.perf_counter() - started)
         self._clear(slot, ModelState.AVAILABLE)
         log.info("%s: unloaded", slot.id)
         self._kick()

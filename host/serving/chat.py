@@ -17,9 +17,11 @@ from typing import Any
 
 import msgspec
 
+from host import request_id
 from host.backend import ChatBackend
 from host.domain import ChatDelta, ChatRequest
-from host.errors import BackendError, PlughostError
+from host.errors import BackendError, PlughostError, for_client, internal_error_message
+from host.metrics import NO_METRICS, Observer
 from host.protocol.chat import ChatCompletionChunk, ChatUsage, ChunkChoice, Delta
 from host.protocol.tools import ChoiceLogprobs
 from host.scheduling.lease import Lease
@@ -120,8 +122,10 @@ class ChatStream:
         iterators: list[AsyncIterator[ChatDelta]],
         firsts: list[ChatDelta | None],
         usage: bool,
+        metrics: Observer = NO_METRICS,
     ) -> None:
         self._lease = lease
+        self._metrics = metrics
         self._iterators = iterators
         self._firsts = firsts
         self._usage = usage
@@ -130,7 +134,12 @@ class ChatStream:
 
     @classmethod
     async def open(
-        cls, lease: Lease[ChatBackend], requests: ChatRequest | list[ChatRequest], *, include_usage: bool
+        cls,
+        lease: Lease[ChatBackend],
+        requests: ChatRequest | list[ChatRequest],
+        *,
+        include_usage: bool,
+        metrics: Observer = NO_METRICS,
     ) -> ChatStream:
         """Start generating every choice and read their first deltas; consumes ``lease`` (on failure
         the choices already started are stopped, then the lease is released)."""
@@ -148,7 +157,7 @@ class ChatStream:
             finally:
                 lease.release()  # the failed generator raised, so it has already stopped
             raise
-        return cls(lease, iterators, firsts, include_usage)
+        return cls(lease, iterators, firsts, include_usage, metrics)
 
     def close(self) -> None:
         """Stop the generations, then release the lease. Synchronous and idempotent: it runs in a
@@ -247,14 +256,15 @@ class ChatStream:
                     completion_tokens += delta.completion_tokens
             for index in sorted(unfinished):  # a backend stream that ended without saying why
                 yield chunk(index, Delta(), "stop")
+            self._metrics.tokens(model, prompt_tokens, completion_tokens)
             if self._usage:
                 total = prompt_tokens + completion_tokens
                 yield chunk(None, usage=ChatUsage(prompt_tokens, completion_tokens, total))
         except PlughostError as exc:
-            yield event(_encode(exc.envelope()))
-        except Exception as exc:
-            log.exception("chat stream failed")
-            yield event(_encode(BackendError(f"generation failed: {type(exc).__name__}: {exc}").envelope()))
+            yield event(_encode(for_client(exc).envelope()))
+        except Exception:
+            log.exception("chat stream failed")  # the details stay in the log; the client gets the request id
+            yield event(_encode(BackendError(internal_error_message(request_id.current.get())).envelope()))
         finally:
             self.close()  # synchronous on purpose: a disconnected client cancels this generator
         yield b"data: [DONE]\n\n"

@@ -44,7 +44,8 @@ def asgi_post_scope(app: Any, path: str) -> dict[str, Any]:
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-type", b"application/json")],
+        # A Host the edge answers to (loopback), as every HTTP/1.1 client sends.
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
         "app": app,

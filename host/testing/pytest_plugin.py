@@ -23,11 +23,17 @@ from host.spec import GiB
 CPU_ONLY = Budgets(gpus=(), host=16 * GiB)
 
 
+#: The host name Litestar's ``TestClient`` sends; test configs answer to it besides the loopback names.
+TEST_CLIENT_HOST = "testserver.local"
+
+
 def make_config(data: dict[str, Any] | None = None, *, base_dir: str = ".") -> HostConfig:
-    """A config without plugin discovery unless ``data`` asks for it."""
+    """A config without plugin discovery unless ``data`` asks for it, answering to the TestClient's
+    host name (``server.allowed_hosts``) unless ``data`` names the allowed hosts itself."""
     data = dict(data or {})
     plugins = {"paths": [], "entry_points": False, **data.pop("plugins", {})}
-    return config_from_dict({"plugins": plugins, **data}, base_dir=base_dir)
+    server = {"allowed_hosts": [TEST_CLIENT_HOST], **data.pop("server", {})}
+    return config_from_dict({"plugins": plugins, "server": server, **data}, base_dir=base_dir)
 
 
 @pytest.fixture

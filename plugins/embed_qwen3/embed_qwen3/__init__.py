@@ -108,7 +108,7 @@ def declare(config: HostConfig, model_id: str = MODEL_ID, aliases: tuple[str, ..
         weights=weights,
         options=options,
         offload_bytes=offload_bytes,
-        description=f"Qwen3 embedding ({weights}): last-token pooling, query instructions, Matryoshka dimensions",
+        description="Qwen3 embedding: last-token pooling, query instructions, Matryoshka dimensions",
         demo=DEMO,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def test_truncate_on_request(server_url: str) -> None:
     assert response.status_code == 200 and response.json()["usage"]["prompt_tokens"] == 128
 
 
-def test_missing_weights_fail_the_load_naming_the_key(tmp_path: Path) -> None:
+def test_missing_weights_fail_the_load_naming_the_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from litestar.testing import TestClient
 
     import embed_qwen3
@@ -117,10 +118,33 @@ def test_missing_weights_fail_the_load_naming_the_key(tmp_path: Path) -> None:
     # demo: false, else the demo profile would serve the stand-in for weights that are not on disk
     config = make_config({"demo": False, "models": {MODEL: {"weights": str(tmp_path / "missing")}}})
     with TestClient(create_app(config, plugins=[embed_qwen3], budgets=CPU_ONLY)) as client:
-        response = client.post("/v1/embeddings", json={"model": MODEL, "input": "x"})
+        # Litestar's logging set-up at start-up replaces the root handlers, caplog's among them.
+        logging.getLogger("plughost").addHandler(caplog.handler)
+        try:
+            response = client.post("/v1/embeddings", json={"model": MODEL, "input": "x"})
+        finally:
+            logging.getLogger("plughost").removeHandler(caplog.handler)
     assert response.status_code == 503
     error = response.json()["error"]
-    assert error["code"] == "model_load_failed" and f"models.{MODEL}.weights" in error["message"]
+    # The client learns that the load failed, not where the weights are (issue 12, finding 7);
+    # the log names the key to fix.
+    assert error["code"] == "model_load_failed" and str(tmp_path) not in response.text
+    assert f"models.{MODEL}.weights" in caplog.text
+
+
+def test_batch_metrics(server_url: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert post(server_url, {"model": MODEL, "input": TEXTS[:5]}).status_code == 200
+    text = httpx.get(f"{server_url}/metrics", timeout=10).text
+    got = {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.labels.get("model") == MODEL and s.name.startswith("plughost_batch")
+    }
+    assert got["plughost_batches_total"] >= 1 and got["plughost_batch_rows_total"] >= 5
+    assert got["plughost_batch_padded_tokens_total"] >= got["plughost_batch_tokens_total"] > 0
 
 
 def test_discovered_from_a_plugin_folder(tmp_path: Path) -> None:
