@@ -22,6 +22,7 @@ from host.registry import build_registry
 from host.routes import ROUTES
 from host.scheduling.budgets import resolve_budgets
 from host.scheduling.policy import Budgets
+from host.scheduling.pool import ModelPool, PoolFactory
 from host.scheduling.scheduler import Scheduler
 
 log = logging.getLogger("plughost")
@@ -38,13 +39,19 @@ _HTTP_TYPES = {
 
 
 def create_app(
-    config: HostConfig | None = None, *, budgets: Budgets | None = None, plugins: Sequence[object] = ()
+    config: HostConfig | None = None,
+    *,
+    budgets: Budgets | None = None,
+    plugins: Sequence[object] = (),
+    pool: PoolFactory | None = None,
 ) -> Litestar:
     """Build the Litestar app.
 
     :param config: the configuration; default ``load_config()`` (``$PLUGHOST_CONFIG``).
     :param budgets: memory budgets to use instead of measuring this machine (tests).
     :param plugins: extra plugin objects registered after discovery (tests, embedding).
+    :param pool: builds the model pool from the registry instead of this machine's scheduler
+        (``host.ray`` passes one whose models are Ray Serve deployments).
     """
     config = config if config is not None else load_config()
     logging.getLogger("plughost").setLevel(config.server.log_level.upper())
@@ -53,7 +60,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        scheduler = Scheduler(registry, budgets or resolve_budgets(config), config.scheduler)
+        scheduler: ModelPool = (
+            pool(registry)
+            if pool is not None
+            else Scheduler(registry, budgets or resolve_budgets(config), config.scheduler)
+        )
         app.state.scheduler = scheduler
         log.info("plughost serving %d model(s): %s", len(registry), ", ".join(m.spec.id for m in registry))
         await scheduler.preload()

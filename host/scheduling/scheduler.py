@@ -80,6 +80,7 @@ class ModelStatus(msgspec.Struct, kw_only=True):
     last_used: float | None
     pinned: bool
     error: str | None
+    replicas: int | None = None  # running replicas on a Ray Serve cluster; None on one machine
 
 
 class _Waiter:
