@@ -114,9 +114,12 @@ def _client_error(model_id: str, exc: BaseException) -> BaseException:
         cause = exc.cause
         if isinstance(cause, PlughostError):
             return cause  # the backend's own verdict (a prompt too long, say): same status as one machine
+        if isinstance(cause, (BackPressureError, DeploymentUnavailableError, RayActorError)):
+            return _client_error(model_id, cause)
         return BackendError(f"{model_id}: {type(cause).__name__}: {cause}")
     if isinstance(exc, BackPressureError):
-        return QueueFull(f"Too many requests are queued for '{model_id}' ({exc}).", retry_after=2)
+        retry = exc.retry_after_s if getattr(exc, "retry_after_s", None) else 2
+        return QueueFull(f"Too many requests are queued for '{model_id}': {exc}", retry_after=retry)
     if isinstance(exc, DeploymentUnavailableError):
         return ModelLoadFailed(f"'{model_id}' has no healthy deployment: {exc}")
     if isinstance(exc, RayActorError):
