@@ -20,7 +20,7 @@ from litestar import Litestar
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from host.app import create_app
 from host.backend import Backend, import_backend
@@ -62,10 +62,18 @@ def application(config: HostConfig) -> serve.Application:
         plans[model.spec.id] = plan
         options = deployment_options(model, config, plan)
         log.info("%s: deployment %s, %s", model.spec.id, options["name"], plan.actor_options())
-        handles[model.spec.id] = ModelReplica.options(**options).bind(config, model.spec.id, plan.grant)
-    return Ingress.options(ray_actor_options={"num_cpus": INGRESS_CPUS}, max_ongoing_requests=INGRESS_MAX_ONGOING).bind(
-        config, handles, plans
+        handles[model.spec.id] = _deployment(ModelReplica).options(**options).bind(config, model.spec.id, plan.grant)
+    return (
+        _deployment(Ingress)
+        .options(ray_actor_options={"num_cpus": INGRESS_CPUS}, max_ongoing_requests=INGRESS_MAX_ONGOING)
+        .bind(config, handles, plans)
     )
+
+
+def _deployment(decorated: object) -> serve.Deployment:
+    """A ``@serve.deployment`` class as what it is at run time (type checkers see the class)."""
+    assert isinstance(decorated, serve.Deployment)
+    return decorated
 
 
 @serve.deployment
@@ -164,6 +172,7 @@ class RemoteBackend:
         """Stream deltas from a replica; closing this generator cancels the replica's generation."""
         for attempt in range(RETRIES + 1):
             stream = self._stream.generate.remote(request)
+            assert isinstance(stream, DeploymentResponseGenerator)  # stream=True handle
             started = False
             try:
                 async for delta in stream:

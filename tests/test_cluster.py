@@ -191,3 +191,24 @@ def test_handle_failures_become_plughost_errors() -> None:
     assert isinstance(queued_remotely, QueueFull) and queued_remotely.headers() == {"Retry-After": "5"}
     crash = _client_error("m", RayTaskError("embed", "tb", ZeroDivisionError("boom")))
     assert isinstance(crash, BackendError) and "ZeroDivisionError: boom" in crash.message
+
+
+def test_only_host_ray_imports_ray() -> None:
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    host = Path(__file__).resolve().parents[1] / "host"
+    importers = []
+    for path in sorted(host.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(n == "ray" or n.startswith("ray.") for n in names):
+                importers.append(path.relative_to(host.parent).as_posix())
+    assert sorted(set(importers)) == ["host/ray.py"]
+    # And the single-machine app's import graph does not pull it in indirectly.
+    code = "import sys, host.app, host.cluster, host.cli; assert 'ray' not in sys.modules, 'ray imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

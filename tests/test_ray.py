@@ -1,6 +1,7 @@
-"""plughost on Ray Serve: a local Ray instance runs the demo models (two embedding replicas)
-behind the same Litestar app, driven by the official ``openai`` client and httpx; then one
-embedding replica is killed and requests keep succeeding while Serve replaces it."""
+"""plughost on Ray Serve: a local Ray instance runs the demo models (two embedding replicas, the
+reranker scaled from zero on first use) behind the same Litestar app, driven by the official
+``openai`` client and httpx; then one embedding replica is killed and requests keep succeeding
+while Serve replaces it."""
 
 from __future__ import annotations
 
@@ -34,12 +35,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "demo": True,
             "plugins": {"paths": [str(ROOT / "plugins")], "entry_points": False},
             "budgets": {"gpus": []},
-            "models": {EMBED: {"replicas": 2}},
+            "models": {EMBED: {"replicas": 2}, RERANK: {"autoscaling": {"min_replicas": 0, "max_replicas": 1}}},
         },
         base_dir=tmp_path_factory.mktemp("ray"),
     )
     # Logical CPUs: ingress 0.5 + chat 1 + embedding 2 + rerank 1 + one replacement replica.
-    ray.init(num_cpus=6, object_store_memory=128 * 2**20, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=6, object_store_memory=128 * 2**20, include_dashboard=False, log_to_driver=False)
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -67,8 +68,10 @@ def replica_actors(deployment: str) -> set[str]:
 def test_models_list_shows_deployments_and_replicas(client: OpenAI) -> None:
     models = {m.id: m.model_extra for m in client.models.list()}
     assert set(models) == {CHAT, EMBED, RERANK}
-    assert all(m["status"]["state"] == "resident" for m in models.values())
+    assert models[CHAT]["status"]["state"] == models[EMBED]["status"]["state"] == "resident"
     assert models[EMBED]["status"]["replicas"] == 2 and models[CHAT]["status"]["replicas"] == 1
+    # min_replicas: 0 is the single machine's lazy load: nothing runs until the first request.
+    assert models[RERANK]["status"]["state"] == "available" and models[RERANK]["status"]["replicas"] == 0
     # The resources came from the plugin's CPU placement of the stand-in.
     assert models[EMBED]["status"]["placement"] == "cpu" and models[EMBED]["status"]["host_bytes"] > 0
 
@@ -92,13 +95,14 @@ def test_chat_plain_and_streamed_through_the_handle(client: OpenAI) -> None:
     assert chunks[-1].usage.total_tokens == reply.usage.total_tokens
 
 
-def test_embeddings_and_rerank(client: OpenAI, cluster: str) -> None:
+def test_embeddings_and_rerank_scaled_from_zero(client: OpenAI, cluster: str) -> None:
     result = client.embeddings.create(model=EMBED, input=["文本向量化测试", "hello"], encoding_format="float")
     assert len(result.data) == 2 and result.usage.prompt_tokens > 0
     assert sum(x * x for x in result.data[0].embedding) == pytest.approx(1.0, abs=1e-4)
     body = {"model": RERANK, "query": "capital of France", "documents": ["Paris", "bananas", "Lyon"], "top_n": 2}
     ranked = httpx.post(f"{cluster}/v1/rerank", json=body, timeout=120).json()
     assert len(ranked["results"]) == 2 and ranked["results"][0]["score"] >= ranked["results"][1]["score"]
+    assert running(RERANK) == 1  # the first request brought a replica up
 
 
 def test_errors_keep_the_single_machine_envelope(cluster: str) -> None:
