@@ -5,15 +5,16 @@ single-machine server (``litestar run``) and against plughost on a local Ray Ser
 Measures, in one run:
 
 - latency (p50 / p99 per request) at concurrency 1 and 16 of a short embedding request (two
-  short texts) and a short chat completion (8 tokens, greedy), on both servers; the difference is
-  what the Serve proxy, the ingress replica and the deployment handle add;
-- embedding throughput (texts/s at concurrency 16, requests of 8 short texts) with one and with
-  two replicas of the embedding deployment.
+  short texts) and a short chat completion (8 tokens, greedy), on both servers, which run side by
+  side and are measured in interleaved blocks (so a shared machine's load hits both alike); the
+  difference is what the Serve proxy, the ingress replica and the deployment handle add;
+- embedding throughput (texts/s at concurrency 16, requests of 8 short texts) of the single
+  machine, and of one and two replicas of the embedding deployment (redeployed 1, 2, 1, 2).
 
 Usage::
 
-    .venv/bin/python bench/bench_ray.py                  # about 5 minutes on 2 shared cores
-    .venv/bin/python bench/bench_ray.py --requests 20    # fewer requests per client
+    .venv/bin/python bench/bench_ray.py                  # about 4 minutes on 2 shared cores
+    .venv/bin/python bench/bench_ray.py --requests 48    # fewer requests per row
 
 Every replica and the single-machine server run torch on one thread. On a 2-core machine the
 second replica competes with the ingress, the proxy and the client for the same cores: read the
