@@ -40,10 +40,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins" / "chat_qwen_awq")]
 
 import torch  # noqa: E402
 
+from chat_qwen_awq.demo import TINY_AWQ  # noqa: E402
 from host.config import config_from_dict  # noqa: E402
+from host.demo.shapes import QWEN2_5_0_5B_SHAPE  # noqa: E402
 from host.domain import ChatMessage, ChatRequest, SamplingParams  # noqa: E402
 from host.spec import Grant, PlacementKind  # noqa: E402
-from host.testing.tiny_models import QWEN2_5_0_5B_SHAPE, TINY_QWEN2, tiny_model_cache  # noqa: E402
 
 PROMPTS = (
     "Tell me about the Great Wall of China.",
@@ -310,7 +311,7 @@ def main() -> None:
     results = []
     for name in args.models.split(","):
         if name == "tiny":
-            folder, label, tokens = tiny_model_cache("qwen2-awq", shape=TINY_QWEN2), "tiny qwen2-awq", 256
+            folder, label, tokens = TINY_AWQ.folder(), "tiny qwen2-awq", 256
         elif name == "0.5b":
             shape = QWEN2_5_0_5B_SHAPE
             if args.layers:
@@ -320,7 +321,7 @@ def main() -> None:
                 f"(of {QWEN2_5_0_5B_SHAPE.num_hidden_layers})",
                 flush=True,
             )
-            folder, label, tokens = tiny_model_cache("qwen2-awq", shape=shape), "Qwen2.5-0.5B-shaped AWQ", 64
+            folder, label, tokens = TINY_AWQ.with_shape(shape).folder(), "Qwen2.5-0.5B-shaped AWQ", 64
         else:
             parser.error(f"unknown model {name!r}")
         for head in args.cpu_head_dtype.split(","):

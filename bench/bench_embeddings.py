@@ -14,7 +14,7 @@ Usage::
     .venv/bin/python bench/bench_embeddings.py --layers 4      # a shallower model: same widths, faster
 
 The model (QWEN3_0_6B_SHAPE, random fp16 weights) is built once and cached by
-``host.testing.tiny_models``. Threads are pinned to 1 (OMP/MKL env, ``torch.set_num_threads``).
+the plugin's demo builder (``embed_qwen3.demo``). Threads are pinned to 1 (OMP/MKL env, ``torch.set_num_threads``).
 """
 
 from __future__ import annotations
@@ -122,11 +122,12 @@ def make_texts(count: int, seed: int, min_words: int, max_words: int) -> list[st
 
 def build_model(layers: int) -> Path:
     """The cached Qwen3-Embedding-0.6B-shaped random model with ``layers`` decoder layers."""
-    from host.testing.tiny_models import QWEN3_0_6B_SHAPE, tiny_model_cache
+    from embed_qwen3.demo import TINY
+    from host.demo.shapes import QWEN3_0_6B_SHAPE
 
     shape = dataclasses.replace(QWEN3_0_6B_SHAPE, num_hidden_layers=layers)
     started = time.perf_counter()
-    path = tiny_model_cache("qwen3-embedding", shape=shape)
+    path = TINY.with_shape(shape).folder()
     print(f"model: {path} ({layers} layers, ready in {time.perf_counter() - started:.1f}s)", flush=True)
     return path
 
@@ -143,15 +144,14 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
 # -- the in-process limit ------------------------------------------------------------------------
 def load_in_process(path: Path, args: argparse.Namespace) -> Any:
     """The plugin's backend, loaded in this process on the CPU with the server's options."""
-    import msgspec
-
     import embed_qwen3
     from embed_qwen3.backend import Qwen3EmbeddingBackend
     from host.config import config_from_dict
     from host.spec import Grant, PlacementKind
 
-    spec = embed_qwen3.declare(config_from_dict({"models": {MODEL: {"weights": str(path)}}}))
-    spec = msgspec.structs.replace(spec, options={**spec.options, **model_options(args)})
+    spec = embed_qwen3.declare(
+        config_from_dict({"models": {MODEL: {"weights": str(path), "options": model_options(args)}}})
+    )
     backend = Qwen3EmbeddingBackend(spec)
     backend.load(Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=1 << 40))
     return backend

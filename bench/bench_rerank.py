@@ -48,15 +48,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins" / "rerank_qwen3"))
 sys.path.insert(0, str(REPO))
 
-import msgspec  # noqa: E402
 
 import rerank_qwen3  # noqa: E402
 from host.config import config_from_dict  # noqa: E402
+from host.demo.shapes import QWEN3_0_6B_SHAPE  # noqa: E402
 from host.domain import RerankRequest  # noqa: E402
 from host.scheduling.policy import Budgets  # noqa: E402
 from host.spec import GiB, Grant, PlacementKind  # noqa: E402
-from host.testing.tiny_models import QWEN3_0_6B_SHAPE, tiny_model_cache  # noqa: E402
 from rerank_qwen3.backend import Qwen3RerankerBackend  # noqa: E402
+from rerank_qwen3.demo import TINY  # noqa: E402
 
 MODEL = rerank_qwen3.MODEL_ID
 CPU = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0)
@@ -131,8 +131,7 @@ def spec_for(path: Path, batch_tokens: int, max_batch_size: int, share_prefix: b
     config = config_from_dict(
         {"models": {MODEL: {"weights": str(path), "options": options_for(batch_tokens, max_batch_size, share_prefix)}}}
     )
-    spec = rerank_qwen3.declare(config)
-    return msgspec.structs.replace(spec, options={**spec.options, **config.model(MODEL).options, "weights": str(path)})
+    return rerank_qwen3.declare(config)  # options and weights from the config, as the server reads them
 
 
 # -- served ----------------------------------------------------------------------------------------------
@@ -467,9 +466,9 @@ def main() -> None:
     parser.add_argument("--stats-file", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    batch_tokens = args.batch_tokens or int(rerank_qwen3.DEFAULT_OPTIONS["batch_tokens_cpu"])
+    batch_tokens = args.batch_tokens or rerank_qwen3.RerankOptions().batch_tokens_cpu
     shape = dataclasses.replace(QWEN3_0_6B_SHAPE, num_hidden_layers=args.layers)
-    path = tiny_model_cache("qwen3-reranker", shape=shape)
+    path = TINY.with_shape(shape).folder()
 
     if args.serve is not None:
         serve(

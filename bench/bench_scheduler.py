@@ -72,12 +72,13 @@ def readmission(shape_name: str, repeats: int = 3) -> tuple[float, float]:
     """
     import torch
 
+    from embed_qwen3.demo import TINY
     from host.backend import import_backend
-    from host.testing import tiny_models as tm
+    from host.demo.shapes import QWEN3_0_6B_SHAPE, TINY_QWEN3
 
     torch.set_num_threads(1)
-    shape = tm.QWEN3_0_6B_SHAPE if shape_name == "0.6b" else tm.TINY_QWEN3
-    folder = tm.tiny_model_cache("qwen3-embedding", shape=shape)
+    shape = QWEN3_0_6B_SHAPE if shape_name == "0.6b" else TINY_QWEN3
+    folder = TINY.with_shape(shape).folder()
     config = make_config(
         {
             "plugins": {"paths": [str(Path(__file__).resolve().parents[1] / "plugins")]},

@@ -2,40 +2,30 @@
 
 Run it with ``litestar --app host.app:create_app run --port 15530`` or the ``plughost``
 console script. Nothing happens at import time; every app has its own plugins and state.
+Routes receive what they need by dependency injection (:class:`host.routes.deps.Services`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from litestar import Litestar, MediaType, Request, Response
+from litestar import Litestar
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
 
 from host.config import HostConfig, load_config, parse_bytes
-from host.errors import ErrorBody, ErrorEnvelope, PlughostError
 from host.plugins import make_plugin_manager
 from host.registry import build_registry
 from host.routes import ROUTES
+from host.routes.deps import Services
+from host.routes.errors import EXCEPTION_HANDLERS
 from host.scheduling.budgets import resolve_budgets
 from host.scheduling.policy import Budgets
 from host.scheduling.pool import ModelPool, PoolFactory
 from host.scheduling.scheduler import Scheduler
 
 log = logging.getLogger("plughost")
-
-_HTTP_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-}
 
 
 def create_app(
@@ -57,6 +47,7 @@ def create_app(
     logging.getLogger("plughost").setLevel(config.server.log_level.upper())
     pm = make_plugin_manager(config, extra=plugins)
     registry = build_registry(pm, config)
+    services = Services(config, registry)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -65,7 +56,7 @@ def create_app(
             if pool is not None
             else Scheduler(registry, budgets or resolve_budgets(config), config.scheduler)
         )
-        app.state.scheduler = scheduler
+        services.scheduler = app.state.scheduler = scheduler
         log.info("plughost serving %d model(s): %s", len(registry), ", ".join(m.spec.id for m in registry))
         await scheduler.preload()
         try:
@@ -75,35 +66,11 @@ def create_app(
 
     return Litestar(
         route_handlers=ROUTES,
-        state=State({"config": config, "registry": registry, "plugin_manager": pm, "started": int(time.time())}),
+        dependencies=services.dependencies(),
+        # For tests and tooling that inspect an app; routes use the typed dependencies above.
+        state=State({"config": config, "registry": registry, "plugin_manager": pm, "started": services.started}),
         lifespan=[lifespan],
-        exception_handlers={PlughostError: _plughost_error, HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=parse_bytes(config.server.max_body_bytes),
         openapi_config=None,
     )
-
-
-def _error_response(status: int, body: ErrorEnvelope, headers: dict[str, str] | None = None) -> Response:
-    return Response(body, status_code=status, headers=headers, media_type=MediaType.JSON)
-
-
-def _plughost_error(_: Request, exc: PlughostError) -> Response:
-    return _error_response(exc.status, exc.envelope(), exc.headers())
-
-
-def _http_error(_: Request, exc: HTTPException) -> Response:
-    status = exc.status_code
-    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(status, f"http_{status}")
-    message = exc.detail or "HTTP error"
-    if status == 413:
-        message = "Request body is larger than the server's limit (server.max_body_bytes)."
-    body = ErrorEnvelope(ErrorBody(message=message, type=_HTTP_TYPES.get(status, "server_error"), code=code))
-    return _error_response(status, body, exc.headers)
-
-
-def _unexpected(_: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", exc_info=exc)
-    body = ErrorEnvelope(
-        ErrorBody(message=f"Internal server error: {type(exc).__name__}", type="server_error", code="internal_error")
-    )
-    return _error_response(500, body)

@@ -9,8 +9,9 @@ raise ``host.errors`` exceptions for client mistakes they detect (e.g. a prompt 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from host.domain import (
     ChatDelta,
@@ -20,7 +21,7 @@ from host.domain import (
     RerankRequest,
     RerankResult,
 )
-from host.spec import Grant, ModelSpec
+from host.spec import Grant, ModelSpec, Task
 
 
 @runtime_checkable
@@ -66,6 +67,50 @@ class RerankBackend(Backend, Protocol):
 
     async def rerank(self, request: RerankRequest) -> RerankResult:
         """Return one relevance score per document."""
+
+
+#: The protocol a backend must implement for each task (checked when the model is admitted).
+TASK_PROTOCOLS: dict[Task, Any] = {  # Any: mypy refuses protocols as type[Backend] values
+    Task.CHAT: ChatBackend,
+    Task.EMBEDDING: EmbeddingBackend,
+    Task.RERANK: RerankBackend,
+}
+
+# The serving method of each task and how it must be defined: ``generate`` streams (an async
+# generator or a function returning an async iterator), ``embed``/``rerank`` are coroutines.
+_SERVING: dict[Task, tuple[str, bool]] = {
+    Task.CHAT: ("generate", False),
+    Task.EMBEDDING: ("embed", True),
+    Task.RERANK: ("rerank", True),
+}
+
+
+class BackendContractError(TypeError):
+    """A backend class does not implement the protocol of its model's task."""
+
+
+def check_backend(cls: type, task: Task, plugin: str) -> None:
+    """Raise :class:`BackendContractError` naming ``plugin`` and what ``cls`` lacks for ``task``.
+
+    ``runtime_checkable`` protocols only test that attributes exist on instances; this checks the
+    class before it is constructed, so a plugin mistake fails the load with a clear message
+    instead of an ``AttributeError`` in the middle of a request.
+    """
+    method, must_be_coroutine = _SERVING[task]
+    protocol = TASK_PROTOCOLS[task].__name__
+    where = f"plugin '{plugin}': backend {cls.__module__}.{cls.__qualname__}"
+    missing = [name for name in ("load", "unload", method) if not callable(getattr(cls, name, None))]
+    if missing:
+        names = ", ".join(f"{name}()" for name in missing)
+        raise BackendContractError(f"{where} does not implement {protocol} for task '{task}': missing {names}")
+    fn = getattr(cls, method)
+    if must_be_coroutine and not inspect.iscoroutinefunction(fn):
+        raise BackendContractError(f"{where}: {protocol}.{method}() must be 'async def'")
+    if not must_be_coroutine and inspect.iscoroutinefunction(fn):
+        raise BackendContractError(
+            f"{where}: {protocol}.{method}() must return an async iterator (an 'async def' with 'yield'), "
+            "not a coroutine"
+        )
 
 
 def import_backend(path: str) -> type[Backend]:

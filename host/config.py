@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import yaml
 
-from host.spec import PlacementKind
+from host.errors import parse_msgspec_error
+from host.spec import Options, PlacementKind
+
+OptionsT = TypeVar("OptionsT", bound=Options)
 
 CONFIG_ENV = "PLUGHOST_CONFIG"
 DEFAULT_CONFIG = "plugins.yaml"
@@ -124,10 +127,14 @@ class AutoscalingConfig(Strict):
 class ModelConfig(Strict):
     """``models.<id>:`` per-model overrides of what the plugin declared.
 
+    ``plugin`` asks a plugin that serves several sizes of a family (``embed_qwen3``) to declare this
+    id as well; ``options`` are converted into the plugin's :class:`host.spec.Options`.
+
     ``replicas`` and ``autoscaling`` apply on Ray Serve only (``host.ray``); one machine ignores them.
     """
 
     weights: str | None = None
+    plugin: str | None = None
     enabled: bool = True
     aliases: list[str] = msgspec.field(default_factory=list)
     options: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -156,6 +163,22 @@ class HostConfig(Strict):
     def model(self, model_id: str) -> ModelConfig:
         """The overrides for ``model_id`` (defaults when the file names none)."""
         return self.models.get(model_id) or ModelConfig()
+
+    def model_options(self, model_id: str, options_type: type[OptionsT]) -> OptionsT:
+        """``models.<id>.options`` as ``options_type`` (its defaults where the file says nothing).
+
+        :raises ConfigError: an unknown key or a wrong type, naming ``models.<id>.options.<key>``.
+        """
+        try:
+            return msgspec.convert(self.model(model_id).options, options_type)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_describe(exc, prefix=f"models.{model_id}.options")) from None
+
+    def model_weights(self, model_id: str, default: str) -> str:
+        """``models.<id>.weights`` (else ``default``), a relative folder (``./x``, ``../x``) resolved
+        against the config file's folder: the value both sizing and loading use."""
+        weights = self.model(model_id).weights or default
+        return str(self.resolve_path(weights)) if weights.startswith(("./", "../")) else weights
 
     def resolve_path(self, path: str) -> Path:
         """A path from the config, resolved against the config file's folder."""
@@ -205,12 +228,8 @@ def config_from_dict(data: dict[str, Any] | None, *, base_dir: str | Path = ".",
 
 def _describe(exc: msgspec.ValidationError, prefix: str = "") -> str:
     """``"<dotted path of the bad key>: <problem>"``; an unknown key's own name ends the path."""
-    text = str(exc)
-    match = re.search(r"^(.*) - at `\$\.?([^`]*)`$", text)
-    message, path = match.groups() if match else (text, "")
-    unknown = re.fullmatch(r"Object contains unknown field `([^`]*)`", message)
-    if unknown:
-        path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+    message, path, field = parse_msgspec_error(exc)
+    if field == "unknown":
         message = "unknown key"
     if prefix:
         path = f"{prefix}{'' if not path or path.startswith('[') else '.'}{path}"

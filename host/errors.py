@@ -1,7 +1,8 @@
 """The one error vocabulary of plughost.
 
 Everything that can go wrong for a client is a :class:`PlughostError`. The app maps it to
-an HTTP status and the OpenAI error envelope in one place (``host.app``), and streaming
+an HTTP status and the OpenAI error envelope in one place (``host.routes.errors``, which also
+turns Litestar's own HTTP errors into these), and streaming
 routes send the same envelope as an SSE event. Backends raise these too (for example
 :class:`InvalidRequest` when a prompt is too long for the model).
 """
@@ -9,9 +10,11 @@ routes send the same envelope as an SSE event. Backends raise these too (for exa
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Literal, NamedTuple, TypeVar
 
 import msgspec
+
+T = TypeVar("T")
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=False):
@@ -41,6 +44,7 @@ class PlughostError(Exception):
         self.message = message
         self.param = param
         self.retry_after = retry_after
+        self.extra_headers: dict[str, str] = {}  # e.g. ``Allow`` of a 405
 
     def envelope(self) -> ErrorEnvelope:
         """The OpenAI error envelope for this error."""
@@ -49,8 +53,8 @@ class PlughostError(Exception):
     def headers(self) -> dict[str, str]:
         """Extra response headers (``Retry-After`` where the client should come back)."""
         if self.retry_after is None:
-            return {}
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
+            return dict(self.extra_headers)
+        return {**self.extra_headers, "Retry-After": str(max(1, round(self.retry_after)))}
 
 
 class InvalidRequest(PlughostError):
@@ -88,12 +92,33 @@ class NotFound(PlughostError):
     code = "not_found"
 
 
+class MethodNotAllowed(PlughostError):
+    """The route exists but not with this HTTP method (405)."""
+
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class PayloadTooLarge(PlughostError):
     """The request body is over the configured limit (413)."""
 
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class HttpError(PlughostError):
+    """Any other HTTP error status (for example one raised by the web framework)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = _HTTP_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        self.code = f"http_{status}"
+
+
+_HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
 class Conflict(PlughostError):
@@ -152,27 +177,47 @@ class BackendError(PlughostError):
     code = "backend_error"
 
 
-_PATH = re.compile(r"at `\$\.?([^`]*)`")
-_MISSING = re.compile(r"Object missing required field `([^`]*)`")
+class MsgspecProblem(NamedTuple):
+    """A msgspec decode/validation error taken apart (the one parser of msgspec's messages)."""
+
+    message: str  #: msgspec's message without its `` - at `$...` `` suffix
+    path: str  #: dotted path of the bad value, ``""`` at the root; ends with the field for ``field``
+    field: Literal["missing", "unknown"] | None  #: a missing or unknown object field
+
+
+_LOCATION = re.compile(r"^(.*) - at `\$\.?([^`]*)`$", re.DOTALL)
+_FIELD = re.compile(r"Object (missing required|contains unknown) field `([^`]*)`")
+
+
+def parse_msgspec_error(exc: msgspec.ValidationError | msgspec.DecodeError) -> MsgspecProblem:
+    """Split a msgspec error into message, path and field problem.
+
+    msgspec reports a missing or unknown field at its parent's path; the path returned here
+    names the field itself, which is what a client or a config author needs.
+    """
+    text = str(exc)
+    match = _LOCATION.match(text)
+    message, path = match.groups() if match else (text, "")
+    field = _FIELD.fullmatch(message)
+    if field is None:
+        return MsgspecProblem(message, path, None)
+    path = f"{path}.{field.group(2)}" if path else field.group(2)
+    return MsgspecProblem(message, path, "missing" if field.group(1) == "missing required" else "unknown")
 
 
 def from_validation_error(exc: msgspec.ValidationError | msgspec.DecodeError) -> InvalidRequest:
     """Turn a msgspec decode/validation error into a 400 naming the offending field."""
-    text = str(exc)
-    match = _PATH.search(text)
-    param = match.group(1) if match and match.group(1) else None
-    missing = _MISSING.match(text)
-    if isinstance(exc, msgspec.ValidationError) and missing:
-        # msgspec reports a missing field at its parent's path; the client needs the field itself.
-        param = f"{param}.{missing.group(1)}" if param else missing.group(1)
+    if not isinstance(exc, msgspec.ValidationError):
+        return InvalidRequest(f"Request body is not valid JSON: {exc}", code="invalid_json")
+    problem = parse_msgspec_error(exc)
+    param = problem.path or None
+    if problem.field == "missing":
         return InvalidRequest(f"Missing required field '{param}'.", param=param)
-    if isinstance(exc, msgspec.ValidationError):
-        message = f"Invalid value for '{param}': {text}" if param else f"Invalid request body: {text}"
-        return InvalidRequest(message, param=param)
-    return InvalidRequest(f"Request body is not valid JSON: {text}", code="invalid_json")
+    message = f"Invalid value for '{param}': {exc}" if param else f"Invalid request body: {exc}"
+    return InvalidRequest(message, param=param)
 
 
-def decode_body(body: bytes, type_: type[Any]) -> Any:
+def decode_body(body: bytes, type_: type[T]) -> T:
     """Decode a JSON request body into ``type_``, raising :class:`InvalidRequest` on failure."""
     if not body.strip():
         raise InvalidRequest("Request body is empty; expected a JSON object.", code="invalid_json")

@@ -29,8 +29,9 @@ from host.config import HostConfig, load_config
 from host.domain import ChatDelta, ChatRequest, EmbeddingRequest, EmbeddingResult, RerankRequest, RerankResult
 from host.errors import BackendError, Conflict, ModelLoadFailed, PlughostError, QueueFull, ShuttingDown
 from host.plugins import make_plugin_manager
-from host.registry import ModelRegistry, RegisteredModel, build_registry
+from host.registry import ModelRegistry, build_registry
 from host.scheduling.budgets import resolve_budgets
+from host.scheduling.lease import Lease
 from host.scheduling.scheduler import ModelState, ModelStatus
 from host.spec import Grant, Task
 
@@ -189,25 +190,6 @@ class RemoteBackend:
                 stream.cancel()  # a no-op once finished; stops the replica when the client left
 
 
-class RemoteLease:
-    """A lease on a model deployment: nothing to pin (Serve routes each call to a replica)."""
-
-    __slots__ = ("backend", "model")
-
-    def __init__(self, backend: RemoteBackend, model: RegisteredModel) -> None:
-        self.backend = backend
-        self.model = model
-
-    def release(self) -> None:
-        """Nothing is held between calls."""
-
-    def __enter__(self) -> RemoteLease:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 class RayModelPool:
     """The model pool of the ingress: leases call the model deployments; the state shown by
     ``GET /v1/models`` comes from ``serve.status()`` (read every :data:`STATUS_PERIOD_S`)."""
@@ -228,12 +210,13 @@ class RayModelPool:
         """Accepting work (not shutting down)."""
         return not self._closing
 
-    async def acquire(self, name: str, task: Task) -> RemoteLease:
-        """A lease on the deployment of model ``name`` (``ModelNotFound``/``WrongTask`` as on one machine)."""
+    async def acquire(self, name: str, task: Task) -> Lease[Any]:
+        """A lease on the deployment of model ``name`` (``ModelNotFound``/``WrongTask`` as on one
+        machine). Nothing is pinned: Serve routes each call to a replica, so releasing is a no-op."""
         if self._closing:
             raise ShuttingDown("plughost is shutting down")
         model = self.registry.resolve(name, task)
-        return RemoteLease(self._backends[model.spec.id], model)
+        return Lease[Any](self._backends[model.spec.id], model, _nothing)
 
     async def load(self, name: str) -> ModelStatus:
         """Wait until the model has a running replica (scaling it from zero if it had none)."""
@@ -302,6 +285,10 @@ class RayModelPool:
 
     async def _refresh(self) -> None:
         self._deployments = await asyncio.to_thread(_deployment_states, self._handles)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _deployment_states(handles: Mapping[str, DeploymentHandle]) -> dict[str, tuple[str | None, dict[str, int]]]:

@@ -9,10 +9,11 @@ from typing import Any
 import msgspec
 import pluggy
 
-from host.config import HostConfig
+from host.config import ConfigError, HostConfig
+from host.demo import demo_weights
 from host.errors import ModelNotFound, WrongTask
 from host.plugins import PluginError
-from host.spec import ModelSpec, Task
+from host.spec import ModelSpec, Options, Task
 from host.weights import weights_on_disk
 
 log = logging.getLogger("plughost.registry")
@@ -100,12 +101,11 @@ DEMO_NOTE = "DEMO: random-weight tiny stand-in, outputs are meaningless"
 def _serve_demo(spec: ModelSpec, config: HostConfig) -> bool:
     """Demo profile: ``demo: true`` for every model that has a stand-in; unset (auto) for those
     whose real weights are not on this machine."""
-    if spec.demo_weights is None:
+    if spec.demo is None:
         return False
     if config.demo is not None:
         return config.demo
-    weights = spec.options.get("weights")
-    return not (isinstance(weights, str) and weights_on_disk(weights))
+    return not (spec.weights is not None and weights_on_disk(spec.weights))
 
 
 def _declared(impl: Any, name: str, config: HostConfig, pm: pluggy.PluginManager) -> list[ModelSpec]:
@@ -114,6 +114,8 @@ def _declared(impl: Any, name: str, config: HostConfig, pm: pluggy.PluginManager
     others = [p for p in pm.get_plugins() if p is not impl.plugin]
     try:
         results = pm.subset_hook_caller("register_models", remove_plugins=others)(config=config)
+    except ConfigError:
+        raise  # names the config key to fix: clearer unwrapped
     except Exception as exc:
         raise PluginError(f"plugin {name!r}: register_models failed: {exc!r}") from exc
     specs = [spec for result in results for spec in (result or [])]
@@ -128,9 +130,7 @@ def _demo_declaration(impl: Any, name: str, config: HostConfig, spec: ModelSpec,
     footprints are the stand-in's, not the real model's."""
     models = dict(config.models)
     own = config.model(spec.id)
-    models[spec.id] = msgspec.structs.replace(
-        own, weights=spec.demo_weights, options={k: v for k, v in own.options.items() if k != "weights"}
-    )
+    models[spec.id] = msgspec.structs.replace(own, weights=demo_weights(spec.demo or ""))
     demo_config = msgspec.structs.replace(config, models=models)
     for again in _declared(impl, name, demo_config, pm):
         if again.id == spec.id:
@@ -139,19 +139,17 @@ def _demo_declaration(impl: Any, name: str, config: HostConfig, spec: ModelSpec,
 
 
 def _as_demo(real: ModelSpec, demo: ModelSpec) -> ModelSpec:
-    weights = real.options.get("weights")
+    weights = real.weights
     log.warning(
         "%s: serving the DEMO stand-in %s (real weights %r are not on this machine; outputs are "
         "meaningless). Set models.%s.weights to a local folder, or demo: false to fetch them.",
         real.id,
-        real.demo_weights,
+        real.demo,
         weights,
         real.id,
     )
     description = f"{DEMO_NOTE} (real weights: {weights})"
-    return msgspec.structs.replace(
-        demo, options={**demo.options, "weights": real.demo_weights, "demo": True}, description=description
-    )
+    return msgspec.structs.replace(demo, weights=demo_weights(real.demo or ""), description=description)
 
 
 def _keep_alive(model_id: str, config: HostConfig) -> float | None:
@@ -165,15 +163,14 @@ def _apply_overrides(spec: ModelSpec, config: HostConfig) -> ModelSpec | None:
         return spec
     if not mc.enabled:
         return None
-    if spec.option_keys is not None:
-        unknown = sorted(set(mc.options) - spec.option_keys - {"weights"})
-        if unknown:
-            known = ", ".join(sorted(spec.option_keys))
-            raise PluginError(f"models.{spec.id}.options.{unknown[0]}: unknown option (known: {known})")
-    options = {**spec.options, **mc.options}
-    if mc.weights is not None:
-        relative = mc.weights.startswith(("./", "../"))  # a folder next to the config file
-        options["weights"] = str(config.resolve_path(mc.weights)) if relative else mc.weights
+    options = spec.options
+    if isinstance(options, Options):
+        # The plugin built them with config.model_options; converting again only checks a plugin
+        # that did not (an unknown key is an error, never silently ignored).
+        config.model_options(spec.id, type(options))
+    else:
+        options = {**options, **mc.options}
+    weights = config.model_weights(spec.id, spec.weights or "") or None
     placements = spec.placements
     if mc.placements is not None:
         placements = tuple(p for p in spec.placements if p.kind in mc.placements)
@@ -183,4 +180,4 @@ def _apply_overrides(spec: ModelSpec, config: HostConfig) -> ModelSpec | None:
                 f"models.{spec.id}.placements: none of {', '.join(mc.placements)} is declared (declared: {declared})"
             )
     aliases = spec.aliases + tuple(a for a in mc.aliases if a not in spec.aliases)
-    return msgspec.structs.replace(spec, options=options, placements=placements, aliases=aliases)
+    return msgspec.structs.replace(spec, weights=weights, options=options, placements=placements, aliases=aliases)

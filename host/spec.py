@@ -8,7 +8,7 @@ admits the model.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Annotated, Any, TypeAlias
 
 import msgspec
 
@@ -51,6 +51,24 @@ class Placement(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return self.gpu_bytes + self.host_bytes + self.flexible_bytes
 
 
+class Options(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of a plugin's typed backend options: its fields, with their defaults, are the options.
+
+    ``models.<id>.options`` in plugins.yaml is converted into the subclass once
+    (:meth:`host.config.HostConfig.model_options`); an unknown key or a wrong type is a config
+    error naming ``models.<id>.options.<key>``.
+    """
+
+
+#: Option field types with their range checked when the config is read.
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+
+#: What ``ModelSpec.options`` holds: a plugin's :class:`Options` (typed, checked), or a plain mapping
+#: (untyped: test doubles; merged with ``models.<id>.options`` unchecked).
+ModelOptions: TypeAlias = Options | dict[str, Any]
+
+
 class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
     """A plugin's declaration of one model it can serve.
 
@@ -59,12 +77,14 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
     :ivar backend: import string ``"package.module:Class"`` of its backend, imported on admission.
     :ivar placements: ways to place it, in order of preference.
     :ivar aliases: other names clients may use.
-    :ivar options: backend options (weights location, dtype, limits), merged with config overrides.
+    :ivar weights: where the weights are: a local folder, a hub id or ``demo:<ref>``; the host resolves
+        ``models.<id>.weights`` (relative folders against the config file) before the plugin sees it
+        (:meth:`host.config.HostConfig.model_weights`), so sizing and loading read the same folder.
+    :ivar options: the backend's options, an :class:`Options` subclass with ``models.<id>.options`` applied.
     :ivar offload_bytes: host RAM it holds when parked off the GPU (``None``: it cannot be offloaded).
     :ivar description: one line for ``GET /v1/models``.
-    :ivar demo_weights: ``weights`` value of a stand-in for the demo profile (``"tiny:<kind>"``).
-    :ivar option_keys: the option names the backend understands; ``models.<id>.options`` keys
-        outside them are configuration errors (``None``: not checked).
+    :ivar demo: import string ``"package.module:NAME"`` of the :class:`host.demo.DemoModel` the demo
+        profile serves in its place (imported only when the demo is built or sized).
     """
 
     id: str
@@ -72,17 +92,19 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
     backend: str
     placements: tuple[Placement, ...]
     aliases: tuple[str, ...] = ()
-    options: dict[str, Any] = msgspec.field(default_factory=dict)
+    weights: str | None = None
+    options: ModelOptions = msgspec.field(default_factory=dict)
     offload_bytes: int | None = None
     description: str = ""
-    demo_weights: str | None = None
-    option_keys: frozenset[str] | None = None
+    demo: str | None = None
 
     def __post_init__(self) -> None:
         if not self.placements:
             raise ValueError(f"model {self.id!r} declares no placements")
         if ":" not in self.backend:
             raise ValueError(f"model {self.id!r}: backend must be 'module:Class', got {self.backend!r}")
+        if self.demo is not None and ":" not in self.demo:
+            raise ValueError(f"model {self.id!r}: demo must be 'module:NAME', got {self.demo!r}")
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -5,9 +5,9 @@
 - a local folder (absolute, ``~/...`` or relative to the working directory);
 - a hub id such as ``Qwen/Qwen3-Embedding-0.6B`` (taken from the local hub cache, and
   downloaded when the hub is reachable and ``HF_HUB_OFFLINE`` is not set);
-- ``tiny:<kind>``: a random-weight model of the real architecture built locally by
-  :mod:`host.testing.tiny_models` (``qwen2-chat``, ``qwen2-awq``, ``qwen3-embedding``,
-  ``qwen3-reranker``) — the demo profile and the tests use these.
+- ``demo:<package.module:NAME>``: a plugin's random-weight stand-in of the real architecture
+  (a :class:`host.demo.DemoModel`), built locally and cached — the demo profile and the tests use
+  these (``demo:chat_qwen_awq.demo:TINY_AWQ``, ``demo:embed_qwen3.demo:TINY``, ...).
 
 Every failure names the config key to fix.
 """
@@ -19,16 +19,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-TINY_PREFIX = "tiny:"
+from host.demo import DEMO_PREFIX, is_demo, load_demo
+
+_OLD_TINY_PREFIX = "tiny:"
 
 
 class WeightsError(RuntimeError):
     """The weights cannot be found or fetched; the message names the config key to fix."""
-
-
-def is_tiny(weights: str) -> bool:
-    """Whether ``weights`` names a built-in tiny model."""
-    return weights.startswith(TINY_PREFIX)
 
 
 def _local_dir(weights: str) -> Path | None:
@@ -40,13 +37,21 @@ def _local_dir(weights: str) -> Path | None:
     return None
 
 
-def resolve_weights(weights: str, *, model_id: str) -> Path:
-    """The local folder holding ``weights`` (building or downloading it if needed)."""
+def resolve_weights(weights: str | None, *, model_id: str) -> Path:
+    """The local folder holding ``weights`` (``ModelSpec.weights``; building or downloading it if needed)."""
     key = f"models.{model_id}.weights"
-    if is_tiny(weights):
-        from host.testing.tiny_models import tiny_model_cache
-
-        return tiny_model_cache(weights[len(TINY_PREFIX) :])
+    if weights is None:
+        raise WeightsError(f"{key}: not set. Set it to a local folder or a hub id.")
+    if weights.startswith(_OLD_TINY_PREFIX):
+        raise WeightsError(
+            f"{key}: {weights!r}: the built-in tiny models are now each plugin's demo model; name one as "
+            f"'demo:<package.module:NAME>' (e.g. demo:embed_qwen3.demo:TINY)."
+        )
+    if is_demo(weights):
+        try:
+            return load_demo(weights[len(DEMO_PREFIX) :]).folder()
+        except (ImportError, ValueError) as exc:
+            raise WeightsError(f"{key}: {exc}") from None
     local = _local_dir(weights)
     if local is not None:
         if not (local / "config.json").is_file():
@@ -77,16 +82,14 @@ def resolve_weights(weights: str, *, model_id: str) -> Path:
 def peek_config(weights: str) -> dict[str, Any] | None:
     """The model's ``config.json`` if it is already on disk (local folder or hub cache); cheap.
 
-    Used by declarations to compute footprints without loading anything. For ``tiny:<kind>``
-    it is the tiny preset's shape (nothing is built). ``None`` when the file is not at hand (a
-    hub id not yet downloaded).
+    Used by declarations to compute footprints without loading anything. For ``demo:<ref>`` it is
+    the demo model's shape (nothing is built). ``None`` when the file is not at hand (a hub id not
+    yet downloaded, an unknown demo model).
     """
-    if is_tiny(weights):
-        from host.testing.tiny_models import tiny_config_dict
-
+    if is_demo(weights):
         try:
-            return tiny_config_dict(weights[len(TINY_PREFIX) :])
-        except ValueError:
+            return load_demo(weights[len(DEMO_PREFIX) :]).config_dict()
+        except (ImportError, ValueError):
             return None
     local = _local_dir(weights)
     if local is not None:
@@ -107,5 +110,5 @@ def peek_config(weights: str) -> dict[str, Any] | None:
 
 
 def weights_on_disk(weights: str) -> bool:
-    """Whether ``weights`` can be loaded without a download (tiny models count: they are built locally)."""
+    """Whether ``weights`` can be loaded without a download (demo models count: they are built locally)."""
     return peek_config(weights) is not None

@@ -19,6 +19,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from litestar.testing import TestClient
+
+from host.app import create_app
+from host.config import ServerConfig
+from host.spec import Task
+from host.testing.fakes import FakePlugin, failing_chat_spec, fake_spec
+from host.testing.pytest_plugin import CPU_ONLY, make_config
 
 # Tests run offline and on one thread (the machines are shared); set before anything imports torch/hf.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -129,3 +136,44 @@ def other_entry_points() -> list[str]:
     from importlib.metadata import entry_points
 
     return sorted({ep.name for ep in entry_points(group="plughost")} - {TESTPLUGIN})
+
+
+# -- the app of the route tests (tests/test_routes_*.py) ------------------------------------------------
+
+#: Small limits, so that the route tests can reach them.
+ROUTE_LIMITS = {"max_body_bytes": 4096, "max_embedding_inputs": 4, "max_rerank_documents": 5}
+
+
+@pytest.fixture
+def plugin() -> FakePlugin:
+    """One fake model per task (the chat one with an alias), and two chat models that fail mid-stream."""
+    return FakePlugin(
+        [
+            fake_spec("fake-chat", Task.CHAT, aliases=("fake-chat-alias",)),
+            fake_spec("fake-embed", Task.EMBEDDING),
+            fake_spec("fake-rerank", Task.RERANK),
+            failing_chat_spec("bad-stream", "invalid"),
+            failing_chat_spec("crash-stream", "crash"),
+        ]
+    )
+
+
+@pytest.fixture
+def client(plugin: FakePlugin) -> Iterator[TestClient]:
+    """A TestClient on an app of ``plugin`` with :data:`ROUTE_LIMITS` and an alias from the config."""
+    config = make_config(
+        {
+            "server": ROUTE_LIMITS,
+            "scheduler": {"max_resident_per_task": 4, "min_residency_s": 0},
+            "models": {"fake-embed": {"aliases": ["text-embedding-3-small"]}},
+        }
+    )
+    with TestClient(create_app(config, plugins=[plugin], budgets=CPU_ONLY)) as c:
+        yield c
+
+
+@pytest.fixture
+def limits(client: TestClient) -> ServerConfig:
+    """The ``server`` section of ``client``'s app (its body and input limits)."""
+    server: ServerConfig = client.app.state.config.server
+    return server

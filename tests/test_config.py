@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 import pytest
 
-from host.config import CONFIG_ENV, ConfigError, config_from_dict, load_config, parse_bytes
+from host import hookimpl
+from host.config import CONFIG_ENV, ConfigError, HostConfig, config_from_dict, load_config, parse_bytes
 from host.plugins import PluginError, make_plugin_manager
 from host.registry import ModelRegistry, build_registry
-from host.spec import GiB, Placement, PlacementKind, Task
+from host.spec import GiB, ModelSpec, Options, Placement, PlacementKind, Task
 from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.pytest_plugin import make_config
 
@@ -238,15 +240,15 @@ def registry_with(models: dict[str, Any], **extra: Any) -> ModelRegistry:
 
 def test_no_overrides_keep_the_declaration() -> None:
     big = registry_with({}).get("big")
-    assert big.spec.options["weights"] == "org/big-hub-id"
+    assert big.spec.weights == "org/big-hub-id"
     assert big.spec.placements == (GPU, HYBRID, CPU)
     assert big.spec.aliases == ("big-alias",)
     assert (big.keep_alive_s, big.pinned, big.plugin) == (None, False, "decl")
 
 
-def test_weights_override_becomes_the_weights_option() -> None:
+def test_weights_override_becomes_the_weights_field() -> None:
     big = registry_with({"big": {"weights": "/srv/models/big"}}).get("big")
-    assert big.spec.options["weights"] == "/srv/models/big"
+    assert big.spec.weights == "/srv/models/big"
 
 
 def test_options_are_merged_over_the_declared_ones() -> None:
@@ -254,12 +256,55 @@ def test_options_are_merged_over_the_declared_ones() -> None:
     assert big.spec.options["dtype"] == "float32"  # overridden
     assert big.spec.options["max_batch"] == 8  # added
     assert big.spec.options["context"] == 4096  # kept
-    assert big.spec.options["weights"] == "org/big-hub-id"
+    assert big.spec.weights == "org/big-hub-id"
 
 
-def test_weights_key_wins_over_a_weights_option() -> None:
-    big = registry_with({"big": {"weights": "from-key", "options": {"weights": "from-options"}}}).get("big")
-    assert big.spec.options["weights"] == "from-key"
+class _Typed(Options, frozen=True):
+    batch_tokens: int = 16
+    dtype: Literal["auto", "float32"] = "auto"
+
+
+def _typed_registry(models: dict[str, Any], base_dir: Path | str = ".") -> ModelRegistry:
+    """A plugin that declares ``typed`` with :class:`_Typed` options and weights read from the config."""
+
+    class Plugin:
+        @hookimpl
+        def register_models(self, config: HostConfig) -> list[ModelSpec]:
+            spec = fake_spec("typed", Task.EMBEDDING, weights=config.model_weights("typed", "org/typed"))
+            return [msgspec.structs.replace(spec, options=config.model_options("typed", _Typed))]
+
+    config = config_from_dict({"plugins": {"paths": [], "entry_points": False}, "models": models}, base_dir=base_dir)
+    return build_registry(make_plugin_manager(config, extra=[Plugin()]), config)
+
+
+def test_typed_options_are_converted_once_with_their_declared_defaults() -> None:
+    spec = _typed_registry({"typed": {"options": {"batch_tokens": 64}}}).get("typed").spec
+    assert spec.options == _Typed(batch_tokens=64, dtype="auto") and spec.weights == "org/typed"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch_token": 64}, "models.typed.options.batch_token: unknown key"),
+        ({"batch_tokens": "many"}, "models.typed.options.batch_tokens: Expected `int`, got `str`"),
+        ({"dtype": "int4"}, "models.typed.options.dtype: Invalid enum value 'int4'"),
+        ({"weights": "x/y"}, "models.typed.options.weights: unknown key"),  # weights is a model key
+    ],
+)
+def test_a_bad_typed_option_is_a_config_error_naming_its_dotted_key(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _typed_registry({"typed": {"options": options}})
+    assert str(err.value).startswith(message)
+
+
+def test_relative_weights_are_resolved_against_the_config_file_before_the_plugin_sees_them(tmp_path: Path) -> None:
+    spec = _typed_registry({"typed": {"weights": "./models/t"}}, base_dir=tmp_path).get("typed").spec
+    assert spec.weights == str(tmp_path / "models" / "t")  # what the declaration sized, and what loads
+
+
+def test_model_config_names_a_plugin_first_class() -> None:
+    config = config_from_dict({"models": {"Qwen3-Embedding-4B": {"plugin": "embed_qwen3", "weights": "a/b"}}})
+    assert config.model("Qwen3-Embedding-4B").plugin == "embed_qwen3"
 
 
 def test_placements_subset_keeps_the_declared_order() -> None:

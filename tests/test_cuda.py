@@ -6,7 +6,6 @@ random-weight models; the scheduler decides the placements from the memory it me
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,6 @@ CHAT, EMBED, RERANK = "Qwen2.5-7B-Instruct-AWQ", "Qwen3-Embedding-0.6B", "Qwen3-
 
 @pytest.fixture(scope="module")
 def plugins() -> list[Any]:
-    for name in ("chat_qwen_awq", "embed_qwen3", "rerank_qwen3"):
-        if str(ROOT / "plugins" / name) not in sys.path:
-            sys.path.insert(0, str(ROOT / "plugins" / name))
     import chat_qwen_awq
     import embed_qwen3
     import rerank_qwen3
@@ -45,9 +41,9 @@ def _config() -> Any:
     return make_config(
         {
             "models": {
-                CHAT: {"weights": "tiny:qwen2-awq"},
-                EMBED: {"weights": "tiny:qwen3-embedding"},
-                RERANK: {"weights": "tiny:qwen3-reranker"},
+                CHAT: {"weights": "demo:chat_qwen_awq.demo:TINY_AWQ"},
+                EMBED: {"weights": "demo:embed_qwen3.demo:TINY"},
+                RERANK: {"weights": "demo:rerank_qwen3.demo:TINY"},
             }
         }
     )

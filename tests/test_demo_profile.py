@@ -15,7 +15,7 @@ from host.testing.pytest_plugin import make_config
 
 
 def registry_for(tmp_path, demo, weights):
-    spec = msgspec.structs.replace(fake_spec("m", Task.EMBEDDING, weights=weights), demo_weights="tiny:qwen3-embedding")
+    spec = msgspec.structs.replace(fake_spec("m", Task.EMBEDDING, weights=weights), demo="embed_qwen3.demo:TINY")
     config = make_config({"demo": demo} if demo is not None else {})
     return build_registry(make_plugin_manager(config, extra=[FakePlugin([spec])]), config)
 
@@ -40,11 +40,11 @@ def test_demo_selection(tmp_path, local_model, caplog, demo, weights_kind, expec
     with caplog.at_level(logging.WARNING, logger="plughost.registry"):
         model = registry_for(tmp_path, demo, weights).get("m")
     if expect_demo:
-        assert model.spec.options["weights"] == "tiny:qwen3-embedding"
+        assert model.spec.weights == "demo:embed_qwen3.demo:TINY"
         assert model.spec.description.startswith(DEMO_NOTE) and weights in model.spec.description
         assert "DEMO" in caplog.text and "models.m.weights" in caplog.text
     else:
-        assert model.spec.options["weights"] == weights and "DEMO" not in model.spec.description
+        assert model.spec.weights == weights and "DEMO" not in model.spec.description
 
 
 def test_model_without_stand_in_is_never_demo() -> None:
@@ -61,7 +61,7 @@ def test_the_three_plugins_size_their_demo_stand_ins_small() -> None:
     registry = build_registry(make_plugin_manager(config), config)
     for name in ("Qwen2.5-7B-Instruct-AWQ", "Qwen3-Embedding-0.6B", "Qwen3-Reranker-0.6B"):
         spec = registry.get(name).spec
-        assert spec.options["weights"].startswith("tiny:"), name
+        assert spec.weights == f"demo:{spec.demo}", name
         cpu = next(p for p in spec.placements if p.kind == "cpu")
         assert cpu.host_bytes < 1024**3, (name, cpu)  # the tiny model, not the real one (GiBs)
 
@@ -74,16 +74,16 @@ def test_relative_weights_resolve_against_the_config_file(tmp_path) -> None:
         {"plugins": {"paths": [], "entry_points": False}, "models": {"m": {"weights": "./models/m"}}}, base_dir=tmp_path
     )
     registry = build_registry(make_plugin_manager(config, extra=[FakePlugin([fake_spec("m", Task.EMBEDDING)])]), config)
-    assert registry.get("m").spec.options["weights"] == str(tmp_path / "models" / "m")
+    assert registry.get("m").spec.weights == str(tmp_path / "models" / "m")
 
 
 @pytest.mark.parametrize("model", ["Qwen2.5-7B-Instruct-AWQ", "Qwen3-Embedding-0.6B", "Qwen3-Reranker-0.6B"])
 def test_a_misspelt_plugin_option_is_an_error_naming_it(model: str) -> None:
     from pathlib import Path
 
-    from host.plugins import PluginError
+    from host.config import ConfigError
 
     plugins = Path(__file__).resolve().parents[1] / "plugins"
     config = make_config({"plugins": {"paths": [str(plugins)]}, "models": {model: {"options": {"batch_token_gpu": 1}}}})
-    with pytest.raises(PluginError, match=f"models.{model}.options.batch_token_gpu: unknown option"):
+    with pytest.raises(ConfigError, match=f"^models.{model}.options.batch_token_gpu: unknown key$"):
         build_registry(make_plugin_manager(config), config)

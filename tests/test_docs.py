@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 from openai import OpenAI
 
 from host.testing.pytest_plugin import make_config
@@ -17,10 +18,11 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 
 def test_plugin_walkthrough_runs(tmp_path: Path, plughost_app, monkeypatch) -> None:
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-    declaration, backend, test = blocks
+    declaration, demo, backend, test = blocks
     package = tmp_path / "plugins" / "plughost_echo" / "plughost_echo"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(declaration)
+    (package / "demo.py").write_text(demo)
     (package / "backend.py").write_text(backend)
     monkeypatch.setattr(sys, "path", list(sys.path))
     try:
@@ -28,12 +30,28 @@ def test_plugin_walkthrough_runs(tmp_path: Path, plughost_app, monkeypatch) -> N
     finally:
         sys.modules.pop("plughost_echo", None)
         sys.modules.pop("plughost_echo.backend", None)
+        sys.modules.pop("plughost_echo.demo", None)
 
 
 def _serve_and_run(tmp_path: Path, plughost_app, test: str) -> None:
-    config = make_config({"plugins": {"paths": [str(tmp_path / "plugins")]}})
+    from host.config import ConfigError
+    from host.demo import load_demo
+
+    config = make_config({"plugins": {"paths": [str(tmp_path / "plugins")]}, "demo": False})
     app = plughost_app(config)
     assert [m.spec.id for m in app.state.registry] == ["echo-1"]
+    assert app.state.registry.get("echo-1").spec.weights == "example/echo-1"
+    # The option Struct: typed, and a typo is an error naming the key.
+    typo = make_config(
+        {"plugins": {"paths": [str(tmp_path / "plugins")]}, "models": {"echo-1": {"options": {"prefx": 1}}}}
+    )
+    with pytest.raises(ConfigError, match=r"^models\.echo-1\.options\.prefx: unknown key$"):
+        plughost_app(typo)
+    # The demo builder: the stand-in the demo profile serves, built into the cache on use.
+    demo = plughost_app(make_config({"plugins": {"paths": [str(tmp_path / "plugins")]}, "demo": True}))
+    assert demo.state.registry.get("echo-1").spec.weights == "demo:plughost_echo.demo:TINY"
+    folder = load_demo("plughost_echo.demo:TINY").folder(tmp_path / "cache")
+    assert (folder / "config.json").is_file()
     with serve_in_thread(app) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         reply = client.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "hi"}])

@@ -85,7 +85,7 @@ def test_installed_distribution_is_discovered_through_its_entry_point(
     chat = registry.get("tp-chat")  # declared alias
     assert chat.spec.id == "testplugin-chat"
     assert chat.plugin == TESTPLUGIN
-    assert chat.spec.options["weights"] == "example-org/testplugin-chat-7b"
+    assert chat.spec.weights == "example-org/testplugin-chat-7b"
 
 
 def test_entry_point_plugin_serves_requests_end_to_end(

@@ -6,9 +6,10 @@ while Serve replaces it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -65,8 +66,19 @@ def replica_actors(deployment: str) -> set[str]:
     return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)}
 
 
+def models_once(client: OpenAI, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """``GET /v1/models`` by id, once ``ready`` holds: the ingress reads serve.status() every second,
+    so right after a change it may show the state of a second ago."""
+    deadline = time.monotonic() + 10
+    while True:
+        models = {m.id: m.model_extra for m in client.models.list()}
+        if ready(models) or time.monotonic() > deadline:
+            return models
+        time.sleep(0.2)
+
+
 def test_models_list_shows_deployments_and_replicas(client: OpenAI) -> None:
-    models = {m.id: m.model_extra for m in client.models.list()}
+    models = models_once(client, lambda m: m[EMBED]["status"]["replicas"] == 2 and m[CHAT]["status"]["replicas"])
     assert set(models) == {CHAT, EMBED, RERANK}
     assert models[CHAT]["status"]["state"] == models[EMBED]["status"]["state"] == "resident"
     assert models[EMBED]["status"]["replicas"] == 2 and models[CHAT]["status"]["replicas"] == 1
@@ -103,6 +115,8 @@ def test_embeddings_and_rerank_scaled_from_zero(client: OpenAI, cluster: str) ->
     ranked = httpx.post(f"{cluster}/v1/rerank", json=body, timeout=120).json()
     assert len(ranked["results"]) == 2 and ranked["results"][0]["score"] >= ranked["results"][1]["score"]
     assert running(RERANK) == 1  # the first request brought a replica up
+    status = models_once(client, lambda m: m[RERANK]["status"]["replicas"] == 1)[RERANK]["status"]
+    assert (status["state"], status["replicas"]) == ("resident", 1)
 
 
 def test_errors_keep_the_single_machine_envelope(cluster: str) -> None:
@@ -139,9 +153,5 @@ def test_a_killed_embedding_replica_is_replaced_without_failed_requests(client: 
             time.sleep(0.2)
     assert replaced, f"Serve did not replace {victim} in time (now {replica_actors(EMBED)})"
     assert sent >= 4
-    models = {m.id: m.model_extra for m in client.models.list()}
-    deadline = time.monotonic() + 10
-    while models[EMBED]["status"]["replicas"] != 2 and time.monotonic() < deadline:
-        time.sleep(0.5)  # the ingress reads serve.status() once a second
-        models = {m.id: m.model_extra for m in client.models.list()}
+    models = models_once(client, lambda m: m[EMBED]["status"]["replicas"] == 2)
     assert models[EMBED]["status"]["replicas"] == 2

@@ -6,19 +6,19 @@ import base64
 
 import numpy as np
 from litestar import Request, post
-from litestar.datastructures import State
 
 from host.errors import decode_body
 from host.protocol.embeddings import EmbeddingData, EmbeddingsRequest, EmbeddingsResponse, EmbeddingUsage
+from host.routes.deps import ConfigDep, SchedulerDep
 from host.spec import Task
 
 
 @post("/v1/embeddings", status_code=200)
-async def embeddings(request: Request, state: State) -> EmbeddingsResponse:
+async def embeddings(request: Request, scheduler: SchedulerDep, config: ConfigDep) -> EmbeddingsResponse:
     """Embed one or many inputs; ``encoding_format`` float or base64 (little-endian float32)."""
-    body: EmbeddingsRequest = decode_body(await request.body(), EmbeddingsRequest)
-    domain = body.to_domain(state.config.server.max_embedding_inputs)
-    with await state.scheduler.acquire(domain.model, Task.EMBEDDING) as lease:
+    body = decode_body(await request.body(), EmbeddingsRequest)
+    domain = body.to_domain(config.server.max_embedding_inputs)
+    with await scheduler.acquire(domain.model, Task.EMBEDDING) as lease:
         result = await lease.backend.embed(domain)
     vectors = np.asarray(result.vectors, dtype=np.float32)
     if body.encoding_format == "base64":

@@ -3,60 +3,65 @@
 from __future__ import annotations
 
 from litestar import get, post
-from litestar.datastructures import State
 from litestar.params import FromPath
 
 from host.errors import NotFound
 from host.protocol.models import Health, ModelCard, ModelList
 from host.registry import RegisteredModel
+from host.routes.deps import RegistryDep, SchedulerDep, StartedDep
+from host.scheduling.pool import ModelPool
 from host.scheduling.scheduler import ModelState
 
 
-def _card(state: State, model: RegisteredModel) -> ModelCard:
+def _card(model: RegisteredModel, scheduler: ModelPool, started: int) -> ModelCard:
     spec = model.spec
     return ModelCard(
         id=spec.id,
-        created=state.started,
+        created=started,
         owned_by=model.plugin,
         task=spec.task,
         aliases=list(spec.aliases),
         description=spec.description,
-        status=state.scheduler.status(spec.id),
+        status=scheduler.status(spec.id),
     )
 
 
 @get("/v1/models")
-async def list_models(state: State) -> ModelList:
+async def list_models(registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep) -> ModelList:
     """Every declared model with its task and residency."""
-    return ModelList(data=[_card(state, m) for m in state.registry])
+    return ModelList(data=[_card(m, scheduler, started) for m in registry])
 
 
 @get("/v1/models/{model_id:path}")
-async def get_model(state: State, model_id: FromPath[str]) -> ModelCard:
+async def get_model(
+    registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep, model_id: FromPath[str]
+) -> ModelCard:
     """One model (by id or alias; hub-style ids with a slash work too)."""
-    return _card(state, state.registry.get(model_id.lstrip("/")))
+    return _card(registry.get(model_id.lstrip("/")), scheduler, started)
 
 
 @post("/v1/models/{model_path:path}", status_code=200)
-async def manage_model(state: State, model_path: FromPath[str]) -> ModelCard:
+async def manage_model(
+    registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep, model_path: FromPath[str]
+) -> ModelCard:
     """``POST /v1/models/{id}/load`` loads a model now (answers once it is resident);
     ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests)."""
     name, _, action = model_path.strip("/").rpartition("/")
     if action not in ("load", "unload") or not name:
         raise NotFound(f"POST /v1/models/{model_path.strip('/')}: expected /v1/models/{{id}}/load or /unload.")
-    model = state.registry.get(name)
+    model = registry.get(name)
     if action == "load":
-        await state.scheduler.load(model.spec.id)
+        await scheduler.load(model.spec.id)
     else:
-        await state.scheduler.unload(model.spec.id)
-    return _card(state, model)
+        await scheduler.unload(model.spec.id)
+    return _card(model, scheduler, started)
 
 
 @get("/health")
-async def health(state: State) -> Health:
+async def health(scheduler: SchedulerDep) -> Health:
     """Liveness and readiness, with the resident, loading and failed models."""
-    snap = state.scheduler.snapshot()
-    ready = state.scheduler.ready
+    snap = scheduler.snapshot()
+    ready = scheduler.ready
     return Health(
         status="ok" if ready else "shutting_down",
         ready=ready,

@@ -5,19 +5,19 @@ from __future__ import annotations
 import uuid
 
 from litestar import Request, post
-from litestar.datastructures import State
 
 from host.errors import decode_body
 from host.protocol.rerank import RerankBody, RerankResponse, RerankResultItem, RerankUsage
+from host.routes.deps import ConfigDep, SchedulerDep
 from host.spec import Task
 
 
 @post(["/v1/rerank", "/rerank", "/v2/rerank"], status_code=200)
-async def rerank(request: Request, state: State) -> RerankResponse:
+async def rerank(request: Request, scheduler: SchedulerDep, config: ConfigDep) -> RerankResponse:
     """Score documents against the query; results sorted by score, highest first."""
-    body: RerankBody = decode_body(await request.body(), RerankBody)
-    domain, limit = body.to_domain(state.config.server.max_rerank_documents)
-    with await state.scheduler.acquire(domain.model, Task.RERANK) as lease:
+    body = decode_body(await request.body(), RerankBody)
+    domain, limit = body.to_domain(config.server.max_rerank_documents)
+    with await scheduler.acquire(domain.model, Task.RERANK) as lease:
         result = await lease.backend.rerank(domain)
     order = sorted(range(len(result.scores)), key=lambda i: result.scores[i], reverse=True)
     if limit is not None:

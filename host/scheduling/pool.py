@@ -8,27 +8,16 @@ On one machine that is :class:`host.scheduling.scheduler.Scheduler`; on a Ray Se
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload, runtime_checkable
 
-from host.registry import ModelRegistry, RegisteredModel
+from host.backend import Backend, ChatBackend, EmbeddingBackend, RerankBackend
+from host.registry import ModelRegistry
+from host.scheduling.lease import Lease
 from host.scheduling.scheduler import ModelStatus
 from host.spec import Task
 
 
-class ModelLease(Protocol):
-    """Permission to use a model's backend for one response; released exactly once (idempotent)."""
-
-    backend: Any
-    model: RegisteredModel
-
-    def release(self) -> None:
-        """Give the model back (synchronous, safe to call twice)."""
-
-    def __enter__(self) -> Any: ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-
+@runtime_checkable  # Litestar checks a dependency's value against its declared type
 class ModelPool(Protocol):
     """Hands out leases on models and reports their state (``GET /v1/models``, ``/health``)."""
 
@@ -36,8 +25,17 @@ class ModelPool(Protocol):
     def ready(self) -> bool:
         """Accepting work (not shutting down)."""
 
-    async def acquire(self, name: str, task: Task) -> Any:
-        """A :class:`ModelLease` on the model called ``name``, once it can serve ``task``."""
+    @overload
+    async def acquire(self, name: str, task: Literal[Task.CHAT]) -> Lease[ChatBackend]: ...
+    @overload
+    async def acquire(self, name: str, task: Literal[Task.EMBEDDING]) -> Lease[EmbeddingBackend]: ...
+    @overload
+    async def acquire(self, name: str, task: Literal[Task.RERANK]) -> Lease[RerankBackend]: ...
+    @overload
+    async def acquire(self, name: str, task: Task) -> Lease[Backend]: ...
+
+    async def acquire(self, name: str, task: Task) -> Lease[Any]:
+        """A lease on the model called ``name``, typed by the backend protocol of ``task``."""
 
     async def load(self, name: str) -> ModelStatus:
         """Make the model ready to serve now (``POST /v1/models/{id}/load``)."""

@@ -5,7 +5,8 @@ offloading) runs in worker threads. Decisions come from :func:`host.scheduling.p
 
 A request calls :meth:`Scheduler.acquire` and gets a :class:`Lease` that pins its model in
 place until :meth:`Lease.release` (synchronous and idempotent, so a ``finally`` in a
-cancelled stream can always run it).
+cancelled stream can always run it). The lease is typed by the task's backend protocol
+(``Lease[ChatBackend]`` for ``Task.CHAT``), which admission checks on the backend class.
 """
 
 from __future__ import annotations
@@ -14,14 +15,23 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal, overload
 
 import msgspec
 
-from host.backend import Backend, Relocatable, import_backend
+from host.backend import (
+    Backend,
+    ChatBackend,
+    EmbeddingBackend,
+    Relocatable,
+    RerankBackend,
+    check_backend,
+    import_backend,
+)
 from host.config import SchedulerConfig
 from host.errors import (
     AdmissionTimeout,
@@ -32,6 +42,7 @@ from host.errors import (
     ShuttingDown,
 )
 from host.registry import ModelRegistry, RegisteredModel
+from host.scheduling.lease import Lease
 from host.scheduling.policy import (
     Admit,
     Budgets,
@@ -86,7 +97,7 @@ class ModelStatus(msgspec.Struct, kw_only=True):
 class _Waiter:
     __slots__ = ("future", "seq")
 
-    def __init__(self, seq: int, future: asyncio.Future[Lease]) -> None:
+    def __init__(self, seq: int, future: asyncio.Future[Lease[Backend]]) -> None:
         self.seq = seq
         self.future = future
 
@@ -142,32 +153,6 @@ class _Slot:
         return f"{self.id} ({self.state} on {where}, {gib(self.gpu_bytes + self.host_bytes)}{busy})"
 
 
-class Lease:
-    """Permission to use a loaded backend; hold it for the whole response, then release."""
-
-    __slots__ = ("_released", "_scheduler", "_slot", "backend", "model")
-
-    def __init__(self, scheduler: Scheduler, slot: _Slot) -> None:
-        assert slot.backend is not None
-        self.backend: Any = slot.backend
-        self.model: RegisteredModel = slot.model
-        self._slot = slot
-        self._scheduler = scheduler
-        self._released = False
-
-    def release(self) -> None:
-        """Give the model back. Synchronous and idempotent."""
-        if not self._released:
-            self._released = True
-            self._scheduler._release(self._slot)
-
-    def __enter__(self) -> Lease:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 class Scheduler:
     """Admits, swaps, offloads and unloads models so that requests fit the memory budgets."""
 
@@ -186,8 +171,18 @@ class Scheduler:
         self._closing = False
 
     # -- public API ---------------------------------------------------------------------
-    async def acquire(self, name: str, task: Task) -> Lease:
-        """Wait until the model named ``name`` is resident and return a lease on it.
+    @overload
+    async def acquire(self, name: str, task: Literal[Task.CHAT]) -> Lease[ChatBackend]: ...
+    @overload
+    async def acquire(self, name: str, task: Literal[Task.EMBEDDING]) -> Lease[EmbeddingBackend]: ...
+    @overload
+    async def acquire(self, name: str, task: Literal[Task.RERANK]) -> Lease[RerankBackend]: ...
+    @overload
+    async def acquire(self, name: str, task: Task) -> Lease[Backend]: ...
+
+    async def acquire(self, name: str, task: Task) -> Lease[Any]:
+        """Wait until the model named ``name`` is resident and return a lease on it, typed by the
+        backend protocol of ``task`` (``Lease[ChatBackend]`` for ``Task.CHAT``).
 
         Raises ``ModelNotFound``/``WrongTask`` for bad names, ``QueueFull`` (429) when the
         model's queue is full, ``AdmissionTimeout`` (503) when admission takes too long,
@@ -297,12 +292,13 @@ class Scheduler:
             slot.shutdown()
 
     # -- leases ----------------------------------------------------------------------------
-    def _lease(self, slot: _Slot) -> Lease:
+    def _lease(self, slot: _Slot) -> Lease[Backend]:
         slot.in_flight += 1
         if slot.ttl:
             slot.ttl.cancel()
             slot.ttl = None
-        return Lease(self, slot)
+        assert slot.backend is not None  # only resident models are leased
+        return Lease(slot.backend, slot.model, functools.partial(self._release, slot))
 
     def _release(self, slot: _Slot) -> None:
         slot.in_flight -= 1
@@ -509,6 +505,7 @@ class Scheduler:
 
     def _construct_and_load(self, slot: _Slot, grant: Grant) -> Backend:
         cls = import_backend(slot.model.spec.backend)
+        check_backend(cls, slot.model.spec.task, slot.model.plugin)
         backend = cls(slot.model.spec)
         try:
             backend.load(grant)
@@ -522,17 +519,21 @@ class Scheduler:
 
     def _start_offload(self, slot: _Slot) -> Any:
         """Mark ``slot`` offloading now (so no other decision touches it); returns the move to await."""
-        assert slot.backend is not None and slot.offloadable() is not None
+        backend = slot.backend
+        # The policy only offloads models whose backend is Relocatable (``offloadable()``).
+        assert isinstance(backend, Relocatable) and slot.offloadable() is not None
         slot.state = ModelState.OFFLOADING
         grant = Grant(
             placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=slot.offloadable() or 0, parked=True
         )
-        return self._offload(slot, grant)
+        return self._offload(slot, backend, grant)
 
-    async def _offload(self, slot: _Slot, grant: Grant) -> None:
+    async def _offload(self, slot: _Slot, backend: Relocatable, grant: Grant) -> None:
         log.info("%s: offloading to host RAM", slot.id)
         try:
-            await slot.run(slot.backend.relocate, grant)
+            # The backend captured when the offload was decided: ``slot.backend`` is typed as
+            # optional and re-reading it here would not say which backend is being moved.
+            await slot.run(backend.relocate, grant)
         except Exception:
             log.exception("%s: offload failed; unloading instead", slot.id)
             await self._start_unload(slot)

@@ -3,5 +3,8 @@
 - :mod:`host.testing.fakes`: deterministic fake backends per task that declare real specs
   and record their calls, plus :class:`~host.testing.fakes.FakePlugin` to register them;
 - :mod:`host.testing.pytest_plugin`: fixtures (registered as a pytest plugin);
-- :mod:`host.testing.tiny_models`: random-weight models of the real architectures, built offline.
+- :mod:`host.testing.server`: a real server in a thread.
+
+Random-weight models of the real architectures are production code: :mod:`host.demo` and each
+plugin's ``demo`` module.
 """

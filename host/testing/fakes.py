@@ -58,8 +58,8 @@ class FakeBackend:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
-        self.options = spec.options
-        self.calls: CallLog = spec.options.get("calls") or CallLog()
+        self.options = _untyped(spec.options)
+        self.calls: CallLog = self.options.get("calls") or CallLog()
         self.grant: Grant | None = None
 
     def load(self, grant: Grant) -> None:
@@ -187,6 +187,7 @@ def fake_spec(
     offload_bytes: int | None = None,
     aliases: tuple[str, ...] = (),
     calls: CallLog | None = None,
+    weights: str | None = None,
     **options: Any,
 ) -> ModelSpec:
     """A real :class:`ModelSpec` served by the fake backend of ``task``.
@@ -203,10 +204,16 @@ def fake_spec(
         backend=BACKENDS[task],
         placements=placements,
         aliases=aliases,
+        weights=weights,
         offload_bytes=offload_bytes,
         options={**options, "calls": calls or CallLog()},
         description=f"fake {task} model",
     )
+
+
+def _untyped(options: Any) -> dict[str, Any]:
+    """Fakes take plain mappings as options (test scripting, a :class:`CallLog`)."""
+    return options if isinstance(options, dict) else {}
 
 
 class FakePlugin:
@@ -216,7 +223,9 @@ class FakePlugin:
         self.name = name
         self.calls = CallLog()
         self.specs = [
-            msgspec.structs.replace(s, options={**s.options, "calls": self.calls})
+            msgspec.structs.replace(
+                s, options={**(s.options if isinstance(s.options, dict) else {}), "calls": self.calls}
+            )
             for s in specs
             or [
                 fake_spec("fake-chat", Task.CHAT),
@@ -229,3 +238,22 @@ class FakePlugin:
     def register_models(self) -> list[ModelSpec]:
         """Declare the fake models."""
         return list(self.specs)
+
+
+class FailingChatBackend(FakeBackend):
+    """Streams two words, then fails: with InvalidRequest (option ``fail: "invalid"``) or a bug (``"crash"``)."""
+
+    async def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        """Yield ``"partial"``, ``" answer"``, then raise."""
+        self.calls.add("generate", self.spec.id, request)
+        yield ChatDelta(text="partial")
+        yield ChatDelta(text=" answer")
+        if self.options["fail"] == "invalid":
+            raise InvalidRequest("The conversation grew past the context window.", param="messages")
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+
+def failing_chat_spec(model_id: str, fail: str) -> ModelSpec:
+    """A fake chat model served by :class:`FailingChatBackend`; ``fail`` is ``"invalid"`` or ``"crash"``."""
+    spec = fake_spec(model_id, Task.CHAT, fail=fail)
+    return msgspec.structs.replace(spec, backend="host.testing.fakes:FailingChatBackend")

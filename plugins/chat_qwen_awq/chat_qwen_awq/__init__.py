@@ -4,10 +4,7 @@ Declares one model whose placements (gpu, GPU + host RAM hybrid, cpu) are sized 
 checkpoint's ``config.json`` (see :mod:`chat_qwen_awq.sizing`). Registration is cheap: no torch;
 the backend (:mod:`chat_qwen_awq.backend`) is imported only when the model is admitted.
 
-Options (``models.Qwen2.5-7B-Instruct-AWQ.options``): ``context_length``, ``kv_cache_tokens``,
-``max_sequences``, ``prefill_chunk_tokens``, ``cpu_head_dtype`` (see
-:data:`chat_qwen_awq.sizing.LIMIT_OPTIONS`) and ``offload_dir`` (the folder for disk overflow of
-a hybrid grant on a machine without GPU).
+Options (``models.Qwen2.5-7B-Instruct-AWQ.options``): :class:`chat_qwen_awq.sizing.ChatOptions`.
 """
 
 from __future__ import annotations
@@ -16,8 +13,10 @@ import logging
 from typing import Any
 
 from chat_qwen_awq import sizing
+from chat_qwen_awq.sizing import ChatOptions
 from host import hookimpl
 from host.config import HostConfig
+from host.demo import demo_weights
 from host.spec import ModelSpec, Task
 from host.weights import peek_config
 
@@ -26,20 +25,9 @@ log = logging.getLogger("plughost.chat_qwen_awq")
 MODEL_ID = "Qwen2.5-7B-Instruct-AWQ"
 DEFAULT_WEIGHTS = "Qwen/Qwen2.5-7B-Instruct-AWQ"
 #: The random-weight stand-in of the demo profile (same architecture, built offline).
-DEMO_WEIGHTS = "tiny:qwen2-awq"
+DEMO = "chat_qwen_awq.demo:TINY_AWQ"
+DEMO_WEIGHTS = demo_weights(DEMO)
 BACKEND = "chat_qwen_awq.backend:QwenAwqChatBackend"
-#: What ``models.<id>.options`` may set (see the README of this plugin).
-OPTION_KEYS = frozenset(
-    {
-        "weights",
-        "context_length",
-        "kv_cache_tokens",
-        "max_sequences",
-        "prefill_chunk_tokens",
-        "cpu_head_dtype",
-        "offload_dir",
-    }
-)
 
 
 def known_config(weights: str) -> dict[str, Any]:
@@ -54,9 +42,8 @@ def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:
     In the demo profile the host declares the model again with :data:`DEMO_WEIGHTS` as its
     weights (``host.registry``), so footprints are then the stand-in's.
     """
-    mc = config.model(model_id)
-    weights = mc.weights or DEFAULT_WEIGHTS
-    options: dict[str, Any] = {"weights": weights, **mc.options}
+    weights = config.model_weights(model_id, DEFAULT_WEIGHTS)
+    options = config.model_options(model_id, ChatOptions)
     sized = weights
     try:
         shape = sizing.ModelShape.from_config(known_config(sized))
@@ -70,11 +57,11 @@ def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:
         task=Task.CHAT,
         backend=BACKEND,
         placements=placements,
+        weights=weights,
         options=options,
         offload_bytes=placements[-1].host_bytes,
         description="Qwen2.5 7B Instruct, 4-bit AWQ: GPU, GPU + host RAM, or CPU",
-        demo_weights=DEMO_WEIGHTS,
-        option_keys=OPTION_KEYS,
+        demo=DEMO,
     )
 
 

@@ -42,6 +42,7 @@ class QwenAwqChatBackend:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
+        assert isinstance(spec.options, sizing.ChatOptions), "declared by chat_qwen_awq.model_spec"
         self.options = spec.options
         self.grant: Grant | None = None
         self.folder: Path | None = None
@@ -59,7 +60,7 @@ class QwenAwqChatBackend:
         """Read the checkpoint and place it as ``grant`` says; start the engine."""
         from transformers import AutoTokenizer
 
-        self.folder = resolve_weights(str(self.options["weights"]), model_id=self.spec.id)
+        self.folder = resolve_weights(self.spec.weights, model_id=self.spec.id)
         self.config = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
         shape = sizing.ModelShape.from_config(self.config)
         self.limits = sizing.limits_from_options(shape, self.options)
@@ -154,7 +155,7 @@ class QwenAwqChatBackend:
         return getattr(torch, self.limits.cpu_head_dtype)
 
     def _offload_dir(self) -> Path | None:
-        folder = self.options.get("offload_dir")
+        folder = self.options.offload_dir
         return Path(str(folder)).expanduser() if folder else None
 
     def _generation_defaults(self) -> tuple[dict[str, Any], list[int]]:

@@ -124,6 +124,42 @@ def unpack_awq(packed: torch.Tensor) -> torch.Tensor:
     return ((packed.unsqueeze(-1) >> shifts) & 0xF).reshape(rows, packs * 8)
 
 
+def pack_awq(codes: torch.Tensor) -> torch.Tensor:
+    """int codes ``[rows, cols]`` (0..15) → int32 ``[rows, cols/8]`` in AWQ's GEMM order; inverts :func:`unpack_awq`."""
+    rows, cols = codes.shape
+    if cols % 8:
+        raise ValueError(f"{cols} columns is not a multiple of 8")
+    v = codes.to(torch.int64).reshape(rows, cols // 8, 8)
+    packed = torch.zeros(rows, cols // 8, dtype=torch.int64)
+    for col, nibble in enumerate(_AWQ_REVERSE_ORDER):
+        packed |= (v[:, :, col] & 0xF) << (4 * nibble)
+    packed = torch.where(packed >= 2**31, packed - 2**32, packed)  # reinterpret as signed int32
+    return packed.to(torch.int32)
+
+
+def quantize(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pack an ``nn.Linear`` weight ``[out, in]`` as AutoAWQ does (asymmetric 4 bits per group).
+
+    Returns ``(qweight int32 [in, out/8], qzeros int32 [in/G, out/8], scales fp16 [in/G, out])``, the
+    buffers :func:`dequantize` reads. Scales are rounded to fp16 before the codes are computed, so the
+    checkpoint dequantises to the nearest grid point.
+    """
+    out_f, in_f = weight.shape
+    if in_f % group_size:
+        raise ValueError(f"in_features {in_f} is not a multiple of group_size {group_size}")
+    w = weight.detach().float().reshape(out_f, in_f // group_size, group_size)
+    max_val = w.amax(dim=2, keepdim=True)
+    min_val = w.amin(dim=2, keepdim=True)
+    scales = ((max_val - min_val).clamp(min=1e-5) / 15).half().float()
+    zeros = (-torch.round(min_val / scales)).clamp(0, 15)
+    q = (torch.round(w / scales) + zeros).clamp(0, 15)
+    return (
+        pack_awq(q.reshape(out_f, in_f).t().contiguous()),
+        pack_awq(zeros.squeeze(2).t().contiguous()),
+        scales.squeeze(2).t().contiguous().half(),
+    )
+
+
 def dequantize(
     qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int, dtype: torch.dtype
 ) -> torch.Tensor:

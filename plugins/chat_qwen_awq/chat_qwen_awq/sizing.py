@@ -26,10 +26,12 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from host.errors import InvalidRequest
-from host.spec import Placement, PlacementKind
+from host.spec import Options, Placement, PlacementKind, PositiveInt
 
 #: The AWQ-quantised linears of a Qwen2 decoder layer, in module order.
 AWQ_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -145,48 +147,50 @@ class Limits:
     cpu_head_dtype: str = "float32"
 
 
-#: Option names (``models.<id>.options``) and their meaning.
-LIMIT_OPTIONS = {
-    "context_length": "longest prompt + completion of one sequence (default: the model's, at most 16384)",
-    "kv_cache_tokens": "KV-cache tokens of all running sequences together (default: context_length)",
-    "max_sequences": "sequences decoded together (default 8); more requests wait for a free slot",
-    "prefill_chunk_tokens": "prompt tokens per prefill forward pass (default 512)",
-    "cpu_head_dtype": "weights of embeddings and lm_head on the CPU: auto (default: bfloat16 where the CPU has "
-    "native bf16 dot products, else float32), float32 or bfloat16 (half the memory, ~2x faster "
-    "head; activations stay fp32)",
-}
+class ChatOptions(Options, frozen=True):
+    """``models.<id>.options`` of this plugin.
+
+    :ivar context_length: longest prompt + completion of one sequence (``None``: the model's, at
+        most 16384).
+    :ivar kv_cache_tokens: KV-cache tokens of all running sequences together (``None``: context_length).
+    :ivar max_sequences: sequences decoded together; more requests wait for a free slot.
+    :ivar prefill_chunk_tokens: prompt tokens per prefill forward pass.
+    :ivar cpu_head_dtype: weights of embeddings and lm_head on the CPU: ``auto`` (bfloat16 where the
+        CPU has native bf16 dot products, else float32), float32 or bfloat16 (half the memory, ~2x
+        faster head; activations stay fp32).
+    :ivar offload_dir: the folder for disk overflow of a hybrid grant on a machine without GPU.
+    """
+
+    context_length: Annotated[int, msgspec.Meta(ge=2)] | None = None
+    kv_cache_tokens: PositiveInt | None = None
+    max_sequences: PositiveInt = 8
+    prefill_chunk_tokens: PositiveInt = 512
+    cpu_head_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    offload_dir: str | None = None
+
 
 DEFAULT_MAX_CONTEXT = 16384
 
 
-def limits_from_options(shape: ModelShape, options: Mapping[str, Any]) -> Limits:
+def limits_from_options(shape: ModelShape, options: ChatOptions) -> Limits:
     """The engine limits from the model's options, checked against the model."""
-
-    def integer(name: str, default: int, low: int = 1) -> int:
-        value = options.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"option {name!r} must be an integer >= {low}, got {value!r}")
-        return value
-
-    context = integer("context_length", min(shape.max_position_embeddings, DEFAULT_MAX_CONTEXT), 2)
+    context = options.context_length or min(shape.max_position_embeddings, DEFAULT_MAX_CONTEXT)
     if context > shape.max_position_embeddings:
         raise ValueError(
             f"option 'context_length' ({context}) exceeds the model's max_position_embeddings "
             f"({shape.max_position_embeddings})"
         )
-    kv_tokens = integer("kv_cache_tokens", context)
+    kv_tokens = options.kv_cache_tokens or context
     if kv_tokens < context:
         raise ValueError(f"option 'kv_cache_tokens' ({kv_tokens}) must hold at least one full context ({context})")
-    head = options.get("cpu_head_dtype", "auto")
-    if head not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f"option 'cpu_head_dtype' must be 'auto', 'float32' or 'bfloat16', got {head!r}")
+    head: str = options.cpu_head_dtype
     if head == "auto":
         head = "bfloat16" if cpu_has_native_bf16() else "float32"
     return Limits(
         context_length=context,
         kv_cache_tokens=kv_tokens,
-        max_sequences=integer("max_sequences", 8),
-        prefill_chunk_tokens=integer("prefill_chunk_tokens", 512),
+        max_sequences=options.max_sequences,
+        prefill_chunk_tokens=options.prefill_chunk_tokens,
         cpu_head_dtype=head,
     )
 

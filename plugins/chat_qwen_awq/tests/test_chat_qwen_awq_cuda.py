@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 import torch
-from chat_qwen_awq_testing import MODEL_ID, engine_ids, tiny_config
 
+from chat_qwen_awq.testing import MODEL_ID, engine_ids, tiny_config
 from host.domain import ChatMessage, ChatRequest, SamplingParams
 from host.spec import Grant, PlacementKind
 from host.testing.pytest_plugin import make_config
@@ -179,9 +179,8 @@ def test_hybrid_splits_layers_between_the_gpu_and_host_ram(gpu_backend: Any, awq
 
 
 def test_relocate_gpu_to_cpu_and_back(awq_folder: Path) -> None:
-    from chat_qwen_awq_testing import cpu_grant
-
     from chat_qwen_awq import model_spec
+    from chat_qwen_awq.testing import cpu_grant
 
     spec = model_spec(tiny_config())
     backend = _load(spec, _gpu_grant(spec))
@@ -203,9 +202,10 @@ def test_relocate_gpu_to_cpu_and_back(awq_folder: Path) -> None:
 @pytest.fixture(scope="module")
 def wide_awq_folder() -> Path:
     """Real Qwen2.5-7B widths (hidden 3584, vocab 152064, group 128) with 3 of its 28 layers."""
-    from host.testing.tiny_models import QWEN2_5_7B_SHAPE, tiny_model_cache
+    from chat_qwen_awq.demo import TINY_AWQ
+    from host.demo.shapes import QWEN2_5_7B_SHAPE
 
-    return tiny_model_cache("qwen2-awq", shape=dataclasses.replace(QWEN2_5_7B_SHAPE, num_hidden_layers=3))
+    return TINY_AWQ.with_shape(dataclasses.replace(QWEN2_5_7B_SHAPE, num_hidden_layers=3)).folder()
 
 
 def _peak_while_serving(backend: Any, prompt_tokens: int) -> int:

@@ -11,17 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chat_qwen_awq_testing import MODEL_ID, PLUGIN_ROOT, TINY, tiny_config
 
+from chat_qwen_awq.sizing import ChatOptions
+from chat_qwen_awq.testing import MODEL_ID, PLUGIN_ROOT, TINY, tiny_config
 from host import hookimpl
-from host.config import HostConfig
+from host.config import ConfigError, HostConfig
 from host.spec import GiB, ModelSpec, PlacementKind, Task
 from host.testing.pytest_plugin import make_config
 
 
 def awq_config(shape: Any, group_size: int = 128) -> dict[str, Any]:
-    """A config.json mapping of a Qwen2 AWQ checkpoint of ``shape`` (tiny_models presets)."""
-    from host.testing.tiny_models import qwen2_config
+    """A config.json mapping of a Qwen2 AWQ checkpoint of ``shape`` (host.demo.shapes presets)."""
+    from host.demo.shapes import qwen2_config
 
     data = qwen2_config(shape).to_dict()
     data["quantization_config"] = {
@@ -54,7 +55,7 @@ def test_discovered_from_a_plugin_folder(tmp_path: Path) -> None:
     (tmp_path / "chat_qwen_awq").symlink_to(PLUGIN_ROOT, target_is_directory=True)
     config = make_config({"plugins": {"paths": [str(tmp_path)]}, "models": {MODEL_ID: {"weights": TINY}}})
     model = build_registry(make_plugin_manager(config), config).get(MODEL_ID)
-    assert model.plugin == "chat_qwen_awq" and model.spec.options["weights"] == TINY
+    assert model.plugin == "chat_qwen_awq" and model.spec.weights == TINY
     assert model.spec.backend == "chat_qwen_awq.backend:QwenAwqChatBackend"
 
 
@@ -69,7 +70,7 @@ def test_default_declaration_is_the_real_7b() -> None:
     from chat_qwen_awq import DEFAULT_WEIGHTS, model_spec, sizing
 
     spec = model_spec(make_config({"demo": False}))
-    assert (spec.id, spec.task, spec.options["weights"]) == (MODEL_ID, Task.CHAT, DEFAULT_WEIGHTS)
+    assert (spec.id, spec.task, spec.weights) == (MODEL_ID, Task.CHAT, DEFAULT_WEIGHTS)
     assert [p.kind for p in spec.placements] == [PlacementKind.GPU, PlacementKind.HYBRID, PlacementKind.CPU]
     gpu, hybrid, cpu = spec.placements
     shape = sizing.ModelShape.from_config(sizing.QWEN2_5_7B_AWQ_CONFIG)
@@ -89,19 +90,19 @@ def test_configured_weights_and_options_change_the_footprint(tmp_path: Path) -> 
 
     folder = tmp_path / "model"
     folder.mkdir()
-    from host.testing.tiny_models import QWEN2_5_0_5B_SHAPE
+    from host.demo.shapes import QWEN2_5_0_5B_SHAPE
 
     (folder / "config.json").write_text(json.dumps(awq_config(QWEN2_5_0_5B_SHAPE)), encoding="utf-8")
     small = model_spec(make_config({"models": {MODEL_ID: {"weights": str(folder)}}}))
     big = model_spec(make_config({"demo": False}))
-    assert small.options["weights"] == str(folder)
+    assert small.weights == str(folder)
     assert small.placements[0].gpu_bytes < big.placements[0].gpu_bytes / 4
     longer = model_spec(
         make_config({"models": {MODEL_ID: {"weights": str(folder), "options": {"kv_cache_tokens": 32768}}}})
     )
     assert longer.placements[0].gpu_bytes > small.placements[0].gpu_bytes
     tiny = model_spec(tiny_config())
-    assert tiny.options["weights"] == TINY and tiny.placements[-1].host_bytes < 64 * 2**20
+    assert tiny.weights == TINY and tiny.placements[-1].host_bytes < 64 * 2**20
 
 
 def test_demo_profile_is_sized_for_the_stand_in() -> None:
@@ -119,10 +120,10 @@ def test_demo_profile_is_sized_for_the_stand_in() -> None:
         return build_registry(make_plugin_manager(config, extra=[Plugin()]), config).get(MODEL_ID).spec
 
     real = registered({"demo": False})
-    assert real.options["weights"] != DEMO_WEIGHTS and "DEMO" not in real.description
+    assert real.weights != DEMO_WEIGHTS and "DEMO" not in real.description
     for data in ({"demo": True}, {}):  # unset: the hub id is not on this (offline test) machine
         spec = registered(data)
-        assert spec.options["weights"] == DEMO_WEIGHTS and "DEMO" in spec.description
+        assert spec.weights == DEMO_WEIGHTS and "DEMO" in spec.description
         assert spec.placements[-1].host_bytes < real.placements[-1].host_bytes / 100
 
 
@@ -133,9 +134,10 @@ def test_bad_options_are_reported() -> None:
         model_spec(tiny_config(kv_cache_tokens=10))
     with pytest.raises(ValueError, match="context_length"):
         model_spec(tiny_config(context_length=10**6))
-    with pytest.raises(ValueError, match="cpu_head_dtype"):
+    # Types and ranges are checked when plugins.yaml is read, naming the dotted key.
+    with pytest.raises(ConfigError, match=rf"^models\.{MODEL_ID}\.options\.cpu_head_dtype: Invalid enum value"):
         model_spec(tiny_config(cpu_head_dtype="float16"))
-    with pytest.raises(ValueError, match="max_sequences"):
+    with pytest.raises(ConfigError, match=rf"^models\.{MODEL_ID}\.options\.max_sequences: Expected `int` >= 1"):
         model_spec(tiny_config(max_sequences=0))
 
 
@@ -143,7 +145,7 @@ def test_analytic_sizes_match_the_meta_model() -> None:
     from accelerate.utils import compute_module_sizes
 
     from chat_qwen_awq import loader, sizing
-    from host.testing.tiny_models import QWEN2_5_7B_SHAPE, TINY_QWEN2
+    from host.demo.shapes import QWEN2_5_7B_SHAPE, TINY_QWEN2
 
     for shape_preset, group in ((QWEN2_5_7B_SHAPE, 128), (TINY_QWEN2, 32)):
         config = awq_config(shape_preset, group)
@@ -159,11 +161,11 @@ def test_analytic_sizes_match_the_meta_model() -> None:
 @pytest.mark.parametrize("budget_gib", [4, 6])
 def test_device_map_of_the_real_7b_on_a_meta_model(budget_gib: int) -> None:
     from chat_qwen_awq import loader, sizing
-    from host.testing.tiny_models import QWEN2_5_7B_SHAPE
+    from host.demo.shapes import QWEN2_5_7B_SHAPE
 
     config = awq_config(QWEN2_5_7B_SHAPE)
     shape = sizing.ModelShape.from_config(config)
-    limits = sizing.limits_from_options(shape, {})
+    limits = sizing.limits_from_options(shape, ChatOptions())
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     plan = loader.plan_device_map(config, limits, budget_gib * GiB, device="cuda:0", overflow="cpu")
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
@@ -183,10 +185,10 @@ def test_device_map_of_the_real_7b_on_a_meta_model(budget_gib: int) -> None:
 
 def test_device_map_budget_too_small() -> None:
     from chat_qwen_awq import loader, sizing
-    from host.testing.tiny_models import QWEN2_5_7B_SHAPE
+    from host.demo.shapes import QWEN2_5_7B_SHAPE
 
     config = awq_config(QWEN2_5_7B_SHAPE)
-    limits = sizing.limits_from_options(sizing.ModelShape.from_config(config), {})
+    limits = sizing.limits_from_options(sizing.ModelShape.from_config(config), ChatOptions())
     with pytest.raises(ValueError, match="does not hold the fixed part"):
         loader.plan_device_map(config, limits, 2 * GiB)
     everything = loader.plan_device_map(config, limits, None)
@@ -195,7 +197,7 @@ def test_device_map_budget_too_small() -> None:
 
 def test_non_awq_checkpoints_are_refused() -> None:
     from chat_qwen_awq import sizing
-    from host.testing.tiny_models import TINY_QWEN2
+    from host.demo.shapes import TINY_QWEN2
 
     config = awq_config(TINY_QWEN2, 32)
     for change, message in (
@@ -214,11 +216,11 @@ def test_cpu_head_dtype_auto_follows_the_cpu(native: bool, monkeypatch: pytest.M
 
     monkeypatch.setattr(sizing, "cpu_has_native_bf16", lambda: native)
     shape = sizing.ModelShape.from_config(sizing.QWEN2_5_7B_AWQ_CONFIG)
-    auto = sizing.limits_from_options(shape, {})
+    auto = sizing.limits_from_options(shape, ChatOptions())
     assert auto.cpu_head_dtype == ("bfloat16" if native else "float32")
-    assert sizing.limits_from_options(shape, {"cpu_head_dtype": "float32"}).cpu_head_dtype == "float32"
+    assert sizing.limits_from_options(shape, ChatOptions(cpu_head_dtype="float32")).cpu_head_dtype == "float32"
     assert sizing.cpu_bytes(shape, auto) == sizing.cpu_bytes(
-        shape, sizing.limits_from_options(shape, {"cpu_head_dtype": auto.cpu_head_dtype})
+        shape, sizing.limits_from_options(shape, ChatOptions(cpu_head_dtype=auto.cpu_head_dtype))
     )
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import torch
-from chat_qwen_awq_testing import cpu_grant, engine_ids, tiny_config
 
+from chat_qwen_awq.testing import cpu_grant, engine_ids, tiny_config
 from host.domain import ChatDelta, ChatMessage, ChatRequest, SamplingParams
 from host.errors import BackendError, InvalidRequest
 

@@ -13,9 +13,9 @@ import httpx
 import msgspec
 import openai
 import pytest
-from chat_qwen_awq_testing import MODEL_ID, RECORDING_BACKEND, RecordingBackend, tiny_config
 from openai import AsyncOpenAI, OpenAI
 
+from chat_qwen_awq.testing import MODEL_ID, RECORDING_BACKEND, RecordingBackend, tiny_config
 from host import hookimpl
 from host.app import create_app
 from host.config import HostConfig

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import torch
-from chat_qwen_awq_testing import cpu_grant, tiny_config
 
+from chat_qwen_awq.testing import cpu_grant, tiny_config
 from host.domain import ChatMessage, ChatRequest, SamplingParams
 from host.spec import Grant, PlacementKind
 
@@ -22,20 +22,23 @@ def _config(folder: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def references(awq_folder: Path) -> tuple[Any, Any]:
     """(the fp16 model the AWQ checkpoint was quantised from, that model with the 4-bit weights), in fp32."""
+    from awq.utils.packing_utils import dequantize_gemm  # autoawq's own unpacking: a reference independent of ours
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from host.testing.tiny_models import TINY_QWEN2, awq_group_size, dequantize_awq, tiny_model_cache
+    from chat_qwen_awq.demo import TINY_FP16, awq_group_size
 
-    fp16 = tiny_model_cache("qwen2-chat")
+    fp16 = TINY_FP16.folder()
     original = AutoModelForCausalLM.from_pretrained(str(fp16), dtype=torch.float32).eval()
     quantised = AutoModelForCausalLM.from_pretrained(str(fp16), dtype=torch.float32).eval()
     tensors = load_file(str(awq_folder / "model.safetensors"))
-    g = awq_group_size(TINY_QWEN2)
+    g = awq_group_size(TINY_FP16.shape)
     with torch.no_grad():
         for name, module in quantised.named_modules():
             if isinstance(module, torch.nn.Linear) and f"{name}.qweight" in tensors:
-                w = dequantize_awq(tensors[f"{name}.qweight"], tensors[f"{name}.qzeros"], tensors[f"{name}.scales"], g)
+                w = dequantize_gemm(
+                    tensors[f"{name}.qweight"], tensors[f"{name}.qzeros"], tensors[f"{name}.scales"], 4, g
+                )
                 module.weight.copy_(w.t().float())
     return original, quantised
 

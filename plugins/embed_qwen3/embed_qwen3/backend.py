@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from embed_qwen3 import DEFAULT_OPTIONS
+from embed_qwen3 import EmbedOptions
 from embed_qwen3.sizing import max_length_of
 from host.batching import DynamicBatcher
 from host.domain import EmbeddingRequest, EmbeddingResult
@@ -41,10 +41,6 @@ log = logging.getLogger("plughost.embed_qwen3")
 
 ENDOFTEXT = "<|endoftext|>"
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else int(value)
 
 
 def format_query(task: str, query: str) -> str:
@@ -72,7 +68,8 @@ class Qwen3EmbeddingBackend:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
-        self.options: dict[str, Any] = {**DEFAULT_OPTIONS, **spec.options}
+        assert isinstance(spec.options, EmbedOptions), "declared by embed_qwen3.declare"
+        self.options = spec.options
         self.model: Any = None
         self.tokenizer: Any = None
         self.batcher: DynamicBatcher[EmbedInput, list[int], tuple[np.ndarray, int]] | None = None
@@ -96,7 +93,7 @@ class Qwen3EmbeddingBackend:
         from transformers import AutoModel, AutoTokenizer
 
         # WeightsError names models.<id>.weights; the scheduler reports it as the load failure.
-        path = resolve_weights(str(self.options["weights"]), model_id=self.spec.id)
+        path = resolve_weights(self.spec.weights, model_id=self.spec.id)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         if not tokenizer.is_fast:
             raise RuntimeError(f"{path}: a fast tokenizer (tokenizer.json) is required")
@@ -128,13 +125,13 @@ class Qwen3EmbeddingBackend:
         self.model, self.grant, self.device = model, grant, torch.device(grant.device)
         self.hidden_size = int(model.config.hidden_size)
         self.vocab_size = min(self.vocab_size, int(model.get_input_embeddings().num_embeddings))
-        self.max_length = max_length_of(model.config.to_dict(), self.options.get("max_length"))
+        self.max_length = max_length_of(model.config.to_dict(), self.options.max_length)
         self.batcher = DynamicBatcher(
             prepare=self._prepare,
             length=len,
             run=self._run,
             **self._budgets(),
-            max_pending=int(self.options["max_pending"]) if self.options.get("max_pending") else None,
+            max_pending=self.options.max_pending or None,
             name=f"embed:{self.spec.id}",
         )
         log.info(
@@ -149,11 +146,11 @@ class Qwen3EmbeddingBackend:
 
     def _budgets(self) -> dict[str, Any]:
         """Batch bounds for the current device (options ``*_gpu`` or ``*_cpu``)."""
-        suffix = "gpu" if self.device.type == "cuda" else "cpu"
+        o, gpu = self.options, self.device.type == "cuda"
         return {
-            "max_batch_tokens": int(self.options[f"batch_tokens_{suffix}"]),
-            "max_batch_size": int(self.options["max_batch_size"]),
-            "batch_overhead_tokens": _optional_int(self.options.get(f"batch_overhead_tokens_{suffix}")),
+            "max_batch_tokens": o.batch_tokens_gpu if gpu else o.batch_tokens_cpu,
+            "max_batch_size": o.max_batch_size,
+            "batch_overhead_tokens": o.batch_overhead_tokens_gpu if gpu else o.batch_overhead_tokens_cpu,
         }
 
     def _apply_budgets(self) -> None:
@@ -207,7 +204,7 @@ class Qwen3EmbeddingBackend:
         return gpu_dtype if grant.parked else torch.float32
 
     def _gpu_dtype(self) -> torch.dtype:
-        choice = str(self.options.get("gpu_dtype") or "auto")
+        choice = self.options.gpu_dtype
         if choice == "auto":
             dtype = (
                 self.checkpoint_dtype if self.checkpoint_dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
@@ -230,7 +227,7 @@ class Qwen3EmbeddingBackend:
             raise BackendError(f"{self.spec.id} is not loaded")
         dims = request.dimensions
         if dims is not None:
-            low = min(int(self.options.get("min_dimensions") or 1), self.hidden_size)
+            low = min(self.options.min_dimensions, self.hidden_size)
             if not low <= dims <= self.hidden_size:
                 raise InvalidRequest(
                     f"'dimensions' must be between {low} and {self.hidden_size} for '{self.spec.id}', got {dims}.",
@@ -242,8 +239,8 @@ class Qwen3EmbeddingBackend:
                 "'instruction' applies to queries only; send input_type \"query\" with it.", param="instruction"
             )
         # A blank instruction means "the default", as in the reranker.
-        task = request.instruction if request.instruction and request.instruction.strip() else str(self.options["task"])
-        truncate = bool(request.truncate if request.truncate is not None else self.options.get("truncate"))
+        task = request.instruction if request.instruction and request.instruction.strip() else self.options.task
+        truncate = request.truncate if request.truncate is not None else self.options.truncate
         inputs: list[EmbedInput] = []
         if request.texts is not None:
             for i, text in enumerate(request.texts):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 import torch
-from embed_qwen3_testkit import CPU, DEFAULT_TASK, MODEL, TEXTS, Recipe, cosines, load_backend, mixed_texts
 
+from embed_qwen3.testing import CPU, DEFAULT_TASK, MODEL, TEXTS, Recipe, cosines, load_backend, mixed_texts
 from host.domain import EmbeddingRequest
 from host.errors import InvalidRequest
 from host.spec import Grant, PlacementKind
@@ -271,11 +272,10 @@ async def test_unload_fails_nothing_silently(tiny_path: Any) -> None:
 
 
 def test_missing_weights_name_the_config_key(tmp_path: Any) -> None:
-    from embed_qwen3_testkit import tiny_spec
-
     from embed_qwen3.backend import Qwen3EmbeddingBackend
+    from embed_qwen3.testing import tiny_spec
     from host.weights import WeightsError
 
-    backend = Qwen3EmbeddingBackend(tiny_spec(weights=str(tmp_path / "nowhere")))
+    backend = Qwen3EmbeddingBackend(msgspec.structs.replace(tiny_spec(), weights=str(tmp_path / "nowhere")))
     with pytest.raises(WeightsError, match=rf"models\.{MODEL}\.weights"):
         backend.load(CPU)

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from embed_qwen3_testkit import MODEL, PLUGIN_ROOT, TINY
 
 import embed_qwen3
 from embed_qwen3.sizing import KNOWN_CONFIGS, activation_bytes_per_token, param_count
+from embed_qwen3.testing import MODEL, PLUGIN_ROOT, TINY
 from host.config import config_from_dict
+from host.demo import demo_weights
 from host.spec import MiB, PlacementKind, Task
 
 REPO = PLUGIN_ROOT.parents[1]
@@ -36,7 +37,7 @@ def test_default_declaration() -> None:
     assert spec.id == MODEL and spec.task == Task.EMBEDDING
     assert spec.backend == "embed_qwen3.backend:Qwen3EmbeddingBackend"
     assert [p.kind for p in spec.placements] == [PlacementKind.GPU, PlacementKind.CPU]
-    assert spec.options["weights"] == "Qwen/Qwen3-Embedding-0.6B"
+    assert spec.weights == "Qwen/Qwen3-Embedding-0.6B"
     assert "Qwen/Qwen3-Embedding-0.6B" in spec.aliases
     assert spec.offload_bytes is not None and spec.offload_bytes > 0
 
@@ -52,7 +53,7 @@ def test_param_count_matches_the_real_module() -> None:
     torch = pytest.importorskip("torch")
     from transformers import Qwen3Model
 
-    from host.testing.tiny_models import TINY_QWEN3, qwen3_config
+    from host.demo.shapes import TINY_QWEN3, qwen3_config
 
     with torch.device("meta"):
         model = Qwen3Model(qwen3_config(TINY_QWEN3))
@@ -79,7 +80,7 @@ def test_footprints_come_from_the_config_file(tmp_path: Path) -> None:
     assert gpu.gpu_bytes == params * 2 + tokens_gpu * (activation_bytes_per_token(config, 2) + 512) + 512 * MiB
     assert cpu.host_bytes == params * 4 + tokens_cpu * (activation_bytes_per_token(config, 4) + 512) + 256 * MiB
     assert spec.offload_bytes == params * 2 + 256 * MiB
-    assert spec.options["weights"] == str(tmp_path) and spec.aliases == ()  # not the published 0.6B
+    assert spec.weights == str(tmp_path) and spec.aliases == ()  # not the published 0.6B
 
 
 def test_tiny_weights_are_sized_as_the_tiny_model(tiny_path: Path) -> None:
@@ -87,7 +88,7 @@ def test_tiny_weights_are_sized_as_the_tiny_model(tiny_path: Path) -> None:
     real = json.loads((tiny_path / "config.json").read_text())
     cpu = spec.placements[1]
     assert cpu.host_bytes == param_count(real) * 4 + 4096 * (activation_bytes_per_token(real, 4) + 2048) + 256 * MiB
-    assert spec.options["weights"] == TINY and spec.demo_weights == TINY
+    assert spec.weights == TINY == demo_weights(spec.demo or "")
 
 
 def test_unknown_weights_fall_back_to_the_published_shape() -> None:
@@ -105,7 +106,7 @@ def test_demo_profile_serves_the_stand_in() -> None:
 
     cfg = config_from_dict({"plugins": {"paths": [], "entry_points": False}, "demo": True})
     model = build_registry(make_plugin_manager(cfg, extra=[embed_qwen3]), cfg).get(MODEL)
-    assert model.spec.options["weights"] == TINY
+    assert model.spec.weights == TINY
     (tiny,) = embed_qwen3.register_models(config_from_dict({"models": {MODEL: {"weights": TINY}}}))
     assert model.spec.placements == tiny.placements  # footprints of the stand-in, not of the real model
 
@@ -117,7 +118,8 @@ def test_more_sizes_by_config() -> None:
                 "Qwen3-Embedding-4B": {
                     "weights": "Qwen/Qwen3-Embedding-4B",
                     "aliases": ["emb4"],
-                    "options": {"plugin": "embed_qwen3", "task": "Find duplicates"},
+                    "plugin": "embed_qwen3",
+                    "options": {"task": "Find duplicates"},
                 },
                 "something-else": {"weights": "x/y"},
             }
@@ -126,10 +128,10 @@ def test_more_sizes_by_config() -> None:
     specs = {s.id: s for s in embed_qwen3.register_models(cfg)}
     assert set(specs) == {MODEL, "Qwen3-Embedding-4B"}
     big = specs["Qwen3-Embedding-4B"]
-    assert big.options["weights"] == "Qwen/Qwen3-Embedding-4B" and big.options["task"] == "Find duplicates"
+    assert big.weights == "Qwen/Qwen3-Embedding-4B" and big.options.task == "Find duplicates"
     assert big.placements[1].host_bytes > 4 * param_count(KNOWN_CONFIGS["Qwen/Qwen3-Embedding-4B"])
     with pytest.raises(ValueError, match=r"models\.E\.weights"):
-        embed_qwen3.register_models(config_from_dict({"models": {"E": {"options": {"plugin": "embed_qwen3"}}}}))
+        embed_qwen3.register_models(config_from_dict({"models": {"E": {"plugin": "embed_qwen3"}}}))
 
 
 def test_registry_applies_config_overrides() -> None:
@@ -144,5 +146,5 @@ def test_registry_applies_config_overrides() -> None:
     )
     registry = build_registry(make_plugin_manager(cfg, extra=[embed_qwen3]), cfg)
     model = registry.get("emb")
-    assert model.spec.id == MODEL and model.spec.options["weights"] == TINY
+    assert model.spec.id == MODEL and model.spec.weights == TINY
     assert [p.kind for p in model.spec.placements] == [PlacementKind.CPU]

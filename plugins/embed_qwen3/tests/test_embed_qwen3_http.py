@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from embed_qwen3_testkit import DEFAULT_TASK, MODEL, PLUGIN_ROOT, TEXTS, TINY, Recipe, cosines
+
+from embed_qwen3.testing import DEFAULT_TASK, MODEL, PLUGIN_ROOT, TEXTS, TINY, Recipe, cosines
 
 pytestmark = pytest.mark.slow
 

@@ -4,29 +4,18 @@ Registration is cheap: footprints come from the model's ``config.json`` when it 
 disk (else from the published shape); torch and transformers are imported only by
 :mod:`rerank_qwen3.backend`, when the scheduler admits the model.
 
-Options (``models.Qwen3-Reranker-0.6B.options`` in plugins.yaml):
-
-- ``instruction``: the default instruction (a request's ``instruction`` overrides it);
-- ``max_length``: tokens a whole prompt may take (default 8192 as in the publisher's recipe,
-  at most the model's ``max_position_embeddings``); longer documents are cut;
-- ``batch_tokens_gpu`` / ``batch_tokens_cpu``: padded tokens per forward pass;
-- ``gpu_dtype``: ``float16`` (the publisher's choice) or ``bfloat16``;
-- ``share_prefix``: run the prompt tokens before the document (template, instruction, query) once
-  per request instead of once per document (default true; false: every pair runs whole). Its
-  passes keep every layer's keys and values of the batch, prefixes included; the declared
-  working set counts them, and a pass holds at most the batch token budget of them;
-- ``prefix_cache_entries`` / ``prefix_cache_tokens``: prefixes whose key/value states stay cached
-  (LRU) between batches, and their tokens in all (default 8 and 4096; counted in the footprint).
+Options (``models.Qwen3-Reranker-0.6B.options`` in plugins.yaml): :class:`RerankOptions`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from host import hookimpl
 from host.config import HostConfig
+from host.demo import demo_weights
 from host.sizing import gpu_then_cpu
-from host.spec import ModelSpec, Task
+from host.spec import ModelSpec, NonNegativeInt, Options, PositiveInt, Task
 from host.weights import peek_config
 from rerank_qwen3.prompt import DEFAULT_INSTRUCTION
 from rerank_qwen3.sizing import (
@@ -38,45 +27,61 @@ from rerank_qwen3.sizing import (
 MODEL_ID = "Qwen3-Reranker-0.6B"
 HUB_ID = "Qwen/Qwen3-Reranker-0.6B"
 BACKEND = "rerank_qwen3.backend:Qwen3RerankerBackend"
-#: The random-weight stand-in served by the demo profile (host.testing.tiny_models).
-DEMO_WEIGHTS = "tiny:qwen3-reranker"
+#: The random-weight stand-in served by the demo profile (:mod:`rerank_qwen3.demo`).
+DEMO = "rerank_qwen3.demo:TINY"
+DEMO_WEIGHTS = demo_weights(DEMO)
 
-#: Declared option defaults; ``models.<id>.options`` overrides them key by key.
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "weights": HUB_ID,
-    "instruction": DEFAULT_INSTRUCTION,
-    "max_length": None,
-    "batch_tokens_gpu": 16384,
-    # On a CPU the cost per token is flat from one row up (bench/bench_rerank.py): bigger batches
-    # only add padding and memory.
-    "batch_tokens_cpu": 1024,
-    "max_batch_size": 128,
-    "gpu_dtype": "float16",
-    "share_prefix": True,
-    "prefix_cache_entries": 8,
-    "prefix_cache_tokens": 4096,
-}
+
+class RerankOptions(Options, frozen=True):
+    """``models.<id>.options`` of this plugin.
+
+    :ivar instruction: the default instruction (a request's ``instruction`` overrides it).
+    :ivar max_length: tokens a whole prompt may take (``None``: 8192 as in the publisher's recipe,
+        at most the model's ``max_position_embeddings``); longer documents are cut.
+    :ivar batch_tokens_gpu: padded tokens per forward pass on a GPU.
+    :ivar batch_tokens_cpu: the same on the CPU, where the cost per token is flat from one row up
+        (bench/bench_rerank.py): bigger batches only add padding and memory.
+    :ivar max_batch_size: pairs per forward pass.
+    :ivar max_pending: pairs that may wait in the batcher before requests get 429.
+    :ivar gpu_dtype: ``float16`` (the publisher's choice) or ``bfloat16``.
+    :ivar share_prefix: run the prompt tokens before the document (template, instruction, query)
+        once per request instead of once per document (false: every pair runs whole). Its passes
+        keep every layer's keys and values of the batch, prefixes included; the declared working
+        set counts them, and a pass holds at most the batch token budget of them.
+    :ivar prefix_cache_entries: prefixes whose key/value states stay cached (LRU) between batches.
+    :ivar prefix_cache_tokens: their tokens in all (counted in the footprint).
+    """
+
+    instruction: str = DEFAULT_INSTRUCTION
+    max_length: PositiveInt | None = None
+    batch_tokens_gpu: PositiveInt = 16384
+    batch_tokens_cpu: PositiveInt = 1024
+    max_batch_size: PositiveInt = 128
+    max_pending: PositiveInt = 65536
+    gpu_dtype: Literal["float16", "bfloat16"] = "float16"
+    share_prefix: bool = True
+    prefix_cache_entries: NonNegativeInt = 8
+    prefix_cache_tokens: NonNegativeInt = 4096
 
 
 def declare(config: HostConfig) -> ModelSpec:
     """The declaration of Qwen3-Reranker-0.6B, sized for the configured weights and options."""
-    own = config.model(MODEL_ID)
-    options = {**DEFAULT_OPTIONS, **own.options}
-    weights = own.weights or options["weights"]
+    options = config.model_options(MODEL_ID, RerankOptions)
+    weights = config.model_weights(MODEL_ID, HUB_ID)
     model_config = peek_config(weights) or QWEN3_RERANKER_0_6B_CONFIG
-    max_length = max_length_of(model_config, options["max_length"])
-    cached = int(options["prefix_cache_tokens"]) if options["share_prefix"] else None
+    max_length = max_length_of(model_config, options.max_length)
+    cached = options.prefix_cache_tokens if options.share_prefix else None
     gpu_weights, gpu_work = footprint(
         model_config,
         dtype_bytes=2,
-        batch_tokens=int(options["batch_tokens_gpu"]),
+        batch_tokens=options.batch_tokens_gpu,
         max_length=max_length,
         prefix_cache_tokens=cached,
     )
     cpu_weights, cpu_work = footprint(
         model_config,
         dtype_bytes=4,
-        batch_tokens=int(options["batch_tokens_cpu"]),
+        batch_tokens=options.batch_tokens_cpu,
         max_length=max_length,
         prefix_cache_tokens=cached,
     )
@@ -89,11 +94,11 @@ def declare(config: HostConfig) -> ModelSpec:
         backend=BACKEND,
         placements=placements,
         aliases=(HUB_ID,),
-        options={**options, "weights": weights},
+        weights=weights,
+        options=options,
         offload_bytes=offload_bytes,
         description="Qwen3 reranker: P(yes) from two lm_head rows, batch-invariant",
-        demo_weights=DEMO_WEIGHTS,
-        option_keys=frozenset(DEFAULT_OPTIONS),
+        demo=DEMO,
     )
 
 

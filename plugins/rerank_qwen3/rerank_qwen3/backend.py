@@ -36,6 +36,7 @@ from host.domain import RerankRequest, RerankResult
 from host.errors import InvalidRequest
 from host.spec import Grant, ModelSpec
 from host.weights import resolve_weights
+from rerank_qwen3 import RerankOptions
 from rerank_qwen3.prompt import DEFAULT_INSTRUCTION, EncodedPair, PairEncoder
 from rerank_qwen3.sizing import max_length_of
 
@@ -57,9 +58,10 @@ class Qwen3RerankerBackend:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
+        assert isinstance(spec.options, RerankOptions), "declared by rerank_qwen3.declare"
         self.options = spec.options
-        self.instruction: str = self.options.get("instruction") or DEFAULT_INSTRUCTION
-        gpu_dtype = self.options.get("gpu_dtype", "float16")
+        self.instruction: str = self.options.instruction or DEFAULT_INSTRUCTION
+        gpu_dtype = self.options.gpu_dtype
         if gpu_dtype not in _GPU_DTYPES:
             raise ValueError(
                 f"models.{spec.id}.options.gpu_dtype: expected one of {sorted(_GPU_DTYPES)}, got {gpu_dtype!r}"
@@ -74,17 +76,15 @@ class Qwen3RerankerBackend:
         self.grant: Grant | None = None
         self._batcher: DynamicBatcher[Pair, EncodedPair, tuple[float, int]] | None = None
         self._model_lock = threading.Lock()  # a forward pass and a relocation never overlap
-        self.share_prefix = bool(self.options.get("share_prefix", True))
-        self.prefix_cache = PrefixCache(
-            int(self.options.get("prefix_cache_entries", 8)), int(self.options.get("prefix_cache_tokens", 4096))
-        )
+        self.share_prefix = self.options.share_prefix
+        self.prefix_cache = PrefixCache(self.options.prefix_cache_entries, self.options.prefix_cache_tokens)
 
     # -- life cycle -------------------------------------------------------------------------------
     def load(self, grant: Grant) -> None:
         """Load tokenizer and weights where ``grant`` says (fp32 on the CPU, ``gpu_dtype`` on a GPU)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = resolve_weights(self.options["weights"], model_id=self.spec.id)
+        path = resolve_weights(self.spec.weights, model_id=self.spec.id)
         tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
         self.yes_id, self.no_id = self._token_id(tokenizer, "yes"), self._token_id(tokenizer, "no")
         device = torch.device(grant.device)
@@ -94,7 +94,7 @@ class Qwen3RerankerBackend:
         )
         model.eval()
         max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 0)
-        max_length = max_length_of({"max_position_embeddings": max_positions}, self.options.get("max_length"))
+        max_length = max_length_of({"max_position_embeddings": max_positions}, self.options.max_length)
         # The two rows are all the head scoring needs; fp32 so the logit difference keeps its precision.
         self.head = model.get_output_embeddings().weight[[self.no_id, self.yes_id]].detach().float().clone()
         self.base = model.get_decoder()
@@ -111,9 +111,9 @@ class Qwen3RerankerBackend:
             prepare=self._prepare,
             length=self._length,
             run=self._run,
-            max_batch_tokens=int(self.options.get("batch_tokens_gpu" if on_gpu else "batch_tokens_cpu", 1024)),
-            max_batch_size=int(self.options.get("max_batch_size", 128)),
-            max_pending=int(self.options.get("max_pending", 65536)),
+            max_batch_tokens=self.options.batch_tokens_gpu if on_gpu else self.options.batch_tokens_cpu,
+            max_batch_size=self.options.max_batch_size,
+            max_pending=self.options.max_pending,
             name=f"rerank:{self.spec.id}",
         )
         log.info(
@@ -168,9 +168,7 @@ class Qwen3RerankerBackend:
             torch.cuda.empty_cache()
         if self._batcher is not None:
             on_gpu = target.type == "cuda"
-            self._batcher.max_batch_tokens = int(
-                self.options.get("batch_tokens_gpu" if on_gpu else "batch_tokens_cpu", 1024)
-            )
+            self._batcher.max_batch_tokens = self.options.batch_tokens_gpu if on_gpu else self.options.batch_tokens_cpu
 
     # -- serving ----------------------------------------------------------------------------------
     async def rerank(self, request: RerankRequest) -> RerankResult:

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
-import sys
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch  # noqa: F401 - a missing torch must fail the suite, not skip it
+import torch  # a missing torch must fail the suite, not skip it
 import transformers  # noqa: F401
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rerank_qwen3_testkit import Recipe, load_backend
+from rerank_qwen3.testing import Recipe, load_backend
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Offline, one thread: the tiny model is local and the machine is shared."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
 def tiny_path() -> Path:
     """The folder of the tiny random-weight Qwen3 reranker (built once, cached on disk)."""
-    from host.testing.tiny_models import tiny_model_cache
+    from rerank_qwen3.demo import TINY
 
-    return tiny_model_cache("qwen3-reranker")
+    return TINY.folder()
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rerank_qwen3_testkit import PLUGIN_ROOT, TINY
 
 import rerank_qwen3
 from host.config import config_from_dict
+from host.demo import demo_weights
 from host.plugins import make_plugin_manager
 from host.registry import build_registry
 from host.sizing import GPU_RUNTIME_BYTES, HOST_RUNTIME_BYTES
@@ -24,6 +24,7 @@ from rerank_qwen3.sizing import (
     activation_bytes_per_token,
     param_count,
 )
+from rerank_qwen3.testing import PLUGIN_ROOT, TINY
 
 
 def test_declares_the_reranker_gpu_first() -> None:
@@ -31,7 +32,7 @@ def test_declares_the_reranker_gpu_first() -> None:
     assert spec.id == "Qwen3-Reranker-0.6B" and spec.task == Task.RERANK
     assert spec.backend == "rerank_qwen3.backend:Qwen3RerankerBackend"
     assert [p.kind for p in spec.placements] == [PlacementKind.GPU, PlacementKind.CPU]
-    assert spec.options["weights"] == "Qwen/Qwen3-Reranker-0.6B"
+    assert spec.weights == "Qwen/Qwen3-Reranker-0.6B"
     assert spec.offload_bytes is not None
 
 
@@ -48,7 +49,7 @@ def test_registration_imports_no_torch() -> None:
 def test_real_shape_param_count_matches_the_architecture() -> None:
     from transformers import Qwen3ForCausalLM
 
-    from host.testing.tiny_models import QWEN3_0_6B_SHAPE, qwen3_config
+    from host.demo.shapes import QWEN3_0_6B_SHAPE, qwen3_config
 
     with torch.device("meta"):
         model = Qwen3ForCausalLM(qwen3_config(QWEN3_0_6B_SHAPE))
@@ -93,14 +94,14 @@ def test_config_weights_override_reaches_the_backend_options() -> None:
     config = make_config({"models": {"Qwen3-Reranker-0.6B": {"weights": TINY, "options": {"max_length": 512}}}})
     registry = build_registry(make_plugin_manager(config, extra=[rerank_qwen3]), config)
     spec = registry.get("Qwen3-Reranker-0.6B").spec
-    assert spec.options["weights"] == TINY and spec.options["max_length"] == 512
+    assert spec.weights == TINY and spec.options.max_length == 512
     assert registry.get("Qwen/Qwen3-Reranker-0.6B").spec.id == spec.id
 
 
 def test_demo_profile_serves_the_tiny_stand_in() -> None:
     config = make_config({"demo": True})
     spec = build_registry(make_plugin_manager(config, extra=[rerank_qwen3]), config).get("Qwen3-Reranker-0.6B").spec
-    assert spec.demo_weights == TINY == spec.options["weights"]
+    assert demo_weights(spec.demo or "") == TINY == spec.weights
     assert "DEMO" in spec.description
 
 

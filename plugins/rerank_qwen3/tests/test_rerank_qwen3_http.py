@@ -11,11 +11,11 @@ from urllib.parse import urljoin
 
 import httpx
 import pytest
-from rerank_qwen3_testkit import DOCS, QUERY, TINY, mixed_documents
 
 from host.app import create_app
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 from host.testing.server import serve_in_thread
+from rerank_qwen3.testing import DOCS, QUERY, TINY, mixed_documents
 
 MODEL = "Qwen3-Reranker-0.6B"
 MAX_DOCUMENTS = 60

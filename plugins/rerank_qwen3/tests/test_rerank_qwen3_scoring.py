@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import torch
-from rerank_qwen3_testkit import CPU, DOCS, QUERY, load_backend, mixed_documents
 
 from host.batching import BatcherClosed
 from host.domain import RerankRequest
 from host.errors import InvalidRequest
+from rerank_qwen3.testing import CPU, DOCS, QUERY, load_backend, mixed_documents
 
 EXPECTED_PROMPT = (
     "<|im_start|>system\n"

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from rerank_qwen3_testkit import DOCS, QUERY, load_backend, mixed_documents
 
 from host.domain import RerankRequest
+from rerank_qwen3.testing import DOCS, QUERY, load_backend, mixed_documents
 
 #: Documents whose first characters BPE may merge with the space after "<Document>:".
 EDGE_DOCS = [
@@ -52,8 +52,8 @@ def whole() -> Iterator[Any]:
 def test_option_is_declared_and_on_by_default(backend: Any, whole: Any) -> None:
     import rerank_qwen3
 
-    assert rerank_qwen3.DEFAULT_OPTIONS["share_prefix"] is True
-    assert "share_prefix" in backend.spec.option_keys and backend.spec.options["share_prefix"] is True
+    assert rerank_qwen3.RerankOptions().share_prefix is True
+    assert backend.spec.options.share_prefix is True
     assert backend.share_prefix and not whole.share_prefix
 
 

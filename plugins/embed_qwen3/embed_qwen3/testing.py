@@ -1,35 +1,26 @@
 """Helpers of the embed_qwen3 tests: the publisher's recipe, test texts, backend factories.
 
-A uniquely named module (not ``conftest``) so that test files can import it without clashing
-with other plugins' test helpers.
+Importable like the plugin itself (pytest runs in importlib mode): not imported by the plugin's
+production code; it needs torch, numpy and transformers.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+import msgspec
+import numpy as np
+import torch
 
-# The plugin is a drop-in folder, not necessarily installed: import it from its source.
+from embed_qwen3 import DEMO_WEIGHTS
+from host.config import config_from_dict
+from host.spec import Grant, ModelSpec, PlacementKind
+
+#: The plugin's folder (its pyproject.toml and package).
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]
-if str(PLUGIN_ROOT) not in sys.path:
-    sys.path.insert(0, str(PLUGIN_ROOT))
-
-import msgspec  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from host.config import config_from_dict  # noqa: E402
-from host.spec import Grant, ModelSpec, PlacementKind  # noqa: E402
-
-torch.set_num_threads(1)
-
-TINY = "tiny:qwen3-embedding"
+TINY = DEMO_WEIGHTS
 MODEL = "Qwen3-Embedding-0.6B"
 DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 #: A serving CPU grant (room for fp32 weights).
@@ -64,7 +55,7 @@ def tiny_spec(**options: Any) -> ModelSpec:
     import embed_qwen3
 
     spec = embed_qwen3.declare(config_from_dict({"models": {MODEL: {"weights": TINY}}}))
-    return msgspec.structs.replace(spec, options={**spec.options, **options})
+    return msgspec.structs.replace(spec, options=msgspec.structs.replace(spec.options, **options))
 
 
 def load_backend(**options: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Helpers of the chat_qwen_awq tests (a uniquely named module: ``conftest`` names clash across plugins).
+"""Helpers of the chat_qwen_awq tests (importable like the plugin; not used by its production code).
 
 Also importable by import string (``ModelSpec.backend``): :class:`RecordingBackend`.
 """
@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 from typing import Any, ClassVar
 
+from chat_qwen_awq import DEMO_WEIGHTS
 from chat_qwen_awq.backend import QwenAwqChatBackend
 from host.config import HostConfig
 from host.domain import ChatDelta, ChatRequest
@@ -17,9 +18,9 @@ from host.testing.pytest_plugin import make_config
 
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "Qwen2.5-7B-Instruct-AWQ"
-TINY = "tiny:qwen2-awq"
+TINY = DEMO_WEIGHTS
 #: Import string of :class:`RecordingBackend`.
-RECORDING_BACKEND = "chat_qwen_awq_testing:RecordingBackend"
+RECORDING_BACKEND = "chat_qwen_awq.testing:RecordingBackend"
 
 
 def tiny_config(**options: Any) -> HostConfig:

@@ -1,4 +1,4 @@
-"""Tests for host.testing.tiny_models (offline, CPU, 1 thread, a few seconds)."""
+"""Tests of the demo models: host.demo and the plugins' stand-ins (offline, CPU, 1 thread, a few seconds)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,29 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from host.testing import tiny_models as tm  # noqa: E402
+from chat_qwen_awq.demo import TINY_AWQ, TINY_FP16, awq_group_size  # noqa: E402
+from chat_qwen_awq.demo import build_fp16 as build_qwen2_chat  # noqa: E402
+from embed_qwen3.demo import TINY as TINY_EMBED  # noqa: E402
+from host.demo import DemoModel  # noqa: E402
+from host.demo.cache import cached_build, default_cache_root  # noqa: E402
+from host.demo.chat_template import QWEN2_5_CHAT_TEMPLATE  # noqa: E402
+from host.demo.shapes import (  # noqa: E402
+    QWEN2_5_0_5B_SHAPE,
+    QWEN2_5_7B_SHAPE,
+    QWEN3_0_6B_SHAPE,
+    TINY_QWEN2,
+    TINY_QWEN3,
+    qwen2_config,
+    qwen3_config,
+)
+from rerank_qwen3.demo import TINY as TINY_RERANK  # noqa: E402
+from rerank_qwen3.prompt import DEFAULT_INSTRUCTION, render  # noqa: E402
 
-torch.set_num_threads(1)
+#: The stand-ins by their cache names.
+DEMOS: dict[str, DemoModel] = {d.name: d for d in (TINY_FP16, TINY_AWQ, TINY_EMBED, TINY_RERANK)}
 
 
 def _import_awq() -> None:
@@ -44,7 +58,7 @@ def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def models(cache_root: Path) -> dict[str, Path]:
-    return {kind: tm.tiny_model_cache(kind, root=cache_root) for kind in tm.KINDS}
+    return {name: demo.folder(cache_root) for name, demo in DEMOS.items()}
 
 
 def _tok(path: Path):
@@ -67,13 +81,33 @@ def test_module_import_is_cheap() -> None:
     import sys
 
     code = (
-        "import sys, host.testing; before = set(sys.modules); import host.testing.tiny_models; "
+        "import sys, host.spec; before = set(sys.modules); import host.demo, host.weights, chat_qwen_awq.demo, "
+        "embed_qwen3.demo, rerank_qwen3.demo, chat_qwen_awq, embed_qwen3, rerank_qwen3; "
         "heavy = ('torch', 'transformers', 'tokenizers', 'safetensors', 'awq'); "
         "bad = [m for m in set(sys.modules) - before if m.split('.')[0] in heavy]; "
         "assert not bad, bad"
     )
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+
+
+def test_production_code_never_imports_the_test_kit() -> None:
+    """host/ (but host/testing) and the plugins' packages (but their ``testing`` modules) do not
+    import ``host.testing``."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    files = [p for p in (root / "host").rglob("*.py") if "testing" not in p.relative_to(root / "host").parts]
+    files += [p for p in root.glob("plugins/*/*/*.py") if p.parent.name != "tests" and p.name != "testing.py"]
+    assert len(files) > 20
+    offenders = []
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{file.relative_to(root)}: {n}" for n in names if n.split(".")[:2] == ["host", "testing"]]
+    assert not offenders
 
 
 def test_tokenizer_special_tokens(models: dict[str, Path]) -> None:
@@ -90,14 +124,14 @@ def test_tokenizer_special_tokens(models: dict[str, Path]) -> None:
     for plain in ("<think>", "</think>"):
         assert not added[plain].special
         assert tok.tokenize(f"a{plain}b")[1] == plain  # matched as one added token
-    assert len(tok) <= tm.TINY_QWEN3.vocab_size
+    assert len(tok) <= TINY_QWEN3.vocab_size
     assert 1900 <= len(tok) <= 2100
     # the chat tokenizer stops on <|im_end|>, like Qwen2.5-Instruct
     chat = _tok(models["qwen2-chat"])
     assert chat.eos_token == IM_END and chat.pad_token == EOT
     # folder layout of the published repos (template inside tokenizer_config.json)
     cfg = json.loads((models["qwen2-chat"] / "tokenizer_config.json").read_text())
-    assert cfg["chat_template"] == tm.QWEN2_5_CHAT_TEMPLATE
+    assert cfg["chat_template"] == QWEN2_5_CHAT_TEMPLATE
     assert cfg["tokenizer_class"] == "Qwen2Tokenizer"
     assert not (models["qwen2-chat"] / "chat_template.jinja").exists()
 
@@ -198,7 +232,7 @@ def test_chat_model_loads_and_generates(models: dict[str, Path]) -> None:
     enc = tok(["Hello world", "中国的首都是北京"], return_tensors="pt", padding=True)
     with torch.no_grad():
         logits = model(**enc).logits
-    assert logits.shape == (2, enc["input_ids"].shape[1], tm.TINY_QWEN2.vocab_size)
+    assert logits.shape == (2, enc["input_ids"].shape[1], TINY_QWEN2.vocab_size)
     assert torch.isfinite(logits).all()
     prompt = tok.apply_chat_template(
         [{"role": "user", "content": "Hi"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -218,11 +252,11 @@ def test_embedding_model_loads(models: dict[str, Path]) -> None:
     tok = _tok(path)
     model = AutoModel.from_pretrained(str(path), dtype=torch.float32)
     assert type(model).__name__ == "Qwen3Model"
-    assert model.config.head_dim == tm.TINY_QWEN3.head_dim
+    assert model.config.head_dim == TINY_QWEN3.head_dim
     enc = tok(["What is the capital of China?", "重力"], return_tensors="pt", padding=True)
     with torch.no_grad():
         hidden = model(**enc).last_hidden_state
-    assert hidden.shape == (2, enc["input_ids"].shape[1], tm.TINY_QWEN3.hidden_size)
+    assert hidden.shape == (2, enc["input_ids"].shape[1], TINY_QWEN3.hidden_size)
     assert torch.isfinite(hidden).all()
     pooled = torch.nn.functional.normalize(hidden[:, -1], dim=-1)
     assert float(pooled[0] @ pooled[1]) < 0.999  # different inputs, different vectors
@@ -244,11 +278,11 @@ def test_reranker_scores_vary(models: dict[str, Path]) -> None:
         ("谁发明了电话？", "今天下雨了，我们待在家里。"),
         ("best pizza in town", "The museum opens at nine in the morning."),
     ]
-    texts = [tm._rerank_text(q, d) for q, d in pairs]
+    texts = [render(DEFAULT_INSTRUCTION, q, d) for q, d in pairs]
     enc = tok(texts, return_tensors="pt", padding=True)
     with torch.no_grad():
         logits = model(**enc).logits[:, -1]
-    assert logits.shape == (len(pairs), tm.TINY_QWEN3.vocab_size) and torch.isfinite(logits).all()
+    assert logits.shape == (len(pairs), TINY_QWEN3.vocab_size) and torch.isfinite(logits).all()
     scores = torch.sigmoid(logits[:, yes] - logits[:, no])
     assert float(scores.max() - scores.min()) > 0.1, scores
     assert len({round(float(s), 3) for s in scores}) == len(pairs)  # orderings are distinguishable
@@ -258,12 +292,15 @@ def test_reranker_scores_vary(models: dict[str, Path]) -> None:
 
 
 def test_awq_checkpoint_layout_and_dequant(models: dict[str, Path]) -> None:
+    """The demo checkpoint's layout, and the loader's unpacking == autoawq's for it."""
     _import_awq()
     from awq.utils.packing_utils import dequantize_gemm
 
+    from chat_qwen_awq.loader import dequantize
+
     path = models["qwen2-awq"]
     cfg = json.loads((path / "config.json").read_text())
-    group = tm.awq_group_size(tm.TINY_QWEN2)
+    group = awq_group_size(TINY_QWEN2)
     assert group == 32
     assert cfg["quantization_config"] == {
         "quant_method": "awq",
@@ -295,7 +332,7 @@ def test_awq_checkpoint_layout_and_dequant(models: dict[str, Path]) -> None:
         assert qweight.dtype == torch.int32 and qweight.shape == (in_f, out_f // 8)
         assert qzeros.dtype == torch.int32 and qzeros.shape == (in_f // group, out_f // 8)
         assert scales.dtype == torch.float16 and scales.shape == (in_f // group, out_f)
-        mine = tm.dequantize_awq(qweight, qzeros, scales, group)
+        mine = dequantize(qweight, qzeros, scales, group, torch.float16)
         theirs = dequantize_gemm(qweight, qzeros, scales, 4, group)
         assert mine.shape == (in_f, out_f) and mine.dtype == torch.float16
         assert torch.equal(mine, theirs.to(mine.dtype)), name
@@ -305,7 +342,7 @@ def test_awq_checkpoint_layout_and_dequant(models: dict[str, Path]) -> None:
         tol = bound * 1.001 + w.float().t().abs() * 2**-10 + 1e-6
         assert bool((err <= tol).all()), (name, float((err - bound).max()))
         assert float(err.max()) > 0  # really quantised
-    assert n_linear == 7 * tm.TINY_QWEN2.num_hidden_layers
+    assert n_linear == 7 * TINY_QWEN2.num_hidden_layers
 
 
 def test_awq_pack_roundtrip_matches_autoawq_from_linear() -> None:
@@ -313,14 +350,16 @@ def test_awq_pack_roundtrip_matches_autoawq_from_linear() -> None:
     _import_awq()
     from awq.modules.linear.gemm import WQLinear_GEMM
 
+    from chat_qwen_awq.loader import quantize, unpack_awq
+
     gen = torch.Generator().manual_seed(1)
     # NB: autoawq's from_linear packer needs out_features % 32 == 0 (its buffer is sized
     # out // 32 * 4), although WQLinear_GEMM itself only needs out_features % 8 == 0.
     lin = torch.nn.Linear(64, 96, bias=True)
     with torch.no_grad():
         lin.weight.copy_((torch.randn(96, 64, generator=gen) * 0.02).half().float())
-    intweight, zeros, scales = tm.quantize_awq(lin.weight, 32)
-    qweight, qzeros, pscales = tm.pack_awq(intweight, zeros, scales)
+    qweight, qzeros, pscales = quantize(lin.weight, 32)
+    intweight, zeros, scales = unpack_awq(qweight).t(), unpack_awq(qzeros).t(), pscales.t()
     fake = torch.nn.Linear(64, 96, bias=True)
     with torch.no_grad():  # autoawq packs the pseudo-quantised weight
         fake.weight.copy_((intweight - zeros.repeat_interleave(32, 1)) * scales.float().repeat_interleave(32, 1))
@@ -340,7 +379,9 @@ def test_awq_wqlinear_forward_cpu(models: dict[str, Path], monkeypatch: pytest.M
     # force the pure-torch dequantise-and-matmul fallback.
     monkeypatch.setattr(gemm, "TRITON_AVAILABLE", False)
     monkeypatch.setattr(gemm, "awq_ext", None)
-    group = tm.awq_group_size(tm.TINY_QWEN2)
+    from chat_qwen_awq.loader import dequantize
+
+    group = awq_group_size(TINY_QWEN2)
     q = _tensors(models["qwen2-awq"])
     ref = _tensors(models["qwen2-chat"])
     gen = torch.Generator().manual_seed(0)
@@ -360,7 +401,7 @@ def test_awq_wqlinear_forward_cpu(models: dict[str, Path], monkeypatch: pytest.M
         b = bias.float() if has_bias else 0.0
         exact = (
             x.float()
-            @ tm.dequantize_awq(q[prefix + ".qweight"], q[prefix + ".qzeros"], q[prefix + ".scales"], group).float()
+            @ dequantize(q[prefix + ".qweight"], q[prefix + ".qzeros"], q[prefix + ".scales"], group, torch.float32)
             + b
         )
         torch.testing.assert_close(y.float(), exact, atol=2e-3, rtol=2e-2)
@@ -370,9 +411,10 @@ def test_awq_wqlinear_forward_cpu(models: dict[str, Path], monkeypatch: pytest.M
 
 
 def test_awq_same_seed_same_fp16_model(tmp_path: Path) -> None:
-    a = tm.build_qwen2_chat(tmp_path / "a")
-    b = tm.build_qwen2_chat(tmp_path / "b")
-    c = tm.build_qwen2_chat(tmp_path / "c", seed=1)
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    build_qwen2_chat(a)
+    build_qwen2_chat(b)
+    build_qwen2_chat(c, seed=1)
     ta, tb, tc = _tensors(a), _tensors(b), _tensors(c)
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
     assert not torch.equal(ta["model.embed_tokens.weight"], tc["model.embed_tokens.weight"])
@@ -385,40 +427,50 @@ def test_cache_reuses_folder(cache_root: Path, models: dict[str, Path], monkeypa
     path = models["qwen3-embedding"]
     mtime = (path / "model.safetensors").stat().st_mtime_ns
     t0 = time.perf_counter()
-    again = tm.tiny_model_cache("qwen3-embedding", root=cache_root)
+    again = TINY_EMBED.folder(cache_root)
     assert time.perf_counter() - t0 < 0.05
     assert again == path and (path / "model.safetensors").stat().st_mtime_ns == mtime
     assert not [p for p in cache_root.iterdir() if p.name.startswith(".")]  # no temp dirs left
-    assert len({p.parent for p in models.values()}) == 1 and len(set(models.values())) == len(tm.KINDS)
+    assert len({p.parent for p in models.values()}) == 1 and len(set(models.values())) == len(DEMOS)
     # key covers seed and shape
-    other = tm.tiny_model_cache("qwen3-embedding", root=cache_root, seed=1)
-    assert other != path
+    assert TINY_EMBED.with_shape(TINY_EMBED.shape, seed=1).folder(cache_root) != path
     # default root from the environment
     monkeypatch.setenv("PLUGHOST_CACHE_DIR", str(cache_root))
-    assert tm.default_cache_root() == cache_root
-    assert tm.tiny_model_cache("qwen3-embedding") == path
-    with pytest.raises(ValueError):
-        tm.tiny_model_cache("nope", root=cache_root)
+    assert default_cache_root() == cache_root
+    assert TINY_EMBED.folder() == path
 
 
-def test_cache_lost_race_keeps_winner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_key_is_versioned(tmp_path: Path) -> None:
+    """Folders of the old tiny-model factory (and of other versions) are never reused."""
+    import dataclasses
+
+    key = json.loads((TINY_EMBED.folder(tmp_path) / "demo_model.json").read_text())
+    assert key["cache_version"] >= 2 and key["builder"] == "embed_qwen3.demo.build" and key["version"] == 1
+    bumped = dataclasses.replace(TINY_EMBED, version=2)
+    calls: list[Path] = []
+    bumped = dataclasses.replace(bumped, build=lambda dest, shape, seed: calls.append(dest))
+    assert bumped.folder(tmp_path) != TINY_EMBED.folder(tmp_path) and len(calls) == 1
+
+
+def test_cache_lost_race_keeps_winner(tmp_path: Path) -> None:
     """If another process renames its build into place first, ours is discarded quietly."""
-    real_build = tm.build_qwen3_embedding
+    root = tmp_path / "root"
     target: dict[str, Path] = {}
 
-    def racing_build(dest: Path, shape: tm.TinyShape, seed: int) -> Path:
-        real_build(dest, shape, seed)
-        winner = target["final"]
+    def probe(dest: Path) -> None:
+        (dest / "model").write_text("probe")
+
+    target["final"] = cached_build("m", probe, {"k": 1}, tmp_path / "probe")
+
+    def racing_build(dest: Path) -> None:
+        (dest / "model").write_text("ours")
+        winner = root / target["final"].name
         winner.mkdir()
         (winner / "winner").write_text("1")
-        return dest
 
-    key_path = tm.tiny_model_cache("qwen3-embedding", root=tmp_path / "probe")
-    target["final"] = tmp_path / "root" / key_path.name
-    monkeypatch.setitem(tm._BUILDERS, "qwen3-embedding", (racing_build, tm.TINY_QWEN3))
-    got = tm.tiny_model_cache("qwen3-embedding", root=tmp_path / "root")
-    assert got == target["final"] and (got / "winner").exists()
-    assert [p.name for p in (tmp_path / "root").iterdir()] == [got.name]
+    got = cached_build("m", racing_build, {"k": 1}, root)
+    assert got == root / target["final"].name and (got / "winner").exists() and not (got / "model").exists()
+    assert [p.name for p in root.iterdir()] == [got.name]
 
 
 # ------------------------------------------------------------------------------------ real shapes
@@ -432,15 +484,15 @@ def test_real_shape_configs_on_meta() -> None:
     from transformers import Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3Model
 
     with torch.device("meta"):
-        rr = Qwen3ForCausalLM(tm.qwen3_config(tm.QWEN3_0_6B_SHAPE))
-        emb = Qwen3Model(tm.qwen3_config(tm.QWEN3_0_6B_SHAPE))
-        small = Qwen2ForCausalLM(tm.qwen2_config(tm.QWEN2_5_0_5B_SHAPE))
-        big = Qwen2ForCausalLM(tm.qwen2_config(tm.QWEN2_5_7B_SHAPE))
+        rr = Qwen3ForCausalLM(qwen3_config(QWEN3_0_6B_SHAPE))
+        emb = Qwen3Model(qwen3_config(QWEN3_0_6B_SHAPE))
+        small = Qwen2ForCausalLM(qwen2_config(QWEN2_5_0_5B_SHAPE))
+        big = Qwen2ForCausalLM(qwen2_config(QWEN2_5_7B_SHAPE))
     assert all(p.device.type == "meta" for p in big.parameters())
     assert 0.59e9 < _count_params(rr) < 0.60e9  # Qwen3-0.6B: 596M
     assert _count_params(emb) == _count_params(rr)  # tied lm_head adds nothing
     assert 0.49e9 < _count_params(small) < 0.50e9  # Qwen2.5-0.5B: 494M
     assert 7.6e9 < _count_params(big) < 7.7e9  # Qwen2.5-7B: 7.62B
-    cfg = tm.qwen3_config(tm.QWEN3_0_6B_SHAPE)
+    cfg = qwen3_config(QWEN3_0_6B_SHAPE)
     assert (cfg.head_dim, cfg.num_key_value_heads, cfg.vocab_size, cfg.tie_word_embeddings) == (128, 8, 151669, True)
-    assert tm.awq_group_size(tm.QWEN2_5_7B_SHAPE) == 128
+    assert awq_group_size(QWEN2_5_7B_SHAPE) == 128

@@ -1,0 +1,62 @@
+"""What routes receive by Litestar dependency injection, typed.
+
+A route names a parameter after a dependency and types it with the alias below, e.g.
+``scheduler: SchedulerDep``; :meth:`Services.dependencies` provides the values.
+"""
+
+from __future__ import annotations
+
+import time
+
+from litestar.di import NamedDependency, Provide
+
+from host.config import HostConfig
+from host.errors import ShuttingDown
+from host.registry import ModelRegistry
+from host.scheduling.pool import ModelPool
+
+#: ``config: ConfigDep``: the host configuration.
+ConfigDep = NamedDependency[HostConfig]
+#: ``registry: RegistryDep``: the declared models.
+RegistryDep = NamedDependency[ModelRegistry]
+#: ``scheduler: SchedulerDep``: the model pool that hands out leases (the scheduler on one machine).
+SchedulerDep = NamedDependency[ModelPool]
+#: ``started: StartedDep``: when the app was built (Unix seconds).
+StartedDep = NamedDependency[int]
+
+
+class Services:
+    """What routes are given: the config, the registry, and the scheduler while the app runs."""
+
+    def __init__(self, config: HostConfig, registry: ModelRegistry) -> None:
+        self.config = config
+        self.registry = registry
+        self.started = int(time.time())
+        self.scheduler: ModelPool | None = None  # made by the lifespan (it measures the machine)
+
+    def get_config(self) -> HostConfig:
+        """The host configuration."""
+        return self.config
+
+    def get_registry(self) -> ModelRegistry:
+        """The declared models."""
+        return self.registry
+
+    def get_scheduler(self) -> ModelPool:
+        """The running scheduler (a 503 outside the app's lifespan)."""
+        if self.scheduler is None:
+            raise ShuttingDown("plughost is not running")
+        return self.scheduler
+
+    def get_started(self) -> int:
+        """When the app was built (Unix seconds): the ``created`` of every model card."""
+        return self.started
+
+    def dependencies(self) -> dict[str, Provide]:
+        """Litestar dependencies: a route parameter ``scheduler: ModelPool`` receives the pool."""
+        return {
+            "config": Provide(self.get_config, sync_to_thread=False),
+            "registry": Provide(self.get_registry, sync_to_thread=False),
+            "scheduler": Provide(self.get_scheduler, sync_to_thread=False),
+            "started": Provide(self.get_started, sync_to_thread=False),
+        }

@@ -1,0 +1,76 @@
+"""The one HTTP error edge: every exception a request raises becomes a :class:`PlughostError`,
+and every error body is that error's OpenAI envelope (``PlughostError.envelope()``).
+
+Litestar's own errors (404, 405, 413, validation, any ``HTTPException``) are translated here;
+anything else is a bug, logged with its traceback and answered with a generic 500.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from host.errors import (
+    ErrorEnvelope,
+    HttpError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PlughostError,
+)
+
+log = logging.getLogger("plughost")
+
+
+class InternalError(PlughostError):
+    """An unexpected exception (a bug); its details stay in the log, not in the response (500)."""
+
+
+def from_http_exception(exc: HTTPException) -> PlughostError:
+    """The plughost error for one of Litestar's HTTP exceptions (keeps its headers, e.g. ``Allow``)."""
+    status, detail = exc.status_code, exc.detail or "HTTP error"
+    error: PlughostError
+    if isinstance(exc, ValidationException) or status == 400:
+        error = InvalidRequest(detail)
+    elif status == 404:
+        error = NotFound(detail)
+    elif status == 405:
+        error = MethodNotAllowed(detail)
+    elif status == 413:
+        error = PayloadTooLarge("Request body is larger than the server's limit (server.max_body_bytes).")
+    elif status == 500:
+        error = InternalError("Internal server error")  # Litestar's details may describe internals
+    else:
+        error = HttpError(status, detail)
+    error.extra_headers = dict(exc.headers or {})
+    return error
+
+
+def error_response(error: PlughostError) -> Response[ErrorEnvelope]:
+    """The HTTP response of ``error``: its status, headers and envelope."""
+    return Response(error.envelope(), status_code=error.status, headers=error.headers(), media_type=MediaType.JSON)
+
+
+def _plughost_error(_: Request, exc: PlughostError) -> Response[ErrorEnvelope]:
+    return error_response(exc)
+
+
+def _http_error(_: Request, exc: HTTPException) -> Response[ErrorEnvelope]:
+    return error_response(from_http_exception(exc))
+
+
+def _unexpected(_: Request, exc: Exception) -> Response[ErrorEnvelope]:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(InternalError(f"Internal server error: {type(exc).__name__}"))
+
+
+#: Exception handlers for ``Litestar(exception_handlers=...)``.
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    PlughostError: _plughost_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

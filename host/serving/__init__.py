@@ -1,0 +1,1 @@
+"""Serving logic between the thin routes and the backends (streaming, fan-out, lease life time)."""

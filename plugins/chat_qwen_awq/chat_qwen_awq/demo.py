@@ -1,0 +1,133 @@
+"""The demo stand-in of this plugin: a tiny random-weight Qwen2 stored as a 4-bit AWQ GEMM checkpoint.
+
+:data:`TINY_AWQ` (named by the declaration as ``chat_qwen_awq.demo:TINY_AWQ``) is the AWQ
+checkpoint of exactly :data:`TINY_FP16`'s model (same seed): the tests compare the two. Packing is
+:func:`chat_qwen_awq.loader.quantize`, the inverse of the loader's unpacking; the quantised layers
+are :data:`chat_qwen_awq.sizing.AWQ_LINEARS`, the list the loader swaps. Importing this module is
+cheap; torch and transformers are imported by the builders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from chat_qwen_awq.sizing import AWQ_LINEARS
+from host.demo import DemoModel
+from host.demo.shapes import (
+    TINY_QWEN2,
+    TinyShape,
+    check_vocab,
+    config_essentials,
+    instantiate,
+    qwen2_config,
+    save_model,
+)
+from host.demo.tokenizer import ENDOFTEXT, IM_END, build_tokenizer, token_ids
+
+
+def awq_group_size(shape: TinyShape) -> int:
+    """The AWQ group size for ``shape``: the largest of (128, 64, 32, 16) that divides every
+    quantised in_features and leaves at least two groups per column (so group handling is
+    exercised). 128 for the real shapes, 32 for the tiny preset."""
+    in_features = {shape.hidden_size, shape.intermediate_size, shape.num_attention_heads * shape.resolved_head_dim}
+    for g in (128, 64, 32, 16):
+        if all(f % g == 0 and f // g >= 2 for f in in_features):
+            return g
+    raise ValueError(f"no AWQ group size fits in_features {sorted(in_features)}")
+
+
+def quantization_config(group_size: int) -> dict[str, Any]:
+    """``config.json``'s ``quantization_config`` of an AutoAWQ GEMM checkpoint."""
+    return {
+        "quant_method": "awq",
+        "bits": 4,
+        "group_size": group_size,
+        "zero_point": True,
+        "version": "gemm",
+        "modules_to_not_convert": None,
+    }
+
+
+def _generation_config(ids: dict[str, int]) -> Any:
+    """Qwen2.5-Instruct's generation_config.json."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        bos_token_id=ids[ENDOFTEXT],
+        pad_token_id=ids[ENDOFTEXT],
+        do_sample=True,
+        eos_token_id=[ids[IM_END], ids[ENDOFTEXT]],
+        repetition_penalty=1.05,
+        temperature=0.7,
+        top_p=0.8,
+        top_k=20,
+    )
+
+
+def _fp16_model(dest: Path, shape: TinyShape, seed: int) -> Any:
+    """Write the chat tokenizer to ``dest`` and return the fp16 ``Qwen2ForCausalLM``."""
+    from transformers import Qwen2ForCausalLM
+
+    build_tokenizer(dest, eos_token=IM_END, model_max_length=shape.max_position_embeddings)
+    ids = token_ids(dest)
+    check_vocab(shape, ids)
+    config = qwen2_config(shape, bos_token_id=ids[ENDOFTEXT], eos_token_id=ids[IM_END])
+    model = instantiate(Qwen2ForCausalLM, config, seed)
+    model.generation_config = _generation_config(ids)
+    return model
+
+
+def build_fp16(dest: Path, shape: TinyShape = TINY_QWEN2, seed: int = 0) -> None:
+    """Write a random fp16 ``Qwen2ForCausalLM`` chat model folder to ``dest``.
+
+    With the ChatML tokenizer (eos ``<|im_end|>``, pad ``<|endoftext|>``, as in Qwen2.5-Instruct)
+    and Qwen2.5-Instruct's generation_config.json (eos ids [im_end, endoftext], do_sample,
+    temperature 0.7, top_p 0.8, top_k 20, repetition_penalty 1.05).
+    """
+    save_model(_fp16_model(Path(dest), shape, seed), Path(dest))
+
+
+def build_awq(dest: Path, shape: TinyShape = TINY_QWEN2, seed: int = 0) -> None:
+    """Write the 4-bit AWQ GEMM checkpoint of :func:`build_fp16`'s model (same seed) to ``dest``.
+
+    Every decoder-layer linear of :data:`AWQ_LINEARS` is stored as ``qweight``/``qzeros``/``scales``
+    (+ fp16 ``bias`` where the layer has one); embeddings, norms and lm_head stay fp16.
+    """
+    from safetensors.torch import save_file
+
+    from chat_qwen_awq.loader import quantize
+
+    dest = Path(dest)
+    group_size = awq_group_size(shape)
+    model = _fp16_model(dest, shape, seed)
+    tensors: dict[str, Any] = {}
+    for name, tensor in model.state_dict().items():
+        parts = name.split(".")
+        if len(parts) >= 2 and parts[-2] in AWQ_LINEARS and parts[-1] == "weight":
+            prefix = name[: -len(".weight")]
+            tensors[prefix + ".qweight"], tensors[prefix + ".qzeros"], tensors[prefix + ".scales"] = quantize(
+                tensor, group_size
+            )
+        else:
+            tensors[name] = tensor.detach().contiguous()
+    if shape.tie_word_embeddings:
+        tensors.pop("lm_head.weight", None)
+    save_file(tensors, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    model.config.quantization_config = quantization_config(group_size)
+    model.config.save_pretrained(str(dest))
+    model.generation_config.save_pretrained(str(dest))
+
+
+def _fp16_config(shape: TinyShape) -> dict[str, Any]:
+    return config_essentials(shape, "qwen2")
+
+
+def _awq_config(shape: TinyShape) -> dict[str, Any]:
+    return {**config_essentials(shape, "qwen2"), "quantization_config": quantization_config(awq_group_size(shape))}
+
+
+#: The fp16 model the AWQ stand-in is quantised from (tests compare the two).
+TINY_FP16 = DemoModel("qwen2-chat", build_fp16, _fp16_config, TINY_QWEN2)
+#: The demo stand-in of Qwen2.5-7B-Instruct-AWQ.
+TINY_AWQ = DemoModel("qwen2-awq", build_awq, _awq_config, TINY_QWEN2)
