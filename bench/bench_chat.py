@@ -73,7 +73,12 @@ class Run:
 
 
 def load(
-    folder: Path, max_sequences: int, head_dtype: str = "auto", device: str = "cpu", gpu_layers: int | None = None
+    folder: Path,
+    max_sequences: int,
+    head_dtype: str = "auto",
+    device: str = "cpu",
+    gpu_layers: int | None = None,
+    prefix_cache_tokens: int | None = None,
 ) -> Any:
     """The plugin's backend on ``device``: ``cpu``, or ``cuda`` with the declared GPU placement
     (``gpu_layers``: the hybrid placement with that many decoder layers on the GPU, the rest in
@@ -81,7 +86,9 @@ def load(
     from chat_qwen_awq import MODEL_ID, model_spec
     from chat_qwen_awq.backend import QwenAwqChatBackend
 
-    options = {"max_sequences": max_sequences, "cpu_head_dtype": head_dtype}
+    options: dict[str, Any] = {"max_sequences": max_sequences, "cpu_head_dtype": head_dtype}
+    if prefix_cache_tokens is not None:
+        options["prefix_cache_tokens"] = prefix_cache_tokens
     config = config_from_dict(
         {
             "models": {MODEL_ID: {"weights": str(folder), "options": options}},
@@ -246,6 +253,79 @@ def bench_model(
         backend.unload()
 
 
+QUESTIONS = (
+    "What is the capital of China?",
+    "Which city is the largest?",
+    "水在多少度沸腾？",
+    "Who built the Great Wall?",
+    "Summarize passage two.",
+    "What melts at zero degrees?",
+)
+
+
+def rag_system_prompt(backend: Any, tokens: int) -> str:
+    """A system prompt of about ``tokens`` tokens: instructions and numbered passages, as RAG apps send."""
+    passages = [p for p in PROMPTS] + [
+        "The Great Wall of China is a series of fortifications built across the historical northern borders.",
+        "Shanghai is the largest city in China by population; Beijing is the political and cultural center.",
+        "Water boils at one hundred degrees Celsius at sea level. Ice melts at zero degrees.",
+    ]
+    text, i = "Answer only from the passages below.\n", 0
+    while len(backend._tokenizer(text, add_special_tokens=False)["input_ids"]) < tokens:
+        text += f"Passage {i + 1}: {passages[i % len(passages)]}\n"
+        i += 1
+    return text
+
+
+def rag_question(system: str, question: str) -> ChatRequest:
+    """One short question after the shared system prompt; one token answers it (TTFT alone)."""
+    return ChatRequest(
+        model="m",
+        messages=(ChatMessage("system", system), ChatMessage("user", question)),
+        sampling=SamplingParams(max_tokens=1, temperature=0, repetition_penalty=1.0),
+    )
+
+
+async def first_token(backend: Any, system: str, question: str) -> float:
+    """Seconds from submitting the question to its first delta."""
+    start = time.perf_counter()
+    async for _ in backend.generate(rag_question(system, question)):
+        break
+    return time.perf_counter() - start
+
+
+def bench_prefix(folder: Path, label: str, head_dtype: str, prompt_tokens: int, repeats: int) -> dict[str, Any]:
+    """TTFT of short questions after a long shared system prompt, with and without the prefix cache."""
+    ttft: dict[str, list[float]] = {}
+    for mode, capacity in (("cached", None), ("uncached", 0)):
+        backend = load(folder, max_sequences=8, head_dtype=head_dtype, prefix_cache_tokens=capacity)
+        try:
+            system = rag_system_prompt(backend, prompt_tokens)
+
+            asyncio.run(first_token(backend, system, "warm-up"))  # from here on the system prompt is cached
+            ttft[mode] = [
+                asyncio.run(first_token(backend, system, QUESTIONS[i % len(QUESTIONS)])) for i in range(repeats)
+            ]
+            prompt_len = len(backend._prepare(rag_question(system, QUESTIONS[0])).prompt_ids)
+        finally:
+            backend.unload()
+    cached, uncached = statistics.median(ttft["cached"]), statistics.median(ttft["uncached"])
+    result = {
+        "model": label,
+        "prompt_tokens": prompt_len,
+        "ttft_ms_cached_median": cached * 1e3,
+        "ttft_ms_uncached_median": uncached * 1e3,
+        "ratio": cached / uncached,
+        "repeats": repeats,
+    }
+    print(
+        f"\n== {label}: prefix cache, {prompt_len}-token prompts sharing a system prompt, {head_dtype} head ==\n"
+        f"TTFT median: cached {cached * 1e3:.1f} ms, uncached {uncached * 1e3:.1f} ms -> "
+        f"{cached / uncached:.3f}x (target <= 0.2x)"
+    )
+    return result
+
+
 def report(r: dict[str, Any], streams: int) -> None:
     raw, one, many = r["raw_generate_b1"], r["engine_1_stream"], r[f"engine_{streams}_streams"]
     where = f"embeddings/head {r['cpu_head_dtype']}, 1 thread" if r["device"] == "cpu" else f"fp16 on {r['device']}"
@@ -305,6 +385,14 @@ def main() -> None:
         default=None,
         help="with --device cuda: the hybrid placement, this many decoder layers on the GPU",
     )
+    parser.add_argument(
+        "--prefix-cache",
+        type=int,
+        default=0,
+        metavar="TOKENS",
+        help="instead: TTFT of short questions after a shared system prompt of TOKENS tokens (e.g. 1500), "
+        "with and without the prefix cache",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -325,6 +413,9 @@ def main() -> None:
         else:
             parser.error(f"unknown model {name!r}")
         for head in args.cpu_head_dtype.split(","):
+            if args.prefix_cache:
+                results.append(bench_prefix(folder, label, head, args.prefix_cache, args.repeats))
+                continue
             r = bench_model(
                 label, folder, args.tokens or tokens, args.repeats, args.streams, head, args.device, args.gpu_layers
             )

@@ -166,9 +166,9 @@ def measure_limit(backend: Any, texts: list[str], args: argparse.Namespace) -> l
     from embed_qwen3.backend import EmbedInput
     from host.batching import cut_batches
 
-    prepared = backend._prepare([EmbedInput(i, t, None, None, False) for i, t in enumerate(texts)])
+    prepared = backend.prepare([EmbedInput(i, t, None, None, False) for i, t in enumerate(texts)])
     ordered = sorted(prepared, key=len)
-    backend._run(ordered[:2])  # warm-up
+    backend.run(ordered[:2])  # warm-up
     tokens = sum(map(len, prepared))
     rows = []
     for overhead in (None, args.overhead):
@@ -181,7 +181,7 @@ def measure_limit(backend: Any, texts: list[str], args: argparse.Namespace) -> l
         batches = [[ordered[i] for i in g] for g in groups]
         started = time.perf_counter()
         for batch in batches:
-            backend._run(batch)
+            backend.run(batch)
         wall = time.perf_counter() - started
         padded = sum(len(b) * len(b[-1]) for b in batches)
         rows.append(

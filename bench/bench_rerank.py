@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ sys.path.insert(0, str(REPO))
 
 
 import rerank_qwen3  # noqa: E402
+from host.batching import cut_batches  # noqa: E402
 from host.config import config_from_dict  # noqa: E402
 from host.demo.shapes import QWEN3_0_6B_SHAPE  # noqa: E402
 from host.domain import RerankRequest  # noqa: E402
@@ -57,6 +59,7 @@ from host.scheduling.policy import Budgets  # noqa: E402
 from host.spec import GiB, Grant, PlacementKind  # noqa: E402
 from rerank_qwen3.backend import Qwen3RerankerBackend  # noqa: E402
 from rerank_qwen3.demo import TINY  # noqa: E402
+from rerank_qwen3.prompt import DEFAULT_INSTRUCTION  # noqa: E402
 
 MODEL = rerank_qwen3.MODEL_ID
 CPU = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0)
@@ -156,8 +159,8 @@ def serve(
     unload = Qwen3RerankerBackend.unload
 
     def unload_writing_stats(self: Qwen3RerankerBackend) -> None:
-        if stats_file is not None and self._batcher is not None:
-            stats_file.write_text(json.dumps(dataclasses.asdict(self._batcher.stats)), encoding="utf-8")
+        if stats_file is not None and self.batcher is not None:
+            stats_file.write_text(json.dumps(dataclasses.asdict(self.batcher.stats)), encoding="utf-8")
         unload(self)
 
     Qwen3RerankerBackend.unload = unload_writing_stats  # type: ignore[method-assign]
@@ -263,32 +266,39 @@ def limit(
 ) -> tuple[float, list[list[float]], float]:
     """documents/s of perfectly batched forward passes (tokenised beforehand, sorted over the whole set).
 
-    The batches run through the backend's own scoring (``_run``: with ``share_prefix``, each
-    request's prefix once, then the rest of the pairs), starting from an empty prefix cache; a
-    row's cost is the backend's batcher length (the tokens it runs in the batch).
+    The batches run through the backend's own scoring (``run``: with ``share_prefix``, each
+    request's prefix once, then the rest of the pairs), starting from an empty prefix cache; rows
+    are sorted by the backend's ``length`` (the tokens a row runs in the batch) and cut as the
+    batcher cuts them (:func:`host.batching.cut_batches` under the backend's ``batch_cost``).
     """
     assert backend.encoder is not None
     rows = [
         (r, d, prepared)
         for r, (q, docs) in enumerate(requests)
-        for d, prepared in enumerate(backend._prepare([(backend.instruction, q, doc) for doc in docs]))
+        for d, prepared in enumerate(backend.prepare([(backend.instruction, q, doc) for doc in docs]))
     ]
-    cost = backend._length
+    cost = backend.length
     rows.sort(key=lambda x: cost(x[2]))
-    batches: list[list[Any]] = [[]]
-    for row in rows:
-        batch = batches[-1]
-        width = max(cost(row[2]), max((cost(b[2]) for b in batch), default=0))
-        if batch and ((len(batch) + 1) * width > batch_tokens or len(batch) + 1 > max_batch_size):
-            batches.append([])
-        batches[-1].append(row)
+
+    def new_cost() -> Callable[[int], int]:
+        add = backend.batch_cost()
+        assert add is not None
+        return lambda i: add(rows[i][2])
+
+    groups = cut_batches(
+        [cost(r[2]) for r in rows],
+        max_batch_tokens=batch_tokens,
+        max_batch_size=max_batch_size,
+        cost=new_cost if backend.batch_cost() is not None else None,
+    )
+    batches = [[rows[i] for i in group] for group in groups]
     out = [[0.0] * len(docs) for _, docs in requests]
     padded = 0
     backend.prefix_cache.clear()
     sync(backend.device.type)
     started = time.perf_counter()
     for batch in batches:
-        scores = backend._run([b[2] for b in batch])  # returns Python floats: the GPU work is done
+        scores = backend.run([b[2] for b in batch])  # returns Python floats: the GPU work is done
         padded += len(batch) * max(cost(b[2]) for b in batch)
         for (r, d, _), (s, _n) in zip(batch, scores):
             out[r][d] = s
@@ -323,7 +333,7 @@ class PublishedRecipe:
         self.suffix_tokens = self.tokenizer.encode(suffix, add_special_tokens=False)
 
     def scores(self, query: str, docs: list[str]) -> list[float]:
-        instruction = "Given a web search query, retrieve relevant passages that answer the query"
+        instruction = DEFAULT_INSTRUCTION
         pairs = [f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}" for doc in docs]
         inputs = self.tokenizer(
             pairs,

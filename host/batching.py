@@ -26,7 +26,12 @@ always returns the results in the order of the items it was given.
 Failures never hang a future: an exception from ``run`` fails exactly the requests that had an
 item in that batch (their other items are dropped) and the worker goes on; :meth:`DynamicBatcher.close`
 stops both threads and fails every request still waiting. A request whose awaiting task is
-cancelled (client gone) has its pending items dropped. ``max_pending`` bounds the items waiting
+cancelled (client gone) has its pending items dropped.
+
+``submit`` never ends while one of its items is inside a running ``run`` call: a failure is
+delivered, and a cancellation re-raised, only once that batch has finished. A caller that holds a
+model lease around ``submit`` thus releases it only after the model has stopped working for it,
+so the weights are never unloaded or moved under a running batch. ``max_pending`` bounds the items waiting
 in the batcher: beyond it ``submit`` raises :class:`~host.errors.QueueFull` (429).
 
 The batcher is torch-free: ``prepare``/``length``/``run`` are plain callables, so it is tested
@@ -89,29 +94,42 @@ class BatcherStats:
 
 
 def cut_batches(
-    lengths: Sequence[int], *, max_batch_tokens: int, max_batch_size: int, overhead_tokens: int | None = None
+    lengths: Sequence[int],
+    *,
+    max_batch_tokens: int,
+    max_batch_size: int,
+    overhead_tokens: int | None = None,
+    cost: Callable[[], Callable[[int], int]] | None = None,
 ) -> list[range]:
     """Cut items sorted by ascending ``lengths`` into consecutive batches (as index ranges).
 
-    A batch grows while ``rows × longest`` stays within ``max_batch_tokens`` and its rows within
-    ``max_batch_size``. With ``overhead_tokens`` (the fixed cost of one forward pass, in tokens'
-    worth of compute) a batch also ends before its padding — ``rows × longest - Σ lengths`` —
-    would exceed that cost: padding is pure waste, so a batch pads no more than a separate pass
-    would cost. On a CPU that cost is small (evenly long batches win); on a GPU it is large and
-    batches stay full. ``None``: bounded by the budgets only. An item longer than the token
-    budget forms a batch of its own.
+    A batch grows while its cost stays within ``max_batch_tokens`` and its rows within
+    ``max_batch_size``. The cost of a batch is ``rows × longest`` or, given ``cost``, what a
+    fresh ``add = cost()`` returns for each index added to the batch (the batch's tokens so far:
+    a backend whose batch holds more than its padded rows, such as shared key/value states,
+    budgets it in one place, in O(1) per item). With ``overhead_tokens`` (the fixed
+    cost of one forward pass, in tokens' worth of compute) a batch also ends before its
+    padding — ``rows × longest - Σ lengths`` — would exceed that cost: padding is pure waste,
+    so a batch pads no more than a separate pass would cost. On a CPU that cost is small
+    (evenly long batches win); on a GPU it is large and batches stay full. ``None``: bounded
+    by the budgets only. An item longer than the token budget forms a batch of its own.
     """
     batches: list[range] = []
     start, total = 0, 0
+    add = cost() if cost is not None else None
     for i, n in enumerate(lengths):
         rows = i - start
+        grown = (rows + 1) * n if add is None else add(i)
         if rows and (
-            (rows + 1) * n > max_batch_tokens
-            or rows + 1 > max_batch_size
+            rows + 1 > max_batch_size
+            or grown > max_batch_tokens
             or (overhead_tokens is not None and (rows + 1) * n - (total + n) > overhead_tokens)
         ):
             batches.append(range(start, i))
             start, total = i, 0
+            if cost is not None:
+                add = cost()
+                add(i)
         total += n
     if start < len(lengths):
         batches.append(range(start, len(lengths)))
@@ -121,7 +139,19 @@ def cut_batches(
 class _Request:
     """One ``submit`` call: its items, the future its caller awaits, and the results so far."""
 
-    __slots__ = ("done", "future", "items", "loop", "queued", "remaining", "results", "seq")
+    __slots__ = (
+        "done",
+        "failure",
+        "future",
+        "idle",
+        "items",
+        "loop",
+        "queued",
+        "remaining",
+        "results",
+        "running",
+        "seq",
+    )
 
     def __init__(
         self, seq: int, items: list[Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[list[Any]]
@@ -134,6 +164,9 @@ class _Request:
         self.remaining = len(items)  # items without a result yet
         self.queued = len(items)  # items not yet taken into a batch (counted in max_pending)
         self.done = False  # resolved, failed or cancelled: its pending items are dropped
+        self.running = 0  # items inside the batch being run now
+        self.failure: BaseException | None = None  # delivered once ``running`` is back to 0
+        self.idle: asyncio.Future[None] | None = None  # a cancelled submit waits on it for its batch
 
 
 class _Entry:
@@ -147,6 +180,13 @@ class _Entry:
         self.prepared = prepared
         self.length = length
         self.order = order  # global arrival order of items (request order, then index)
+
+
+async def _outlive_cancellation(idle: asyncio.Future[None]) -> None:
+    """Wait for ``idle`` even if the waiting task is cancelled again (the batch cannot be stopped)."""
+    while not idle.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(idle)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
@@ -167,6 +207,9 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         error message needs, such as their index in the request). Raise
         :class:`~host.errors.InvalidRequest` for bad input: it fails that request only.
     :param length: the cost of a prepared item in tokens (its padded width in a batch).
+    :param cost: ``cost()`` starts a batch's cost: a function that takes the batch's next
+        prepared item and returns the tokens of the batch so far, bounded by ``max_batch_tokens``
+        (default ``rows × longest length``); see :func:`cut_batches`.
     :param run: ``run(batch) -> results`` (same length and order), run on the compute thread.
     :param max_batch_tokens: bound on ``rows × longest row`` of a batch.
     :param max_batch_size: bound on the rows of a batch.
@@ -191,6 +234,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         prepare: Callable[[Sequence[Item]], Sequence[Prepared]],
         length: Callable[[Prepared], int],
         run: Callable[[list[Prepared]], Sequence[Result]],
+        cost: Callable[[], Callable[[Prepared], int]] | None = None,
         max_batch_tokens: int,
         max_batch_size: int,
         batch_overhead_tokens: int | None = None,
@@ -204,6 +248,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         self._prepare = prepare
         self._length = length
         self._run = run
+        self._cost = cost
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.batch_overhead_tokens = batch_overhead_tokens
@@ -264,6 +309,10 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         except asyncio.CancelledError:
             with self._lock:
                 self._finish(request)  # drop its pending items; nobody waits for them
+                if request.running:
+                    request.idle = loop.create_future()
+            if request.idle is not None:
+                await _outlive_cancellation(request.idle)
             raise
 
     def close(self) -> None:
@@ -362,17 +411,26 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
             return []
         oldest = window[0]
         ordered = sorted(window, key=lambda e: (e.length, e.order))
+        cost = self._cost
+
+        def new_cost() -> Callable[[int], int]:
+            assert cost is not None
+            add = cost()
+            return lambda i: add(ordered[i].prepared)
+
         groups = cut_batches(
             [e.length for e in ordered],
             max_batch_tokens=self.max_batch_tokens,
             max_batch_size=self.max_batch_size,
             overhead_tokens=self.batch_overhead_tokens,
+            cost=None if cost is None else new_cost,
         )
         chosen = next(group for group in ([ordered[i] for i in g] for g in groups) if any(e is oldest for e in group))
         taken = {id(e) for e in chosen}
         self._pending = [e for e in live if id(e) not in taken]
         for entry in chosen:
             entry.request.queued -= 1
+            entry.request.running += 1
         self._queued_items -= len(chosen)
         return chosen
 
@@ -385,6 +443,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         except BaseException as exc:
             log.warning("%s: a batch of %d failed: %r", self.name, len(batch), exc)
             self.stats.failed_batches += 1
+            self._stopped(batch)
             for request in {id(e.request): e.request for e in batch}.values():
                 self._fail(request, exc)
             return
@@ -396,6 +455,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         stats.real_tokens += sum(e.length for e in batch)
         stats.padded_tokens += longest * len(batch)
         stats.max_batch_rows = max(stats.max_batch_rows, len(batch))
+        self._stopped(batch)
         finished: list[_Request] = []
         with self._lock:
             for entry, result in zip(batch, results):
@@ -409,6 +469,22 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
                     finished.append(request)
         for request in finished:
             self._deliver(request, request.results, None)
+
+    def _stopped(self, batch: list[_Entry]) -> None:
+        """The batch's ``run`` has returned: deliver what waited for it (failures, cancelled submits)."""
+        idle: list[_Request] = []
+        with self._lock:
+            for entry in batch:
+                request = entry.request
+                request.running -= 1
+                if not request.running and request.done:
+                    idle.append(request)
+        for request in dict.fromkeys(idle):
+            if request.failure is not None:
+                self._deliver(request, None, request.failure)
+            if request.idle is not None:
+                with contextlib.suppress(RuntimeError):
+                    request.loop.call_soon_threadsafe(_resolve, request.idle, None, None)
 
     # -- completion -----------------------------------------------------------------------------
     def _finish(self, request: _Request) -> bool:
@@ -425,8 +501,12 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         return True
 
     def _fail(self, request: _Request, error: BaseException) -> None:
+        """Fail ``request``; while a batch runs items of it, the failure waits for that batch."""
         with self._lock:
             first = self._finish(request)
+            if first and request.running:
+                request.failure = error  # delivered by _stopped
+                return
         if first:
             self._deliver(request, None, error)
 

@@ -19,7 +19,7 @@ hookspec = pluggy.HookspecMarker("plughost")
 
 
 @hookspec
-def register_models(config: HostConfig) -> list[ModelSpec]:
+def register_models(config: HostConfig) -> list[ModelSpec]:  # type: ignore[empty-body]  # a hook specification
     """Declare the models this plugin can serve.
 
     Called once when the app is built. Read per-model settings (``config.model(id).weights``,

@@ -6,7 +6,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -320,6 +320,35 @@ def test_cut_batches_bounds_and_overhead() -> None:
     groups = cut_batches(lengths, max_batch_tokens=10_000, max_batch_size=64, overhead_tokens=10_000)
     assert [list(g) for g in groups] == [list(range(10))]
     assert cut_batches([], max_batch_tokens=10, max_batch_size=2) == []
+
+
+def test_cut_batches_with_a_batch_cost() -> None:
+    """A backend's own cost of a batch replaces rows x longest as the one measure of the budget."""
+    from host.batching import cut_batches
+
+    lengths = [1, 1, 1, 1, 1, 1]
+    extra = [0, 0, 5, 0, 5, 0]  # e.g. states each row holds besides its padded tokens
+
+    def cost(rows: range) -> int:
+        return len(rows) * max(lengths[i] for i in rows) + sum(extra[i] for i in rows)
+
+    def new_cost() -> Callable[[int], int]:
+        added: list[int] = []
+
+        def add(i: int) -> int:
+            added.append(i)
+            return cost(range(added[0], i + 1))
+
+        return add
+
+    groups = cut_batches(lengths, max_batch_tokens=8, max_batch_size=64, cost=new_cost)
+    assert [list(g) for g in groups] == [[0, 1, 2], [3, 4, 5]]  # rows x longest alone would take all six
+    assert all(cost(g) <= 8 for g in groups)
+    # An item alone over the budget still forms a batch of its own.
+    assert [list(g) for g in cut_batches([1, 1], max_batch_tokens=1, max_batch_size=4, cost=lambda: lambda i: 99)] == [
+        [0],
+        [1],
+    ]
 
 
 async def test_overhead_splits_pending_items_by_length(make, recorder: Recorder) -> None:

@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from host.domain import ChatRequest
 from host.spec import Task
 from host.testing.fakes import FakePlugin, fake_spec
-from host.testing.http import CHAT, assert_error, sse_events
+from host.testing.http import CHAT, asgi_post_scope, assert_error, sse_events
 
 USER = [{"role": "user", "content": "hi there"}]
 
@@ -287,23 +287,7 @@ def test_a_stream_whose_client_left_before_the_first_byte_releases_its_lease(plu
         async def send(message: dict) -> None:
             pass
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/chat/completions",
-            "raw_path": b"/v1/chat/completions",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"content-type", b"application/json")],
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 80),
-            "app": app,
-            "state": {},
-        }
-        await app(scope, receive, send)
+        await app(asgi_post_scope(app, CHAT), receive, send)
 
     with TestClient(app) as client:
         client.blocking_portal.call(call_and_vanish)

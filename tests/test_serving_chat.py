@@ -23,6 +23,7 @@ from host.app import create_app
 from host.domain import ChatDelta, ChatRequest
 from host.spec import Task
 from host.testing.fakes import FakeBackend, FakePlugin, fake_spec
+from host.testing.http import CHAT, asgi_post_scope
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 
 WORDS = 40
@@ -119,23 +120,7 @@ def test_a_stream_whose_client_leaves_stops_its_generation_before_the_lease_goes
                     if stalls:
                         await asyncio.Event().wait()  # never returns: cancelled by the disconnect
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/chat/completions",
-            "raw_path": b"/v1/chat/completions",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"content-type", b"application/json")],
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 80),
-            "app": app,
-            "state": {},
-        }
-        await app(scope, receive, send)
+        await app(asgi_post_scope(app, CHAT), receive, send)
 
     with TestClient(app) as client:
         client.blocking_portal.call(read_three_chunks_and_leave)

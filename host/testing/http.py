@@ -31,6 +31,27 @@ def assert_error(
     return error
 
 
+def asgi_post_scope(app: Any, path: str) -> dict[str, Any]:
+    """An ASGI ``http`` scope for a JSON ``POST`` to ``path``: tests that drive the app's ASGI
+    callable directly, to play a client that leaves at a chosen moment."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "app": app,
+        "state": {},
+    }
+
+
 def sse_events(response: httpx.Response) -> list[str]:
     """The ``data:`` payloads of an SSE body, in order."""
     return [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: ")]

@@ -14,24 +14,28 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from chat_qwen_awq import loader, sampling, sizing
 from chat_qwen_awq.engine import Engine, Prepared, Sequence
+from chat_qwen_awq.prefix_cache import PrefixCache
 from host.domain import ChatDelta, ChatRequest
 from host.errors import BackendError, InvalidRequest, ShuttingDown
 from host.spec import Grant, ModelSpec, PlacementKind
+from host.torch_utils import free_device_memory
 from host.weights import resolve_weights
 
 log = logging.getLogger("plughost.chat_qwen_awq")
+
+#: Prompt prefixes are reused in blocks of this many tokens.
+PREFIX_BLOCK_TOKENS = 32
 
 _ROLES = ("system", "user", "assistant")
 _DEFAULT_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
@@ -84,6 +88,7 @@ class QwenAwqChatBackend:
             self.eos_ids,
             self.limits,
             name=f"{self.spec.id}-engine",
+            prefix_cache=PrefixCache(PREFIX_BLOCK_TOKENS, self.limits.prefix_cache_tokens),
         )
         self.engine.start()
         self._prep = ThreadPoolExecutor(1, thread_name_prefix=f"{self.spec.id}-tokenizer")
@@ -109,9 +114,7 @@ class QwenAwqChatBackend:
             loaded.close()
             del loaded
         self.grant = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_device_memory()
 
     def relocate(self, grant: Grant) -> None:
         """Move the loaded weights to ``grant``'s placement (no checkpoint read)."""
@@ -121,6 +124,8 @@ class QwenAwqChatBackend:
         plan = self._plan(grant)
         with engine.model_lock:
             engine.reset(BackendError("the model was moved to another device; please retry"))
+            if engine.prefix_cache is not None:
+                engine.prefix_cache.clear()  # its K/V live on the old device
             # Everything to host RAM first and the old placement freed, so that a move within one
             # GPU never needs the old and the new copy there at once.
             old, self.loaded = self.loaded, None
@@ -128,9 +133,7 @@ class QwenAwqChatBackend:
             old.close()
             engine.model = None
             del old
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            free_device_memory()
             new = loader.load_model(
                 self.config, tensors, plan, offload_dir=self._offload_dir(), head_dtype=self._head_dtype()
             )
@@ -150,8 +153,10 @@ class QwenAwqChatBackend:
             return loader.plan_device_map(self.config, self.limits, grant.gpu_bytes, device=device, overflow=overflow)
         return loader.plan_device_map(self.config, self.limits, None, device=device)
 
-    def _head_dtype(self) -> torch.dtype:
+    def _head_dtype(self) -> torch.dtype | Literal["int8"]:
         assert self.limits is not None
+        if self.limits.cpu_head_dtype == "int8":
+            return "int8"
         return getattr(torch, self.limits.cpu_head_dtype)
 
     def _offload_dir(self) -> Path | None:

@@ -33,11 +33,13 @@ from typing import Any
 
 import torch
 
+from chat_qwen_awq.prefix_cache import PrefixCache
 from chat_qwen_awq.sampling import Resolved, Sampler
 from chat_qwen_awq.sizing import Limits
 from chat_qwen_awq.text import Decoder, TextStream
 from host.domain import ChatDelta
 from host.errors import BackendError, PlughostError, ShuttingDown
+from host.torch_utils import left_pad
 
 log = logging.getLogger("plughost.chat_qwen_awq.engine")
 
@@ -110,6 +112,7 @@ class EngineStats:
     max_batch: int = 0
     preemptions: int = 0
     failures: int = 0
+    prefix_tokens_reused: int = 0
 
 
 class Engine:
@@ -120,6 +123,7 @@ class Engine:
     :param tokenizer: decodes generated ids (owned by the engine thread).
     :param eos_ids: tokens that end a generation.
     :param limits: sequences, KV tokens and prefill chunk size.
+    :param prefix_cache: KV blocks of prompt prefixes reused across requests (``None``: off).
     """
 
     def __init__(
@@ -131,6 +135,7 @@ class Engine:
         limits: Limits,
         *,
         name: str = "chat-engine",
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.model = model
         self.device = device
@@ -138,6 +143,7 @@ class Engine:
         self.eos_ids = frozenset(eos_ids)
         self.limits = limits
         self.stats = EngineStats()
+        self.prefix_cache = prefix_cache
         # Sliding-window layers need transformers' own masks (Qwen2.5 does not use them).
         self._sliding = bool(getattr(model.config, "use_sliding_window", False))
         self.model_lock = threading.Lock()  # held during forward passes; relocation takes it
@@ -249,22 +255,62 @@ class Engine:
         self._in_hand = picked
         from transformers import DynamicCache
 
-        longest = max(len(s.prefill_ids) for s in picked)
-        ids = torch.zeros(len(picked), longest, dtype=torch.long)
-        mask = torch.zeros(len(picked), longest, dtype=torch.long)
-        for i, s in enumerate(picked):
-            p = s.prefill_ids
-            ids[i, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[i, longest - len(p) :] = 1
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as transformers' generate
+        # Pads get position 1, as transformers' generate gives them.
+        ids, mask, positions = left_pad([s.prefill_ids for s in picked], 0, pad_position=1)
+        longest = int(ids.shape[1])
+        cache = DynamicCache(config=self.model.config)
         self._prefill = _Prefill(
             rows=picked,
             ids=ids.to(self.device),
             mask=mask.to(self.device),
             positions=positions.to(self.device),
-            cache=DynamicCache(config=self.model.config),
+            cache=cache,
+            done=self._reuse_prefixes(picked, longest, cache),
         )
         self._in_hand = []
+
+    def _reuse_prefixes(self, picked: list[Sequence], longest: int, cache: Any) -> int:
+        """Fill ``cache`` with cached K/V of the rows' prompt prefixes; returns the columns covered.
+
+        Rows are left-padded to ``longest``: row i's token j sits in column ``longest - len_i + j``.
+        Prefilling resumes at the first column some row has no cached state for; each row takes
+        as much of its hit as lies before that column (the rest is computed again). A row keeps
+        at least its last token to prefill: its logits give the first generated token.
+        """
+        pc = self.prefix_cache
+        if pc is None or not pc.enabled:
+            return 0
+        hits = [pc.lookup(s.prefill_ids, len(s.prefill_ids) - 1) for s in picked]
+        offsets = [longest - len(s.prefill_ids) for s in picked]
+        done = min(off + (hit.tokens if hit else 0) for off, hit in zip(offsets, hits))
+        if done <= 0:
+            return 0
+        first = next(hit for hit in hits if hit is not None)
+        for layer, (k0, v0) in enumerate(zip(first.keys, first.values)):
+            keys = k0.new_zeros(len(picked), k0.shape[0], done, k0.shape[2])
+            values = v0.new_zeros(len(picked), v0.shape[0], done, v0.shape[2])
+            for i, (off, hit) in enumerate(zip(offsets, hits)):
+                if hit is not None and done > off:
+                    keys[i, :, off:done] = hit.keys[layer][:, : done - off]
+                    values[i, :, off:done] = hit.values[layer][:, : done - off]
+            cache.update(keys, values, layer)
+        self.stats.prefix_tokens_reused += sum(max(0, done - off) for off in offsets)
+        return done
+
+    def _remember_prefixes(self, pf: _Prefill) -> None:
+        """Offer each prefilled row's prompt K/V to the prefix cache."""
+        pc = self.prefix_cache
+        if pc is None or not pc.enabled:
+            return
+        total = pf.ids.shape[1]
+        for i, s in enumerate(pf.rows):
+            ids = s.prefill_ids
+            off = total - len(ids)
+            pc.store(
+                ids,
+                [layer.keys[i, :, off:total] for layer in pf.cache.layers],
+                [layer.values[i, :, off:total] for layer in pf.cache.layers],
+            )
 
     def _prefill_chunk(self) -> None:
         pf = self._prefill
@@ -295,6 +341,7 @@ class Engine:
         self._prefill = None
         self._in_hand = list(pf.rows)
         self.stats.prefills += 1
+        self._remember_prefixes(pf)
         logits = out.logits[:, -1, :].to(dtype=torch.float32, device="cpu")
         padding = (pf.mask == 0)[:, None, :, None]
         for layer in pf.cache.layers:  # padded slots hold zeros, never stale values

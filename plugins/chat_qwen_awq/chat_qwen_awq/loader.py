@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -63,11 +63,11 @@ def disable_triton_without_cuda() -> None:
     clearing it leaves autoawq's plain dequantise-and-matmul path.
     """
     if not torch.cuda.is_available():
-        awq_gemm().TRITON_AVAILABLE = False
+        setattr(awq_gemm(), "TRITON_AVAILABLE", False)  # noqa: B010 - a module flag autoawq reads
 
 
 def _awq_linear_class() -> type[nn.Module]:
-    WQLinear_GEMM = awq_gemm().WQLinear_GEMM
+    WQLinear_GEMM: Any = awq_gemm().WQLinear_GEMM  # untyped: autoawq ships no annotations
 
     class AwqLinear(WQLinear_GEMM):
         """``WQLinear_GEMM`` (same buffers, same state dict) that also computes on the CPU.
@@ -198,7 +198,7 @@ def qwen2_config(config: Mapping[str, Any]) -> Any:
     return Qwen2Config.from_dict(data)
 
 
-def build_empty_model(config: Mapping[str, Any], dtype: torch.dtype) -> nn.Module:
+def build_empty_model(config: Mapping[str, Any], dtype: torch.dtype) -> Any:
     """``Qwen2ForCausalLM`` on the meta device with :class:`AwqLinear` decoder linears."""
     from accelerate import init_empty_weights
     from transformers import Qwen2ForCausalLM
@@ -256,7 +256,66 @@ class _CastHead(nn.Module):
         return out.view(*x.shape[:-1], out.shape[-1])
 
 
-def store_head_as(model: nn.Module, dtype: torch.dtype) -> None:
+def quantize_rows_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8: ``(codes [rows, cols] int8, scales [rows] bf16)``, ``w ≈ codes * scale``."""
+    w = weight.detach().to(torch.float32)
+    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+    codes = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    return codes.contiguous(), scales.to(torch.bfloat16)
+
+
+class _Int8Rows(nn.Module):
+    """A ``[vocab, hidden]`` matrix kept as int8 rows with one scale each.
+
+    Half the bytes of bf16, which is what a memory-bound CPU decode step reads for its head. The
+    state dict holds the dequantised matrix under ``weight`` (what relocation reads back), not
+    the codes.
+    """
+
+    codes: torch.Tensor  # [vocab, hidden] int8
+    scales: torch.Tensor  # [vocab] bf16
+
+    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, out_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.register_buffer("codes", codes)
+        self.register_buffer("scales", scales)
+        self.out_dtype = out_dtype
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        destination[prefix + "weight"] = self.codes.to(torch.float32) * self.scales.to(torch.float32)[:, None]
+
+
+class _Int8Embedding(_Int8Rows):
+    """Embedding lookup: gather int8 rows, scale them, in the compute dtype."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = nn.functional.embedding(ids, self.codes).to(self.out_dtype)
+        return rows * self.scales[ids].unsqueeze(-1).to(self.out_dtype)
+
+
+class _Int8Head(_Int8Rows):
+    """lm_head through torch's ``_weight_int8pack_mm`` (bf16 activations, int8 weights); fp32 logits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16, memory_format=torch.contiguous_format)
+        out = torch.ops.aten._weight_int8pack_mm(flat, self.codes, self.scales).to(self.out_dtype)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def quantize_head_int8(model: Any) -> None:
+    """Embeddings and lm_head as int8 rows with per-row scales (lossy, opt-in: ``cpu_head_dtype: int8``).
+
+    A tied head shares the embeddings' codes.
+    """
+    compute = model.model.norm.weight.dtype
+    tied = model.lm_head.weight is model.model.embed_tokens.weight
+    embed = quantize_rows_int8(model.model.embed_tokens.weight)
+    head = embed if tied else quantize_rows_int8(model.lm_head.weight)
+    model.model.embed_tokens = _Int8Embedding(*embed, compute)
+    model.lm_head = _Int8Head(*head, compute)
+
+
+def store_head_as(model: Any, dtype: torch.dtype) -> None:
     """Keep embeddings and lm_head in ``dtype`` (e.g. bf16 on a CPU with bf16 matmuls); activations keep theirs.
 
     A tied head keeps sharing the embedding matrix.
@@ -324,7 +383,7 @@ def plan_device_map(
         layers = [b + extra for b in layers]
     # The same arithmetic as the declared footprint, so the split matches what the scheduler granted.
     head = sizing.head_bytes(shape, cpu=cpu, cpu_head_dtype=limits.cpu_head_dtype)
-    kv = limits.kv_cache_tokens * sizing.kv_bytes_per_token(shape, cpu=cpu)
+    kv = limits.kv_tokens_held * sizing.kv_bytes_per_token(shape, cpu=cpu)
     fixed = head + kv + sizing.working_bytes(shape, limits, cpu=cpu, streamed_layer=budget is not None)
     on_device = shape.num_hidden_layers
     if budget is not None:
@@ -390,7 +449,7 @@ def checkpoint_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
 class LoadedModel:
     """A dispatched model and what relocation needs to find its weights again."""
 
-    model: nn.Module
+    model: Any  # a transformers Qwen2ForCausalLM (its submodules are reached by name)
     plan: DevicePlan
     dtype: torch.dtype
     host_state: dict[str, torch.Tensor] = field(default_factory=dict)  # layers offloaded to host RAM
@@ -437,13 +496,14 @@ def load_model(
     plan: DevicePlan,
     *,
     offload_dir: Path | None = None,
-    head_dtype: torch.dtype | None = None,
+    head_dtype: torch.dtype | Literal["int8"] | None = None,
 ) -> LoadedModel:
     """Build the model and place ``tensors`` as ``plan`` says; returns the dispatched model.
 
     Floating tensors outside the AWQ linears are cast to the compute dtype; AWQ buffers keep
     theirs (int32 codes, fp16 scales and bias). Missing or unexpected weights are errors.
-    ``head_dtype`` (CPU only) stores embeddings and lm_head in that dtype (see :func:`store_head_as`).
+    ``head_dtype`` (CPU only) stores embeddings and lm_head in that dtype (see :func:`store_head_as`),
+    or as int8 rows with ``"int8"`` (see :func:`quantize_head_int8`).
     """
     from accelerate import dispatch_model
     from accelerate.utils import offload_weight, save_offload_index, set_module_tensor_to_device
@@ -484,7 +544,9 @@ def load_model(
         model.model.rotary_emb.to(plan.device)
         if tied:
             model.tie_weights()
-        if plan.device == "cpu" and head_dtype is not None and head_dtype != dtype:
+        if plan.device == "cpu" and head_dtype == "int8":
+            quantize_head_int8(model)
+        elif plan.device == "cpu" and isinstance(head_dtype, torch.dtype) and head_dtype != dtype:
             store_head_as(model, head_dtype)
         if plan.offloaded:
             if loaded.offload_dir is not None:

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from host.errors import InvalidRequest
-from host.spec import Options, Placement, PlacementKind, PositiveInt
+from host.spec import NonNegativeInt, Options, Placement, PlacementKind, PositiveInt
 
 #: The AWQ-quantised linears of a Qwen2 decoder layer, in module order.
 AWQ_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -145,6 +145,12 @@ class Limits:
     max_sequences: int
     prefill_chunk_tokens: int
     cpu_head_dtype: str = "float32"
+    prefix_cache_tokens: int = 0
+
+    @property
+    def kv_tokens_held(self) -> int:
+        """KV-cache tokens held at most: the running sequences' and the prefix cache's."""
+        return self.kv_cache_tokens + self.prefix_cache_tokens
 
 
 class ChatOptions(Options, frozen=True):
@@ -157,7 +163,10 @@ class ChatOptions(Options, frozen=True):
     :ivar prefill_chunk_tokens: prompt tokens per prefill forward pass.
     :ivar cpu_head_dtype: weights of embeddings and lm_head on the CPU: ``auto`` (bfloat16 where the
         CPU has native bf16 dot products, else float32), float32 or bfloat16 (half the memory, ~2x
-        faster head; activations stay fp32).
+        faster head; activations stay fp32), or ``int8`` (opt-in, lossy: per-row int8 codes, a
+        quarter of fp32's bytes; docs/troubleshooting.md says how much it changes the logits).
+    :ivar prefix_cache_tokens: KV-cache tokens of prompt prefixes kept for reuse by later requests
+        (0 turns prefix caching off); counted in the model's footprint.
     :ivar offload_dir: the folder for disk overflow of a hybrid grant on a machine without GPU.
     """
 
@@ -165,7 +174,8 @@ class ChatOptions(Options, frozen=True):
     kv_cache_tokens: PositiveInt | None = None
     max_sequences: PositiveInt = 8
     prefill_chunk_tokens: PositiveInt = 512
-    cpu_head_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    cpu_head_dtype: Literal["auto", "float32", "bfloat16", "int8"] = "auto"
+    prefix_cache_tokens: NonNegativeInt = 4096
     offload_dir: str | None = None
 
 
@@ -192,6 +202,7 @@ def limits_from_options(shape: ModelShape, options: ChatOptions) -> Limits:
         max_sequences=options.max_sequences,
         prefill_chunk_tokens=options.prefill_chunk_tokens,
         cpu_head_dtype=head,
+        prefix_cache_tokens=options.prefix_cache_tokens,
     )
 
 
@@ -239,8 +250,10 @@ def layer_bytes(shape: ModelShape, *, cpu: bool = False) -> int:
 def head_bytes(shape: ModelShape, *, cpu: bool = False, cpu_head_dtype: str = "float32") -> int:
     """Embeddings, final norm and (untied) lm_head (compute dtype; on the CPU ``cpu_head_dtype`` matrices)."""
     norm = _FP32 if cpu else _FP16
-    matrix = (_FP32 if cpu_head_dtype == "float32" else 2) if cpu else _FP16
     matrices = 1 if shape.tie_word_embeddings else 2
+    if cpu and cpu_head_dtype == "int8":  # int8 codes plus one bf16 scale per row
+        return matrices * shape.vocab_size * (shape.hidden_size + 2) + shape.hidden_size * norm
+    matrix = (_FP32 if cpu_head_dtype == "float32" else 2) if cpu else _FP16
     return matrices * shape.vocab_size * shape.hidden_size * matrix + shape.hidden_size * norm
 
 
@@ -268,7 +281,7 @@ def gpu_fixed_bytes(shape: ModelShape, limits: Limits, *, hybrid: bool) -> int:
     """What must be on the GPU whatever the layer split: head, KV cache, working set."""
     return (
         head_bytes(shape)
-        + limits.kv_cache_tokens * kv_bytes_per_token(shape)
+        + limits.kv_tokens_held * kv_bytes_per_token(shape)
         + working_bytes(shape, limits, streamed_layer=hybrid)
     )
 
@@ -278,7 +291,7 @@ def cpu_bytes(shape: ModelShape, limits: Limits) -> int:
     return (
         head_bytes(shape, cpu=True, cpu_head_dtype=limits.cpu_head_dtype)
         + shape.num_hidden_layers * layer_bytes(shape, cpu=True)
-        + limits.kv_cache_tokens * kv_bytes_per_token(shape, cpu=True)
+        + limits.kv_tokens_held * kv_bytes_per_token(shape, cpu=True)
         + working_bytes(shape, limits, cpu=True)
     )
 

@@ -195,3 +195,59 @@ def test_bf16_embeddings_and_head_on_the_cpu(backend: Any) -> None:
         assert asyncio.run(run()) == expected
     finally:
         other.unload()
+
+
+def test_int8_embeddings_and_head_on_the_cpu(backend: Any) -> None:
+    """The opt-in lossy head: declared smaller, logits within int8 error of the fp32 head, the engine
+    equal to ``generate`` on the same quantised model, and a relocation reads the dequantised rows."""
+    from chat_qwen_awq import model_spec, sizing
+    from chat_qwen_awq.backend import QwenAwqChatBackend
+    from chat_qwen_awq.loader import quantize_rows_int8
+
+    spec = model_spec(tiny_config(cpu_head_dtype="int8"))
+    shape = sizing.ModelShape.from_config(backend.config)
+    saved = 2 * shape.vocab_size * (4 * shape.hidden_size - (shape.hidden_size + 2))  # two untied matrices
+    assert spec.placements[-1].host_bytes == backend.spec.placements[-1].host_bytes - saved
+    other = QwenAwqChatBackend(spec)
+    other.load(cpu_grant())
+    try:
+        model = other.loaded.model
+        assert model.lm_head.codes.dtype == model.model.embed_tokens.codes.dtype == torch.int8
+        ids = torch.randint(0, 2000, (2, 16), generator=torch.Generator().manual_seed(4))
+        with torch.no_grad():
+            ours, reference = model(ids).logits, backend.loaded.model(ids).logits
+        error = ((ours - reference).norm() / reference.norm()).item()
+        assert ours.dtype == torch.float32 and error < 0.05, error
+        # The rows the state dict gives back are the quantised ones, exactly.
+        state = dict(other.loaded.tensors())
+        codes, scales = quantize_rows_int8(backend.loaded.model.lm_head.weight)
+        expected_rows = codes.float() * scales.float()[:, None]
+        assert torch.equal(state["lm_head.weight"], expected_rows)
+        request = ChatRequest(
+            model="m",
+            messages=(ChatMessage("user", "hello"),),
+            sampling=SamplingParams(max_tokens=30, temperature=0, repetition_penalty=1.0),
+        )
+        prompt = other._prepare(request).prompt_ids
+        x = torch.tensor([prompt])
+        with torch.no_grad():
+            out = model.generate(
+                x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=30,
+                do_sample=False,
+                repetition_penalty=1.0,
+                eos_token_id=other.eos_ids,
+                pad_token_id=other.eos_ids[0],
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        expected = other.engine.tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True)
+
+        async def run() -> str:
+            return "".join([d.text async for d in other.generate(request)])
+
+        assert asyncio.run(run()) == expected
+    finally:
+        other.unload()

@@ -12,15 +12,14 @@ Per input (``model-formats.md``, Qwen3-Embedding):
   ``dimensions`` keeps the first d components and L2-normalises again (Matryoshka).
 
 Tokenisation runs on the batcher's prepare thread and the forward pass on its compute thread
-(:mod:`host.batching`), never on the event loop. Weights are fp32 on the CPU and 16-bit on a GPU.
+(:class:`host.batched.BatchedBackend`), never on the event loop. Weights are fp32 on the CPU and
+16-bit on a GPU.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,11 @@ import torch.nn.functional as F
 
 from embed_qwen3 import EmbedOptions
 from embed_qwen3.sizing import max_length_of
-from host.batching import DynamicBatcher
+from host.batched import BatchBudgets, BatchedBackend
 from host.domain import EmbeddingRequest, EmbeddingResult
-from host.errors import BackendError, InvalidRequest, PlughostError
+from host.errors import InvalidRequest
 from host.spec import Grant, ModelSpec
+from host.torch_utils import free_device_memory, left_pad, place
 from host.weights import resolve_weights
 
 log = logging.getLogger("plughost.embed_qwen3")
@@ -63,17 +63,16 @@ class EmbedInput:
         self.truncate = truncate
 
 
-class Qwen3EmbeddingBackend:
-    """Serves one Qwen3-Embedding model (any size) through a :class:`~host.batching.DynamicBatcher`."""
+class Qwen3EmbeddingBackend(BatchedBackend[EmbedInput, list[int], tuple[np.ndarray, int]]):
+    """Serves one Qwen3-Embedding model (any size) through :class:`~host.batched.BatchedBackend`."""
+
+    kind = "embed"
 
     def __init__(self, spec: ModelSpec) -> None:
-        self.spec = spec
-        assert isinstance(spec.options, EmbedOptions), "declared by embed_qwen3.declare"
-        self.options = spec.options
+        super().__init__(spec)
+        self._read_options(spec)
         self.model: Any = None
         self.tokenizer: Any = None
-        self.batcher: DynamicBatcher[EmbedInput, list[int], tuple[np.ndarray, int]] | None = None
-        self.grant: Grant | None = None
         self.device = torch.device("cpu")
         self.eos_id = -1
         self.pad_id = -1
@@ -82,14 +81,21 @@ class Qwen3EmbeddingBackend:
         self.max_length = 0
         self.checkpoint_dtype: torch.dtype = torch.bfloat16
         self.tokenizer_appends_eos = False
-        # Held by every forward pass and by relocate/unload: a batch still running for a request
-        # whose client went away (lease already released) must not see its weights move.
-        self._model_lock = threading.Lock()
         self._prefix_ids: dict[str, list[int]] = {}
 
+    def _read_options(self, spec: ModelSpec) -> None:
+        """The typed options (:class:`~embed_qwen3.EmbedOptions`) and the batch budgets they give."""
+        assert isinstance(spec.options, EmbedOptions), "declared by embed_qwen3.declare"
+        self.options = o = spec.options
+        self.budgets_by_device = {
+            "cpu": BatchBudgets(o.batch_tokens_cpu, o.max_batch_size, o.batch_overhead_tokens_cpu),
+            "gpu": BatchBudgets(o.batch_tokens_gpu, o.max_batch_size, o.batch_overhead_tokens_gpu),
+        }
+        self.max_pending = o.max_pending or None
+
     # -- life cycle -------------------------------------------------------------------------------
-    def load(self, grant: Grant) -> None:
-        """Load tokenizer and weights where ``grant`` says and start the batcher."""
+    def load_model(self, grant: Grant) -> None:
+        """Load tokenizer and weights where ``grant`` says."""
         from transformers import AutoModel, AutoTokenizer
 
         # WeightsError names models.<id>.weights; the scheduler reports it as the load failure.
@@ -122,18 +128,10 @@ class Qwen3EmbeddingBackend:
             str(path), dtype=dtype, attn_implementation="sdpa", device_map={"": grant.device}
         )
         model.eval().requires_grad_(False)
-        self.model, self.grant, self.device = model, grant, torch.device(grant.device)
+        self.model, self.device = model, torch.device(grant.device)
         self.hidden_size = int(model.config.hidden_size)
         self.vocab_size = min(self.vocab_size, int(model.get_input_embeddings().num_embeddings))
         self.max_length = max_length_of(model.config.to_dict(), self.options.max_length)
-        self.batcher = DynamicBatcher(
-            prepare=self._prepare,
-            length=len,
-            run=self._run,
-            **self._budgets(),
-            max_pending=self.options.max_pending or None,
-            name=f"embed:{self.spec.id}",
-        )
         log.info(
             "%s: loaded %s on %s in %s (max_length %d, tokenizer appends eos: %s)",
             self.spec.id,
@@ -144,57 +142,23 @@ class Qwen3EmbeddingBackend:
             self.tokenizer_appends_eos,
         )
 
-    def _budgets(self) -> dict[str, Any]:
-        """Batch bounds for the current device (options ``*_gpu`` or ``*_cpu``)."""
-        o, gpu = self.options, self.device.type == "cuda"
-        return {
-            "max_batch_tokens": o.batch_tokens_gpu if gpu else o.batch_tokens_cpu,
-            "max_batch_size": o.max_batch_size,
-            "batch_overhead_tokens": o.batch_overhead_tokens_gpu if gpu else o.batch_overhead_tokens_cpu,
-        }
+    def unload_model(self) -> None:
+        """Free the weights."""
+        self.model = None
+        self.tokenizer = None
+        free_device_memory()
 
-    def _apply_budgets(self) -> None:
-        """A relocation between GPU and CPU changes the batch bounds (read by the batcher per batch)."""
-        if self.batcher is not None:
-            for name, value in self._budgets().items():
-                setattr(self.batcher, name, value)
-
-    def unload(self) -> None:
-        """Stop the batcher (failing waiting requests) and free the weights."""
-        if self.batcher is not None:
-            self.batcher.close()
-            self.batcher = None
-        with self._model_lock:
-            on_gpu = self.device.type == "cuda"
-            self.model = None
-            self.tokenizer = None
-        gc.collect()
-        if on_gpu:
-            torch.cuda.empty_cache()
-
-    def relocate(self, grant: Grant) -> None:
+    def move_model(self, grant: Grant) -> None:
         """Move the loaded weights to ``grant`` (GPU ↔ host RAM) without reading them from disk.
 
         On a GPU they run in the 16-bit GPU dtype. In host RAM they are either parked
         (``grant.parked``, an offload: kept 16-bit, as ``offload_bytes`` declares) or served on
         the CPU (fp32). Buffers (rotary frequencies) keep their own dtype.
         """
-        if self.model is None:
-            raise RuntimeError(f"{self.spec.id}: relocate before load")
         dtype = self._dtype_for(grant)
-        with self._model_lock:
-            was_gpu = self.device.type == "cuda"
-            device = torch.device(grant.device)
-            for module in self.model.modules():
-                for param in module.parameters(recurse=False):
-                    param.data = param.data.to(device=device, dtype=dtype if param.is_floating_point() else None)
-                for name, buffer in list(module.named_buffers(recurse=False)):
-                    module._buffers[name] = buffer.to(device)
-            self.grant, self.device = grant, device
-            self._apply_budgets()
-        if was_gpu:
-            gc.collect()
-            torch.cuda.empty_cache()
+        place(self.model, grant.device, dtype)
+        self.device = torch.device(grant.device)
+        free_device_memory()
         log.info("%s: relocated to %s (%s)", self.spec.id, grant.device, dtype)
 
     def _dtype_for(self, grant: Grant) -> torch.dtype:
@@ -222,9 +186,6 @@ class Qwen3EmbeddingBackend:
     # -- serving ----------------------------------------------------------------------------------
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         """Embed every input of ``request`` (batched with concurrent requests)."""
-        batcher = self.batcher
-        if batcher is None:
-            raise BackendError(f"{self.spec.id} is not loaded")
         dims = request.dimensions
         if dims is not None:
             low = min(self.options.min_dimensions, self.hidden_size)
@@ -256,12 +217,7 @@ class Qwen3EmbeddingBackend:
                 inputs.append(EmbedInput(i, None, ids, task if query else None, truncate))
         if not inputs:
             raise InvalidRequest("'input' must not be empty.", param="input")
-        try:
-            results = await batcher.submit(inputs)
-        except PlughostError:
-            raise
-        except Exception as exc:
-            raise BackendError(f"embedding failed: {type(exc).__name__}: {exc}") from exc
+        results = await self.submit(inputs)
         vectors = np.stack([vector for vector, _ in results])
         if dims is not None and dims < vectors.shape[1]:
             vectors = vectors[:, :dims]
@@ -269,7 +225,7 @@ class Qwen3EmbeddingBackend:
         return EmbeddingResult(vectors=vectors.astype(np.float32, copy=False), prompt_tokens=sum(n for _, n in results))
 
     # -- batcher stages (worker threads) ----------------------------------------------------------
-    def _prepare(self, items: Sequence[EmbedInput]) -> list[list[int]]:
+    def prepare(self, items: Sequence[EmbedInput]) -> list[list[int]]:
         """Token ids of each input, ending with <|endoftext|> once, within ``max_length`` (prepare thread)."""
         texts = [item.text for item in items if item.text is not None]
         encoded = (
@@ -324,27 +280,22 @@ class Qwen3EmbeddingBackend:
                 self._prefix_ids[task] = prefix
         return list(prefix)
 
-    def _run(self, batch: list[list[int]]) -> list[tuple[np.ndarray, int]]:
+    def length(self, prepared: list[int]) -> int:
+        """An input's tokens."""
+        return len(prepared)
+
+    def run(self, batch: list[list[int]]) -> list[tuple[np.ndarray, int]]:
         """Forward one left-padded batch; the L2-normalised last-token state of each row (compute thread)."""
-        rows, width = len(batch), max(len(ids) for ids in batch)
-        input_ids = np.full((rows, width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((rows, width), dtype=np.int64)
-        for r, ids in enumerate(batch):
-            input_ids[r, width - len(ids) :] = ids
-            mask[r, width - len(ids) :] = 1
-        mask_t = torch.from_numpy(mask)
         # Each row counts its positions from its first real token: the same positions as alone.
-        positions = (mask_t.cumsum(dim=1) - 1).clamp_(min=0)
-        with self._model_lock, torch.inference_mode():
-            if self.model is None:
-                raise RuntimeError(f"{self.spec.id} was unloaded")
-            device = self.device
+        input_ids, mask, positions = left_pad(batch, self.pad_id)
+        device = self.device
+        with torch.inference_mode():
             out = self.model(
-                input_ids=torch.from_numpy(input_ids).to(device),
-                attention_mask=mask_t.to(device),
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
                 position_ids=positions.to(device),
                 use_cache=False,
             )
             last = out.last_hidden_state[:, -1].float()  # left padding: the last column is every row's last token
             vectors = F.normalize(last, p=2, dim=-1).cpu().numpy()
-        return [(vectors[r], len(batch[r])) for r in range(rows)]
+        return [(vectors[r], len(ids)) for r, ids in enumerate(batch)]

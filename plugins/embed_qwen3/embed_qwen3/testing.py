@@ -14,6 +14,7 @@ import msgspec
 import numpy as np
 import torch
 
+from embed_qwen3 import DEFAULT_TASK as DEFAULT_TASK  # re-exported to the tests
 from embed_qwen3 import DEMO_WEIGHTS
 from host.config import config_from_dict
 from host.spec import Grant, ModelSpec, PlacementKind
@@ -22,7 +23,6 @@ from host.spec import Grant, ModelSpec, PlacementKind
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]
 TINY = DEMO_WEIGHTS
 MODEL = "Qwen3-Embedding-0.6B"
-DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 #: A serving CPU grant (room for fp32 weights).
 CPU = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=16 * 2**30)
 
@@ -55,6 +55,7 @@ def tiny_spec(**options: Any) -> ModelSpec:
     import embed_qwen3
 
     spec = embed_qwen3.declare(config_from_dict({"models": {MODEL: {"weights": TINY}}}))
+    assert isinstance(spec.options, msgspec.Struct), "the plugin declares typed options"
     return msgspec.structs.replace(spec, options=msgspec.structs.replace(spec.options, **options))
 
 

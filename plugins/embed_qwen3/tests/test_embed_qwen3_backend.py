@@ -98,7 +98,7 @@ async def test_end_of_text_appended_once(backend: Any, recipe: Recipe, monkeypat
     assert published[-1] == eos and published[-2] != eos  # the tiny tokenizer's post-processor appends it
     assert backend.tokenizer_appends_eos
     fed: list[list[int]] = []
-    run = backend._run
+    run = backend.run
 
     def spy_run(batch: list[list[int]]) -> Any:
         fed.extend(list(ids) for ids in batch)
@@ -119,7 +119,7 @@ async def test_token_id_queries_get_the_instruction_as_ids(
 ) -> None:
     tok = recipe.tokenizer
     fed: list[list[int]] = []
-    run = backend._run
+    run = backend.run
     monkeypatch.setattr(backend.batcher, "_run", lambda batch: (fed.extend(batch), run(batch))[1])
     ids = tok("Explain gravity", add_special_tokens=False)["input_ids"]
     _, tokens = await embed(backend, token_ids=(tuple(ids),), input_type="query")

@@ -12,29 +12,28 @@ by a batch-1 forward (kept in a small LRU, :class:`PrefixCache`) and only the re
 (document and closing template) runs in the batch, attending to its row's prefix cache
 (:func:`score_shared`). Which tokens count as shared depends on the pair alone
 (:meth:`~rerank_qwen3.prompt.PairEncoder.shared_length`), so scores stay batch-invariant. Each row
-holds a copy of its prefix's states, so a batch is cut into passes whose rows × (longest prefix +
-longest rest) stays within the token budget: a long query over many short documents cannot
-multiply the cache by the rows.
+holds a copy of its prefix's states, so a batch's cost (:class:`SharedPrefixCost`, the one
+cut under the token budget) is rows × (longest prefix + longest rest) plus each distinct prefix's
+own states: a long query over many short documents cannot multiply the cache by the rows.
 
-Pairs from concurrent requests share batches through :class:`host.batching.DynamicBatcher`:
+Pairs from concurrent requests share batches through :class:`host.batched.BatchedBackend`:
 tokenisation on its prepare thread, forward passes on its compute thread, never on the event loop.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from host.batching import DynamicBatcher
+from host.batched import BatchBudgets, BatchedBackend
 from host.domain import RerankRequest, RerankResult
 from host.errors import InvalidRequest
 from host.spec import Grant, ModelSpec
+from host.torch_utils import cast_parameters, free_device_memory, left_pad, place
 from host.weights import resolve_weights
 from rerank_qwen3 import RerankOptions
 from rerank_qwen3.prompt import DEFAULT_INSTRUCTION, EncodedPair, PairEncoder
@@ -48,7 +47,7 @@ _GPU_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 Pair = tuple[str, str, str]
 
 
-class Qwen3RerankerBackend:
+class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]]):
     """Serves :class:`~host.domain.RerankRequest` for a Qwen3-Reranker checkpoint.
 
     Options (see :mod:`rerank_qwen3`): ``weights``, ``instruction``, ``max_length``,
@@ -56,31 +55,36 @@ class Qwen3RerankerBackend:
     ``share_prefix``, ``prefix_cache_entries``, ``prefix_cache_tokens``.
     """
 
+    kind = "rerank"
+
     def __init__(self, spec: ModelSpec) -> None:
-        self.spec = spec
-        assert isinstance(spec.options, RerankOptions), "declared by rerank_qwen3.declare"
-        self.options = spec.options
-        self.instruction: str = self.options.instruction or DEFAULT_INSTRUCTION
-        gpu_dtype = self.options.gpu_dtype
-        if gpu_dtype not in _GPU_DTYPES:
-            raise ValueError(
-                f"models.{spec.id}.options.gpu_dtype: expected one of {sorted(_GPU_DTYPES)}, got {gpu_dtype!r}"
-            )
-        self.gpu_dtype = _GPU_DTYPES[gpu_dtype]
+        super().__init__(spec)
+        self._read_options(spec)
         self.base: Any = None  # the decoder without its lm_head (Qwen3Model)
         self.head: torch.Tensor | None = None  # fp32 [2, hidden]: the rows of "no" and "yes"
         self.yes_id = self.no_id = -1
         self.pad_id = 0
         self.encoder: PairEncoder | None = None
         self.device = torch.device("cpu")
-        self.grant: Grant | None = None
-        self._batcher: DynamicBatcher[Pair, EncodedPair, tuple[float, int]] | None = None
-        self._model_lock = threading.Lock()  # a forward pass and a relocation never overlap
-        self.share_prefix = self.options.share_prefix
-        self.prefix_cache = PrefixCache(self.options.prefix_cache_entries, self.options.prefix_cache_tokens)
+        self.prefix_cache = PrefixCache(self.prefix_cache_entries, self.prefix_cache_tokens)
+
+    def _read_options(self, spec: ModelSpec) -> None:
+        """The typed options (:class:`~rerank_qwen3.RerankOptions`) and what follows from them."""
+        assert isinstance(spec.options, RerankOptions), "declared by rerank_qwen3.declare"
+        self.options = o = spec.options
+        self.instruction: str = o.instruction or DEFAULT_INSTRUCTION
+        self.gpu_dtype = _GPU_DTYPES[o.gpu_dtype]
+        self.budgets_by_device = {
+            "cpu": BatchBudgets(max_batch_tokens=o.batch_tokens_cpu, max_batch_size=o.max_batch_size),
+            "gpu": BatchBudgets(max_batch_tokens=o.batch_tokens_gpu, max_batch_size=o.max_batch_size),
+        }
+        self.max_pending = o.max_pending
+        self.share_prefix = o.share_prefix
+        self.prefix_cache_entries = o.prefix_cache_entries
+        self.prefix_cache_tokens = o.prefix_cache_tokens
 
     # -- life cycle -------------------------------------------------------------------------------
-    def load(self, grant: Grant) -> None:
+    def load_model(self, grant: Grant) -> None:
         """Load tokenizer and weights where ``grant`` says (fp32 on the CPU, ``gpu_dtype`` on a GPU)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -99,23 +103,13 @@ class Qwen3RerankerBackend:
         self.head = model.get_output_embeddings().weight[[self.no_id, self.yes_id]].detach().float().clone()
         self.base = model.get_decoder()
         del model  # an untied lm_head goes with the wrapper
-        gc.collect()
+        free_device_memory()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError(f"{self.spec.id}: the tokenizer has neither a pad nor an eos token")
         self.pad_id = int(pad)
         self.encoder = PairEncoder(tokenizer, max_length)
-        self.device, self.grant = device, grant
-        on_gpu = device.type == "cuda"
-        self._batcher = DynamicBatcher(
-            prepare=self._prepare,
-            length=self._length,
-            run=self._run,
-            max_batch_tokens=self.options.batch_tokens_gpu if on_gpu else self.options.batch_tokens_cpu,
-            max_batch_size=self.options.max_batch_size,
-            max_pending=self.options.max_pending,
-            name=f"rerank:{self.spec.id}",
-        )
+        self.device = device
         log.info(
             "%s loaded on %s (%s), yes=%d no=%d, max_length=%d",
             self.spec.id,
@@ -133,21 +127,13 @@ class Qwen3RerankerBackend:
             raise ValueError(f"the tokenizer has no single token {token!r}; is this a Qwen3 reranker?")
         return int(found)
 
-    def unload(self) -> None:
-        """Stop the batcher (failing what still waits) and free every tensor."""
-        if self._batcher is not None:
-            self._batcher.close()
-            self._batcher = None
-        on_gpu = self.device.type == "cuda"
-        with self._model_lock:
-            self.base = self.head = self.encoder = None
-            self.prefix_cache.clear()
-        gc.collect()
-        if on_gpu:
-            torch.cuda.empty_cache()
-        self.grant = None
+    def unload_model(self) -> None:
+        """Free every tensor."""
+        self.base = self.head = self.encoder = None
+        self.prefix_cache.clear()
+        free_device_memory()
 
-    def relocate(self, grant: Grant) -> None:
+    def move_model(self, grant: Grant) -> None:
         """Move the loaded weights to ``grant.device`` without reading the checkpoint again.
 
         To a GPU the weights take ``gpu_dtype``. Parked in host RAM (``grant.parked``) they stay
@@ -157,33 +143,25 @@ class Qwen3RerankerBackend:
         if self.base is None or self.head is None:
             raise RuntimeError(f"{self.spec.id}: relocate() before load()")
         target = torch.device(grant.device)
-        with self._model_lock:
-            dtype = self.gpu_dtype if target.type == "cuda" else None if grant.parked else torch.float32
-            place(self.base, target, dtype)
-            self.head = self.head.to(target)
-            self.prefix_cache.clear()
-            was_gpu = self.device.type == "cuda"
-            self.device, self.grant = target, grant
-        if was_gpu and target.type != "cuda":
-            torch.cuda.empty_cache()
-        if self._batcher is not None:
-            on_gpu = target.type == "cuda"
-            self._batcher.max_batch_tokens = self.options.batch_tokens_gpu if on_gpu else self.options.batch_tokens_cpu
+        dtype = self.gpu_dtype if target.type == "cuda" else None if grant.parked else torch.float32
+        place(self.base, target, dtype)
+        self.head = self.head.to(target)
+        self.prefix_cache.clear()
+        self.device = target
+        free_device_memory()
 
     # -- serving ----------------------------------------------------------------------------------
     async def rerank(self, request: RerankRequest) -> RerankResult:
         """One score in [0, 1] per document, in order; ``prompt_tokens`` counts every prompt's tokens."""
-        if self._batcher is None:
-            raise RuntimeError(f"{self.spec.id} is not loaded")
         if not request.query.strip():
             raise InvalidRequest("'query' must not be empty.", param="query")
         if not request.documents:
             return RerankResult(scores=[], prompt_tokens=0)
         instruction = request.instruction if request.instruction and request.instruction.strip() else self.instruction
-        results = await self._batcher.submit([(instruction, request.query, doc) for doc in request.documents])
+        results = await self.submit([(instruction, request.query, doc) for doc in request.documents])
         return RerankResult(scores=[score for score, _ in results], prompt_tokens=sum(n for _, n in results))
 
-    def _prepare(self, pairs: Sequence[Pair]) -> list[EncodedPair]:
+    def prepare(self, pairs: Sequence[Pair]) -> list[EncodedPair]:
         """Tokenise pairs (the batcher's prepare thread: the only thread using the tokenizer)."""
         encoder = self.encoder
         if encoder is None:
@@ -191,101 +169,52 @@ class Qwen3RerankerBackend:
         encode = encoder.encode_shared if self.share_prefix else encoder.encode
         return [encode(instruction, query, document) for instruction, query, document in pairs]
 
-    def _length(self, pair: EncodedPair) -> int:
-        """A pair's cost in a batch: the tokens it runs there (its shared prefix runs once, apart)."""
+    def length(self, pair: EncodedPair) -> int:
+        """The tokens a pair runs in a batch (its shared prefix runs once, apart)."""
         return len(pair.ids) - pair.shared if self.share_prefix else len(pair.ids)
 
-    def _run(self, batch: list[EncodedPair]) -> list[tuple[float, int]]:
+    def batch_cost(self) -> SharedPrefixCost | None:
+        """With ``share_prefix`` a batch holds more than its padded rows: see :class:`SharedPrefixCost`."""
+        return SharedPrefixCost() if self.share_prefix else None
+
+    def run(self, batch: list[EncodedPair]) -> list[tuple[float, int]]:
         """Score one batch (the batcher's compute thread): ``(P(yes), prompt tokens)`` per pair."""
-        with self._model_lock:
-            if self.base is None or self.head is None:
-                raise RuntimeError(f"{self.spec.id} was unloaded")
-            if self.device.type == "cpu" and self.base.dtype != torch.float32:
-                cast_parameters(self.base, torch.float32)  # served on the CPU after being parked: fp32 as on load
-                self.prefix_cache.clear()
-            if self.share_prefix:
-                scores = [
-                    score
-                    for part in self._kv_bounded(batch)
-                    for score in score_shared(
-                        self.base,
-                        self.head,
-                        [(p.ids, p.shared) for p in part],
-                        self.pad_id,
-                        self.device,
-                        self.prefix_cache,
-                    )
-                ]
-            else:
-                scores = score_batch(self.base, self.head, [p.ids for p in batch], self.pad_id, self.device)
+        base, head = self.base, self.head
+        if base is None or head is None:
+            raise RuntimeError(f"{self.spec.id} is not loaded")
+        if self.device.type == "cpu" and base.dtype != torch.float32:
+            cast_parameters(base, torch.float32)  # served on the CPU after being parked: fp32 as on load
+            self.prefix_cache.clear()
+        if self.share_prefix:
+            rows = [(p.ids, p.shared) for p in batch]
+            scores = score_shared(base, head, rows, self.pad_id, self.device, self.prefix_cache)
+        else:
+            scores = score_batch(base, head, [p.ids for p in batch], self.pad_id, self.device)
         return [(s, len(p.ids)) for s, p in zip(scores, batch)]
 
-    def _kv_bounded(self, batch: list[EncodedPair]) -> list[list[EncodedPair]]:
-        """``batch`` cut into passes whose key/value states stay within the token budget.
 
-        The batcher budgets what a pair computes (its rest); a shared-prefix pass also holds every
-        row's copy of its prefix and each distinct prefix's own states, so a long query over many
-        short documents would otherwise multiply the cache by the rows. A pass holds
-        rows × (longest prefix + longest rest) + Σ distinct prefixes ≤ budget tokens of states;
-        a single pair over the budget runs alone.
-        """
-        budget = self._batcher.max_batch_tokens if self._batcher is not None else 1 << 62
-        parts: list[list[EncodedPair]] = []
-        part: list[EncodedPair] = []
-        prefixes: set[tuple[int, ...]] = set()
-        longest_prefix = longest_rest = distinct = 0
-        for pair in batch:
-            key = tuple(pair.ids[: pair.shared])
-            new = 0 if key in prefixes else pair.shared
-            prefix, rest = max(longest_prefix, pair.shared), max(longest_rest, len(pair.ids) - pair.shared)
-            if part and (len(part) + 1) * (prefix + rest) + distinct + new > budget:
-                parts.append(part)
-                part, prefixes, distinct = [], set(), 0
-                new, prefix, rest = pair.shared, pair.shared, len(pair.ids) - pair.shared
-            part.append(pair)
-            prefixes.add(key)
-            longest_prefix, longest_rest, distinct = prefix, rest, distinct + new
-        if part:
-            parts.append(part)
-        return parts
+class SharedPrefixCost:
+    """The key/value states a shared-prefix batch holds, in tokens, as its pairs are added.
 
-
-def place(module: Any, device: torch.device, dtype: torch.dtype | None = None) -> None:
-    """Move ``module`` to ``device``, casting its parameters (not its buffers) to ``dtype`` if given.
-
-    Parameters travel one at a time, already cast, so a move to a GPU never holds a wider copy
-    of the whole model there. Buffers keep their dtype: ``Module.to(dtype)`` would also cast the
-    rotary ``inv_freq`` buffer, which transformers keeps in fp32 at every model dtype (in fp16 its
-    rounding shifts the phases of distant positions).
+    Every row holds a copy of its prefix's states (left-padded to the longest prefix) besides
+    its rest, and each distinct prefix its own states: rows × (longest prefix + longest rest) +
+    Σ distinct prefixes. This is the one measure a batch is cut by under the token budget, so a
+    long query over many short documents cannot multiply the cache by the rows.
     """
-    for param in module.parameters():
-        target = dtype if dtype is not None and param.is_floating_point() else param.dtype
-        if param.device != device or param.dtype != target:
-            param.data = param.data.to(device=device, dtype=target)
-    module.to(device=device)  # the buffers
 
+    def __init__(self) -> None:
+        self.rows = self.prefix = self.rest = self.distinct = 0
+        self._seen: set[tuple[int, ...]] = set()
 
-def cast_parameters(module: Any, dtype: torch.dtype) -> None:
-    """Cast the parameters of ``module`` in place, where they are (see :func:`place`)."""
-    place(module, next(module.parameters()).device, dtype)
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask, position_ids)`` of left-padded rows.
-
-    Positions count real tokens only, so a row gets the positions it has alone whatever the
-    padding (the mask keeps pads out of attention; together they make a row's computation the
-    same in any batch, up to float rounding of differently shaped kernels).
-    """
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-    positions = (mask.cumsum(dim=1) - 1).clamp_(min=0)
-    return ids, mask, positions
+    def __call__(self, pair: EncodedPair) -> int:
+        self.rows += 1
+        self.prefix = max(self.prefix, pair.shared)
+        self.rest = max(self.rest, len(pair.ids) - pair.shared)
+        key = tuple(pair.ids[: pair.shared])
+        if key not in self._seen:
+            self._seen.add(key)
+            self.distinct += len(key)
+        return self.rows * (self.prefix + self.rest) + self.distinct
 
 
 def score_batch(
@@ -356,7 +285,11 @@ def prefix_states(base: Any, ids: Sequence[int], device: torch.device) -> Prefix
         base(
             input_ids=torch.tensor([list(ids)], dtype=torch.long, device=device), past_key_values=cache, use_cache=True
         )
-        return torch.stack([torch.cat([layer.keys, layer.values]) for layer in cache.layers], dim=1)
+        states: list[torch.Tensor] = []
+        for layer in cache.layers:
+            assert layer.keys is not None and layer.values is not None, "every layer ran"
+            states.append(torch.cat([layer.keys, layer.values]))
+        return torch.stack(states, dim=1)
 
 
 def score_shared(

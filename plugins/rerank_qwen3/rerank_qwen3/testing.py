@@ -16,6 +16,7 @@ import torch
 from host.config import config_from_dict
 from host.spec import Grant, ModelSpec, PlacementKind
 from rerank_qwen3 import DEMO_WEIGHTS
+from rerank_qwen3.prompt import DEFAULT_INSTRUCTION
 
 #: The plugin's folder (its pyproject.toml and package).
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +29,7 @@ def tiny_spec(**options: Any) -> ModelSpec:
     import rerank_qwen3
 
     spec = rerank_qwen3.declare(config_from_dict({"models": {rerank_qwen3.MODEL_ID: {"weights": TINY}}}))
+    assert isinstance(spec.options, msgspec.Struct), "the plugin declares typed options"
     return msgspec.structs.replace(spec, options=msgspec.structs.replace(spec.options, **options))
 
 
@@ -61,7 +63,7 @@ class Recipe:
     @staticmethod
     def format_instruction(instruction: str | None, query: str, doc: str) -> str:
         if instruction is None:
-            instruction = "Given a web search query, retrieve relevant passages that answer the query"
+            instruction = DEFAULT_INSTRUCTION
         return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
 
     def process_inputs(self, pairs: list[str], max_length: int) -> dict[str, Any]:

@@ -114,12 +114,12 @@ async def test_concurrent_requests_share_batches_without_changing_scores(backend
     queries = [QUERY, "Explain gravity", "中国的首都是哪里？", "hello"]
     docs = mixed_documents(30, seed=2)
     sequential = [(await backend.rerank(request(q, docs))).scores for q in queries]
-    before = backend._batcher.stats.max_batch_rows
+    before = backend.batcher.stats.max_batch_rows
     concurrent = await asyncio.gather(*(backend.rerank(request(q, docs)) for q in queries * 2))
     for i, result in enumerate(concurrent):
         expected = sequential[i % len(queries)]
         assert max(abs(a - b) for a, b in zip(result.scores, expected)) <= 1e-5
-    assert backend._batcher.stats.max_batch_rows >= before
+    assert backend.batcher.stats.max_batch_rows >= before
 
 
 async def test_long_document_is_truncated_to_the_model_limit(backend: Any, recipe: Any) -> None:

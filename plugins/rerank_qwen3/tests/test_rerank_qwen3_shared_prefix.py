@@ -67,7 +67,7 @@ def test_shared_length_is_the_document_independent_prefix(backend: Any) -> None:
     assert f"<Query>: {QUERY}\n" in encoder.tokenizer.decode(pairs[0].ids[:n])
     for pair in pairs:
         assert pair.ids[:n] == pairs[0].ids[:n] and len(pair.ids) > n
-        assert backend._length(pair) == len(pair.ids) - n
+        assert backend.length(pair) == len(pair.ids) - n
     # The same pair, whatever its neighbours: shared depends on the pair alone.
     assert encoder.encode_shared(backend.instruction, QUERY, EDGE_DOCS[0]) == pairs[0]
 
@@ -112,17 +112,17 @@ async def test_concurrent_requests_with_different_queries_share_batches(backend:
     docs = fifty()
     expected = [(await whole.rerank(request(q, docs))).scores for q in queries]
     mixed_batches = []
-    run = backend._run
+    run = backend.run
 
     def spy(batch: list[Any]) -> Any:
         mixed_batches.append(len({tuple(p.ids[: p.shared]) for p in batch}))
         return run(batch)
 
-    backend._batcher._run = spy
+    backend.batcher._run = spy
     try:
         results = await asyncio.gather(*(backend.rerank(request(q, docs)) for q in queries * 2))
     finally:
-        backend._batcher._run = run
+        backend.batcher._run = run
     for i, result in enumerate(results):
         assert max(abs(a - b) for a, b in zip(result.scores, expected[i % len(queries)])) <= 1e-5
     assert max(mixed_batches) >= 2  # rows of different queries (prefixes) ran in one batch
@@ -134,9 +134,9 @@ async def test_a_request_spanning_batches_computes_its_prefix_once() -> None:
         small.prefix_cache.clear()
         misses = small.prefix_cache.misses
         docs = mixed_documents(40, seed=9)
-        before = small._batcher.stats.batches
+        before = small.batcher.stats.batches
         await small.rerank(request(QUERY, docs))
-        assert small._batcher.stats.batches - before > 3
+        assert small.batcher.stats.batches - before > 3
         assert small.prefix_cache.misses - misses == 1
         assert len(small.prefix_cache) == 1
     finally:
