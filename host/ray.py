@@ -23,7 +23,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from host.app import create_app
-from host.backend import Backend, import_backend
+from host.backend import Backend, load_backend
 from host.cluster import INGRESS_CPUS, INGRESS_MAX_ONGOING, ReplicaPlan, deployment_options, model_state, replica_plan
 from host.config import HostConfig, load_config
 from host.domain import ChatDelta, ChatRequest, EmbeddingRequest, EmbeddingResult, RerankRequest, RerankResult
@@ -85,13 +85,7 @@ class ModelReplica:
     def __init__(self, config: HostConfig, model_id: str, grant: Grant) -> None:
         self.model = build_registry(make_plugin_manager(config), config).get(model_id)
         started = time.perf_counter()
-        backend = import_backend(self.model.spec.backend)(self.model.spec)
-        try:
-            backend.load(grant)
-        except BaseException:
-            backend.unload()
-            raise
-        self.backend: Any = backend
+        self.backend: Any = load_backend(self.model.spec, grant, plugin=self.model.plugin)
         log.info("%s: replica loaded on %s in %.2fs", model_id, grant.device, time.perf_counter() - started)
 
     def ready(self) -> bool:

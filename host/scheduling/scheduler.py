@@ -29,8 +29,7 @@ from host.backend import (
     EmbeddingBackend,
     Relocatable,
     RerankBackend,
-    check_backend,
-    import_backend,
+    load_backend,
 )
 from host.config import SchedulerConfig
 from host.errors import (
@@ -504,18 +503,7 @@ class Scheduler:
             self._kick()
 
     def _construct_and_load(self, slot: _Slot, grant: Grant) -> Backend:
-        cls = import_backend(slot.model.spec.backend)
-        check_backend(cls, slot.model.spec.task, slot.model.plugin)
-        backend = cls(slot.model.spec)
-        try:
-            backend.load(grant)
-        except BaseException:
-            try:
-                backend.unload()
-            except Exception:
-                log.warning("%s: unload after failed load also failed", slot.id, exc_info=True)
-            raise
-        return backend
+        return load_backend(slot.model.spec, grant, plugin=slot.model.plugin)
 
     def _start_offload(self, slot: _Slot) -> Any:
         """Mark ``slot`` offloading now (so no other decision touches it); returns the move to await."""
