@@ -27,6 +27,7 @@ from host.routes.deps import Services
 from host.routes.errors import EXCEPTION_HANDLERS
 from host.scheduling.budgets import resolve_budgets
 from host.scheduling.policy import Budgets
+from host.scheduling.pool import ModelPool, PoolFactory
 from host.scheduling.scheduler import Scheduler
 from host.security import EdgePolicy, cors_config
 
@@ -34,13 +35,19 @@ log = logging.getLogger("plughost")
 
 
 def create_app(
-    config: HostConfig | None = None, *, budgets: Budgets | None = None, plugins: Sequence[object] = ()
+    config: HostConfig | None = None,
+    *,
+    budgets: Budgets | None = None,
+    plugins: Sequence[object] = (),
+    pool: PoolFactory | None = None,
 ) -> Litestar:
     """Build the Litestar app.
 
     :param config: the configuration; default ``load_config()`` (``$PLUGHOST_CONFIG``).
     :param budgets: memory budgets to use instead of measuring this machine (tests).
     :param plugins: extra plugin objects registered after discovery (tests, embedding).
+    :param pool: builds the model pool from the registry instead of this machine's scheduler
+        (``host.ray`` passes one whose models are Ray Serve deployments).
     """
     config = config if config is not None else load_config()
     logging.getLogger("plughost").setLevel(config.server.log_level.upper())
@@ -52,12 +59,21 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        scheduler = Scheduler(registry, budgets or resolve_budgets(config), config.scheduler, observer=metrics)
+        scheduler: ModelPool = (
+            pool(registry)
+            if pool is not None
+            else Scheduler(registry, budgets or resolve_budgets(config), config.scheduler, observer=metrics)
+        )
         services.scheduler = app.state.scheduler = scheduler
         metrics.watch(scheduler)
         log.info("plughost serving %d model(s): %s", len(registry), ", ".join(m.spec.id for m in registry))
         await scheduler.preload()
-        uninstall = shutdown.install(scheduler, config.server.shutdown_timeout_s)
+        # On one machine SIGTERM drains, then aborts at the deadline; Ray Serve stops its own replicas.
+        uninstall = (
+            shutdown.install(scheduler, config.server.shutdown_timeout_s)
+            if isinstance(scheduler, Scheduler)
+            else lambda: None
+        )
         try:
             yield
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -133,3 +134,25 @@ def import_backend(path: str) -> type[Backend]:
         return getattr(module, attr)
     except AttributeError:
         raise ImportError(f"{module_name!r} has no attribute {attr!r} (backend {path!r})") from None
+
+
+def load_backend(spec: ModelSpec, grant: Grant, *, plugin: str) -> Backend:
+    """Import, check and construct ``spec``'s backend, then load it with ``grant`` (blocking).
+
+    A failed load is unloaded before the error propagates, so nothing it took stays held. The
+    scheduler calls this on admission; a Ray Serve replica (``host.ray``) in its constructor.
+    """
+    cls = import_backend(spec.backend)
+    check_backend(cls, spec.task, plugin)
+    backend = cls(spec)
+    try:
+        backend.load(grant)
+    except BaseException:
+        try:
+            backend.unload()
+        except Exception:
+            logging.getLogger("plughost.backend").warning(
+                "%s: unload after failed load also failed", spec.id, exc_info=True
+            )
+        raise
+    return backend

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import yaml
@@ -129,11 +129,28 @@ class SchedulerConfig(Strict):
     keep_alive_s: float | None = None
 
 
+class AutoscalingConfig(Strict):
+    """``models.<id>.autoscaling:`` replica bounds on Ray Serve (see docs/deployment.md).
+
+    ``min_replicas: 0`` loads the model on first use and scales it to zero when idle.
+    """
+
+    min_replicas: Annotated[int, msgspec.Meta(ge=0)] = 1
+    max_replicas: Annotated[int, msgspec.Meta(ge=1)] = 1
+    target_ongoing_requests: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+
+    def __post_init__(self) -> None:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+
+
 class ModelConfig(Strict):
     """``models.<id>:`` per-model overrides of what the plugin declared.
 
     ``plugin`` asks a plugin that serves several sizes of a family (``embed_qwen3``) to declare this
     id as well; ``options`` are converted into the plugin's :class:`host.spec.Options`.
+
+    ``replicas`` and ``autoscaling`` apply on Ray Serve only (``host.ray``); one machine ignores them.
     """
 
     weights: str | None = None
@@ -144,6 +161,12 @@ class ModelConfig(Strict):
     placements: list[PlacementKind] | None = None
     keep_alive_s: float | None = None
     pinned: bool = False
+    replicas: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    autoscaling: AutoscalingConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError("set either replicas (a fixed count) or autoscaling, not both")
 
 
 class HostConfig(Strict):

@@ -168,8 +168,9 @@ class _SchedulerCollector(Collector):
             labels=["model"],
         )
         per_device: dict[str, int] = defaultdict(int)
+        backend_of = getattr(self._scheduler, "backend_of", None)  # a cluster pool has no local backends
         for s in self._scheduler.snapshot():
-            backend = self._scheduler.backend_of(s.id)
+            backend = backend_of(s.id) if backend_of is not None else None
             stats = backend.batch_stats() if isinstance(backend, Batching) else None
             if stats is not None:
                 batches.add_metric([s.id], stats.batches)

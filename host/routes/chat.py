@@ -15,7 +15,7 @@ from host.metrics import Observer
 from host.openapi import MODEL_ERRORS, WireBody
 from host.protocol.chat import ChatCompletion, ChatCompletionRequest, ChatUsage
 from host.routes.deps import ConfigDep, MetricsDep, SchedulerDep
-from host.scheduling.scheduler import Scheduler
+from host.scheduling.pool import ModelPool
 from host.serving.chat import ChatStream, complete, nth_choice
 from host.spec import Task
 from host.waiting import open_stream
@@ -72,7 +72,7 @@ async def chat_completions(
 
 
 async def _acquire_and_open(
-    scheduler: Scheduler, choices: list[ChatRequest], include_usage: bool, metrics: Observer, arrived: float
+    scheduler: ModelPool, choices: list[ChatRequest], include_usage: bool, metrics: Observer, arrived: float
 ) -> ChatStream:
     """A lease and the backend's streams (one per choice) with their first deltas read (the stream
     owns the lease); records the time to first token."""

@@ -14,14 +14,14 @@ from host.config import HostConfig
 from host.errors import ShuttingDown
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry
-from host.scheduling.scheduler import Scheduler
+from host.scheduling.pool import ModelPool
 
 #: ``config: ConfigDep``: the host configuration.
 ConfigDep = NamedDependency[HostConfig]
 #: ``registry: RegistryDep``: the declared models.
 RegistryDep = NamedDependency[ModelRegistry]
-#: ``scheduler: SchedulerDep``: the scheduler that hands out leases.
-SchedulerDep = NamedDependency[Scheduler]
+#: ``scheduler: SchedulerDep``: the model pool that hands out leases (the scheduler on one machine).
+SchedulerDep = NamedDependency[ModelPool]
 #: ``started: StartedDep``: when the app was built (Unix seconds).
 StartedDep = NamedDependency[int]
 #: ``metrics: MetricsDep``: where routes report tokens and time to first token (``host.metrics``).
@@ -36,7 +36,7 @@ class Services:
         self.registry = registry
         self.metrics = metrics
         self.started = int(time.time())
-        self.scheduler: Scheduler | None = None  # made by the lifespan (it measures the machine)
+        self.scheduler: ModelPool | None = None  # made by the lifespan (it measures the machine)
 
     def get_config(self) -> HostConfig:
         """The host configuration."""
@@ -46,7 +46,7 @@ class Services:
         """The declared models."""
         return self.registry
 
-    def get_scheduler(self) -> Scheduler:
+    def get_scheduler(self) -> ModelPool:
         """The running scheduler (a 503 outside the app's lifespan)."""
         if self.scheduler is None:
             raise ShuttingDown("plughost is not running")
@@ -61,7 +61,7 @@ class Services:
         return self.metrics
 
     def dependencies(self) -> dict[str, Provide]:
-        """Litestar dependencies: a route parameter ``scheduler: Scheduler`` receives the scheduler."""
+        """Litestar dependencies: a route parameter ``scheduler: ModelPool`` receives the pool."""
         return {
             "config": Provide(self.get_config, sync_to_thread=False),
             "registry": Provide(self.get_registry, sync_to_thread=False),

@@ -10,10 +10,11 @@ from host.openapi import COMMON_ERRORS, MANAGE_ERRORS
 from host.protocol.models import Health, ModelCard, ModelList
 from host.registry import RegisteredModel
 from host.routes.deps import RegistryDep, SchedulerDep, StartedDep
-from host.scheduling.scheduler import ModelState, Scheduler
+from host.scheduling.pool import ModelPool
+from host.scheduling.scheduler import ModelState
 
 
-def _card(model: RegisteredModel, scheduler: Scheduler, started: int) -> ModelCard:
+def _card(model: RegisteredModel, scheduler: ModelPool, started: int) -> ModelCard:
     spec = model.spec
     return ModelCard(
         id=spec.id,

@@ -29,8 +29,7 @@ from host.backend import (
     EmbeddingBackend,
     Relocatable,
     RerankBackend,
-    check_backend,
-    import_backend,
+    load_backend,
 )
 from host.config import SchedulerConfig
 from host.errors import (
@@ -93,6 +92,7 @@ class ModelStatus(msgspec.Struct, kw_only=True):
     last_used: float | None
     pinned: bool
     error: str | None
+    replicas: int | None = None  # running replicas on a Ray Serve cluster; None on one machine
 
 
 class _Waiter:
@@ -548,18 +548,7 @@ class Scheduler:
             self._kick()
 
     def _construct_and_load(self, slot: _Slot, grant: Grant) -> Backend:
-        cls = import_backend(slot.model.spec.backend)
-        check_backend(cls, slot.model.spec.task, slot.model.plugin)
-        backend = cls(slot.model.spec)
-        try:
-            backend.load(grant)
-        except BaseException:
-            try:
-                backend.unload()
-            except Exception:
-                log.warning("%s: unload after failed load also failed", slot.id, exc_info=True)
-            raise
-        return backend
+        return load_backend(slot.model.spec, grant, plugin=slot.model.plugin)
 
     def _start_offload(self, slot: _Slot) -> Any:
         """Mark ``slot`` offloading now (so no other decision touches it); returns the move to await."""
