@@ -16,7 +16,7 @@ import msgspec
 
 from host.config import ConfigError, HostConfig
 from host.registry import RegisteredModel
-from host.scheduling.scheduler import ModelState
+from host.scheduling.status import ModelState
 from host.spec import Grant, ModelSpec, Placement, PlacementKind
 
 #: Requests one model replica works on at once: the backends batch concurrent requests, so a

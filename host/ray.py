@@ -32,7 +32,7 @@ from host.plugins import make_plugin_manager
 from host.registry import ModelRegistry, build_registry
 from host.scheduling.budgets import resolve_budgets
 from host.scheduling.lease import Lease
-from host.scheduling.scheduler import ModelState, ModelStatus
+from host.scheduling.status import ModelState, ModelStatus
 from host.spec import Grant, Task
 
 log = logging.getLogger("plughost.ray")

@@ -17,7 +17,8 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from host.errors import BackendError, PlughostError
+from host import request_id
+from host.errors import BackendError, PlughostError, for_client, internal_error_message
 
 log = logging.getLogger("plughost.waiting")
 
@@ -70,12 +71,12 @@ class Opening(Generic[T]):
             try:
                 opened = self.task.result()
             except PlughostError as exc:
-                yield error_event(exc)
+                yield error_event(for_client(exc))
                 yield DONE
                 return
-            except Exception as exc:
-                log.exception("opening a stream failed")
-                yield error_event(BackendError(f"generation failed: {type(exc).__name__}"))
+            except Exception:
+                log.exception("opening a stream failed")  # details in the log; the client gets the request id
+                yield error_event(BackendError(internal_error_message(request_id.current.get())))
                 yield DONE
                 return
             async for chunk in self.stream(opened):

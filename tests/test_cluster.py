@@ -19,7 +19,7 @@ from host.cluster import (
 )
 from host.config import ConfigError, config_from_dict
 from host.registry import RegisteredModel
-from host.scheduling.scheduler import ModelState
+from host.scheduling.status import ModelState
 from host.spec import GiB, MiB, ModelSpec, Placement, PlacementKind, Task
 
 GPU = Placement(kind=PlacementKind.GPU, gpu_bytes=2 * GiB, host_bytes=256 * MiB)

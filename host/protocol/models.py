@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from host.scheduling.scheduler import ModelStatus
+from host.scheduling.status import ModelStatus
 
 
 class ModelCard(msgspec.Struct, kw_only=True):

@@ -11,7 +11,7 @@ from host.protocol.models import Health, ModelCard, ModelList
 from host.registry import RegisteredModel
 from host.routes.deps import RegistryDep, SchedulerDep, StartedDep
 from host.scheduling.pool import ModelPool
-from host.scheduling.scheduler import ModelState
+from host.scheduling.status import ModelState
 
 
 def _card(model: RegisteredModel, scheduler: ModelPool, started: int) -> ModelCard:

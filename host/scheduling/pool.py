@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol, overload, runtime_checkable
 from host.backend import Backend, ChatBackend, EmbeddingBackend, RerankBackend
 from host.registry import ModelRegistry
 from host.scheduling.lease import Lease
-from host.scheduling.scheduler import ModelStatus
+from host.scheduling.status import ModelStatus
 from host.spec import Task
 
 

@@ -14,14 +14,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import enum
 import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, overload
-
-import msgspec
 
 from host.backend import (
     Backend,
@@ -55,44 +52,14 @@ from host.scheduling.policy import (
     gib,
     plan,
 )
+from host.scheduling.status import ModelState, ModelStatus
 from host.spec import Grant, PlacementKind, Task
 from host.weights import WeightsError
 
 log = logging.getLogger("plughost.scheduler")
 
 
-class ModelState(enum.StrEnum):
-    """A model's life cycle as shown by ``GET /v1/models``."""
-
-    AVAILABLE = "available"
-    LOADING = "loading"
-    RESIDENT = "resident"
-    OFFLOADING = "offloading"
-    OFFLOADED = "offloaded"
-    UNLOADING = "unloading"
-    FAILED = "failed"
-
-
 _BUSY = {ModelState.LOADING, ModelState.OFFLOADING, ModelState.UNLOADING}
-
-
-class ModelStatus(msgspec.Struct, kw_only=True):
-    """A snapshot of one model's residency."""
-
-    id: str
-    task: Task
-    plugin: str
-    state: ModelState
-    placement: PlacementKind | None
-    device: str | None
-    gpu_bytes: int
-    host_bytes: int
-    in_flight: int
-    queued: int
-    last_used: float | None
-    pinned: bool
-    error: str | None
-    replicas: int | None = None  # running replicas on a Ray Serve cluster; None on one machine
 
 
 class _Waiter:

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
-from host.errors import BackendError, PlughostError
+from host import request_id
+from host.errors import BackendError, PlughostError, for_client, internal_error_message
 from host.protocol.chat import ChatUsage
 from host.protocol.completions import Completion, CompletionChoice, legacy_logprobs
 from host.serving.chat import ChatStream, event
@@ -49,10 +50,10 @@ async def completion_events(stream: ChatStream, echo: list[str] | None, prompts:
             usage = ChatUsage(total_prompt, completion_tokens, total_prompt + completion_tokens)
             yield event(_encode(Completion(id=cid, created=created, model=model, choices=[], usage=usage)))
     except PlughostError as exc:
-        yield event(_encode(exc.envelope()))
-    except Exception as exc:
-        log.exception("completion stream failed")
-        yield event(_encode(BackendError(f"generation failed: {type(exc).__name__}: {exc}").envelope()))
+        yield event(_encode(for_client(exc).envelope()))
+    except Exception:
+        log.exception("completion stream failed")  # details in the log; the client gets the request id
+        yield event(_encode(BackendError(internal_error_message(request_id.current.get())).envelope()))
     finally:
         stream.close()  # synchronous on purpose, as in ChatStream.events
     yield b"data: [DONE]\n\n"

@@ -43,7 +43,7 @@ import torch
 from chat_qwen_awq import fairness
 from chat_qwen_awq.grammar import Constraint, MaskFiller, PendingMasks
 from chat_qwen_awq.logprobs import TokenTexts, token_logprob
-from chat_qwen_awq.prefix_cache import PrefixCache
+from chat_qwen_awq.prefix_cache import PrefixCache, fill_prefixes, remember_prefixes
 from chat_qwen_awq.sampling import Resolved, Sampler
 from chat_qwen_awq.sizing import Limits
 from chat_qwen_awq.text import Decoder, TextStream
@@ -330,47 +330,12 @@ class Engine:
         self._in_hand = []
 
     def _reuse_prefixes(self, picked: list[Sequence], longest: int, cache: Any) -> int:
-        """Fill ``cache`` with cached K/V of the rows' prompt prefixes; returns the columns covered.
-
-        Rows are left-padded to ``longest``: row i's token j sits in column ``longest - len_i + j``.
-        Prefilling resumes at the first column some row has no cached state for; each row takes
-        as much of its hit as lies before that column (the rest is computed again). A row keeps
-        at least its last token to prefill: its logits give the first generated token.
-        """
-        pc = self.prefix_cache
-        if pc is None or not pc.enabled:
+        """Fill ``cache`` from the prefix cache (see :func:`~chat_qwen_awq.prefix_cache.fill_prefixes`)."""
+        if self.prefix_cache is None:
             return 0
-        hits = [pc.lookup(s.prefill_ids, len(s.prefill_ids) - 1) for s in picked]
-        offsets = [longest - len(s.prefill_ids) for s in picked]
-        done = min(off + (hit.tokens if hit else 0) for off, hit in zip(offsets, hits))
-        if done <= 0:
-            return 0
-        first = next(hit for hit in hits if hit is not None)
-        for layer, (k0, v0) in enumerate(zip(first.keys, first.values)):
-            keys = k0.new_zeros(len(picked), k0.shape[0], done, k0.shape[2])
-            values = v0.new_zeros(len(picked), v0.shape[0], done, v0.shape[2])
-            for i, (off, hit) in enumerate(zip(offsets, hits)):
-                if hit is not None and done > off:
-                    keys[i, :, off:done] = hit.keys[layer][:, : done - off]
-                    values[i, :, off:done] = hit.values[layer][:, : done - off]
-            cache.update(keys, values, layer)
-        self.stats.prefix_tokens_reused += sum(max(0, done - off) for off in offsets)
+        done, reused = fill_prefixes(self.prefix_cache, [s.prefill_ids for s in picked], longest, cache)
+        self.stats.prefix_tokens_reused += reused
         return done
-
-    def _remember_prefixes(self, pf: _Prefill) -> None:
-        """Offer each prefilled row's prompt K/V to the prefix cache."""
-        pc = self.prefix_cache
-        if pc is None or not pc.enabled:
-            return
-        total = pf.ids.shape[1]
-        for i, s in enumerate(pf.rows):
-            ids = s.prefill_ids
-            off = total - len(ids)
-            pc.store(
-                ids,
-                [layer.keys[i, :, off:total] for layer in pf.cache.layers],
-                [layer.values[i, :, off:total] for layer in pf.cache.layers],
-            )
 
     def _prefill_chunk(self) -> None:
         pf = self._prefill
@@ -402,7 +367,8 @@ class Engine:
         self._prefill = None
         self._in_hand = list(pf.rows)
         self.stats.prefills += 1
-        self._remember_prefixes(pf)
+        if self.prefix_cache is not None:
+            remember_prefixes(self.prefix_cache, [s.prefill_ids for s in pf.rows], pf.cache)
         logits = out.logits[:, -1, :].to(dtype=torch.float32, device="cpu")
         padding = (pf.mask == 0)[:, None, :, None]
         for layer in pf.cache.layers:  # padded slots hold zeros, never stale values

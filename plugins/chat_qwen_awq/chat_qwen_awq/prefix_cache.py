@@ -20,6 +20,7 @@ import collections
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -136,3 +137,45 @@ class PrefixCache:
             self._blocks.move_to_end(key)
         while len(self._blocks) > self.capacity_blocks:
             self._blocks.popitem(last=False)
+
+
+def fill_prefixes(pc: PrefixCache, rows: Sequence[Sequence[int]], longest: int, cache: Any) -> tuple[int, int]:
+    """Fill a prefill's empty KV ``cache`` with cached K/V of the ``rows``' prompt prefixes.
+
+    Rows are left-padded to ``longest``: row i's token j sits in column ``longest - len_i + j``.
+    Prefilling resumes at the first column some row has no cached state for; each row takes as
+    much of its hit as lies before that column (the rest is computed again). A row keeps at least
+    its last token to prefill: its logits give the first generated token. Returns (the columns
+    covered, the tokens reused).
+    """
+    if not pc.enabled:
+        return 0, 0
+    hits = [pc.lookup(ids, len(ids) - 1) for ids in rows]
+    offsets = [longest - len(ids) for ids in rows]
+    done = min(off + (hit.tokens if hit else 0) for off, hit in zip(offsets, hits))
+    if done <= 0:
+        return 0, 0
+    first = next(hit for hit in hits if hit is not None)
+    for layer, (k0, v0) in enumerate(zip(first.keys, first.values)):
+        keys = k0.new_zeros(len(rows), k0.shape[0], done, k0.shape[2])
+        values = v0.new_zeros(len(rows), v0.shape[0], done, v0.shape[2])
+        for i, (off, hit) in enumerate(zip(offsets, hits)):
+            if hit is not None and done > off:
+                keys[i, :, off:done] = hit.keys[layer][:, : done - off]
+                values[i, :, off:done] = hit.values[layer][:, : done - off]
+        cache.update(keys, values, layer)
+    return done, sum(max(0, done - off) for off in offsets)
+
+
+def remember_prefixes(pc: PrefixCache, rows: Sequence[Sequence[int]], cache: Any) -> None:
+    """Offer each prefilled row's prompt K/V (left-padded in ``cache``) to the prefix cache."""
+    if not pc.enabled:
+        return
+    for i, ids in enumerate(rows):
+        total = cache.layers[0].keys.shape[2]
+        off = total - len(ids)
+        pc.store(
+            ids,
+            [layer.keys[i, :, off:total] for layer in cache.layers],
+            [layer.values[i, :, off:total] for layer in cache.layers],
+        )
