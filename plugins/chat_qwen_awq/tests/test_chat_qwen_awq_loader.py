@@ -167,32 +167,7 @@ def test_bf16_embeddings_and_head_on_the_cpu(backend: Any) -> None:
         with torch.no_grad():
             ours, reference = model(ids).logits, backend.loaded.model(ids).logits
         assert ours.dtype == torch.float32 and (ours - reference).abs().max() < 0.02 * reference.abs().max()
-        prompt = other._prepare(ChatRequest(model="m", messages=(ChatMessage("user", "hello"),))).prompt_ids
-        x = torch.tensor([prompt])
-        with torch.no_grad():
-            out = model.generate(
-                x,
-                attention_mask=torch.ones_like(x),
-                max_new_tokens=30,
-                do_sample=False,
-                repetition_penalty=1.0,
-                eos_token_id=other.eos_ids,
-                pad_token_id=other.eos_ids[0],
-                temperature=None,
-                top_p=None,
-                top_k=None,
-            )
-        expected = other.engine.tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True)
-        request = ChatRequest(
-            model="m",
-            messages=(ChatMessage("user", "hello"),),
-            sampling=SamplingParams(max_tokens=30, temperature=0, repetition_penalty=1.0),
-        )
-
-        async def run() -> str:
-            return "".join([d.text async for d in other.generate(request)])
-
-        assert asyncio.run(run()) == expected
+        assert_engine_equals_generate(other)
     finally:
         other.unload()
 
@@ -223,31 +198,35 @@ def test_int8_embeddings_and_head_on_the_cpu(backend: Any) -> None:
         codes, scales = quantize_rows_int8(backend.loaded.model.lm_head.weight)
         expected_rows = codes.float() * scales.float()[:, None]
         assert torch.equal(state["lm_head.weight"], expected_rows)
-        request = ChatRequest(
-            model="m",
-            messages=(ChatMessage("user", "hello"),),
-            sampling=SamplingParams(max_tokens=30, temperature=0, repetition_penalty=1.0),
-        )
-        prompt = other._prepare(request).prompt_ids
-        x = torch.tensor([prompt])
-        with torch.no_grad():
-            out = model.generate(
-                x,
-                attention_mask=torch.ones_like(x),
-                max_new_tokens=30,
-                do_sample=False,
-                repetition_penalty=1.0,
-                eos_token_id=other.eos_ids,
-                pad_token_id=other.eos_ids[0],
-                temperature=None,
-                top_p=None,
-                top_k=None,
-            )
-        expected = other.engine.tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True)
-
-        async def run() -> str:
-            return "".join([d.text async for d in other.generate(request)])
-
-        assert asyncio.run(run()) == expected
+        assert_engine_equals_generate(other)
     finally:
         other.unload()
+
+
+def assert_engine_equals_generate(backend: Any, tokens: int = 30) -> None:
+    """Greedy text from the engine equals transformers ``generate`` on the same (loaded) model."""
+    request = ChatRequest(
+        model="m",
+        messages=(ChatMessage("user", "hello"),),
+        sampling=SamplingParams(max_tokens=tokens, temperature=0, repetition_penalty=1.0),
+    )
+    x = torch.tensor([backend._prepare(request).prompt_ids])
+    with torch.no_grad():
+        out = backend.loaded.model.generate(
+            x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=tokens,
+            do_sample=False,
+            repetition_penalty=1.0,
+            eos_token_id=backend.eos_ids,
+            pad_token_id=backend.eos_ids[0],
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+    expected = backend.engine.tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True)
+
+    async def run() -> str:
+        return "".join([d.text async for d in backend.generate(request)])
+
+    assert asyncio.run(run()) == expected
