@@ -208,6 +208,12 @@ def test_disconnect_stops_generation_and_frees_the_lease(server: str) -> None:
                     data.append(json.loads(line[6:]))
                 if len(data) >= 4:
                     break
+            assert all(c["choices"][0]["finish_reason"] is None for c in data if c["choices"])
+            # The engine's counters are read without its thread's lock (it moves a row from the
+            # prefill to the batch outside it): look for the running sequence for up to 2 s.
+            running = time.monotonic() + 2
+            while backend.engine.active() != 1 and time.monotonic() < running:
+                time.sleep(0.01)
             assert backend.engine.active() == 1
             steps_at_close = backend.engine.stats.steps
         deadline = time.monotonic() + 10
