@@ -283,7 +283,7 @@ def main() -> None:
     parser.add_argument("--storm", type=int, default=200)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    from host.testing.server import free_port
+    from host.testing.server import free_port, wait_until_healthy
 
     budget = host_budget(args.fit)
     port = args.port or free_port()
@@ -301,16 +301,10 @@ def main() -> None:
         proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        start = time.monotonic()
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() - start > 120:
-                raise SystemExit(f"server did not start; log: {log_path}")
-            time.sleep(0.2)
+        try:
+            wait_until_healthy(url, proc)
+        except RuntimeError as exc:
+            raise SystemExit(f"{exc}; log: {log_path}") from None
         result = asyncio.run(run(args, url, proc.pid))
     finally:
         if proc.poll() is None:

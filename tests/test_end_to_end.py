@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from openai import OpenAI
 
-from host.testing.server import free_port
+from host.testing.server import free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT, EMBED, RERANK = "Qwen2.5-7B-Instruct-AWQ", "Qwen3-Embedding-0.6B", "Qwen3-Reranker-0.6B"
@@ -57,17 +56,11 @@ def server(tmp_path_factory):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            pytest.fail(f"server did not start:\n{log.read()}")
-        time.sleep(0.2)
+    try:
+        wait_until_healthy(url, proc)
+    except RuntimeError as exc:
+        log.seek(0)
+        pytest.fail(f"{exc}:\n{log.read()}")
     yield url, proc, log
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)

@@ -17,7 +17,7 @@ from litestar.testing import TestClient
 
 from host.app import create_app
 from host.testing.pytest_plugin import CPU_ONLY, make_config
-from host.testing.server import free_port
+from host.testing.server import free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = "Qwen2.5-7B-Instruct-AWQ"
@@ -49,15 +49,7 @@ def test_sigterm_stops_the_server_within_the_deadline_and_streams_end_cleanly(tm
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        start = time.monotonic()
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() - start < 120, "server did not start"
-            time.sleep(0.2)
+        wait_until_healthy(url, proc)
         assert httpx.post(f"{url}/v1/models/{CHAT}/load", timeout=120).status_code == 200
         events: list[list[str]] = [[] for _ in range(4)]
 
