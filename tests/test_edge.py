@@ -22,6 +22,7 @@ from host.app import create_app
 from host.domain import ChatDelta, ChatRequest
 from host.errors import BackendError, InvalidRequest, decode_body
 from host.protocol.chat import ChatCompletionRequest
+from host.protocol.completions import CompletionRequest
 from host.protocol.embeddings import EmbeddingsRequest
 from host.protocol.rerank import RerankBody
 from host.security import EdgePolicy
@@ -31,10 +32,12 @@ from host.testing.pytest_plugin import CPU_ONLY, make_config
 from host.testing.server import serve_in_thread
 
 CHAT, EMBED, RERANK = "/v1/chat/completions", "/v1/embeddings", "/v1/rerank"
+COMPLETIONS = "/v1/completions"
 VALID: dict[str, dict[str, Any]] = {
     CHAT: {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
     EMBED: {"model": "fake-embed", "input": "hello"},
     RERANK: {"model": "fake-rerank", "query": "q", "documents": ["a", "b"]},
+    COMPLETIONS: {"model": "fake-chat", "prompt": "hi", "max_tokens": 2},
     "/rerank": {"model": "fake-rerank", "query": "q", "documents": ["a", "b"]},
     "/v2/rerank": {"model": "fake-rerank", "query": "q", "documents": ["a", "b"]},
 }
@@ -322,7 +325,12 @@ def test_load_errors_name_no_path_and_no_exception(client: TestClient, caplog: p
 
 # -- finding 8: explicit null for every optional field ----------------------------------------------
 
-WIRE_BY_ROUTE = {CHAT: ChatCompletionRequest, EMBED: EmbeddingsRequest, RERANK: RerankBody}
+WIRE_BY_ROUTE = {
+    CHAT: ChatCompletionRequest,
+    EMBED: EmbeddingsRequest,
+    RERANK: RerankBody,
+    COMPLETIONS: CompletionRequest,
+}
 
 
 def optional_fields(struct: type[msgspec.Struct]) -> list[str]:

@@ -35,11 +35,12 @@ class CompletionRequest(WireRequest, kw_only=True):
     frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
     stop: str | Annotated[list[str], Meta(max_length=4)] | None = None
     seed: int | None = None
-    n: Annotated[int, Meta(ge=1, le=16)] = 1
+    # Generated SDKs send ``null`` for every optional field they were not given: null means the default.
+    n_: Annotated[int, Meta(ge=1, le=16)] | None = msgspec.field(default=1, name="n")
     best_of: Annotated[int, Meta(ge=1, le=16)] | None = None
-    stream: bool = False
+    stream_: bool | None = msgspec.field(default=False, name="stream")
     stream_options: StreamOptions | None = None
-    echo: bool = False
+    echo_: bool | None = msgspec.field(default=False, name="echo")
     logprobs: Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     suffix: str | None = None
     user: str | None = None
@@ -48,6 +49,21 @@ class CompletionRequest(WireRequest, kw_only=True):
     def prompts(self) -> list[str]:
         """The prompts, one choice set each."""
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    @property
+    def n(self) -> int:
+        """Choices per prompt (``n``; default 1)."""
+        return 1 if self.n_ is None else self.n_
+
+    @property
+    def stream(self) -> bool:
+        """Whether to answer over SSE (``stream``; default false)."""
+        return bool(self.stream_)
+
+    @property
+    def echo(self) -> bool:
+        """Whether each choice starts with its prompt (``echo``; default false)."""
+        return bool(self.echo_)
 
     def to_domain(self) -> list[ChatRequest]:
         """One domain request per prompt (raw prompts: no chat template)."""
@@ -67,7 +83,7 @@ class CompletionRequest(WireRequest, kw_only=True):
         if any(s == "" for s in stop):
             raise InvalidRequest("stop sequences must not be empty.", param="stop")
         sampling = SamplingParams(
-            max_tokens=self.max_tokens,
+            max_tokens=DEFAULT_MAX_TOKENS if self.max_tokens is None else self.max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
             top_k=None if self.top_k in (None, -1, 0) else self.top_k,
