@@ -99,6 +99,7 @@ class QwenAwqChatBackend:
             prefix_cache=PrefixCache(PREFIX_BLOCK_TOKENS, self.limits.prefix_cache_tokens),
             masks=MaskFiller(vocab),
             token_texts=TokenTexts(self.grammars.token_bytes),
+            decoder=self.loaded.decoder,
         )
         self.engine.start()
         self._prep = ThreadPoolExecutor(1, thread_name_prefix=f"{self.spec.id}-tokenizer")
@@ -149,7 +150,7 @@ class QwenAwqChatBackend:
             old, self.loaded = self.loaded, None
             tensors = [(key, t.to("cpu")) for key, t in old.tensors()]
             old.close()
-            engine.model = None
+            engine.model, engine.decoder = None, None
             del old
             free_device_memory()
             new = loader.load_model(
@@ -157,7 +158,7 @@ class QwenAwqChatBackend:
             )
             del tensors
             self.loaded = new
-            engine.model, engine.device = new.model, new.device
+            engine.model, engine.device, engine.decoder = new.model, new.device, new.decoder
             self.grant = grant
         log.info("%s relocated: %s on %s", self.spec.id, grant.placement, grant.device)
 

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from chat_qwen_awq import fairness
+from chat_qwen_awq.cpu_decode import CpuDecoder
 from chat_qwen_awq.grammar import Constraint, MaskFiller, PendingMasks
 from chat_qwen_awq.logprobs import TokenTexts, token_logprob
 from chat_qwen_awq.prefix_cache import PrefixCache, fill_prefixes, remember_prefixes
@@ -146,6 +147,8 @@ class Engine:
     :param eos_ids: tokens that end a generation.
     :param limits: sequences, KV tokens and prefill chunk size.
     :param prefix_cache: KV blocks of prompt prefixes reused across requests (``None``: off).
+    :param decoder: runs decode steps instead of the model's ``forward`` (same logits, less
+        Python; see :mod:`chat_qwen_awq.cpu_decode`).
     """
 
     def __init__(
@@ -160,8 +163,10 @@ class Engine:
         prefix_cache: PrefixCache | None = None,
         masks: MaskFiller | None = None,
         token_texts: TokenTexts | None = None,
+        decoder: CpuDecoder | None = None,
     ) -> None:
         self.model = model
+        self.decoder = decoder  # the lean CPU decode step of this model, if it has one
         self.device = device
         self.tokenizer = tokenizer
         self.eos_ids = frozenset(eos_ids)
@@ -424,15 +429,20 @@ class Engine:
         mask = torch.cat([batch.mask, batch.mask.new_ones(n, 1)], dim=1)
         masks = self._start_masks(batch.rows)  # filled while the forward runs
         try:
-            out = self.model(
-                input_ids=tokens,
-                attention_mask=self._attention(mask, width),
-                position_ids=batch.lengths.unsqueeze(1),
-                past_key_values=batch.cache,
-                cache_position=torch.tensor([width], device=self.device),
-                use_cache=True,
-                logits_to_keep=1,
-            )
+            attention = self._attention(mask, width)
+            if self.decoder is not None:
+                padding = None if isinstance(attention, torch.Tensor) else attention["full_attention"]
+                logits = self.decoder.step(tokens, batch.lengths.unsqueeze(1), batch.cache, padding)
+            else:
+                logits = self.model(
+                    input_ids=tokens,
+                    attention_mask=attention,
+                    position_ids=batch.lengths.unsqueeze(1),
+                    past_key_values=batch.cache,
+                    cache_position=torch.tensor([width], device=self.device),
+                    use_cache=True,
+                    logits_to_keep=1,
+                ).logits[:, -1, :]
         except Exception as exc:
             log.exception("decode step failed")
             self.stats.failures += 1
@@ -444,7 +454,7 @@ class Engine:
         batch.lengths = batch.lengths + 1
         self.stats.steps += 1
         self.stats.max_batch = max(self.stats.max_batch, n)
-        self._sample(out.logits[:, -1, :].to(dtype=torch.float32, device="cpu"), list(batch.rows), masks)
+        self._sample(logits.to(dtype=torch.float32, device="cpu"), list(batch.rows), masks)
 
     def _start_masks(self, rows: list[Sequence]) -> PendingMasks | None:
         return self.masks.start(rows) if self.masks is not None else None

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from chat_qwen_awq import DEMO_WEIGHTS
 from chat_qwen_awq.backend import QwenAwqChatBackend
 from host.config import HostConfig
-from host.domain import ChatDelta, ChatRequest
+from host.domain import ChatDelta, ChatMessage, ChatRequest, SamplingParams
 from host.spec import Grant, PlacementKind
 from host.testing.pytest_plugin import make_config
 
@@ -55,3 +55,34 @@ class RecordingBackend(QwenAwqChatBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         RecordingBackend.instances.append(self)
+
+
+def assert_engine_equals_generate(backend: Any, tokens: int = 30) -> None:
+    """Greedy text from the engine equals transformers ``generate`` on the same (loaded) model."""
+    request = ChatRequest(
+        model="m",
+        messages=(ChatMessage("user", "hello"),),
+        sampling=SamplingParams(max_tokens=tokens, temperature=0, repetition_penalty=1.0),
+    )
+    import torch
+
+    x = torch.tensor([backend._prepare(request).prompt_ids])
+    with torch.no_grad():
+        out = backend.loaded.model.generate(
+            x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=tokens,
+            do_sample=False,
+            repetition_penalty=1.0,
+            eos_token_id=backend.eos_ids,
+            pad_token_id=backend.eos_ids[0],
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+    expected = backend.engine.tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True)
+
+    async def run() -> str:
+        return "".join([d.text async for d in backend.generate(request)])
+
+    assert asyncio.run(run()) == expected

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from chat_qwen_awq.testing import cpu_grant, tiny_config
+from chat_qwen_awq.testing import assert_engine_equals_generate, cpu_grant, tiny_config
 from host.domain import ChatMessage, ChatRequest, SamplingParams
 from host.spec import Grant, PlacementKind
 
@@ -111,6 +111,7 @@ def test_hybrid_with_disk_overflow_equals_the_in_memory_load(backend: Any, awq_f
     other.load(Grant(placement=PlacementKind.HYBRID, device="cpu", gpu_bytes=budget, host_bytes=0))
     try:
         assert other.loaded.plan.device_map["model.layers.1"] == "disk"
+        assert other.loaded.decoder is None  # offloaded layers arrive through hooks: transformers' forward
         assert other.loaded.plan.device_map["model.layers.0"] == "cpu"
         assert any(offload.glob("model.layers.1.*qweight.dat"))
         layer = other.loaded.model.model.layers[1].mlp.down_proj
@@ -162,7 +163,9 @@ def test_bf16_embeddings_and_head_on_the_cpu(backend: Any) -> None:
     other.load(cpu_grant())
     try:
         model = other.loaded.model
-        assert model.lm_head.weight.dtype == model.model.embed_tokens.weight.dtype == torch.bfloat16
+        state = dict(other.loaded.tensors())
+        assert state["lm_head.weight"].dtype == model.model.embed_tokens.weight.dtype == torch.bfloat16
+        assert model.lm_head.packed is not None  # multiplied through oneDNN's reordered copy
         ids = torch.randint(0, 2000, (2, 16), generator=torch.Generator().manual_seed(4))
         with torch.no_grad():
             ours, reference = model(ids).logits, backend.loaded.model(ids).logits
@@ -195,38 +198,9 @@ def test_int8_embeddings_and_head_on_the_cpu(backend: Any) -> None:
         assert ours.dtype == torch.float32 and error < 0.05, error
         # The rows the state dict gives back are the quantised ones, exactly.
         state = dict(other.loaded.tensors())
-        codes, scales = quantize_rows_int8(backend.loaded.model.lm_head.weight)
+        codes, scales = quantize_rows_int8(dict(backend.loaded.tensors())["lm_head.weight"])
         expected_rows = codes.float() * scales.float()[:, None]
         assert torch.equal(state["lm_head.weight"], expected_rows)
         assert_engine_equals_generate(other)
     finally:
         other.unload()
-
-
-def assert_engine_equals_generate(backend: Any, tokens: int = 30) -> None:
-    """Greedy text from the engine equals transformers ``generate`` on the same (loaded) model."""
-    request = ChatRequest(
-        model="m",
-        messages=(ChatMessage("user", "hello"),),
-        sampling=SamplingParams(max_tokens=tokens, temperature=0, repetition_penalty=1.0),
-    )
-    x = torch.tensor([backend._prepare(request).prompt_ids])
-    with torch.no_grad():
-        out = backend.loaded.model.generate(
-            x,
-            attention_mask=torch.ones_like(x),
-            max_new_tokens=tokens,
-            do_sample=False,
-            repetition_penalty=1.0,
-            eos_token_id=backend.eos_ids,
-            pad_token_id=backend.eos_ids[0],
-            temperature=None,
-            top_p=None,
-            top_k=None,
-        )
-    expected = backend.engine.tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True)
-
-    async def run() -> str:
-        return "".join([d.text async for d in backend.generate(request)])
-
-    assert asyncio.run(run()) == expected

@@ -1,0 +1,216 @@
+"""A lean CPU decode step: transformers' Qwen2 arithmetic, op for op, with less Python around it.
+
+Profiled on one thread (Qwen2.5-0.5B shape), a decode step through ``Qwen2ForCausalLM.forward``
+spends ~6 ms of ~36 ms outside its matmuls: module calls, keyword plumbing, mask helpers, ~230
+tensor ops per layer. :class:`CpuDecoder` runs one new token per row through the same tensor
+operations, in the same order and dtypes, so its logits are bitwise those of ``forward`` (the
+tests compare them with ``torch.equal``), and
+
+- multiplies q, k and v with one int4 matmul and gate and up with another: torch's CPU int4
+  kernel computes every output column on its own, so a fused product changes no bit (the
+  per-projection packs become views into the fused ones: no extra memory);
+- rotates q and k together (elementwise, so again no bit changes);
+- calls torch ops directly instead of walking module trees.
+
+It serves decode steps only, on models that live wholly on the CPU; prefill, offloaded models
+and GPUs keep transformers' forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+#: Rows per block of torch's CPU int4 pack (64 with AVX-512, 32 otherwise): a fused pack is
+#: the concatenation of its parts' packs only when every part but the last fills whole blocks.
+_PACK_BLOCK_ROWS = 64
+
+
+@dataclass(frozen=True)
+class Int4Matmul:
+    """``x @ W.T (+ bias)`` through ``_weight_int4pack_mm_for_cpu``, as ``AwqLinear`` computes it."""
+
+    weight: torch.Tensor  # int4 pack [out, in/2] uint8
+    scales_zeros: torch.Tensor  # [in/G, out, 2] bf16
+    group_size: int
+    bias: torch.Tensor | None  # [out] in the compute dtype
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[rows, in]`` in the compute dtype → ``[rows, out]`` in the same dtype."""
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x.to(torch.bfloat16).contiguous(), self.weight, self.group_size, self.scales_zeros
+        ).to(x.dtype)
+        return out if self.bias is None else out + self.bias
+
+
+def fuse(linears: Sequence[Any], dtype: torch.dtype) -> Int4Matmul:
+    """One :class:`Int4Matmul` for several ``AwqLinear`` of the same input, outputs side by side.
+
+    Their CPU packs are replaced by views into the fused pack, so the fused copy costs no memory;
+    ``dtype`` is the compute dtype (the bias is kept in it).
+    Parts that do not fill whole pack blocks cannot share one pack: the caller must check
+    :func:`fusable` first.
+    """
+    first = linears[0]
+    packs = [lin.cpu_pack() for lin in linears]
+    weight = torch.cat([w for w, _ in packs]) if len(packs) > 1 else packs[0][0]
+    scales_zeros = torch.cat([sz for _, sz in packs], dim=1) if len(packs) > 1 else packs[0][1]
+    row = 0
+    for lin, (w, sz) in zip(linears, packs):
+        lin.use_cpu_pack(weight[row : row + w.shape[0]], sz)
+        row += w.shape[0]
+    biases = [lin.bias for lin in linears]
+    bias = None
+    if any(b is not None for b in biases):
+        bias = torch.cat(
+            [
+                b.to(dtype) if b is not None else torch.zeros(lin.out_features, dtype=dtype)
+                for lin, b in zip(linears, biases)
+            ]
+        )
+    return Int4Matmul(weight, scales_zeros, first.group_size, bias)
+
+
+def fusable(linears: Sequence[Any]) -> bool:
+    """Whether ``linears`` can share one int4 pack (see :data:`_PACK_BLOCK_ROWS`)."""
+    return all(lin.out_features % _PACK_BLOCK_ROWS == 0 for lin in linears[:-1]) and (
+        len({lin.group_size for lin in linears}) == 1 and len({lin.in_features for lin in linears}) == 1
+    )
+
+
+@dataclass(frozen=True)
+class _Layer:
+    norm1: torch.Tensor
+    norm2: torch.Tensor
+    eps1: float
+    eps2: float
+    qkv: tuple[Int4Matmul, ...]  # one fused matmul, or q, k, v
+    o: Int4Matmul
+    gate_up: tuple[Int4Matmul, ...]  # one fused matmul, or gate, up
+    down: Int4Matmul
+
+
+def _rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # Qwen2RMSNorm on a float32 stream (its .to(float32) and .to(input_dtype) are no-ops there)
+    variance = h.pow(2).mean(-1, keepdim=True)
+    return weight * (h * torch.rsqrt(variance + eps))
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # apply_rotary_pos_emb: x * cos + rotate_half(x) * sin
+    half = x.shape[-1] // 2
+    return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
+
+
+class CpuDecoder:
+    """One decode step of a CPU-resident AWQ ``Qwen2ForCausalLM`` (see the module docstring).
+
+    Build it with :meth:`build`, which says ``None`` where the step does not apply.
+    """
+
+    def __init__(self, model: Any, layers: list[_Layer]) -> None:
+        config = model.config
+        self.model = model
+        self.layers = layers
+        self.heads = int(config.num_attention_heads)
+        self.kv_heads = int(config.num_key_value_heads)
+        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+        self.scaling = self.head_dim**-0.5
+        self.intermediate = int(config.intermediate_size)
+
+    @classmethod
+    def build(cls, model: Any) -> CpuDecoder | None:
+        """A decoder for ``model``, or ``None`` unless every weight is on the CPU, its linears are
+        ``AwqLinear`` with CPU int4 packs, and its attention is full (no sliding window)."""
+        config = model.config
+        if getattr(config, "use_sliding_window", False) or getattr(config, "_attn_implementation", "") != "sdpa":
+            return None
+        if any(p.device.type != "cpu" for p in model.parameters()) or hasattr(model, "hf_device_map"):
+            return None
+        if any(getattr(m, "_hf_hook", None) is not None for m in model.modules()):
+            return None
+        if getattr(config, "hidden_act", "silu") != "silu":
+            return None
+        dtype = model.model.norm.weight.dtype
+        layers = []
+        for layer in model.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            projections = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj)
+            linears = (*projections, mlp.down_proj)
+            if not all(callable(getattr(lin, "cpu_pack", None)) and lin.cpu_pack() is not None for lin in linears):
+                return None
+            qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
+            gate_up = [mlp.gate_proj, mlp.up_proj]
+            layers.append(
+                _Layer(
+                    norm1=layer.input_layernorm.weight,
+                    norm2=layer.post_attention_layernorm.weight,
+                    eps1=float(layer.input_layernorm.variance_epsilon),
+                    eps2=float(layer.post_attention_layernorm.variance_epsilon),
+                    qkv=_fused(qkv, dtype),
+                    o=fuse([attn.o_proj], dtype),
+                    gate_up=_fused(gate_up, dtype),
+                    down=fuse([mlp.down_proj], dtype),
+                )
+            )
+        return cls(model, layers)
+
+    def step(
+        self, tokens: torch.Tensor, positions: torch.Tensor, cache: Any, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Logits ``[rows, vocab]`` for ``tokens`` ``[rows, 1]`` at ``positions`` ``[rows, 1]``.
+
+        ``cache``: the rows' transformers ``DynamicCache`` (extended by one column here);
+        ``mask``: ``None`` without padding, else the 4-D boolean attention mask (True = attend)
+        over the cache's columns and the new one. Call it under ``torch.inference_mode()``.
+        """
+        model = self.model.model
+        rows = tokens.shape[0]
+        h = model.embed_tokens(tokens)  # [rows, 1, hidden]
+        cos, sin = model.rotary_emb(h, positions)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        h = h.view(rows, -1)
+        q_width = self.heads * self.head_dim
+        kv_width = self.kv_heads * self.head_dim
+        for i, layer in enumerate(self.layers):
+            x = _rms_norm(h, layer.norm1, layer.eps1)
+            if len(layer.qkv) == 1:
+                qkv = layer.qkv[0](x)
+                qk = _rotate(qkv[:, : q_width + kv_width].view(rows, 1, -1, self.head_dim).transpose(1, 2), cos, sin)
+                q, k = qk[:, : self.heads], qk[:, self.heads :]
+                v = qkv[:, q_width + kv_width :].view(rows, 1, -1, self.head_dim).transpose(1, 2)
+            else:
+                q = _rotate(layer.qkv[0](x).view(rows, 1, -1, self.head_dim).transpose(1, 2), cos, sin)
+                k = _rotate(layer.qkv[1](x).view(rows, 1, -1, self.head_dim).transpose(1, 2), cos, sin)
+                v = layer.qkv[2](x).view(rows, 1, -1, self.head_dim).transpose(1, 2)
+            keys, values = cache.update(k, v, i)
+            # enable_gqa with a mask too: the same bits as transformers' repeated keys and values
+            # (a test compares them), without copying them every step
+            attn = nn.functional.scaled_dot_product_attention(
+                q,
+                keys,
+                values,
+                attn_mask=None if mask is None else mask[:, :, :, : keys.shape[-2]],
+                dropout_p=0.0,
+                scale=self.scaling,
+                is_causal=False,
+                enable_gqa=True,
+            )
+            h = h + layer.o(attn.transpose(1, 2).reshape(rows, -1))
+            x = _rms_norm(h, layer.norm2, layer.eps2)
+            if len(layer.gate_up) == 1:
+                gate_up = layer.gate_up[0](x)
+                gate, up = gate_up[:, : self.intermediate], gate_up[:, self.intermediate :]
+            else:
+                gate, up = layer.gate_up[0](x), layer.gate_up[1](x)
+            h = h + layer.down(nn.functional.silu(gate) * up)
+        h = model.norm(h.view(rows, 1, -1))
+        return self.model.lm_head(h).view(rows, -1)
+
+
+def _fused(linears: list[Any], dtype: torch.dtype) -> tuple[Int4Matmul, ...]:
+    return (fuse(linears, dtype),) if fusable(linears) else tuple(fuse([lin], dtype) for lin in linears)
