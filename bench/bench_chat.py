@@ -10,7 +10,10 @@ layers on the GPU and the rest streamed from host RAM) — and measures, in one 
   with 8 concurrent streams: TTFT, decode tokens/s per stream, and aggregate tokens/s
   (all completion tokens / wall time from the first request to the last token).
 
-Targets (issue 6): 1 stream >= 0.95x raw generate; 8 streams >= 3x the 1-stream aggregate.
+Targets (issue 6): 1 stream >= 0.95x raw generate; 8 streams >= 3x the 1-stream aggregate. Issue 15
+(0.5B shape, one thread): 1 stream >= 30 tok/s with the exact default, >= 40 with the fastest option;
+8 streams >= 3.5x one. The 8-stream ratio is printed end to end (the 8 prompts' prefill included) and
+for decoding alone (tokens after each first one, over the decoding window).
 
 With ``--constrained`` it measures instead constrained decoding (``response_format`` json_schema,
 llguidance masks) against free decoding on the same prompts and the same token counts (each free
@@ -235,6 +238,11 @@ def bench_model(
         ratio_many = statistics.median(
             sum(x.tokens for x in g) / max(x.end for x in g) / (o.tokens / o.end) for g, o in zip(many, single)
         )
+        # Decoding only (after each group's batched prefill): what a step of N rows costs against one of 1.
+        ratio_many_decode = statistics.median(
+            sum(x.tokens - 1 for x in g) / (max(x.end for x in g) - min(x.ttft for x in g)) / o.decode_rate
+            for g, o in zip(many, single)
+        )
         raw = best(raw1, lambda r: r.tokens / r.end)
         one = best(single, lambda r: r.tokens / r.end)
         group = best(many, lambda rs: sum(r.tokens for r in rs) / max(r.end for r in rs))
@@ -275,6 +283,7 @@ def bench_model(
         result["ratio_1_stream_vs_raw"] = ratio_raw
         result["ratio_decode_1_stream_vs_raw"] = ratio_decode_raw
         result[f"ratio_{streams}_streams_vs_1"] = ratio_many
+        result[f"ratio_{streams}_streams_vs_1_decoding"] = ratio_many_decode
         result["repeats"] = repeats
         return result
     finally:
@@ -511,7 +520,8 @@ def report(r: dict[str, Any], streams: int) -> None:
     )
     print(
         f"{streams} streams / 1 stream     : {r[f'ratio_{streams}_streams_vs_1']:.2f}x aggregate end-to-end "
-        f"(prefill of all {streams} prompts included)   (target >= 3x)"
+        f"(prefill of all {streams} prompts included), {r[f'ratio_{streams}_streams_vs_1_decoding']:.2f}x decoding"
+        "   (targets: >= 3x, issue 6; >= 3.5x, issue 15)"
     )
 
 

@@ -1,4 +1,4 @@
-"""Where a CPU decode step's time goes (chat_qwen_awq, one thread): torch.profiler over N engine steps.
+"""Where a CPU decode step's time goes (chat_qwen_awq, one thread): torch.profiler over N decode steps.
 
 OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/profile_decode.py --model 0.5b --streams 1
 """
@@ -15,15 +15,40 @@ import asyncio
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench")]
 
 import torch  # noqa: E402
-from bench_chat import PROMPTS, engine_streams, load, raw_generate  # noqa: E402
+from bench_chat import PROMPTS, engine_streams, load, request  # noqa: E402
 
 from chat_qwen_awq.demo import TINY_AWQ  # noqa: E402
 from host.demo.shapes import QWEN2_5_0_5B_SHAPE  # noqa: E402
+
+
+def prof_steps(backend: object, prompts: list[str], steps: int) -> torch.profiler.profile:
+    """Profile ``steps`` decode steps of ``len(prompts)`` rows (same-length rows: no padding)."""
+    from transformers import DynamicCache
+
+    b: Any = backend
+    model, decoder = b.loaded.model, b.loaded.decoder
+    ids = torch.tensor([b._prepare(request(prompts[0], steps)).prompt_ids] * len(prompts))
+    rows, width = ids.shape
+    with torch.inference_mode():
+        cache = DynamicCache(config=model.config)
+        model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        token = torch.zeros(rows, 1, dtype=torch.long)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for i in range(steps):
+                positions = torch.full((rows, 1), width + i)
+                if decoder is not None:
+                    decoder.step(token, positions, cache, None)
+                else:
+                    model(
+                        input_ids=token, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
+                    )
+    return prof
 
 
 def main() -> None:
@@ -43,11 +68,14 @@ def main() -> None:
     runs = asyncio.run(engine_streams(backend, prompts, args.tokens))
     wall = time.perf_counter() - start
     print(f"unprofiled: {sum(r.tokens for r in runs) / wall:.1f} tok/s aggregate, streams={args.streams}")
-    # The engine runs forward passes on its own thread, which the profiler does not follow:
-    # profile the same model's decode steps through ``generate`` on this thread instead.
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        raw_generate(backend, prompts[0], args.tokens, batch=args.streams)
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    # The engine runs its steps on its own thread, which the profiler does not follow: profile the
+    # same decode steps (the lean CPU step where the model has one, else transformers' forward)
+    # on this thread, over a cache prefilled with the first prompt.
+    print(
+        prof_steps(backend, prompts, args.tokens)
+        .key_averages()
+        .table(sort_by="self_cpu_time_total", row_limit=args.rows)
+    )
     backend.unload()
 
 
