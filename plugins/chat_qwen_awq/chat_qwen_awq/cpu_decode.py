@@ -6,9 +6,9 @@ tensor ops per layer. :class:`CpuDecoder` runs one new token per row through the
 operations, in the same order and dtypes, so its logits are bitwise those of ``forward`` (the
 tests compare them with ``torch.equal``), and
 
-- multiplies q, k and v with one int4 matmul and gate and up with another: torch's CPU int4
-  kernel computes every output column on its own, so a fused product changes no bit (the
-  per-projection packs become views into the fused ones: no extra memory);
+- multiplies q, k and v with one int4 matmul and gate and up with another: both CPU int4 kernels
+  (:mod:`chat_qwen_awq.cpu_int4`'s and torch's) compute every output column on its own, so a
+  fused product changes no bit (the per-projection packs become views into the fused ones);
 - rotates q and k together (elementwise, so again no bit changes);
 - calls torch ops directly instead of walking module trees.
 
@@ -25,44 +25,51 @@ from typing import Any
 import torch
 from torch import nn
 
-#: Rows per block of torch's CPU int4 pack (64 with AVX-512, 32 otherwise): a fused pack is
+from chat_qwen_awq import cpu_int4
+
+#: Rows per block of torch's CPU int4 pack (64 with AVX-512, 32 otherwise): a fused torch pack is
 #: the concatenation of its parts' packs only when every part but the last fills whole blocks.
 _PACK_BLOCK_ROWS = 64
 
 
 @dataclass(frozen=True)
 class Int4Matmul:
-    """``x @ W.T (+ bias)`` through ``_weight_int4pack_mm_for_cpu``, as ``AwqLinear`` computes it."""
+    """``x @ W.T (+ bias)`` for ``[rows, in]`` activations, as ``AwqLinear`` computes it on the CPU."""
 
-    weight: torch.Tensor  # int4 pack [out, in/2] uint8
-    scales_zeros: torch.Tensor  # [in/G, out, 2] bf16
+    pack: cpu_int4.CpuPack
     group_size: int
     bias: torch.Tensor | None  # [out] in the compute dtype
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[rows, in]`` in the compute dtype → ``[rows, out]`` in the same dtype."""
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x.to(torch.bfloat16).contiguous(), self.weight, self.group_size, self.scales_zeros
-        ).to(x.dtype)
+        out = cpu_int4.apply(x, self.pack, self.group_size)
         return out if self.bias is None else out + self.bias
 
 
 def fuse(linears: Sequence[Any], dtype: torch.dtype) -> Int4Matmul:
     """One :class:`Int4Matmul` for several ``AwqLinear`` of the same input, outputs side by side.
 
-    Their CPU packs are replaced by views into the fused pack, so the fused copy costs no memory;
-    ``dtype`` is the compute dtype (the bias is kept in it).
-    Parts that do not fill whole pack blocks cannot share one pack: the caller must check
+    Their CPU packs are replaced by views into the fused pack (the codes are not copied; only the
+    small scales are); ``dtype`` is the compute dtype (the bias is kept in it). The caller checks
     :func:`fusable` first.
     """
     first = linears[0]
     packs = [lin.cpu_pack() for lin in linears]
-    weight = torch.cat([w for w, _ in packs]) if len(packs) > 1 else packs[0][0]
-    scales_zeros = torch.cat([sz for _, sz in packs], dim=1) if len(packs) > 1 else packs[0][1]
-    row = 0
-    for lin, (w, sz) in zip(linears, packs):
-        lin.use_cpu_pack(weight[row : row + w.shape[0]], sz)
-        row += w.shape[0]
+    pack: cpu_int4.CpuPack
+    if len(packs) == 1:
+        pack = packs[0]
+    elif all(isinstance(p, cpu_int4.Int4Pack) for p in packs):
+        pack = cpu_int4.concat(packs)
+        start = 0
+        for lin in linears:
+            lin.use_cpu_pack(pack.columns(start, start + lin.out_features))
+            start += lin.out_features
+    else:
+        weight = torch.cat([w for w, _ in packs])
+        pack = (weight, torch.cat([sz for _, sz in packs], dim=1))
+        row = 0
+        for lin, (w, sz) in zip(linears, packs):
+            lin.use_cpu_pack((weight[row : row + w.shape[0]], sz))
+            row += w.shape[0]
     biases = [lin.bias for lin in linears]
     bias = None
     if any(b is not None for b in biases):
@@ -72,14 +79,20 @@ def fuse(linears: Sequence[Any], dtype: torch.dtype) -> Int4Matmul:
                 for lin, b in zip(linears, biases)
             ]
         )
-    return Int4Matmul(weight, scales_zeros, first.group_size, bias)
+    return Int4Matmul(pack, first.group_size, bias)
 
 
 def fusable(linears: Sequence[Any]) -> bool:
-    """Whether ``linears`` can share one int4 pack (see :data:`_PACK_BLOCK_ROWS`)."""
-    return all(lin.out_features % _PACK_BLOCK_ROWS == 0 for lin in linears[:-1]) and (
-        len({lin.group_size for lin in linears}) == 1 and len({lin.in_features for lin in linears}) == 1
-    )
+    """Whether ``linears`` (of one input) can share one pack: this plugin's packs always can; torch's
+    when every part but the last fills whole blocks (see :data:`_PACK_BLOCK_ROWS`)."""
+    if len({lin.group_size for lin in linears}) != 1 or len({lin.in_features for lin in linears}) != 1:
+        return False
+    packs = [lin.cpu_pack() for lin in linears]
+    if all(isinstance(p, cpu_int4.Int4Pack) for p in packs):
+        return True
+    if any(isinstance(p, cpu_int4.Int4Pack) for p in packs):
+        return False
+    return all(lin.out_features % _PACK_BLOCK_ROWS == 0 for lin in linears[:-1])
 
 
 @dataclass(frozen=True)

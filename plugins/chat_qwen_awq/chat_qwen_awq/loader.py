@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from chat_qwen_awq import sizing
+from chat_qwen_awq import cpu_int4, sizing
 from chat_qwen_awq.cpu_decode import CpuDecoder
 
 log = logging.getLogger("plughost.chat_qwen_awq.loader")
@@ -73,43 +73,51 @@ def _awq_linear_class() -> type[nn.Module]:
     class AwqLinear(WQLinear_GEMM):
         """``WQLinear_GEMM`` (same buffers, same state dict) that also computes on the CPU.
 
-        On a GPU it is autoawq's own forward. On the CPU it uses torch's int4 kernel
-        (``_weight_int4pack_mm_for_cpu``, bf16 activations, fp32 accumulation) on a copy of
-        the weight repacked once by :meth:`prepare_cpu` — or repacked per call when the
-        buffers are streamed in by an offload hook — and plain dequantise-and-matmul in fp32
-        where that kernel is missing.
+        On a GPU it is autoawq's own forward. On the CPU it multiplies bf16 activations with a
+        copy of the weight repacked once by :meth:`prepare_cpu` (per call when an offload hook
+        streams the buffers in), through the plugin's AVX512-BF16 kernel or torch's int4 kernel
+        (``_weight_int4pack_mm_for_cpu``), and plain dequantise-and-matmul in fp32 where neither
+        exists.
         """
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._cpu_pack: tuple[torch.Tensor, torch.Tensor] | None = None
+            self._cpu_pack: cpu_int4.CpuPack | None = None
 
         def prepare_cpu(self) -> None:
-            """Repack the weight for the CPU kernel (kept next to the AWQ buffers)."""
-            self._cpu_pack = None
-            if _INT4_CPU and self.qweight.device.type == "cpu":
-                self._cpu_pack = int4pack(self.qweight, self.qzeros, self.scales, self.group_size)
+            """Repack the weight for a CPU kernel once (kept next to the AWQ buffers)."""
+            self._cpu_pack = self._new_cpu_pack() if self.qweight.device.type == "cpu" else None
 
-        def cpu_pack(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-            """``(int4 pack, scales_and_zeros)`` made by :meth:`prepare_cpu`, if any."""
+        def _new_cpu_pack(self) -> cpu_int4.CpuPack | None:
+            """This plugin's AVX512-BF16 pack where that kernel serves (:mod:`chat_qwen_awq.cpu_int4`),
+            else torch's int4 pack, else ``None`` (dequantise and multiply in fp32)."""
+            kern = cpu_int4.kernel()
+            if kern is not None and kern.usable() and cpu_int4.packable(*self._shape()):
+                codes, zeros = unpack_awq(self.qweight).t(), unpack_awq(self.qzeros)
+                return cpu_int4.pack(codes, zeros, self.scales, self.group_size)
+            if _INT4_CPU:
+                return int4pack(self.qweight, self.qzeros, self.scales, self.group_size)
+            return None
+
+        def _shape(self) -> tuple[int, int, int]:
+            return self.out_features, self.in_features, self.group_size
+
+        def cpu_pack(self) -> cpu_int4.CpuPack | None:
+            """The pack made by :meth:`prepare_cpu`, if any."""
             return self._cpu_pack
 
-        def use_cpu_pack(self, weight: torch.Tensor, scales_zeros: torch.Tensor) -> None:
+        def use_cpu_pack(self, pack: cpu_int4.CpuPack) -> None:
             """Compute from this pack instead (the same values, e.g. a view into a fused pack)."""
-            self._cpu_pack = (weight, scales_zeros)
+            self._cpu_pack = pack
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if x.device.type != "cpu":
                 return super().forward(x)
             flat = x.reshape(-1, self.in_features)
-            if _INT4_CPU:
-                pack = self._cpu_pack
-                if pack is None or pack[0].device != self.qweight.device:
-                    pack = int4pack(self.qweight, self.qzeros, self.scales, self.group_size)
-                weight, scales_zeros = pack
-                out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                    flat.to(torch.bfloat16).contiguous(), weight, self.group_size, scales_zeros
-                ).to(x.dtype)
+            # Buffers streamed in by an offload hook have no pack: repack them per call.
+            pack = self._cpu_pack if self._cpu_pack is not None else self._new_cpu_pack()
+            if pack is not None:
+                out = cpu_int4.apply(flat, pack, self.group_size)
             else:
                 weight = dequantize(self.qweight, self.qzeros, self.scales, self.group_size, torch.float32)
                 out = (flat.to(torch.float32) @ weight).to(x.dtype)

@@ -251,7 +251,8 @@ def awq_linear_bytes(in_features: int, out_features: int, group_size: int, bias:
 
 
 def int4pack_bytes(in_features: int, out_features: int, group_size: int) -> int:
-    """Bytes of the CPU-kernel copy of one linear (4-bit weight + bf16 scales and zeros)."""
+    """Bytes of the CPU-kernel copy of one linear: 4-bit codes plus, per group and column, torch's
+    bf16 scale and zero (the plugin's own kernel needs 3 of those 4 bytes: fp16 scale, uint8 zero)."""
     return in_features * out_features // 2 + (in_features // group_size) * out_features * 2 * 2
 
 

@@ -36,13 +36,25 @@ def _load(folder: Path, head: torch.dtype) -> Any:
     return load_model(config, checkpoint_tensors(folder), plan, head_dtype=head)
 
 
-@pytest.fixture(scope="module", params=["tiny", "fusable"])
+@pytest.fixture(scope="module", params=["tiny-ours", "fusable-ours", "tiny-torch", "fusable-torch"])
 def loaded(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The tiny AWQ model (unfused q/k/v) and a fusable one, loaded on the CPU with a bf16 head."""
+    """The tiny AWQ model and a fusable one on the CPU (bf16 head), packed for the plugin's
+    AVX512-BF16 kernel ("ours", skipped where it cannot run) or for torch's int4 kernel."""
+    from chat_qwen_awq import cpu_int4
     from chat_qwen_awq.demo import TINY_AWQ
 
-    demo = TINY_AWQ if request.param == "tiny" else TINY_AWQ.with_shape(FUSABLE)
-    model = _load(demo.folder(), torch.bfloat16)
+    shape, kernel = request.param.split("-")
+    demo = TINY_AWQ if shape == "tiny" else TINY_AWQ.with_shape(FUSABLE)
+    if kernel == "ours" and cpu_int4.kernel() is None:
+        pytest.skip("the AVX512-BF16 kernel does not run on this machine")
+    with pytest.MonkeyPatch.context() as patch:
+        if kernel == "torch":
+            patch.setenv("PLUGHOST_AWQ_CPU_KERNEL", "torch")
+        cpu_int4.kernel.cache_clear()
+        try:
+            model = _load(demo.folder(), torch.bfloat16)
+        finally:
+            cpu_int4.kernel.cache_clear()
     yield model
     model.close()
 
@@ -99,27 +111,32 @@ def test_lean_step_is_bitwise_forward(loaded: Any, rows: int, padded: bool) -> N
 
 
 def test_fused_packs_are_views_not_copies(loaded: Any) -> None:
-    """q/k/v (and gate/up) compute from slices of one fused pack where the shape allows it."""
+    """q/k/v (and gate/up) compute from slices of one fused pack where the packs allow it."""
+    from chat_qwen_awq.cpu_int4 import Int4Pack
+
     attn, mlp = loaded.model.model.layers[0].self_attn, loaded.model.model.layers[0].mlp
     layer = loaded.decoder.layers[0]
-    fused_qkv = attn.k_proj.out_features % 64 == 0
+    ours = isinstance(attn.q_proj.cpu_pack(), Int4Pack)
+    fused_qkv = ours or attn.k_proj.out_features % 64 == 0  # torch's packs: whole 64-row blocks
     assert len(layer.qkv) == (1 if fused_qkv else 3)
     assert len(layer.gate_up) == 1  # 128- and 256-wide gates fill whole blocks in both models
-    storage = layer.gate_up[0].weight.untyped_storage().data_ptr()
-    assert mlp.gate_proj.cpu_pack()[0].untyped_storage().data_ptr() == storage
-    assert mlp.up_proj.cpu_pack()[0].untyped_storage().data_ptr() == storage
+
+    def codes(pack: Any) -> int:
+        return (pack.weight if isinstance(pack, Int4Pack) else pack[0]).untyped_storage().data_ptr()
+
+    assert codes(mlp.gate_proj.cpu_pack()) == codes(mlp.up_proj.cpu_pack()) == codes(layer.gate_up[0].pack)
     if fused_qkv:
-        storage = layer.qkv[0].weight.untyped_storage().data_ptr()
-        assert all(p.cpu_pack()[0].untyped_storage().data_ptr() == storage for p in (attn.q_proj, attn.v_proj))
+        assert codes(attn.q_proj.cpu_pack()) == codes(attn.v_proj.cpu_pack()) == codes(layer.qkv[0].pack)
 
 
-def test_fusable_needs_whole_pack_blocks() -> None:
+def test_torch_packs_fuse_only_whole_blocks() -> None:
     from types import SimpleNamespace
 
     from chat_qwen_awq.cpu_decode import fusable
 
     def lin(out: int, in_features: int = 64, group: int = 32) -> Any:
-        return SimpleNamespace(out_features=out, in_features=in_features, group_size=group)
+        pack = (torch.zeros(out, in_features // 2, dtype=torch.uint8), torch.zeros(1))
+        return SimpleNamespace(out_features=out, in_features=in_features, group_size=group, cpu_pack=lambda: pack)
 
     assert fusable([lin(128), lin(64), lin(64)])
     assert fusable([lin(128), lin(64), lin(40)])  # the last part may end in a partial block

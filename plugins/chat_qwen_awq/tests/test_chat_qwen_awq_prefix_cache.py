@@ -159,7 +159,10 @@ def _prefilled_cache(backend: Any, requests: list[ChatRequest], prefix_cache: Pr
 
 def test_reused_states_equal_computed_ones(backend: Any) -> None:
     """The K/V a prefill ends with are the same whether its prefixes came from the cache or were
-    computed (tight tolerance: only summation order may differ), also where rows use part of a hit."""
+    computed, also where rows use part of a hit. Within rounding: attention over a cached prefix sums
+    in another order, and rounding the next layer's activations to bf16 (both int4 kernels take
+    bf16) turns a last-bit difference into ~1e-4 of the value now and then; the first layer's K/V,
+    before any attention, are bitwise equal."""
     warm = PrefixCache(block_tokens=32, capacity_tokens=4096)
     _prefilled_cache(backend, [ask(QUESTIONS[0])], warm)
     group = [ask(q) for q in QUESTIONS] + [ask("Why?", system=SYSTEM[::-3])]
@@ -168,6 +171,9 @@ def test_reused_states_equal_computed_ones(backend: Any) -> None:
     assert warm.hits > 0
     assert torch.equal(cached.mask, computed.mask)
     real = cached.mask.bool()[:, None, :, None]
+    first = cached.cache.layers[0], computed.cache.layers[0]
+    assert torch.equal(first[0].keys * real, first[1].keys * real)
+    assert torch.equal(first[0].values * real, first[1].values * real)
     for a, b in zip(cached.cache.layers, computed.cache.layers):
-        assert torch.allclose(a.keys * real, b.keys * real, atol=1e-5, rtol=0)
-        assert torch.allclose(a.values * real, b.values * real, atol=1e-5, rtol=0)
+        torch.testing.assert_close(a.keys * real, b.keys * real, atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(a.values * real, b.values * real, atol=1e-4, rtol=1e-3)

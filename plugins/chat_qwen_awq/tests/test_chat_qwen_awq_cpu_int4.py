@@ -1,0 +1,143 @@
+"""The AVX512-BF16 AWQ kernel: AWQ's arithmetic to fp32 rounding, any rows, views, threads, misuse."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from chat_qwen_awq import cpu_int4
+
+
+@pytest.fixture(scope="module")
+def kern() -> cpu_int4.Kernel:
+    k = cpu_int4.kernel()
+    if k is None:
+        pytest.skip("the AVX512-BF16 kernel does not build or run on this machine")
+    return k
+
+
+def _awq(n: int, k: int, group: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 16, (n, k), generator=g, dtype=torch.int32)
+    zeros = torch.randint(0, 16, (k // group, n), generator=g, dtype=torch.int32)
+    scales = (torch.rand(k // group, n, generator=g) * 0.02 + 1e-3).half()
+    return codes, zeros, scales
+
+
+def _reference(x: torch.Tensor, codes: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """AWQ's w = (q - z) * s in fp64, times the bf16 activations."""
+    n, k = codes.shape
+    groups = zeros.shape[0]
+    weight = (codes.double().t().reshape(groups, k // groups, n) - zeros.double()[:, None]) * scales.double()[:, None]
+    return x.double() @ weight.reshape(k, n)
+
+
+@pytest.mark.parametrize(("n", "k", "group"), [(9728 // 8, 896, 128), (80, 64, 32), (48, 128, 64), (16, 256, 128)])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 9, 17])
+def test_matches_awq_arithmetic(kern: cpu_int4.Kernel, n: int, k: int, group: int, rows: int) -> None:
+    """Every row count (blocks of 8 and their tails) and tile count (blocks of 1-4 tiles and tails):
+    within fp32 rounding of AWQ's own arithmetic — torch's int4 kernel is ~2e-3 off (bf16 rounding)."""
+    codes, zeros, scales = _awq(n, k, group, seed=rows)
+    x = torch.randn(rows, k, generator=torch.Generator().manual_seed(rows)).to(torch.bfloat16)
+    got = cpu_int4.matmul(kern, x, cpu_int4.pack(codes, zeros, scales, group))
+    expected = _reference(x, codes, zeros, scales)
+    assert got.dtype == torch.float32 and got.shape == (rows, n)
+    assert ((got.double() - expected).norm() / expected.norm()).item() < 1e-5
+
+
+def test_each_row_and_column_is_computed_alone(kern: cpu_int4.Kernel) -> None:
+    """A row's result does not depend on the rows beside it, a column's not on the columns packed
+    with it (fused q/k/v stay bitwise equal to separate products), nor on the thread count."""
+    codes, zeros, scales = _awq(96, 128, 32)
+    packed = cpu_int4.pack(codes, zeros, scales, 32)
+    x = torch.randn(11, 128, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    whole = cpu_int4.matmul(kern, x, packed)
+    assert torch.equal(cpu_int4.matmul(kern, x[4:5], packed), whole[4:5])
+    part = cpu_int4.pack(codes[32:80], zeros[:, 32:80], scales[:, 32:80], 32)
+    assert torch.equal(cpu_int4.matmul(kern, x, part), whole[:, 32:80])
+    assert torch.equal(cpu_int4.matmul(kern, x, packed.columns(32, 80)), whole[:, 32:80])
+    fused = cpu_int4.concat([packed.columns(0, 32), part])
+    assert torch.equal(cpu_int4.matmul(kern, x, fused), torch.cat([whole[:, :32], whole[:, 32:80]], dim=1))
+    if kern.parallel:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            assert torch.equal(cpu_int4.matmul(kern, x, packed), whole)
+        finally:
+            torch.set_num_threads(threads)
+
+
+def test_apply_takes_any_float_activations(kern: cpu_int4.Kernel) -> None:
+    codes, zeros, scales = _awq(32, 64, 32)
+    packed = cpu_int4.pack(codes, zeros, scales, 32)
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(5))
+    out = cpu_int4.apply(x, packed, 32)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, cpu_int4.matmul(kern, x.to(torch.bfloat16), packed))
+    expected = _reference(x.to(torch.bfloat16), codes, zeros, scales)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "x",
+    [torch.zeros(2, 32), torch.zeros(64), torch.zeros(2, 2, 64)],
+    ids=["narrow", "one-dimensional", "three-dimensional"],
+)
+def test_misshapen_activations_are_refused(kern: cpu_int4.Kernel, x: torch.Tensor) -> None:
+    """The C side trusts the sizes it is given: a wrong shape must fail in Python, not read past memory."""
+    packed = cpu_int4.pack(*_awq(32, 64, 32), 32)
+    with pytest.raises(ValueError, match="expected CPU activations"):
+        cpu_int4.matmul(kern, x, packed)
+
+
+def test_unpackable_shapes_are_refused() -> None:
+    assert not cpu_int4.packable(40, 64, 32)  # not whole tiles of 16 columns
+    assert not cpu_int4.packable(32, 96, 64)  # not whole groups
+    codes, zeros, scales = _awq(32, 64, 32)
+    with pytest.raises(ValueError, match="does not fit"):
+        cpu_int4.pack(codes[:24], zeros[:, :24], scales[:, :24], 32)
+
+
+def test_operators_can_turn_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PLUGHOST_AWQ_CPU_KERNEL=torch`` leaves torch's int4 kernel (and nothing is compiled)."""
+    monkeypatch.setenv("PLUGHOST_AWQ_CPU_KERNEL", "torch")
+    cpu_int4.kernel.cache_clear()
+    try:
+        assert cpu_int4.kernel() is None
+    finally:
+        monkeypatch.undo()
+        cpu_int4.kernel.cache_clear()
+
+
+def test_no_kernel_without_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """A CPU without AVX512-BF16 gets torch's kernel: nothing is compiled for it."""
+    monkeypatch.setattr(cpu_int4, "_cpu_flags", lambda: {"avx512f", "avx512bw", "avx512vl"})
+    monkeypatch.setenv("PLUGHOST_KERNEL_DIR", str(tmp_path))
+    cpu_int4.kernel.cache_clear()
+    try:
+        assert cpu_int4.kernel() is None
+        assert not any(tmp_path.iterdir())
+    finally:
+        monkeypatch.undo()
+        cpu_int4.kernel.cache_clear()
+
+
+def test_the_library_is_built_once_per_source(
+    kern: cpu_int4.Kernel, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Built into the cache folder on first use; later processes load the cached file."""
+    monkeypatch.setenv("PLUGHOST_KERNEL_DIR", str(tmp_path))
+    cpu_int4.kernel.cache_clear()
+    try:
+        assert cpu_int4.kernel() is not None
+        built = sorted(tmp_path.glob("awq_gemm-*.so"))
+        assert len(built) == 1
+        stamp = built[0].stat().st_mtime_ns
+        cpu_int4.kernel.cache_clear()
+        assert cpu_int4.kernel() is not None
+        assert built[0].stat().st_mtime_ns == stamp
+    finally:
+        monkeypatch.undo()
+        cpu_int4.kernel.cache_clear()
