@@ -7,7 +7,7 @@ operations, in the same order and dtypes, so its logits are bitwise those of ``f
 tests compare them with ``torch.equal``), and
 
 - multiplies q, k and v with one int4 matmul and gate and up with another: both CPU int4 kernels
-  (:mod:`chat_qwen_awq.cpu_int4`'s and torch's) compute every output column on its own, so a
+  (:mod:`chat_qwen_awq.cpu_kernels`'s and torch's) compute every output column on its own, so a
   fused product changes no bit (the per-projection packs become views into the fused ones);
 - rotates q and k together (elementwise, so again no bit changes);
 - calls torch ops directly instead of walking module trees.
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from chat_qwen_awq import cpu_int4
+from chat_qwen_awq import cpu_kernels
 
 #: Rows per block of torch's CPU int4 pack (64 with AVX-512, 32 otherwise): a fused torch pack is
 #: the concatenation of its parts' packs only when every part but the last fills whole blocks.
@@ -36,12 +36,12 @@ _PACK_BLOCK_ROWS = 64
 class Int4Matmul:
     """``x @ W.T (+ bias)`` for ``[rows, in]`` activations, as ``AwqLinear`` computes it on the CPU."""
 
-    pack: cpu_int4.CpuPack
+    pack: cpu_kernels.CpuPack
     group_size: int
     bias: torch.Tensor | None  # [out] in the compute dtype
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = cpu_int4.apply(x, self.pack, self.group_size)
+        out = cpu_kernels.apply(x, self.pack, self.group_size)
         return out if self.bias is None else out + self.bias
 
 
@@ -54,11 +54,11 @@ def fuse(linears: Sequence[Any], dtype: torch.dtype) -> Int4Matmul:
     """
     first = linears[0]
     packs = [lin.cpu_pack() for lin in linears]
-    pack: cpu_int4.CpuPack
+    pack: cpu_kernels.CpuPack
     if len(packs) == 1:
         pack = packs[0]
-    elif all(isinstance(p, cpu_int4.Int4Pack) for p in packs):
-        pack = cpu_int4.concat(packs)
+    elif all(isinstance(p, cpu_kernels.Int4Pack) for p in packs):
+        pack = cpu_kernels.concat(packs)
         start = 0
         for lin in linears:
             lin.use_cpu_pack(pack.columns(start, start + lin.out_features))
@@ -88,9 +88,9 @@ def fusable(linears: Sequence[Any]) -> bool:
     if len({lin.group_size for lin in linears}) != 1 or len({lin.in_features for lin in linears}) != 1:
         return False
     packs = [lin.cpu_pack() for lin in linears]
-    if all(isinstance(p, cpu_int4.Int4Pack) for p in packs):
+    if all(isinstance(p, cpu_kernels.Int4Pack) for p in packs):
         return True
-    if any(isinstance(p, cpu_int4.Int4Pack) for p in packs):
+    if any(isinstance(p, cpu_kernels.Int4Pack) for p in packs):
         return False
     return all(lin.out_features % _PACK_BLOCK_ROWS == 0 for lin in linears[:-1])
 

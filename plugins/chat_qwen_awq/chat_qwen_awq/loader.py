@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from chat_qwen_awq import cpu_int4, sizing
+from chat_qwen_awq import cpu_kernels, sizing
 from chat_qwen_awq.cpu_decode import CpuDecoder
 
 log = logging.getLogger("plughost.chat_qwen_awq.loader")
@@ -82,19 +82,19 @@ def _awq_linear_class() -> type[nn.Module]:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._cpu_pack: cpu_int4.CpuPack | None = None
+            self._cpu_pack: cpu_kernels.CpuPack | None = None
 
         def prepare_cpu(self) -> None:
             """Repack the weight for a CPU kernel once (kept next to the AWQ buffers)."""
             self._cpu_pack = self._new_cpu_pack() if self.qweight.device.type == "cpu" else None
 
-        def _new_cpu_pack(self) -> cpu_int4.CpuPack | None:
-            """This plugin's AVX512-BF16 pack where that kernel serves (:mod:`chat_qwen_awq.cpu_int4`),
+        def _new_cpu_pack(self) -> cpu_kernels.CpuPack | None:
+            """This plugin's AVX512-BF16 pack where that kernel serves (:mod:`chat_qwen_awq.cpu_kernels`),
             else torch's int4 pack, else ``None`` (dequantise and multiply in fp32)."""
-            kern = cpu_int4.kernel()
-            if kern is not None and kern.usable() and cpu_int4.packable(*self._shape()):
+            kern = cpu_kernels.kernel()
+            if kern is not None and kern.usable() and cpu_kernels.packable(*self._shape()):
                 codes, zeros = unpack_awq(self.qweight).t(), unpack_awq(self.qzeros)
-                return cpu_int4.pack(codes, zeros, self.scales, self.group_size)
+                return cpu_kernels.pack(codes, zeros, self.scales, self.group_size)
             if _INT4_CPU:
                 return int4pack(self.qweight, self.qzeros, self.scales, self.group_size)
             return None
@@ -102,11 +102,11 @@ def _awq_linear_class() -> type[nn.Module]:
         def _shape(self) -> tuple[int, int, int]:
             return self.out_features, self.in_features, self.group_size
 
-        def cpu_pack(self) -> cpu_int4.CpuPack | None:
+        def cpu_pack(self) -> cpu_kernels.CpuPack | None:
             """The pack made by :meth:`prepare_cpu`, if any."""
             return self._cpu_pack
 
-        def use_cpu_pack(self, pack: cpu_int4.CpuPack) -> None:
+        def use_cpu_pack(self, pack: cpu_kernels.CpuPack) -> None:
             """Compute from this pack instead (the same values, e.g. a view into a fused pack)."""
             self._cpu_pack = pack
 
@@ -117,7 +117,7 @@ def _awq_linear_class() -> type[nn.Module]:
             # Buffers streamed in by an offload hook have no pack: repack them per call.
             pack = self._cpu_pack if self._cpu_pack is not None else self._new_cpu_pack()
             if pack is not None:
-                out = cpu_int4.apply(flat, pack, self.group_size)
+                out = cpu_kernels.apply(flat, pack, self.group_size)
             else:
                 weight = dequantize(self.qweight, self.qzeros, self.scales, self.group_size, torch.float32)
                 out = (flat.to(torch.float32) @ weight).to(x.dtype)
@@ -346,11 +346,42 @@ class _Int8Embedding(_Int8Rows):
 
 
 class _Int8Head(_Int8Rows):
-    """lm_head through torch's ``_weight_int8pack_mm`` (bf16 activations, int8 weights); fp32 logits."""
+    """lm_head of int8 rows; fp32 logits. Through the plugin's VNNI kernel where it serves
+    (activations quantised per block of 32 inside, :mod:`chat_qwen_awq.cpu_kernels`), else torch's
+    ``_weight_int8pack_mm`` (bf16 activations). With the plugin's kernel an untied head keeps only
+    the packed rows (its state dict unpacks them); a tied one shares the embeddings' codes besides.
+    """
+
+    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, out_dtype: torch.dtype, *, tied: bool) -> None:
+        super().__init__(codes, scales, out_dtype)
+        kern = cpu_kernels.kernel()
+        self.packed: cpu_kernels.Int8Rows | None = None
+        if (
+            kern is not None
+            and kern.usable()
+            and codes.device.type == "cpu"
+            and cpu_kernels.rows_packable(*codes.shape)
+        ):
+            self.packed = cpu_kernels.pack_rows(codes, scales)
+            if not tied:
+                del self.codes  # the packed rows hold them
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        codes = self.codes if "codes" in self._buffers else self._packed().codes()
+        destination[prefix + "weight"] = codes.to(torch.float32) * self.scales.to(torch.float32)[:, None]
+
+    def _packed(self) -> cpu_kernels.Int8Rows:
+        assert self.packed is not None
+        return self.packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16, memory_format=torch.contiguous_format)
-        out = torch.ops.aten._weight_int8pack_mm(flat, self.codes, self.scales).to(self.out_dtype)
+        flat = x.reshape(-1, x.shape[-1])
+        kern = cpu_kernels.kernel() if self.packed is not None else None
+        if self.packed is not None and kern is not None:
+            out = cpu_kernels.rows_matmul(kern, flat, self.packed).to(self.out_dtype)
+        else:
+            flat = flat.to(torch.bfloat16, memory_format=torch.contiguous_format)
+            out = torch.ops.aten._weight_int8pack_mm(flat, self.codes, self.scales).to(self.out_dtype)
         return out.view(*x.shape[:-1], out.shape[-1])
 
 
@@ -364,7 +395,7 @@ def quantize_head_int8(model: Any) -> None:
     embed = quantize_rows_int8(model.model.embed_tokens.weight)
     head = embed if tied else quantize_rows_int8(model.lm_head.weight)
     model.model.embed_tokens = _Int8Embedding(*embed, compute)
-    model.lm_head = _Int8Head(*head, compute)
+    model.lm_head = _Int8Head(*head, compute, tied=tied)
 
 
 def store_head_as(model: Any, dtype: torch.dtype) -> None:

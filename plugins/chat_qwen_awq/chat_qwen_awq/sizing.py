@@ -269,15 +269,14 @@ def layer_bytes(shape: ModelShape, *, cpu: bool = False) -> int:
 def head_bytes(shape: ModelShape, *, cpu: bool = False, cpu_head_dtype: str = "float32") -> int:
     """Embeddings, final norm and (untied) lm_head (compute dtype; on the CPU ``cpu_head_dtype`` matrices).
 
-    On the CPU a tied float head also holds a oneDNN-reordered copy of the shared matrix (an untied
-    one keeps only its reordered matrix), so there are always two matrices.
+    On the CPU a tied head also holds a copy of the shared matrix in its kernel's layout (oneDNN's
+    reordered one, or the int8 kernel's packed rows); an untied one keeps only that copy: always two
+    matrices.
     """
     norm = _FP32 if cpu else _FP16
-    matrices = 1 if shape.tie_word_embeddings else 2
+    matrices = 2 if cpu else (1 if shape.tie_word_embeddings else 2)
     if cpu and cpu_head_dtype == "int8":  # int8 codes plus one bf16 scale per row
         return matrices * shape.vocab_size * (shape.hidden_size + 2) + shape.hidden_size * norm
-    if cpu:
-        matrices = 2
     matrix = (_FP32 if cpu_head_dtype == "float32" else 2) if cpu else _FP16
     return matrices * shape.vocab_size * shape.hidden_size * matrix + shape.hidden_size * norm
 

@@ -40,21 +40,21 @@ def _load(folder: Path, head: torch.dtype) -> Any:
 def loaded(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The tiny AWQ model and a fusable one on the CPU (bf16 head), packed for the plugin's
     AVX512-BF16 kernel ("ours", skipped where it cannot run) or for torch's int4 kernel."""
-    from chat_qwen_awq import cpu_int4
+    from chat_qwen_awq import cpu_kernels
     from chat_qwen_awq.demo import TINY_AWQ
 
     shape, kernel = request.param.split("-")
     demo = TINY_AWQ if shape == "tiny" else TINY_AWQ.with_shape(FUSABLE)
-    if kernel == "ours" and cpu_int4.kernel() is None:
+    if kernel == "ours" and cpu_kernels.kernel() is None:
         pytest.skip("the AVX512-BF16 kernel does not run on this machine")
     with pytest.MonkeyPatch.context() as patch:
         if kernel == "torch":
             patch.setenv("PLUGHOST_AWQ_CPU_KERNEL", "torch")
-        cpu_int4.kernel.cache_clear()
+        cpu_kernels.kernel.cache_clear()
         try:
             model = _load(demo.folder(), torch.bfloat16)
         finally:
-            cpu_int4.kernel.cache_clear()
+            cpu_kernels.kernel.cache_clear()
     yield model
     model.close()
 
@@ -112,7 +112,7 @@ def test_lean_step_is_bitwise_forward(loaded: Any, rows: int, padded: bool) -> N
 
 def test_fused_packs_are_views_not_copies(loaded: Any) -> None:
     """q/k/v (and gate/up) compute from slices of one fused pack where the packs allow it."""
-    from chat_qwen_awq.cpu_int4 import Int4Pack
+    from chat_qwen_awq.cpu_kernels import Int4Pack
 
     attn, mlp = loaded.model.model.layers[0].self_attn, loaded.model.model.layers[0].mlp
     layer = loaded.decoder.layers[0]
