@@ -168,9 +168,10 @@ class ChatOptions(Options, frozen=True):
     :ivar max_sequences: sequences decoded together; more requests wait for a free slot.
     :ivar prefill_chunk_tokens: prompt tokens per prefill forward pass.
     :ivar cpu_head_dtype: weights of embeddings and lm_head on the CPU: ``auto`` (bfloat16 where the
-        CPU has native bf16 dot products, else float32), float32 or bfloat16 (half the memory, ~2x
-        faster head; activations stay fp32), or ``int8`` (opt-in, lossy: per-row int8 codes, a
-        quarter of fp32's bytes; docs/troubleshooting.md says how much it changes the logits).
+        CPU has native bf16 dot products, else float32), float32 or bfloat16 (half the memory, ~3x
+        faster head; activations stay fp32), or ``int8`` (opt-in, lossy, the fastest: per-row int8
+        codes, the head through the plugin's VNNI kernel; docs/troubleshooting.md says how much it
+        changes the logits).
     :ivar prefix_cache_tokens: KV-cache tokens of prompt prefixes kept for reuse by later requests
         (0 turns prefix caching off); counted in the model's footprint.
     :ivar offload_dir: the folder for disk overflow of a hybrid grant on a machine without GPU.
