@@ -48,9 +48,9 @@ class Int4Matmul:
 def fuse(linears: Sequence[Any], dtype: torch.dtype) -> Int4Matmul:
     """One :class:`Int4Matmul` for several ``AwqLinear`` of the same input, outputs side by side.
 
-    Their CPU packs are replaced by views into the fused pack (the codes are not copied; only the
-    small scales are); ``dtype`` is the compute dtype (the bias is kept in it). The caller checks
-    :func:`fusable` first.
+    Their own CPU packs are replaced by views into the fused one, so the model's ``forward`` and this
+    step read the same memory; ``dtype`` is the compute dtype (the bias is kept in it). The caller
+    checks :func:`fusable` first.
     """
     first = linears[0]
     packs = [lin.cpu_pack() for lin in linears]

@@ -100,16 +100,26 @@ def _compile(compiler: str, flags: list[str]) -> Path | None:
 
 @functools.cache
 def kernel() -> Kernel | None:
-    """The CPU kernels' library, or ``None`` where this machine cannot build or run it."""
-    if os.environ.get("PLUGHOST_AWQ_CPU_KERNEL", "auto") == "torch":  # an operator's way back to torch's kernel
-        return None
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return None
-    if not set(_NEEDED_FLAGS) <= _cpu_flags():
-        return None
+    """The CPU kernels' library, or ``None`` where this machine cannot build or run it (logged once)."""
+    found, why = _load()
+    if found is None:
+        log.info("the plugin's CPU kernels are not used (%s): torch's kernels serve", why)
+    else:
+        log.info("the plugin's CPU kernels serve (%s, OpenMP: %s)", found.lib._name, found.parallel)
+    return found
+
+
+def _load() -> tuple[Kernel | None, str]:
+    if os.environ.get("PLUGHOST_AWQ_CPU_KERNEL", "auto") == "torch":  # an operator's way back to torch's kernels
+        return None, "PLUGHOST_AWQ_CPU_KERNEL=torch"
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return None, f"{platform.system()} on {platform.machine()}, not Linux on x86-64"
+    missing = sorted(set(_NEEDED_FLAGS) - _cpu_flags())
+    if missing:
+        return None, f"the CPU lacks {', '.join(missing)}"
     compiler = next((c for c in (os.environ.get("CC"), "cc", "gcc") if c and shutil.which(c)), None)
     if compiler is None:
-        return None
+        return None, "no C compiler: set $CC or install cc/gcc"
     base = ["-O3", "-Wno-unknown-pragmas", *_ISA]
     for parallel, flags in ((True, [*base, "-fopenmp"]), (False, base)):
         path = _compile(compiler, flags)
@@ -125,8 +135,8 @@ def kernel() -> Kernel | None:
         lib.awq_gemm.restype = None
         lib.head_int8_gemm.argtypes = [p, i, i, p, p, i, p, p, p, p, i]
         lib.head_int8_gemm.restype = None
-        return Kernel(lib, parallel)
-    return None
+        return Kernel(lib, parallel), ""
+    return None, f"they did not build with {compiler} (see the log above)"
 
 
 @dataclass(frozen=True)

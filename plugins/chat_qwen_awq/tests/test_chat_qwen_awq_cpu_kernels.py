@@ -111,14 +111,18 @@ def test_operators_can_turn_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
         cpu_kernels.kernel.cache_clear()
 
 
-def test_no_kernel_without_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    """A CPU without AVX512-BF16 gets torch's kernel: nothing is compiled for it."""
+def test_no_kernel_without_the_cpu_flags(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CPU without AVX512-BF16 gets torch's kernels: nothing is compiled, and the log says why."""
     monkeypatch.setattr(cpu_kernels, "_cpu_flags", lambda: {"avx512f", "avx512bw", "avx512vl"})
     monkeypatch.setenv("PLUGHOST_KERNEL_DIR", str(tmp_path))
     cpu_kernels.kernel.cache_clear()
     try:
-        assert cpu_kernels.kernel() is None
+        with caplog.at_level("INFO", logger="plughost.chat_qwen_awq.cpu_kernels"):
+            assert cpu_kernels.kernel() is None
         assert not any(tmp_path.iterdir())
+        assert "the CPU lacks avx512_bf16, avx512_vnni" in caplog.text
     finally:
         monkeypatch.undo()
         cpu_kernels.kernel.cache_clear()
