@@ -97,6 +97,8 @@ def fusable(linears: Sequence[Any]) -> bool:
 
 @dataclass(frozen=True)
 class _Layer:
+    """One decoder layer's weights as the step uses them."""
+
     norm1: torch.Tensor
     norm2: torch.Tensor
     eps1: float
@@ -137,10 +139,14 @@ class CpuDecoder:
 
     @classmethod
     def build(cls, model: Any) -> CpuDecoder | None:
-        """A decoder for ``model``, or ``None`` unless every weight is on the CPU, its linears are
-        ``AwqLinear`` with CPU int4 packs, and its attention is full (no sliding window)."""
+        """A decoder for ``model``, or ``None`` unless every weight is on the CPU, in fp32 outside the
+        ``AwqLinear`` (which must have CPU packs), and its attention is full (no sliding window)."""
         config = model.config
         if getattr(config, "use_sliding_window", False) or getattr(config, "_attn_implementation", "") != "sdpa":
+            return None
+        if "sliding_attention" in (getattr(config, "layer_types", None) or ()):
+            return None
+        if model.model.norm.weight.dtype != torch.float32:  # _rms_norm leaves out RMSNorm's casts to fp32
             return None
         if any(p.device.type != "cpu" for p in model.parameters()) or hasattr(model, "hf_device_map"):
             return None

@@ -17,7 +17,7 @@ compiler (``$CC``, else ``cc`` or ``gcc``); the shared library is cached under
 ``$PLUGHOST_KERNEL_DIR`` (default ``~/.cache/plughost/kernels``), keyed by sources and flags.
 Elsewhere, or with ``PLUGHOST_AWQ_CPU_KERNEL=torch``, :func:`kernel` is ``None`` and torch's kernels
 serve. Built with OpenMP they run on ``torch.get_num_threads()`` threads of torch's own OpenMP
-runtime; a build without OpenMP serves only one-thread processes.
+runtime; a build without OpenMP is used only by models loaded while torch has one thread.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class Kernel:
     parallel: bool
 
     def usable(self) -> bool:
-        """Whether it may serve this process now (a serial build: only with one torch thread)."""
+        """Whether weights should be packed for it now: a serial build only when torch has one
+        thread (a model packed then keeps using it, on one thread, if torch gets more later)."""
         return self.parallel or torch.get_num_threads() == 1
 
 
@@ -65,9 +66,12 @@ def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
     return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
 
 
-def _cache_dir() -> Path:
+def _cache_dirs() -> list[Path]:
+    """Where built libraries are kept: ``$PLUGHOST_KERNEL_DIR`` or ``~/.cache/plughost/kernels``,
+    else (not writable) a folder of this user's in the temp directory."""
     env = os.environ.get("PLUGHOST_KERNEL_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "plughost" / "kernels"
+    home = Path(env) if env else Path.home() / ".cache" / "plughost" / "kernels"
+    return [home, Path(tempfile.gettempdir()) / f"plughost-kernels-{os.getuid()}"]
 
 
 def _compile(compiler: str, flags: list[str]) -> Path | None:
@@ -75,27 +79,29 @@ def _compile(compiler: str, flags: list[str]) -> Path | None:
     digest = hashlib.sha256(" ".join([compiler, *flags]).encode())
     for source in SOURCES:
         digest.update(source.read_bytes())
-    target = _cache_dir() / f"plughost-cpu-{digest.hexdigest()[:16]}.so"
-    if target.exists():
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            built = Path(tmp) / target.name
-            subprocess.run(
-                [compiler, *flags, "-shared", "-fPIC", "-o", str(built), *map(str, SOURCES), "-lm"],
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
+    name = f"plughost-cpu-{digest.hexdigest()[:16]}.so"
+    for folder in _cache_dirs():
+        target = folder / name
+        if target.exists():
+            return target
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            scratch = tempfile.TemporaryDirectory(dir=folder)
+        except OSError as exc:
+            log.info("cannot keep built CPU kernels in %s: %s", folder, exc)
+            continue
+        with scratch as tmp:
+            built = Path(tmp) / name
+            command = [compiler, *flags, "-shared", "-fPIC", "-o", str(built), *map(str, SOURCES), "-lm"]
+            try:
+                subprocess.run(command, check=True, capture_output=True, timeout=120)
+            except (OSError, subprocess.SubprocessError) as exc:
+                why = (getattr(exc, "stderr", b"") or b"").decode(errors="replace")
+                log.info("the CPU kernels did not build with %s %s: %s %s", compiler, flags, exc, why)
+                return None
             os.replace(built, target)  # atomic: concurrent builders each publish a whole file
-    except (OSError, subprocess.SubprocessError) as exc:
-        detail = getattr(exc, "stderr", b"") or b""
-        log.info(
-            "the CPU kernels did not build with %s %s: %s %s", compiler, flags, exc, detail.decode(errors="replace")
-        )
-        return None
-    return target
+        return target
+    return None
 
 
 @functools.cache
@@ -151,6 +157,33 @@ class Int4Pack:
     zeros: torch.Tensor  # uint8 [in/G, out] (the zero codes)
     group_size: int
 
+    def __post_init__(self) -> None:
+        # awq_gemm.c trusts every size and stride it is given: check them all once, here.
+        w, s, z = self.weight, self.scales, self.zeros
+        tiles, chunks = (w.shape[0], w.shape[1]) if w.dim() == 3 else (-1, -1)
+        ok = (
+            w.dtype == torch.uint8
+            and w.dim() == 3
+            and w.shape[2] == 2 * TILE
+            and w.is_contiguous()
+            and s.dtype == torch.float16
+            and z.dtype == torch.uint8
+            and s.dim() == 2
+            and s.shape == z.shape
+            and s.stride() == z.stride()
+            and s.stride(1) == 1
+            and s.shape[1] == tiles * TILE
+            and self.group_size > 0
+            and self.group_size % 4 == 0
+            and s.shape[0] * self.group_size == chunks * 4
+            and w.device.type == s.device.type == z.device.type == "cpu"
+        )
+        if not ok:
+            raise ValueError(
+                f"inconsistent int4 pack: codes {tuple(w.shape)} {w.dtype}, scales {tuple(s.shape)} {s.dtype}, "
+                f"zeros {tuple(z.shape)} {z.dtype}, groups of {self.group_size}"
+            )
+
     @property
     def out_features(self) -> int:
         """Output columns."""
@@ -163,6 +196,8 @@ class Int4Pack:
 
     def columns(self, start: int, stop: int) -> Int4Pack:
         """Output columns ``start:stop`` (multiples of :data:`TILE`), as views: nothing is copied."""
+        if start % TILE or stop % TILE or not 0 <= start < stop <= self.out_features:
+            raise ValueError(f"columns {start}:{stop} are not whole tiles of {TILE} within {self.out_features}")
         return Int4Pack(
             self.weight[start // TILE : stop // TILE],
             self.scales[:, start:stop],
@@ -256,6 +291,26 @@ class Int8Rows:
     weight: torch.Tensor  # uint8 [rows/16, in/4, 64]: codes + 128
     scales: torch.Tensor  # fp32 [rows]
 
+    def __post_init__(self) -> None:
+        # head_int8.c trusts every size it is given: check them once, here.
+        w, s = self.weight, self.scales
+        ok = (
+            w.dtype == torch.uint8
+            and w.dim() == 3
+            and w.shape[2] == 4 * TILE
+            and w.shape[1] % 8 == 0  # whole blocks of 32 inputs
+            and w.is_contiguous()
+            and s.dtype == torch.float32
+            and s.dim() == 1
+            and s.is_contiguous()
+            and s.shape[0] == w.shape[0] * TILE
+            and w.device.type == s.device.type == "cpu"
+        )
+        if not ok:
+            raise ValueError(
+                f"inconsistent int8 rows: codes {tuple(w.shape)} {w.dtype}, scales {tuple(s.shape)} {s.dtype}"
+            )
+
     @property
     def rows(self) -> int:
         """Rows (the head's output columns)."""
@@ -270,7 +325,7 @@ class Int8Rows:
         """The int8 codes ``[rows, in]`` back (for a state dict)."""
         tiles, chunks = self.weight.shape[:2]
         u = self.weight.reshape(tiles, chunks, TILE, 4).permute(0, 2, 1, 3).reshape(tiles * TILE, chunks * 4)
-        return (u.to(torch.int16) - 128).to(torch.int8)
+        return (u ^ 0x80).view(torch.int8)  # code + 128 (mod 256) and back, without a wider temporary
 
 
 def rows_packable(rows: int, in_features: int) -> bool:
@@ -283,8 +338,11 @@ def pack_rows(codes: torch.Tensor, scales: torch.Tensor) -> Int8Rows:
     rows, k = codes.shape
     if not rows_packable(rows, k):
         raise ValueError(f"a {rows} x {k} int8 matrix does not fit the packed layout")
-    u = (codes.to(torch.int16) + 128).to(torch.uint8).reshape(rows // TILE, TILE, k // 4, 4)
-    return Int8Rows(u.permute(0, 2, 1, 3).contiguous(), scales.to(torch.float32).contiguous())
+    # code + 128 (mod 256) is the code's byte with its top bit flipped: no wider temporary for a
+    # vocabulary-sized matrix (the xor is the one copy; the permute makes the second)
+    u = (codes.contiguous().view(torch.uint8) ^ 0x80).reshape(rows // TILE, TILE, k // 4, 4)
+    weight = u.permute(0, 2, 1, 3).contiguous().reshape(rows // TILE, k // 4, 4 * TILE)
+    return Int8Rows(weight, scales.to(torch.float32).contiguous())
 
 
 def rows_matmul(kern: Kernel, x: torch.Tensor, packed: Int8Rows) -> torch.Tensor:
@@ -311,3 +369,11 @@ def rows_matmul(kern: Kernel, x: torch.Tensor, packed: Int8Rows) -> torch.Tensor
         torch.get_num_threads() if kern.parallel else 1,
     )
     return out
+
+
+def rows_apply(x: torch.Tensor, packed: Int8Rows) -> torch.Tensor:
+    """:func:`rows_matmul` with this process's kernel (packed rows exist only where it serves)."""
+    kern = kernel()
+    if kern is None:
+        raise RuntimeError("the CPU kernels are not available in this process")
+    return rows_matmul(kern, x, packed)

@@ -14,18 +14,32 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
+
+/* Four adjacent int8 values as one 32-bit lane (memcpy: no aliasing or alignment assumption). */
+static inline int32_t quad(const int8_t *x) {
+    int32_t v;
+    memcpy(&v, x, sizeof v);
+    return v;
+}
 
 #define BLOCK 32
 
-/* Quantise each row's blocks of 32: xq = round(x / a), a = max |x| / 127 (0 for an all-zero block). */
+/* Quantise each row's blocks of 32: xq = round(x / a), a = max |x| / 127 (0 for an all-zero block;
+   NaN for a block holding a NaN or an infinity, so that its logits become NaN as with a float head
+   instead of a finite guess). */
 static void quantise(const float *x, int64_t M, int64_t K, int8_t *xq, float *a, int32_t *sums) {
     const int64_t blocks = K / BLOCK;
     for (int64_t m = 0; m < M; m++)
         for (int64_t b = 0; b < blocks; b++) {
             const float *xb = x + m * K + b * BLOCK;
             float top = 0.0f;
-            for (int k = 0; k < BLOCK; k++) top = fmaxf(top, fabsf(xb[k]));
-            const float scale = top / 127.0f, inverse = top > 0.0f ? 127.0f / top : 0.0f;
+            int finite = 1;
+            for (int k = 0; k < BLOCK; k++) {
+                top = fmaxf(top, fabsf(xb[k]));
+                finite &= isfinite(xb[k]) != 0;
+            }
+            const float scale = finite ? top / 127.0f : NAN, inverse = finite && top > 0.0f ? 127.0f / top : 0.0f;
             int32_t sum = 0;
             for (int k = 0; k < BLOCK; k++) {
                 const int32_t q = (int32_t)lrintf(xb[k] * inverse);
@@ -52,7 +66,7 @@ static void head_tile_##MB(const int8_t *xq, const float *a, const int32_t *sums
             const __m512i w = _mm512_loadu_si512((const void *)wc);                                  \
             for (int m = 0; m < MB; m++)                                                             \
                 acc[m] = _mm512_dpbusd_epi32(acc[m], w,                                              \
-                    _mm512_set1_epi32(*(const int32_t *)(xq + m * K + b * BLOCK + 4 * c)));          \
+                    _mm512_set1_epi32(quad(xq + m * K + b * BLOCK + 4 * c)));                       \
         }                                                                                            \
         for (int m = 0; m < MB; m++) {                                                               \
             const __m512i exact = _mm512_sub_epi32(acc[m], _mm512_set1_epi32(sums[m * blocks + b])); \

@@ -268,9 +268,13 @@ def onednn_pack(weight: torch.Tensor) -> torch.Tensor | None:
     if reorder is None or not torch.backends.mkldnn.is_available() or weight.device.type != "cpu":
         return None
     try:
-        return reorder(weight.detach(), 1)
-    except RuntimeError:  # a dtype or CPU oneDNN cannot reorder for: the plain matmul serves
-        return None
+        packed = reorder(weight.detach(), 1)
+        # One row through it now: a CPU or dtype oneDNN reorders for but cannot multiply (bf16
+        # without native support) must fail here, at load, not at every step.
+        torch.ops.mkldnn._linear_pointwise(weight.new_zeros(1, weight.shape[1]), packed, None, "none", [], "")
+    except RuntimeError:
+        return None  # the plain matmul serves
+    return packed
 
 
 class _CastHead(nn.Module):
@@ -376,9 +380,8 @@ class _Int8Head(_Int8Rows):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        kern = cpu_kernels.kernel() if self.packed is not None else None
-        if self.packed is not None and kern is not None:
-            out = cpu_kernels.rows_matmul(kern, flat, self.packed).to(self.out_dtype)
+        if self.packed is not None:
+            out = cpu_kernels.rows_apply(flat, self.packed).to(self.out_dtype)
         else:
             flat = flat.to(torch.bfloat16, memory_format=torch.contiguous_format)
             out = torch.ops.aten._weight_int8pack_mm(flat, self.codes, self.scales).to(self.out_dtype)

@@ -257,13 +257,23 @@ def int4pack_bytes(in_features: int, out_features: int, group_size: int) -> int:
     return in_features * out_features // 2 + (in_features // group_size) * out_features * 2 * 2
 
 
+#: Linears whose CPU packs the lean decode step fuses (one input each: q/k/v, gate/up).
+FUSED_LINEARS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+
+
 def layer_bytes(shape: ModelShape, *, cpu: bool = False) -> int:
-    """Bytes of one decoder layer as loaded (``cpu``: fp32 norms plus the int4 kernel copies)."""
+    """Bytes of one decoder layer as loaded (``cpu``: fp32 norms plus the int4 kernel copies).
+
+    On the CPU the fused q/k/v and gate/up packs share their parts' codes; with torch's kernel
+    (which reads no strided scales) they hold a second copy of the scales and zeros, counted here.
+    """
     total = 2 * shape.hidden_size * (_FP32 if cpu else _FP16)
-    for _, in_f, out_f, bias in shape.linears():
+    for name, in_f, out_f, bias in shape.linears():
         total += awq_linear_bytes(in_f, out_f, shape.group_size, bias)
         if cpu:
             total += int4pack_bytes(in_f, out_f, shape.group_size)
+            if name in FUSED_LINEARS:
+                total += (in_f // shape.group_size) * out_f * 2 * 2
     return total
 
 
@@ -276,8 +286,8 @@ def head_bytes(shape: ModelShape, *, cpu: bool = False, cpu_head_dtype: str = "f
     """
     norm = _FP32 if cpu else _FP16
     matrices = 2 if cpu else (1 if shape.tie_word_embeddings else 2)
-    if cpu and cpu_head_dtype == "int8":  # int8 codes plus one bf16 scale per row
-        return matrices * shape.vocab_size * (shape.hidden_size + 2) + shape.hidden_size * norm
+    if cpu and cpu_head_dtype == "int8":  # int8 codes, a bf16 scale per row, and the head kernel's fp32 scales
+        return matrices * shape.vocab_size * (shape.hidden_size + 2) + shape.vocab_size * 4 + shape.hidden_size * norm
     matrix = (_FP32 if cpu_head_dtype == "float32" else 2) if cpu else _FP16
     return matrices * shape.vocab_size * shape.hidden_size * matrix + shape.hidden_size * norm
 

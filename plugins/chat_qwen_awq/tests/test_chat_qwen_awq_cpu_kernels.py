@@ -100,15 +100,51 @@ def test_unpackable_shapes_are_refused() -> None:
         cpu_kernels.pack(codes[:24], zeros[:, :24], scales[:, :24], 32)
 
 
-def test_operators_can_turn_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``PLUGHOST_AWQ_CPU_KERNEL=torch`` leaves torch's int4 kernel (and nothing is compiled)."""
+def test_operators_can_turn_it_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """``PLUGHOST_AWQ_CPU_KERNEL=torch`` leaves torch's kernels, and nothing is compiled."""
     monkeypatch.setenv("PLUGHOST_AWQ_CPU_KERNEL", "torch")
+    monkeypatch.setenv("PLUGHOST_KERNEL_DIR", str(tmp_path))
     cpu_kernels.kernel.cache_clear()
     try:
         assert cpu_kernels.kernel() is None
+        assert not any(tmp_path.iterdir())
     finally:
         monkeypatch.undo()
         cpu_kernels.kernel.cache_clear()
+
+
+def test_an_unwritable_cache_folder_falls_back_to_a_temp_one(
+    kern: cpu_kernels.Kernel, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("PLUGHOST_KERNEL_DIR", str(blocked / "kernels"))
+    cpu_kernels.kernel.cache_clear()
+    try:
+        found = cpu_kernels.kernel()
+        assert found is not None and "plughost-kernels-" in str(found.lib._name)
+    finally:
+        monkeypatch.undo()
+        cpu_kernels.kernel.cache_clear()
+
+
+def test_inconsistent_packs_are_refused() -> None:
+    """The C kernels trust sizes and strides: a pack that does not add up fails when it is made."""
+    codes, zeros, scales = _awq(32, 128, 32)
+    good = cpu_kernels.pack(codes, zeros, scales, 32)
+    with pytest.raises(ValueError, match="inconsistent int4 pack"):
+        cpu_kernels.Int4Pack(good.weight, good.scales[:2], good.zeros[:2], 32)  # too few groups
+    with pytest.raises(ValueError, match="inconsistent int4 pack"):
+        cpu_kernels.Int4Pack(good.weight, good.scales.float(), good.zeros, 32)  # fp32 scales
+    with pytest.raises(ValueError, match="inconsistent int4 pack"):
+        cpu_kernels.Int4Pack(good.weight[:1], good.scales, good.zeros, 32)  # fewer columns than scales
+    with pytest.raises(ValueError, match="whole tiles"):
+        good.columns(8, 24)
+    with pytest.raises(ValueError, match="whole tiles"):
+        good.columns(16, 48)
+    rows = cpu_kernels.pack_rows(*_int8_rows(32, 64))
+    with pytest.raises(ValueError, match="inconsistent int8 rows"):
+        cpu_kernels.Int8Rows(rows.weight, rows.scales[:16])
 
 
 def test_no_kernel_without_the_cpu_flags(
@@ -176,3 +212,33 @@ def test_int8_rows_refuse_what_does_not_fit(kern: cpu_kernels.Kernel) -> None:
         cpu_kernels.pack_rows(codes[:150], scales[:150])
     with pytest.raises(ValueError, match="expected CPU activations"):
         cpu_kernels.rows_matmul(kern, torch.zeros(2, 64), cpu_kernels.pack_rows(codes, scales))
+
+
+def test_int8_rows_threads_and_non_finite_activations(kern: cpu_kernels.Kernel) -> None:
+    """Bitwise the same on 2 threads; a NaN or infinity in a row makes that row's logits NaN (as a
+    float head would), not a finite guess; other rows are untouched."""
+    codes, scales = _int8_rows(96, 64, seed=7)
+    packed = cpu_kernels.pack_rows(codes, scales)
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(7))
+    one = cpu_kernels.rows_matmul(kern, x, packed)
+    if kern.parallel:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            assert torch.equal(cpu_kernels.rows_matmul(kern, x, packed), one)
+        finally:
+            torch.set_num_threads(threads)
+    bad = x.clone()
+    bad[1, 40] = float("nan")
+    bad[3, 2] = float("inf")
+    out = cpu_kernels.rows_matmul(kern, bad, packed)
+    assert out[1].isnan().all() and out[3].isnan().all()
+    assert torch.equal(out[[0, 2, 4]], one[[0, 2, 4]])
+
+
+def test_int4_nan_activations_propagate(kern: cpu_kernels.Kernel) -> None:
+    codes, zeros, scales = _awq(32, 64, 32)
+    x = torch.randn(2, 64, generator=torch.Generator().manual_seed(8))
+    x[0, 5] = float("nan")
+    out = cpu_kernels.matmul(kern, x, cpu_kernels.pack(codes, zeros, scales, 32))
+    assert out[0].isnan().all() and out[1].isfinite().all()
