@@ -170,10 +170,10 @@ def test_the_engine_decodes_through_the_lean_step(backend: Any) -> None:
 def test_packed_head(dtype: torch.dtype) -> None:
     """The reordered head: bf16 logits bitwise those of the plain matrix (fp32: the same sums in
     another order); an untied head's state dict gives the matrix back exactly."""
-    from chat_qwen_awq.loader import _CastHead
+    from chat_qwen_awq.head import CastHead
 
     weight = torch.nn.Parameter(torch.randn(3000, 64, generator=torch.Generator().manual_seed(1)).to(dtype))
-    head = _CastHead(weight, torch.float32, tied=False)
+    head = CastHead(weight, torch.float32, tied=False)
     assert head.packed is not None and head.weight is None
     x = torch.randn(3, 1, 64, generator=torch.Generator().manual_seed(2))
     expected = torch.nn.functional.linear(x.to(dtype), weight).float()
@@ -184,5 +184,5 @@ def test_packed_head(dtype: torch.dtype) -> None:
     else:
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
     assert torch.equal(head.state_dict()["weight"], weight.detach())
-    tied = _CastHead(weight, torch.float32, tied=True)
+    tied = CastHead(weight, torch.float32, tied=True)
     assert tied.weight is weight and torch.equal(tied(x), got)

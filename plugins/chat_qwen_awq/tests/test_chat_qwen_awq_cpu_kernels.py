@@ -184,7 +184,7 @@ def test_the_library_is_built_once_per_source(
 
 
 def _int8_rows(rows: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    from chat_qwen_awq.loader import quantize_rows_int8
+    from chat_qwen_awq.head import quantize_rows_int8
 
     weight = torch.randn(rows, k, generator=torch.Generator().manual_seed(seed)) * 0.02
     return quantize_rows_int8(weight)

@@ -180,7 +180,7 @@ def test_int8_embeddings_and_head_on_the_cpu(backend: Any) -> None:
     equal to ``generate`` on the same quantised model, and a relocation reads the dequantised rows."""
     from chat_qwen_awq import cpu_kernels, model_spec, sizing
     from chat_qwen_awq.backend import QwenAwqChatBackend
-    from chat_qwen_awq.loader import quantize_rows_int8
+    from chat_qwen_awq.head import quantize_rows_int8
 
     spec = model_spec(tiny_config(cpu_head_dtype="int8"))
     shape = sizing.ModelShape.from_config(backend.config)
