@@ -50,23 +50,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins" / "chat_qwen_awq")]
 
 import torch  # noqa: E402
+from prompts import PROMPTS  # noqa: E402 - bench/prompts.py (shared with bench_llama_cpp.py)
 
 from chat_qwen_awq.demo import TINY_AWQ  # noqa: E402
 from host.config import config_from_dict  # noqa: E402
 from host.demo.shapes import QWEN2_5_0_5B_SHAPE  # noqa: E402
 from host.domain import ChatMessage, ChatRequest, OutputFormat, SamplingParams  # noqa: E402
 from host.spec import Grant, PlacementKind  # noqa: E402
-
-PROMPTS = (
-    "Tell me about the Great Wall of China.",
-    "请用三句话介绍一下北京和上海。",
-    "Write a short poem about the sea.",
-    "What is machine learning? Explain it simply.",
-    "今天天气晴朗，我们去公园散步好吗？",
-    "Summarize the history of science in a few sentences.",
-    "How many people live in Shanghai, and why is it important?",
-    "Explain gravity to a child.",
-)
 
 
 @dataclasses.dataclass

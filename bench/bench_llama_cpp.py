@@ -44,18 +44,8 @@ import time
 from pathlib import Path
 
 import llama_cpp
+from prompts import PROMPTS  # bench/prompts.py: the script's own folder is on sys.path
 
-#: bench_chat.py's PROMPTS, verbatim (the same prompts on both sides).
-PROMPTS = (
-    "Tell me about the Great Wall of China.",
-    "请用三句话介绍一下北京和上海。",
-    "Write a short poem about the sea.",
-    "What is machine learning? Explain it simply.",
-    "今天天气晴朗，我们去公园散步好吗？",
-    "Summarize the history of science in a few sentences.",
-    "How many people live in Shanghai, and why is it important?",
-    "Explain gravity to a child.",
-)
 SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 

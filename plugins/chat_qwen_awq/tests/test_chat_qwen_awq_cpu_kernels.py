@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,6 +25,16 @@ def _awq(n: int, k: int, group: int, seed: int = 0) -> tuple[torch.Tensor, torch
     zeros = torch.randint(0, 16, (k // group, n), generator=g, dtype=torch.int32)
     scales = (torch.rand(k // group, n, generator=g) * 0.02 + 1e-3).half()
     return codes, zeros, scales
+
+
+def _on_two_threads(run: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``run()`` with torch (and so the kernels' OpenMP) on two threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        return run()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _reference(x: torch.Tensor, codes: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
@@ -61,12 +72,7 @@ def test_each_row_and_column_is_computed_alone(kern: cpu_kernels.Kernel) -> None
     fused = cpu_kernels.concat([packed.columns(0, 32), part])
     assert torch.equal(cpu_kernels.matmul(kern, x, fused), torch.cat([whole[:, :32], whole[:, 32:80]], dim=1))
     if kern.parallel:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(2)
-        try:
-            assert torch.equal(cpu_kernels.matmul(kern, x, packed), whole)
-        finally:
-            torch.set_num_threads(threads)
+        assert torch.equal(_on_two_threads(lambda: cpu_kernels.matmul(kern, x, packed)), whole)
 
 
 def test_apply_takes_any_float_activations(kern: cpu_kernels.Kernel) -> None:
@@ -222,12 +228,7 @@ def test_int8_rows_threads_and_non_finite_activations(kern: cpu_kernels.Kernel) 
     x = torch.randn(5, 64, generator=torch.Generator().manual_seed(7))
     one = cpu_kernels.rows_matmul(kern, x, packed)
     if kern.parallel:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(2)
-        try:
-            assert torch.equal(cpu_kernels.rows_matmul(kern, x, packed), one)
-        finally:
-            torch.set_num_threads(threads)
+        assert torch.equal(_on_two_threads(lambda: cpu_kernels.rows_matmul(kern, x, packed)), one)
     bad = x.clone()
     bad[1, 40] = float("nan")
     bad[3, 2] = float("inf")
