@@ -11,6 +11,7 @@
  * Packed weight, tile by tile of 16 rows of the head: w[N/16][K/4][64] bytes; byte 4i + j of chunk c
  * is w[16 t + i, 4c + j] + 128.
  */
+#include <float.h>
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
@@ -25,9 +26,9 @@ static inline int32_t quad(const int8_t *x) {
 
 #define BLOCK 32
 
-/* Quantise each row's blocks of 32: xq = round(x / a), a = max |x| / 127 (0 for an all-zero block;
-   NaN for a block holding a NaN or an infinity, so that its logits become NaN as with a float head
-   instead of a finite guess). */
+/* Quantise each row's blocks of 32: xq = round(x / a), a = max |x| / 127 (0 for a block of zeros or
+   subnormals, whose 127 / max would overflow; NaN for a block holding a NaN or an infinity, so that
+   its logits become NaN as with a float head instead of a finite guess). */
 static void quantise(const float *x, int64_t M, int64_t K, int8_t *xq, float *a, int32_t *sums) {
     const int64_t blocks = K / BLOCK;
     for (int64_t m = 0; m < M; m++)
@@ -39,7 +40,8 @@ static void quantise(const float *x, int64_t M, int64_t K, int8_t *xq, float *a,
                 top = fmaxf(top, fabsf(xb[k]));
                 finite &= isfinite(xb[k]) != 0;
             }
-            const float scale = finite ? top / 127.0f : NAN, inverse = finite && top > 0.0f ? 127.0f / top : 0.0f;
+            const int normal = finite && top >= FLT_MIN;
+            const float scale = !finite ? NAN : normal ? top / 127.0f : 0.0f, inverse = normal ? 127.0f / top : 0.0f;
             int32_t sum = 0;
             for (int k = 0; k < BLOCK; k++) {
                 const int32_t q = (int32_t)lrintf(xb[k] * inverse);

@@ -9,6 +9,8 @@ import asyncio
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
+
 from chat_qwen_awq import DEMO_WEIGHTS
 from chat_qwen_awq.backend import QwenAwqChatBackend
 from host.config import HostConfig
@@ -64,8 +66,6 @@ def assert_engine_equals_generate(backend: Any, tokens: int = 30) -> None:
         messages=(ChatMessage("user", "hello"),),
         sampling=SamplingParams(max_tokens=tokens, temperature=0, repetition_penalty=1.0),
     )
-    import torch
-
     x = torch.tensor([backend._prepare(request).prompt_ids])
     with torch.no_grad():
         out = backend.loaded.model.generate(

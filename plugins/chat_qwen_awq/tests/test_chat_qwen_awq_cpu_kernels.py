@@ -222,7 +222,7 @@ def test_int8_rows_refuse_what_does_not_fit(kern: cpu_kernels.Kernel) -> None:
 
 def test_int8_rows_threads_and_non_finite_activations(kern: cpu_kernels.Kernel) -> None:
     """Bitwise the same on 2 threads; a NaN or infinity in a row makes that row's logits NaN (as a
-    float head would), not a finite guess; other rows are untouched."""
+    float head would), not a finite guess; other rows are untouched; subnormal blocks are zeros."""
     codes, scales = _int8_rows(96, 64, seed=7)
     packed = cpu_kernels.pack_rows(codes, scales)
     x = torch.randn(5, 64, generator=torch.Generator().manual_seed(7))
@@ -232,9 +232,13 @@ def test_int8_rows_threads_and_non_finite_activations(kern: cpu_kernels.Kernel) 
     bad = x.clone()
     bad[1, 40] = float("nan")
     bad[3, 2] = float("inf")
+    bad[4, :32] = 1e-41  # a block of subnormals counts as zeros (127 / max would overflow)
     out = cpu_kernels.rows_matmul(kern, bad, packed)
     assert out[1].isnan().all() and out[3].isnan().all()
-    assert torch.equal(out[[0, 2, 4]], one[[0, 2, 4]])
+    assert torch.equal(out[[0, 2]], one[[0, 2]]) and out[4].isfinite().all()
+    zeroed = x[4:5].clone()
+    zeroed[0, :32] = 0
+    assert torch.equal(out[4:5], cpu_kernels.rows_matmul(kern, zeroed, packed))
 
 
 def test_int4_nan_activations_propagate(kern: cpu_kernels.Kernel) -> None:
