@@ -13,8 +13,9 @@ import torch
 
 from host.demo.shapes import TinyShape
 
-#: A tiny Qwen2 whose q, k and v (and gate, up) fill whole int4 pack blocks: the fused matmuls
-#: apply (the default tiny model's 32-wide k and v do not, so it covers the unfused path).
+#: A tiny Qwen2 whose q, k and v (and gate, up) fill whole blocks of torch's int4 pack, so they fuse
+#: with torch's kernel too (the default tiny model's 32-wide k and v do not: it covers the unfused
+#: path there; the plugin's kernel fuses both).
 FUSABLE = TinyShape(
     hidden_size=128,
     intermediate_size=256,
