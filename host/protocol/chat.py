@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from host.domain import ChatMessage, ChatRequest, SamplingParams
+from host.domain import ChatMessage, ChatRequest
 from host.errors import InvalidRequest
-from host.protocol.common import WireRequest
+from host.protocol.common import GenerationRequest
 from host.protocol.tools import (
     MAX_TOP_LOGPROBS,
     ChoiceLogprobs,
@@ -42,48 +42,18 @@ class WireMessage(msgspec.Struct, kw_only=True):
     tool_call_id: str | None = None
 
 
-class StreamOptions(msgspec.Struct, kw_only=True):
-    """``stream_options``: ``include_usage`` adds a final usage chunk (``null``: false)."""
+class ChatCompletionRequest(GenerationRequest, kw_only=True):
+    """The request body: the shared sampling fields plus messages, tools and output format."""
 
-    include_usage: bool | None = False
-
-
-class ChatCompletionRequest(WireRequest, kw_only=True):
-    """The request body, with OpenAI's fields plus the ``top_k``/``repetition_penalty`` extensions."""
-
-    model: str
     messages: Annotated[list[WireMessage], Meta(min_length=1)]
     max_tokens: Annotated[int, Meta(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
-    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Meta(ge=-1)] | None = None
-    repetition_penalty: Annotated[float, Meta(gt=0, le=10)] | None = None
-    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
-    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
-    stop: str | Annotated[list[str], Meta(max_length=4)] | None = None
-    seed: int | None = None
-    # Generated SDKs send ``null`` for every optional field they were not given: null means the default.
-    n_: Annotated[int, Meta(ge=1, le=16)] | None = msgspec.field(default=1, name="n")
-    stream_: bool | None = msgspec.field(default=False, name="stream")
-    stream_options: StreamOptions | None = None
-    user: str | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     tools: list[ToolDefinition] | None = None
     tool_choice: ToolChoiceWire | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
-
-    @property
-    def n(self) -> int:
-        """How many choices to generate (``n``; default 1)."""
-        return 1 if self.n_ is None else self.n_
-
-    @property
-    def stream(self) -> bool:
-        """Whether to answer over SSE (``stream``; default false)."""
-        return bool(self.stream_)
 
     def to_domain(self) -> ChatRequest:
         """Validate what the schema cannot express and build the domain request."""
@@ -94,24 +64,10 @@ class ChatCompletionRequest(WireRequest, kw_only=True):
                 "response_format cannot be combined with a tool_choice that forces a call.", param="response_format"
             )
         messages = tuple(_message(i, m) for i, m in enumerate(self.messages))
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        if any(s == "" for s in stop):
-            raise InvalidRequest("stop sequences must not be empty.", param="stop")
-        top_k = None if self.top_k in (None, -1, 0) else self.top_k
         return ChatRequest(
             model=self.model,
             messages=messages,
-            sampling=SamplingParams(
-                max_tokens=self.max_completion_tokens or self.max_tokens,
-                temperature=self.temperature,
-                top_p=self.top_p,
-                top_k=top_k,
-                repetition_penalty=self.repetition_penalty,
-                presence_penalty=self.presence_penalty or 0.0,
-                frequency_penalty=self.frequency_penalty or 0.0,
-                stop=stop,
-                seed=self.seed,
-            ),
+            sampling=self.sampling(self.max_completion_tokens or self.max_tokens),
             tools=tools,
             tool_choice=tool_choice,
             output=output,

@@ -11,54 +11,30 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from host.domain import ChatRequest, SamplingParams, TokenLogprob
+from host.domain import ChatRequest, TokenLogprob
 from host.errors import InvalidRequest
-from host.protocol.chat import ChatUsage, StreamOptions
-from host.protocol.common import WireRequest
+from host.protocol.chat import ChatUsage
+from host.protocol.common import GenerationRequest
 from host.protocol.tools import MAX_TOP_LOGPROBS
 
 #: OpenAI's default ``max_tokens`` of this route.
 DEFAULT_MAX_TOKENS = 16
 
 
-class CompletionRequest(WireRequest, kw_only=True):
-    """The request body: OpenAI's fields plus the ``top_k``/``repetition_penalty`` extensions."""
+class CompletionRequest(GenerationRequest, kw_only=True):
+    """The request body: the shared sampling fields plus prompts, ``best_of``, ``echo``, ``logprobs``."""
 
-    model: str
     prompt: str | Annotated[list[str], Meta(min_length=1, max_length=64)]
     max_tokens: Annotated[int, Meta(ge=1)] | None = DEFAULT_MAX_TOKENS
-    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Meta(ge=-1)] | None = None
-    repetition_penalty: Annotated[float, Meta(gt=0, le=10)] | None = None
-    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
-    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
-    stop: str | Annotated[list[str], Meta(max_length=4)] | None = None
-    seed: int | None = None
-    # Generated SDKs send ``null`` for every optional field they were not given: null means the default.
-    n_: Annotated[int, Meta(ge=1, le=16)] | None = msgspec.field(default=1, name="n")
     best_of: Annotated[int, Meta(ge=1, le=16)] | None = None
-    stream_: bool | None = msgspec.field(default=False, name="stream")
-    stream_options: StreamOptions | None = None
     echo_: bool | None = msgspec.field(default=False, name="echo")
     logprobs: Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     suffix: str | None = None
-    user: str | None = None
 
     @property
     def prompts(self) -> list[str]:
         """The prompts, one choice set each."""
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-
-    @property
-    def n(self) -> int:
-        """Choices per prompt (``n``; default 1)."""
-        return 1 if self.n_ is None else self.n_
-
-    @property
-    def stream(self) -> bool:
-        """Whether to answer over SSE (``stream``; default false)."""
-        return bool(self.stream_)
 
     @property
     def echo(self) -> bool:
@@ -79,20 +55,7 @@ class CompletionRequest(WireRequest, kw_only=True):
                 raise InvalidRequest(
                     "prompt must not be empty.", param="prompt" if isinstance(self.prompt, str) else f"prompt[{i}]"
                 )
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        if any(s == "" for s in stop):
-            raise InvalidRequest("stop sequences must not be empty.", param="stop")
-        sampling = SamplingParams(
-            max_tokens=DEFAULT_MAX_TOKENS if self.max_tokens is None else self.max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=None if self.top_k in (None, -1, 0) else self.top_k,
-            repetition_penalty=self.repetition_penalty,
-            presence_penalty=self.presence_penalty or 0.0,
-            frequency_penalty=self.frequency_penalty or 0.0,
-            stop=stop,
-            seed=self.seed,
-        )
+        sampling = self.sampling(DEFAULT_MAX_TOKENS if self.max_tokens is None else self.max_tokens)
         return [
             ChatRequest(model=self.model, messages=(), prompt=p, sampling=sampling, top_logprobs=self.logprobs)
             for p in self.prompts
