@@ -53,6 +53,7 @@ import torch  # noqa: E402
 from prompts import PROMPTS  # noqa: E402 - bench/prompts.py (shared with bench_llama_cpp.py)
 
 from chat_qwen_awq.demo import TINY_AWQ  # noqa: E402
+from chat_qwen_awq.testing import greedy_generate_kwargs  # noqa: E402
 from host.config import config_from_dict  # noqa: E402
 from host.demo.shapes import QWEN2_5_0_5B_SHAPE  # noqa: E402
 from host.domain import ChatMessage, ChatRequest, OutputFormat, SamplingParams  # noqa: E402
@@ -143,16 +144,7 @@ def raw_generate(backend: Any, prompt: str, tokens: int, batch: int = 1) -> Run:
     """transformers ``generate`` on the served model: TTFT from a 1-token call, then the full call."""
     ids = backend._prepare(request(prompt, tokens)).prompt_ids
     x = torch.tensor([ids] * batch, device=backend.loaded.device)
-    kwargs = dict(
-        attention_mask=torch.ones_like(x),
-        do_sample=False,
-        repetition_penalty=1.0,
-        eos_token_id=backend.eos_ids,
-        pad_token_id=backend.eos_ids[0],
-        temperature=None,
-        top_p=None,
-        top_k=None,
-    )
+    kwargs = greedy_generate_kwargs(backend, x)
     model = backend.loaded.model
     cuda = backend.loaded.device.type == "cuda"
     with torch.inference_mode():

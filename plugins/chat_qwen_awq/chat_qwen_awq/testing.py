@@ -59,6 +59,21 @@ class RecordingBackend(QwenAwqChatBackend):
         RecordingBackend.instances.append(self)
 
 
+def greedy_generate_kwargs(backend: Any, ids: torch.Tensor) -> dict[str, Any]:
+    """transformers ``generate`` arguments for the engine's greedy decoding of ``ids`` on ``backend``'s
+    model: no sampling, no repetition penalty, the model's end tokens, every generation default off."""
+    return {
+        "attention_mask": torch.ones_like(ids),
+        "do_sample": False,
+        "repetition_penalty": 1.0,
+        "eos_token_id": backend.eos_ids,
+        "pad_token_id": backend.eos_ids[0],
+        "temperature": None,
+        "top_p": None,
+        "top_k": None,
+    }
+
+
 def assert_engine_equals_generate(backend: Any, tokens: int = 30) -> None:
     """Greedy text from the engine equals transformers ``generate`` on the same (loaded) model."""
     request = ChatRequest(
@@ -68,18 +83,7 @@ def assert_engine_equals_generate(backend: Any, tokens: int = 30) -> None:
     )
     x = torch.tensor([backend._prepare(request).prompt_ids])
     with torch.no_grad():
-        out = backend.loaded.model.generate(
-            x,
-            attention_mask=torch.ones_like(x),
-            max_new_tokens=tokens,
-            do_sample=False,
-            repetition_penalty=1.0,
-            eos_token_id=backend.eos_ids,
-            pad_token_id=backend.eos_ids[0],
-            temperature=None,
-            top_p=None,
-            top_k=None,
-        )
+        out = backend.loaded.model.generate(x, max_new_tokens=tokens, **greedy_generate_kwargs(backend, x))
     expected = backend.engine.tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True)
 
     async def run() -> str:

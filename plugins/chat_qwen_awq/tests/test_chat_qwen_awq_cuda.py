@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 
-from chat_qwen_awq.testing import MODEL_ID, engine_ids, tiny_config
+from chat_qwen_awq.testing import MODEL_ID, engine_ids, greedy_generate_kwargs, tiny_config
 from host.domain import ChatMessage, ChatRequest, SamplingParams
 from host.spec import Grant, PlacementKind
 from host.testing.pytest_plugin import make_config
@@ -50,17 +50,10 @@ def _reference(backend: Any, req: ChatRequest) -> tuple[list[int], list[torch.Te
     with torch.no_grad():
         out = backend.loaded.model.generate(
             ids,
-            attention_mask=torch.ones_like(ids),
             max_new_tokens=req.sampling.max_tokens,
-            do_sample=False,
-            repetition_penalty=1.0,
-            eos_token_id=backend.eos_ids,
-            pad_token_id=backend.eos_ids[0],
-            temperature=None,
-            top_p=None,
-            top_k=None,
             output_scores=True,
             return_dict_in_generate=True,
+            **greedy_generate_kwargs(backend, ids),
         )
     return out.sequences[0, ids.shape[1] :].tolist(), [s[0].float().cpu() for s in out.scores]
 
