@@ -13,6 +13,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from host.testing.http import chat_plain_and_streamed
 from host.testing.server import free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,22 +81,7 @@ def test_models_list_says_demo(client) -> None:
 
 
 def test_chat_plain_and_streamed_with_usage(client) -> None:
-    messages = [{"role": "user", "content": "你好"}]
-    reply = client.chat.completions.create(model=CHAT, messages=messages, max_tokens=8, temperature=0)
-    assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens <= 8
-    chunks = list(
-        client.chat.completions.create(
-            model=CHAT,
-            messages=messages,
-            max_tokens=8,
-            temperature=0,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-    )
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == reply.choices[0].message.content
-    assert chunks[-1].usage.total_tokens == reply.usage.total_tokens
+    chat_plain_and_streamed(client, CHAT)
 
 
 def test_embeddings_default_and_float(client) -> None:

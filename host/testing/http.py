@@ -56,3 +56,23 @@ def asgi_post_scope(app: Any, path: str) -> dict[str, Any]:
 def sse_events(response: httpx.Response) -> list[str]:
     """The ``data:`` payloads of an SSE body, in order."""
     return [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: ")]
+
+
+def chat_plain_and_streamed(client: Any, model: str) -> list[Any]:
+    """Ask ``model`` the same greedy question through the ``openai`` client ``client``, plainly and
+    streamed with usage: the texts and token counts must agree. Returns the streamed chunks."""
+    messages = [{"role": "user", "content": "你好"}]
+    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=0)
+    assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens <= 8
+    stream = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply.choices[0].message.content
+    assert chunks[-1].usage.total_tokens == reply.usage.total_tokens
+    return chunks
