@@ -59,7 +59,7 @@ from host.scheduling.policy import Budgets  # noqa: E402
 from host.spec import GiB, Grant, PlacementKind  # noqa: E402
 from rerank_qwen3.backend import Qwen3RerankerBackend  # noqa: E402
 from rerank_qwen3.demo import TINY  # noqa: E402
-from rerank_qwen3.prompt import DEFAULT_INSTRUCTION  # noqa: E402
+from rerank_qwen3.testing import Recipe  # noqa: E402 - the publisher's recipe, as the tests use it
 
 MODEL = rerank_qwen3.MODEL_ID
 CPU = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0)
@@ -310,53 +310,10 @@ def limit(
 # -- the published recipe -----------------------------------------------------------------------------------
 
 
-class PublishedRecipe:
-    """QwenLM/Qwen3-Embedding examples/qwen3_reranker_transformers.py: full logits, then two of them."""
-
-    def __init__(self, path: Path, max_length: int = 8192, device: str = "cpu") -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
-        # As published: fp32 on the CPU; on a GPU its recommended fp16 (sdpa: flash-attn is not installed).
-        dtype = torch.float16 if device == "cuda" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
-        self.device = device
-        self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
-        self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
-        self.max_length = max_length
-        prefix = (
-            "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
-            'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
-        )
-        suffix = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-        self.prefix_tokens = self.tokenizer.encode(prefix, add_special_tokens=False)
-        self.suffix_tokens = self.tokenizer.encode(suffix, add_special_tokens=False)
-
-    def scores(self, query: str, docs: list[str]) -> list[float]:
-        instruction = DEFAULT_INSTRUCTION
-        pairs = [f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}" for doc in docs]
-        inputs = self.tokenizer(
-            pairs,
-            padding=False,
-            truncation="longest_first",
-            return_attention_mask=False,
-            max_length=self.max_length - len(self.prefix_tokens) - len(self.suffix_tokens),
-        )
-        for i, ele in enumerate(inputs["input_ids"]):
-            inputs["input_ids"][i] = self.prefix_tokens + ele + self.suffix_tokens
-        inputs = self.tokenizer.pad(inputs, padding=True, return_tensors="pt").to(self.device)
-        with torch.no_grad():
-            batch_scores = self.model(**inputs).logits[:, -1, :]
-            batch_scores = torch.stack(
-                [batch_scores[:, self.token_false_id], batch_scores[:, self.token_true_id]], dim=1
-            )
-            return torch.nn.functional.log_softmax(batch_scores, dim=1)[:, 1].exp().tolist()
-
-
 def recipe_rate(
     path: Path, requests: list[tuple[str, list[str]]], chunk: int, device: str = "cpu"
 ) -> tuple[float, list[list[float]]]:
-    recipe = PublishedRecipe(path, device=device)
+    recipe = Recipe(path, device=device)
     recipe.scores("warm up", ["a short document"])
     out = []
     started = time.perf_counter()

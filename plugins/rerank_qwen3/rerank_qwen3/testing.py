@@ -43,13 +43,20 @@ def load_backend(**options: Any) -> Any:
 
 
 class Recipe:
-    """The publisher's recipe (qwen3_reranker_transformers.py), as plain as published: full logits."""
+    """The publisher's recipe (qwen3_reranker_transformers.py), as plain as published: full logits.
 
-    def __init__(self, path: Path) -> None:
+    On the CPU in fp32; with ``device="cuda"`` in the fp16 the publisher recommends for GPUs (sdpa:
+    flash-attn is not installed). The tests compare scores with it; ``bench_rerank.py`` times it.
+    """
+
+    def __init__(self, path: Path, device: str = "cpu") -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        self.model = model.to(device).eval()
+        self.device = device
         self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
         self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
         prefix = (
@@ -80,7 +87,7 @@ class Recipe:
             inputs["input_ids"][i] = self.prefix_tokens + ele + self.suffix_tokens
         with warnings.catch_warnings():  # the published call passes max_length with padding=True
             warnings.filterwarnings("ignore", message="`max_length` is ignored")
-            return self.tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=max_length)
+            return self.tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=max_length).to(self.device)
 
     def scores(
         self, query: str, docs: Sequence[str], instruction: str | None = None, max_length: int = 8192
