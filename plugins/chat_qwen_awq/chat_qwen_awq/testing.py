@@ -9,13 +9,15 @@ import asyncio
 from pathlib import Path
 from typing import Any, ClassVar
 
+import msgspec
 import torch
 
 from chat_qwen_awq import DEMO_WEIGHTS
 from chat_qwen_awq.backend import QwenAwqChatBackend
+from host import hookimpl
 from host.config import HostConfig
 from host.domain import ChatDelta, ChatMessage, ChatRequest, SamplingParams
-from host.spec import Grant, PlacementKind
+from host.spec import Grant, ModelSpec, PlacementKind
 from host.testing.pytest_plugin import make_config
 
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +49,20 @@ async def engine_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDel
         assert not isinstance(item, BaseException), item
         if item.finish_reason is not None:
             return seq.generated, item
+
+
+class RecordingPlugin:
+    """A plugin registering the real declaration, served by :class:`RecordingBackend` (its tests
+    look at the engine behind a live server)."""
+
+    name = "chat_qwen_awq_recording"
+
+    @hookimpl
+    def register_models(self, config: HostConfig) -> list[ModelSpec]:
+        """The plugin's own spec with :data:`RECORDING_BACKEND` as its backend."""
+        from chat_qwen_awq import model_spec
+
+        return [msgspec.structs.replace(model_spec(config), backend=RECORDING_BACKEND)]
 
 
 class RecordingBackend(QwenAwqChatBackend):

@@ -10,38 +10,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import msgspec
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from chat_qwen_awq.testing import MODEL_ID, RECORDING_BACKEND, RecordingBackend, tiny_config
-from host import hookimpl
+from chat_qwen_awq.testing import MODEL_ID, RecordingBackend, RecordingPlugin, tiny_config
 from host.app import create_app
-from host.config import HostConfig
-from host.spec import ModelSpec
 from host.testing.pytest_plugin import CPU_ONLY
 from host.testing.server import serve_in_thread
 
 CHINESE_PROMPTS = ("请用三句话介绍一下北京和上海。", "你好，今天天气怎么样？", "重力是什么？", "长城在哪里？")
 
 
-class _Plugin:
-    """The real declaration, served by the recording subclass of the real backend."""
-
-    name = "chat_qwen_awq_test"
-
-    @hookimpl
-    def register_models(self, config: HostConfig) -> list[ModelSpec]:
-        from chat_qwen_awq import model_spec
-
-        return [msgspec.structs.replace(model_spec(config), backend=RECORDING_BACKEND)]
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     RecordingBackend.instances.clear()
-    with serve_in_thread(create_app(tiny_config(), plugins=[_Plugin()], budgets=CPU_ONLY)) as url:
+    with serve_in_thread(create_app(tiny_config(), plugins=[RecordingPlugin()], budgets=CPU_ONLY)) as url:
         yield url
 
 

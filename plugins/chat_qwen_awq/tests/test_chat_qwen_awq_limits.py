@@ -13,27 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
 
 from chat_qwen_awq import fairness
-from chat_qwen_awq.testing import MODEL_ID, RECORDING_BACKEND, RecordingBackend, tiny_config
-from host import hookimpl
+from chat_qwen_awq.testing import MODEL_ID, RecordingBackend, RecordingPlugin, tiny_config
 from host.app import create_app
-from host.config import HostConfig
-from host.spec import ModelSpec
 from host.testing.pytest_plugin import CPU_ONLY
 from host.testing.server import serve_in_thread
-
-
-class _Plugin:
-    name = "chat_qwen_awq_limits_test"
-
-    @hookimpl
-    def register_models(self, config: HostConfig) -> list[ModelSpec]:
-        from chat_qwen_awq import model_spec
-
-        return [msgspec.structs.replace(model_spec(config), backend=RECORDING_BACKEND)]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +27,7 @@ def server() -> Iterator[str]:
     RecordingBackend.instances.clear()
     # 200 storm requests overfill the waiting line (4 + 100): the short request must still get in.
     config = tiny_config(max_sequences=4, max_tokens_cap=1500, default_max_tokens=1200, max_waiting_sequences=100)
-    with serve_in_thread(create_app(config, plugins=[_Plugin()], budgets=CPU_ONLY)) as url:
+    with serve_in_thread(create_app(config, plugins=[RecordingPlugin()], budgets=CPU_ONLY)) as url:
         assert httpx.post(f"{url}/v1/models/{MODEL_ID}/load", timeout=120).status_code == 200
         yield url
 
@@ -158,7 +144,7 @@ def test_a_short_request_is_answered_during_a_storm_of_abandoned_long_ones(serve
 def test_too_many_waiting_sequences_get_429() -> None:
     RecordingBackend.instances.clear()
     config = tiny_config(max_sequences=1, max_waiting_sequences=1)
-    with serve_in_thread(create_app(config, plugins=[_Plugin()], budgets=CPU_ONLY)) as url:
+    with serve_in_thread(create_app(config, plugins=[RecordingPlugin()], budgets=CPU_ONLY)) as url:
 
         async def run() -> list[int]:
             async with httpx.AsyncClient(timeout=60) as http:
