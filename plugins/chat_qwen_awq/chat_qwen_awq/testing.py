@@ -6,6 +6,9 @@ Also importable by import string (``ModelSpec.backend``): :class:`RecordingBacke
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -73,6 +76,27 @@ class RecordingBackend(QwenAwqChatBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         RecordingBackend.instances.append(self)
+
+
+@contextlib.contextmanager
+def paused_decode_steps(engine: Any, pause_s: float) -> Iterator[None]:
+    """Sleep ``pause_s`` after every decode step of ``engine`` (a loaded :class:`Engine`) inside.
+
+    The tiny model writes ~1,000 tokens a second: on a busy machine a long answer can end before a
+    test's client has read its first lines. Tests of disconnects and cancellation slow it down so
+    that the generation is still running when they act, however loaded the machine is.
+    """
+    decode = engine._decode
+
+    def paused() -> None:
+        decode()
+        time.sleep(pause_s)
+
+    engine._decode = paused  # the engine's thread looks the method up on every turn
+    try:
+        yield
+    finally:
+        del engine._decode
 
 
 def greedy_generate_kwargs(backend: Any, ids: torch.Tensor) -> dict[str, Any]:

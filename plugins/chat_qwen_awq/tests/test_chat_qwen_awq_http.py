@@ -14,7 +14,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from chat_qwen_awq.testing import MODEL_ID, RecordingBackend, RecordingPlugin, tiny_config
+from chat_qwen_awq.testing import MODEL_ID, RecordingBackend, RecordingPlugin, paused_decode_steps, tiny_config
 from host.app import create_app
 from host.testing.pytest_plugin import CPU_ONLY
 from host.testing.server import serve_in_thread
@@ -174,6 +174,9 @@ async def test_two_concurrent_streams_both_progress(server: str) -> None:
 
 
 def test_disconnect_stops_generation_and_frees_the_lease(server: str) -> None:
+    with httpx.Client(timeout=30) as http:  # load the model, so that its engine can be slowed down
+        warm = {"model": MODEL_ID, "messages": messages(), "max_tokens": 1}
+        assert http.post(f"{server}/v1/chat/completions", json=warm).status_code == 200
     backend = served_backend()
     body = {
         "model": MODEL_ID,
@@ -183,7 +186,7 @@ def test_disconnect_stops_generation_and_frees_the_lease(server: str) -> None:
         "stream": True,
         "repetition_penalty": 1.0,
     }
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30) as http, paused_decode_steps(backend.engine, 0.005):  # 1,900 steps: ~10 s
         with http.stream("POST", f"{server}/v1/chat/completions", json=body) as response:
             assert response.status_code == 200
             data = []

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from chat_qwen_awq import fairness
-from chat_qwen_awq.testing import MODEL_ID, RecordingBackend, RecordingPlugin, tiny_config
+from chat_qwen_awq.testing import MODEL_ID, RecordingBackend, RecordingPlugin, paused_decode_steps, tiny_config
 from host.app import create_app
 from host.testing.pytest_plugin import CPU_ONLY
 from host.testing.server import serve_in_thread
@@ -97,8 +97,9 @@ def _send_and_vanish(server: str, body: dict[str, Any]) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_vanished_client_cancels_its_generation(server: str, stream: bool) -> None:
     steps = _backend().engine.stats.steps
-    _send_and_vanish(server, _body(max_tokens=1400, stream=stream))
-    waited, status = _wait_idle(server, 10)
+    with paused_decode_steps(_backend().engine, 0.003):  # 1,400 steps take >= 4 s however fast the machine
+        _send_and_vanish(server, _body(max_tokens=1400, stream=stream))
+        waited, status = _wait_idle(server, 10)
     assert status["in_flight"] == 0 and _backend().engine.active() == 0
     assert waited < 2.0, f"generation went on {waited:.1f} s after the client left"
     assert _backend().engine.stats.steps - steps < 1400
