@@ -23,17 +23,14 @@ second replica competes with the ingress, the proxy and the client for the same 
 
 from __future__ import annotations
 
-import os
+from one_thread import pin_to_one_thread  # bench/one_thread.py: the script's own folder is on sys.path
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ[_var] = "1"
-os.environ["TOKENIZERS_PARALLELISM"] = "false"
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+pin_to_one_thread()  # before torch is imported
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
