@@ -144,7 +144,7 @@ def load_in_process(path: Path, args: argparse.Namespace) -> Any:
     import embed_qwen3
     from embed_qwen3.backend import Qwen3EmbeddingBackend
     from host.config import config_from_dict
-    from host.spec import Grant, PlacementKind
+    from host.contract.spec import Grant, PlacementKind
 
     spec = embed_qwen3.declare(
         config_from_dict({"models": {MODEL: {"weights": str(path), "options": model_options(args)}}})
@@ -161,7 +161,7 @@ def measure_limit(backend: Any, texts: list[str], args: argparse.Namespace) -> l
     than a pass (``--overhead``, the server's rule); the faster one is the limit.
     """
     from embed_qwen3.backend import EmbedInput
-    from host.batching import cut_batches
+    from host.toolkit.batcher import cut_batches
 
     prepared = backend.prepare([EmbedInput(i, t, None, None, False) for i, t in enumerate(texts)])
     ordered = sorted(prepared, key=len)
@@ -205,8 +205,8 @@ def serve(args: argparse.Namespace) -> None:
     import embed_qwen3
     from host.app import create_app
     from host.config import config_from_dict
+    from host.contract.spec import GiB
     from host.scheduling.policy import Budgets
-    from host.spec import GiB
 
     torch.set_num_threads(1)
     config = config_from_dict(

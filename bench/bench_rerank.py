@@ -51,12 +51,12 @@ sys.path.insert(0, str(REPO))
 
 
 import rerank_qwen3  # noqa: E402
-from host.batching import cut_batches  # noqa: E402
 from host.config import config_from_dict  # noqa: E402
+from host.contract.domain import RerankRequest  # noqa: E402
+from host.contract.spec import GiB, Grant, PlacementKind  # noqa: E402
 from host.demo.shapes import QWEN3_0_6B_SHAPE  # noqa: E402
-from host.domain import RerankRequest  # noqa: E402
 from host.scheduling.policy import Budgets  # noqa: E402
-from host.spec import GiB, Grant, PlacementKind  # noqa: E402
+from host.toolkit.batcher import cut_batches  # noqa: E402
 from rerank_qwen3.backend import Qwen3RerankerBackend  # noqa: E402
 from rerank_qwen3.demo import TINY  # noqa: E402
 from rerank_qwen3.testing import Recipe  # noqa: E402 - the publisher's recipe, as the tests use it
@@ -269,7 +269,7 @@ def limit(
     The batches run through the backend's own scoring (``run``: with ``share_prefix``, each
     request's prefix once, then the rest of the pairs), starting from an empty prefix cache; rows
     are sorted by the backend's ``length`` (the tokens a row runs in the batch) and cut as the
-    batcher cuts them (:func:`host.batching.cut_batches` under the backend's ``batch_cost``).
+    batcher cuts them (:func:`host.toolkit.batcher.cut_batches` under the backend's ``batch_cost``).
     """
     assert backend.encoder is not None
     rows = [

@@ -23,11 +23,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from host.contract.spec import GiB, Grant, PlacementKind, Task
 from host.plugins import make_plugin_manager
 from host.registry import build_registry
 from host.scheduling.policy import Budgets
 from host.scheduling.scheduler import Scheduler
-from host.spec import GiB, Grant, PlacementKind, Task
 from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.pytest_plugin import make_config
 
@@ -73,7 +73,7 @@ def readmission(shape_name: str, repeats: int = 3) -> tuple[float, float]:
     import torch
 
     from embed_qwen3.demo import TINY
-    from host.backend import import_backend
+    from host.contract.backend import import_backend
     from host.demo.shapes import QWEN3_0_6B_SHAPE, TINY_QWEN3
 
     torch.set_num_threads(1)

@@ -14,12 +14,9 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.datastructures import State
 
-from host import request_id, shutdown
 from host.config import HostConfig, load_config, parse_bytes
-from host.disconnect import DisconnectGuard
-from host.edge import Edge
+from host.contract import request_id
 from host.metrics import Metrics
-from host.openapi import OPENAPI
 from host.plugins import make_plugin_manager
 from host.registry import build_registry
 from host.routes import ROUTES
@@ -29,7 +26,11 @@ from host.scheduling.budgets import resolve_budgets
 from host.scheduling.policy import Budgets
 from host.scheduling.pool import ModelPool, PoolFactory
 from host.scheduling.scheduler import Scheduler
-from host.security import EdgePolicy, cors_config
+from host.server import shutdown
+from host.server.disconnect import DisconnectGuard
+from host.server.edge import Edge
+from host.server.openapi import OPENAPI
+from host.server.security import EdgePolicy, cors_config
 
 log = logging.getLogger("plughost")
 

@@ -1,7 +1,7 @@
 """The ``plughost`` console script.
 
 ``plughost`` alone (or ``plughost serve [--host H] [--port P]``) serves ``create_app()`` with
-uvicorn under plughost's connection limits (:mod:`host.runner`: header and keep-alive deadlines),
+uvicorn under plughost's connection limits (:mod:`host.server.runner`: header and keep-alive deadlines),
 bound to ``server.host``:``server.port`` of the config (127.0.0.1:15530) unless the flags say
 otherwise. Any other arguments go to the Litestar CLI unchanged (``plughost run --reload`` for
 development, ``plughost routes``), with ``LITESTAR_APP`` and the bind address set from the config;
@@ -38,7 +38,7 @@ def serve(config: HostConfig, argv: list[str]) -> None:
     import uvicorn
 
     from host.app import create_app
-    from host.runner import uvicorn_config
+    from host.server.runner import uvicorn_config
 
     parser = argparse.ArgumentParser(prog="plughost serve", description="Serve the configured models.")
     parser.add_argument("--host", default=config.server.host, help="bind address (default: server.host)")

@@ -1,7 +1,7 @@
 """What a declared model asks of a Ray Serve cluster, computed from its declaration.
 
 Pure functions, no ray import (``host.ray`` applies them): the replica's resource request and
-:class:`~host.spec.Grant` from the plugin's placements, the deployment options from
+:class:`~host.contract.spec.Grant` from the plugin's placements, the deployment options from
 ``plugins.yaml``, and the ``GET /v1/models`` state from Serve's replica states.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 import msgspec
 
 from host.config import ConfigError, HostConfig
+from host.contract.spec import Grant, ModelSpec, Placement, PlacementKind
 from host.registry import RegisteredModel
 from host.scheduling.status import ModelState
-from host.spec import Grant, ModelSpec, Placement, PlacementKind
 
 #: Requests one model replica works on at once: the backends batch concurrent requests, so a
 #: replica takes many (Serve's default, 5, would starve the batchers). Override per deployment

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 import yaml
 
-from host.errors import parse_msgspec_error
-from host.spec import Options, PlacementKind
+from host.contract.errors import parse_msgspec_error
+from host.contract.spec import Options, PlacementKind
 
 OptionsT = TypeVar("OptionsT", bound=Options)
 
@@ -148,7 +148,7 @@ class ModelConfig(Strict):
     """``models.<id>:`` per-model overrides of what the plugin declared.
 
     ``plugin`` asks a plugin that serves several sizes of a family (``embed_qwen3``) to declare this
-    id as well; ``options`` are converted into the plugin's :class:`host.spec.Options`.
+    id as well; ``options`` are converted into the plugin's :class:`host.contract.spec.Options`.
 
     ``replicas`` and ``autoscaling`` apply on Ray Serve only (``host.ray``); one machine ignores them.
     """

@@ -3,7 +3,7 @@
 Every app has its own ``CollectorRegistry`` (never prometheus-client's process-global default),
 so two apps in one process never clash. Three kinds of figures:
 
-- counted at the HTTP edge (:mod:`host.edge`): requests and latency per route, method and status;
+- counted at the HTTP edge (:mod:`host.server.edge`): requests and latency per route, method and status;
 - observed where they happen, through :class:`Observer` methods that the scheduler and the routes
   call: model transitions (load, reload from host RAM, offload, unload, eviction) with their
   durations, prompt and generated tokens, time to first token;
@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from host.backend import Batching
+from host.contract.backend import Batching
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -105,7 +105,7 @@ class Metrics:
 
     def watch(self, scheduler: Any) -> None:
         """Export the scheduler's per-model gauges (``snapshot()``) and its loaded backends' batch
-        counters (``backend_of(id)``, for backends that implement ``host.backend.Batching``)."""
+        counters (``backend_of(id)``, for backends that implement ``host.contract.backend.Batching``)."""
         self.registry.register(_SchedulerCollector(scheduler))
 
     def render(self) -> bytes:

@@ -26,8 +26,8 @@ from types import ModuleType
 
 import pluggy
 
-from host import hookspecs
 from host.config import HostConfig
+from host.contract import hookspecs
 
 log = logging.getLogger("plughost.plugins")
 

@@ -23,17 +23,17 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from host.app import create_app
-from host.backend import Backend, load_backend
 from host.cluster import INGRESS_CPUS, INGRESS_MAX_ONGOING, ReplicaPlan, deployment_options, model_state, replica_plan
 from host.config import HostConfig, load_config
-from host.domain import ChatDelta, ChatRequest, EmbeddingRequest, EmbeddingResult, RerankRequest, RerankResult
-from host.errors import BackendError, Conflict, ModelLoadFailed, PlughostError, QueueFull, ShuttingDown
+from host.contract.backend import Backend, load_backend
+from host.contract.domain import ChatDelta, ChatRequest, EmbeddingRequest, EmbeddingResult, RerankRequest, RerankResult
+from host.contract.errors import BackendError, Conflict, ModelLoadFailed, PlughostError, QueueFull, ShuttingDown
+from host.contract.spec import Grant, Task
 from host.plugins import make_plugin_manager
 from host.registry import ModelRegistry, build_registry
 from host.scheduling.budgets import resolve_budgets
 from host.scheduling.lease import Lease
 from host.scheduling.status import ModelState, ModelStatus
-from host.spec import Grant, Task
 
 log = logging.getLogger("plughost.ray")
 

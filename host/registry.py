@@ -10,11 +10,11 @@ import msgspec
 import pluggy
 
 from host.config import ConfigError, HostConfig
+from host.contract.errors import ModelNotFound, WrongTask
+from host.contract.spec import ModelSpec, Options, Task
 from host.demo import demo_weights
-from host.errors import ModelNotFound, WrongTask
 from host.plugins import PluginError
-from host.spec import ModelSpec, Options, Task
-from host.weights import weights_on_disk, weights_problem
+from host.toolkit.weights import weights_on_disk, weights_problem
 
 log = logging.getLogger("plughost.registry")
 

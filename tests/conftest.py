@@ -23,7 +23,7 @@ from litestar.testing import TestClient
 
 from host.app import create_app
 from host.config import ServerConfig
-from host.spec import Task
+from host.contract.spec import Task
 from host.testing.fakes import FakePlugin, failing_chat_spec, fake_spec
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 

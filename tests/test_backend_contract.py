@@ -1,4 +1,4 @@
-"""Admission checks a backend class against its task's protocol (host.backend.check_backend)."""
+"""Admission checks a backend class against its task's protocol (host.contract.backend.check_backend)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from litestar.testing import TestClient
 
 from host.app import create_app
-from host.backend import BackendContractError, check_backend
-from host.domain import ChatDelta, ChatRequest, EmbeddingRequest, EmbeddingResult
-from host.spec import Task
+from host.contract.backend import BackendContractError, check_backend
+from host.contract.domain import ChatDelta, ChatRequest, EmbeddingRequest, EmbeddingResult
+from host.contract.spec import Task
 from host.testing.fakes import FakeBackend, FakeChatBackend, FakeEmbeddingBackend, FakePlugin, fake_spec
 from host.testing.http import CHAT, EMBED, assert_error
 from host.testing.pytest_plugin import CPU_ONLY, make_config

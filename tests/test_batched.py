@@ -1,4 +1,4 @@
-"""The batched-backend base (host.batched) with a pure-Python plugin: permit, errors, budgets."""
+"""The batched-backend base (host.toolkit.batched) with a pure-Python plugin: permit, errors, budgets."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from host.batched import BatchBudgets, BatchedBackend, ModelNotLoaded
-from host.batching import BatcherClosed
-from host.errors import BackendError, InvalidRequest
-from host.spec import Grant, PlacementKind, Task
+from host.contract.errors import BackendError, InvalidRequest
+from host.contract.spec import Grant, PlacementKind, Task
 from host.testing.fakes import fake_spec
+from host.toolkit.batched import BatchBudgets, BatchedBackend, ModelNotLoaded
+from host.toolkit.batcher import BatcherClosed
 
 CPU = Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=1 << 30)
 GPU = Grant(placement=PlacementKind.GPU, device="cuda:0", gpu_bytes=1 << 30, host_bytes=0)
@@ -193,7 +193,7 @@ async def test_unload_waits_for_the_running_batch() -> None:
 
 
 def test_the_host_core_stays_torch_free_at_import() -> None:
-    """Only backends import host.torch_utils: every other host module loads without torch."""
+    """Only backends import host.toolkit.torch_utils: every other host module loads without torch."""
     import pkgutil
     import subprocess
     import sys
@@ -203,7 +203,7 @@ def test_the_host_core_stays_torch_free_at_import() -> None:
     modules = sorted(
         m.name
         for m in pkgutil.walk_packages(host.__path__, "host.")
-        if m.name != "host.torch_utils" and not m.name.startswith("host.testing")
+        if m.name != "host.toolkit.torch_utils" and not m.name.startswith("host.testing")
     )
     code = f"import sys; [__import__(m) for m in {modules!r}]; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -48,7 +48,7 @@ def test_plain_plughost_serves_with_the_connection_limits(tmp_path: Path, monkey
     Litestar's ``run`` cannot set (issue 12, finding 6), bound as the config or the flags say."""
     import uvicorn
 
-    from host.runner import HeaderTimeoutH11Protocol
+    from host.server.runner import HeaderTimeoutH11Protocol
 
     config = tmp_path / "plugins.yaml"
     config.write_text("server:\n  host: 0.0.0.0\n  port: 16000\n  header_timeout_s: 3\nplugins:\n  paths: []\n")

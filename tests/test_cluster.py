@@ -18,9 +18,9 @@ from host.cluster import (
     replica_plan,
 )
 from host.config import ConfigError, config_from_dict
+from host.contract.spec import GiB, MiB, ModelSpec, Placement, PlacementKind, Task
 from host.registry import RegisteredModel
 from host.scheduling.status import ModelState
-from host.spec import GiB, MiB, ModelSpec, Placement, PlacementKind, Task
 
 GPU = Placement(kind=PlacementKind.GPU, gpu_bytes=2 * GiB, host_bytes=256 * MiB)
 HYBRID = Placement(kind=PlacementKind.HYBRID, gpu_bytes=1 * GiB, host_bytes=256 * MiB, flexible_bytes=10 * GiB)
@@ -168,7 +168,7 @@ async def test_a_request_whose_replica_died_is_sent_again() -> None:
     handle = ScriptedHandle(ActorDiedError(), "vectors")
     assert await RemoteBackend("m", handle).embed(None) == "vectors" and handle.calls == 2  # type: ignore[arg-type]
 
-    from host.errors import ModelLoadFailed
+    from host.contract.errors import ModelLoadFailed
 
     dead = ScriptedHandle(*[ActorDiedError() for _ in range(RETRIES + 1)])
     with pytest.raises(ModelLoadFailed, match="replicas kept dying"):
@@ -180,7 +180,7 @@ def test_handle_failures_become_plughost_errors() -> None:
     from ray.exceptions import RayTaskError
     from ray.serve.exceptions import BackPressureError
 
-    from host.errors import BackendError, InvalidRequest, QueueFull
+    from host.contract.errors import BackendError, InvalidRequest, QueueFull
     from host.ray import _client_error
 
     verdict = InvalidRequest("too long", param="messages", code="context_length_exceeded")

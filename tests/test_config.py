@@ -12,9 +12,9 @@ import pytest
 
 from host import hookimpl
 from host.config import CONFIG_ENV, ConfigError, HostConfig, config_from_dict, load_config, parse_bytes
+from host.contract.spec import GiB, ModelSpec, Options, Placement, PlacementKind, Task
 from host.plugins import PluginError, make_plugin_manager
 from host.registry import ModelRegistry, build_registry
-from host.spec import GiB, ModelSpec, Options, Placement, PlacementKind, Task
 from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.pytest_plugin import make_config
 

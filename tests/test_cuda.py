@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from host.app import create_app
+from host.contract.spec import GiB
 from host.scheduling.budgets import detect_gpus, resolve_budgets
 from host.scheduling.policy import Budgets
-from host.spec import GiB
 from host.testing.pytest_plugin import make_config
 from host.testing.server import serve_in_thread
 

@@ -81,8 +81,8 @@ def test_module_import_is_cheap() -> None:
     import sys
 
     code = (
-        "import sys, host.spec; before = set(sys.modules); import host.demo, host.weights, chat_qwen_awq.demo, "
-        "embed_qwen3.demo, rerank_qwen3.demo, chat_qwen_awq, embed_qwen3, rerank_qwen3; "
+        "import sys, host.contract.spec; before = set(sys.modules); import host.sdk, host.demo, host.toolkit.weights, "
+        "chat_qwen_awq.demo, embed_qwen3.demo, rerank_qwen3.demo, chat_qwen_awq, embed_qwen3, rerank_qwen3; "
         "heavy = ('torch', 'transformers', 'tokenizers', 'safetensors', 'awq'); "
         "bad = [m for m in set(sys.modules) - before if m.split('.')[0] in heavy]; "
         "assert not bad, bad"

@@ -7,9 +7,9 @@ import logging
 import msgspec
 import pytest
 
+from host.contract.spec import Task
 from host.plugins import make_plugin_manager
 from host.registry import DEMO_NOTE, build_registry
-from host.spec import Task
 from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.pytest_plugin import make_config
 

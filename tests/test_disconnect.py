@@ -1,6 +1,6 @@
 """Issue 12, finding 1: a client that goes away cancels its request wherever it is.
 
-The ASGI guard (:mod:`host.disconnect`) cancels a handler whose client disconnected before the
+The ASGI guard (:mod:`host.server.disconnect`) cancels a handler whose client disconnected before the
 response started: a request waiting for its model stops waiting, a plain (not streamed)
 generation stops. Real uvicorn on loopback, raw sockets that send a request and close.
 """
@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from host.app import create_app
-from host.spec import Task
+from host.contract.spec import Task
 from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 from host.testing.server import serve_in_thread

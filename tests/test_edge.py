@@ -19,14 +19,14 @@ from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from host.app import create_app
-from host.domain import ChatDelta, ChatRequest
-from host.errors import BackendError, InvalidRequest, decode_body
+from host.contract.domain import ChatDelta, ChatRequest
+from host.contract.errors import BackendError, InvalidRequest, decode_body
+from host.contract.spec import Grant, Task
 from host.protocol.chat import ChatCompletionRequest
 from host.protocol.completions import CompletionRequest
 from host.protocol.embeddings import EmbeddingsRequest
 from host.protocol.rerank import RerankBody
-from host.security import EdgePolicy
-from host.spec import Grant, Task
+from host.server.security import EdgePolicy
 from host.testing.fakes import FakeChatBackend, FakeEmbeddingBackend, FakePlugin, fake_spec
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 from host.testing.server import serve_in_thread

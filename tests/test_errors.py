@@ -1,4 +1,4 @@
-"""The error edge (host/routes/errors.py) and the one msgspec error parser (host/errors.py)."""
+"""The error edge (host/routes/errors.py) and the one msgspec error parser (host/contract/errors.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 
-from host.errors import parse_msgspec_error
+from host.contract.errors import parse_msgspec_error
 from host.routes.errors import error_response, from_http_exception
 
 

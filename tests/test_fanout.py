@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from host.domain import ChatDelta
+from host.contract.domain import ChatDelta
 from host.serving.fanout import merge_deltas
 
 

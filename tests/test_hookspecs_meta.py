@@ -1,4 +1,4 @@
-"""Meta-tests: every hook in ``host.hookspecs`` is documented and tested (datasette's pattern).
+"""Meta-tests: every hook in ``host.contract.hookspecs`` is documented and tested (datasette's pattern).
 
 A hook counts as documented when its docstring has a summary, a ``:param <name>:`` line for
 each argument and a ``:return:`` line; it counts as tested when its name appears in a test
@@ -16,7 +16,7 @@ from typing import Any
 import pluggy
 import pytest
 
-from host import hookspecs
+from host.contract import hookspecs
 from host.plugins import PROJECT
 
 TESTS = Path(__file__).parent
@@ -63,7 +63,7 @@ HOOKS = hookspecs_of(hookspecs)
 
 
 def test_hookspecs_are_found() -> None:
-    assert HOOKS, "no hookspec found in host.hookspecs: the meta-tests below would pass vacuously"
+    assert HOOKS, "no hookspec found in host.contract.hookspecs: the meta-tests below would pass vacuously"
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     assert set(HOOKS) == {name for name in dir(pm.hook) if not name.startswith("_")}
@@ -71,7 +71,7 @@ def test_hookspecs_are_found() -> None:
 
 @pytest.mark.parametrize("name", sorted(HOOKS))
 def test_hook_is_documented(name: str) -> None:
-    assert doc_problems(HOOKS[name]) == [], f"hookspec {name!r} in host/hookspecs.py is not fully documented"
+    assert doc_problems(HOOKS[name]) == [], f"hookspec {name!r} in host/contract/hookspecs.py is not fully documented"
 
 
 @pytest.mark.parametrize("name", sorted(HOOKS))

@@ -9,7 +9,7 @@ from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from host.app import create_app
-from host.spec import GiB, Task
+from host.contract.spec import GiB, Task
 from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 

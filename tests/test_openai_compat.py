@@ -16,9 +16,9 @@ import pytest
 from openai import OpenAI
 
 from host.app import create_app
-from host.domain import ChatDelta, ChatRequest
-from host.errors import InvalidRequest
-from host.spec import Task
+from host.contract.domain import ChatDelta, ChatRequest
+from host.contract.errors import InvalidRequest
+from host.contract.spec import Task
 from host.testing.fakes import FakeBackend, FakePlugin, fake_spec
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 from host.testing.server import serve_in_thread

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from host.app import create_app
-from host.spec import Task
+from host.contract.spec import Task
 from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 from host.testing.server import serve_in_thread

@@ -21,9 +21,9 @@ from litestar.testing import TestClient
 from host import hookimpl
 from host.app import create_app
 from host.config import HostConfig
+from host.contract.spec import ModelSpec, Task
 from host.plugins import ENTRYPOINT_GROUP, PluginError, make_plugin_manager
 from host.registry import ModelRegistry, build_registry
-from host.spec import ModelSpec, Task
 from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 
@@ -38,7 +38,7 @@ def plugin_source(*model_ids: str, task: str = "CHAT", aliases: tuple[str, ...] 
     specs = ", ".join(f"fake_spec({mid!r}, Task.{task}, aliases={aliases!r})" for mid in model_ids)
     return f"""
         from host import hookimpl
-        from host.spec import Task
+        from host.contract.spec import Task
         from host.testing.fakes import fake_spec
 
 
@@ -264,7 +264,7 @@ def test_hook_may_take_fewer_arguments_than_the_spec(write_plugin: WritePlugin) 
         "pfold_noargs",
         """
         from host import hookimpl
-        from host.spec import Task
+        from host.contract.spec import Task
         from host.testing.fakes import fake_spec
 
 
@@ -338,7 +338,7 @@ def test_register_models_receives_the_config(write_plugin: WritePlugin) -> None:
         "pfold_cfg",
         """
         from host import hookimpl
-        from host.spec import Task
+        from host.contract.spec import Task
         from host.testing.fakes import fake_spec
 
 

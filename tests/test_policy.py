@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from host.contract.spec import GiB, Placement, PlacementKind, Task
 from host.scheduling.policy import (
     Admit,
     Budgets,
@@ -15,7 +16,6 @@ from host.scheduling.policy import (
     Want,
     plan,
 )
-from host.spec import GiB, Placement, PlacementKind, Task
 
 GPU, HYB, CPU = PlacementKind.GPU, PlacementKind.HYBRID, PlacementKind.CPU
 R = ResidentState

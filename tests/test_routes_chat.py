@@ -10,8 +10,8 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from host.domain import ChatRequest
-from host.spec import Task
+from host.contract.domain import ChatRequest
+from host.contract.spec import Task
 from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.http import CHAT, asgi_post_scope, assert_error, sse_events
 

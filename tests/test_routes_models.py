@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 from litestar.testing import TestClient
 
-from host.spec import Task
+from host.contract.spec import Task
 from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.http import CHAT, EMBED, assert_error
 

@@ -8,13 +8,20 @@ import random
 import httpx
 import pytest
 
-from host.errors import AdmissionTimeout, Conflict, InsufficientMemory, ModelLoadFailed, QueueFull, ShuttingDown
+from host.contract.errors import (
+    AdmissionTimeout,
+    Conflict,
+    InsufficientMemory,
+    ModelLoadFailed,
+    QueueFull,
+    ShuttingDown,
+)
+from host.contract.spec import GiB, Placement, PlacementKind, Task
 from host.plugins import make_plugin_manager
 from host.registry import build_registry
 from host.scheduling.policy import Budgets
 from host.scheduling.scheduler import Scheduler
 from host.scheduling.status import ModelState
-from host.spec import GiB, Placement, PlacementKind, Task
 from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.pytest_plugin import make_config
 from host.testing.server import serve_in_thread

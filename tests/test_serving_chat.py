@@ -20,8 +20,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from host.app import create_app
-from host.domain import ChatDelta, ChatRequest
-from host.spec import Task
+from host.contract.domain import ChatDelta, ChatRequest
+from host.contract.spec import Task
 from host.testing.fakes import FakeBackend, FakePlugin, fake_spec
 from host.testing.http import CHAT, asgi_post_scope
 from host.testing.pytest_plugin import CPU_ONLY, make_config

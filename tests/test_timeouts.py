@@ -1,6 +1,6 @@
 """Finding 6: half-open connections must not stay open forever.
 
-A real uvicorn server (``host.runner``: plughost's protocol and limits) on loopback, driven with raw
+A real uvicorn server (``host.server.runner``: plughost's protocol and limits) on loopback, driven with raw
 sockets: connections that send nothing or half a request are closed once ``header_timeout_s`` has
 passed, a body that stops arriving gets a 408 after ``body_timeout_s``, and normal requests are
 served all along.
@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from host.app import create_app
-from host.runner import uvicorn_config
+from host.server.runner import uvicorn_config
 from host.testing.fakes import FakePlugin
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 from host.testing.server import free_port

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from host.domain import ChatMessage, ChatRequest
-from host.errors import InvalidRequest
+from host.contract.domain import ChatMessage, ChatRequest
+from host.contract.errors import InvalidRequest
 from host.protocol.common import GenerationRequest
 from host.protocol.tools import (
     MAX_TOP_LOGPROBS,

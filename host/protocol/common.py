@@ -7,8 +7,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from host.domain import SamplingParams
-from host.errors import InvalidRequest
+from host.contract.domain import SamplingParams
+from host.contract.errors import InvalidRequest
 
 
 class WireRequest(msgspec.Struct, kw_only=True):

@@ -11,8 +11,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from host.domain import ChatRequest, TokenLogprob
-from host.errors import InvalidRequest
+from host.contract.domain import ChatRequest, TokenLogprob
+from host.contract.errors import InvalidRequest
 from host.protocol.chat import ChatUsage
 from host.protocol.common import GenerationRequest
 from host.protocol.tools import MAX_TOP_LOGPROBS

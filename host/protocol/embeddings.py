@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from host.domain import EmbeddingRequest
-from host.errors import InvalidRequest
+from host.contract.domain import EmbeddingRequest
+from host.contract.errors import InvalidRequest
 from host.protocol.common import WireRequest
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from host.domain import RerankRequest
-from host.errors import InvalidRequest
+from host.contract.domain import RerankRequest
+from host.contract.errors import InvalidRequest
 from host.protocol.common import WireRequest
 
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from host.domain import OutputFormat, TokenLogprob, Tool, ToolCall, ToolChoice
-from host.errors import InvalidRequest
+from host.contract.domain import OutputFormat, TokenLogprob, Tool, ToolCall, ToolChoice
+from host.contract.errors import InvalidRequest
 
 #: OpenAI's rule for function names.
 FunctionName = Annotated[str, Meta(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]

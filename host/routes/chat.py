@@ -10,15 +10,15 @@ from litestar.background_tasks import BackgroundTask
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from host.domain import ChatRequest
+from host.contract.domain import ChatRequest
+from host.contract.spec import Task
 from host.metrics import Observer
-from host.openapi import MODEL_ERRORS, WireBody
 from host.protocol.chat import ChatCompletion, ChatCompletionRequest, ChatUsage
 from host.routes.deps import ConfigDep, MetricsDep, SchedulerDep
 from host.scheduling.pool import ModelPool
+from host.server.openapi import MODEL_ERRORS, WireBody
 from host.serving.chat import ChatStream, complete, nth_choice
-from host.spec import Task
-from host.waiting import open_stream
+from host.serving.waiting import open_stream
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 

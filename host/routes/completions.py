@@ -10,13 +10,13 @@ from litestar.background_tasks import BackgroundTask
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from host.openapi import MODEL_ERRORS, WireBody
+from host.contract.spec import Task
 from host.protocol.chat import ChatUsage
 from host.protocol.completions import Completion, CompletionChoice, CompletionRequest, legacy_logprobs
 from host.routes.deps import SchedulerDep
+from host.server.openapi import MODEL_ERRORS, WireBody
 from host.serving.chat import ChatStream, complete_all, nth_choice
 from host.serving.completions import completion_events
-from host.spec import Task
 
 
 @post(

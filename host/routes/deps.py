@@ -11,7 +11,7 @@ import time
 from litestar.di import NamedDependency, Provide
 
 from host.config import HostConfig
-from host.errors import ShuttingDown
+from host.contract.errors import ShuttingDown
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool

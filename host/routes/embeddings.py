@@ -8,10 +8,10 @@ import numpy as np
 from litestar import post
 from litestar.params import JSONBody
 
-from host.openapi import MODEL_ERRORS, WireBody
+from host.contract.spec import Task
 from host.protocol.embeddings import EmbeddingData, EmbeddingsRequest, EmbeddingsResponse, EmbeddingUsage
 from host.routes.deps import ConfigDep, MetricsDep, SchedulerDep
-from host.spec import Task
+from host.server.openapi import MODEL_ERRORS, WireBody
 
 
 @post("/v1/embeddings", status_code=200, dto=WireBody[EmbeddingsRequest], return_dto=None, responses=MODEL_ERRORS)

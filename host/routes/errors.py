@@ -13,8 +13,8 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
-from host import request_id
-from host.errors import (
+from host.contract import request_id
+from host.contract.errors import (
     ErrorEnvelope,
     HttpError,
     InvalidRequest,
@@ -25,7 +25,7 @@ from host.errors import (
     for_client,
     internal_error_message,
 )
-from host.openapi import body_error
+from host.server.openapi import body_error
 
 log = logging.getLogger("plughost")
 

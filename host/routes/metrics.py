@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Response, get
 
-from host.errors import NotFound
+from host.contract.errors import NotFound
 from host.metrics import CONTENT_TYPE, Metrics
 from host.routes.deps import MetricsDep
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from litestar import Response, get, post
 from litestar.params import FromPath
 
-from host.errors import NotFound
-from host.openapi import COMMON_ERRORS, MANAGE_ERRORS
+from host.contract.errors import NotFound
 from host.protocol.models import Health, ModelCard, ModelList
 from host.registry import RegisteredModel
 from host.routes.deps import RegistryDep, SchedulerDep, StartedDep
 from host.scheduling.pool import ModelPool
 from host.scheduling.status import ModelState
+from host.server.openapi import COMMON_ERRORS, MANAGE_ERRORS
 
 
 def _card(model: RegisteredModel, scheduler: ModelPool, started: int) -> ModelCard:

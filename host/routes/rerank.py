@@ -7,10 +7,10 @@ import uuid
 from litestar import post
 from litestar.params import JSONBody
 
-from host.openapi import MODEL_ERRORS, WireBody
+from host.contract.spec import Task
 from host.protocol.rerank import RerankBody, RerankResponse, RerankResultItem, RerankUsage
 from host.routes.deps import ConfigDep, MetricsDep, SchedulerDep
-from host.spec import Task
+from host.server.openapi import MODEL_ERRORS, WireBody
 
 
 @post(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from host.backend import Backend
+from host.contract.backend import Backend
 from host.registry import RegisteredModel
 
 B_co = TypeVar("B_co", bound=Backend, covariant=True)
@@ -16,7 +16,7 @@ class Lease(Generic[B_co]):
 
     ``backend`` is typed by the task the lease was acquired for (``Lease[ChatBackend]``);
     admission checked that the backend class implements that task's protocol
-    (:func:`host.backend.check_backend`). Leases are made by :meth:`Scheduler.acquire`.
+    (:func:`host.contract.backend.check_backend`). Leases are made by :meth:`Scheduler.acquire`.
     """
 
     __slots__ = ("_on_release", "_released", "backend", "model")

@@ -20,7 +20,7 @@ import enum
 
 import msgspec
 
-from host.spec import GiB, Placement, PlacementKind, Task
+from host.contract.spec import GiB, Placement, PlacementKind, Task
 
 
 class ResidentState(enum.StrEnum):

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal, Protocol, overload, runtime_checkable
 
-from host.backend import Backend, ChatBackend, EmbeddingBackend, RerankBackend
+from host.contract.backend import Backend, ChatBackend, EmbeddingBackend, RerankBackend
+from host.contract.spec import Task
 from host.registry import ModelRegistry
 from host.scheduling.lease import Lease
 from host.scheduling.status import ModelStatus
-from host.spec import Task
 
 
 @runtime_checkable  # Litestar checks a dependency's value against its declared type

@@ -20,7 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, overload
 
-from host.backend import (
+from host.config import SchedulerConfig
+from host.contract.backend import (
     Backend,
     ChatBackend,
     EmbeddingBackend,
@@ -28,8 +29,7 @@ from host.backend import (
     RerankBackend,
     load_backend,
 )
-from host.config import SchedulerConfig
-from host.errors import (
+from host.contract.errors import (
     AdmissionTimeout,
     Conflict,
     InsufficientMemory,
@@ -37,6 +37,7 @@ from host.errors import (
     QueueFull,
     ShuttingDown,
 )
+from host.contract.spec import Grant, PlacementKind, Task
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry, RegisteredModel
 from host.scheduling.lease import Lease
@@ -53,8 +54,7 @@ from host.scheduling.policy import (
     plan,
 )
 from host.scheduling.status import ModelState, ModelStatus
-from host.spec import Grant, PlacementKind, Task
-from host.weights import WeightsError
+from host.toolkit.weights import WeightsError
 
 log = logging.getLogger("plughost.scheduler")
 

@@ -9,7 +9,7 @@ import enum
 
 import msgspec
 
-from host.spec import PlacementKind, Task
+from host.contract.spec import PlacementKind, Task
 
 
 class ModelState(enum.StrEnum):

@@ -17,10 +17,10 @@ from typing import Any
 
 import msgspec
 
-from host import request_id
-from host.backend import ChatBackend
-from host.domain import ChatDelta, ChatRequest
-from host.errors import BackendError, PlughostError, for_client, internal_error_message
+from host.contract import request_id
+from host.contract.backend import ChatBackend
+from host.contract.domain import ChatDelta, ChatRequest
+from host.contract.errors import BackendError, PlughostError, for_client, internal_error_message
 from host.metrics import NO_METRICS, Observer
 from host.protocol.chat import ChatCompletionChunk, ChatUsage, ChunkChoice, Delta
 from host.protocol.tools import ChoiceLogprobs

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
-from host import request_id
-from host.errors import BackendError, PlughostError, for_client, internal_error_message
+from host.contract import request_id
+from host.contract.errors import BackendError, PlughostError, for_client, internal_error_message
 from host.protocol.chat import ChatUsage
 from host.protocol.completions import Completion, CompletionChoice, legacy_logprobs
 from host.serving.chat import ChatStream, event

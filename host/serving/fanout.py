@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from host.domain import ChatDelta
+from host.contract.domain import ChatDelta
 
 _DONE = object()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from host.domain import ChatDelta, TokenLogprob, ToolCall
+from host.contract.domain import ChatDelta, TokenLogprob, ToolCall
 from host.protocol.chat import AssistantMessage, Choice, Delta
 from host.protocol.tools import (
     ChoiceLogprobs,

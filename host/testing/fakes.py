@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from host import hookimpl
-from host.domain import (
+from host.contract.domain import (
     ChatDelta,
     ChatRequest,
     EmbeddingRequest,
@@ -27,8 +27,8 @@ from host.domain import (
     RerankRequest,
     RerankResult,
 )
-from host.errors import InvalidRequest
-from host.spec import GiB, Grant, ModelSpec, Placement, PlacementKind, Task
+from host.contract.errors import InvalidRequest
+from host.contract.spec import GiB, Grant, ModelSpec, Placement, PlacementKind, Task
 
 
 class CallLog:

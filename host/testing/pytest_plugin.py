@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from host.config import HostConfig, config_from_dict
+from host.contract.spec import GiB
 from host.scheduling.policy import Budgets
-from host.spec import GiB
 
 #: Budgets of a virtual machine without GPU: 16 GiB of host RAM.
 CPU_ONLY = Budgets(gpus=(), host=16 * GiB)

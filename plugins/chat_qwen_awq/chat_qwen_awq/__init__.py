@@ -14,11 +14,7 @@ from typing import Any
 
 from chat_qwen_awq import sizing
 from chat_qwen_awq.sizing import ChatOptions
-from host import hookimpl
-from host.config import HostConfig
-from host.demo import demo_weights
-from host.spec import ModelSpec, Task
-from host.weights import peek_config
+from host.sdk import HostConfig, ModelSpec, Task, demo_weights, hookimpl, peek_config
 
 log = logging.getLogger("plughost.chat_qwen_awq")
 

@@ -31,12 +31,19 @@ from chat_qwen_awq.logprobs import TokenTexts
 from chat_qwen_awq.prefix_cache import PrefixCache
 from chat_qwen_awq.prompt import render_messages
 from chat_qwen_awq.tools import with_tool_calls
-from host.domain import ChatDelta, ChatRequest
-from host.errors import BackendError, InvalidRequest, ShuttingDown
-from host.spec import Grant, ModelSpec, PlacementKind
-from host.textlimits import over_limit_prefix
-from host.torch_utils import free_device_memory
-from host.weights import resolve_weights
+from host.sdk import (
+    BackendError,
+    ChatDelta,
+    ChatRequest,
+    Grant,
+    InvalidRequest,
+    ModelSpec,
+    PlacementKind,
+    ShuttingDown,
+    over_limit_prefix,
+    resolve_weights,
+)
+from host.toolkit.torch_utils import free_device_memory
 
 log = logging.getLogger("plughost.chat_qwen_awq")
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from chat_qwen_awq.sizing import AWQ_LINEARS
-from host.demo import DemoModel
 from host.demo.shapes import (
     TINY_QWEN2,
     TinyShape,
@@ -24,6 +23,7 @@ from host.demo.shapes import (
     save_model,
 )
 from host.demo.tokenizer import ENDOFTEXT, IM_END, build_tokenizer, token_ids
+from host.sdk import DemoModel
 
 
 def awq_group_size(shape: TinyShape) -> int:

@@ -48,9 +48,8 @@ from chat_qwen_awq.prefix_cache import PrefixCache, fill_prefixes, remember_pref
 from chat_qwen_awq.sampling import Resolved, Sampler
 from chat_qwen_awq.sizing import Limits
 from chat_qwen_awq.text import Decoder, TextStream
-from host.domain import ChatDelta, TokenLogprob
-from host.errors import BackendError, PlughostError, QueueFull, ShuttingDown
-from host.torch_utils import left_pad
+from host.sdk import BackendError, ChatDelta, PlughostError, QueueFull, ShuttingDown, TokenLogprob
+from host.toolkit.torch_utils import left_pad
 
 log = logging.getLogger("plughost.chat_qwen_awq.engine")
 

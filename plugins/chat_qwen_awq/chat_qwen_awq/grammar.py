@@ -29,8 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from host.domain import ChatRequest, Tool
-from host.errors import InvalidRequest
+from host.sdk import ChatRequest, InvalidRequest, Tool
 
 #: Qwen2.5's tool-call tags (single added tokens in its vocabulary).
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"

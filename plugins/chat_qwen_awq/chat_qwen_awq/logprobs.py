@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from host.domain import TokenLogprob, TopLogprob
+from host.sdk import TokenLogprob, TopLogprob
 
 
 class TokenTexts:

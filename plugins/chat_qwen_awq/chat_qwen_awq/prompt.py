@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from host.domain import ChatMessage, ChatRequest, Tool
-from host.errors import InvalidRequest
+from host.sdk import ChatMessage, ChatRequest, InvalidRequest, Tool
 
 ROLES = ("system", "user", "assistant", "tool")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from host.domain import SamplingParams
+from host.sdk import SamplingParams
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from host.errors import InvalidRequest
-from host.spec import NonNegativeInt, Options, Placement, PlacementKind, PositiveInt
+from host.sdk import InvalidRequest, NonNegativeInt, Options, Placement, PlacementKind, PositiveInt
 
 #: The AWQ-quantised linears of a Qwen2 decoder layer, in module order.
 AWQ_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -17,10 +17,17 @@ import torch
 
 from chat_qwen_awq import DEMO_WEIGHTS
 from chat_qwen_awq.backend import QwenAwqChatBackend
-from host import hookimpl
-from host.config import HostConfig
-from host.domain import ChatDelta, ChatMessage, ChatRequest, SamplingParams
-from host.spec import Grant, ModelSpec, PlacementKind
+from host.sdk import (
+    ChatDelta,
+    ChatMessage,
+    ChatRequest,
+    Grant,
+    HostConfig,
+    ModelSpec,
+    PlacementKind,
+    SamplingParams,
+    hookimpl,
+)
 from host.testing.pytest_plugin import make_config
 
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]

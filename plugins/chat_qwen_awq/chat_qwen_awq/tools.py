@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from host.domain import ChatDelta, ToolCall
+from host.sdk import ChatDelta, ToolCall
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"

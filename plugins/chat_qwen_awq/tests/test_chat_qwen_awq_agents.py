@@ -382,7 +382,7 @@ def test_completions_legacy_logprobs(client: OpenAI) -> None:
 
 
 async def test_one_decode_batch_mixes_constrained_and_free_rows(backend: Any) -> None:
-    from host.domain import ChatMessage, ChatRequest, OutputFormat, SamplingParams
+    from host.contract.domain import ChatMessage, ChatRequest, OutputFormat, SamplingParams
 
     def req(output: OutputFormat | None = None, tokens: int = 40) -> ChatRequest:
         return ChatRequest(

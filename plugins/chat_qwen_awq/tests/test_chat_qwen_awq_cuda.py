@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from chat_qwen_awq.testing import MODEL_ID, engine_ids, greedy_generate_kwargs, tiny_config
-from host.domain import ChatMessage, ChatRequest, SamplingParams
-from host.spec import Grant, PlacementKind
+from host.contract.domain import ChatMessage, ChatRequest, SamplingParams
+from host.contract.spec import Grant, PlacementKind
 from host.testing.pytest_plugin import make_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -16,7 +16,7 @@ from chat_qwen_awq.sizing import ChatOptions
 from chat_qwen_awq.testing import MODEL_ID, PLUGIN_ROOT, TINY, tiny_config
 from host import hookimpl
 from host.config import ConfigError, HostConfig
-from host.spec import GiB, ModelSpec, PlacementKind, Task
+from host.contract.spec import GiB, ModelSpec, PlacementKind, Task
 from host.testing.pytest_plugin import make_config
 
 

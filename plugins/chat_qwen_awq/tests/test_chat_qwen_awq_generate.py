@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from chat_qwen_awq.testing import cpu_grant, engine_ids, tiny_config
-from host.domain import ChatDelta, ChatMessage, ChatRequest, SamplingParams
-from host.errors import BackendError, InvalidRequest
+from host.contract.domain import ChatDelta, ChatMessage, ChatRequest, SamplingParams
+from host.contract.errors import BackendError, InvalidRequest
 
 ENGLISH = "Tell me about the Great Wall of China."
 CHINESE = "请用三句话介绍一下北京和上海。"

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from chat_qwen_awq.testing import assert_engine_equals_generate, cpu_grant, tiny_config
-from host.domain import ChatMessage, ChatRequest, SamplingParams
-from host.spec import Grant, PlacementKind
+from host.contract.domain import ChatMessage, ChatRequest, SamplingParams
+from host.contract.spec import Grant, PlacementKind
 
 
 def _config(folder: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import torch
 
 from chat_qwen_awq.prefix_cache import PrefixCache
 from chat_qwen_awq.testing import cpu_grant, engine_ids, tiny_config
-from host.domain import ChatMessage, ChatRequest, SamplingParams
+from host.contract.domain import ChatMessage, ChatRequest, SamplingParams
 
 
 def kv(ids: list[int], layers: int = 2) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from host.domain import SamplingParams
+from host.contract.domain import SamplingParams
 
 CHINESE = "中国的首都是北京。重力是一种使两个物体相互吸引的力。龘"
 

@@ -10,8 +10,8 @@ import pytest
 
 from chat_qwen_awq.prompt import render_messages
 from chat_qwen_awq.tools import ToolCallParser, parse_block
-from host.domain import ChatMessage, ChatRequest, OutputFormat, Tool, ToolCall, ToolChoice
-from host.errors import InvalidRequest
+from host.contract.domain import ChatMessage, ChatRequest, OutputFormat, Tool, ToolCall, ToolChoice
+from host.contract.errors import InvalidRequest
 
 CALL_A = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 CALL_B = '<tool_call>\n{"name": "get_time", "arguments": {"zone": "CET"}}\n</tool_call>'

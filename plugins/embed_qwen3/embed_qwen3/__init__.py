@@ -29,12 +29,18 @@ from embed_qwen3.sizing import (
     footprint,
     max_length_of,
 )
-from host import hookimpl
-from host.config import HostConfig
-from host.demo import demo_weights
-from host.sizing import gpu_then_cpu
-from host.spec import ModelSpec, NonNegativeInt, Options, PositiveInt, Task
-from host.weights import peek_config
+from host.sdk import (
+    HostConfig,
+    ModelSpec,
+    NonNegativeInt,
+    Options,
+    PositiveInt,
+    Task,
+    demo_weights,
+    hookimpl,
+    peek_config,
+)
+from host.toolkit.sizing import gpu_then_cpu
 
 PLUGIN = "embed_qwen3"
 MODEL_ID = "Qwen3-Embedding-0.6B"
@@ -56,7 +62,7 @@ class EmbedOptions(Options, frozen=True):
     :ivar max_batch_size: rows per forward pass.
     :ivar batch_overhead_tokens_gpu: a batch is cut where padding its rows would cost more tokens'
         worth of work than this (``None``: batches fill the budgets). A forward pass's fixed cost:
-        small on a CPU (padding is pure waste), large on a GPU (``host.batching.cut_batches``).
+        small on a CPU (padding is pure waste), large on a GPU (``host.toolkit.batcher.cut_batches``).
     :ivar max_pending: inputs that may wait in the batcher before requests get 429 (``None``: no bound).
     :ivar gpu_dtype: ``auto`` (the checkpoint's 16-bit dtype), ``bfloat16`` or ``float16``.
     :ivar min_dimensions: the smallest ``dimensions`` a request may ask for.

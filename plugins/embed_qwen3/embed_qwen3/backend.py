@@ -12,7 +12,7 @@ Per input (``model-formats.md``, Qwen3-Embedding):
   ``dimensions`` keeps the first d components and L2-normalises again (Matryoshka).
 
 Tokenisation runs on the batcher's prepare thread and the forward pass on its compute thread
-(:class:`host.batched.BatchedBackend`), never on the event loop. Weights are fp32 on the CPU and
+(:class:`host.toolkit.batched.BatchedBackend`), never on the event loop. Weights are fp32 on the CPU and
 16-bit on a GPU.
 """
 
@@ -30,14 +30,19 @@ import torch.nn.functional as F
 
 from embed_qwen3 import EmbedOptions
 from embed_qwen3.sizing import max_length_of
-from host.batched import BatchBudgets, BatchedBackend
-from host.domain import EmbeddingRequest, EmbeddingResult
-from host.errors import InvalidRequest
-from host.openai_tokens import decode_cl100k, rejected
-from host.spec import Grant, ModelSpec
-from host.textlimits import over_limit_prefix
-from host.torch_utils import free_device_memory, left_pad, place
-from host.weights import resolve_weights
+from host.sdk import (
+    BatchBudgets,
+    BatchedBackend,
+    EmbeddingRequest,
+    EmbeddingResult,
+    Grant,
+    InvalidRequest,
+    ModelSpec,
+    over_limit_prefix,
+    resolve_weights,
+)
+from host.toolkit.openai_tokens import decode_cl100k, rejected
+from host.toolkit.torch_utils import free_device_memory, left_pad, place
 
 log = logging.getLogger("plughost.embed_qwen3")
 
@@ -66,7 +71,7 @@ class EmbedInput:
 
 
 class Qwen3EmbeddingBackend(BatchedBackend[EmbedInput, list[int], tuple[np.ndarray, int]]):
-    """Serves one Qwen3-Embedding model (any size) through :class:`~host.batched.BatchedBackend`."""
+    """Serves one Qwen3-Embedding model (any size) through :class:`~host.toolkit.batched.BatchedBackend`."""
 
     kind = "embed"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from host.demo import DemoModel
 from host.demo.shapes import TINY_QWEN3, TinyShape, config_essentials, random_qwen3, save_model
+from host.sdk import DemoModel
 
 
 def build(dest: Path, shape: TinyShape = TINY_QWEN3, seed: int = 0) -> None:

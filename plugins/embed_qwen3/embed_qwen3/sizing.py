@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from host import sizing
-from host.sizing import activation_bytes_per_token, qwen3_param_count
+from host.toolkit import sizing
+from host.toolkit.sizing import activation_bytes_per_token, qwen3_param_count
 
 #: Published configs of the Qwen3-Embedding sizes (the fallback when config.json is not at hand).
 KNOWN_CONFIGS: dict[str, dict[str, Any]] = {

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from embed_qwen3.testing import CPU, DEFAULT_TASK, MODEL, TEXTS, Recipe, cosines, load_backend, mixed_texts
-from host.domain import EmbeddingRequest
-from host.errors import InvalidRequest
-from host.spec import Grant, PlacementKind
+from host.contract.domain import EmbeddingRequest
+from host.contract.errors import InvalidRequest
+from host.contract.spec import Grant, PlacementKind
 
 
 def request(**kwargs: Any) -> EmbeddingRequest:
@@ -265,7 +265,7 @@ async def test_relocate_park_and_return(tiny_path: Any) -> None:
 async def test_unload_fails_nothing_silently(tiny_path: Any) -> None:
     gone = load_backend()
     gone.unload()
-    from host.errors import BackendError
+    from host.contract.errors import BackendError
 
     with pytest.raises(BackendError):
         await gone.embed(request(texts=("x",)))
@@ -274,7 +274,7 @@ async def test_unload_fails_nothing_silently(tiny_path: Any) -> None:
 def test_missing_weights_name_the_config_key(tmp_path: Any) -> None:
     from embed_qwen3.backend import Qwen3EmbeddingBackend
     from embed_qwen3.testing import tiny_spec
-    from host.weights import WeightsError
+    from host.toolkit.weights import WeightsError
 
     backend = Qwen3EmbeddingBackend(msgspec.structs.replace(tiny_spec(), weights=str(tmp_path / "nowhere")))
     with pytest.raises(WeightsError, match=rf"models\.{MODEL}\.weights"):

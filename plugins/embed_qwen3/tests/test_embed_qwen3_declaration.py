@@ -14,8 +14,8 @@ import embed_qwen3
 from embed_qwen3.sizing import KNOWN_CONFIGS, activation_bytes_per_token, param_count
 from embed_qwen3.testing import MODEL, PLUGIN_ROOT, TINY
 from host.config import config_from_dict
+from host.contract.spec import MiB, PlacementKind, Task
 from host.demo import demo_weights
-from host.spec import MiB, PlacementKind, Task
 
 REPO = PLUGIN_ROOT.parents[1]
 

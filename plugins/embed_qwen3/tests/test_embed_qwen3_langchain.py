@@ -64,7 +64,7 @@ def _as_strings(url: str, texts: list[str]) -> np.ndarray:
 
 
 def test_cl100k_is_what_langchain_sends() -> None:
-    from host.openai_tokens import decode_cl100k
+    from host.toolkit.openai_tokens import decode_cl100k
 
     assert decode_cl100k([[15339, 1917]]) == ["hello world"]
 

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from host import hookimpl
-from host.config import HostConfig
-from host.demo import demo_weights
-from host.sizing import gpu_then_cpu
-from host.spec import ModelSpec, NonNegativeInt, Options, PositiveInt, Task
-from host.weights import peek_config
+from host.sdk import (
+    HostConfig,
+    ModelSpec,
+    NonNegativeInt,
+    Options,
+    PositiveInt,
+    Task,
+    demo_weights,
+    hookimpl,
+    peek_config,
+)
+from host.toolkit.sizing import gpu_then_cpu
 from rerank_qwen3.prompt import DEFAULT_INSTRUCTION
 from rerank_qwen3.sizing import (
     QWEN3_RERANKER_0_6B_CONFIG,

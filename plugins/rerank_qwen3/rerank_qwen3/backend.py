@@ -16,7 +16,7 @@ holds a copy of its prefix's states, so a batch's cost (:class:`SharedPrefixCost
 cut under the token budget) is rows × (longest prefix + longest rest) plus each distinct prefix's
 own states: a long query over many short documents cannot multiply the cache by the rows.
 
-Pairs from concurrent requests share batches through :class:`host.batched.BatchedBackend`:
+Pairs from concurrent requests share batches through :class:`host.toolkit.batched.BatchedBackend`:
 tokenisation on its prepare thread, forward passes on its compute thread, never on the event loop.
 """
 
@@ -29,12 +29,17 @@ from typing import Any
 
 import torch
 
-from host.batched import BatchBudgets, BatchedBackend
-from host.domain import RerankRequest, RerankResult
-from host.errors import InvalidRequest
-from host.spec import Grant, ModelSpec
-from host.torch_utils import cast_parameters, free_device_memory, left_pad, place
-from host.weights import resolve_weights
+from host.sdk import (
+    BatchBudgets,
+    BatchedBackend,
+    Grant,
+    InvalidRequest,
+    ModelSpec,
+    RerankRequest,
+    RerankResult,
+    resolve_weights,
+)
+from host.toolkit.torch_utils import cast_parameters, free_device_memory, left_pad, place
 from rerank_qwen3 import RerankOptions
 from rerank_qwen3.prompt import DEFAULT_INSTRUCTION, EncodedPair, PairEncoder
 from rerank_qwen3.sizing import max_length_of
@@ -48,7 +53,7 @@ Pair = tuple[str, str, str]
 
 
 class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]]):
-    """Serves :class:`~host.domain.RerankRequest` for a Qwen3-Reranker checkpoint.
+    """Serves :class:`~host.contract.domain.RerankRequest` for a Qwen3-Reranker checkpoint.
 
     Options (see :mod:`rerank_qwen3`): ``weights``, ``instruction``, ``max_length``,
     ``batch_tokens_gpu``, ``batch_tokens_cpu``, ``max_batch_size``, ``max_pending``, ``gpu_dtype``,

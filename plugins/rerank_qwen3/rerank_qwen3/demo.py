@@ -11,9 +11,9 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from host.demo import DemoModel
 from host.demo.shapes import TINY_QWEN3, TinyShape, config_essentials, random_qwen3, save_model
 from host.demo.tokenizer import corpus_lines
+from host.sdk import DemoModel
 from rerank_qwen3.prompt import DEFAULT_INSTRUCTION, render
 
 _SPREAD_MAX_PARAMS = 50_000_000

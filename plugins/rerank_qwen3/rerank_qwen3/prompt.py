@@ -13,8 +13,7 @@ from typing import Any
 
 import msgspec
 
-from host.errors import InvalidRequest
-from host.textlimits import over_limit_prefix
+from host.sdk import InvalidRequest, over_limit_prefix
 
 SYSTEM = (
     "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "

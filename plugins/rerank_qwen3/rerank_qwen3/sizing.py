@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from host import sizing
-from host.sizing import activation_bytes_per_token, qwen3_param_count
+from host.toolkit import sizing
+from host.toolkit.sizing import activation_bytes_per_token, qwen3_param_count
 
 #: The published config of Qwen/Qwen3-Reranker-0.6B: the fallback when config.json is not at hand.
 QWEN3_RERANKER_0_6B_CONFIG: dict[str, Any] = {

@@ -14,7 +14,7 @@ import msgspec
 import torch
 
 from host.config import config_from_dict
-from host.spec import Grant, ModelSpec, PlacementKind
+from host.sdk import Grant, ModelSpec, PlacementKind
 from rerank_qwen3 import DEMO_WEIGHTS
 from rerank_qwen3.prompt import DEFAULT_INSTRUCTION
 

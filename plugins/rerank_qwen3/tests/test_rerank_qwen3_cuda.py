@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import torch
 
-from host.domain import RerankRequest
-from host.spec import Grant, PlacementKind
+from host.contract.domain import RerankRequest
+from host.contract.spec import Grant, PlacementKind
 from rerank_qwen3.testing import DOCS, QUERY, Recipe, mixed_documents, tiny_spec
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

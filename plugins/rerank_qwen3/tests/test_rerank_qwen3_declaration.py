@@ -13,12 +13,12 @@ import torch
 
 import rerank_qwen3
 from host.config import config_from_dict
+from host.contract.spec import GiB, PlacementKind, Task
 from host.demo import demo_weights
 from host.plugins import make_plugin_manager
 from host.registry import build_registry
-from host.sizing import GPU_RUNTIME_BYTES, HOST_RUNTIME_BYTES
-from host.spec import GiB, PlacementKind, Task
 from host.testing.pytest_plugin import make_config
+from host.toolkit.sizing import GPU_RUNTIME_BYTES, HOST_RUNTIME_BYTES
 from rerank_qwen3.sizing import (
     QWEN3_RERANKER_0_6B_CONFIG,
     activation_bytes_per_token,

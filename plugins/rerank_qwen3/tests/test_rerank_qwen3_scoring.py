@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-from host.batching import BatcherClosed
-from host.domain import RerankRequest
-from host.errors import InvalidRequest
+from host.contract.domain import RerankRequest
+from host.contract.errors import InvalidRequest
+from host.toolkit.batcher import BatcherClosed
 from rerank_qwen3.testing import CPU, DOCS, QUERY, load_backend, mixed_documents
 
 EXPECTED_PROMPT = (

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from host.domain import RerankRequest
+from host.contract.domain import RerankRequest
 from rerank_qwen3.testing import DOCS, QUERY, load_backend, mixed_documents
 
 #: Documents whose first characters BPE may merge with the space after "<Document>:".

@@ -2,9 +2,9 @@
 
 In order, for each request it
 
-1. takes or makes the request id (:mod:`host.request_id`), sets it for the request's log lines
+1. takes or makes the request id (:mod:`host.contract.request_id`), sets it for the request's log lines
    and adds ``X-Request-Id`` to the response (errors and streams too);
-2. applies :class:`~host.security.EdgePolicy` (Host, Origin, API key, content type), answering a
+2. applies :class:`~host.server.security.EdgePolicy` (Host, Origin, API key, content type), answering a
    refusal itself in the OpenAI error envelope;
 3. bounds the time the client may take to send its body (``server.body_timeout_s``: 408);
 4. counts the request and its latency per route template and status (:mod:`host.metrics`).
@@ -22,10 +22,10 @@ from typing import Any, cast
 import msgspec
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-from host import request_id
-from host.errors import PlughostError, RequestTimeout
+from host.contract import request_id
+from host.contract.errors import PlughostError, RequestTimeout
 from host.metrics import Metrics
-from host.security import EdgePolicy
+from host.server.security import EdgePolicy
 
 
 class Edge:

@@ -13,7 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from host.config import HostConfig
-    from host.spec import ModelSpec
+    from host.contract.spec import ModelSpec
 
 hookspec = pluggy.HookspecMarker("plughost")
 

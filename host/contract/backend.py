@@ -1,9 +1,9 @@
 """Backend protocols: what a model's backend class implements, per task.
 
-A backend is constructed cheaply with its :class:`~host.spec.ModelSpec`; the scheduler then
-calls :meth:`Backend.load` in a worker thread with a :class:`~host.spec.Grant`. Serving
-methods are async and take domain requests (``host.domain``), never wire structs. Backends
-raise ``host.errors`` exceptions for client mistakes they detect (e.g. a prompt too long).
+A backend is constructed cheaply with its :class:`~host.contract.spec.ModelSpec`; the scheduler then
+calls :meth:`Backend.load` in a worker thread with a :class:`~host.contract.spec.Grant`. Serving
+methods are async and take domain requests (``host.contract.domain``), never wire structs. Backends
+raise ``host.contract.errors`` exceptions for client mistakes they detect (e.g. a prompt too long).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from host.domain import (
+from host.contract.domain import (
     ChatDelta,
     ChatRequest,
     EmbeddingRequest,
@@ -22,10 +22,10 @@ from host.domain import (
     RerankRequest,
     RerankResult,
 )
-from host.spec import Grant, ModelSpec, Task
+from host.contract.spec import Grant, ModelSpec, Task
 
 if TYPE_CHECKING:
-    from host.batching import BatcherStats
+    from host.toolkit.batcher import BatcherStats
 
 
 @runtime_checkable
@@ -51,7 +51,7 @@ class Relocatable(Protocol):
 
 @runtime_checkable
 class Batching(Protocol):
-    """Optional: a backend that batches with :class:`~host.batching.DynamicBatcher` reports its
+    """Optional: a backend that batches with :class:`~host.toolkit.batcher.DynamicBatcher` reports its
     counters (exported as ``plughost_batch_*`` metrics)."""
 
     def batch_stats(self) -> BatcherStats | None:

@@ -1,4 +1,4 @@
-"""A base for backends that serve through a :class:`~host.batching.DynamicBatcher` (embeddings, rerank).
+"""A base for backends that serve through a :class:`~host.toolkit.batcher.DynamicBatcher` (embeddings, rerank).
 
 Infinity's pre / core / post split with TGI's permit. A plugin's backend subclasses
 :class:`BatchedBackend` and supplies:
@@ -31,10 +31,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from host import request_id
-from host.batching import BatcherStats, DynamicBatcher
-from host.errors import BackendError, PlughostError, internal_error_message
-from host.spec import Grant, ModelSpec
+from host.contract import request_id
+from host.contract.errors import BackendError, PlughostError, internal_error_message
+from host.contract.spec import Grant, ModelSpec
+from host.toolkit.batcher import BatcherStats, DynamicBatcher
 
 log = logging.getLogger("plughost.batched")
 
@@ -49,7 +49,7 @@ class ModelNotLoaded(BackendError, RuntimeError):
 
 @dataclass(frozen=True)
 class BatchBudgets:
-    """Batch bounds on one device (see :class:`~host.batching.DynamicBatcher`)."""
+    """Batch bounds on one device (see :class:`~host.toolkit.batcher.DynamicBatcher`)."""
 
     max_batch_tokens: int
     max_batch_size: int
@@ -146,7 +146,7 @@ class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
         self.grant = None
 
     def batch_stats(self) -> BatcherStats | None:
-        """The batcher's counters (``host.backend.Batching``: the ``plughost_batch_*`` metrics)."""
+        """The batcher's counters (``host.contract.backend.Batching``: the ``plughost_batch_*`` metrics)."""
         return self.batcher.stats if self.batcher is not None else None
 
     def relocate(self, grant: Grant) -> None:
@@ -163,8 +163,8 @@ class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
     async def submit(self, items: Sequence[Item]) -> list[Result]:
         """Results of ``items`` in order, batched with concurrent requests (the permit: see the module).
 
-        Raises what ``prepare`` raised for a client mistake (a 4xx), :class:`~host.errors.QueueFull`,
-        :class:`~host.batching.BatcherClosed`, and :class:`~host.errors.BackendError` for any
+        Raises what ``prepare`` raised for a client mistake (a 4xx), :class:`~host.contract.errors.QueueFull`,
+        :class:`~host.toolkit.batcher.BatcherClosed`, and :class:`~host.contract.errors.BackendError` for any
         other failure of a batch holding an item of this request.
         """
         batcher = self.batcher

@@ -5,7 +5,7 @@ request's headers: a client that connects and sends nothing, or half a request l
 connection (and a file descriptor) forever. :class:`HeaderTimeoutH11Protocol` adds that deadline:
 the request line and headers must be complete within ``server.header_timeout_s`` of the connection
 opening or of the previous response's end; otherwise the connection is closed. The body's deadline
-is enforced in ASGI (:mod:`host.edge`), where the request can still be answered with a 408.
+is enforced in ASGI (:mod:`host.server.edge`), where the request can still be answered with a 408.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from host.spec import MiB, Placement, PlacementKind
+from host.contract.spec import MiB, Placement, PlacementKind
 
 #: CUDA context, allocator slack and kernel workspaces on the GPU.
 GPU_RUNTIME_BYTES = 512 * MiB

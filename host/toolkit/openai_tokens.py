@@ -14,7 +14,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from host.errors import InvalidRequest
+from host.contract.errors import InvalidRequest
 
 
 @functools.cache

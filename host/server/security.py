@@ -1,6 +1,6 @@
 """Who may talk to the server: API keys, allowed ``Host`` names, cross-site ``Origin``s, body types.
 
-Pure checks over a request's method, path and headers; :mod:`host.edge` applies them to every
+Pure checks over a request's method, path and headers; :mod:`host.server.edge` applies them to every
 request before routing and answers a refusal in the OpenAI error envelope.
 
 - **API keys** (``server.api_keys`` and ``PLUGHOST_API_KEY``): when any is set, every route but
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from litestar.config.cors import CORSConfig
 
 from host.config import ServerConfig
-from host.errors import Forbidden, PlughostError, Unauthorized, UnsupportedMediaType
+from host.contract.errors import Forbidden, PlughostError, Unauthorized, UnsupportedMediaType
 
 API_KEY_ENV = "PLUGHOST_API_KEY"
 #: Paths answered without an API key: liveness probes, and the API's own description.

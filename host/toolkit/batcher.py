@@ -32,7 +32,7 @@ cancelled (client gone) has its pending items dropped.
 delivered, and a cancellation re-raised, only once that batch has finished. A caller that holds a
 model lease around ``submit`` thus releases it only after the model has stopped working for it,
 so the weights are never unloaded or moved under a running batch. ``max_pending`` bounds the items waiting
-in the batcher: beyond it ``submit`` raises :class:`~host.errors.QueueFull` (429).
+in the batcher: beyond it ``submit`` raises :class:`~host.contract.errors.QueueFull` (429).
 
 The batcher is torch-free: ``prepare``/``length``/``run`` are plain callables, so it is tested
 with pure-Python functions (``tests/test_batching.py``). Results must not depend on which batch
@@ -61,7 +61,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from host.errors import QueueFull, ShuttingDown
+from host.contract.errors import QueueFull, ShuttingDown
 
 log = logging.getLogger("plughost.batching")
 
@@ -205,7 +205,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
     :param prepare: ``prepare(items) -> prepared`` (same length and order), run on the prepare
         thread, possibly on a slice of a request's items (so items should carry whatever an
         error message needs, such as their index in the request). Raise
-        :class:`~host.errors.InvalidRequest` for bad input: it fails that request only.
+        :class:`~host.contract.errors.InvalidRequest` for bad input: it fails that request only.
     :param length: the cost of a prepared item in tokens (its padded width in a batch).
     :param cost: ``cost()`` starts a batch's cost: a function that takes the batch's next
         prepared item and returns the tokens of the batch so far, bounded by ``max_batch_tokens``
@@ -217,7 +217,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         a batch is cut before its padding would cost more (see :func:`cut_batches`).
         ``None``: batches are bounded by the budgets only.
     :param max_pending: bound on items queued in the batcher; beyond it ``submit`` raises
-        :class:`~host.errors.QueueFull`. ``None``: unbounded.
+        :class:`~host.contract.errors.QueueFull`. ``None``: unbounded.
     :param prepare_chunk: items handed to one ``prepare`` call (large requests are cut so that
         their first batches can run while the rest is still being tokenised).
     :param window: how many of the oldest pending items a batch is chosen from

@@ -2,7 +2,7 @@
 
 Served at ``/openapi.json`` with a Swagger UI page at ``/docs``. Request bodies are declared as
 the handlers' ``data`` parameter through :class:`WireBody`, a Litestar DTO that documents the
-Struct but decodes with :func:`host.errors.decode_body`, so that every bad body keeps plughost's
+Struct but decodes with :func:`host.contract.errors.decode_body`, so that every bad body keeps plughost's
 own 400s (the offending field in ``param``, invalid UTF-8, hostile nesting) rather than Litestar's
 generic validation error.
 """
@@ -22,7 +22,7 @@ from litestar.openapi.spec import Components, Reference, Schema, SecurityScheme
 from litestar.typing import FieldDefinition
 
 from host import __version__
-from host.errors import ErrorEnvelope, InvalidRequest, decode_body
+from host.contract.errors import ErrorEnvelope, InvalidRequest, decode_body
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """Request ids: taken from ``X-Request-Id`` (when short and safe) or generated, echoed on every
 response, and stamped on every log line written while the request is served.
 
-The id lives in a :class:`~contextvars.ContextVar` set by the HTTP edge (``host.edge``); tasks
+The id lives in a :class:`~contextvars.ContextVar` set by the HTTP edge (``host.server.edge``); tasks
 spawned while serving a request inherit it, so the scheduler's and the backends' log lines carry it
 too. :func:`install_log_records` stamps it on log records.
 """

@@ -17,8 +17,8 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from host import request_id
-from host.errors import BackendError, PlughostError, for_client, internal_error_message
+from host.contract import request_id
+from host.contract.errors import BackendError, PlughostError, for_client, internal_error_message
 
 log = logging.getLogger("plughost.waiting")
 

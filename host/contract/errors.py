@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple, TypeVar
 
 import msgspec
 
-from host import request_id
+from host.contract import request_id
 
 T = TypeVar("T")
 
@@ -288,6 +288,6 @@ def for_client(error: PlughostError) -> PlughostError:
         return error
     rid = request_id.current.get()
     if rid is not None and rid in error.message:
-        return error  # already written for the client (see host.batched)
+        return error  # already written for the client (see host.toolkit.batched)
     _log.error("backend error: %s", error.message)
     return BackendError(internal_error_message(rid))

@@ -1,4 +1,4 @@
-"""Tests of host.batching.DynamicBatcher with pure-Python prepare/run functions (no torch)."""
+"""Tests of host.toolkit.batcher.DynamicBatcher with pure-Python prepare/run functions (no torch)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from host.batching import BatcherClosed, DynamicBatcher
-from host.errors import InvalidRequest, QueueFull
+from host.contract.errors import InvalidRequest, QueueFull
+from host.toolkit.batcher import BatcherClosed, DynamicBatcher
 
 Item = tuple[str, int]  # (label, length in "tokens")
 
@@ -307,7 +307,7 @@ def test_invalid_limits_rejected(recorder: Recorder) -> None:
 
 
 def test_cut_batches_bounds_and_overhead() -> None:
-    from host.batching import cut_batches
+    from host.toolkit.batcher import cut_batches
 
     lengths = sorted([1, 1, 2, 2, 2, 10, 10, 11, 50, 300])
     groups = cut_batches(lengths, max_batch_tokens=100, max_batch_size=4)
@@ -324,7 +324,7 @@ def test_cut_batches_bounds_and_overhead() -> None:
 
 def test_cut_batches_with_a_batch_cost() -> None:
     """A backend's own cost of a batch replaces rows x longest as the one measure of the budget."""
-    from host.batching import cut_batches
+    from host.toolkit.batcher import cut_batches
 
     lengths = [1, 1, 1, 1, 1, 1]
     extra = [0, 0, 5, 0, 5, 0]  # e.g. states each row holds besides its padded tokens

@@ -1,0 +1,103 @@
+"""The face of plughost for plugin authors: everything a plugin imports, from one module.
+
+``from host.sdk import ModelSpec, ChatRequest, InvalidRequest, BatchedBackend, ...``. Cheap: no
+torch (``host.toolkit.torch_utils`` imports torch; backends import it inside ``load``). The
+modules behind these names are :mod:`host.contract` (what a plugin declares and implements) and
+:mod:`host.toolkit` (building blocks for backends); the server's internals are not exported.
+"""
+
+from __future__ import annotations
+
+from host import hookimpl
+from host.config import HostConfig
+from host.contract.backend import Backend, ChatBackend, EmbeddingBackend, Relocatable, RerankBackend
+from host.contract.domain import (
+    ChatDelta,
+    ChatMessage,
+    ChatRequest,
+    EmbeddingRequest,
+    EmbeddingResult,
+    OutputFormat,
+    RerankRequest,
+    RerankResult,
+    SamplingParams,
+    TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    TopLogprob,
+)
+from host.contract.errors import (
+    BackendError,
+    InvalidRequest,
+    PlughostError,
+    QueueFull,
+    ShuttingDown,
+    internal_error_message,
+)
+from host.contract.spec import (
+    GiB,
+    Grant,
+    MiB,
+    ModelSpec,
+    NonNegativeInt,
+    Options,
+    Placement,
+    PlacementKind,
+    PositiveInt,
+    Task,
+)
+from host.demo import DemoModel, demo_weights
+from host.toolkit.batched import BatchBudgets, BatchedBackend
+from host.toolkit.batcher import BatcherClosed
+from host.toolkit.textlimits import over_limit_prefix
+from host.toolkit.weights import WeightsError, peek_config, resolve_weights
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BatchBudgets",
+    "BatchedBackend",
+    "BatcherClosed",
+    "ChatBackend",
+    "ChatDelta",
+    "ChatMessage",
+    "ChatRequest",
+    "DemoModel",
+    "EmbeddingBackend",
+    "EmbeddingRequest",
+    "EmbeddingResult",
+    "GiB",
+    "Grant",
+    "HostConfig",
+    "InvalidRequest",
+    "MiB",
+    "ModelSpec",
+    "NonNegativeInt",
+    "Options",
+    "OutputFormat",
+    "Placement",
+    "PlacementKind",
+    "PlughostError",
+    "PositiveInt",
+    "QueueFull",
+    "Relocatable",
+    "RerankBackend",
+    "RerankRequest",
+    "RerankResult",
+    "SamplingParams",
+    "ShuttingDown",
+    "Task",
+    "TokenLogprob",
+    "Tool",
+    "ToolCall",
+    "ToolChoice",
+    "TopLogprob",
+    "WeightsError",
+    "demo_weights",
+    "hookimpl",
+    "internal_error_message",
+    "over_limit_prefix",
+    "peek_config",
+    "resolve_weights",
+]
