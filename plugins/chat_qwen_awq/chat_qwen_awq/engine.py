@@ -40,6 +40,10 @@ from typing import Any
 
 import torch
 
+# At import, not in the engine thread: the backend module is imported under the host's first-use
+# lock, and transformers' lazy attributes are not safe to resolve from two threads at once.
+from transformers import DynamicCache
+
 from chat_qwen_awq import fairness
 from chat_qwen_awq.cpu_decode import CpuDecoder
 from chat_qwen_awq.grammar import Constraint, MaskFiller, PendingMasks
@@ -317,8 +321,6 @@ class Engine:
         if not picked:
             return
         self._in_hand = picked
-        from transformers import DynamicCache
-
         # Pads get position 1, as transformers' generate gives them.
         ids, mask, positions = left_pad([s.prefill_ids for s in picked], 0, pad_position=1)
         longest = int(ids.shape[1])

@@ -29,6 +29,10 @@ from typing import Any
 
 import torch
 
+# At import, not on the compute thread: this module is imported under the host's first-use lock, and
+# transformers' lazy attributes are not safe to resolve from two threads at once.
+from transformers import DynamicCache
+
 from host.sdk import (
     BatchBudgets,
     BatchedBackend,
@@ -283,8 +287,6 @@ class PrefixCache:
 
 def prefix_states(base: Any, ids: Sequence[int], device: torch.device) -> PrefixKV:
     """Key/value states of ``ids`` run alone (batch 1, positions 0..n-1), all layers in one tensor."""
-    from transformers import DynamicCache
-
     cache = DynamicCache(config=base.config)
     with torch.inference_mode():
         base(
@@ -314,8 +316,6 @@ def score_shared(
     padding. A row's computation is thus the same in any batch (up to float rounding of differently
     shaped kernels) and the same as without sharing.
     """
-    from transformers import DynamicCache
-
     if not any(n for _, n in rows):
         return score_batch(base, head, [ids for ids, _ in rows], pad_id, device)
     keys = [tuple(ids[:n]) for ids, n in rows]
