@@ -32,6 +32,7 @@ from host.contract.errors import (
     InvalidRequest,
     PlughostError,
     QueueFull,
+    RequestTooLarge,
     ShuttingDown,
     internal_error_message,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "PositiveInt",
     "QueueFull",
     "Relocatable",
+    "RequestTooLarge",
     "RerankBackend",
     "RerankRequest",
     "RerankResult",

@@ -82,7 +82,9 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
 
     ``prompt`` set means a raw completion (``/v1/completions``): the text is the whole prompt, no
     chat template, and ``messages`` is empty. ``top_logprobs`` set (0..20) asks for the log
-    probability of each generated token and that many alternatives.
+    probability of each generated token and that many alternatives. ``choices`` counts the
+    generations of the whole client request this one belongs to (``n``, times the prompts of a
+    legacy completion): bounds on a request's total output apply to all of them together.
     """
 
     model: str
@@ -93,6 +95,7 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     output: OutputFormat = msgspec.field(default_factory=OutputFormat)
     top_logprobs: int | None = None
     prompt: str | None = None
+    choices: int = 1
 
 
 class TopLogprob(msgspec.Struct, frozen=True):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -26,24 +26,110 @@ from host.protocol.tools import (
 
 
 class TextPart(msgspec.Struct, kw_only=True):
-    """A content part; only ``text`` parts are supported by text models."""
+    """A content part; text models take ``text`` parts only."""
 
-    type: str
-    text: str | None = None
+    type: Literal["text"]
+    text: str
 
 
-class WireMessage(msgspec.Struct, kw_only=True):
-    """A message as OpenAI clients send it."""
+Content = str | list[TextPart]
 
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[TextPart] | None = None
+
+class _Message(msgspec.Struct, kw_only=True, tag_field="role"):
+    """A message as OpenAI clients send it, told apart by ``role``."""
+
     name: str | None = None
+
+    def to_domain(self) -> ChatMessage:
+        """The domain message."""
+        raise NotImplementedError
+
+
+class _TextMessage(_Message, kw_only=True):
+    content: Content
+    tool_calls: None = None  # only assistant messages carry calls
+
+    def to_domain(self) -> ChatMessage:
+        role = str(self.__struct_config__.tag)
+        return ChatMessage(role="system" if role == "developer" else role, content=_text(self.content))
+
+
+class SystemMessage(_TextMessage, tag="system"):
+    """``{"role": "system", "content": ...}``."""
+
+
+class DeveloperMessage(_TextMessage, tag="developer"):
+    """``{"role": "developer", "content": ...}``: OpenAI's newer name of a system message."""
+
+
+class UserMessage(_TextMessage, tag="user"):
+    """``{"role": "user", "content": ...}``."""
+
+
+class AssistantTurn(_Message, tag="assistant"):
+    """An assistant turn of the history: text, tool calls, or both (neither: an empty turn)."""
+
+    content: Content | None = None
     tool_calls: list[WireToolCall] | None = None
-    tool_call_id: str | None = None
+
+    def to_domain(self) -> ChatMessage:
+        calls = history_calls(self.tool_calls)
+        content = "" if self.content is None else _text(self.content)
+        return ChatMessage(role="assistant", content=content, tool_calls=calls)
+
+
+class ToolMessage(_Message, tag="tool"):
+    """A tool's result: ``tool_call_id`` names the call it answers."""
+
+    content: Content
+    tool_call_id: Annotated[str, Meta(min_length=1)]
+    tool_calls: None = None
+
+    def to_domain(self) -> ChatMessage:
+        return ChatMessage(role="tool", content=_text(self.content), tool_call_id=self.tool_call_id)
+
+
+WireMessage = SystemMessage | DeveloperMessage | UserMessage | AssistantTurn | ToolMessage
+
+
+def _text(content: Content) -> str:
+    return content if isinstance(content, str) else "".join(part.text for part in content)
+
+
+#: Cross-field rules of :meth:`ChatCompletionRequest.to_domain`, stated in its JSON schema.
+#: (One more that JSON schema cannot state: a named ``tool_choice`` must name one of ``tools``.)
+CHAT_SCHEMA_RULES: dict[str, Any] = {
+    "allOf": [
+        # top_logprobs needs logprobs: true
+        {
+            "if": {"properties": {"top_logprobs": {"type": "integer"}}, "required": ["top_logprobs"]},
+            "then": {"properties": {"logprobs": {"const": True}}, "required": ["logprobs"]},
+        },
+        # a forced call (tool_choice "required" or a named function) needs tools
+        # and excludes a JSON response_format
+        {
+            "if": {
+                "properties": {"tool_choice": {"anyOf": [{"const": "required"}, {"type": "object"}]}},
+                "required": ["tool_choice"],
+            },
+            "then": {
+                "properties": {
+                    "tools": {"type": "array", "minItems": 1},
+                    "response_format": {
+                        "anyOf": [{"type": "null"}, {"type": "object", "properties": {"type": {"const": "text"}}}]
+                    },
+                },
+                "required": ["tools"],
+            },
+        },
+    ]
+}
 
 
 class ChatCompletionRequest(GenerationRequest, kw_only=True):
     """The request body: the shared sampling fields plus messages, tools and output format."""
+
+    schema_rules: ClassVar[dict[str, Any]] = CHAT_SCHEMA_RULES
 
     messages: Annotated[list[WireMessage], Meta(min_length=1)]
     max_tokens: Annotated[int, Meta(ge=1)] | None = None
@@ -56,45 +142,23 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
     response_format: ResponseFormat | None = None
 
     def to_domain(self) -> ChatRequest:
-        """Validate what the schema cannot express and build the domain request."""
+        """Validate what the schema states as cross-field rules and build the domain request."""
         tools, tool_choice = tools_to_domain(self.tools, self.tool_choice, self.parallel_tool_calls)
         output = output_to_domain(self.response_format)
         if output.kind != "text" and tool_choice.mode in ("required", "function"):
             raise InvalidRequest(
                 "response_format cannot be combined with a tool_choice that forces a call.", param="response_format"
             )
-        messages = tuple(_message(i, m) for i, m in enumerate(self.messages))
         return ChatRequest(
             model=self.model,
-            messages=messages,
+            messages=tuple(m.to_domain() for m in self.messages),
             sampling=self.sampling(self.max_completion_tokens or self.max_tokens),
             tools=tools,
             tool_choice=tool_choice,
             output=output,
             top_logprobs=check_logprobs(self.logprobs, self.top_logprobs),
+            choices=self.n,
         )
-
-
-def _message(index: int, m: WireMessage) -> ChatMessage:
-    role = "system" if m.role == "developer" else m.role
-    if role == "tool" and not m.tool_call_id:
-        raise InvalidRequest("a tool message needs its call's tool_call_id.", param=f"messages[{index}].tool_call_id")
-    if m.tool_calls and role != "assistant":
-        raise InvalidRequest("only assistant messages carry tool_calls.", param=f"messages[{index}].tool_calls")
-    calls = history_calls(index, m.tool_calls)
-    if isinstance(m.content, list):
-        texts = []
-        for j, part in enumerate(m.content):
-            if part.type != "text" or part.text is None:
-                raise InvalidRequest(
-                    f"content part type '{part.type}' is not supported; only 'text'.",
-                    param=f"messages[{index}].content[{j}].type",
-                )
-            texts.append(part.text)
-        return ChatMessage(role=role, content="".join(texts), tool_calls=calls, tool_call_id=m.tool_call_id)
-    if m.content is None and not calls:
-        raise InvalidRequest("message content is required.", param=f"messages[{index}].content")
-    return ChatMessage(role=role, content=m.content or "", tool_calls=calls, tool_call_id=m.tool_call_id)
 
 
 class AssistantMessage(msgspec.Struct, omit_defaults=True):

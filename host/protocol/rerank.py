@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+from msgspec import Meta
 
 from host.contract.domain import RerankRequest
 from host.contract.errors import InvalidRequest
@@ -20,29 +23,21 @@ class RerankBody(WireRequest, kw_only=True):
     ``top_n`` (alias of ``top_k``), ``return_documents``, documents as objects, ``instruction``."""
 
     model: str
-    query: str
-    documents: list[str | DocumentObject]
-    top_k: int | None = None
-    top_n: int | None = None
+    query: Annotated[str, Meta(pattern=r"\S", description="not empty, not only white space")]
+    documents: Annotated[list[str | DocumentObject], Meta(min_length=1)]
+    top_k: Annotated[int, Meta(ge=1)] | None = None
+    top_n: Annotated[int, Meta(ge=1)] | None = None
     return_documents: bool | None = True  # null: the default (true)
     instruction: str | None = None
     max_chunks_per_doc: int | None = None
 
     def to_domain(self, max_documents: int) -> tuple[RerankRequest, int | None]:
         """Build the domain request; also returns the result limit (``None``: all documents)."""
-        if not self.query.strip():
-            raise InvalidRequest("'query' must not be empty.", param="query")
-        if not self.documents:
-            raise InvalidRequest("'documents' must not be empty.", param="documents")
         if len(self.documents) > max_documents:
             raise InvalidRequest(
                 f"'documents' has {len(self.documents)} items; the limit is {max_documents}.", param="documents"
             )
         limit = self.top_n if self.top_n is not None else self.top_k
-        if limit is not None and limit < 1:
-            raise InvalidRequest(
-                "top_k/top_n must be at least 1.", param="top_n" if self.top_n is not None else "top_k"
-            )
         docs = tuple(d if isinstance(d, str) else d.text for d in self.documents)
         return RerankRequest(model=self.model, query=self.query, documents=docs, instruction=self.instruction), limit
 

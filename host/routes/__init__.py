@@ -1,12 +1,23 @@
 """Thin HTTP routes: decode → domain request → ``scheduler.acquire()`` → backend → encode."""
 
+from litestar.types import ControllerRouterHandler
+
 from host.routes.chat import chat_completions
 from host.routes.completions import completions
 from host.routes.embeddings import embeddings
 from host.routes.metrics import metrics
-from host.routes.models import get_model, health, list_models, manage_model
+from host.routes.models import OneModel, health, list_models
 from host.routes.rerank import rerank
 
-ROUTES = [chat_completions, completions, embeddings, rerank, list_models, get_model, manage_model, health, metrics]
+ROUTES: list[ControllerRouterHandler] = [
+    chat_completions,
+    completions,
+    embeddings,
+    rerank,
+    list_models,
+    OneModel,
+    health,
+    metrics,
+]
 
 __all__ = ["ROUTES"]

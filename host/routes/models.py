@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from litestar import Response, get, post
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post, route
+from litestar.enums import HttpMethod
 from litestar.params import FromPath
 
 from host.contract.errors import NotFound
@@ -33,29 +36,43 @@ async def list_models(registry: RegistryDep, scheduler: SchedulerDep, started: S
     return ModelList(data=[_card(m, scheduler, started) for m in registry])
 
 
-@get("/v1/models/{model_id:path}", responses=COMMON_ERRORS)
-async def get_model(
-    registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep, model_id: FromPath[str]
-) -> ModelCard:
-    """One model (by id or alias; hub-style ids with a slash work too)."""
-    return _card(registry.get(model_id.lstrip("/")), scheduler, started)
+class OneModel(Controller):
+    """``GET /v1/models/{id}`` and ``POST /v1/models/{id}/load|unload``: one route.
 
+    Its own ``OPTIONS`` answer: Litestar builds a path's automatic one when the path's first handler
+    is registered, so its ``Allow`` listed only that handler's method while a 405 listed both.
+    """
 
-@post("/v1/models/{model_path:path}", status_code=200, responses=MANAGE_ERRORS)
-async def manage_model(
-    registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep, model_path: FromPath[str]
-) -> ModelCard:
-    """``POST /v1/models/{id}/load`` loads a model now (answers once it is resident);
-    ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests)."""
-    name, _, action = model_path.strip("/").rpartition("/")
-    if action not in ("load", "unload") or not name:
-        raise NotFound(f"POST /v1/models/{model_path.strip('/')}: expected /v1/models/{{id}}/load or /unload.")
-    model = registry.get(name)
-    if action == "load":
-        await scheduler.load(model.spec.id)
-    else:
-        await scheduler.unload(model.spec.id)
-    return _card(model, scheduler, started)
+    path = "/v1/models/{model_id:path}"
+
+    @route(http_method=HttpMethod.OPTIONS, status_code=204, include_in_schema=False)
+    async def allowed(self, request: Request[Any, Any, Any]) -> Response[None]:
+        """``Allow``: every method of this path."""
+        methods = sorted(request.app.route_handler_method_map[self.path])
+        return Response(None, status_code=204, headers={"Allow": ", ".join(methods)})
+
+    @get(responses=COMMON_ERRORS)
+    async def get_model(
+        self, registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep, model_id: FromPath[str]
+    ) -> ModelCard:
+        """One model (by id or alias; hub-style ids with a slash work too)."""
+        return _card(registry.get(model_id.lstrip("/")), scheduler, started)
+
+    @post(status_code=200, responses=MANAGE_ERRORS)
+    async def manage_model(
+        self, registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep, model_id: FromPath[str]
+    ) -> ModelCard:
+        """``POST /v1/models/{id}/load`` loads a model now (answers once it is resident);
+        ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests)."""
+        name, _, action = model_id.strip("/").rpartition("/")
+        if action not in ("load", "unload") or not name:
+            raise NotFound(f"POST /v1/models/{model_id.strip('/')}: expected /v1/models/{{id}}/load or /unload.")
+        model = registry.get(name)
+        if action == "load":
+            await scheduler.load(model.spec.id)
+        else:
+            await scheduler.unload(model.spec.id)
+        return _card(model, scheduler, started)
 
 
 @get("/health")

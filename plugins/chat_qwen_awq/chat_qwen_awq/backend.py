@@ -30,6 +30,7 @@ from chat_qwen_awq.grammar import Grammars, MaskFiller
 from chat_qwen_awq.logprobs import TokenTexts
 from chat_qwen_awq.prefix_cache import PrefixCache
 from chat_qwen_awq.prompt import render_messages
+from chat_qwen_awq.schema_limits import SchemaLimits
 from chat_qwen_awq.tools import with_tool_calls
 from host.sdk import (
     BackendError,
@@ -39,6 +40,7 @@ from host.sdk import (
     InvalidRequest,
     ModelSpec,
     PlacementKind,
+    RequestTooLarge,
     ShuttingDown,
     over_limit_prefix,
     resolve_weights,
@@ -95,7 +97,13 @@ class QwenAwqChatBackend:
         )
         self.grant = grant
         vocab = int(self.config.get("vocab_size", len(engine_tokenizer)))
-        self.grammars = Grammars(engine_tokenizer, vocab, self.eos_ids)
+        caps = SchemaLimits(
+            max_schema_bytes=self.options.grammar_max_schema_bytes,
+            max_depth=self.options.grammar_max_depth,
+            max_alternatives=self.options.grammar_max_alternatives,
+            option=f"models.{self.spec.id}.options",
+        )
+        self.grammars = Grammars(engine_tokenizer, vocab, self.eos_ids, caps)
         self.engine = Engine(
             self.loaded.model,
             self.loaded.device,
@@ -243,6 +251,42 @@ class QwenAwqChatBackend:
                 code="context_length_exceeded",
             )
 
+    def _per_token_entries(self, request: ChatRequest) -> int:
+        """Log probabilities returned per generated token (0: none asked for)."""
+        return 0 if request.top_logprobs is None else 1 + request.top_logprobs
+
+    def _fair_share(self, request: ChatRequest) -> int:
+        """The largest default ``max_tokens`` of one of the request's choices that keeps the whole
+        request within ``max_request_output_tokens`` and ``max_request_logprobs`` (at least 1)."""
+        o = self.options
+        share = o.max_request_output_tokens // request.choices
+        entries = self._per_token_entries(request)
+        if entries:
+            share = min(share, o.max_request_logprobs // (request.choices * entries))
+        return max(1, share)
+
+    def _check_request_size(self, request: ChatRequest, max_tokens: int) -> None:
+        """A 400 before any work when the request's choices together may generate, or return the log
+        probabilities of, more than the model takes per request."""
+        o, n = self.options, request.choices
+        where = f"models.{self.spec.id}.options"
+        if n * max_tokens > o.max_request_output_tokens:
+            raise RequestTooLarge(
+                f"This request may generate {n} x {max_tokens} = {n * max_tokens} tokens ({n} choices of max_tokens "
+                f"{max_tokens}); '{self.spec.id}' generates at most {o.max_request_output_tokens} per request "
+                f"({where}.max_request_output_tokens). Ask for fewer choices or fewer tokens.",
+                param="max_tokens",
+            )
+        entries = self._per_token_entries(request)
+        if entries and n * max_tokens * entries > o.max_request_logprobs:
+            raise RequestTooLarge(
+                f"This request may return {n} x {max_tokens} x {entries} = {n * max_tokens * entries} log "
+                f"probabilities ({n} choices of max_tokens {max_tokens}, each token with {entries - 1} alternatives); "
+                f"'{self.spec.id}' returns at most {o.max_request_logprobs} per request "
+                f"({where}.max_request_logprobs). Ask for fewer choices, tokens or top_logprobs.",
+                param="logprobs" if request.prompt is not None else "top_logprobs",
+            )
+
     def _prepare(self, request: ChatRequest) -> Prepared:
         """Render and tokenise the conversation, check the context (tokenizer thread)."""
         assert self.limits is not None and self.grammars is not None
@@ -267,7 +311,9 @@ class QwenAwqChatBackend:
         error = sizing.context_error(len(ids), max_tokens, context)
         if error is not None:
             raise error
-        default = min(self.limits.default_max_tokens, cap or context, context - len(ids))
+        default = min(self.limits.default_max_tokens, cap or context, context - len(ids), self._fair_share(request))
+        if max_tokens is not None:
+            self._check_request_size(request, max_tokens)
         return Prepared(
             prompt_ids=ids,
             max_tokens=max_tokens if max_tokens is not None else default,

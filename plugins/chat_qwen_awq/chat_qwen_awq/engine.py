@@ -482,11 +482,17 @@ class Engine:
             if s.cancelled or s.finished:
                 continue
             try:
+                if s.constraint is not None and s.constraint.error is not None:  # failed filling its mask
+                    raise s.constraint.failure(len(s.generated))
                 token = s.sampler.choose(logits[i])
                 if s.top_logprobs is not None:
                     s.logprobs.append(token_logprob(s.sampler.scores, token, s.top_logprobs, self.token_texts))
                 if s.constraint is not None and not s.constraint.consume(token):
-                    raise RuntimeError(f"the grammar rejected token {token}: {s.constraint.error}")
+                    raise s.constraint.failure(len(s.generated))
+            except PlughostError as exc:  # the request's own doing (its grammar, its sampling settings)
+                log.info("sequence ended by its request: %s", exc.message)
+                self._finish_error(s, exc)
+                continue
             except Exception as exc:
                 log.warning("sampling failed for one sequence: %r", exc)
                 self._finish_error(s, BackendError(f"sampling failed: {type(exc).__name__}: {exc}"))

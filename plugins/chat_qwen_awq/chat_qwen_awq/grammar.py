@@ -11,6 +11,10 @@ executor fills the masks of many sequences in Rust threads without the GIL.
   JSON (schema or any object), or Qwen's ``<tool_call>`` block for ``tool_choice`` "required" /
   a named function. JSON allows no free whitespace (fixed separators), so even a weak model
   ends inside a small budget. Compiled matchers are cached by grammar and deep-copied per sequence.
+- Before a grammar is used it must pass the caps of :mod:`chat_qwen_awq.schema_limits` and a dry
+  run of its first :data:`DRY_RUN_STEPS` steps (masks computed, a token consumed each step): a
+  schema the library cannot run is a 400 naming the field before any token is generated. One that
+  still fails later ends its sequence with :meth:`Constraint.failure` (a 400, never a 500).
 - :class:`Constraint` is one sequence's matcher.
 - :class:`MaskFiller` starts the bitmasks of a step's constrained rows on a worker thread before
   the forward pass, so they are ready (or nearly) when the logits are; :meth:`PendingMasks.apply`
@@ -29,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from chat_qwen_awq.schema_limits import SchemaLimits, check_schema
 from host.sdk import ChatRequest, InvalidRequest, Tool
 
 #: Qwen2.5's tool-call tags (single added tokens in its vocabulary).
@@ -38,13 +43,22 @@ JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separa
 #: JSON inside a tool-call block: the separators of the template's own ``tojson`` (what Qwen was trained on).
 TOOL_JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 _CACHE_SIZE = 256
+#: Steps of a new grammar run (on a copy) before it is used: the row explosions and endless forced
+#: prefixes measured (500+ optional properties, a required recursive ``$ref``) fail at step 2.
+DRY_RUN_STEPS = 8
+#: The error code of a grammar the constraint library gives up on.
+GRAMMAR_FAILED = "grammar_failed"
 
 
 class Constraint:
-    """The grammar state of one sequence (engine thread only, except while its mask is filled)."""
+    """The grammar state of one sequence (engine thread only, except while its mask is filled).
 
-    def __init__(self, matcher: Any) -> None:
+    ``param`` names the request field the grammar comes from (for errors).
+    """
+
+    def __init__(self, matcher: Any, param: str = "response_format") -> None:
         self.matcher = matcher
+        self.param = param
 
     def consume(self, token: int) -> bool:
         """Advance past a sampled token; False if the grammar did not allow it."""
@@ -60,6 +74,20 @@ class Constraint:
         """Why the matcher failed, if it did."""
         return str(self.matcher.get_error()) if self.matcher.is_error() else None
 
+    def failure(self, tokens: int) -> InvalidRequest:
+        """The client's error for a matcher that failed after ``tokens`` generated tokens."""
+        return InvalidRequest(
+            f"The output constraint from '{self.param}' could not go on after {tokens} generated tokens: "
+            f"{_first_line(self.error or 'the grammar allowed no further token')}. Simplify the schema.",
+            param=self.param,
+            code=GRAMMAR_FAILED,
+        )
+
+
+def _first_line(text: str) -> str:
+    """The reason of an llguidance error, without the parser state and grammar it appends."""
+    return text.strip().split("\n", 1)[0].rstrip(".")
+
 
 class _Row(Protocol):
     constraint: Constraint | None
@@ -73,12 +101,17 @@ class Grammars:
     :param tokenizer: the model's fast Hugging Face tokenizer.
     :param vocab_size: width of the logits (the model's vocabulary, padding included).
     :param eos_ids: tokens that end a generation (allowed once the grammar is complete).
+    :param limits: caps on the schemas requests may send (:mod:`chat_qwen_awq.schema_limits`).
     """
 
-    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Sequence[int]) -> None:
+    def __init__(
+        self, tokenizer: Any, vocab_size: int, eos_ids: Sequence[int], limits: SchemaLimits | None = None
+    ) -> None:
         import llguidance.hf
 
         self.vocab_size = vocab_size
+        self.limits = limits or SchemaLimits()
+        self.eos_ids = frozenset(eos_ids)
         self.lltokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=list(eos_ids))
         self._tags = [tokenizer.convert_tokens_to_ids(t) for t in (TOOL_OPEN, TOOL_CLOSE)]
         self._single_tags = all(isinstance(t, int) and t != tokenizer.unk_token_id for t in self._tags)
@@ -95,7 +128,9 @@ class Grammars:
             return self._constraint(self._json({"type": "object"}), "response_format")
         if request.output.kind == "json_schema":
             assert request.output.schema is not None
-            return self._constraint(self._json(request.output.schema), "response_format.json_schema.schema")
+            param = "response_format.json_schema.schema"
+            check_schema(request.output.schema, self.limits, param)
+            return self._constraint(self._json(request.output.schema), param)
         return None
 
     def _json(self, schema: dict[str, Any]) -> str:
@@ -119,6 +154,7 @@ class Grammars:
             for t in tools
         ]
         body = variants[0] if len(variants) == 1 else {"anyOf": variants}
+        check_schema(body, self.limits, "tools")
         schema = {**body, "x-guidance": TOOL_JSON_OPTIONS}
         if self._single_tags:
             open_, close = (f"<[{t}]>" for t in self._tags)
@@ -142,11 +178,36 @@ class Grammars:
             pristine = llguidance.LLMatcher(self.lltokenizer, grammar, log_level=0)
             if pristine.is_error():
                 raise InvalidRequest(f"This schema cannot be enforced: {pristine.get_error()}", param=param)
+            self._dry_run(pristine.deep_copy(), param)
             with self._lock:
                 self._cache[grammar] = pristine
                 while len(self._cache) > _CACHE_SIZE:
                     self._cache.popitem(last=False)
-        return Constraint(pristine.deep_copy())
+        return Constraint(pristine.deep_copy(), param)
+
+    def _dry_run(self, matcher: Any, param: str) -> None:
+        """Run ``matcher`` (a copy) up to :data:`DRY_RUN_STEPS` steps, each time consuming the first token
+        its mask allows (other than an end of text); a 400 naming ``param`` if the library gives up."""
+        tokens = 0
+        while tokens < DRY_RUN_STEPS and not matcher.is_stopped():  # stopped: complete, or failed
+            bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
+            if matcher.is_error():
+                break
+            allowed = (int(t) for t in np.flatnonzero(bits[: self.vocab_size]) if int(t) not in self.eos_ids)
+            token = next(allowed, None)
+            if token is None:
+                if tokens == 0 and not matcher.is_accepting():
+                    raise InvalidRequest("This schema allows no output at all.", param=param, code=GRAMMAR_FAILED)
+                break
+            matcher.consume_token(token)
+            tokens += 1
+        if matcher.is_error():
+            raise InvalidRequest(
+                f"This schema cannot be enforced: the constraint library gives up on it within its first "
+                f"{tokens + 1} tokens ({_first_line(matcher.get_error())}). Simplify the schema.",
+                param=param,
+                code=GRAMMAR_FAILED,
+            )
 
     def token_bytes(self, token: int) -> bytes:
         """The raw bytes of one token (for logprobs)."""

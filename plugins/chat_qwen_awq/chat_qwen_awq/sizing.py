@@ -180,6 +180,16 @@ class ChatOptions(Options, frozen=True):
         both numbers (``None``: context_length).
     :ivar max_waiting_sequences: bound of the line for a free sequence slot: a newcomer gets 429
         when this many waiting requests would go before it (never more than twice this many wait).
+    :ivar max_request_output_tokens: tokens one request may generate in all, ``n`` choices (and a
+        legacy completion's prompts) times ``max_tokens``; more is a 400 naming both numbers. A
+        request without ``max_tokens`` gets a default budget that fits.
+    :ivar max_request_logprobs: log probabilities one request may return, generated tokens times
+        ``1 + top_logprobs`` over all its choices (each is about 90 bytes of JSON); more is a 400.
+    :ivar grammar_max_schema_bytes: the largest ``response_format`` or tools schema (compact JSON)
+        a request may ask to enforce; see :mod:`chat_qwen_awq.schema_limits` for these three caps.
+    :ivar grammar_max_depth: how deep such a schema may nest (objects and arrays).
+    :ivar grammar_max_alternatives: the most alternatives at one point of such a schema (an object's
+        properties, ``anyOf`` branches).
     """
 
     context_length: Annotated[int, msgspec.Meta(ge=2)] | None = None
@@ -192,6 +202,11 @@ class ChatOptions(Options, frozen=True):
     default_max_tokens: PositiveInt = 2048
     max_tokens_cap: PositiveInt | None = None
     max_waiting_sequences: Annotated[int, msgspec.Meta(ge=0)] = 128
+    max_request_output_tokens: PositiveInt = 32768
+    max_request_logprobs: PositiveInt = 131072
+    grammar_max_schema_bytes: PositiveInt = 65536
+    grammar_max_depth: PositiveInt = 64
+    grammar_max_alternatives: PositiveInt = 256
 
 
 DEFAULT_MAX_CONTEXT = 16384

@@ -65,6 +65,7 @@ class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]])
     """
 
     kind = "rerank"
+    items_param = "documents"
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
@@ -88,6 +89,7 @@ class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]])
             "gpu": BatchBudgets(max_batch_tokens=o.batch_tokens_gpu, max_batch_size=o.max_batch_size),
         }
         self.max_pending = o.max_pending
+        self.max_request_tokens = o.max_request_tokens
         self.share_prefix = o.share_prefix
         self.prefix_cache_entries = o.prefix_cache_entries
         self.prefix_cache_tokens = o.prefix_cache_tokens
@@ -181,6 +183,10 @@ class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]])
     def length(self, pair: EncodedPair) -> int:
         """The tokens a pair runs in a batch (its shared prefix runs once, apart)."""
         return len(pair.ids) - pair.shared if self.share_prefix else len(pair.ids)
+
+    def tokens(self, pair: EncodedPair) -> int:
+        """A pair's whole prompt (what ``usage`` counts), against ``max_request_tokens``."""
+        return len(pair.ids)
 
     def batch_cost(self) -> SharedPrefixCost | None:
         """With ``share_prefix`` a batch holds more than its padded rows: see :class:`SharedPrefixCost`."""
