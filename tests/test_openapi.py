@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -114,7 +115,63 @@ def accepts_valid_data(ctx: Any, response: Any, case: Any) -> bool | None:
     """schemathesis' ``positive_data_acceptance``, except for the one rule of the chat body that JSON
     schema cannot state (a named ``tool_choice`` must name one of ``tools``: a value naming a value),
     which the schema's description states and the server answers with its own error code."""
-    if response.status_code == 400 and case.path == "/v1/chat/completions":
-        if response.json()["error"]["code"] == UNKNOWN_TOOL_CHOICE:
-            return None
+    known = response.status_code == 400 and case.path == "/v1/chat/completions"
+    if known and response.json()["error"]["code"] == UNKNOWN_TOOL_CHOICE:
+        return None
     return positive_data_acceptance(ctx, response, case)
+
+
+def _body_schema(doc: dict[str, Any], path: str) -> dict[str, Any]:
+    return doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+
+CHAT_BODY = {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]}
+#: Issue 26: bodies the server refuses; its schema must say they are invalid (it did not).
+REFUSED = [
+    ("/v1/embeddings", {"model": "fake-embed", "input": "", "dimensions": 1}),
+    ("/v1/embeddings", {"model": "fake-embed", "input": [3, -1]}),
+    ("/v1/embeddings", {"model": "fake-embed", "input": ["a", 3]}),
+    ("/v1/rerank", {"model": "fake-rerank", "query": "", "documents": ["a"]}),
+    ("/v1/rerank", {"model": "fake-rerank", "query": " \n", "documents": ["a"]}),
+    ("/v1/rerank", {"model": "fake-rerank", "query": "q", "documents": []}),
+    ("/v1/rerank", {"model": "fake-rerank", "query": "q", "documents": ["a"], "top_n": 0}),
+    ("/v1/chat/completions", {**CHAT_BODY, "repetition_penalty": 0}),
+    ("/v1/chat/completions", {**CHAT_BODY, "repetition_penalty": 1e-300}),
+    ("/v1/chat/completions", {**CHAT_BODY, "top_logprobs": 2}),
+    ("/v1/chat/completions", {**CHAT_BODY, "tool_choice": "required"}),
+    ("/v1/chat/completions", {**CHAT_BODY, "stop": [""]}),
+    ("/v1/chat/completions", {**CHAT_BODY, "messages": [{"role": "tool", "content": "x"}]}),
+    ("/v1/chat/completions", {**CHAT_BODY, "messages": [{"role": "user", "content": "x", "tool_calls": []}]}),
+    ("/v1/completions", {"model": "fake-chat", "prompt": "x", "suffix": "y"}),
+    ("/v1/completions", {"model": "fake-chat", "prompt": "x", "echo": True, "logprobs": 1}),
+    ("/v1/completions", {"model": "fake-chat", "prompt": ["x", ""]}),
+]
+#: ... and bodies it takes, which its schema must allow.
+ACCEPTED = [
+    ("/v1/chat/completions", {**CHAT_BODY, "top_p": 0, "temperature": 5e-324, "n": 2.0}),
+    ("/v1/chat/completions", {**CHAT_BODY, "messages": [{"role": "assistant"}, {"role": "user", "content": "x"}]}),
+    ("/v1/rerank", {"model": "fake-rerank", "query": "q", "documents": ["a", {"text": "b"}], "top_n": 1.0}),
+    ("/v1/embeddings", {"model": "fake-embed", "input": [[1, 2], [3]]}),
+    ("/v1/completions", {"model": "fake-chat", "prompt": ["x"], "suffix": ""}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), REFUSED + ACCEPTED)
+def test_the_schema_and_the_server_agree(live: str, path: str, body: dict[str, Any]) -> None:
+    validator = jsonschema.Draft202012Validator(_body_schema(httpx.get(f"{live}/openapi.json").json(), path))
+    response = httpx.post(f"{live}{path}", json=body, timeout=30)
+    if (path, body) in REFUSED:
+        assert response.status_code == 400, response.text
+        assert not validator.is_valid(body)
+    else:
+        assert response.status_code == 200, response.text
+        assert validator.is_valid(body), list(validator.iter_errors(body))
+
+
+def test_allow_lists_every_method_of_a_path(live: str) -> None:
+    # Issue 26: OPTIONS on a model answered "Allow: OPTIONS, POST" while the schema documents GET too.
+    for path in ("/v1/models/fake-chat", "/v1/models/fake-chat/load"):
+        response = httpx.options(f"{live}{path}")
+        assert response.status_code == 204 and response.headers["allow"] == "GET, OPTIONS, POST"
+    allowed = httpx.delete(f"{live}/v1/models/fake-chat").headers["allow"]
+    assert sorted(allowed.split(", ")) == ["GET", "OPTIONS", "POST"]
