@@ -299,6 +299,8 @@ class QwenAwqChatBackend:
                 f"(models.{self.spec.id}.options.max_tokens_cap).",
                 param="max_tokens",
             )
+        # The grammar first: its caps are cheap and keep a hostile tool schema out of the prompt too.
+        constraint = self.grammars.constraint(request)
         if request.prompt is not None:
             self._reject_huge(request.prompt, "prompt")
             ids = [int(t) for t in self._tokenizer.encode(request.prompt, add_special_tokens=False)]
@@ -319,6 +321,6 @@ class QwenAwqChatBackend:
             max_tokens=max_tokens if max_tokens is not None else default,
             sampling=sampling.resolve(request.sampling, self.defaults),
             stops=request.sampling.stop,
-            constraint=self.grammars.constraint(request),
+            constraint=constraint,
             top_logprobs=request.top_logprobs,
         )

@@ -123,6 +123,9 @@ class Grammars:
         choice = request.tool_choice
         if choice.mode in ("required", "function"):
             tools = [t for t in request.tools if choice.mode == "required" or t.name == choice.name]
+            for i, tool in enumerate(request.tools):
+                if tool in tools and tool.parameters is not None:
+                    check_schema(tool.parameters, self.limits, f"tools[{i}].function.parameters")
             return self._constraint(self._tool_grammar(tools, choice.parallel), "tools")
         if request.output.kind == "json_object":
             return self._constraint(self._json({"type": "object"}), "response_format")
@@ -225,11 +228,16 @@ def closed(schema: Any) -> Any:
         return [closed(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: closed(v) if k not in ("enum", "const", "default", "examples") else v for k, v in schema.items()}
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("enum", "const", "default", "examples"):
+            out[key] = value
+        elif key == "properties" and isinstance(value, dict):  # its keys are names, not schemas
+            out[key] = {name: closed(sub) for name, sub in value.items()}
+        else:  # each subtree once: walking "properties" twice made this exponential in the nesting
+            out[key] = closed(value)
     if "properties" in out and "additionalProperties" not in out:
         out["additionalProperties"] = False
-    if isinstance(schema.get("properties"), dict):  # property names are not schemas: keep them as they are
-        out["properties"] = {name: closed(sub) for name, sub in schema["properties"].items()}
     return out
 
 
