@@ -19,7 +19,7 @@ TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "objec
 IMAGE = {"type": "input_image", "image_url": "https://example.com/cat.png"}
 
 
-def TEXT(text: str) -> dict[str, str]:
+def text_part(text: str) -> dict[str, str]:
     return {"type": "input_text", "text": text}
 
 
@@ -60,12 +60,12 @@ def test_a_response_object_with_one_message_and_usage(client: TestClient) -> Non
 def test_input_items_become_the_domain_conversation(client: TestClient, plugin: FakePlugin) -> None:
     items = [
         {"role": "developer", "content": "be brief"},
-        {"type": "message", "role": "user", "content": [TEXT("weather "), TEXT("in Oslo?")]},
+        {"type": "message", "role": "user", "content": [text_part("weather "), text_part("in Oslo?")]},
         {"type": "reasoning", "id": "rs_1", "summary": []},
         {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Oslo"}'},
         {"type": "function_call", "call_id": "call_2", "name": "get_time", "arguments": "{}"},
         {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
-        {"type": "function_call_output", "call_id": "call_2", "output": [TEXT("noon")]},
+        {"type": "function_call_output", "call_id": "call_2", "output": [text_part("noon")]},
         {"role": "assistant", "content": [{"type": "output_text", "text": "Sunny at noon."}]},
         {"role": "user", "content": "thanks"},
     ]

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from host.contract.domain import ChatMessage, ChatRequest, SamplingParams, Tool, ToolCall, ToolChoice
+from host.contract.domain import ChatMessage, ChatRequest, OutputFormat, SamplingParams, Tool, ToolCall, ToolChoice
 from host.contract.errors import InvalidRequest
 from host.protocol.common import WireRequest
 from host.protocol.tools import (
@@ -150,8 +150,10 @@ class ResponsesRequest(WireRequest, kw_only=True):
             )
         tools, tool_choice = _tools(self.tools, self.tool_choice, self.parallel_tool_calls)
         output = output_to_domain(_response_format(self.text))
-        if output.kind != "text" and tool_choice.mode in ("required", "function"):
-            raise InvalidRequest("text.format cannot be combined with a tool_choice that forces a call.", param="text")
+        if tool_choice.mode in ("required", "function"):
+            # The answer is a call: text.format applies to text, which a forced turn has none of
+            # (the Agents SDK sends both on an agent's first turn, as OpenAI accepts).
+            output = OutputFormat()
         conversation = history + input_messages(self.input)
         if not conversation:
             raise InvalidRequest("input is required.", param="input")
