@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
@@ -18,7 +19,21 @@ from host.serving.openai_responses import OpenAIResponses
 from host.serving.response_store import owner_of
 
 
-@post("/v1/responses", status_code=200, dto=WireBody[ResponsesRequest], return_dto=None, responses=MODEL_ERRORS)
+#: The JSON answer's schema (the annotation's union with ``Stream`` would leave it undocumented).
+_CREATED = ResponseSpec(
+    data_container=ResponseObject,
+    description="The response; with `stream: true`, its events as text/event-stream instead",
+    generate_examples=False,
+)
+
+
+@post(
+    "/v1/responses",
+    status_code=200,
+    dto=WireBody[ResponsesRequest],
+    return_dto=None,
+    responses={**MODEL_ERRORS, 200: _CREATED},
+)
 async def create_response(
     data: JSONBody[ResponsesRequest], request: Request[Any, Any, Any], chat: ChatDep, responses: ResponsesDep
 ) -> Response[ResponseObject] | Stream:
