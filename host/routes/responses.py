@@ -18,7 +18,6 @@ from host.server.openapi import COMMON_ERRORS, MODEL_ERRORS, WireBody
 from host.serving.openai_responses import OpenAIResponses
 from host.serving.response_store import owner_of
 
-
 #: The JSON answer's schema (the annotation's union with ``Stream`` would leave it undocumented).
 _CREATED = ResponseSpec(
     data_container=ResponseObject,
