@@ -4,6 +4,7 @@ the field names of its 400s, the stored responses (owner, follow-ups, GET and DE
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -11,8 +12,9 @@ import pytest
 from litestar.testing import TestClient
 
 from host.contract.domain import ChatRequest
-from host.testing.fakes import FakePlugin
-from host.testing.http import assert_error
+from host.contract.spec import Task
+from host.testing.fakes import FakePlugin, fake_spec
+from host.testing.http import assert_error, post_and_leave
 
 RESPONSES = "/v1/responses"
 TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
@@ -248,3 +250,46 @@ def test_a_stored_response_is_visible_only_to_the_key_that_made_it(client: TestC
         assert_error(client.delete(f"{RESPONSES}/{made['id']}", headers=other), 404)
         assert_error(create(client, headers=other, previous_response_id=made["id"]), 404)
     assert create(client, headers=alice, previous_response_id=made["id"]).status_code == 200
+
+
+# -- hostile clients ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b'{"model": "fake-chat", "input": "\xff\xfe"}', "invalid_json"),
+        (b'{"model": "fake-chat", "input": ' + b"[" * 1900 + b"]" * 1900 + b"}", "invalid_value"),
+        (b'{"model": "fake-chat", "reasoning": ' + b"[" * 1900 + b"]" * 1900 + b"}", None),
+        (b'{"model": "fake-chat", "metadata": ' + b'{"a":' * 600 + b"1" + b"}" * 600 + b"}", "invalid_value"),
+        (b'{"model": "fake-chat", "input": [{"role": "user", "content": [{"type": "input_text"}]}]}', "invalid_value"),
+        (b"[]", "invalid_value"),
+        (b"", "invalid_json"),
+    ],
+)
+def test_malformed_bodies_are_400s(client: TestClient, raw: bytes, code: str | None) -> None:
+    r = client.post(RESPONSES, content=raw, headers={"content-type": "application/json"})
+    assert_error(r, 400, code=code)
+    assert create(client).status_code == 200  # nothing broke
+
+
+def test_a_body_over_the_limit_is_413_and_unknown_ids_are_404(client: TestClient) -> None:
+    items = [{"role": "user", "content": "x" * 100}] * 100  # over the route tests' 4 KiB body limit
+    assert_error(create(client, input=items), 413)
+    assert_error(client.get(f"{RESPONSES}/{'r' * 5000}"), 404)
+    assert_error(client.get(f"{RESPONSES}/resp_%00%ff"), 404)
+    assert_error(client.post(f"{RESPONSES}/resp_1"), 405)
+
+
+def test_a_client_that_leaves_mid_stream_stops_it_and_nothing_is_stored(plughost_app: Any) -> None:
+    app = plughost_app(plugins=[FakePlugin([fake_spec("slow", Task.CHAT, token_delay_s=0.02)])])
+    body = json.dumps({"model": "slow", "stream": True, "input": " ".join(["word"] * 200)}).encode()
+    with TestClient(app) as client:
+        chunks = client.blocking_portal.call(lambda: post_and_leave(app, RESPONSES, body, after=4))
+        created = json.loads(b"".join(chunks).split(b"data: ", 1)[1].split(b"\n", 1)[0])
+        deadline = time.monotonic() + 5
+        while client.get("/v1/models/slow").json()["status"]["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert client.get("/v1/models/slow").json()["status"]["in_flight"] == 0
+        assert_error(client.get(f"{RESPONSES}/{created['response']['id']}"), 404)  # never finished: not stored
+        assert create(client, model="slow", input="again").status_code == 200

@@ -195,3 +195,15 @@ def test_the_openai_agents_sdk_with_its_default_responses_model(server: str) -> 
     assert report["tool_arguments"]["unit"] in ("celsius", "fahrenheit")
     assert report["tool_output_sent"] and report["streamed_events"] > 0
     assert report["streamed_structured"]["city"] in ("Paris", "Oslo")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_models_limits_are_400s_naming_the_responses_fields(client: OpenAI, stream: bool) -> None:
+    """The backend names Chat Completions fields (``max_tokens``, ``messages``); a Responses client
+    is told its own (a JSON error before any event, streamed or not)."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        create(client, input=ASK, max_output_tokens=100_000, stream=stream)
+    assert caught.value.body["param"] == "max_output_tokens"
+    with pytest.raises(openai.BadRequestError) as caught:
+        create(client, input="word " * 5000, stream=stream)
+    assert (caught.value.body["param"], caught.value.body["code"]) == ("input", "context_length_exceeded")
