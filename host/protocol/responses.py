@@ -42,10 +42,12 @@ SKIPPED_ITEMS = frozenset({"reasoning"})
 
 
 class InputPart(msgspec.Struct, kw_only=True):
-    """A content part of an input message (only text parts are supported)."""
+    """A content part of an input message (only text parts are supported; a replayed ``refusal``
+    part carries its text in ``refusal``)."""
 
     type: str
     text: str | None = None
+    refusal: str | None = None
 
 
 class InputItem(msgspec.Struct, kw_only=True):
@@ -226,12 +228,13 @@ def _text(content: str | list[InputPart], param: str) -> str:
         return content
     texts = []
     for j, part in enumerate(content):
-        if part.type not in TEXT_PARTS or part.text is None:
+        text = part.refusal if part.type == "refusal" else part.text
+        if part.type not in TEXT_PARTS or text is None:
             raise InvalidRequest(
                 f"content part type '{part.type}' is not supported; only text parts (input_text, output_text).",
                 param=f"{param}[{j}].type",
             )
-        texts.append(part.text)
+        texts.append(text)
     return "".join(texts)
 
 
