@@ -100,7 +100,7 @@ def fetch(
                 with part.open("r+b" if offset else "wb") as out:
                     out.seek(offset)
                     out.truncate()
-                    for chunk in response.iter_bytes(CHUNK):
+                    for chunk in response.iter_bytes():  # as the bytes arrive: progress and resume points stay fine
                         if cancel.is_set():
                             raise Cancelled(f"{file.path}: cancelled after {offset} bytes; pull again to resume")
                         offset += len(chunk)

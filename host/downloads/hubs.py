@@ -220,7 +220,7 @@ class ModelScope:
             raise Unreachable(f"{self.name}: {url} answered an unexpected shape")
         code = data.get("Code", 200)
         if data.get("Success") is False or code not in (200, "200"):
-            status = code if isinstance(code, int) else 404
+            status = code if isinstance(code, int) and 400 <= code < 600 else 404  # its own codes: not found
             raise _status_error(self.name, repo, revision, status, str(data.get("Message") or ""))
         entries = (data.get("Data") or {}).get("Files") or []
         files = tuple(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import msgspec
 
+from host.downloads.inventory import WeightsInfo
 from host.scheduling.status import ModelStatus
 
 
 class ModelCard(msgspec.Struct, kw_only=True):
-    """One model in OpenAI's list shape, plus plughost's task and residency."""
+    """One model in OpenAI's list shape, plus plughost's task, residency and weights on disk."""
 
     id: str
     created: int
@@ -17,6 +18,7 @@ class ModelCard(msgspec.Struct, kw_only=True):
     aliases: list[str]
     description: str
     status: ModelStatus
+    weights: WeightsInfo | None = None
     object: str = "model"
 
 
@@ -27,8 +29,18 @@ class ModelList(msgspec.Struct):
     object: str = "list"
 
 
+class Download(msgspec.Struct, kw_only=True):
+    """A pull running on the server (``/health``)."""
+
+    id: str
+    repo: str
+    percent: float
+    done_bytes: int
+    total_bytes: int
+
+
 class Health(msgspec.Struct, kw_only=True):
-    """Liveness, readiness and a summary of resident models."""
+    """Liveness, readiness and a summary of resident models and running downloads."""
 
     status: str
     ready: bool
@@ -36,3 +48,4 @@ class Health(msgspec.Struct, kw_only=True):
     resident: list[str]
     loading: list[str]
     failed: list[str]
+    downloading: list[Download] = msgspec.field(default_factory=list)
