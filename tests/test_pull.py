@@ -2,7 +2,8 @@
 embedding model the plugin builds (``embed_qwen3.demo:TINY``).
 
 Pulls in this process (the CLI's own function) and as the real console script; every case ends in
-what a user sees: a folder that serves, an exit status and a message, or nothing servable.
+what a user sees: a folder that serves, an exit status and a message, or nothing servable. The hub
+is the ``hub`` fixture of ``tests/conftest.py`` (:class:`host.testing.fakehub.FakeHub`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -39,23 +39,6 @@ REPO = "Qwen/Qwen3-Embedding-0.6B"
 WEIGHTS = "model.safetensors"
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_folder() -> Path:
-    """The embedding plugin's tiny random-weight model folder (built once, cached)."""
-    from embed_qwen3.demo import TINY
-
-    return TINY.folder()
-
-
-@pytest.fixture
-def hub(tiny_folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
-    """A local hub serving the tiny model as ``Qwen/Qwen3-Embedding-0.6B`` on both APIs."""
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # conftest sets it for every other test
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    with FakeHub({REPO: tiny_folder}) as running:
-        yield running
 
 
 def config_for(hub: FakeHub, tmp_path: Path, **download: object) -> HostConfig:
