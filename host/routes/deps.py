@@ -16,6 +16,7 @@ from host.downloads.manager import Downloads
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool
+from host.serving.service import ChatService
 
 #: ``config: ConfigDep``: the host configuration.
 ConfigDep = NamedDependency[HostConfig]
@@ -29,6 +30,8 @@ StartedDep = NamedDependency[int]
 MetricsDep = NamedDependency[Observer]
 #: ``downloads: DownloadsDep``: the app's weight downloads (``POST /v1/models/{id}/pull``, cards, health).
 DownloadsDep = NamedDependency[Downloads]
+#: ``chat: ChatDep``: the service behind every chat-like route (``host.serving.service``).
+ChatDep = NamedDependency[ChatService]
 
 
 class Services:
@@ -47,6 +50,7 @@ class Services:
         self.downloads = downloads if downloads is not None else Downloads(config, metrics)
         self.started = int(time.time())
         self.scheduler: ModelPool | None = None  # made by the lifespan (it measures the machine)
+        self.chat: ChatService | None = None  # serves on the scheduler, made with it
 
     def get_config(self) -> HostConfig:
         """The host configuration."""
@@ -61,6 +65,17 @@ class Services:
         if self.scheduler is None:
             raise ShuttingDown("plughost is not running")
         return self.scheduler
+
+    def start(self, scheduler: ModelPool) -> None:
+        """The lifespan's scheduler is running: serve on it."""
+        self.scheduler = scheduler
+        self.chat = ChatService(scheduler, self.registry, self.metrics, self.config.server.stream_keepalive_s)
+
+    def get_chat(self) -> ChatService:
+        """The chat service (a 503 outside the app's lifespan)."""
+        if self.chat is None:
+            raise ShuttingDown("plughost is not running")
+        return self.chat
 
     def get_started(self) -> int:
         """When the app was built (Unix seconds): the ``created`` of every model card."""
@@ -83,4 +98,5 @@ class Services:
             "started": Provide(self.get_started, sync_to_thread=False),
             "metrics": Provide(self.get_metrics, sync_to_thread=False),
             "downloads": Provide(self.get_downloads, sync_to_thread=False),
+            "chat": Provide(self.get_chat, sync_to_thread=False),
         }

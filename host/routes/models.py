@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent
 
 from host.contract.errors import InvalidRequest, NotFound
+from host.contract.spec import Task
 from host.downloads.manager import Downloads
 from host.downloads.pull import PullProgress
 from host.protocol.models import Download, Health, ModelCard, ModelList
@@ -23,6 +24,7 @@ from host.server.openapi import COMMON_ERRORS, MANAGE_ERRORS
 
 def _card(model: RegisteredModel, scheduler: ModelPool, started: int, downloads: Downloads) -> ModelCard:
     spec = model.spec
+    context = spec.capabilities.context_length
     return ModelCard(
         id=spec.id,
         created=started,
@@ -31,6 +33,9 @@ def _card(model: RegisteredModel, scheduler: ModelPool, started: int, downloads:
         aliases=list(spec.aliases),
         description=spec.description,
         status=scheduler.status(spec.id),
+        context_length=context,
+        max_model_len=context,
+        capabilities=spec.capabilities if spec.task == Task.CHAT else None,
         weights=downloads.info(model),
     )
 
