@@ -49,9 +49,13 @@ def run(config: HostConfig, argv: list[str], out: TextIO | None = None) -> int:
 
 
 def _registry(config: HostConfig) -> Any:
+    import logging
+
     from host.plugins import make_plugin_manager
     from host.registry import build_registry
 
+    # Serving's warnings (a demo stand-in for weights not on disk) are what this command is about to fix.
+    logging.getLogger("plughost.registry").setLevel(logging.ERROR)
     return build_registry(make_plugin_manager(config), config)
 
 
