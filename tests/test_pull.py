@@ -76,6 +76,8 @@ def test_a_pull_from_each_source_serves_the_model(hub: FakeHub, tmp_path: Path, 
         response = embed(client)
         assert response.status_code == 200, response.text
         assert len(response.json()["data"][0]["embedding"]) > 0
+        # Pulled into a folder, the model still answers to its hub id (the plugin's alias).
+        assert client.post(EMBED, json={"model": REPO, "input": "x"}).status_code == 200
         weights = client.get(f"/v1/models/{MODEL}").json()["weights"]
         assert weights["state"] == "on_disk" and weights["source"] == source
         assert weights["commit"] == hub.commits[REPO] and weights["bytes"] == hub.total_bytes(REPO)
