@@ -168,8 +168,9 @@ def pull(
                 free = free_bytes(root)
                 if need + DISK_MARGIN > free:
                     raise DiskFull(
-                        f"{ref.repo}: needs {_size(need)} more free space in {root} ({_size(total)} in all), but "
-                        f"only {_size(free)} is free. Free some space or set download.dir to a larger disk."
+                        f"{ref.repo}: needs {size_text(need)} more free space in {root} ({size_text(total)} in "
+                        f"all), but only {size_text(free)} is free. Free some space or set download.dir to a larger "
+                        f"disk."
                     )
                 todo = [f for f in files if not staging.done(f)]
                 tracker.update(
@@ -177,13 +178,13 @@ def pull(
                     done_bytes=have, files_total=len(files), files_done=len(files) - len(todo),
                 )  # fmt: skip
                 log.info("%s: pulling %s from %s (%s of %d files left)", ref.repo, listing.pinned, hub.name,
-                         _size(need), len(todo))  # fmt: skip
+                         size_text(need), len(todo))  # fmt: skip
                 staging.save()
                 _fetch_all(client, hub, listing, staging, todo, tracker, on_bytes, cancel)
                 tracker.update(force=True, state="installing", file=None)
                 installed = store.install(staging, listing, files)
         tracker.update(force=True, state="done", folder=str(installed.folder), eta_s=0.0)
-        log.info("%s: installed in %s (%s)", ref.repo, installed.folder, _size(installed.bytes))
+        log.info("%s: installed in %s (%s)", ref.repo, installed.folder, size_text(installed.bytes))
         return installed
     except PullError as exc:
         tracker.update(force=True, state="failed", error=str(exc))
@@ -221,12 +222,10 @@ def _fetch_all(
         tracker.update(force=True, files_done=tracker.progress.files_done + 1)
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
+    """``1.5 GiB``, ``512.0 KiB``: a byte count for people."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"  # pragma: no cover
-
-
-size_text = _size
