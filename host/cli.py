@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from host.config import HostConfig, load_config
+from host.contract.config import HostConfig, load_config
 
 
 def main() -> None:

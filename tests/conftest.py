@@ -22,7 +22,7 @@ import pytest
 from litestar.testing import TestClient
 
 from host.app import create_app
-from host.config import ServerConfig
+from host.contract.config import ServerConfig
 from host.contract.spec import Task
 from host.testing.fakes import FakePlugin, failing_chat_spec, fake_spec
 from host.testing.pytest_plugin import CPU_ONLY, make_config
