@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.datastructures import State
 
-from host.config import HostConfig, load_config, parse_bytes
 from host.contract import request_id
+from host.contract.config import HostConfig, load_config, parse_bytes
 from host.downloads.manager import Downloads
 from host.metrics import Metrics
 from host.plugins import make_plugin_manager

@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from host.config import ConfigError, HostConfig, load_config
+from host.contract.config import ConfigError, HostConfig, load_config
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pluggy
 
-from host.config import ConfigError, HostConfig, WeightsRef
+from host.contract.config import ConfigError, HostConfig, WeightsRef
 from host.contract.errors import ModelNotFound, WrongTask
 from host.contract.spec import ModelSpec, Task
 from host.demo import demo_weights

@@ -23,7 +23,7 @@ import pytest
 from litestar.testing import TestClient
 
 from host.app import create_app
-from host.config import ServerConfig
+from host.contract.config import ServerConfig
 from host.contract.spec import Task
 from host.testing.fakehub import FakeHub
 from host.testing.fakes import FakePlugin, failing_chat_spec, fake_spec

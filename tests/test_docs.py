@@ -52,7 +52,7 @@ def _assert_refused(url: str) -> None:
 
 
 def _serve_and_run(tmp_path: Path, plughost_app, test: str) -> None:
-    from host.config import ConfigError
+    from host.contract.config import ConfigError
     from host.demo import load_demo
 
     config = make_config({"plugins": {"paths": [str(tmp_path / "plugins")]}, "demo": False})

@@ -21,7 +21,7 @@ from litestar.testing import TestClient
 
 from host import hookimpl
 from host.app import create_app
-from host.config import HostConfig, ModelConfig
+from host.contract.config import HostConfig, ModelConfig
 from host.contract.spec import ModelSpec, Task
 from host.plugins import ENTRYPOINT_GROUP, PluginError, make_plugin_manager
 from host.registry import ModelRegistry, build_registry

@@ -20,7 +20,7 @@ import pytest
 from litestar.testing import TestClient
 
 from host.app import create_app
-from host.config import HostConfig, WeightsRef, config_from_dict
+from host.contract.config import HostConfig, WeightsRef, config_from_dict
 from host.downloads import pull as pull_module
 from host.downloads.cli import run
 from host.downloads.errors import DiskFull, NotAuthorized, NotOnHub, PullError, Unreachable, VerifyFailed

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from host.config import HostConfig, WeightsRef, is_hub_id
+from host.contract.config import HostConfig, WeightsRef, is_hub_id
 from host.downloads.errors import PullError
 from host.downloads.pull import PullProgress, pull, size_text
 from host.downloads.store import ModelStore, describe, free_bytes

@@ -31,7 +31,7 @@ from host.downloads.errors import NotAuthorized, NotOnHub, Offline, PullError, U
 if TYPE_CHECKING:
     import httpx
 
-    from host.config import DownloadConfig, HubSource
+    from host.contract.config import DownloadConfig, HubSource
 
 HF_DEFAULT = "https://huggingface.co"
 MODELSCOPE_DEFAULT = "https://www.modelscope.cn"

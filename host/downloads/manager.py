@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from host.config import HostConfig
+from host.contract.config import HostConfig
 from host.contract.errors import ModelLoadFailed, WeightsNotReady
 from host.contract.spec import ModelSpec
 from host.demo import is_demo

@@ -26,7 +26,7 @@ from host.downloads.store import Installed, ModelStore, Staging, free_bytes
 if TYPE_CHECKING:
     import httpx
 
-    from host.config import DownloadConfig, WeightsRef
+    from host.contract.config import DownloadConfig, WeightsRef
 
 log = logging.getLogger("plughost.downloads")
 

@@ -28,21 +28,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from host.contract.pulled import MANIFEST, Installed, find_installed, folder_name, read_installed
 from host.downloads.errors import Busy
 
 if TYPE_CHECKING:
-    from host.config import WeightsRef
+    from host.contract.config import WeightsRef
     from host.downloads.hubs import Listing, RemoteFile
 
-MANIFEST = ".plughost-pull.json"
 STAGING = ".staging"
 STAGING_MANIFEST = ".plughost-staging.json"
 INCOMPLETE = ".incomplete"
-
-
-def folder_name(repo: str) -> str:
-    """``Qwen/Qwen3-Embedding-0.6B`` → ``Qwen--Qwen3-Embedding-0.6B``."""
-    return repo.replace("/", "--")
 
 
 def free_bytes(path: Path) -> int:
@@ -51,27 +46,6 @@ def free_bytes(path: Path) -> int:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return shutil.disk_usage(probe).free
-
-
-@dataclass(frozen=True)
-class Installed:
-    """A complete model folder and what its manifest says."""
-
-    folder: Path
-    repo: str
-    source: str
-    revision: str
-    commit: str | None
-    bytes: int
-    files: int
-    pulled_at: float
-
-    def matches(self, ref: WeightsRef) -> bool:
-        """Whether this folder holds ``ref`` (any revision when ``ref`` pins none)."""
-        if ref.repo != self.repo:
-            return False
-        pinned = ref.revision
-        return pinned is None or pinned == self.revision or (self.commit is not None and self.commit.startswith(pinned))
 
 
 @dataclass
@@ -129,40 +103,16 @@ class ModelStore:
 
     def read(self, folder: Path) -> Installed | None:
         """The manifest of a complete folder (``None``: not a complete pulled folder)."""
-        try:
-            data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-            return Installed(
-                folder=folder,
-                repo=str(data["repo"]),
-                source=str(data["source"]),
-                revision=str(data["revision"]),
-                commit=data.get("commit"),
-                bytes=int(data["bytes"]),
-                files=len(data.get("files") or ()),
-                pulled_at=float(data.get("pulled_at") or 0),
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return read_installed(folder)
 
     def installed(self, ref: WeightsRef) -> Installed | None:
-        """The complete folder holding ``ref``, if there is one."""
-        found = self.read(self.folder(ref.repo))
-        return found if found is not None and found.matches(ref) else None
+        """The complete folder holding ``ref`` (any revision unless ``ref`` pins one), if there is one."""
+        return find_installed(self.root, ref.repo, ref.revision)
 
     def complete(self, ref: WeightsRef) -> Path | None:
         """The folder of ``ref`` when it is complete (see :meth:`installed`)."""
         found = self.installed(ref)
         return found.folder if found is not None else None
-
-    def ref_of_folder(self, value: str) -> WeightsRef | None:
-        """The hub reference of a folder this store made (``None`` for any other path)."""
-        from host.config import WeightsRef
-
-        path = Path(os.path.expanduser(value))
-        if path.parent != self.root:
-            return None
-        found = self.read(path)
-        return WeightsRef(repo=found.repo) if found is not None else None
 
     def inventory(self) -> list[Installed]:
         """Every complete folder, by name."""

@@ -10,7 +10,7 @@ import time
 
 from litestar.di import NamedDependency, Provide
 
-from host.config import HostConfig
+from host.contract.config import HostConfig
 from host.contract.errors import ShuttingDown
 from host.downloads.manager import Downloads
 from host.metrics import NO_METRICS, Observer

@@ -20,7 +20,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, overload
 
-from host.config import SchedulerConfig
 from host.contract.backend import (
     Backend,
     ChatBackend,
@@ -29,6 +28,7 @@ from host.contract.backend import (
     RerankBackend,
     load_backend,
 )
+from host.contract.config import SchedulerConfig
 from host.contract.errors import (
     AdmissionTimeout,
     Conflict,

@@ -16,6 +16,7 @@ import msgspec
 import yaml
 
 from host.contract.errors import parse_msgspec_error
+from host.contract.pulled import find_installed, repo_of_folder
 from host.contract.spec import Options, PlacementKind
 
 OptionsT = TypeVar("OptionsT", bound=Options)
@@ -170,7 +171,7 @@ def is_hub_id(value: str) -> bool:
     if value.startswith((".", "~", "/", "demo:", "tiny:")) or value.count("/") != 1:
         return False
     owner, name = value.split("/")
-    return bool(owner) and bool(name) and not Path(os.path.expanduser(value)).is_dir()
+    return bool(owner) and bool(name) and not Path(os.path.expanduser(value)).exists()
 
 
 class DownloadConfig(Strict):
@@ -256,10 +257,8 @@ class HostConfig(Strict):
         """
         ref = self.weights_ref(model_id, default)
         if ref is not None:
-            from host.downloads.store import ModelStore  # cheap: no network code
-
-            folder = ModelStore(self.models_dir()).complete(ref)
-            return str(folder) if folder is not None else ref.repo
+            found = find_installed(self.models_dir(), ref.repo, ref.revision)
+            return str(found.folder) if found is not None else ref.repo
         weights = self.model(model_id).weights or default
         assert isinstance(weights, str)
         return str(self.resolve_path(weights)) if weights.startswith(("./", "../")) else weights
@@ -276,9 +275,8 @@ class HostConfig(Strict):
             return None
         if is_hub_id(value):
             return WeightsRef(repo=value)
-        from host.downloads.store import ModelStore
-
-        return ModelStore(self.models_dir()).ref_of_folder(value)
+        repo = repo_of_folder(self.models_dir(), value)
+        return WeightsRef(repo=repo) if repo is not None else None
 
     def models_dir(self) -> Path:
         """``download.dir`` (``$PLUGHOST_MODELS_DIR``, else ``~/.cache/plughost/models``)."""
