@@ -4,8 +4,10 @@
 
 - a local folder (absolute, ``~/...`` or relative to the working directory), or one local file
   for single-file formats (a ``.gguf``: its metadata is inside, there is no ``config.json``);
-- a hub id such as ``Qwen/Qwen3-Embedding-0.6B`` (taken from the local hub cache, and
-  downloaded when the hub is reachable and ``HF_HUB_OFFLINE`` is not set);
+- a hub id such as ``Qwen/Qwen3-Embedding-0.6B``: the host resolves it to the folder ``plughost pull``
+  put in ``download.dir`` before a backend sees it; here it is only looked up in the Hugging Face
+  cache. Nothing here downloads: a request never waits for a download it did not ask for
+  (:mod:`host.downloads`);
 - ``demo:<package.module:NAME>``: a plugin's random-weight stand-in of the real architecture
   (a :class:`host.demo.DemoModel`), built locally and cached — the demo profile and the tests use
   these (``demo:chat_qwen_awq.demo:TINY_AWQ``, ``demo:embed_qwen3.demo:TINY``, ...).
@@ -40,8 +42,8 @@ def _local_dir(weights: str) -> Path | None:
 
 
 def resolve_weights(weights: str | None, *, model_id: str) -> Path:
-    """The local folder (or single file) holding ``weights`` (``ModelSpec.weights``; building or
-    downloading it if needed)."""
+    """The local folder (or single file) holding ``weights`` (``ModelSpec.weights``; a demo model is
+    built if needed, nothing is ever downloaded)."""
     key = f"models.{model_id}.weights"
     if weights is None:
         raise WeightsError(f"{key}: not set. Set it to a local folder or a hub id.")
@@ -66,20 +68,14 @@ def resolve_weights(weights: str | None, *, model_id: str) -> Path:
         return local
     try:
         from huggingface_hub import snapshot_download
-    except ImportError as exc:  # pragma: no cover - transformers depends on it
+    except ImportError as exc:  # pragma: no cover - a core dependency
         raise WeightsError(f"{key}: {weights!r} looks like a hub id but huggingface_hub is missing") from exc
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
-        return Path(snapshot_download(weights, local_files_only=offline))
-    except Exception as exc:
-        how = (
-            "it is not in the local hub cache and HF_HUB_OFFLINE is set"
-            if offline
-            else f"it could not be downloaded ({type(exc).__name__}: {exc})"
-        )
+        return Path(snapshot_download(weights, local_files_only=True))  # the cache only: never a download
+    except Exception:
         raise WeightsError(
-            f"{key}: the weights {weights!r} are not available: {how}. Set {key} to a local folder holding "
-            f"the model, download it into the hub cache first, or run the demo profile (demo: true)."
+            f"{key}: the weights {weights!r} are not on this machine. Run `plughost pull {model_id}`, set {key} "
+            f"to a local folder holding the model, or run the demo profile (demo: true)."
         ) from None
 
 
