@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from host.config import ConfigError, config_from_dict
+from host.contract.config import ConfigError, config_from_dict
 from host.contract.domain import ChatMessage
 from host.protocol.responses import Response
 from host.serving.response_store import ResponseStore, owner_of
