@@ -141,7 +141,8 @@ class OpenAIResponses:
                     yield event
         if not output:  # an empty answer is still one (empty) message, as OpenAI answers it
             empty = _OpenMessage(f"msg_{uuid.uuid4().hex}", 0)
-            for event in [*self._open_message(empty), *self._close_message(empty, "completed", output)]:
+            status = "incomplete" if finish == "length" else "completed"
+            for event in [*self._open_message(empty), *self._close_message(empty, status, output)]:
                 yield event
         response = self._finish(model, output, finish, generation)
         kind = "response.incomplete" if response.status == "incomplete" else "response.completed"
