@@ -8,6 +8,7 @@ from host.routes.embeddings import embeddings
 from host.routes.metrics import metrics
 from host.routes.models import OneModel, health, list_models
 from host.routes.rerank import rerank
+from host.routes.responses import create_response, delete_response, get_response
 
 ROUTES: list[ControllerRouterHandler] = [
     chat_completions,
@@ -18,6 +19,9 @@ ROUTES: list[ControllerRouterHandler] = [
     OneModel,
     health,
     metrics,
+    create_response,
+    get_response,
+    delete_response,
 ]
 
 __all__ = ["ROUTES"]
