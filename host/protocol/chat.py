@@ -127,7 +127,11 @@ CHAT_SCHEMA_RULES: dict[str, Any] = {
 
 
 class ChatCompletionRequest(GenerationRequest, kw_only=True):
-    """The request body: the shared sampling fields plus messages, tools and output format."""
+    """The request body: the shared sampling fields plus messages, tools and output format.
+
+    A named ``tool_choice`` must name one of ``tools`` (400 ``unknown_tool_choice``: the one rule
+    of this body that its JSON schema cannot state).
+    """
 
     schema_rules: ClassVar[dict[str, Any]] = CHAT_SCHEMA_RULES
 
