@@ -297,8 +297,11 @@ def decode_body(body: bytes, type_: type[T]) -> T:
     try:
         try:
             return msgspec.json.decode(body, type=type_)
-        except msgspec.ValidationError:
-            return msgspec.convert(_integral(msgspec.json.decode(body)), type_)
+        except msgspec.ValidationError as invalid:
+            try:
+                return msgspec.convert(_integral(msgspec.json.decode(body)), type_)
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+                raise invalid from None  # the first answer names the problem
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise from_validation_error(exc) from None
     except UnicodeDecodeError:
