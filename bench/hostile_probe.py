@@ -1,14 +1,16 @@
-"""The hostile inputs of issue 26, one request each, against a fresh demo server.
+"""The hostile inputs of issue 26, each sent twice, against a fresh demo server.
 
     .venv/bin/python bench/hostile_probe.py [--port 0]
 
 Starts the real server (``litestar run``, demo profile: the plugins' tiny stand-ins) on loopback,
-loads the three models, then sends each input once: schemas the constraint library gives up on,
+loads the three models, then sends each input: schemas the constraint library gives up on,
 subnormal temperatures, a repetition penalty of 1e-300, a fan-out of n x top_logprobs, and 1,000
 rerank documents of 25k characters (25 MB). For each: status, error code and param, seconds, and a
-``max_tokens: 1`` chat request right after (the server stays responsive). Reports the server's RSS
-before and after. Targets: every hostile input a 4xx with the OpenAI envelope in under a second
-(the rerank case: a 4xx before any forward pass), the probe answered, RSS back to where it was.
+``max_tokens: 1`` chat request right after (the server stays responsive) and the server's RSS then.
+Every input is sent twice: RSS after the second round shows whether memory grows per request.
+Targets: every hostile input a 4xx with the OpenAI envelope in under a second (the rerank case: a
+4xx before any forward pass; subnormal temperatures: a greedy 200), the probe answered, RSS back to
+where it was.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "temperature 1e-320": chat(max_tokens=4, temperature=1e-320),
     "temperature 5e-324": chat(max_tokens=4, temperature=5e-324),
     "repetition_penalty 1e-300": chat(max_tokens=4, temperature=1, repetition_penalty=1e-300),
-    "n 16 x top_logprobs 20 x max_tokens 2048": chat(n=16, logprobs=True, top_logprobs=20, max_tokens=2048),
+    "n 16 x top_logprobs 20, no max_tokens": chat(n=16, logprobs=True, top_logprobs=20),
+    "n 16 x top_logprobs 20 x max_tokens 1000": chat(n=16, logprobs=True, top_logprobs=20, max_tokens=1000),
     "rerank 1,000 x 25k characters": (
         "/v1/rerank",
         {"model": RERANK, "query": "what?", "documents": ["The Great Wall. " * 1600] * 1000},
@@ -87,7 +90,9 @@ def run(url: str, pid: int) -> dict[str, Any]:
         probe = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
         http.post("/v1/chat/completions", json=probe)  # warm
         rss_before = rss_mib(pid)
-        for name, (path, body) in CASES.items():
+        for name, (path, body) in [
+            (f"{name}{suffix}", case) for suffix in ("", " (again)") for name, case in CASES.items()
+        ]:
             ran = batches(http)
             start = time.monotonic()
             r = http.post(path, json=body)
@@ -105,6 +110,7 @@ def run(url: str, pid: int) -> dict[str, Any]:
                 "response_bytes": len(r.content),
                 "rerank_batches_run": batches(http) - ran if path == "/v1/rerank" else None,
                 "probe_after": [p.status_code, round(time.monotonic() - start, 3)],
+                "rss_mib": round(rss_mib(pid), 1),
             }
         time.sleep(2)
         rss_after = rss_mib(pid)

@@ -378,11 +378,13 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
                     return
                 request = self._to_prepare.popleft()
             self._prepare_request(request)
+            del request  # not held (with its items) while the thread waits for the next one
 
     def _prepare_request(self, request: _Request) -> None:
         step = self.prepare_chunk if request.budget is None else min(self.prepare_chunk, BUDGET_CHUNK)
         for start in range(0, len(request.items), step):
             if request.done:
+                request.staged = []
                 return
             if self._closed:  # close() did not see this request: it was being prepared
                 self._fail(request, self._closed_error())
@@ -395,10 +397,11 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
                 lengths = [int(self._length(p)) for p in prepared]
                 if request.budget is not None:
                     request.counted += sum(int(self._tokens(p)) for p in prepared)
-                    if request.counted > request.budget.tokens:
-                        raise request.budget.error(request.counted)
             except BaseException as exc:
                 self._fail(request, exc)
+                return
+            if request.budget is not None and request.counted > request.budget.tokens:
+                self._fail(request, request.budget.error(request.counted))  # not raised: no frames held
                 return
             entries = [_Entry(request, start + i, p, n, 0) for i, (p, n) in enumerate(zip(prepared, lengths))]
             last = start + step >= len(request.items)
@@ -428,6 +431,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
                 batch = self._take_batch()
             if batch:
                 self._run_batch(batch)
+            del batch  # not held (with its requests' items) while the thread waits for the next one
 
     def _take_batch(self) -> list[_Entry]:
         """Remove and return the next batch (lock held); see the module docstring."""
@@ -519,6 +523,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         if request.done:
             return False
         request.done = True
+        request.staged = []  # its entries point back at it: a cycle that would wait for a full GC
         if any(e.request is request for e in self._pending):
             self._pending = [e for e in self._pending if e.request is not request]
         with contextlib.suppress(ValueError):
