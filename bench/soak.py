@@ -338,6 +338,9 @@ def main() -> None:
     parser.add_argument("--fit", type=int, default=2, help="how many of the three models the budget holds")
     parser.add_argument("--storm", type=int, default=200)
     parser.add_argument("--probe-every", type=float, default=2.0, help="seconds between max_tokens:1 probes")
+    parser.add_argument(
+        "--pin-chat", action="store_true", help="pin the chat model (the other two swap in the rest of the budget)"
+    )
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     from host.testing.server import free_port, wait_until_healthy
@@ -350,6 +353,7 @@ def main() -> None:
         f"demo: true\nplugins:\n  paths: [{ROOT / 'plugins'}]\n  entry_points: false\n"
         f"budgets:\n  gpus: []\n  host: {budget}\n  host_reserve: 0\n"
         f"scheduler:\n  admission_timeout_s: 120\n"
+        + (f"models:\n  {CHAT}:\n    pinned: true\n" if args.pin_chat else "")
     )
     env = {**os.environ, "PLUGHOST_CONFIG": str(config)}
     log_path = tmp / "server.log"
@@ -372,6 +376,7 @@ def main() -> None:
                 proc.kill()
     text = log_path.read_text(errors="replace")
     result["host_budget_mib"] = round(budget / 2**20, 1)
+    result["chat_pinned"] = args.pin_chat
     result["model_loads"] = text.count(": resident on ")
     result["failed_loads_in_log"] = text.count(": load failed")
     result["unloads"] = text.count(": unloaded")
