@@ -200,9 +200,11 @@ async def worker(url: str, seed: int, deadline: float, stats: Stats) -> None:
                 stats.status[("transport", type(exc).__name__)] += 1
 
 
-async def probe(url: str, every: float, stop: asyncio.Event, took: list[tuple[float, int | str]]) -> None:
-    """A ``max_tokens: 1`` chat request every ``every`` seconds until ``stop``: (seconds, status) each."""
+async def probe(url: str, every: float, stop: asyncio.Event, took: list[tuple[float, int | str, float]]) -> None:
+    """A ``max_tokens: 1`` chat request every ``every`` seconds until ``stop``: (seconds, status, when
+    it was sent in seconds since the probe began) each."""
     body = {"model": CHAT, "messages": [{"role": "user", "content": "Say one word."}], "max_tokens": 1}
+    began = time.monotonic()
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
         while not stop.is_set():
             start = time.monotonic()
@@ -210,7 +212,7 @@ async def probe(url: str, every: float, stop: asyncio.Event, took: list[tuple[fl
                 status: int | str = (await http.post("/v1/chat/completions", json=body)).status_code
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
-            took.append((time.monotonic() - start, status))
+            took.append((time.monotonic() - start, status, start - began))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, every - (time.monotonic() - start)))
 
@@ -275,7 +277,8 @@ async def run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
         for model in (CHAT, EMBED, RERANK):
             await http.post(f"/v1/models/{model}/load")
     deadline = time.monotonic() + args.minutes * 60
-    probed: list[tuple[float, int | str]] = []
+    probed: list[tuple[float, int | str, float]] = []
+    mixed_until = args.minutes * 60  # after this the storm runs
     stop_probe = asyncio.Event()
     prober = asyncio.create_task(probe(url, args.probe_every, stop_probe, probed))
     workers = [asyncio.create_task(worker(url, i, deadline, stats)) for i in range(args.concurrency)]
@@ -287,7 +290,7 @@ async def run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
     storm_result = await storm(url, args.storm) if args.storm else {}
     stop_probe.set()
     await prober
-    probe_s = [t for t, _ in probed]
+    probe_s = [t for t, _, _ in probed]
     settle_start = time.monotonic()
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         while True:
@@ -316,11 +319,15 @@ async def run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
         },
         "probe_max_tokens_1": {
             "n": len(probed),
-            "not_200": sum(1 for _, status in probed if status != 200),
+            "not_200": sum(1 for _, status, _ in probed if status != 200),
             "p50_s": round(pct(probe_s, 0.5), 3),
             "p99_s": round(pct(probe_s, 0.99), 3),
             "max_s": round(max(probe_s, default=float("nan")), 3),
             "over_2s": sum(1 for t in probe_s if t > 2.0),
+            "slowest": [
+                {"s": round(t, 3), "sent_at_s": round(at, 1), "phase": "mixed" if at < mixed_until else "storm"}
+                for t, _, at in sorted(probed, key=lambda p: p[0], reverse=True)[:5]
+            ],
         },
         "after_run_in_flight_queued": busy,
         "settled_in_s": round(time.monotonic() - settle_start, 2),
