@@ -43,7 +43,7 @@ def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:
     sized = weights
     try:
         shape = sizing.ModelShape.from_config(known_config(sized))
-    except (sizing.AwqConfigError, KeyError, TypeError, ValueError) as exc:
+    except (sizing.ModelConfigError, KeyError, TypeError, ValueError) as exc:
         log.warning("%s: %s is not usable (%s); sizing it as Qwen2.5-7B-Instruct-AWQ", model_id, sized, exc)
         shape = sizing.ModelShape.from_config(sizing.QWEN2_5_7B_AWQ_CONFIG)
     limits = sizing.limits_from_options(shape, options)
