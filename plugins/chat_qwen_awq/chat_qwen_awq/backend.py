@@ -6,10 +6,12 @@
   the rest in an offload folder on disk); cpu → everything in host RAM, fp32 compute.
 - ``relocate(grant)``: moves the loaded weights to another placement without reading the
   checkpoint again (running sequences, if any, fail with a clear error).
-- ``generate(request)``: renders the chat template (tools included) and checks the context on a
-  tokenizer thread, builds the grammar constraint the request asks for (errors are raised before
-  the first delta), then streams deltas from the engine thread, with the model's tool-call blocks
-  parsed into calls. Closing the generator cancels the sequence at once.
+- ``generate(request)``: resolves the thinking switch (:mod:`chat_qwen_awq.thinking`), renders the
+  chat template (tools included) and checks the context on a tokenizer thread, builds the grammar
+  constraint the request asks for (errors are raised before the first delta), then streams deltas
+  from the engine thread; a thinking model's ``<think>`` block is split off into
+  ``ChatDelta.reasoning`` (:mod:`chat_qwen_awq.reasoning`) and the model's tool-call blocks in the
+  answer are parsed into calls. Closing the generator cancels the sequence at once.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from chat_qwen_awq.grammar import Grammars, MaskFiller
 from chat_qwen_awq.logprobs import TokenTexts
 from chat_qwen_awq.prefix_cache import PrefixCache
 from chat_qwen_awq.prompt import render_messages
+from chat_qwen_awq.reasoning import with_reasoning
+from chat_qwen_awq.thinking import ThinkPlan, ThinkTokens, resolve, template_thinks
 from chat_qwen_awq.tools import with_tool_calls
 from host.sdk import (
     BackendError,
@@ -54,7 +58,7 @@ _DEFAULT_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penal
 
 
 class QwenAwqChatBackend:
-    """Serves a Qwen2 AWQ chat model (see the module docstring)."""
+    """Serves a Qwen2 or Qwen3 chat model, AWQ or unquantised (see the module docstring)."""
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -71,6 +75,8 @@ class QwenAwqChatBackend:
         self._tokenizer: Any = None  # the tokenizer thread's (fast tokenizers are not thread-safe)
         self._prep: ThreadPoolExecutor | None = None
         self.grammars: Grammars | None = None
+        #: The think-block tokens of a thinking model (its template writes ``<think>``), else ``None``.
+        self.think_tokens: ThinkTokens | None = None
 
     # -- life cycle (worker threads) -------------------------------------------------------------
     def load(self, grant: Grant) -> None:
@@ -84,6 +90,8 @@ class QwenAwqChatBackend:
         self.defaults, self.eos_ids = self._generation_defaults()
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         engine_tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+        thinks = template_thinks(self._tokenizer.chat_template)
+        self.think_tokens = ThinkTokens.of(self._tokenizer) if thinks else None
         if engine_tokenizer.eos_token_id is not None and engine_tokenizer.eos_token_id not in self.eos_ids:
             self.eos_ids.append(engine_tokenizer.eos_token_id)
         self.loaded = loader.load_model(
@@ -111,13 +119,16 @@ class QwenAwqChatBackend:
         self.engine.start()
         self._prep = ThreadPoolExecutor(1, thread_name_prefix=f"{self.spec.id}-tokenizer")
         log.info(
-            "%s loaded: %s on %s, %d/%d layers there",
+            "%s loaded: %s on %s, %d/%d layers there; %s",
             self.spec.id,
             grant.placement,
             grant.device,
             self.loaded.plan.gpu_layers,
             shape.num_hidden_layers,
+            "a thinking model (<think> blocks parsed into reasoning)" if thinks else "no thinking",
         )
+        if self.options.thinking is not None and not thinks:
+            log.warning("%s: options.thinking is set, but its chat template knows no thinking", self.spec.id)
 
     def unload(self) -> None:
         """Stop the engine and free every weight."""
@@ -209,6 +220,8 @@ class QwenAwqChatBackend:
         engine.submit(seq)
         try:
             deltas = self._deltas(seq)
+            if self.think_tokens is not None and request.prompt is None:  # raw completions pass unparsed
+                deltas = with_reasoning(deltas, open_block=self.think_tokens.opened_by(prepared.prompt_ids))
             if request.tools and request.tool_choice.mode != "none":
                 deltas = with_tool_calls(deltas)
             async for delta in deltas:
@@ -255,6 +268,7 @@ class QwenAwqChatBackend:
                 f"(models.{self.spec.id}.options.max_tokens_cap).",
                 param="max_tokens",
             )
+        thinking: bool | None = None
         if request.prompt is not None:
             self._reject_huge(request.prompt, "prompt")
             ids = [int(t) for t in self._tokenizer.encode(request.prompt, add_special_tokens=False)]
@@ -262,7 +276,8 @@ class QwenAwqChatBackend:
                 raise InvalidRequest("prompt must not be empty.", param="prompt")
         else:
             self._reject_huge("\n".join(m.content or "" for m in request.messages), "messages")
-            ids = render_messages(self._tokenizer, request)
+            thinking = resolve(request, self.options.thinking) if self.think_tokens is not None else None
+            ids = render_messages(self._tokenizer, request, thinking)
         context = self.limits.context_length
         error = sizing.context_error(len(ids), max_tokens, context)
         if error is not None:
@@ -275,4 +290,17 @@ class QwenAwqChatBackend:
             stops=request.sampling.stop,
             constraint=self.grammars.constraint(request),
             top_logprobs=request.top_logprobs,
+            think=self._think_plan(request, ids, thinking),
         )
+
+    def _think_plan(self, request: ChatRequest, ids: list[int], thinking: bool | None) -> ThinkPlan | None:
+        """How the sequence may think: ``None`` for raw prompts, models that cannot think and thinking
+        switched off (the template wrote a closed, empty block: answered exactly as without thinking)."""
+        tokens = self.think_tokens
+        if tokens is None or request.prompt is not None:
+            return None
+        opened = tokens.opened_by(ids)
+        if thinking is False and not opened:
+            return None
+        budget = request.thinking_budget if request.thinking_budget is not None else self.options.thinking_budget
+        return ThinkPlan(tokens=tokens, opened=opened, budget=budget)

@@ -78,12 +78,11 @@ def _fp16_model(dest: Path, shape: TinyShape, seed: int, arch: str = "qwen2") ->
     build_tokenizer(dest, eos_token=IM_END, model_max_length=shape.max_position_embeddings, chat_template=template)
     ids = token_ids(dest)
     check_vocab(shape, ids)
+    tokens = {"bos_token_id": ids[ENDOFTEXT], "eos_token_id": ids[IM_END]}
     if arch == "qwen3":
-        config = qwen3_config(shape, bos_token_id=ids[ENDOFTEXT], eos_token_id=ids[IM_END])
-        model = instantiate(Qwen3ForCausalLM, config, seed)
+        model = instantiate(Qwen3ForCausalLM, qwen3_config(shape, **tokens), seed)
     else:
-        config = qwen2_config(shape, bos_token_id=ids[ENDOFTEXT], eos_token_id=ids[IM_END])
-        model = instantiate(Qwen2ForCausalLM, config, seed)
+        model = instantiate(Qwen2ForCausalLM, qwen2_config(shape, **tokens), seed)
     model.generation_config = _generation_config(ids, arch)
     return model
 

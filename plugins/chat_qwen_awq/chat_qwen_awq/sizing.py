@@ -268,6 +268,11 @@ class ChatOptions(Options, frozen=True):
         both numbers (``None``: context_length).
     :ivar max_waiting_sequences: bound of the line for a free sequence slot: a newcomer gets 429
         when this many waiting requests would go before it (never more than twice this many wait).
+    :ivar thinking: a thinking model's (Qwen3's) default for requests that neither switch thinking
+        themselves nor write ``/think`` or ``/no_think``: ``on`` or ``off`` (``None``: the chat
+        template's own default, on for Qwen3). Models that cannot think ignore it.
+    :ivar thinking_budget: the think-block tokens of a request that sets no budget; then the block
+        is closed and the model answers (``None``: no cap but ``max_tokens``).
     """
 
     context_length: Annotated[int, msgspec.Meta(ge=2)] | None = None
@@ -280,6 +285,8 @@ class ChatOptions(Options, frozen=True):
     default_max_tokens: PositiveInt = 2048
     max_tokens_cap: PositiveInt | None = None
     max_waiting_sequences: Annotated[int, msgspec.Meta(ge=0)] = 128
+    thinking: Literal["on", "off"] | None = None
+    thinking_budget: PositiveInt | None = None
 
 
 DEFAULT_MAX_CONTEXT = 16384
