@@ -31,8 +31,9 @@ from host.sdk import ChatMessage, ChatRequest
 
 OPEN = "<think>"
 CLOSE = "</think>"
-#: Qwen's soft switches; the last one in the last user message counts (``/think``, ``/no_think``).
-SOFT_SWITCH = re.compile(r"(?<![\w/])/(no_think|think)(?![\w/])")
+#: Qwen's soft switches; the last one in the last user message counts (``/think``, ``/no_think``). Not
+#: inside a path or a word (``a/think``, ``/thinking``); right after Chinese text it counts ("你好/no_think").
+SOFT_SWITCH = re.compile(r"(?<![A-Za-z0-9_/])/(no_think|think)(?![A-Za-z0-9_/])")
 #: What ends a think block whose budget is spent: the stop-thinking words of the Qwen3 technical
 #: report's thinking budget (sec. 4.3), then the block's close and the blank line before the answer.
 BUDGET_CLOSE = (

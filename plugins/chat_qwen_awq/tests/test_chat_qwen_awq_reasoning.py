@@ -71,7 +71,7 @@ def test_a_think_tag_later_in_the_answer_is_text() -> None:
     text = "Use <think> tags like <think>this</think>."
     assert split(text) == ("", text)
     # after the block, another one is text too
-    assert split(f"<think>a</think>\n\nb <think>c</think>") == ("a", "b <think>c</think>")
+    assert split("<think>a</think>\n\nb <think>c</think>") == ("a", "b <think>c</think>")
 
 
 def test_an_empty_think_block_gives_no_reasoning() -> None:
