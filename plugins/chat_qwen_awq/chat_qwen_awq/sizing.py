@@ -269,8 +269,9 @@ class ChatOptions(Options, frozen=True):
     :ivar max_waiting_sequences: bound of the line for a free sequence slot: a newcomer gets 429
         when this many waiting requests would go before it (never more than twice this many wait).
     :ivar thinking: a thinking model's (Qwen3's) default for requests that neither switch thinking
-        themselves nor write ``/think`` or ``/no_think``: ``on`` or ``off`` (``None``: the chat
-        template's own default, on for Qwen3). Models that cannot think ignore it.
+        themselves nor write ``/think`` or ``/no_think``: ``on`` or ``off`` (YAML's unquoted ``on``/
+        ``off`` are booleans: ``true``/``false`` mean the same; ``None``: the chat template's own
+        default, on for Qwen3). Models that cannot think ignore it.
     :ivar thinking_budget: the think-block tokens of a request that sets no budget; then the block
         is closed and the model answers (``None``: no cap but ``max_tokens``).
     """
@@ -285,7 +286,7 @@ class ChatOptions(Options, frozen=True):
     default_max_tokens: PositiveInt = 2048
     max_tokens_cap: PositiveInt | None = None
     max_waiting_sequences: Annotated[int, msgspec.Meta(ge=0)] = 128
-    thinking: Literal["on", "off"] | None = None
+    thinking: Literal["on", "off"] | bool | None = None
     thinking_budget: PositiveInt | None = None
 
 

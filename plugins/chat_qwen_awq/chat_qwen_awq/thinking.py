@@ -53,17 +53,17 @@ def soft_switch(messages: Sequence[ChatMessage]) -> bool | None:
     return found[-1] == "think" if found else None
 
 
-def resolve(request: ChatRequest, default: str | None) -> bool | None:
+def resolve(request: ChatRequest, default: str | bool | None) -> bool | None:
     """The thinking switch of a chat request (see the module docstring); ``None``: the template decides.
 
-    ``default`` is the model's ``options.thinking`` (``"on"``, ``"off"`` or ``None``).
+    ``default`` is the model's ``options.thinking`` (``"on"``/``True``, ``"off"``/``False`` or ``None``).
     """
     if request.thinking is not None:
         return request.thinking
     soft = soft_switch(request.messages)
     if soft is not None:
         return soft
-    return None if default is None else default == "on"
+    return default if default is None or isinstance(default, bool) else default == "on"
 
 
 def template_thinks(template: Any) -> bool:

@@ -222,9 +222,14 @@ def test_relocation_keeps_a_qwen3_model_serving(qwen3: Any) -> None:
         other.unload()
 
 
-def test_options_reach_the_qwen3_declaration() -> None:
+def test_options_reach_the_qwen3_declaration(tmp_path: Path) -> None:
     from chat_qwen_awq import model_spec
+    from host.config import load_config
 
     spec = model_spec(qwen3_config(thinking="off", thinking_budget=512), QWEN3_ID)
     assert isinstance(spec.options, ChatOptions)
     assert (spec.options.thinking, spec.options.thinking_budget) == ("off", 512)
+    # plugins.yaml's bare off is YAML's false: it means the same
+    file = tmp_path / "plugins.yaml"
+    file.write_text(f"models:\n  {QWEN3_ID}:\n    options:\n      thinking: off\n", "utf-8")
+    assert model_spec(load_config(file), QWEN3_ID).options == ChatOptions(thinking=False)

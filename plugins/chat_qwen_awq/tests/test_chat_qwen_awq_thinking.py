@@ -76,6 +76,7 @@ def test_the_switch_resolves_request_then_soft_switch_then_option_then_template(
     assert resolve(chat("hi /no_think", thinking=None), "on") is False
     assert resolve(chat("hi /think"), "off") is True
     assert resolve(chat("hi"), "off") is False and resolve(chat("hi"), "on") is True
+    assert resolve(chat("hi"), False) is False and resolve(chat("hi"), True) is True  # YAML's bare off/on
     assert resolve(chat("hi"), None) is None  # the template's own default
 
 
