@@ -75,7 +75,10 @@ class QwenAwqChatBackend:
         self._tokenizer: Any = None  # the tokenizer thread's (fast tokenizers are not thread-safe)
         self._prep: ThreadPoolExecutor | None = None
         self.grammars: Grammars | None = None
-        #: The think-block tokens of a thinking model (its template writes ``<think>``), else ``None``.
+        #: Whether the model thinks (its chat template writes ``<think>`` blocks: the switch applies and
+        #: its output is parsed into reasoning and answer).
+        self.thinks = False
+        #: The think-block tokens where they are single tokens (Qwen's are), for the engine to follow.
         self.think_tokens: ThinkTokens | None = None
 
     # -- life cycle (worker threads) -------------------------------------------------------------
@@ -90,7 +93,7 @@ class QwenAwqChatBackend:
         self.defaults, self.eos_ids = self._generation_defaults()
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         engine_tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
-        thinks = template_thinks(self._tokenizer.chat_template)
+        self.thinks = thinks = template_thinks(self._tokenizer.chat_template)
         self.think_tokens = ThinkTokens.of(self._tokenizer) if thinks else None
         if engine_tokenizer.eos_token_id is not None and engine_tokenizer.eos_token_id not in self.eos_ids:
             self.eos_ids.append(engine_tokenizer.eos_token_id)
@@ -220,8 +223,9 @@ class QwenAwqChatBackend:
         engine.submit(seq)
         try:
             deltas = self._deltas(seq)
-            if self.think_tokens is not None and request.prompt is None:  # raw completions pass unparsed
-                deltas = with_reasoning(deltas, open_block=self.think_tokens.opened_by(prepared.prompt_ids))
+            if self.thinks and request.prompt is None:  # raw completions pass unparsed
+                tokens = self.think_tokens
+                deltas = with_reasoning(deltas, open_block=tokens is not None and tokens.opened_by(prepared.prompt_ids))
             if request.tools and request.tool_choice.mode != "none":
                 deltas = with_tool_calls(deltas)
             async for delta in deltas:
@@ -268,6 +272,8 @@ class QwenAwqChatBackend:
                 f"(models.{self.spec.id}.options.max_tokens_cap).",
                 param="max_tokens",
             )
+        if request.thinking_budget is not None and request.thinking_budget < 0:
+            raise InvalidRequest("thinking_budget must be 0 or more tokens.", param="thinking_budget")
         thinking: bool | None = None
         if request.prompt is not None:
             self._reject_huge(request.prompt, "prompt")
@@ -275,8 +281,12 @@ class QwenAwqChatBackend:
             if not ids:
                 raise InvalidRequest("prompt must not be empty.", param="prompt")
         else:
-            self._reject_huge("\n".join(m.content or "" for m in request.messages), "messages")
-            thinking = resolve(request, self.options.thinking) if self.think_tokens is not None else None
+            # replayed reasoning counts where a thinking template shows it again: after the last user turn
+            users = [i for i, m in enumerate(request.messages) if m.role == "user"]
+            shown = request.messages[users[-1] + 1 :] if users else request.messages
+            texts = [m.content for m in request.messages] + [m.reasoning or "" for m in shown]
+            self._reject_huge("\n".join(t for t in texts if t), "messages")
+            thinking = resolve(request, self.options.thinking) if self.thinks else None
             ids = render_messages(self._tokenizer, request, thinking)
         context = self.limits.context_length
         error = sizing.context_error(len(ids), max_tokens, context)

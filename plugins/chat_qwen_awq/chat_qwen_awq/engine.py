@@ -156,7 +156,7 @@ class EngineStats:
 class Engine:
     """Runs every sequence of one loaded model on a dedicated thread (see the module docstring).
 
-    :param model: a loaded ``Qwen2ForCausalLM`` (possibly dispatched with offload hooks).
+    :param model: a loaded ``Qwen2ForCausalLM`` or ``Qwen3ForCausalLM`` (possibly dispatched with offload hooks).
     :param device: where its inputs and KV cache live.
     :param tokenizer: decodes generated ids (owned by the engine thread).
     :param eos_ids: tokens that end a generation.

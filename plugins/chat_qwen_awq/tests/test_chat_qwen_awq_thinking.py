@@ -133,7 +133,7 @@ def prompt_text(backend: Any, request: ChatRequest) -> str:
 
 
 def test_thinking_is_the_template_default(qwen3: Any) -> None:
-    assert qwen3.think_tokens is not None
+    assert qwen3.thinks and qwen3.think_tokens is not None
     assert prompt_text(qwen3, chat("hi")).endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
     assert qwen3._prepare(chat("hi")).think is not None
 
@@ -160,7 +160,7 @@ def test_the_model_default_is_an_option_that_requests_override() -> None:
 
 
 def test_qwen2_5_ignores_the_switch(backend: Any) -> None:
-    assert backend.think_tokens is None  # its template writes no think block
+    assert not backend.thinks and backend.think_tokens is None  # its template writes no think block
     assert backend._prepare(chat("hi /no_think", thinking=False)).think is None
     assert "<think>" not in prompt_text(backend, chat("hi", thinking=False))
 
@@ -247,6 +247,28 @@ def test_the_budget_defaults_to_the_option(opened: Any, monkeypatch: pytest.Monk
     monkeypatch.setattr(opened, "options", msgspec.structs.replace(opened.options, thinking_budget=7))
     assert opened._prepare(chat("hello")).think.budget == 7
     assert opened._prepare(chat("hello", thinking_budget=5)).think.budget == 5
+
+
+def test_hostile_thinking_inputs_are_400_before_any_work(opened: Any) -> None:
+    from host.contract.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest) as caught:
+        opened._prepare(chat("hello", thinking_budget=-1))
+    assert caught.value.param == "thinking_budget"
+    # replayed reasoning counts against the context where the template shows it (after the last user turn)
+    call = ToolCall(id="call_1", name="get_weather", arguments="{}")
+    huge = ChatMessage("assistant", "", tool_calls=(call,), reasoning="think " * 5000)
+    loop = (ChatMessage("user", "a"), huge, ChatMessage("tool", "sunny", tool_call_id="call_1"))
+    with pytest.raises(InvalidRequest) as caught:
+        opened._prepare(ChatRequest(model="m", messages=loop, tools=(WEATHER,)))
+    assert caught.value.param == "messages" and caught.value.code == "context_length_exceeded"
+    earlier = (
+        ChatMessage("user", "a"),
+        ChatMessage("assistant", "ok", reasoning="think " * 5000),
+        ChatMessage("user", "b"),
+    )
+    assert len(opened._prepare(ChatRequest(model="m", messages=earlier)).prompt_ids) < 100  # dropped: not counted
+    assert opened._prepare(chat("hello", thinking_budget=0)).think.budget == 0  # closes at once: allowed
 
 
 def test_max_tokens_counts_thinking_and_may_cut_the_closing_words(opened: Any) -> None:
