@@ -304,7 +304,8 @@ def mask_times(backend: Any, rows: int, steps: int = 48) -> float:
     constraints = [backend.grammars.constraint(request("x", 8, SCHEMA)) for _ in range(rows)]
 
     class Row:
-        finished = cancelled = False
+        finished = cancelled = grammar_paused = False
+        also_allowed = ()
 
         def __init__(self, constraint: Any) -> None:
             self.constraint = constraint
