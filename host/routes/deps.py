@@ -15,6 +15,7 @@ from host.contract.errors import ShuttingDown
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool
+from host.serving.service import ChatService
 
 #: ``config: ConfigDep``: the host configuration.
 ConfigDep = NamedDependency[HostConfig]
@@ -26,6 +27,8 @@ SchedulerDep = NamedDependency[ModelPool]
 StartedDep = NamedDependency[int]
 #: ``metrics: MetricsDep``: where routes report tokens and time to first token (``host.metrics``).
 MetricsDep = NamedDependency[Observer]
+#: ``chat: ChatDep``: the service behind every chat-like route (``host.serving.service``).
+ChatDep = NamedDependency[ChatService]
 
 
 class Services:
@@ -37,6 +40,7 @@ class Services:
         self.metrics = metrics
         self.started = int(time.time())
         self.scheduler: ModelPool | None = None  # made by the lifespan (it measures the machine)
+        self.chat: ChatService | None = None  # serves on the scheduler, made with it
 
     def get_config(self) -> HostConfig:
         """The host configuration."""
@@ -51,6 +55,17 @@ class Services:
         if self.scheduler is None:
             raise ShuttingDown("plughost is not running")
         return self.scheduler
+
+    def start(self, scheduler: ModelPool) -> None:
+        """The lifespan's scheduler is running: serve on it."""
+        self.scheduler = scheduler
+        self.chat = ChatService(scheduler, self.registry, self.metrics, self.config.server.stream_keepalive_s)
+
+    def get_chat(self) -> ChatService:
+        """The chat service (a 503 outside the app's lifespan)."""
+        if self.chat is None:
+            raise ShuttingDown("plughost is not running")
+        return self.chat
 
     def get_started(self) -> int:
         """When the app was built (Unix seconds): the ``created`` of every model card."""
@@ -68,4 +83,5 @@ class Services:
             "scheduler": Provide(self.get_scheduler, sync_to_thread=False),
             "started": Provide(self.get_started, sync_to_thread=False),
             "metrics": Provide(self.get_metrics, sync_to_thread=False),
+            "chat": Provide(self.get_chat, sync_to_thread=False),
         }

@@ -27,7 +27,7 @@ from typing import Any
 
 from chat_qwen_awq import sizing
 from chat_qwen_awq.sizing import ChatOptions
-from host.sdk import HostConfig, ModelSpec, Task, demo_weights, hookimpl, peek_config
+from host.sdk import Capabilities, HostConfig, ModelSpec, Task, demo_weights, hookimpl, peek_config
 
 log = logging.getLogger("plughost.chat_qwen_awq")
 
@@ -83,7 +83,7 @@ def known_config(weights: str, fallback: dict[str, Any] | None = None) -> dict[s
     return found if found is not None else dict(fallback or published(weights).config)
 
 
-def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:
+def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec[ChatOptions]:
     """The declaration of ``model_id`` with footprints from its (configured) weights.
 
     In the demo profile the host declares the model again with its stand-in as its weights
@@ -113,6 +113,14 @@ def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:
         weights=weights,
         options=options,
         offload_bytes=placements[-1].host_bytes,
+        capabilities=Capabilities(
+            context_length=limits.context_length,
+            tools=True,
+            output_formats=frozenset({"json_object", "json_schema"}),
+            logprobs=True,
+            raw_prompt=True,
+            thinking=shape.arch == "qwen3",  # Qwen3's dense models switch thinking on and off
+        ),
         description=known.description if known else "Qwen2/Qwen3 chat: GPU, GPU + host RAM, or CPU",
         demo=(known or (QWEN3 if shape.arch == "qwen3" else QWEN2_5)).demo,
     )

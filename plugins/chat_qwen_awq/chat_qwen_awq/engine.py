@@ -60,8 +60,9 @@ log = logging.getLogger("plughost.chat_qwen_awq.engine")
 @dataclass(frozen=True)
 class Prepared:
     """A validated request: prompt ids, the completion budget, sampling settings, stop strings,
-    an optional grammar constraint, how many alternatives per token to report (``None``: no logprobs)
-    and how it may think (``None``: the engine follows no think block)."""
+    an optional grammar constraint, how many alternatives per token to report (``None``: no
+    logprobs), whether the model's tool-call blocks are parsed into calls and its think block into
+    reasoning, and how it may think (``None``: the engine follows no think block)."""
 
     prompt_ids: list[int]
     max_tokens: int
@@ -69,6 +70,8 @@ class Prepared:
     stops: tuple[str, ...] = ()
     constraint: Constraint | None = None
     top_logprobs: int | None = None
+    parse_tool_calls: bool = False
+    parse_reasoning: bool = False
     think: ThinkPlan | None = None
 
 

@@ -129,13 +129,13 @@ def qwen3() -> Iterator[Any]:
 
 
 def prompt_text(backend: Any, request: ChatRequest) -> str:
-    return backend._tokenizer.decode(backend._prepare(request).prompt_ids)
+    return backend._tokenizer.decode(backend.prepare(request).prompt_ids)
 
 
 def test_thinking_is_the_template_default(qwen3: Any) -> None:
     assert qwen3.thinks and qwen3.think_tokens is not None
     assert prompt_text(qwen3, chat("hi")).endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
-    assert qwen3._prepare(chat("hi")).think is not None
+    assert qwen3.prepare(chat("hi")).think is not None
 
 
 @pytest.mark.parametrize(
@@ -146,7 +146,7 @@ def test_thinking_is_the_template_default(qwen3: Any) -> None:
 def test_each_switch_turns_thinking_off(qwen3: Any, request_: ChatRequest) -> None:
     """Off: the prompt ends with the empty think block Qwen's template writes; nothing is followed."""
     assert prompt_text(qwen3, request_).endswith(EMPTY_BLOCK)
-    assert qwen3._prepare(request_).think is None
+    assert qwen3.prepare(request_).think is None
 
 
 def test_the_model_default_is_an_option_that_requests_override() -> None:
@@ -161,7 +161,7 @@ def test_the_model_default_is_an_option_that_requests_override() -> None:
 
 def test_qwen2_5_ignores_the_switch(backend: Any) -> None:
     assert not backend.thinks and backend.think_tokens is None  # its template writes no think block
-    assert backend._prepare(chat("hi /no_think", thinking=False)).think is None
+    assert backend.prepare(chat("hi /no_think", thinking=False)).think is None
     assert "<think>" not in prompt_text(backend, chat("hi", thinking=False))
 
 
@@ -212,7 +212,7 @@ def test_an_unclosed_block_cut_by_max_tokens_is_all_reasoning(opened: Any) -> No
     request = chat("hello")
     assert prompt_text(opened, request).endswith("<|im_start|>assistant\n<think>\n")
     ours, last = asyncio.run(engine_ids(opened, request))
-    x = torch.tensor([opened._prepare(request).prompt_ids])
+    x = torch.tensor([opened.prepare(request).prompt_ids])
     with torch.no_grad():
         out = opened.loaded.model.generate(x, max_new_tokens=40, **greedy_generate_kwargs(opened, x))
     assert ours == out[0, x.shape[1] :].tolist()  # thinking is ordinary generation: the same tokens
@@ -243,32 +243,32 @@ def test_a_thinking_budget_closes_the_block_and_the_model_answers(opened: Any) -
 def test_the_budget_defaults_to_the_option(opened: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import msgspec
 
-    assert opened._prepare(chat("hello")).think.budget is None
+    assert opened.prepare(chat("hello")).think.budget is None
     monkeypatch.setattr(opened, "options", msgspec.structs.replace(opened.options, thinking_budget=7))
-    assert opened._prepare(chat("hello")).think.budget == 7
-    assert opened._prepare(chat("hello", thinking_budget=5)).think.budget == 5
+    assert opened.prepare(chat("hello")).think.budget == 7
+    assert opened.prepare(chat("hello", thinking_budget=5)).think.budget == 5
 
 
 def test_hostile_thinking_inputs_are_400_before_any_work(opened: Any) -> None:
     from host.contract.errors import InvalidRequest
 
     with pytest.raises(InvalidRequest) as caught:
-        opened._prepare(chat("hello", thinking_budget=-1))
+        opened.prepare(chat("hello", thinking_budget=-1))
     assert caught.value.param == "thinking_budget"
     # replayed reasoning counts against the context where the template shows it (after the last user turn)
     call = ToolCall(id="call_1", name="get_weather", arguments="{}")
     huge = ChatMessage("assistant", "", tool_calls=(call,), reasoning="think " * 5000)
     loop = (ChatMessage("user", "a"), huge, ChatMessage("tool", "sunny", tool_call_id="call_1"))
     with pytest.raises(InvalidRequest) as caught:
-        opened._prepare(ChatRequest(model="m", messages=loop, tools=(WEATHER,)))
+        opened.prepare(ChatRequest(model="m", messages=loop, tools=(WEATHER,)))
     assert caught.value.param == "messages" and caught.value.code == "context_length_exceeded"
     earlier = (
         ChatMessage("user", "a"),
         ChatMessage("assistant", "ok", reasoning="think " * 5000),
         ChatMessage("user", "b"),
     )
-    assert len(opened._prepare(ChatRequest(model="m", messages=earlier)).prompt_ids) < 100  # dropped: not counted
-    assert opened._prepare(chat("hello", thinking_budget=0)).think.budget == 0  # closes at once: allowed
+    assert len(opened.prepare(ChatRequest(model="m", messages=earlier)).prompt_ids) < 100  # dropped: not counted
+    assert opened.prepare(chat("hello", thinking_budget=0)).think.budget == 0  # closes at once: allowed
 
 
 def test_max_tokens_counts_thinking_and_may_cut_the_closing_words(opened: Any) -> None:
@@ -317,9 +317,9 @@ def test_logprobs_cover_thinking_and_forced_tokens(opened: Any) -> None:
 
 def test_raw_completions_pass_the_text_through_unparsed(opened: Any) -> None:
     """``/v1/completions``: no template, no switch, no reasoning split, even inside an open block."""
-    prompt = opened._tokenizer.decode(opened._prepare(chat("hello")).prompt_ids)
+    prompt = opened._tokenizer.decode(opened.prepare(chat("hello")).prompt_ids)
     request = ChatRequest(model="m", messages=(), prompt=prompt, sampling=GREEDY)
-    assert opened._prepare(request).think is None
+    assert opened.prepare(request).think is None
     deltas = asyncio.run(_complete(opened, request))
     reasoning, text = _joined(deltas)
     chat_reasoning, _ = _joined(asyncio.run(_complete(opened, chat("hello"))))
@@ -332,7 +332,7 @@ def test_the_grammar_mask_lets_a_think_block_open_first(qwen3: Any) -> None:
     from chat_qwen_awq.engine import Sequence
 
     request = chat("Plan a trip.", output=OutputFormat(kind="json_object"))
-    prepared = qwen3._prepare(request)
+    prepared = qwen3.prepare(request)
     seq = Sequence(prepared, qwen3.engine.tokenizer, asyncio.new_event_loop())
     assert seq.also_allowed == (qwen3.think_tokens.open,)
     pending = qwen3.engine.masks.start([seq])
@@ -342,7 +342,7 @@ def test_the_grammar_mask_lets_a_think_block_open_first(qwen3: Any) -> None:
     brace = qwen3.engine.tokenizer.convert_tokens_to_ids("{")
     assert qwen3.think_tokens.open in allowed and brace in allowed and len(allowed) < 100
     off = Sequence(
-        qwen3._prepare(chat("Plan a trip.", output=request.output, thinking=False)), seq.text._tokenizer, seq.loop
+        qwen3.prepare(chat("Plan a trip.", output=request.output, thinking=False)), seq.text._tokenizer, seq.loop
     )
     pending = qwen3.engine.masks.start([off])
     logits = torch.zeros(1, qwen3.grammars.vocab_size)
