@@ -224,7 +224,7 @@ def test_relocation_keeps_a_qwen3_model_serving(qwen3: Any) -> None:
 
 def test_options_reach_the_qwen3_declaration(tmp_path: Path) -> None:
     from chat_qwen_awq import model_spec
-    from host.config import load_config
+    from host.contract.config import load_config
 
     spec = model_spec(qwen3_config(thinking="off", thinking_budget=512), QWEN3_ID)
     assert isinstance(spec.options, ChatOptions)
