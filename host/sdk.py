@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from host import hookimpl
 from host.config import HostConfig
-from host.contract.backend import Backend, ChatBackend, EmbeddingBackend, Relocatable, RerankBackend
+from host.contract.backend import Backend, ChatBackend, EmbeddingBackend, PromptTokens, Relocatable, RerankBackend
 from host.contract.capabilities import Capabilities, Feature
 from host.contract.domain import (
     ChatDelta,
@@ -85,6 +85,7 @@ __all__ = [
     "PlacementKind",
     "PlughostError",
     "PositiveInt",
+    "PromptTokens",
     "QueueFull",
     "Relocatable",
     "RerankBackend",

@@ -67,6 +67,16 @@ class ChatBackend(Backend, Protocol):
 
 
 @runtime_checkable
+class PromptTokens(Protocol):
+    """Optional: a chat backend that tells the token ids of a request's prompt without generating
+    (``POST /v1/messages/count_tokens`` counts them): the conversation as its chat template renders
+    it, tools included unless ``tool_choice`` is "none", or the raw ``prompt``."""
+
+    async def prompt_ids(self, request: ChatRequest) -> list[int]:
+        """The prompt's token ids; the same 4xx as :meth:`ChatBackend.generate` for bad input."""
+
+
+@runtime_checkable
 class EmbeddingBackend(Backend, Protocol):
     """Embeds texts or token ids."""
 

@@ -3,10 +3,23 @@
 from host.routes.chat import chat_completions
 from host.routes.completions import completions
 from host.routes.embeddings import embeddings
+from host.routes.messages import count_tokens, messages
 from host.routes.metrics import metrics
 from host.routes.models import get_model, health, list_models, manage_model
 from host.routes.rerank import rerank
 
-ROUTES = [chat_completions, completions, embeddings, rerank, list_models, get_model, manage_model, health, metrics]
+ROUTES = [
+    chat_completions,
+    completions,
+    messages,
+    count_tokens,
+    embeddings,
+    rerank,
+    list_models,
+    get_model,
+    manage_model,
+    health,
+    metrics,
+]
 
 __all__ = ["ROUTES"]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from litestar import Response
 from litestar.response import Stream
 
+from host.contract.backend import PromptTokens
 from host.contract.capabilities import Feature
 from host.contract.domain import ChatRequest
 from host.contract.errors import InvalidRequest, PlughostError, client_error
@@ -78,7 +79,7 @@ class ChatService:
         arrived = time.perf_counter()
         requests = dialect.requests
         spec = self._registry.resolve(requests[0].model, Task.CHAT).spec
-        _check(spec, requests, dialect)
+        _check(spec, requests[0], dialect.param)
         opening = self._open(requests, dialect.per_prompt, arrived)
         if dialect.stream:
             return await self._stream(opening, dialect)
@@ -89,6 +90,18 @@ class ChatService:
             generation.close()
         self._observe(generation)
         return Response(dialect.response(generation.model, results, generation))
+
+    async def prompt_tokens(self, request: ChatRequest, param: Callable[[Feature], str]) -> int:
+        """Tokens of ``request``'s prompt as its model reads it (chat template and tools included),
+        without generating; ``param`` names a dialect's fields for the capability 400. A 400 when the
+        model's backend cannot tell (:class:`~host.contract.backend.PromptTokens`)."""
+        spec = self._registry.resolve(request.model, Task.CHAT).spec
+        _check(spec, request, param)
+        with await self._pool.acquire(request.model, Task.CHAT) as lease:
+            backend = lease.backend
+            if not isinstance(backend, PromptTokens):
+                raise InvalidRequest(f"The model '{spec.id}' cannot count prompt tokens.", param="model")
+            return len(await backend.prompt_ids(request))
 
     async def _open(self, requests: Sequence[ChatRequest], per_prompt: int, arrived: float) -> Generation:
         lease = await self._pool.acquire(requests[0].model, Task.CHAT)
@@ -157,14 +170,12 @@ class _StreamBody:
         self.close()
 
 
-def _check(spec: ModelSpec[Any], requests: Sequence[ChatRequest], dialect: Dialect) -> None:
-    """A 400 naming the field when a request asks for a feature the model does not declare."""
-    for request in requests[:1]:  # every choice asks for the same features
-        missing = spec.capabilities.missing(request)
-        if missing is not None:
-            raise InvalidRequest(
-                f"The model '{spec.id}' does not support {_WHAT[missing]}.", param=dialect.param(missing)
-            )
+def _check(spec: ModelSpec[Any], request: ChatRequest, param: Callable[[Feature], str]) -> None:
+    """A 400 naming the field when a request (any choice: all ask for the same features) asks for a
+    feature the model does not declare."""
+    missing = spec.capabilities.missing(request)
+    if missing is not None:
+        raise InvalidRequest(f"The model '{spec.id}' does not support {_WHAT[missing]}.", param=param(missing))
 
 
 _WHAT = {
