@@ -413,9 +413,11 @@ def test_sdk_errors_are_anthropics_exceptions(live: str, sdk: anthropic.Anthropi
     with pytest.raises(anthropic.BadRequestError) as unsupported:
         sdk.messages.create(model="fake-chat", max_tokens=8, messages=USER, tools=[WEATHER])
     assert unsupported.value.body["error"]["message"].startswith("tools: ")
-    with anthropic.Anthropic(base_url=live, api_key="sk-wrong", max_retries=0) as wrong:
-        with pytest.raises(anthropic.AuthenticationError) as denied:
-            wrong.messages.create(model="fake-chat", max_tokens=8, messages=USER)
+    with (
+        anthropic.Anthropic(base_url=live, api_key="sk-wrong", max_retries=0) as wrong,
+        pytest.raises(anthropic.AuthenticationError) as denied,
+    ):
+        wrong.messages.create(model="fake-chat", max_tokens=8, messages=USER)
     assert denied.value.body["error"]["type"] == "authentication_error"
     # Claude Code's auth token (ANTHROPIC_AUTH_TOKEN) arrives as a Bearer token.
     with anthropic.Anthropic(base_url=live, auth_token="sk-live", max_retries=0) as bearer:

@@ -114,7 +114,7 @@ def message_from_stream(body: str) -> dict[str, Any]:
                 assert block["type"] == "tool_use" and delta["type"] == "input_json_delta", data
                 partial[data["index"]] += delta["partial_json"]
         elif name == "content_block_stop":
-            assert data["index"] == open_index, data
+            assert open_index is not None and data["index"] == open_index, data
             if blocks[open_index]["type"] == "tool_use":
                 blocks[open_index]["input"] = json.loads(partial[open_index] or "{}")
             open_index = None
