@@ -22,6 +22,7 @@ from host.contract.domain import (
     RerankRequest,
     RerankResult,
 )
+from host.contract.errors import InvalidRequest
 from host.contract.spec import Grant, ModelSpec, Task
 
 if TYPE_CHECKING:
@@ -74,6 +75,11 @@ class PromptTokens(Protocol):
 
     async def prompt_ids(self, request: ChatRequest) -> list[int]:
         """The prompt's token ids; the same 4xx as :meth:`ChatBackend.generate` for bad input."""
+
+
+def no_prompt_tokens(model_id: str) -> InvalidRequest:
+    """The 400 for counting the prompt of a model whose backend is not :class:`PromptTokens`."""
+    return InvalidRequest(f"The model '{model_id}' cannot count prompt tokens.", param="model")
 
 
 @runtime_checkable

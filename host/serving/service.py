@@ -1,7 +1,8 @@
 """Chat serving: one service behind every chat-like route, whatever its API dialect.
 
-A route decodes its body into a :class:`Dialect` (Chat Completions, legacy Completions, ...) and
-calls :meth:`ChatService.respond`. The service owns the rest: the capability check (a 400 naming
+A route decodes its body into a :class:`Dialect` (Chat Completions, legacy Completions, Anthropic
+Messages, ...) and calls :meth:`ChatService.respond` (or :meth:`ChatService.prompt_tokens` to count
+a prompt without generating). The service owns the rest: the capability check (a 400 naming
 the dialect's own field before any model is touched), the lease (through :class:`Generation`),
 ``n`` choices, the answer or the stream (keep-alive comments while the model is admitted, errors
 as the dialect's error event with the same code as a JSON error), usage and metrics.
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 from litestar import Response
 from litestar.response import Stream
 
-from host.contract.backend import PromptTokens
+from host.contract.backend import PromptTokens, no_prompt_tokens
 from host.contract.capabilities import Feature
 from host.contract.domain import ChatRequest
 from host.contract.errors import InvalidRequest, PlughostError, client_error
@@ -100,7 +101,7 @@ class ChatService:
         with await self._pool.acquire(request.model, Task.CHAT) as lease:
             backend = lease.backend
             if not isinstance(backend, PromptTokens):
-                raise InvalidRequest(f"The model '{spec.id}' cannot count prompt tokens.", param="model")
+                raise no_prompt_tokens(spec.id)
             return len(await backend.prompt_ids(request))
 
     async def _open(self, requests: Sequence[ChatRequest], per_prompt: int, arrived: float) -> Generation:
