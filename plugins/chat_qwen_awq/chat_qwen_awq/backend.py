@@ -11,6 +11,8 @@
   the request asks for on the base's prepare thread (errors are raised before the first delta);
   :meth:`stream` submits the sequence to the engine thread and streams its deltas, with the model's
   tool-call blocks parsed into calls. Closing the stream cancels the sequence at the next step.
+- ``prompt_ids(request)`` (``host.sdk.PromptTokens``): the ids :meth:`prepare` would make, on the
+  prepare thread, without generating (``/v1/messages/count_tokens``).
 """
 
 from __future__ import annotations
