@@ -1,7 +1,8 @@
 """Who may talk to the server: API keys, allowed ``Host`` names, cross-site ``Origin``s, body types.
 
 Pure checks over a request's method, path and headers; :mod:`host.server.edge` applies them to every
-request before routing and answers a refusal in the OpenAI error envelope.
+request before routing and answers a refusal in the error envelope of the path (OpenAI's, or
+Anthropic's on its Messages API).
 
 - **API keys** (``server.api_keys`` and ``PLUGHOST_API_KEY``): when any is set, every route but
   :data:`OPEN_PATHS` needs ``Authorization: Bearer <key>`` or ``x-api-key: <key>`` (Anthropic's
