@@ -3,8 +3,9 @@ real ``plughost serve`` in the demo profile: ``claude -p`` completes with exit 0
 access log shows its requests to ``/v1/messages`` answered 200.
 
 Slow tier (CI runs it): the first run installs the CLI with ``npm ci`` into
-``~/.cache/plughost/npm/<lockfile hash>`` (about 240 MB, half a minute), later runs reuse it. It
-skips, saying why, where node or npm is missing or the npm registry cannot be reached.
+``~/.cache/plughost/npm/<lockfile hash>`` (about 240 MB, half a minute), later runs reuse it;
+``PLUGHOST_AGENT_CLIS`` may name a folder where ``claude`` is installed already. It skips, saying
+why, where node or npm is missing or the npm registry cannot be reached.
 
 How it stays deterministic on a random-weight model: Claude Code keeps asking to continue while an
 answer ends at ``max_tokens``, and a random model ends its text when it happens to sample its end
@@ -46,7 +47,11 @@ ANSWER = {
 
 
 def _install() -> list[str]:
-    """The command that runs ``claude`` (installed from the lockfile if not cached); skips if it cannot be."""
+    """The command that runs ``claude``: from ``$PLUGHOST_AGENT_CLIS`` (a folder of installed agent
+    CLIs) if it has one, else installed from the lockfile unless cached; skips if it cannot be."""
+    given = os.environ.get("PLUGHOST_AGENT_CLIS")
+    if given and _runs([str(Path(given) / "claude")]):
+        return [str(Path(given) / "claude")]
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("node and npm are needed to install Claude Code (npm i @anthropic-ai/claude-code)")
     lock = (CLIS / "package-lock.json").read_bytes()
