@@ -6,8 +6,9 @@ One choice per request. The answer's ``content`` is a text block (when the model
 ``ping``, then per block ``content_block_start`` / ``content_block_delta`` (``text_delta``,
 ``input_json_delta``) / ``content_block_stop``, then ``message_delta`` (stop reason, usage) and
 ``message_stop``; a failure after the headers is an ``error`` event in Anthropic's envelope.
-Keep-alives while the model loads stay SSE comments (before ``message_start``, where Anthropic's
-SDKs would refuse a ``ping``: their stream accumulators expect ``message_start`` first).
+Keep-alives while the model loads stay SSE comments rather than ``ping`` events: Anthropic's
+documented order has nothing before ``message_start`` (older SDKs raised on it), and every SSE
+client skips comments; the ``anthropic`` SDK and Claude Code read through them (tested).
 """
 
 from __future__ import annotations
