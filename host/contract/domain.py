@@ -136,12 +136,15 @@ class ChatDelta(msgspec.Struct, kw_only=True):
     ``reasoning_tokens`` (last delta) is how many of ``completion_tokens`` the think block took,
     its tags included (``usage.completion_tokens_details.reasoning_tokens``). ``tool_calls`` are
     completed calls parsed from the answer; ``logprobs`` covers the tokens generated since the
-    previous delta (when the request asked for them), thinking tokens included.
+    previous delta (when the request asked for them), thinking tokens included; ``stop_sequence``
+    is the stop string of ``SamplingParams.stop`` that ended the generation, when one did (the last
+    delta; Anthropic's Messages API reports it).
     """
 
     text: str = ""
     reasoning: str = ""
     finish_reason: str | None = None
+    stop_sequence: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0

@@ -13,6 +13,8 @@
   sequence to the engine thread and streams its deltas: a thinking model's ``<think>`` block is
   split off into ``ChatDelta.reasoning`` (:mod:`chat_qwen_awq.reasoning`) and the model's tool-call
   blocks in the answer are parsed into calls. Closing the stream cancels the sequence at the next step.
+- ``prompt_ids(request)`` (``host.sdk.PromptTokens``): the ids :meth:`prepare` would make, on the
+  prepare thread, without generating (``/v1/messages/count_tokens``).
 """
 
 from __future__ import annotations
@@ -253,6 +255,32 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
                 code="context_length_exceeded",
             )
 
+    async def prompt_ids(self, request: ChatRequest) -> list[int]:
+        """The prompt's token ids, as :meth:`prepare` makes them (``PromptTokens``: token counting)."""
+        return await self.on_prepare_thread(self._prompt_ids, request)
+
+    def _prompt_ids(self, request: ChatRequest) -> list[int]:
+        """The raw prompt tokenised, or the conversation rendered by the chat template (prepare thread)."""
+        if request.prompt is not None:
+            self._reject_huge(request.prompt, "prompt")
+            ids = [int(t) for t in self._tokenizer.encode(request.prompt, add_special_tokens=False)]
+            if not ids:
+                raise InvalidRequest("prompt must not be empty.", param="prompt")
+            return ids
+        # replayed reasoning counts where a thinking template shows it again: after the last user turn
+        users = [i for i, m in enumerate(request.messages) if m.role == "user"]
+        shown = request.messages[users[-1] + 1 :] if users else request.messages
+        texts = [m.content for m in request.messages] + [m.reasoning or "" for m in shown]
+        self._reject_huge("\n".join(t for t in texts if t), "messages")
+        return render_messages(self._tokenizer, request, self._thinking(request))
+
+    def _thinking(self, request: ChatRequest) -> bool | None:
+        """The chat request's thinking switch (:func:`~chat_qwen_awq.thinking.resolve`); ``None``: the
+        template decides, or the model cannot think, or the request is a raw prompt."""
+        if not self.thinks or request.prompt is not None:
+            return None
+        return resolve(request, self.options.thinking)
+
     def prepare(self, request: ChatRequest) -> Prepared:
         """Render and tokenise the conversation, check the context, build the constraint (prepare thread)."""
         assert self.limits is not None and self.grammars is not None
@@ -267,20 +295,7 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
             )
         if request.thinking_budget is not None and request.thinking_budget < 0:
             raise InvalidRequest("thinking_budget must be 0 or more tokens.", param="thinking_budget")
-        thinking: bool | None = None
-        if request.prompt is not None:
-            self._reject_huge(request.prompt, "prompt")
-            ids = [int(t) for t in self._tokenizer.encode(request.prompt, add_special_tokens=False)]
-            if not ids:
-                raise InvalidRequest("prompt must not be empty.", param="prompt")
-        else:
-            # replayed reasoning counts where a thinking template shows it again: after the last user turn
-            users = [i for i, m in enumerate(request.messages) if m.role == "user"]
-            shown = request.messages[users[-1] + 1 :] if users else request.messages
-            texts = [m.content for m in request.messages] + [m.reasoning or "" for m in shown]
-            self._reject_huge("\n".join(t for t in texts if t), "messages")
-            thinking = resolve(request, self.options.thinking) if self.thinks else None
-            ids = render_messages(self._tokenizer, request, thinking)
+        ids = self._prompt_ids(request)
         context = self.limits.context_length
         error = sizing.context_error(len(ids), max_tokens, context)
         if error is not None:
@@ -295,7 +310,7 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
             top_logprobs=request.top_logprobs,
             parse_tool_calls=bool(request.tools) and request.tool_choice.mode != "none",
             parse_reasoning=self.thinks and request.prompt is None,  # raw completions pass unparsed
-            think=self._think_plan(request, ids, thinking),
+            think=self._think_plan(request, ids, self._thinking(request)),
         )
 
     def _think_plan(self, request: ChatRequest, ids: list[int], thinking: bool | None) -> ThinkPlan | None:

@@ -544,6 +544,7 @@ class Engine:
                 ChatDelta(
                     text=text,
                     finish_reason=reason,
+                    stop_sequence=s.text.matched,
                     prompt_tokens=len(s.prompt_ids),
                     completion_tokens=len(s.generated),
                     reasoning_tokens=s.think.reasoning_tokens if s.think is not None else 0,
