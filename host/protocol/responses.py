@@ -107,7 +107,8 @@ class TextConfig(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class ResponsesRequest(WireRequest, kw_only=True):
     """The request body. Sampling fields as in Chat Completions (plus plughost's ``top_k`` and
-    ``repetition_penalty``); ``reasoning.effort`` switches a thinking model's thinking; ``include``,
+    ``repetition_penalty``); ``reasoning.effort`` switches a thinking model's thinking and the
+    ``thinking_budget`` extension caps it (as in Chat Completions); ``include``,
     ``truncation``, ``prompt_cache_key`` and other fields a text model has no use for are accepted
     and ignored."""
 
@@ -134,6 +135,7 @@ class ResponsesRequest(WireRequest, kw_only=True):
     background: bool | None = None
     conversation: str | dict[str, Any] | None = None
     reasoning: ReasoningConfig | None = None
+    thinking_budget: int | None = None
 
     @property
     def stream(self) -> bool:
@@ -185,6 +187,7 @@ class ResponsesRequest(WireRequest, kw_only=True):
             tool_choice=tool_choice,
             output=output,
             thinking=self.thinking().thinking,
+            thinking_budget=self.thinking_budget,
         )
         return request, conversation
 
