@@ -11,10 +11,11 @@ import time
 from litestar.di import NamedDependency, Provide
 
 from host.config import HostConfig
-from host.contract.errors import ShuttingDown
+from host.contract.errors import NotFound, ShuttingDown
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool
+from host.ui import Dashboard
 
 #: ``config: ConfigDep``: the host configuration.
 ConfigDep = NamedDependency[HostConfig]
@@ -26,6 +27,8 @@ SchedulerDep = NamedDependency[ModelPool]
 StartedDep = NamedDependency[int]
 #: ``metrics: MetricsDep``: where routes report tokens and time to first token (``host.metrics``).
 MetricsDep = NamedDependency[Observer]
+#: ``dashboard: DashboardDep``: the page's files and live history (``server.ui``).
+DashboardDep = NamedDependency[Dashboard]
 
 
 class Services:
@@ -37,6 +40,7 @@ class Services:
         self.metrics = metrics
         self.started = int(time.time())
         self.scheduler: ModelPool | None = None  # made by the lifespan (it measures the machine)
+        self.dashboard: Dashboard | None = None  # server.ui
 
     def get_config(self) -> HostConfig:
         """The host configuration."""
@@ -60,6 +64,12 @@ class Services:
         """The app's metrics (``GET /metrics`` renders them when they are a ``host.metrics.Metrics``)."""
         return self.metrics
 
+    def get_dashboard(self) -> Dashboard:
+        """The dashboard (a 404 when ``server.ui`` is off)."""
+        if self.dashboard is None:
+            raise NotFound("The dashboard is off (server.ui: false).")
+        return self.dashboard
+
     def dependencies(self) -> dict[str, Provide]:
         """Litestar dependencies: a route parameter ``scheduler: ModelPool`` receives the pool."""
         return {
@@ -68,4 +78,5 @@ class Services:
             "scheduler": Provide(self.get_scheduler, sync_to_thread=False),
             "started": Provide(self.get_started, sync_to_thread=False),
             "metrics": Provide(self.get_metrics, sync_to_thread=False),
+            "dashboard": Provide(self.get_dashboard, sync_to_thread=False),
         }

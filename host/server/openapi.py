@@ -17,7 +17,7 @@ from litestar.dto.data_structures import DTOFieldDefinition
 from litestar.exceptions import ValidationException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, Reference, Schema, SecurityScheme
 from litestar.typing import FieldDefinition
 
@@ -26,19 +26,29 @@ from host.contract.errors import ErrorEnvelope, InvalidRequest, decode_body
 
 T = TypeVar("T")
 
-OPENAPI = OpenAPIConfig(
-    title="plughost",
-    version=__version__,
-    description="A self-hosted, OpenAI-compatible inference host (chat, embeddings, rerank).",
-    path="/",
-    render_plugins=[JsonRenderPlugin(path="/openapi.json"), SwaggerRenderPlugin(path="/docs")],
-    use_handler_docstrings=True,
-    # Required only when server.api_keys (or PLUGHOST_API_KEY) is set; /health never needs it.
-    components=Components(
-        security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer", description="server.api_keys")}
-    ),
-    security=[{"apiKey": []}, {}],
-)
+
+def openapi_config(root: OpenAPIRenderPlugin | None = None) -> OpenAPIConfig:
+    """The OpenAPI description at ``/openapi.json`` with Swagger UI at ``/docs``. Litestar serves one
+    of the render plugins at ``/`` as well: ``root`` (the landing page of :mod:`host.ui`) or else
+    the schema itself."""
+    plugins: list[OpenAPIRenderPlugin] = [JsonRenderPlugin(path="/openapi.json"), SwaggerRenderPlugin(path="/docs")]
+    return OpenAPIConfig(
+        title="plughost",
+        version=__version__,
+        description="A self-hosted, OpenAI-compatible inference host (chat, embeddings, rerank).",
+        path="/",
+        render_plugins=[*plugins, root] if root is not None else plugins,
+        use_handler_docstrings=True,
+        # Required only when server.api_keys (or PLUGHOST_API_KEY) is set; /health never needs it.
+        components=Components(
+            security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer", description="server.api_keys")}
+        ),
+        security=[{"apiKey": []}, {}],
+    )
+
+
+#: The description of an app without the dashboard (``server.ui: false``).
+OPENAPI = openapi_config()
 
 
 class WireBody(AbstractDTO[T], Generic[T]):
