@@ -9,6 +9,7 @@ writes the README's ``docs/img/dashboard.png``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -163,6 +164,33 @@ def test_chat_streams_into_the_playground(session: tuple[Any, Recorder]) -> None
     page.locator("#playground").screenshot(path=shots() / "chat.png")
 
 
+def test_reasoning_deltas_are_shown_apart_from_the_answer(session: tuple[Any, Recorder]) -> None:
+    """A thinking model's stream (``reasoning_content`` deltas, then content), answered by the browser
+    itself: the demo chat model does not think."""
+    page, _ = session
+    chunks = [
+        {"reasoning_content": "Let me think. "},
+        {"reasoning": "Two plus two."},
+        {"content": "It is "},
+        {"content": "4."},
+    ]
+    events = [{"choices": [{"index": 0, "delta": delta}]} for delta in chunks]
+    body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+    page.route(
+        "**/v1/chat/completions",
+        lambda route: route.fulfill(status=200, headers={"content-type": "text/event-stream"}, body=body),
+        times=1,
+    )
+    page.click("[aria-controls=tab-chat]")
+    page.fill("#chat-form textarea", "2+2?")
+    page.press("#chat-form textarea", "Enter")
+    reply = page.locator(".msg.assistant").last
+    reply.locator(".stats:not(:empty)").wait_for()
+    assert reply.locator(".thinking").is_visible()  # folded once the answer is there; the text stays
+    assert reply.locator(".thinking .reasoning").text_content() == "Let me think. Two plus two."
+    assert reply.locator(".content").inner_text() == "It is 4."
+
+
 def test_embeddings_show_a_similarity_matrix(session: tuple[Any, Recorder]) -> None:
     page, _ = session
     page.click("[aria-controls=tab-embed]")
@@ -193,6 +221,25 @@ def test_live_figures_pin_and_the_page_used_nothing_else(session: tuple[Any, Rec
     page.wait_for_function("() => document.querySelector('[data-chart=requests] .line') !== null", timeout=15_000)
     row(page, RERANK).locator("button[data-action=pin]").click()
     page.wait_for_selector(f'tr.model[data-model="{RERANK}"] .tag.pinned')
+    # Unloading a busy model asks first (the model list is made to say it serves two requests).
+    unloads: list[str] = []
+    page.on("request", lambda r: unloads.append(r.url) if r.url.endswith("/unload") else None)
+
+    def busy(route: Any) -> None:
+        listing = route.fetch().json()
+        for model in listing["data"]:
+            model["status"]["in_flight"] = 2
+        route.fulfill(json=listing)
+
+    page.route("**/v1/models", busy)
+    page.wait_for_selector(f'tr.model[data-model="{EMBED}"] .busy')
+    row(page, EMBED).locator("button[data-action=unload]").click()
+    page.wait_for_selector("dialog#confirm[open]")
+    assert EMBED in page.inner_text("dialog#confirm")
+    page.screenshot(path=shots() / "confirm-unload.png")
+    page.click("dialog#confirm button[value=cancel]")
+    page.unroute("**/v1/models", busy)
+    assert page.locator("dialog#confirm[open]").count() == 0 and unloads == []
     page.click("[aria-controls=tab-chat]")
     page.wait_for_timeout(2500)  # one more poll: the charts show the last requests
     page.screenshot(path=shots() / "dashboard.png", full_page=True)

@@ -68,7 +68,9 @@ async function poll() {
   if (auth.ready) timer = setTimeout(poll, POLL_MS);
 }
 
-async function act(model, action) {
+async function act(id, action) {
+  const model = last?.models.find((m) => m.id === id);
+  if (!model) return;
   let query = "";
   if (action === "unload" && (model.status.in_flight || model.status.queued)) {
     if (!(await confirmUnload($("#confirm"), model))) return;

@@ -111,7 +111,7 @@ function actions(model, features, pending, onAction) {
   const { state, pinned } = model.status;
   const busy = pending.has(model.id) || ACTIVE.has(state);
   const button = (action, label, kind = "") =>
-    h("button", { type: "button", class: `small ${kind}`, dataset: { action }, disabled: busy, onclick: () => onAction(model, action) }, t(label));
+    h("button", { type: "button", class: `small ${kind}`, dataset: { action }, disabled: busy, onclick: () => onAction(model.id, action) }, t(label));
   const out = [];
   if (features.pull && !model.demo && (state === "available" || state === "failed")) out.push(button("pull", "pull"));
   if (["available", "offloaded", "failed"].includes(state)) out.push(button("load", "load", "primary"));
@@ -121,7 +121,8 @@ function actions(model, features, pending, onAction) {
   return out;
 }
 
-/** The models table, a row per model keyed by id (cells are rebuilt only when they change). */
+/** The models table, a row per model keyed by id (cells are rebuilt only when they change, so an
+ * action names its model by id: `onAction(id, action)`). */
 export function renderModels(tbody, models, overview, pending, onAction) {
   const now = overview.server_time;
   const seen = new Set();
