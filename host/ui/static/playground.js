@@ -74,7 +74,7 @@ function setupChat(root) {
     form.classList.add("running");
     const started = performance.now();
     let first = null;
-    let tokens = 0;
+    let tokens = null; // from the usage chunk (stream_options.include_usage)
     let answer = "";
     try {
       const body = {
@@ -104,7 +104,9 @@ function setupChat(root) {
       }
       history.push({ role: "assistant", content: answer });
       const seconds = first === null ? null : (performance.now() - first) / 1000;
-      fill(stats, t("chatStats", { tokens, ttft: latency(first === null ? null : (first - started) / 1000), rate: number(seconds ? tokens / seconds : null) }));
+      const ttft = latency(first === null ? null : (first - started) / 1000);
+      const rate = number(seconds && tokens !== null ? tokens / seconds : null);
+      fill(stats, t("chatStats", { tokens: tokens ?? "—", ttft, rate }));
     } catch (error) {
       if (error.name === "AbortError") {
         history.push({ role: "assistant", content: answer });
