@@ -142,7 +142,7 @@ def request(prompt: str, tokens: int, schema: dict[str, Any] | None = None) -> C
 
 def raw_generate(backend: Any, prompt: str, tokens: int, batch: int = 1) -> Run:
     """transformers ``generate`` on the served model: TTFT from a 1-token call, then the full call."""
-    ids = backend._prepare(request(prompt, tokens)).prompt_ids
+    ids = backend.prepare(request(prompt, tokens)).prompt_ids
     x = torch.tensor([ids] * batch, device=backend.loaded.device)
     kwargs = greedy_generate_kwargs(backend, x)
     model = backend.loaded.model
@@ -451,7 +451,7 @@ def bench_prefix(folder: Path, label: str, head_dtype: str, prompt_tokens: int, 
             ttft[mode] = [
                 asyncio.run(first_token(backend, system, QUESTIONS[i % len(QUESTIONS)])) for i in range(repeats)
             ]
-            prompt_len = len(backend._prepare(rag_question(system, QUESTIONS[0])).prompt_ids)
+            prompt_len = len(backend.prepare(rag_question(system, QUESTIONS[0])).prompt_ids)
         finally:
             backend.unload()
     cached, uncached = statistics.median(ttft["cached"]), statistics.median(ttft["uncached"])

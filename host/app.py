@@ -75,7 +75,8 @@ def create_app(
             if pool is not None
             else Scheduler(registry, budgets or resolve_budgets(config), config.scheduler, observer=metrics)
         )
-        services.scheduler = app.state.scheduler = scheduler
+        services.start(scheduler)
+        app.state.scheduler = scheduler
         metrics.watch(scheduler)
         log.info("plughost serving %d model(s): %s", len(registry), ", ".join(m.spec.id for m in registry))
         await scheduler.preload()

@@ -11,7 +11,7 @@ import pluggy
 
 from host.config import ConfigError, HostConfig
 from host.contract.errors import ModelNotFound, WrongTask
-from host.contract.spec import ModelSpec, Options, Task
+from host.contract.spec import ModelSpec, Task
 from host.demo import demo_weights
 from host.plugins import PluginError
 from host.toolkit.weights import weights_on_disk, weights_problem
@@ -174,13 +174,9 @@ def _apply_overrides(spec: ModelSpec, config: HostConfig) -> ModelSpec | None:
         return spec
     if not mc.enabled:
         return None
-    options = spec.options
-    if isinstance(options, Options):
-        # The plugin built them with config.model_options; converting again only checks a plugin
-        # that did not (an unknown key is an error, never silently ignored).
-        config.model_options(spec.id, type(options))
-    else:
-        options = {**options, **mc.options}
+    # The plugin built its options with config.model_options; converting again only checks a
+    # plugin that did not (an unknown key is an error, never silently ignored).
+    config.model_options(spec.id, type(spec.options))
     weights = config.model_weights(spec.id, spec.weights or "") or None
     placements = spec.placements
     if mc.placements is not None:
@@ -191,4 +187,4 @@ def _apply_overrides(spec: ModelSpec, config: HostConfig) -> ModelSpec | None:
                 f"models.{spec.id}.placements: none of {', '.join(mc.placements)} is declared (declared: {declared})"
             )
     aliases = spec.aliases + tuple(a for a in mc.aliases if a not in spec.aliases)
-    return msgspec.structs.replace(spec, weights=weights, options=options, placements=placements, aliases=aliases)
+    return msgspec.structs.replace(spec, weights=weights, placements=placements, aliases=aliases)

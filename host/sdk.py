@@ -11,6 +11,7 @@ from __future__ import annotations
 from host import hookimpl
 from host.config import HostConfig
 from host.contract.backend import Backend, ChatBackend, EmbeddingBackend, Relocatable, RerankBackend
+from host.contract.capabilities import Capabilities, Feature
 from host.contract.domain import (
     ChatDelta,
     ChatMessage,
@@ -50,6 +51,7 @@ from host.contract.spec import (
 from host.demo import DemoModel, demo_weights
 from host.toolkit.batched import BatchBudgets, BatchedBackend
 from host.toolkit.batcher import BatcherClosed
+from host.toolkit.chat import ChatEngineBackend
 from host.toolkit.textlimits import over_limit_prefix
 from host.toolkit.weights import WeightsError, peek_config, resolve_weights
 
@@ -59,14 +61,17 @@ __all__ = [
     "BatchBudgets",
     "BatchedBackend",
     "BatcherClosed",
+    "Capabilities",
     "ChatBackend",
     "ChatDelta",
+    "ChatEngineBackend",
     "ChatMessage",
     "ChatRequest",
     "DemoModel",
     "EmbeddingBackend",
     "EmbeddingRequest",
     "EmbeddingResult",
+    "Feature",
     "GiB",
     "Grant",
     "HostConfig",

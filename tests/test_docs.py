@@ -33,6 +33,24 @@ def test_plugin_walkthrough_runs(tmp_path: Path, plughost_app, monkeypatch) -> N
         sys.modules.pop("plughost_echo.demo", None)
 
 
+def _assert_refused(url: str) -> None:
+    import httpx
+
+    chat = {"model": "echo-1", "messages": [{"role": "user", "content": "hi"}]}
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    cases = [
+        ("/v1/chat/completions", {**chat, "tools": [tool]}, "tools"),
+        ("/v1/chat/completions", {**chat, "response_format": {"type": "json_object"}}, "response_format"),
+        ("/v1/chat/completions", {**chat, "logprobs": True}, "logprobs"),
+        ("/v1/completions", {"model": "echo-1", "prompt": "hi", "logprobs": 2}, "logprobs"),
+    ]
+    for path, body, param in cases:
+        for stream in (False, True):
+            r = httpx.post(url + path, json={**body, "stream": stream})
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["param"] == param
+
+
 def _serve_and_run(tmp_path: Path, plughost_app, test: str) -> None:
     from host.config import ConfigError
     from host.demo import load_demo
@@ -55,6 +73,16 @@ def _serve_and_run(tmp_path: Path, plughost_app, test: str) -> None:
     with serve_in_thread(app) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         reply = client.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content == "hi"
+        # Every chat-like route answers correctly: raw prompts (declared) ...
+        done = client.completions.create(model="echo-1", prompt="one two three", max_tokens=2)
+        assert (done.choices[0].text, done.choices[0].finish_reason) == ("one two", "length")
+        streamed = client.chat.completions.create(
+            model="echo-1", messages=[{"role": "user", "content": "a b"}], stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "a b"
+        # ... and a 400 naming the field for what it does not declare, before the backend runs.
+        _assert_refused(url)
     assert reply.choices[0].message.content == "hi"
     # The walkthrough's own test, as a plugin author would run it.
     namespace: dict = {}

@@ -63,7 +63,7 @@ def test_metrics_parse_and_move_with_traffic() -> None:
     assert value(after, "plughost_prompt_tokens_total", model="fake-chat") > 0
     assert value(after, "plughost_generated_tokens_total", model="fake-chat") > 0
     assert value(after, "plughost_prompt_tokens_total", model="fake-embed") > 0
-    assert value(after, "plughost_time_to_first_token_seconds_count", model="fake-chat") == 1  # streams
+    assert value(after, "plughost_time_to_first_token_seconds_count", model="fake-chat") == 2  # plain and streamed
     assert value(after, "plughost_model_transition_duration_seconds_count", model="fake-embed", kind="load") == 1
     assert value(after, "plughost_model_transition_duration_seconds_count", model="fake-embed", kind="unload") == 1
     assert value(after, "plughost_model_evictions_total", model="fake-embed", how="unload") == 1

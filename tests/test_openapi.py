@@ -72,6 +72,7 @@ OPERATIONS = [
     ("GET", "/v1/models/{model_id}"),
     ("POST", "/v1/models/{model_path}"),
     ("GET", "/health"),
+    ("GET", "/ui/api/overview"),
 ]
 
 

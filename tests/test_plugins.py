@@ -349,7 +349,7 @@ def test_register_models_receives_the_config(write_plugin: WritePlugin) -> None:
         """,
     )
     config = make_config({"plugins": {"paths": [str(folder)]}, "server": {"port": 4242}})
-    assert discover(config)[1].get("cfg-model").spec.options["port_seen"] == 4242
+    assert discover(config)[1].get("cfg-model").spec.options.script["port_seen"] == 4242
 
 
 # -- no global state ----------------------------------------------------------------------------

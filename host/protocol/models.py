@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import msgspec
 
+from host.contract.capabilities import Capabilities
 from host.scheduling.status import ModelStatus
 
 
 class ModelCard(msgspec.Struct, kw_only=True):
-    """One model in OpenAI's list shape, plus plughost's task and residency."""
+    """One model in OpenAI's list shape, plus plughost's task, residency and declared capabilities.
+
+    The context length is given under the names clients read: ``context_length`` (OpenRouter,
+    Cline, AnythingLLM) and ``max_model_len`` (vLLM's)."""
 
     id: str
     created: int
@@ -17,6 +21,9 @@ class ModelCard(msgspec.Struct, kw_only=True):
     aliases: list[str]
     description: str
     status: ModelStatus
+    context_length: int | None = None
+    max_model_len: int | None = None
+    capabilities: Capabilities | None = None
     object: str = "model"
 
 

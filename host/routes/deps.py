@@ -15,6 +15,7 @@ from host.contract.errors import NotFound, ShuttingDown
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool
+from host.serving.service import ChatService
 from host.ui import Dashboard
 
 #: ``config: ConfigDep``: the host configuration.
@@ -29,6 +30,8 @@ StartedDep = NamedDependency[int]
 MetricsDep = NamedDependency[Observer]
 #: ``dashboard: DashboardDep``: the page's files and live history (``server.ui``).
 DashboardDep = NamedDependency[Dashboard]
+#: ``chat: ChatDep``: the service behind every chat-like route (``host.serving.service``).
+ChatDep = NamedDependency[ChatService]
 
 
 class Services:
@@ -41,6 +44,7 @@ class Services:
         self.started = int(time.time())
         self.scheduler: ModelPool | None = None  # made by the lifespan (it measures the machine)
         self.dashboard: Dashboard | None = None  # server.ui
+        self.chat: ChatService | None = None  # serves on the scheduler, made with it
 
     def get_config(self) -> HostConfig:
         """The host configuration."""
@@ -55,6 +59,17 @@ class Services:
         if self.scheduler is None:
             raise ShuttingDown("plughost is not running")
         return self.scheduler
+
+    def start(self, scheduler: ModelPool) -> None:
+        """The lifespan's scheduler is running: serve on it."""
+        self.scheduler = scheduler
+        self.chat = ChatService(scheduler, self.registry, self.metrics, self.config.server.stream_keepalive_s)
+
+    def get_chat(self) -> ChatService:
+        """The chat service (a 503 outside the app's lifespan)."""
+        if self.chat is None:
+            raise ShuttingDown("plughost is not running")
+        return self.chat
 
     def get_started(self) -> int:
         """When the app was built (Unix seconds): the ``created`` of every model card."""
@@ -79,4 +94,5 @@ class Services:
             "started": Provide(self.get_started, sync_to_thread=False),
             "metrics": Provide(self.get_metrics, sync_to_thread=False),
             "dashboard": Provide(self.get_dashboard, sync_to_thread=False),
+            "chat": Provide(self.get_chat, sync_to_thread=False),
         }

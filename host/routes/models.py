@@ -6,6 +6,7 @@ from litestar import Response, get, post
 from litestar.params import FromPath, FromQuery
 
 from host.contract.errors import InvalidRequest, NotFound
+from host.contract.spec import Task
 from host.protocol.models import Health, ModelCard, ModelList
 from host.registry import RegisteredModel
 from host.routes.deps import RegistryDep, SchedulerDep, StartedDep
@@ -16,6 +17,7 @@ from host.server.openapi import COMMON_ERRORS, MANAGE_ERRORS
 
 def _card(model: RegisteredModel, scheduler: ModelPool, started: int) -> ModelCard:
     spec = model.spec
+    context = spec.capabilities.context_length
     return ModelCard(
         id=spec.id,
         created=started,
@@ -24,6 +26,9 @@ def _card(model: RegisteredModel, scheduler: ModelPool, started: int) -> ModelCa
         aliases=list(spec.aliases),
         description=spec.description,
         status=scheduler.status(spec.id),
+        context_length=context,
+        max_model_len=context,
+        capabilities=spec.capabilities if spec.task == Task.CHAT else None,
     )
 
 

@@ -121,5 +121,5 @@ _ERROR_TEXT = {
 COMMON_ERRORS = _errors(401, 403, 404, 500)
 #: ... and those of the routes that take a body and run a model.
 MODEL_ERRORS = _errors(400, 401, 403, 404, 408, 413, 415, 429, 500, 503)
-#: ... and those of the load/unload route.
-MANAGE_ERRORS = _errors(401, 403, 404, 409, 429, 500, 503)
+#: ... and those of the load/unload/pin route (400: a bad ``wait_s``).
+MANAGE_ERRORS = _errors(400, 401, 403, 404, 409, 429, 500, 503)

@@ -51,7 +51,7 @@ async def engine_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDel
     """Run ``req`` straight on ``backend``'s engine; the generated token ids and the last delta."""
     from chat_qwen_awq.engine import Sequence
 
-    prepared = await asyncio.get_running_loop().run_in_executor(backend._prep, backend._prepare, req)
+    prepared = await backend._prepare(req)  # on the prepare thread, as generate() does
     seq = Sequence(prepared, backend.engine.tokenizer, asyncio.get_running_loop())
     backend.engine.submit(seq)
     while True:
@@ -128,7 +128,7 @@ def assert_engine_equals_generate(backend: Any, tokens: int = 30) -> None:
         messages=(ChatMessage("user", "hello"),),
         sampling=SamplingParams(max_tokens=tokens, temperature=0, repetition_penalty=1.0),
     )
-    x = torch.tensor([backend._prepare(request).prompt_ids])
+    x = torch.tensor([backend.prepare(request).prompt_ids])
     with torch.no_grad():
         out = backend.loaded.model.generate(x, max_new_tokens=tokens, **greedy_generate_kwargs(backend, x))
     expected = backend.engine.tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True)

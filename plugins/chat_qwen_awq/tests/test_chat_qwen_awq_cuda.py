@@ -46,7 +46,7 @@ async def _engine_tokens(backend: Any, req: ChatRequest) -> list[int]:
 
 def _reference(backend: Any, req: ChatRequest) -> tuple[list[int], list[torch.Tensor]]:
     """transformers ``generate`` on the same loaded model: tokens and the logits of each step."""
-    ids = torch.tensor([backend._prepare(req).prompt_ids], device=backend.loaded.device)
+    ids = torch.tensor([backend.prepare(req).prompt_ids], device=backend.loaded.device)
     with torch.no_grad():
         out = backend.loaded.model.generate(
             ids,

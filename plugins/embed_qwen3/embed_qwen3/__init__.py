@@ -30,6 +30,7 @@ from embed_qwen3.sizing import (
     max_length_of,
 )
 from host.sdk import (
+    Capabilities,
     HostConfig,
     ModelSpec,
     NonNegativeInt,
@@ -114,6 +115,7 @@ def declare(config: HostConfig, model_id: str = MODEL_ID, aliases: tuple[str, ..
         weights=weights,
         options=options,
         offload_bytes=offload_bytes,
+        capabilities=Capabilities(context_length=max_length),
         description="Qwen3 embedding: last-token pooling, query instructions, Matryoshka dimensions",
         demo=DEMO,
     )
