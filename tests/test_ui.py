@@ -110,7 +110,7 @@ def test_overview_has_each_device_budget_with_what_models_hold() -> None:
             ("cuda:0", "gpu", 8 * GiB, 0),
             ("cpu", "host", 16 * GiB, 0),
         ]
-        assert before["features"] == {"pin": True, "pull": False} and before["demo"] == [] and before["ready"]
+        assert before["features"] == {"pin": True} and before["demo"] == [] and before["ready"]
         assert c.post("/v1/models/chat/load").status_code == 200
         assert c.post("/v1/models/embed/load").status_code == 200
         after = {d["name"]: d["used_bytes"] for d in c.get("/ui/api/overview").json()["devices"]}

@@ -225,14 +225,28 @@ def test_live_figures_pin_and_the_page_used_nothing_else(session: tuple[Any, Rec
     unloads: list[str] = []
     page.on("request", lambda r: unloads.append(r.url) if r.url.endswith("/unload") else None)
 
+    # Downloads as a server that pulls weights reports them (the model card's ``weights``): the chat
+    # model's in progress, the reranker's absent (offered a pull), the embedder's not reported (none).
+    weights = {
+        CHAT: {"state": "downloading", "repo": "Qwen/x", "percent": 42.5, "done_bytes": 425, "total_bytes": 1000},
+        RERANK: {"state": "absent", "repo": "Qwen/y"},
+    }
+
     def busy(route: Any) -> None:
         listing = route.fetch().json()
         for model in listing["data"]:
             model["status"]["in_flight"] = 2
+            model.pop("weights", None)
+            if model["id"] in weights:
+                model["weights"] = weights[model["id"]]
         route.fulfill(json=listing)
 
     page.route("**/v1/models", busy)
     page.wait_for_selector(f'tr.model[data-model="{EMBED}"] .busy')
+    downloading = row(page, CHAT).locator("[data-state]")
+    assert downloading.get_attribute("data-state") == "downloading" and "43%" in downloading.inner_text()
+    assert row(page, RERANK).locator("button[data-action=pull]").count() == 1
+    assert row(page, EMBED).locator("button[data-action=pull]").count() == 0
     row(page, EMBED).locator("button[data-action=unload]").click()
     page.wait_for_selector("dialog#confirm[open]")
     assert EMBED in page.inner_text("dialog#confirm")

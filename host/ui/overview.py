@@ -34,10 +34,10 @@ class Device(msgspec.Struct, kw_only=True):
 
 
 class Features(msgspec.Struct, kw_only=True):
-    """The actions this server offers besides load and unload."""
+    """The actions this pool offers besides load and unload. (Pulling weights is offered per model,
+    where its card in ``/v1/models`` says where its ``weights`` are.)"""
 
     pin: bool  #: ``POST /v1/models/{id}/pin|unpin``
-    pull: bool  #: ``POST /v1/models/{id}/pull`` (a pool with a ``pull`` method)
 
 
 class Overview(msgspec.Struct, kw_only=True):
@@ -83,7 +83,7 @@ class Dashboard:
             demo=[m.spec.id for m in self.registry if m.spec.weights and is_demo(m.spec.weights)],
             server_time=time.time(),
             devices=devices(pool.snapshot(), pool.budgets if isinstance(pool, Scheduler) else None),
-            features=Features(pin=isinstance(pool, Pinning), pull=callable(getattr(pool, "pull", None))),
+            features=Features(pin=isinstance(pool, Pinning)),
             interval_s=self.history.interval_s,
             history=list(self.history.points),
         )

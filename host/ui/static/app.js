@@ -58,6 +58,7 @@ async function poll() {
   clearTimeout(timer);
   try {
     const [list, overview] = await Promise.all([api("/v1/models"), api("/ui/api/overview")]);
+    if (!auth.ready) return; // the key was forgotten while this poll was out
     const demo = new Set(overview.demo);
     last = { models: list.data.map((m) => ({ ...m, demo: demo.has(m.id) })), overview };
     draw();
@@ -65,7 +66,8 @@ async function poll() {
     if (error instanceof ApiError && error.status === 401) return; // the key prompt is shown
     setStatus("down");
   }
-  if (auth.ready) timer = setTimeout(poll, POLL_MS);
+  clearTimeout(timer); // polls started by an action end here too: one timer, one loop
+  if (auth.ready && !$("#dashboard").hidden) timer = setTimeout(poll, POLL_MS);
 }
 
 async function act(id, action) {

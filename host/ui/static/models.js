@@ -59,9 +59,25 @@ export function renderMemory(root, devices, models) {
   );
 }
 
-function stateCell(status) {
-  const state = status.state;
-  const percent = downloadPercent(status);
+/** A download's percent while the weights are being pulled (`weights.state: "downloading"` on the model
+ * card, where the server can pull), else null. */
+function downloadPercent(model) {
+  const w = model.weights;
+  if (!w || w.state !== "downloading") return null;
+  if (typeof w.percent === "number") return w.percent;
+  return w.total_bytes ? (100 * (w.done_bytes || 0)) / w.total_bytes : 0;
+}
+
+/** Whether the server can pull this model's weights now: it says where they are (`weights`, the
+ * feature check) and they are not here. */
+function pullable(model) {
+  const w = model.weights;
+  return Boolean(w && w.repo && ["absent", "demo", "failed"].includes(w.state));
+}
+
+function stateCell(model) {
+  const percent = downloadPercent(model);
+  const state = percent === null ? model.status.state : "downloading";
   return h(
     "span",
     { class: `state s-${state}`, dataset: { state } },
@@ -69,17 +85,6 @@ function stateCell(status) {
     t(`state_${state}`),
     percent === null ? null : h("span", { class: "percent" }, ` ${percent.toFixed(0)}%`),
   );
-}
-
-/** A download's percent when the API reports one (``plughost pull``), else null. */
-function downloadPercent(status) {
-  const d = status.download || status.progress || {};
-  const percent = d.percent ?? status.percent;
-  if (typeof percent === "number") return percent;
-  if (typeof d.total_bytes === "number" && d.total_bytes > 0) {
-    return (100 * (d.done_bytes ?? d.downloaded_bytes ?? 0)) / d.total_bytes;
-  }
-  return null;
 }
 
 function memoryCell(status, devices) {
@@ -109,11 +114,11 @@ function keepAliveCell(status) {
 
 function actions(model, features, pending, onAction) {
   const { state, pinned } = model.status;
-  const busy = pending.has(model.id) || ACTIVE.has(state);
+  const busy = pending.has(model.id) || ACTIVE.has(state) || downloadPercent(model) !== null;
   const button = (action, label, kind = "") =>
     h("button", { type: "button", class: `small ${kind}`, dataset: { action }, disabled: busy, onclick: () => onAction(model.id, action) }, t(label));
   const out = [];
-  if (features.pull && !model.demo && (state === "available" || state === "failed")) out.push(button("pull", "pull"));
+  if (pullable(model)) out.push(button("pull", "pull"));
   if (["available", "offloaded", "failed"].includes(state)) out.push(button("load", "load", "primary"));
   if (["resident", "offloaded"].includes(state)) out.push(button("unload", "unload"));
   if (features.pin) out.push(button(pinned ? "unpin" : "pin", pinned ? "unpin" : "pin", pinned ? "on" : ""));
@@ -147,7 +152,7 @@ export function renderModels(tbody, models, overview, pending, onAction) {
         model.aliases.length ? h("span", { class: "aliases" }, model.aliases.join(", ")) : null,
       ),
     ]);
-    update(state, [st.state, downloadPercent(st), t("idle")], () => stateCell(st));
+    update(state, [st.state, downloadPercent(model), t("idle")], () => stateCell(model));
     update(placement, [st.placement, st.device], () =>
       st.placement
         ? [h("div", {}, st.placement), st.device && st.device !== st.placement ? h("small", { class: "muted" }, st.device) : null]
@@ -157,12 +162,13 @@ export function renderModels(tbody, models, overview, pending, onAction) {
     update(requests, [st.in_flight, st.queued, t("idle")], () => requestsCell(st));
     update(lastUsed, [ago(st.last_used, now)], () => ago(st.last_used, now));
     update(keepAlive, [st.expires_in_s === null ? null : Math.round(st.expires_in_s), st.keep_alive_s, t("forever")], () => keepAliveCell(st));
-    update(acts, [st.state, st.pinned, overview.features, pending.has(model.id), t("load")], () =>
+    update(acts, [st.state, st.pinned, overview.features, pending.has(model.id), model.weights, t("load")], () =>
       h("div", { class: "actions" }, actions(model, overview.features, pending, onAction)),
     );
     const errorRow = row.nextElementSibling;
-    errorRow.hidden = !st.error;
-    update(errorRow.firstChild, [st.error, st.error_request_id], () =>
+    const pullError = model.weights?.state === "failed" ? model.weights.error || t("failed") : null;
+    errorRow.hidden = !st.error && !pullError;
+    update(errorRow.firstChild, [st.error, st.error_request_id, pullError, t("errorTitle")], () => [
       st.error
         ? h(
             "div",
@@ -172,8 +178,9 @@ export function renderModels(tbody, models, overview, pending, onAction) {
             st.error,
             st.error_request_id ? h("span", { class: "rid" }, `${t("requestId")}: `, h("code", {}, st.error_request_id)) : null,
           )
-        : [],
-    );
+        : null,
+      pullError ? h("div", { class: "model-error" }, h("strong", {}, t("pullFailed")), " ", pullError) : null,
+    ]);
   }
   for (const row of [...tbody.querySelectorAll("tr.model")]) {
     if (!seen.has(row.dataset.model)) {
