@@ -10,8 +10,9 @@ import time
 
 from litestar.di import NamedDependency, Provide
 
-from host.config import HostConfig
+from host.contract.config import HostConfig
 from host.contract.errors import NotFound, ShuttingDown
+from host.downloads.manager import Downloads
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool
@@ -30,17 +31,26 @@ StartedDep = NamedDependency[int]
 MetricsDep = NamedDependency[Observer]
 #: ``dashboard: DashboardDep``: the page's files and live history (``server.ui``).
 DashboardDep = NamedDependency[Dashboard]
+#: ``downloads: DownloadsDep``: the app's weight downloads (``POST /v1/models/{id}/pull``, cards, health).
+DownloadsDep = NamedDependency[Downloads]
 #: ``chat: ChatDep``: the service behind every chat-like route (``host.serving.service``).
 ChatDep = NamedDependency[ChatService]
 
 
 class Services:
-    """What routes are given: the config, the registry, and the scheduler while the app runs."""
+    """What routes are given: the config, the registry, the downloads, and the scheduler while the app runs."""
 
-    def __init__(self, config: HostConfig, registry: ModelRegistry, metrics: Observer = NO_METRICS) -> None:
+    def __init__(
+        self,
+        config: HostConfig,
+        registry: ModelRegistry,
+        metrics: Observer = NO_METRICS,
+        downloads: Downloads | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry
         self.metrics = metrics
+        self.downloads = downloads if downloads is not None else Downloads(config, metrics)
         self.started = int(time.time())
         self.scheduler: ModelPool | None = None  # made by the lifespan (it measures the machine)
         self.dashboard: Dashboard | None = None  # server.ui
@@ -85,6 +95,10 @@ class Services:
             raise NotFound("The dashboard is off (server.ui: false).")
         return self.dashboard
 
+    def get_downloads(self) -> Downloads:
+        """The app's weight downloads."""
+        return self.downloads
+
     def dependencies(self) -> dict[str, Provide]:
         """Litestar dependencies: a route parameter ``scheduler: ModelPool`` receives the pool."""
         return {
@@ -94,5 +108,6 @@ class Services:
             "started": Provide(self.get_started, sync_to_thread=False),
             "metrics": Provide(self.get_metrics, sync_to_thread=False),
             "dashboard": Provide(self.get_dashboard, sync_to_thread=False),
+            "downloads": Provide(self.get_downloads, sync_to_thread=False),
             "chat": Provide(self.get_chat, sync_to_thread=False),
         }

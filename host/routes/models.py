@@ -1,21 +1,28 @@
-"""``GET /v1/models``, ``GET /v1/models/{id}``, explicit load/unload/pin, and ``GET /health``."""
+"""``GET /v1/models``, ``GET /v1/models/{id}``, explicit load/unload/pin/pull, and ``GET /health``."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
 from litestar import Response, get, post
 from litestar.params import FromPath, FromQuery
+from litestar.response import ServerSentEvent
 
 from host.contract.errors import InvalidRequest, NotFound
 from host.contract.spec import Task
-from host.protocol.models import Health, ModelCard, ModelList
+from host.downloads.manager import Downloads
+from host.downloads.pull import PullProgress
+from host.protocol.models import Download, Health, ModelCard, ModelList
 from host.registry import RegisteredModel
-from host.routes.deps import RegistryDep, SchedulerDep, StartedDep
+from host.routes.deps import DownloadsDep, RegistryDep, SchedulerDep, StartedDep
 from host.scheduling.pool import ModelPool, Pinning, unload_when_idle
 from host.scheduling.status import ModelState
 from host.server.openapi import COMMON_ERRORS, MANAGE_ERRORS
 
 
-def _card(model: RegisteredModel, scheduler: ModelPool, started: int) -> ModelCard:
+def _card(model: RegisteredModel, scheduler: ModelPool, started: int, downloads: Downloads) -> ModelCard:
     spec = model.spec
     context = spec.capabilities.context_length
     return ModelCard(
@@ -29,21 +36,28 @@ def _card(model: RegisteredModel, scheduler: ModelPool, started: int) -> ModelCa
         context_length=context,
         max_model_len=context,
         capabilities=spec.capabilities if spec.task == Task.CHAT else None,
+        weights=downloads.info(model),
     )
 
 
 @get("/v1/models", responses=COMMON_ERRORS)
-async def list_models(registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep) -> ModelList:
-    """Every declared model with its task and residency."""
-    return ModelList(data=[_card(m, scheduler, started) for m in registry])
+async def list_models(
+    registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep, downloads: DownloadsDep
+) -> ModelList:
+    """Every declared model with its task, residency and weights (on disk, downloading, absent)."""
+    return ModelList(data=[_card(m, scheduler, started, downloads) for m in registry])
 
 
 @get("/v1/models/{model_id:path}", responses=COMMON_ERRORS)
 async def get_model(
-    registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep, model_id: FromPath[str]
+    registry: RegistryDep,
+    scheduler: SchedulerDep,
+    started: StartedDep,
+    downloads: DownloadsDep,
+    model_id: FromPath[str],
 ) -> ModelCard:
     """One model (by id or alias; hub-style ids with a slash work too)."""
-    return _card(registry.get(model_id.lstrip("/")), scheduler, started)
+    return _card(registry.get(model_id.lstrip("/")), scheduler, started, downloads)
 
 
 @post("/v1/models/{model_path:path}", status_code=200, responses=MANAGE_ERRORS)
@@ -51,12 +65,16 @@ async def manage_model(
     registry: RegistryDep,
     scheduler: SchedulerDep,
     started: StartedDep,
+    downloads: DownloadsDep,
     model_path: FromPath[str],
+    stream: FromQuery[bool] = False,
     wait_s: FromQuery[float] = 0,
-) -> ModelCard:
+) -> Response[Any]:
     """``POST /v1/models/{id}/load`` loads a model now (answers once it is resident);
     ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests; ``?wait_s=N`` first
-    waits up to N seconds for them to finish); ``/pin`` and ``/unpin`` keep it where it is or let it go."""
+    waits up to N seconds for them to finish); ``/pin`` and ``/unpin`` keep it where it is or let it go;
+    ``POST /v1/models/{id}/pull`` downloads its weights in the background: 202 with the card at once,
+    or with ``?stream=true`` an SSE stream of progress events until ``done`` (100 %) or ``failed``."""
     name, _, action = model_path.strip("/").rpartition("/")
     if action not in _ACTIONS or not name:
         raise NotFound(
@@ -65,6 +83,8 @@ async def manage_model(
     if not 0 <= wait_s <= _MAX_WAIT_S:
         raise InvalidRequest(f"wait_s must be between 0 and {_MAX_WAIT_S} seconds.", param="wait_s")
     model = registry.get(name)
+    if action == "pull":
+        return _pull(model, scheduler, started, downloads, stream)
     if action == "load":
         await scheduler.load(model.spec.id)
     elif action == "unload":
@@ -73,16 +93,49 @@ async def manage_model(
         scheduler.pin(model.spec.id, action == "pin")
     else:
         raise NotFound(f"This server's models cannot be pinned at run time; set models.{model.spec.id}.pinned.")
-    return _card(model, scheduler, started)
+    return Response(_card(model, scheduler, started, downloads))
 
 
-_ACTIONS = ("load", "unload", "pin", "unpin")
+def _pull(
+    model: RegisteredModel, scheduler: ModelPool, started: int, downloads: Downloads, stream: bool
+) -> Response[Any]:
+    if model.weights_ref is None:
+        raise InvalidRequest(
+            f"The weights of '{model.spec.id}' are a local folder or a demo model (models.{model.spec.id}.weights); "
+            f"there is nothing to pull.",
+            code="nothing_to_pull",
+        )
+    already = downloads.store.installed(model.weights_ref) is not None
+    job = None if already else downloads.start(model)
+    if not stream:
+        return Response(_card(model, scheduler, started, downloads), status_code=200 if already else 202)
+
+    async def events() -> AsyncIterator[str]:
+        if job is None:
+            info = downloads.info(model)
+            size = info.bytes or 0
+            yield msgspec.json.encode(
+                PullProgress(
+                    model=model.spec.id, repo=info.repo or "", state="done", source=info.source,
+                    revision=info.commit or info.revision, total_bytes=size, done_bytes=size, percent=100.0,
+                    folder=info.path,
+                )
+            ).decode()  # fmt: skip
+            return
+        async for progress in job.updates():
+            yield msgspec.json.encode(progress).decode()
+
+    return ServerSentEvent(events(), status_code=200)
+
+
+_ACTIONS = ("load", "unload", "pin", "unpin", "pull")
 _MAX_WAIT_S = 600
 
 
 @get("/health")
-async def health(scheduler: SchedulerDep) -> Response[Health]:
-    """Liveness and readiness, with the resident, loading and failed models (503 while shutting down)."""
+async def health(scheduler: SchedulerDep, downloads: DownloadsDep) -> Response[Health]:
+    """Liveness and readiness, with the resident, loading and failed models and the running downloads
+    (503 while shutting down)."""
     snap = scheduler.snapshot()
     ready = scheduler.ready
     body = Health(
@@ -92,5 +145,15 @@ async def health(scheduler: SchedulerDep) -> Response[Health]:
         resident=[s.id for s in snap if s.state == ModelState.RESIDENT],
         loading=[s.id for s in snap if s.state == ModelState.LOADING],
         failed=[s.id for s in snap if s.state == ModelState.FAILED],
+        downloading=[
+            Download(
+                id=job.model.spec.id,
+                repo=job.ref.repo,
+                percent=job.progress.percent,
+                done_bytes=job.progress.done_bytes,
+                total_bytes=job.progress.total_bytes,
+            )
+            for job in downloads.active()
+        ],
     )
     return Response(body, status_code=200 if ready else 503)
