@@ -10,12 +10,13 @@ import time
 
 from litestar.di import NamedDependency, Provide
 
-from host.contract.config import HostConfig
+from host.contract.config import HostConfig, parse_bytes
 from host.contract.errors import NotFound, ShuttingDown
 from host.downloads.manager import Downloads
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool
+from host.serving.response_store import ResponseStore
 from host.serving.service import ChatService
 from host.ui import Dashboard
 
@@ -35,6 +36,8 @@ DashboardDep = NamedDependency[Dashboard]
 DownloadsDep = NamedDependency[Downloads]
 #: ``chat: ChatDep``: the service behind every chat-like route (``host.serving.service``).
 ChatDep = NamedDependency[ChatService]
+#: ``responses: ResponsesDep``: the stored responses of ``/v1/responses`` (``host.serving.response_store``).
+ResponsesDep = NamedDependency[ResponseStore]
 
 
 class Services:
@@ -55,6 +58,8 @@ class Services:
         self.scheduler: ModelPool | None = None  # made by the lifespan (it measures the machine)
         self.dashboard: Dashboard | None = None  # server.ui
         self.chat: ChatService | None = None  # serves on the scheduler, made with it
+        stored = config.responses
+        self.responses = ResponseStore(stored.max_stored, parse_bytes(stored.max_stored_bytes), stored.max_age_s)
 
     def get_config(self) -> HostConfig:
         """The host configuration."""
@@ -80,6 +85,10 @@ class Services:
         if self.chat is None:
             raise ShuttingDown("plughost is not running")
         return self.chat
+
+    def get_responses(self) -> ResponseStore:
+        """The stored responses of ``/v1/responses``."""
+        return self.responses
 
     def get_started(self) -> int:
         """When the app was built (Unix seconds): the ``created`` of every model card."""
@@ -110,4 +119,5 @@ class Services:
             "dashboard": Provide(self.get_dashboard, sync_to_thread=False),
             "downloads": Provide(self.get_downloads, sync_to_thread=False),
             "chat": Provide(self.get_chat, sync_to_thread=False),
+            "responses": Provide(self.get_responses, sync_to_thread=False),
         }
