@@ -22,7 +22,7 @@ from host.plugins import make_plugin_manager
 from host.registry import build_registry
 from host.routes import ROUTES
 from host.routes.deps import Services
-from host.routes.errors import EXCEPTION_HANDLERS
+from host.routes.errors import EXCEPTION_HANDLERS, envelope_for
 from host.routes.ui import UI_ROUTES
 from host.scheduling.budgets import resolve_budgets
 from host.scheduling.policy import Budgets
@@ -115,5 +115,5 @@ def create_app(
         cors_config=cors_config(config.server),
     )
     # Outside Litestar's own handler: sees every request (404s too) before routing and CORS.
-    app.asgi_handler = Edge(app.asgi_handler, policy, metrics, config.server.body_timeout_s)
+    app.asgi_handler = Edge(app.asgi_handler, policy, metrics, config.server.body_timeout_s, envelope_for)
     return app
