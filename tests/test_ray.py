@@ -37,7 +37,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "demo": True,
             "plugins": {"paths": [str(ROOT / "plugins")], "entry_points": False},
             "budgets": {"gpus": []},
-            "models": {EMBED: {"replicas": 2}, RERANK: {"autoscaling": {"min_replicas": 0, "max_replicas": 1}}},
+            "models": {
+                EMBED: {"replicas": 2},
+                RERANK: {"autoscaling": {"min_replicas": 0, "max_replicas": 1}},
+                "Qwen3-8B-AWQ": {"enabled": False},  # the second chat model: one chat deployment is enough here
+            },
         },
         base_dir=tmp_path_factory.mktemp("ray"),
     )
