@@ -90,6 +90,8 @@ class ServerConfig(Strict):
     body_timeout_s: float = 60.0
     #: An idle keep-alive connection is closed after this time.
     keep_alive_timeout_s: float = 5.0
+    #: The dashboard at ``/ui`` (and the landing page at ``/``); ``false`` serves neither.
+    ui: bool = True
 
 
 class PluginsConfig(Strict):
