@@ -162,7 +162,12 @@ class RerankRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RerankResult(msgspec.Struct, kw_only=True):
-    """One score in [0, 1] per document, in the order given."""
+    """One score in [0, 1] per document, in the order given.
+
+    ``raw_scores``, when the model has them, are the scores before they were mapped into [0, 1]
+    (a reranker's logit or logit margin), in the same order; ``None`` when it has none.
+    """
 
     scores: list[float]
     prompt_tokens: int
+    raw_scores: list[float] | None = None

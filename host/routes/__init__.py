@@ -1,12 +1,25 @@
 """Thin HTTP routes: decode → domain request → ``scheduler.acquire()`` → backend → encode."""
 
 from host.routes.chat import chat_completions
+from host.routes.cohere import cohere_embed
 from host.routes.completions import completions
 from host.routes.embeddings import embeddings
 from host.routes.metrics import metrics
 from host.routes.models import get_model, health, list_models, manage_model
-from host.routes.rerank import rerank
+from host.routes.rerank import rerank, rerank_cohere
 
-ROUTES = [chat_completions, completions, embeddings, rerank, list_models, get_model, manage_model, health, metrics]
+ROUTES = [
+    chat_completions,
+    completions,
+    embeddings,
+    cohere_embed,
+    rerank,
+    rerank_cohere,
+    list_models,
+    get_model,
+    manage_model,
+    health,
+    metrics,
+]
 
 __all__ = ["ROUTES"]
