@@ -54,11 +54,14 @@ class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Tool(msgspec.Struct, frozen=True, kw_only=True):
-    """A function the model may call; ``parameters`` is its arguments' JSON schema (an object schema)."""
+    """A function the model may call; ``parameters`` is its arguments' JSON schema (an object schema).
+
+    ``strict``: the client asked for OpenAI's strict mode (arguments exactly as the schema says)."""
 
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    strict: bool = False
 
 
 class ToolChoice(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,10 +74,12 @@ class ToolChoice(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class OutputFormat(msgspec.Struct, frozen=True, kw_only=True):
-    """``kind``: "text", "json_object" (any JSON object) or "json_schema" (JSON valid against ``schema``)."""
+    """``kind``: "text", "json_object" (any JSON object) or "json_schema" (JSON valid against ``schema``;
+    ``strict``: the client asked for OpenAI's strict mode)."""
 
     kind: str = "text"
     schema: dict[str, Any] | None = None
+    strict: bool = False
 
 
 class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
