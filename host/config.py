@@ -89,9 +89,9 @@ class ServerConfig(Strict):
     body_timeout_s: float = 60.0
     #: An idle keep-alive connection is closed after this time.
     keep_alive_timeout_s: float = 5.0
-    #: Objects of a constraining JSON schema (``response_format`` json_schema, tool ``parameters``) that
-    #: list ``properties`` and say nothing about others: ``closed`` allows the declared keys only (OpenAI's
-    #: strict mode, xgrammar's default); ``open`` keeps JSON Schema's meaning except for ``strict`` schemas.
+    #: Objects of a ``response_format`` json_schema that list ``properties`` and say nothing about others:
+    #: ``closed`` allows the declared keys only (OpenAI's strict mode, xgrammar's default); ``open`` keeps
+    #: JSON Schema's meaning except for ``strict`` schemas (``host.serving.schemas``).
     json_schema_objects: Literal["closed", "open"] = "closed"
 
 

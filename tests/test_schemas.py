@@ -77,10 +77,11 @@ def test_strict_schemas_are_always_closed_the_others_unless_objects_are_open(
     out = with_closed_schemas(request(strict), open_objects)
     assert out.output.schema is not None and out.tools[0].parameters is not None
     assert ("additionalProperties" in out.output.schema) == closed
-    assert ("additionalProperties" in out.tools[0].parameters) == closed
+    # Tools: closed when strict; otherwise as sent (their schema is shown to the model in the prompt).
+    assert ("additionalProperties" in out.tools[0].parameters) == strict
     assert out.tools[1].parameters is None
-    if not closed:
-        assert out is request(strict) or out == request(strict)
+    if not closed and not strict:
+        assert out == request(strict)
 
 
 def fake_with_formats() -> FakePlugin:
@@ -107,6 +108,6 @@ def test_what_the_backend_receives(objects: str | None, closed: bool) -> None:
     seen = plugin.calls.of("generate")
     assert ("additionalProperties" in seen[0].output.schema) == closed
     assert seen[1].output.schema["additionalProperties"] is False and seen[1].output.strict
-    assert ("additionalProperties" in seen[2].tools[0].parameters) == closed
+    assert "additionalProperties" not in seen[2].tools[0].parameters
     assert seen[2].tools[1].parameters["additionalProperties"] is False
     assert "additionalProperties" not in SCHEMA

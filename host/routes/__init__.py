@@ -7,6 +7,7 @@ from host.routes.embeddings import embeddings
 from host.routes.metrics import metrics
 from host.routes.models import get_model, health, list_models, manage_model
 from host.routes.rerank import rerank, rerank_cohere
+from host.routes.tokenize import detokenize, tokenize
 
 ROUTES = [
     chat_completions,
@@ -15,6 +16,8 @@ ROUTES = [
     cohere_embed,
     rerank,
     rerank_cohere,
+    tokenize,
+    detokenize,
     list_models,
     get_model,
     manage_model,

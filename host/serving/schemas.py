@@ -6,9 +6,15 @@ JSON Schema leaves an object open: keys beyond ``properties`` are allowed unless
 allow the declared keys only, and that is what clients mean: a client that sends a Pydantic model's
 schema (instructor's JSON_SCHEMA mode, Haystack) reads exactly those fields, and a weak model left
 free to invent keys may never close the object. So before a backend sees a request, every object
-that lists ``properties`` and says nothing about others gets ``additionalProperties: false``: always
-for schemas marked ``strict``, and for the others too unless ``server.json_schema_objects`` is
-``open`` (JSON Schema's own meaning). A schema that says ``additionalProperties`` keeps what it says.
+that lists ``properties`` and says nothing about others gets ``additionalProperties: false``:
+
+- in a ``response_format`` json_schema: always when it is marked ``strict``, and otherwise too unless
+  ``server.json_schema_objects`` is ``open`` (JSON Schema's own meaning);
+- in the ``parameters`` of a tool marked ``strict``. Other tools are left as sent: their schemas are
+  shown to the model in the prompt, and a backend that constrains a forced call closes its arguments
+  itself (the chat plugin's grammar does).
+
+A schema that says ``additionalProperties`` keeps what it says.
 """
 
 from __future__ import annotations
@@ -39,14 +45,14 @@ def close_objects(schema: Any) -> Any:
 
 def with_closed_schemas(request: ChatRequest, open_objects: bool = False) -> ChatRequest:
     """``request`` with the objects of its constraining schemas closed (see the module docstring);
-    ``open_objects`` closes only the schemas marked strict."""
+    ``open_objects`` leaves a response format's schema open unless it is strict."""
     output, tools = request.output, request.tools
     if output.schema is not None and (output.strict or not open_objects):
         output = msgspec.structs.replace(output, schema=close_objects(output.schema))
-    if any(t.parameters is not None and (t.strict or not open_objects) for t in tools):
+    if any(t.strict and t.parameters is not None for t in tools):
         tools = tuple(
             msgspec.structs.replace(t, parameters=close_objects(t.parameters))
-            if t.parameters is not None and (t.strict or not open_objects)
+            if t.strict and t.parameters is not None
             else t
             for t in tools
         )

@@ -38,6 +38,7 @@ from host.sdk import (
     ModelSpec,
     RerankRequest,
     RerankResult,
+    TokenizerEndpoints,
     resolve_weights,
 )
 from host.toolkit.torch_utils import cast_parameters, free_device_memory, left_pad, place
@@ -53,7 +54,7 @@ _GPU_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 Pair = tuple[str, str, str]
 
 
-class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]]):
+class Qwen3RerankerBackend(TokenizerEndpoints, BatchedBackend[Pair, EncodedPair, tuple[float, int]]):
     """Serves :class:`~host.contract.domain.RerankRequest` for a Qwen3-Reranker checkpoint.
 
     Options (see :mod:`rerank_qwen3`): ``weights``, ``instruction``, ``max_length``,
