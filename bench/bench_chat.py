@@ -54,7 +54,7 @@ from prompts import PROMPTS  # noqa: E402 - bench/prompts.py (shared with bench_
 
 from chat_qwen_awq.demo import TINY_AWQ  # noqa: E402
 from chat_qwen_awq.testing import greedy_generate_kwargs  # noqa: E402
-from host.config import config_from_dict  # noqa: E402
+from host.contract.config import config_from_dict  # noqa: E402
 from host.contract.domain import ChatMessage, ChatRequest, OutputFormat, SamplingParams  # noqa: E402
 from host.contract.spec import Grant, PlacementKind  # noqa: E402
 from host.demo.shapes import QWEN2_5_0_5B_SHAPE  # noqa: E402

@@ -34,8 +34,8 @@ from host.cluster import (
     replicas_at_start,
     shortfall,
 )
-from host.config import ConfigError, HostConfig, load_config
 from host.contract.backend import Backend, load_backend
+from host.contract.config import ConfigError, HostConfig, load_config
 from host.contract.domain import ChatDelta, ChatRequest, EmbeddingRequest, EmbeddingResult, RerankRequest, RerankResult
 from host.contract.errors import BackendError, Conflict, ModelLoadFailed, PlughostError, QueueFull, ShuttingDown
 from host.contract.spec import Grant, Task

@@ -9,9 +9,9 @@ modules behind these names are :mod:`host.contract` (what a plugin declares and 
 from __future__ import annotations
 
 from host import hookimpl
-from host.config import HostConfig
 from host.contract.backend import Backend, ChatBackend, EmbeddingBackend, Relocatable, RerankBackend
 from host.contract.capabilities import Capabilities, Feature
+from host.contract.config import HostConfig
 from host.contract.domain import (
     ChatDelta,
     ChatMessage,

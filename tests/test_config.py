@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from host import hookimpl
-from host.config import CONFIG_ENV, ConfigError, HostConfig, config_from_dict, load_config, parse_bytes
+from host.contract.config import CONFIG_ENV, ConfigError, HostConfig, config_from_dict, load_config, parse_bytes
 from host.contract.spec import GiB, ModelSpec, Options, Placement, PlacementKind, Task
 from host.plugins import PluginError, make_plugin_manager
 from host.registry import ModelRegistry, build_registry

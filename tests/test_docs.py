@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from openai import OpenAI
+from openai import InternalServerError, OpenAI
 
 from host.testing.pytest_plugin import make_config
 from host.testing.server import serve_in_thread
@@ -52,7 +52,7 @@ def _assert_refused(url: str) -> None:
 
 
 def _serve_and_run(tmp_path: Path, plughost_app, test: str) -> None:
-    from host.config import ConfigError
+    from host.contract.config import ConfigError
     from host.demo import load_demo
 
     config = make_config({"plugins": {"paths": [str(tmp_path / "plugins")]}, "demo": False})
@@ -70,9 +70,21 @@ def _serve_and_run(tmp_path: Path, plughost_app, test: str) -> None:
     assert demo.state.registry.get("echo-1").spec.weights == "demo:plughost_echo.demo:TINY"
     folder = load_demo("plughost_echo.demo:TINY").folder(tmp_path / "cache")
     assert (folder / "config.json").is_file()
-    with serve_in_thread(app) as url:
+    hi = [{"role": "user", "content": "hi"}]
+    with serve_in_thread(app) as url:  # demo: false, and example/echo-1 was never pulled: a 503 saying so
         client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
-        reply = client.chat.completions.create(model="echo-1", messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(InternalServerError, match="plughost pull echo-1"):
+            client.chat.completions.create(model="echo-1", messages=hi)
+    on_disk = make_config(
+        {
+            "plugins": {"paths": [str(tmp_path / "plugins")]},
+            "demo": False,
+            "models": {"echo-1": {"weights": str(folder)}},
+        }
+    )
+    with serve_in_thread(plughost_app(on_disk)) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        reply = client.chat.completions.create(model="echo-1", messages=hi)
         assert reply.choices[0].message.content == "hi"
         # Every chat-like route answers correctly: raw prompts (declared) ...
         done = client.completions.create(model="echo-1", prompt="one two three", max_tokens=2)

@@ -21,7 +21,7 @@ import yaml
 from openai import OpenAI
 from ray import serve
 
-from host.config import ConfigError, config_from_dict
+from host.contract.config import ConfigError, config_from_dict
 from host.ray import application
 from host.testing.http import chat_plain_and_streamed
 from host.testing.server import free_port

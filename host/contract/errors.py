@@ -167,6 +167,21 @@ class ModelLoadFailed(PlughostError):
     code = "model_load_failed"
 
 
+class WeightsNotReady(PlughostError):
+    """The model's weights are not on this machine yet (503, with ``Retry-After``): code
+    ``model_not_downloaded``, or ``model_downloading`` while a pull runs. The message names the
+    model, the progress and the command that fetches them."""
+
+    status = 503
+    type = "server_error"
+    code = "model_not_downloaded"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        if code is not None:
+            self.code = code
+
+
 class ShuttingDown(PlughostError):
     """The host is stopping and accepts no new work (503)."""
 

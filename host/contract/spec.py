@@ -57,7 +57,7 @@ class Options(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     """Base of a plugin's typed backend options: its fields, with their defaults, are the options.
 
     ``models.<id>.options`` in plugins.yaml is converted into the subclass once
-    (:meth:`host.config.HostConfig.model_options`); an unknown key or a wrong type is a config
+    (:meth:`host.contract.config.HostConfig.model_options`); an unknown key or a wrong type is a config
     error naming ``models.<id>.options.<key>``.
     """
 
@@ -82,9 +82,9 @@ class ModelSpec(msgspec.Struct, Generic[O_co], frozen=True, kw_only=True):
     :ivar aliases: other names clients may use.
     :ivar weights: where the weights are: a local folder, a hub id or ``demo:<ref>``; the host resolves
         ``models.<id>.weights`` (relative folders against the config file) before the plugin sees it
-        (:meth:`host.config.HostConfig.model_weights`), so sizing and loading read the same folder.
+        (:meth:`host.contract.config.HostConfig.model_weights`), so sizing and loading read the same folder.
     :ivar options: the backend's options, an :class:`Options` subclass with ``models.<id>.options`` applied
-        (:meth:`host.config.HostConfig.model_options`).
+        (:meth:`host.contract.config.HostConfig.model_options`).
     :ivar capabilities: what the model honours beyond a plain request of its task (tools, output
         formats, logprobs, raw prompts, thinking) and its context length; the host answers 400 for the
         rest before the backend sees a request, and ``GET /v1/models`` reports them.

@@ -10,8 +10,9 @@ import time
 
 from litestar.di import NamedDependency, Provide
 
-from host.config import HostConfig
+from host.contract.config import HostConfig
 from host.contract.errors import ShuttingDown
+from host.downloads.manager import Downloads
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool
@@ -27,17 +28,26 @@ SchedulerDep = NamedDependency[ModelPool]
 StartedDep = NamedDependency[int]
 #: ``metrics: MetricsDep``: where routes report tokens and time to first token (``host.metrics``).
 MetricsDep = NamedDependency[Observer]
+#: ``downloads: DownloadsDep``: the app's weight downloads (``POST /v1/models/{id}/pull``, cards, health).
+DownloadsDep = NamedDependency[Downloads]
 #: ``chat: ChatDep``: the service behind every chat-like route (``host.serving.service``).
 ChatDep = NamedDependency[ChatService]
 
 
 class Services:
-    """What routes are given: the config, the registry, and the scheduler while the app runs."""
+    """What routes are given: the config, the registry, the downloads, and the scheduler while the app runs."""
 
-    def __init__(self, config: HostConfig, registry: ModelRegistry, metrics: Observer = NO_METRICS) -> None:
+    def __init__(
+        self,
+        config: HostConfig,
+        registry: ModelRegistry,
+        metrics: Observer = NO_METRICS,
+        downloads: Downloads | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry
         self.metrics = metrics
+        self.downloads = downloads if downloads is not None else Downloads(config, metrics)
         self.started = int(time.time())
         self.scheduler: ModelPool | None = None  # made by the lifespan (it measures the machine)
         self.chat: ChatService | None = None  # serves on the scheduler, made with it
@@ -82,6 +92,10 @@ class Services:
         """The app's metrics (``GET /metrics`` renders them when they are a ``host.metrics.Metrics``)."""
         return self.metrics
 
+    def get_downloads(self) -> Downloads:
+        """The app's weight downloads."""
+        return self.downloads
+
     def dependencies(self) -> dict[str, Provide]:
         """Litestar dependencies: a route parameter ``scheduler: ModelPool`` receives the pool."""
         return {
@@ -90,5 +104,6 @@ class Services:
             "scheduler": Provide(self.get_scheduler, sync_to_thread=False),
             "started": Provide(self.get_started, sync_to_thread=False),
             "metrics": Provide(self.get_metrics, sync_to_thread=False),
+            "downloads": Provide(self.get_downloads, sync_to_thread=False),
             "chat": Provide(self.get_chat, sync_to_thread=False),
         }

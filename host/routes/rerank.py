@@ -9,7 +9,7 @@ import uuid
 from litestar import post
 from litestar.params import JSONBody
 
-from host.config import HostConfig
+from host.contract.config import HostConfig
 from host.contract.errors import InvalidRequest
 from host.contract.spec import Task
 from host.metrics import Observer

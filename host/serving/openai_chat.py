@@ -34,7 +34,8 @@ from host.serving.generation import Collected, Generation
 
 _encode = msgspec.json.Encoder().encode
 
-_PARAMS = {
+#: The request field of each capability in OpenAI's chat-like APIs (a 400's ``param``).
+OPENAI_PARAMS = {
     Feature.TOOLS: "tools",
     Feature.OUTPUT_FORMAT: "response_format",
     Feature.LOGPROBS: "logprobs",
@@ -67,7 +68,7 @@ class OpenAIChat:
 
     def param(self, feature: Feature) -> str:
         """The Chat Completions field of ``feature``."""
-        return _PARAMS[feature]
+        return OPENAI_PARAMS[feature]
 
     def response(self, model: str, results: list[Collected], generation: Generation) -> ChatCompletion:
         """The ``chat.completion`` object."""

@@ -14,16 +14,11 @@ from host.protocol.chat import ChatUsage
 from host.protocol.completions import Completion, CompletionChoice, CompletionRequest, legacy_logprobs
 from host.serving import sse
 from host.serving.generation import Collected, Generation
-from host.serving.openai_chat import nth_choice, openai_error_event
+from host.serving.openai_chat import OPENAI_PARAMS, nth_choice, openai_error_event
 
 _encode = msgspec.json.Encoder().encode
 
-_PARAMS = {
-    Feature.TOOLS: "tools",
-    Feature.OUTPUT_FORMAT: "response_format",
-    Feature.LOGPROBS: "logprobs",
-    Feature.RAW_PROMPT: "prompt",
-}
+_PARAMS = {**OPENAI_PARAMS, Feature.RAW_PROMPT: "prompt"}
 
 
 class OpenAICompletions:

@@ -20,8 +20,8 @@ from typing import Any
 import msgspec
 
 from host import hookimpl
-from host.config import HostConfig
 from host.contract.capabilities import Capabilities
+from host.contract.config import HostConfig
 from host.contract.domain import (
     ChatDelta,
     ChatRequest,

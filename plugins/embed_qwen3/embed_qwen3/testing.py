@@ -16,7 +16,7 @@ import torch
 
 from embed_qwen3 import DEFAULT_TASK as DEFAULT_TASK  # re-exported to the tests
 from embed_qwen3 import DEMO_WEIGHTS
-from host.config import config_from_dict
+from host.contract.config import config_from_dict
 from host.sdk import Grant, ModelSpec, PlacementKind
 
 #: The plugin's folder (its pyproject.toml and package).

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import torch
 
-from host.config import config_from_dict
+from host.contract.config import config_from_dict
 from host.sdk import Grant, ModelSpec, PlacementKind
 from rerank_qwen3 import DEMO_WEIGHTS
 from rerank_qwen3.prompt import DEFAULT_INSTRUCTION
