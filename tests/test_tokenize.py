@@ -90,7 +90,10 @@ def test_chat_messages_are_the_prompt_a_chat_request_gets(base_url: str) -> None
         ("/tokenize", {"model": CHAT, "prompt": "x", "messages": [{"role": "user", "content": "x"}]}, "prompt"),
         ("/tokenize", {"model": CHAT, "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
         ("/tokenize", {"model": "nope", "prompt": "x"}, "model"),
+        ("/tokenize", {"model": CHAT, "messages": []}, "messages"),
+        ("/tokenize", {"model": CHAT, "prompt": "word " * 20_000}, "prompt"),  # over 4 contexts (2048 tokens)
         ("/detokenize", {"model": CHAT, "tokens": [10**9]}, "tokens"),
+        ("/detokenize", {"model": CHAT, "tokens": [10**30]}, "tokens"),  # past int64: msgspec names the list
         ("/detokenize", {"model": CHAT, "tokens": [-1]}, "tokens[0]"),
         ("/detokenize", {"model": CHAT, "tokens": "12"}, "tokens"),
     ],

@@ -21,7 +21,7 @@ class TokenizeBody(WireRequest, kw_only=True):
 
     model: str
     prompt: str | None = None
-    messages: list[WireMessage] | None = None
+    messages: Annotated[list[WireMessage], Meta(min_length=1)] | None = None
     tools: list[ToolDefinition] | None = None
     add_special_tokens: bool | None = None
     add_generation_prompt: bool | None = None

@@ -6,6 +6,10 @@ own instance of the tokenizer from ``spec.weights`` on first use (a fast tokeniz
 between threads, and the backend's own belongs to its prepare thread), and works on a thread of its
 own, one call at a time. Conversations are rendered by the tokenizer's chat template, with messages
 and tools in the Hugging Face convention (the one chat backends render with).
+
+Counts go up to :data:`CONTEXTS` times the model's context length (enough to plan how to split a
+document); a longer text is a 400, found from a prefix of it (:func:`over_limit_prefix`), so that
+a 30 MB body cannot hold the tokenizer for a minute.
 """
 
 from __future__ import annotations
@@ -20,7 +24,12 @@ from host.contract.domain import ChatMessage, Tool
 from host.contract.errors import InvalidRequest
 from host.contract.spec import ModelSpec
 from host.contract.tokenizing import Tokenized, TokenizeRequest
+from host.toolkit.textlimits import over_limit_prefix
 from host.toolkit.weights import resolve_weights
+
+#: The longest text tokenised, in multiples of the model's context length (its default when undeclared).
+CONTEXTS = 4
+DEFAULT_CONTEXT = 32_768
 
 #: One call at a time, across backends: tokenising is cheap, and a tokenizer is never used by two threads.
 _LOCK = threading.Lock()
@@ -34,7 +43,7 @@ class TokenizerEndpoints:
 
     async def tokenize(self, request: TokenizeRequest) -> Tokenized:
         """The request's ids and token strings (see the module docstring)."""
-        return await asyncio.to_thread(self._locked, self._tokenize, request)
+        return await asyncio.to_thread(self._locked, self._checked_tokenize, request)
 
     async def detokenize(self, tokens: Sequence[int]) -> str:
         """The text of ``tokens``; special tokens are written out, as the model saw them."""
@@ -48,6 +57,19 @@ class TokenizerEndpoints:
                 folder = resolve_weights(self.spec.weights, model_id=self.spec.id)
                 self._endpoint_tokenizer = AutoTokenizer.from_pretrained(str(folder))
             return work(self._endpoint_tokenizer, arg)
+
+    def _checked_tokenize(self, tokenizer: Any, request: TokenizeRequest) -> Tokenized:
+        limit = CONTEXTS * (self.spec.capabilities.context_length or DEFAULT_CONTEXT)
+        text = request.prompt if request.prompt is not None else "\n".join(m.content for m in request.messages)
+        param = "prompt" if request.prompt is not None else "messages"
+        prefix = over_limit_prefix(text, limit, lambda t: tokenizer.encode(t, add_special_tokens=False), len)
+        if prefix is not None:
+            raise InvalidRequest(
+                f"The {param} take more than {len(prefix)} tokens; /tokenize counts up to {limit} "
+                f"({CONTEXTS} times this model's context).",
+                param=param,
+            )
+        return self._tokenize(tokenizer, request)
 
     @staticmethod
     def _tokenize(tokenizer: Any, request: TokenizeRequest) -> Tokenized:
