@@ -2,7 +2,7 @@
 client on ``/v2/rerank``) and ``hosted_vllm`` (``/rerank``), each reading ``document.text``.
 
 litellm runs from its own venv (``.venv-litellm``, made by scripts/bootstrap from
-``tests/clients/litellm-requirements.txt``): its pins clash with ours."""
+``constraints-litellm.txt``): its pins clash with ours."""
 
 from __future__ import annotations
 

@@ -226,6 +226,15 @@ class ModelConfig(Strict):
             raise ValueError("set either replicas (a fixed count) or autoscaling, not both")
 
 
+class ResponsesConfig(Strict):
+    """``responses:`` the stored responses of ``/v1/responses`` (``store: true``, the default), kept in
+    memory for ``GET /v1/responses/{id}`` and ``previous_response_id``; the oldest go first."""
+
+    max_stored: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    max_stored_bytes: ByteSize = "256MiB"
+    max_age_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+
+
 class HostConfig(Strict):
     """The whole configuration. ``base_dir`` (not a key) is where relative paths resolve."""
 
@@ -235,6 +244,7 @@ class HostConfig(Strict):
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
     download: DownloadConfig = msgspec.field(default_factory=DownloadConfig)
+    responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     demo: bool | None = None
     base_dir: str = "."
 
@@ -300,6 +310,7 @@ def _check_sizes(config: HostConfig) -> None:
         ("server.max_body_bytes", config.server.max_body_bytes),
         ("budgets.host", config.budgets.host),
         ("budgets.host_reserve", config.budgets.host_reserve),
+        ("responses.max_stored_bytes", config.responses.max_stored_bytes),
     ]
     for i, gpu in enumerate(config.budgets.gpus or []):
         fields += [(f"budgets.gpus[{i}].total", gpu.total), (f"budgets.gpus[{i}].reserve", gpu.reserve)]

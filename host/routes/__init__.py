@@ -7,6 +7,7 @@ from host.routes.embeddings import embeddings
 from host.routes.metrics import metrics
 from host.routes.models import get_model, health, list_models, manage_model
 from host.routes.rerank import rerank, rerank_cohere
+from host.routes.responses import create_response, delete_response, get_response
 from host.routes.tokenize import detokenize, tokenize
 
 ROUTES = [
@@ -23,6 +24,9 @@ ROUTES = [
     manage_model,
     health,
     metrics,
+    create_response,
+    get_response,
+    delete_response,
 ]
 
 __all__ = ["ROUTES"]

@@ -10,12 +10,13 @@ import time
 
 from litestar.di import NamedDependency, Provide
 
-from host.contract.config import HostConfig
+from host.contract.config import HostConfig, parse_bytes
 from host.contract.errors import ShuttingDown
 from host.downloads.manager import Downloads
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool
+from host.serving.response_store import ResponseStore
 from host.serving.service import ChatService
 
 #: ``config: ConfigDep``: the host configuration.
@@ -32,6 +33,8 @@ MetricsDep = NamedDependency[Observer]
 DownloadsDep = NamedDependency[Downloads]
 #: ``chat: ChatDep``: the service behind every chat-like route (``host.serving.service``).
 ChatDep = NamedDependency[ChatService]
+#: ``responses: ResponsesDep``: the stored responses of ``/v1/responses`` (``host.serving.response_store``).
+ResponsesDep = NamedDependency[ResponseStore]
 
 
 class Services:
@@ -51,6 +54,8 @@ class Services:
         self.started = int(time.time())
         self.scheduler: ModelPool | None = None  # made by the lifespan (it measures the machine)
         self.chat: ChatService | None = None  # serves on the scheduler, made with it
+        stored = config.responses
+        self.responses = ResponseStore(stored.max_stored, parse_bytes(stored.max_stored_bytes), stored.max_age_s)
 
     def get_config(self) -> HostConfig:
         """The host configuration."""
@@ -84,6 +89,10 @@ class Services:
             raise ShuttingDown("plughost is not running")
         return self.chat
 
+    def get_responses(self) -> ResponseStore:
+        """The stored responses of ``/v1/responses``."""
+        return self.responses
+
     def get_started(self) -> int:
         """When the app was built (Unix seconds): the ``created`` of every model card."""
         return self.started
@@ -106,4 +115,5 @@ class Services:
             "metrics": Provide(self.get_metrics, sync_to_thread=False),
             "downloads": Provide(self.get_downloads, sync_to_thread=False),
             "chat": Provide(self.get_chat, sync_to_thread=False),
+            "responses": Provide(self.get_responses, sync_to_thread=False),
         }
