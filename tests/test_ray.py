@@ -120,6 +120,14 @@ def test_embeddings_and_rerank_scaled_from_zero(client: OpenAI, cluster: str) ->
     assert (status["state"], status["replicas"]) == ("resident", 1)
 
 
+def test_anthropic_messages_and_count_tokens_through_the_handle(cluster: str) -> None:
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "你好"}]}
+    count = httpx.post(f"{cluster}/v1/messages/count_tokens", json=body, timeout=120)
+    assert count.status_code == 200, count.text
+    answer = httpx.post(f"{cluster}/v1/messages", json={**body, "max_tokens": 8}, timeout=120).json()
+    assert answer["usage"]["input_tokens"] == count.json()["input_tokens"] > 0
+
+
 def test_errors_keep_the_single_machine_envelope(cluster: str) -> None:
     missing = httpx.post(f"{cluster}/v1/embeddings", json={"model": "nope", "input": "x"}, timeout=60)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"

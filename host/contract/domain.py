@@ -122,11 +122,14 @@ class ChatDelta(msgspec.Struct, kw_only=True):
     ("stop", "length" or "tool_calls") and the token counts.
 
     ``tool_calls`` are completed calls parsed from the model's output; ``logprobs`` covers the
-    tokens generated since the previous delta (when the request asked for them).
+    tokens generated since the previous delta (when the request asked for them); ``stop_sequence``
+    is the stop string of ``SamplingParams.stop`` that ended the generation, when one did (the last
+    delta; Anthropic's Messages API reports it).
     """
 
     text: str = ""
     finish_reason: str | None = None
+    stop_sequence: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     tool_calls: list[ToolCall] = msgspec.field(default_factory=list)

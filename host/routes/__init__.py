@@ -4,6 +4,7 @@ from host.routes.chat import chat_completions
 from host.routes.cohere import cohere_embed
 from host.routes.completions import completions
 from host.routes.embeddings import embeddings
+from host.routes.messages import count_tokens, messages
 from host.routes.metrics import metrics
 from host.routes.models import get_model, health, list_models, manage_model
 from host.routes.rerank import rerank, rerank_cohere
@@ -13,6 +14,8 @@ from host.routes.tokenize import detokenize, tokenize
 ROUTES = [
     chat_completions,
     completions,
+    messages,
+    count_tokens,
     embeddings,
     cohere_embed,
     rerank,

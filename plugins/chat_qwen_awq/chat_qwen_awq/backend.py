@@ -11,6 +11,8 @@
   the request asks for on the base's prepare thread (errors are raised before the first delta);
   :meth:`stream` submits the sequence to the engine thread and streams its deltas, with the model's
   tool-call blocks parsed into calls. Closing the stream cancels the sequence at the next step.
+- ``prompt_ids(request)`` (``host.sdk.PromptTokens``): the ids :meth:`prepare` would make, on the
+  prepare thread, without generating (``/v1/messages/count_tokens``).
 """
 
 from __future__ import annotations
@@ -237,6 +239,21 @@ class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
                 code="context_length_exceeded",
             )
 
+    async def prompt_ids(self, request: ChatRequest) -> list[int]:
+        """The prompt's token ids, as :meth:`prepare` makes them (``PromptTokens``: token counting)."""
+        return await self.on_prepare_thread(self._prompt_ids, request)
+
+    def _prompt_ids(self, request: ChatRequest) -> list[int]:
+        """The raw prompt tokenised, or the conversation rendered by the chat template (prepare thread)."""
+        if request.prompt is not None:
+            self._reject_huge(request.prompt, "prompt")
+            ids = [int(t) for t in self._tokenizer.encode(request.prompt, add_special_tokens=False)]
+            if not ids:
+                raise InvalidRequest("prompt must not be empty.", param="prompt")
+            return ids
+        self._reject_huge("\n".join(m.content or "" for m in request.messages), "messages")
+        return render_messages(self._tokenizer, request)
+
     def prepare(self, request: ChatRequest) -> Prepared:
         """Render and tokenise the conversation, check the context, build the constraint (prepare thread)."""
         assert self.limits is not None and self.grammars is not None
@@ -249,14 +266,7 @@ class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
                 f"(models.{self.spec.id}.options.max_tokens_cap).",
                 param="max_tokens",
             )
-        if request.prompt is not None:
-            self._reject_huge(request.prompt, "prompt")
-            ids = [int(t) for t in self._tokenizer.encode(request.prompt, add_special_tokens=False)]
-            if not ids:
-                raise InvalidRequest("prompt must not be empty.", param="prompt")
-        else:
-            self._reject_huge("\n".join(m.content or "" for m in request.messages), "messages")
-            ids = render_messages(self._tokenizer, request)
+        ids = self._prompt_ids(request)
         context = self.limits.context_length
         error = sizing.context_error(len(ids), max_tokens, context)
         if error is not None:

@@ -521,6 +521,7 @@ class Engine:
                 ChatDelta(
                     text=text,
                     finish_reason=reason,
+                    stop_sequence=s.text.matched,
                     prompt_tokens=len(s.prompt_ids),
                     completion_tokens=len(s.generated),
                     logprobs=_take_logprobs(s),
