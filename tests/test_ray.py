@@ -41,6 +41,7 @@ def demo_config(embed_replicas: int = 2) -> dict[str, Any]:
         "models": {
             EMBED: {"replicas": embed_replicas},
             RERANK: {"autoscaling": {"min_replicas": 0, "max_replicas": 1}},
+            "Qwen3-8B-AWQ": {"enabled": False},  # the second chat model: one chat deployment is enough here
         },
     }
 

@@ -74,7 +74,7 @@ def partial_call(body: str) -> tuple[str, str] | None:
     return (name, match.group(2) or "") if name else None
 
 
-def _tag_prefix(text: str, tag: str) -> int:
+def tag_prefix(text: str, tag: str) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
     for n in range(min(len(tag) - 1, len(text)), 0, -1):
         if text.endswith(tag[:n]):
@@ -126,7 +126,7 @@ class ToolCallParser:
                 self._buffer = self._buffer[start + len(OPEN) :]
                 self._in_block = True
                 continue
-            keep = _tag_prefix(self._buffer, OPEN)
+            keep = tag_prefix(self._buffer, OPEN)
             self._content(out, self._buffer[: len(self._buffer) - keep])
             self._buffer = self._buffer[len(self._buffer) - keep :]
             return out
