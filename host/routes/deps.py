@@ -78,7 +78,14 @@ class Services:
     def start(self, scheduler: ModelPool) -> None:
         """The lifespan's scheduler is running: serve on it."""
         self.scheduler = scheduler
-        self.chat = ChatService(scheduler, self.registry, self.metrics, self.config.server.stream_keepalive_s)
+        server = self.config.server
+        self.chat = ChatService(
+            scheduler,
+            self.registry,
+            self.metrics,
+            server.stream_keepalive_s,
+            open_schema_objects=server.json_schema_objects == "open",
+        )
 
     def get_chat(self) -> ChatService:
         """The chat service (a 503 outside the app's lifespan)."""
