@@ -123,6 +123,12 @@ def _message(index: int, m: WireMessage) -> ChatMessage:
     return ChatMessage(role, content, tool_calls=calls, tool_call_id=m.tool_call_id, reasoning=reasoning)
 
 
+def message_to_domain(index: int, m: WireMessage) -> ChatMessage:
+    """The domain message of ``messages[index]`` (400s name the field), for routes that take chat
+    messages without generating (``/tokenize``)."""
+    return _message(index, m)
+
+
 class AssistantMessage(msgspec.Struct, omit_defaults=True):
     """The generated message: text, or ``null`` content with ``tool_calls``. A thinking model's
     reasoning is sent twice, as ``reasoning_content`` and as ``reasoning`` (vLLM renamed the first to

@@ -28,6 +28,7 @@ from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool
 from host.serving import sse
 from host.serving.generation import Collected, Generation
+from host.serving.schemas import with_closed_schemas
 
 #: How long a streamed request may stay silent before its headers go out (then keep-alives).
 HEADERS_AFTER_S = 0.5
@@ -74,12 +75,18 @@ class ChatService:
     """Answers chat-like requests (see the module docstring). One per app."""
 
     def __init__(
-        self, pool: ModelPool, registry: ModelRegistry, metrics: Observer = NO_METRICS, keepalive_s: float = 5.0
+        self,
+        pool: ModelPool,
+        registry: ModelRegistry,
+        metrics: Observer = NO_METRICS,
+        keepalive_s: float = 5.0,
+        open_schema_objects: bool = False,
     ) -> None:
         self._pool = pool
         self._registry = registry
         self._metrics = metrics
         self._keepalive_s = keepalive_s
+        self._open_objects = open_schema_objects  # server.json_schema_objects: open (host.serving.schemas)
 
     async def respond(self, dialect: Dialect) -> Response[Any] | Stream:
         """The answer to one request, whole or streamed."""
@@ -91,7 +98,7 @@ class ChatService:
 
     async def _respond(self, dialect: Dialect) -> Response[Any] | Stream:
         arrived = time.perf_counter()
-        requests = dialect.requests
+        requests = [with_closed_schemas(r, self._open_objects) for r in dialect.requests]
         spec = self._registry.resolve(requests[0].model, Task.CHAT).spec
         _check(spec, requests[0], dialect.param)
         opening = self._open(requests, dialect.per_prompt, arrived)

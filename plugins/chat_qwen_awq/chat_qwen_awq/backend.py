@@ -47,6 +47,7 @@ from host.sdk import (
     ModelSpec,
     PlacementKind,
     ShuttingDown,
+    TokenizerEndpoints,
     over_limit_prefix,
     resolve_weights,
 )
@@ -60,7 +61,7 @@ PREFIX_BLOCK_TOKENS = 32
 _DEFAULT_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 
 
-class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
+class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
     """Serves a Qwen2 or Qwen3 chat model, AWQ or unquantised (see the module docstring)."""
 
     def __init__(self, spec: ModelSpec[sizing.ChatOptions]) -> None:
