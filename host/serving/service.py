@@ -49,8 +49,10 @@ class Dialect(Protocol):
     def stream(self) -> bool:
         """Whether to answer as a stream of events."""
 
-    def param(self, feature: Feature) -> str:
-        """The request field that asks for ``feature`` in this dialect (named by a 400)."""
+    def param(self, feature: Feature) -> str | None:
+        """The request field that asks for ``feature`` in this dialect (named by a 400); ``None``: this
+        request asked for it in a way a model without it may ignore (Chat Completions'
+        ``chat_template_kwargs.enable_thinking``, passed to a chat template that knows no thinking)."""
 
     def field(self, param: str | None) -> str | None:
         """A field as this dialect names it, given its Chat Completions name: backends and shared
@@ -110,7 +112,7 @@ class ChatService:
         self._observe(generation)
         return Response(dialect.response(generation.model, results, generation))
 
-    async def prompt_tokens(self, request: ChatRequest, param: Callable[[Feature], str]) -> int:
+    async def prompt_tokens(self, request: ChatRequest, param: Callable[[Feature], str | None]) -> int:
         """Tokens of ``request``'s prompt as its model reads it (chat template and tools included),
         without generating; ``param`` names a dialect's fields for the capability 400. A 400 when the
         model's backend cannot tell (:class:`~host.contract.backend.PromptTokens`)."""
@@ -191,12 +193,12 @@ class _StreamBody:
         self.close()
 
 
-def _check(spec: ModelSpec[Any], request: ChatRequest, param: Callable[[Feature], str]) -> None:
+def _check(spec: ModelSpec[Any], request: ChatRequest, param: Callable[[Feature], str | None]) -> None:
     """A 400 naming the field when a request (any choice: all ask for the same features) asks for a
-    feature the model does not declare."""
+    feature the model does not declare (unless the dialect names no field: the model ignores it)."""
     missing = spec.capabilities.missing(request)
-    if missing is not None:
-        raise InvalidRequest(f"The model '{spec.id}' does not support {_WHAT[missing]}.", param=param(missing))
+    if missing is not None and (name := param(missing)) is not None:
+        raise InvalidRequest(f"The model '{spec.id}' does not support {_WHAT[missing]}.", param=name)
 
 
 _WHAT = {
@@ -204,4 +206,5 @@ _WHAT = {
     Feature.OUTPUT_FORMAT: "this output format (structured outputs)",
     Feature.LOGPROBS: "logprobs",
     Feature.RAW_PROMPT: "raw prompts (text completions without the chat template)",
+    Feature.THINKING: "thinking (it is not a reasoning model)",
 }
