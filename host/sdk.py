@@ -9,7 +9,7 @@ modules behind these names are :mod:`host.contract` (what a plugin declares and 
 from __future__ import annotations
 
 from host import hookimpl
-from host.contract.backend import Backend, ChatBackend, EmbeddingBackend, Relocatable, RerankBackend
+from host.contract.backend import Backend, ChatBackend, EmbeddingBackend, PromptTokens, Relocatable, RerankBackend
 from host.contract.capabilities import Capabilities, Feature
 from host.contract.config import HostConfig
 from host.contract.domain import (
@@ -54,6 +54,7 @@ from host.toolkit.batched import BatchBudgets, BatchedBackend
 from host.toolkit.batcher import BatcherClosed
 from host.toolkit.chat import ChatEngineBackend
 from host.toolkit.textlimits import over_limit_prefix
+from host.toolkit.tokenizing import TokenizerEndpoints
 from host.toolkit.weights import WeightsError, peek_config, resolve_weights
 
 __all__ = [
@@ -86,6 +87,7 @@ __all__ = [
     "PlacementKind",
     "PlughostError",
     "PositiveInt",
+    "PromptTokens",
     "QueueFull",
     "Relocatable",
     "RequestTooLarge",
@@ -96,6 +98,7 @@ __all__ = [
     "ShuttingDown",
     "Task",
     "TokenLogprob",
+    "TokenizerEndpoints",
     "Tool",
     "ToolCall",
     "ToolChoice",

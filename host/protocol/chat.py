@@ -10,6 +10,7 @@ from msgspec import Meta
 from host.contract.domain import ChatMessage, ChatRequest
 from host.contract.errors import InvalidRequest
 from host.protocol.common import GenerationRequest
+from host.protocol.reasoning import Effort, Switch, effort_switch, first_switch, template_switch
 from host.protocol.tools import (
     MAX_TOP_LOGPROBS,
     ChoiceLogprobs,
@@ -67,15 +68,22 @@ class UserMessage(_TextMessage, tag="user"):
 
 
 class AssistantTurn(_Message, tag="assistant"):
-    """An assistant turn of the history: text, tool calls, or both (neither: an empty turn)."""
+    """An assistant turn of the history: text, tool calls, replayed reasoning (``reasoning_content``
+    or ``reasoning``, the OpenAI-compatible servers' fields), any of them (none: an empty turn)."""
 
     content: Content | None = None
     tool_calls: list[WireToolCall] | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
     def to_domain(self) -> ChatMessage:
-        calls = history_calls(self.tool_calls)
         content = "" if self.content is None else _text(self.content)
-        return ChatMessage(role="assistant", content=content, tool_calls=calls)
+        return ChatMessage(
+            role="assistant",
+            content=content,
+            tool_calls=history_calls(self.tool_calls),
+            reasoning=self.reasoning_content or self.reasoning or None,
+        )
 
 
 class ToolMessage(_Message, tag="tool"):
@@ -94,6 +102,12 @@ WireMessage = SystemMessage | DeveloperMessage | UserMessage | AssistantTurn | T
 
 def _text(content: Content) -> str:
     return content if isinstance(content, str) else "".join(part.text for part in content)
+
+
+def message_to_domain(index: int, m: WireMessage) -> ChatMessage:
+    """The domain message of ``messages[index]``, for routes that take chat messages without
+    generating (``/tokenize``); decoding checked its fields."""
+    return m.to_domain()
 
 
 #: Cross-field rules of :meth:`ChatCompletionRequest.to_domain`, stated in its JSON schema.
@@ -127,7 +141,10 @@ CHAT_SCHEMA_RULES: dict[str, Any] = {
 
 
 class ChatCompletionRequest(GenerationRequest, kw_only=True):
-    """The request body: the shared sampling fields plus messages, tools and output format.
+    """The request body: the shared sampling fields plus messages, tools and output format, and the
+    thinking switches of a reasoning model, first to last: ``chat_template_kwargs.enable_thinking``
+    (vLLM, SGLang), ``enable_thinking`` (Qwen's own API), ``reasoning_effort`` (OpenAI); and the
+    ``thinking_budget`` extension (Qwen's API: the think block's most tokens).
 
     A named ``tool_choice`` must name one of ``tools`` (400 ``unknown_tool_choice``: the one rule
     of this body that its JSON schema cannot state).
@@ -144,6 +161,18 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
     tool_choice: ToolChoiceWire | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    enable_thinking: bool | None = None
+    reasoning_effort: Effort | None = None
+    thinking_budget: Annotated[int, Meta(ge=0)] | None = None
+
+    def thinking(self) -> Switch:
+        """The request's thinking switch (see the class docstring) and the field that set it."""
+        return first_switch(
+            template_switch(self.chat_template_kwargs),
+            Switch(self.enable_thinking),
+            effort_switch(self.reasoning_effort, "reasoning_effort"),
+        )
 
     def to_domain(self) -> ChatRequest:
         """Validate what the schema states as cross-field rules and build the domain request."""
@@ -161,15 +190,21 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
             tool_choice=tool_choice,
             output=output,
             top_logprobs=check_logprobs(self.logprobs, self.top_logprobs),
+            thinking=self.thinking().thinking,
+            thinking_budget=self.thinking_budget,
             choices=self.n,
         )
 
 
 class AssistantMessage(msgspec.Struct, omit_defaults=True):
-    """The generated message: text, or ``null`` content with ``tool_calls``."""
+    """The generated message: text, or ``null`` content with ``tool_calls``. A thinking model's
+    reasoning is sent twice, as ``reasoning_content`` and as ``reasoning`` (vLLM renamed the first to
+    the second, and clients read one or the other); both are left out when there is none."""
 
     role: str
     content: str | None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
     tool_calls: list[WireToolCall] | None = None
 
 
@@ -182,12 +217,19 @@ class Choice(msgspec.Struct):
     logprobs: ChoiceLogprobs | None = None
 
 
-class ChatUsage(msgspec.Struct):
-    """Token accounting of a chat response."""
+class CompletionTokensDetails(msgspec.Struct):
+    """``usage.completion_tokens_details``: how many completion tokens the think blocks took."""
+
+    reasoning_tokens: int = 0
+
+
+class ChatUsage(msgspec.Struct, omit_defaults=True):
+    """Token accounting of a chat response (``completion_tokens_details``: chat only)."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
 class ChatCompletion(msgspec.Struct):
@@ -203,10 +245,12 @@ class ChatCompletion(msgspec.Struct):
 
 
 class Delta(msgspec.Struct, omit_defaults=True):
-    """The incremental message of a stream chunk."""
+    """The incremental message of a stream chunk (reasoning in both fields, as in the message)."""
 
     role: str | None = None
     content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
     tool_calls: list[ToolCallChunk] | None = None
 
 

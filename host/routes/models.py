@@ -1,14 +1,14 @@
-"""``GET /v1/models``, ``GET /v1/models/{id}``, explicit load/unload/pull, and ``GET /health``."""
+"""``GET /v1/models``, ``GET /v1/models/{id}``, explicit load/unload/pin/pull, and ``GET /health``."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, route
 from litestar.enums import HttpMethod
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import ServerSentEvent
 
 from host.contract.errors import InvalidRequest, NotFound
@@ -18,9 +18,12 @@ from host.downloads.pull import PullProgress
 from host.protocol.models import Download, Health, ModelCard, ModelList
 from host.registry import RegisteredModel
 from host.routes.deps import DownloadsDep, RegistryDep, SchedulerDep, StartedDep
-from host.scheduling.pool import ModelPool
+from host.scheduling.pool import ModelPool, Pinning, unload_when_idle
 from host.scheduling.status import ModelState
 from host.server.openapi import COMMON_ERRORS, MANAGE_ERRORS
+
+_ACTIONS = ("load", "unload", "pin", "unpin", "pull")
+_MAX_WAIT_S = 600
 
 
 def _card(model: RegisteredModel, scheduler: ModelPool, started: int, downloads: Downloads) -> ModelCard:
@@ -50,7 +53,7 @@ async def list_models(
 
 
 class OneModel(Controller):
-    """``GET /v1/models/{id}`` and ``POST /v1/models/{id}/load|unload|pull``: one route.
+    """``GET /v1/models/{id}`` and ``POST /v1/models/{id}/load|unload|pin|unpin|pull``: one route.
 
     Its own ``OPTIONS`` answer: Litestar builds a path's automatic one when the path's first handler
     is registered, so its ``Allow`` listed only that handler's method while a 405 listed both (and
@@ -86,21 +89,32 @@ class OneModel(Controller):
         downloads: DownloadsDep,
         model_id: FromPath[str],
         stream: FromQuery[bool] = False,
+        # The bounds stated in the schema too (Litestar drops a bound of 0 from its own translation).
+        wait_s: Annotated[float, Parameter(schema_extra={"minimum": 0, "maximum": _MAX_WAIT_S})] = 0,
     ) -> Response[Any]:
         """``POST /v1/models/{id}/load`` loads a model now (answers once it is resident);
-        ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests);
+        ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests; ``?wait_s=N`` first
+        waits up to N seconds for them to finish); ``/pin`` and ``/unpin`` keep it where it is or let it go;
         ``POST /v1/models/{id}/pull`` downloads its weights in the background: 202 with the card at once,
         or with ``?stream=true`` an SSE stream of progress events until ``done`` (100 %) or ``failed``."""
         name, _, action = model_id.strip("/").rpartition("/")
-        if action not in ("load", "unload", "pull") or not name:
-            raise NotFound(f"POST /v1/models/{model_id.strip('/')}: expected /v1/models/{{id}}/load, /unload or /pull.")
+        if action not in _ACTIONS or not name:
+            raise NotFound(
+                f"POST /v1/models/{model_id.strip('/')}: expected /v1/models/{{id}}/" + ", /".join(_ACTIONS) + "."
+            )
+        if not 0 <= wait_s <= _MAX_WAIT_S:
+            raise InvalidRequest(f"wait_s must be between 0 and {_MAX_WAIT_S} seconds.", param="wait_s")
         model = registry.get(name)
         if action == "pull":
             return _pull(model, scheduler, started, downloads, stream)
         if action == "load":
             await scheduler.load(model.spec.id)
+        elif action == "unload":
+            await unload_when_idle(scheduler, model.spec.id, wait_s)
+        elif isinstance(scheduler, Pinning):
+            scheduler.pin(model.spec.id, action == "pin")
         else:
-            await scheduler.unload(model.spec.id)
+            raise NotFound(f"This server's models cannot be pinned at run time; set models.{model.spec.id}.pinned.")
         return Response(_card(model, scheduler, started, downloads))
 
 

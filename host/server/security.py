@@ -1,10 +1,12 @@
 """Who may talk to the server: API keys, allowed ``Host`` names, cross-site ``Origin``s, body types.
 
 Pure checks over a request's method, path and headers; :mod:`host.server.edge` applies them to every
-request before routing and answers a refusal in the OpenAI error envelope.
+request before routing and answers a refusal in the error envelope of the path (OpenAI's, or
+Anthropic's on its Messages API).
 
 - **API keys** (``server.api_keys`` and ``PLUGHOST_API_KEY``): when any is set, every route but
-  :data:`OPEN_PATHS` needs ``Authorization: Bearer <key>`` (compared in constant time).
+  :data:`OPEN_PATHS` and the dashboard's files needs ``Authorization: Bearer <key>`` or
+  ``x-api-key: <key>`` (Anthropic's clients send that one), compared in constant time.
 - **Host** (DNS rebinding): on a loopback bind only loopback names are answered, unless
   ``server.allowed_hosts`` says otherwise; a page on ``evil.example`` that rebinds its name to
   127.0.0.1 sends ``Host: evil.example`` and is refused.
@@ -31,8 +33,11 @@ from host.contract.config import ServerConfig
 from host.contract.errors import Forbidden, PlughostError, Unauthorized, UnsupportedMediaType
 
 API_KEY_ENV = "PLUGHOST_API_KEY"
-#: Paths answered without an API key: liveness probes, and the API's own description.
-OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+#: Paths answered without an API key: liveness probes, the API's own description, and the pages
+#: that hold no data (the landing page, the dashboard, which asks for the key itself).
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/", "/ui", "/ui/"})
+#: Folders of files answered without a key (one plain file name below them, never a subfolder).
+OPEN_FOLDERS = ("/ui/assets/",)
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _CURL_TYPES = frozenset({"", "application/x-www-form-urlencoded"})
@@ -101,9 +106,10 @@ class EdgePolicy:
             )
         if method == "OPTIONS" and origin is not None:
             return None  # a CORS preflight carries no credentials; the CORS layer answers it
-        if self.api_keys and path not in OPEN_PATHS and not self._key_ok(headers.get("authorization", "")):
+        if self.api_keys and not is_open(path) and not self._key_ok(headers):
             return Unauthorized(
-                "Missing or invalid API key: send 'Authorization: Bearer <key>' with one of the server's keys."
+                "Missing or invalid API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>') "
+                "with one of the server's keys."
             )
         if method in _BODY_METHODS and _has_body(headers):
             media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -115,13 +121,25 @@ class EdgePolicy:
                 )
         return None
 
-    def _key_ok(self, authorization: str) -> bool:
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        given = token.strip().encode()
+    def _key_ok(self, headers: Mapping[str, str]) -> bool:
+        """A Bearer token or an ``x-api-key`` that is one of the keys (either header may carry it)."""
+        scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+        given = [token.strip().encode()] if scheme.lower() == "bearer" else []
+        if "x-api-key" in headers:
+            given.append(headers["x-api-key"].strip().encode())
         # Every key is compared (no early exit), each in constant time.
-        return any([hmac.compare_digest(given, key) for key in self.api_keys])
+        return any([hmac.compare_digest(g, key) for g in given for key in self.api_keys])
+
+
+def is_open(path: str) -> bool:
+    """Whether ``path`` is answered without an API key (:data:`OPEN_PATHS`, :data:`OPEN_FOLDERS`)."""
+    if path in OPEN_PATHS:
+        return True
+    for folder in OPEN_FOLDERS:
+        name = path[len(folder) :]
+        if path.startswith(folder) and name and "/" not in name and not name.startswith("."):
+            return True
+    return False
 
 
 def _has_body(headers: Mapping[str, str]) -> bool:
@@ -138,7 +156,16 @@ def cors_config(server: ServerConfig) -> CORSConfig | None:
     return CORSConfig(
         allow_origins=list(server.cors_origins),
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+        # x-api-key and anthropic-*: what Anthropic's SDK sends from a browser page.
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "X-Request-Id",
+            "x-api-key",
+            "anthropic-version",
+            "anthropic-beta",
+            "anthropic-dangerous-direct-browser-access",
+        ],
         expose_headers=["X-Request-Id", "Retry-After"],
         allow_credentials=False,
     )

@@ -1,7 +1,8 @@
 """Chat serving: one service behind every chat-like route, whatever its API dialect.
 
-A route decodes its body into a :class:`Dialect` (Chat Completions, legacy Completions, ...) and
-calls :meth:`ChatService.respond`. The service owns the rest: the capability check (a 400 naming
+A route decodes its body into a :class:`Dialect` (Chat Completions, legacy Completions, Anthropic
+Messages, ...) and calls :meth:`ChatService.respond` (or :meth:`ChatService.prompt_tokens` to count
+a prompt without generating). The service owns the rest: the capability check (a 400 naming
 the dialect's own field before any model is touched), the lease (through :class:`Generation`),
 ``n`` choices, the answer or the stream (keep-alive comments while the model is admitted, errors
 as the dialect's error event with the same code as a JSON error), usage and metrics.
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from litestar import Response
 from litestar.response import Stream
 
+from host.contract.backend import PromptTokens, no_prompt_tokens
 from host.contract.capabilities import Feature
 from host.contract.domain import ChatRequest
 from host.contract.errors import InvalidRequest, PlughostError, client_error
@@ -26,6 +28,7 @@ from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool
 from host.serving import sse
 from host.serving.generation import Collected, Generation
+from host.serving.schemas import with_closed_schemas
 
 #: How long a streamed request may stay silent before its headers go out (then keep-alives).
 HEADERS_AFTER_S = 0.5
@@ -46,8 +49,14 @@ class Dialect(Protocol):
     def stream(self) -> bool:
         """Whether to answer as a stream of events."""
 
-    def param(self, feature: Feature) -> str:
-        """The request field that asks for ``feature`` in this dialect (named by a 400)."""
+    def param(self, feature: Feature) -> str | None:
+        """The request field that asks for ``feature`` in this dialect (named by a 400); ``None``: this
+        request asked for it in a way a model without it may ignore (Chat Completions'
+        ``chat_template_kwargs.enable_thinking``, passed to a chat template that knows no thinking)."""
+
+    def field(self, param: str | None) -> str | None:
+        """A field as this dialect names it, given its Chat Completions name: backends and shared
+        checks name fields in Chat Completions terms (``max_tokens``, ``messages[2]``)."""
 
     def response(self, model: str, results: list[Collected], generation: Generation) -> Any:
         """The whole answer (a msgspec Struct) from every choice's result."""
@@ -66,19 +75,32 @@ class ChatService:
     """Answers chat-like requests (see the module docstring). One per app."""
 
     def __init__(
-        self, pool: ModelPool, registry: ModelRegistry, metrics: Observer = NO_METRICS, keepalive_s: float = 5.0
+        self,
+        pool: ModelPool,
+        registry: ModelRegistry,
+        metrics: Observer = NO_METRICS,
+        keepalive_s: float = 5.0,
+        open_schema_objects: bool = False,
     ) -> None:
         self._pool = pool
         self._registry = registry
         self._metrics = metrics
         self._keepalive_s = keepalive_s
+        self._open_objects = open_schema_objects  # server.json_schema_objects: open (host.serving.schemas)
 
     async def respond(self, dialect: Dialect) -> Response[Any] | Stream:
         """The answer to one request, whole or streamed."""
+        try:
+            return await self._respond(dialect)
+        except InvalidRequest as exc:
+            exc.param = dialect.field(exc.param)
+            raise
+
+    async def _respond(self, dialect: Dialect) -> Response[Any] | Stream:
         arrived = time.perf_counter()
-        requests = dialect.requests
+        requests = [with_closed_schemas(r, self._open_objects) for r in dialect.requests]
         spec = self._registry.resolve(requests[0].model, Task.CHAT).spec
-        _check(spec, requests, dialect)
+        _check(spec, requests[0], dialect.param)
         opening = self._open(requests, dialect.per_prompt, arrived)
         if dialect.stream:
             return await self._stream(opening, dialect)
@@ -89,6 +111,18 @@ class ChatService:
             generation.close()
         self._observe(generation)
         return Response(dialect.response(generation.model, results, generation))
+
+    async def prompt_tokens(self, request: ChatRequest, param: Callable[[Feature], str | None]) -> int:
+        """Tokens of ``request``'s prompt as its model reads it (chat template and tools included),
+        without generating; ``param`` names a dialect's fields for the capability 400. A 400 when the
+        model's backend cannot tell (:class:`~host.contract.backend.PromptTokens`)."""
+        spec = self._registry.resolve(request.model, Task.CHAT).spec
+        _check(spec, request, param)
+        with await self._pool.acquire(request.model, Task.CHAT) as lease:
+            backend = lease.backend
+            if not isinstance(backend, PromptTokens):
+                raise no_prompt_tokens(spec.id)
+            return len(await backend.prompt_ids(request))
 
     async def _open(self, requests: Sequence[ChatRequest], per_prompt: int, arrived: float) -> Generation:
         lease = await self._pool.acquire(requests[0].model, Task.CHAT)
@@ -140,7 +174,9 @@ class _StreamBody:
                     yield chunk
                 self._observe(generation)
             except Exception as exc:
-                yield dialect.error_event(client_error(exc))
+                error = client_error(exc)
+                error.param = dialect.field(error.param)
+                yield dialect.error_event(error)
             yield dialect.end()
         finally:
             self.close()  # synchronous on purpose: a disconnected client cancels this generator
@@ -157,14 +193,12 @@ class _StreamBody:
         self.close()
 
 
-def _check(spec: ModelSpec[Any], requests: Sequence[ChatRequest], dialect: Dialect) -> None:
-    """A 400 naming the field when a request asks for a feature the model does not declare."""
-    for request in requests[:1]:  # every choice asks for the same features
-        missing = spec.capabilities.missing(request)
-        if missing is not None:
-            raise InvalidRequest(
-                f"The model '{spec.id}' does not support {_WHAT[missing]}.", param=dialect.param(missing)
-            )
+def _check(spec: ModelSpec[Any], request: ChatRequest, param: Callable[[Feature], str | None]) -> None:
+    """A 400 naming the field when a request (any choice: all ask for the same features) asks for a
+    feature the model does not declare (unless the dialect names no field: the model ignores it)."""
+    missing = spec.capabilities.missing(request)
+    if missing is not None and (name := param(missing)) is not None:
+        raise InvalidRequest(f"The model '{spec.id}' does not support {_WHAT[missing]}.", param=name)
 
 
 _WHAT = {
@@ -172,4 +206,5 @@ _WHAT = {
     Feature.OUTPUT_FORMAT: "this output format (structured outputs)",
     Feature.LOGPROBS: "logprobs",
     Feature.RAW_PROMPT: "raw prompts (text completions without the chat template)",
+    Feature.THINKING: "thinking (it is not a reasoning model)",
 }

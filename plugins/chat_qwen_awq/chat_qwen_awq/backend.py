@@ -7,10 +7,14 @@
 - ``relocate(grant)``: moves the loaded weights to another placement without reading the
   checkpoint again (running sequences, if any, fail with a clear error).
 - ``generate(request)`` (from :class:`host.toolkit.chat.ChatEngineBackend`): :meth:`prepare`
-  renders the chat template (tools included), checks the context and builds the grammar constraint
-  the request asks for on the base's prepare thread (errors are raised before the first delta);
-  :meth:`stream` submits the sequence to the engine thread and streams its deltas, with the model's
-  tool-call blocks parsed into calls. Closing the stream cancels the sequence at the next step.
+  resolves the thinking switch (:mod:`chat_qwen_awq.thinking`), renders the chat template (tools
+  included), checks the context and builds the grammar constraint the request asks for on the
+  base's prepare thread (errors are raised before the first delta); :meth:`stream` submits the
+  sequence to the engine thread and streams its deltas: a thinking model's ``<think>`` block is
+  split off into ``ChatDelta.reasoning`` (:mod:`chat_qwen_awq.reasoning`) and the model's tool-call
+  blocks in the answer are parsed into calls. Closing the stream cancels the sequence at the next step.
+- ``prompt_ids(request)`` (``host.sdk.PromptTokens``): the ids :meth:`prepare` would make, on the
+  prepare thread, without generating (``/v1/messages/count_tokens``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from chat_qwen_awq.grammar import Grammars, MaskFiller
 from chat_qwen_awq.logprobs import TokenTexts
 from chat_qwen_awq.prefix_cache import PrefixCache
 from chat_qwen_awq.prompt import render_messages
+from chat_qwen_awq.reasoning import with_reasoning
 from chat_qwen_awq.schema_limits import SchemaLimits
+from chat_qwen_awq.thinking import ThinkPlan, ThinkTokens, resolve, template_thinks
 from chat_qwen_awq.tools import with_tool_calls
 from host.sdk import (
     BackendError,
@@ -43,6 +49,7 @@ from host.sdk import (
     PlacementKind,
     RequestTooLarge,
     ShuttingDown,
+    TokenizerEndpoints,
     over_limit_prefix,
     resolve_weights,
 )
@@ -56,8 +63,8 @@ PREFIX_BLOCK_TOKENS = 32
 _DEFAULT_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 
 
-class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
-    """Serves a Qwen2 AWQ chat model (see the module docstring)."""
+class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
+    """Serves a Qwen2 or Qwen3 chat model, AWQ or unquantised (see the module docstring)."""
 
     def __init__(self, spec: ModelSpec[sizing.ChatOptions]) -> None:
         super().__init__(spec)
@@ -72,6 +79,11 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
         self.engine: Engine | None = None
         self._tokenizer: Any = None  # the prepare thread's (fast tokenizers are not thread-safe)
         self.grammars: Grammars | None = None
+        #: Whether the model thinks (its chat template writes ``<think>`` blocks: the switch applies and
+        #: its output is parsed into reasoning and answer).
+        self.thinks = False
+        #: The think-block tokens where they are single tokens (Qwen's are), for the engine to follow.
+        self.think_tokens: ThinkTokens | None = None
 
     # -- life cycle (worker threads) -------------------------------------------------------------
     def load_model(self, grant: Grant) -> None:
@@ -85,6 +97,8 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
         self.defaults, self.eos_ids = self._generation_defaults()
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         engine_tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+        self.thinks = thinks = template_thinks(self._tokenizer.chat_template)
+        self.think_tokens = ThinkTokens.of(self._tokenizer) if thinks else None
         if engine_tokenizer.eos_token_id is not None and engine_tokenizer.eos_token_id not in self.eos_ids:
             self.eos_ids.append(engine_tokenizer.eos_token_id)
         self.loaded = loader.load_model(
@@ -117,13 +131,16 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
         )
         self.engine.start()
         log.info(
-            "%s loaded: %s on %s, %d/%d layers there",
+            "%s loaded: %s on %s, %d/%d layers there; %s",
             self.spec.id,
             grant.placement,
             grant.device,
             self.loaded.plan.gpu_layers,
             shape.num_hidden_layers,
+            "a thinking model (<think> blocks parsed into reasoning)" if thinks else "no thinking",
         )
+        if self.options.thinking is not None and not thinks:
+            log.warning("%s: options.thinking is set, but its chat template knows no thinking", self.spec.id)
 
     def unload_model(self) -> None:
         """Stop the engine and free every weight."""
@@ -210,6 +227,9 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
         engine.submit(seq)
         try:
             deltas = self._deltas(seq)
+            if prepared.parse_reasoning:
+                opened = prepared.think is not None and prepared.think.opened
+                deltas = with_reasoning(deltas, open_block=opened)
             if prepared.parse_tool_calls:
                 deltas = with_tool_calls(deltas)
             async for delta in deltas:
@@ -280,6 +300,32 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
                 param="logprobs" if request.prompt is not None else "top_logprobs",
             )
 
+    async def prompt_ids(self, request: ChatRequest) -> list[int]:
+        """The prompt's token ids, as :meth:`prepare` makes them (``PromptTokens``: token counting)."""
+        return await self.on_prepare_thread(self._prompt_ids, request)
+
+    def _prompt_ids(self, request: ChatRequest) -> list[int]:
+        """The raw prompt tokenised, or the conversation rendered by the chat template (prepare thread)."""
+        if request.prompt is not None:
+            self._reject_huge(request.prompt, "prompt")
+            ids = [int(t) for t in self._tokenizer.encode(request.prompt, add_special_tokens=False)]
+            if not ids:
+                raise InvalidRequest("prompt must not be empty.", param="prompt")
+            return ids
+        # replayed reasoning counts where a thinking template shows it again: after the last user turn
+        users = [i for i, m in enumerate(request.messages) if m.role == "user"]
+        shown = request.messages[users[-1] + 1 :] if users else request.messages
+        texts = [m.content for m in request.messages] + [m.reasoning or "" for m in shown]
+        self._reject_huge("\n".join(t for t in texts if t), "messages")
+        return render_messages(self._tokenizer, request, self._thinking(request))
+
+    def _thinking(self, request: ChatRequest) -> bool | None:
+        """The chat request's thinking switch (:func:`~chat_qwen_awq.thinking.resolve`); ``None``: the
+        template decides, or the model cannot think, or the request is a raw prompt."""
+        if not self.thinks or request.prompt is not None:
+            return None
+        return resolve(request, self.options.thinking)
+
     def prepare(self, request: ChatRequest) -> Prepared:
         """Render and tokenise the conversation, check the context, build the constraint (prepare thread)."""
         assert self.limits is not None and self.grammars is not None
@@ -292,16 +338,11 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
                 f"(models.{self.spec.id}.options.max_tokens_cap).",
                 param="max_tokens",
             )
+        if request.thinking_budget is not None and request.thinking_budget < 0:
+            raise InvalidRequest("thinking_budget must be 0 or more tokens.", param="thinking_budget")
         # The grammar first: its caps are cheap and keep a hostile tool schema out of the prompt too.
         constraint = self.grammars.constraint(request)
-        if request.prompt is not None:
-            self._reject_huge(request.prompt, "prompt")
-            ids = [int(t) for t in self._tokenizer.encode(request.prompt, add_special_tokens=False)]
-            if not ids:
-                raise InvalidRequest("prompt must not be empty.", param="prompt")
-        else:
-            self._reject_huge("\n".join(m.content or "" for m in request.messages), "messages")
-            ids = render_messages(self._tokenizer, request)
+        ids = self._prompt_ids(request)
         context = self.limits.context_length
         error = sizing.context_error(len(ids), max_tokens, context)
         if error is not None:
@@ -317,4 +358,18 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
             constraint=constraint,
             top_logprobs=request.top_logprobs,
             parse_tool_calls=bool(request.tools) and request.tool_choice.mode != "none",
+            parse_reasoning=self.thinks and request.prompt is None,  # raw completions pass unparsed
+            think=self._think_plan(request, ids, self._thinking(request)),
         )
+
+    def _think_plan(self, request: ChatRequest, ids: list[int], thinking: bool | None) -> ThinkPlan | None:
+        """How the sequence may think: ``None`` for raw prompts, models that cannot think and thinking
+        switched off (the template wrote a closed, empty block: answered exactly as without thinking)."""
+        tokens = self.think_tokens
+        if tokens is None or request.prompt is not None:
+            return None
+        opened = tokens.opened_by(ids)
+        if thinking is False and not opened:
+            return None
+        budget = request.thinking_budget if request.thinking_budget is not None else self.options.thinking_budget
+        return ThinkPlan(tokens=tokens, opened=opened, budget=budget)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any, ClassVar
 import msgspec
 import torch
 
-from chat_qwen_awq import DEMO_WEIGHTS
+from chat_qwen_awq import DEMO_WEIGHTS, QWEN3
 from chat_qwen_awq.backend import QwenAwqChatBackend
 from host.sdk import (
     ChatDelta,
@@ -33,13 +35,60 @@ from host.testing.pytest_plugin import make_config
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "Qwen2.5-7B-Instruct-AWQ"
 TINY = DEMO_WEIGHTS
+QWEN3_ID = QWEN3.id
+#: The Qwen3 stand-ins: AWQ (the demo of Qwen3-8B-AWQ) and the unquantised model it is quantised from.
+TINY_QWEN3 = "demo:chat_qwen_awq.demo:TINY_QWEN3_AWQ"
+TINY_QWEN3_DENSE = "demo:chat_qwen_awq.demo:TINY_QWEN3_FP16"
 #: Import string of :class:`RecordingBackend`.
 RECORDING_BACKEND = "chat_qwen_awq.testing:RecordingBackend"
+#: How Qwen3's chat template ends a prompt whose thinking is switched off (an empty think block).
+EMPTY_THINK_BLOCK = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+#: How :func:`thinking_folder`'s template ends a prompt whose thinking is on (the block opened).
+OPEN_THINK_BLOCK = "<|im_start|>assistant\n<think>\n"
 
 
 def tiny_config(**options: Any) -> HostConfig:
     """A host config serving the tiny AWQ model as Qwen2.5-7B-Instruct-AWQ."""
     return make_config({"models": {MODEL_ID: {"weights": TINY, "options": options}}})
+
+
+def qwen3_config(weights: str = TINY_QWEN3, **options: Any) -> HostConfig:
+    """A host config serving a tiny Qwen3 (``weights``: the AWQ stand-in unless given) as Qwen3-8B-AWQ."""
+    return make_config({"models": {QWEN3_ID: {"weights": weights, "options": options}}})
+
+
+def qwen3_backend(weights: str = TINY_QWEN3, grant: Grant | None = None, **options: Any) -> QwenAwqChatBackend:
+    """A loaded backend of a tiny Qwen3 (on the CPU unless ``grant`` says otherwise)."""
+    from chat_qwen_awq import model_spec
+
+    backend = QwenAwqChatBackend(model_spec(qwen3_config(weights, **options), QWEN3_ID))
+    backend.load(grant or cpu_grant())
+    return backend
+
+
+def thinking_folder(dest: Path) -> Path:
+    """The tiny Qwen3 (AWQ) copied to ``dest``, its chat template's generation prompt changed to open
+    the think block while thinking is on (as Qwen3's Thinking-2507 templates do) and to write Qwen3's
+    empty block when it is off. A random-weight model never opens the block itself: served from here,
+    it thinks until a thinking budget closes the block, and every switch still turns thinking off."""
+    from chat_qwen_awq.demo import TINY_QWEN3_AWQ
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in TINY_QWEN3_AWQ.folder().iterdir():
+        shutil.copy(f, dest / f.name)
+    config_file = dest / "tokenizer_config.json"
+    config = json.loads(config_file.read_text("utf-8"))
+    head, _, _ = config["chat_template"].rpartition("{%- if add_generation_prompt %}")
+    config["chat_template"] = head + (
+        "{%- if add_generation_prompt %}\n"
+        "    {{- '<|im_start|>assistant\\n<think>\\n' }}\n"
+        "    {%- if enable_thinking is defined and enable_thinking is false %}\n"
+        "        {{- '\\n</think>\\n\\n' }}\n"
+        "    {%- endif %}\n"
+        "{%- endif %}"
+    )
+    config_file.write_text(json.dumps(config), "utf-8")
+    return dest
 
 
 def cpu_grant() -> Grant:
@@ -62,27 +111,38 @@ async def engine_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDel
 
 
 class RecordingPlugin:
-    """A plugin registering the real declaration, served by :class:`RecordingBackend` (its tests
-    look at the engine behind a live server)."""
+    """A plugin registering the real declaration of ``model_id`` (the seed's model unless given),
+    served by :class:`RecordingBackend` (its tests look at the engine behind a live server)."""
 
     name = "chat_qwen_awq_recording"
+
+    def __init__(self, model_id: str = MODEL_ID) -> None:
+        self.model_id = model_id
 
     @hookimpl
     def register_models(self, config: HostConfig) -> list[ModelSpec]:
         """The plugin's own spec with :data:`RECORDING_BACKEND` as its backend."""
         from chat_qwen_awq import model_spec
 
-        return [msgspec.structs.replace(model_spec(config), backend=RECORDING_BACKEND)]
+        return [msgspec.structs.replace(model_spec(config, self.model_id), backend=RECORDING_BACKEND)]
 
 
 class RecordingBackend(QwenAwqChatBackend):
-    """The real backend; every instance is kept so that tests can look at its engine."""
+    """The real backend; every instance is kept so that tests can look at its engine, and every
+    prompt it prepared (as text, special tokens included) is kept in :attr:`prompts`."""
 
     instances: ClassVar[list[RecordingBackend]] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.prompts: list[str] = []
         RecordingBackend.instances.append(self)
+
+    def prepare(self, request: ChatRequest) -> Any:
+        """The real preparation; its prompt is recorded."""
+        prepared = super().prepare(request)
+        self.prompts.append(self._tokenizer.decode(prepared.prompt_ids))
+        return prepared
 
 
 @contextlib.contextmanager
@@ -121,19 +181,24 @@ def greedy_generate_kwargs(backend: Any, ids: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def assert_engine_equals_generate(backend: Any, tokens: int = 30) -> None:
-    """Greedy text from the engine equals transformers ``generate`` on the same (loaded) model."""
+def assert_engine_equals_generate(backend: Any, tokens: int = 30, content: str = "hello") -> None:
+    """Greedy tokens from the engine equal transformers ``generate`` on the same (loaded) model, and so
+    does the text (the random stand-ins write no think block: a thinking model's reasoning stays empty)."""
     request = ChatRequest(
         model="m",
-        messages=(ChatMessage("user", "hello"),),
+        messages=(ChatMessage("user", content),),
         sampling=SamplingParams(max_tokens=tokens, temperature=0, repetition_penalty=1.0),
     )
     x = torch.tensor([backend.prepare(request).prompt_ids])
     with torch.no_grad():
         out = backend.loaded.model.generate(x, max_new_tokens=tokens, **greedy_generate_kwargs(backend, x))
-    expected = backend.engine.tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True)
+    reference = out[0, x.shape[1] :].tolist()
+    expected = backend.engine.tokenizer.decode(reference, skip_special_tokens=True)
 
-    async def run() -> str:
-        return "".join([d.text async for d in backend.generate(request)])
+    async def run() -> tuple[list[int], list[ChatDelta]]:
+        ids, _ = await engine_ids(backend, request)
+        return ids, [d async for d in backend.generate(request)]
 
-    assert asyncio.run(run()) == expected
+    ids, deltas = asyncio.run(run())
+    assert ids == reference
+    assert "".join(d.text for d in deltas) == expected and not any(d.reasoning for d in deltas)
