@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from chat_qwen_awq.grammar import Constraint
@@ -42,7 +43,9 @@ def url() -> Iterator[str]:
 
 def chat(url: str, **body: Any) -> httpx.Response:
     messages = [{"role": "user", "content": "Tell me about the Great Wall."}]
-    return httpx.post(f"{url}/v1/chat/completions", json={"model": MODEL_ID, "messages": messages, **body}, timeout=120)
+    payload = msgspec.json.encode({"model": MODEL_ID, "messages": messages, **body})  # json recurses too deep
+    headers = {"Content-Type": "application/json"}
+    return httpx.post(f"{url}/v1/chat/completions", content=payload, headers=headers, timeout=120)
 
 
 def json_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -99,6 +102,18 @@ def test_hostile_bodies_are_a_400_before_any_token(url: str, body: dict[str, Any
     error = assert_error(chat(url, **body), 400, param=param)
     assert phrase in error["message"], error["message"]
     assert chat(url, max_tokens=2, temperature=0).status_code == 200  # and the server goes on
+
+
+@pytest.mark.parametrize("depth", [400, 490, 2000])
+def test_schemas_nested_past_python_s_recursion_are_a_400(url: str, depth: int) -> None:
+    # Written by hand: Python's json and msgspec both recurse to encode it.
+    schema = '{"type":"object","properties":{"a":' * depth + '{"type":"string"}' + "}}" * depth
+    head = msgspec.json.encode({"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}]})[:-1].decode()
+    body = head + ',"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":' + schema + "}}}"
+    headers = {"Content-Type": "application/json"}
+    response = httpx.post(f"{url}/v1/chat/completions", content=body.encode(), headers=headers, timeout=60)
+    assert response.status_code == 400, response.text
+    assert chat(url, max_tokens=2).status_code == 200
 
 
 def test_a_legacy_completion_counts_every_prompt_and_choice(url: str) -> None:
