@@ -24,23 +24,21 @@ from typing import Any, Literal
 
 import torch
 
-from chat_qwen_awq import loader, sampling, sizing
+from chat_qwen_awq import loader, sizing
 from chat_qwen_awq.engine import Engine, Prepared, Sequence
 from chat_qwen_awq.grammar import Grammars, MaskFiller
 from chat_qwen_awq.logprobs import TokenTexts
 from chat_qwen_awq.prefix_cache import PrefixCache
-from chat_qwen_awq.prompt import render_messages
+from chat_qwen_awq.preparing import Preparer, generation_defaults
 from chat_qwen_awq.tools import with_tool_calls
 from host.sdk import (
     BackendError,
     ChatDelta,
     ChatRequest,
     Grant,
-    InvalidRequest,
     ModelSpec,
     PlacementKind,
     ShuttingDown,
-    over_limit_prefix,
     resolve_weights,
 )
 from host.toolkit.torch_utils import free_device_memory
@@ -49,9 +47,6 @@ log = logging.getLogger("plughost.chat_qwen_awq")
 
 #: Prompt prefixes are reused in blocks of this many tokens.
 PREFIX_BLOCK_TOKENS = 32
-
-_DEFAULT_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
-
 
 class QwenAwqChatBackend:
     """Serves a Qwen2 AWQ chat model (see the module docstring)."""
@@ -70,6 +65,7 @@ class QwenAwqChatBackend:
         self.engine: Engine | None = None
         self._tokenizer: Any = None  # the tokenizer thread's (fast tokenizers are not thread-safe)
         self._prep: ThreadPoolExecutor | None = None
+        self._preparer: Preparer | None = None
         self.grammars: Grammars | None = None
 
     # -- life cycle (worker threads) -------------------------------------------------------------
@@ -81,8 +77,9 @@ class QwenAwqChatBackend:
         self.config = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
         shape = sizing.ModelShape.from_config(self.config)
         self.limits = sizing.limits_from_options(shape, self.options)
-        self.defaults, self.eos_ids = self._generation_defaults()
+        self.defaults, self.eos_ids = generation_defaults(self.folder, self.config)
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+        self._preparer = Preparer(self.spec.id, self._tokenizer, self.limits, self.defaults)
         engine_tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         if engine_tokenizer.eos_token_id is not None and engine_tokenizer.eos_token_id not in self.eos_ids:
             self.eos_ids.append(engine_tokenizer.eos_token_id)
@@ -189,14 +186,6 @@ class QwenAwqChatBackend:
         folder = self.options.offload_dir
         return Path(str(folder)).expanduser() if folder else None
 
-    def _generation_defaults(self) -> tuple[dict[str, Any], list[int]]:
-        assert self.folder is not None
-        file = self.folder / "generation_config.json"
-        data = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
-        eos = data.get("eos_token_id", self.config.get("eos_token_id"))
-        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        return {k: data[k] for k in _DEFAULT_KEYS if k in data}, eos_ids
-
     # -- serving (event loop) ----------------------------------------------------------------------
     async def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         """Stream the completion; ``InvalidRequest`` (prompt too long, bad messages) comes before any delta."""
@@ -228,51 +217,15 @@ class QwenAwqChatBackend:
             if item.finish_reason is not None:
                 return
 
-    def _reject_huge(self, text: str, param: str) -> None:
-        """A 400 for input far over the context, from a prefix of its text (no full tokenisation)."""
-        assert self.limits is not None
-        context = self.limits.context_length
-        prefix = over_limit_prefix(
-            text, context, lambda t: self._tokenizer(t, add_special_tokens=False)["input_ids"], len
-        )
-        if prefix is not None:
-            raise InvalidRequest(
-                f"This model's maximum context length is {context} tokens, but the {param} take more than "
-                f"{len(prefix)} tokens. Please shorten the {param}.",
-                param=param,
-                code="context_length_exceeded",
-            )
-
     def _prepare(self, request: ChatRequest) -> Prepared:
-        """Render and tokenise the conversation, check the context (tokenizer thread)."""
-        assert self.limits is not None and self.grammars is not None
-        max_tokens = request.sampling.max_tokens
-        cap = self.limits.max_tokens_cap
-        if max_tokens is not None and cap is not None and max_tokens > cap:
-            # Rejected, not clamped: a client that asked for more must not silently get less.
-            raise InvalidRequest(
-                f"max_tokens is {max_tokens}, but '{self.spec.id}' generates at most {cap} tokens per request "
-                f"(models.{self.spec.id}.options.max_tokens_cap).",
-                param="max_tokens",
-            )
-        if request.prompt is not None:
-            self._reject_huge(request.prompt, "prompt")
-            ids = [int(t) for t in self._tokenizer.encode(request.prompt, add_special_tokens=False)]
-            if not ids:
-                raise InvalidRequest("prompt must not be empty.", param="prompt")
-        else:
-            self._reject_huge("\n".join(m.content or "" for m in request.messages), "messages")
-            ids = render_messages(self._tokenizer, request)
-        context = self.limits.context_length
-        error = sizing.context_error(len(ids), max_tokens, context)
-        if error is not None:
-            raise error
-        default = min(self.limits.default_max_tokens, cap or context, context - len(ids))
+        """Render and tokenise the conversation, check the context, build its constraint (tokenizer thread)."""
+        assert self._preparer is not None and self.grammars is not None
+        p = self._preparer.prompt(request)
         return Prepared(
-            prompt_ids=ids,
-            max_tokens=max_tokens if max_tokens is not None else default,
-            sampling=sampling.resolve(request.sampling, self.defaults),
-            stops=request.sampling.stop,
+            prompt_ids=p.prompt_ids,
+            max_tokens=p.max_tokens,
+            sampling=p.sampling,
+            stops=p.stops,
             constraint=self.grammars.constraint(request),
-            top_logprobs=request.top_logprobs,
+            top_logprobs=p.top_logprobs,
         )
