@@ -29,6 +29,7 @@ from host.contract.domain import (
 )
 from host.contract.errors import (
     BackendError,
+    EngineUnavailable,
     InvalidRequest,
     PlughostError,
     QueueFull,
@@ -67,6 +68,7 @@ __all__ = [
     "EmbeddingBackend",
     "EmbeddingRequest",
     "EmbeddingResult",
+    "EngineUnavailable",
     "GiB",
     "Grant",
     "HostConfig",

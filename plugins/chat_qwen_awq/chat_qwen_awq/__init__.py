@@ -2,7 +2,8 @@
 
 Declares one model whose placements (gpu, GPU + host RAM hybrid, cpu) are sized from the
 checkpoint's ``config.json`` (see :mod:`chat_qwen_awq.sizing`). Registration is cheap: no torch;
-the backend (:mod:`chat_qwen_awq.backend`) is imported only when the model is admitted.
+the backend (:mod:`chat_qwen_awq.backend`, or vLLM's: ``options.engine``, see
+:mod:`chat_qwen_awq.vllm_sizing`) is imported only when the model is admitted.
 
 Options (``models.Qwen2.5-7B-Instruct-AWQ.options``): :class:`chat_qwen_awq.sizing.ChatOptions`.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chat_qwen_awq import sizing
+from chat_qwen_awq import sizing, vllm_sizing
 from chat_qwen_awq.sizing import ChatOptions
 from host.sdk import HostConfig, ModelSpec, Task, demo_weights, hookimpl, peek_config
 
@@ -23,7 +24,7 @@ DEFAULT_WEIGHTS = "Qwen/Qwen2.5-7B-Instruct-AWQ"
 #: The random-weight stand-in of the demo profile (same architecture, built offline).
 DEMO = "chat_qwen_awq.demo:TINY_AWQ"
 DEMO_WEIGHTS = demo_weights(DEMO)
-BACKEND = "chat_qwen_awq.backend:QwenAwqChatBackend"
+BACKEND = vllm_sizing.OWN_BACKEND
 
 
 def known_config(weights: str) -> dict[str, Any]:
@@ -47,15 +48,15 @@ def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:
         log.warning("%s: %s is not usable (%s); sizing it as Qwen2.5-7B-Instruct-AWQ", model_id, sized, exc)
         shape = sizing.ModelShape.from_config(sizing.QWEN2_5_7B_AWQ_CONFIG)
     limits = sizing.limits_from_options(shape, options)
-    placements = sizing.placements(shape, limits)
+    backend, placements = vllm_sizing.declaration(options, shape, limits)
     return ModelSpec(
         id=model_id,
         task=Task.CHAT,
-        backend=BACKEND,
+        backend=backend,
         placements=placements,
         weights=weights,
         options=options,
-        offload_bytes=placements[-1].host_bytes,
+        offload_bytes=max(p.host_bytes for p in placements),  # the CPU placement's: it holds everything there
         description="Qwen2.5 7B Instruct, 4-bit AWQ: GPU, GPU + host RAM, or CPU",
         demo=DEMO,
     )

@@ -48,6 +48,7 @@ log = logging.getLogger("plughost.chat_qwen_awq")
 #: Prompt prefixes are reused in blocks of this many tokens.
 PREFIX_BLOCK_TOKENS = 32
 
+
 class QwenAwqChatBackend:
     """Serves a Qwen2 AWQ chat model (see the module docstring)."""
 

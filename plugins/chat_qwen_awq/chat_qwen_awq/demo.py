@@ -9,6 +9,7 @@ cheap; torch and transformers are imported by the builders.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,8 @@ def _awq_config(shape: TinyShape) -> dict[str, Any]:
 TINY_FP16 = DemoModel("qwen2-chat", build_fp16, _fp16_config, TINY_QWEN2)
 #: The demo stand-in of Qwen2.5-7B-Instruct-AWQ.
 TINY_AWQ = DemoModel("qwen2-awq", build_awq, _awq_config, TINY_QWEN2)
+#: The tiny shape with 32-wide attention heads (hidden 128, 4 heads; AWQ group size 64): vLLM's CPU
+#: attention needs head_dim >= 32, so the vLLM test tier serves this one (with both engines).
+TINY_QWEN2_HEAD32 = dataclasses.replace(TINY_QWEN2, hidden_size=128, intermediate_size=256, head_dim=32)
+#: The AWQ stand-in at :data:`TINY_QWEN2_HEAD32`.
+TINY_AWQ_HEAD32 = TINY_AWQ.with_shape(TINY_QWEN2_HEAD32)

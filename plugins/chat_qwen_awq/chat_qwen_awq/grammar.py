@@ -24,8 +24,8 @@ import collections
 import json
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np

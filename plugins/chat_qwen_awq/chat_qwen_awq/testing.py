@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,34 @@ def tiny_config(**options: Any) -> HostConfig:
 def cpu_grant() -> Grant:
     """The scheduler's grant for the CPU placement (the backend does not check the sizes)."""
     return Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0)
+
+
+def vllm_python() -> str | None:
+    """The vLLM environment the vLLM tests use: ``$PLUGHOST_VLLM_PYTHON``, else the repository's
+    ``.venv-vllm`` (``scripts/vllm-env`` makes it); ``None`` when there is none."""
+    configured = os.environ.get("PLUGHOST_VLLM_PYTHON")
+    path = Path(configured) if configured else PLUGIN_ROOT.parents[1] / ".venv-vllm" / "bin" / "python"
+    return str(path) if path.is_file() else None
+
+
+async def vllm_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDelta]:
+    """Run ``req`` on a loaded :class:`~chat_qwen_awq.vllm_backend.VllmChatBackend`'s engine; the generated
+    token ids (as the engine returned them) and the last delta."""
+    from chat_qwen_awq.vllm_backend import VllmStream
+    from chat_qwen_awq.vllm_bridge import Generate
+
+    loop = asyncio.get_running_loop()
+    prompt, params = await loop.run_in_executor(backend._prep, backend._prepare, req)
+    stream = VllmStream(prompt, backend._tokenizer, frozenset(backend.eos_ids), backend._texts, loop)
+    generation = backend.engine.new_id()
+    backend.engine.submit(Generate(generation, prompt.prompt_ids, params), stream)
+    try:
+        async for delta in stream.deltas():
+            if delta.finish_reason is not None:
+                return stream.generated, delta
+        raise AssertionError("the stream ended without a last delta")
+    finally:
+        backend.engine.abort(generation)
 
 
 async def engine_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDelta]:
