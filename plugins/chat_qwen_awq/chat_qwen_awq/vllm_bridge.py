@@ -176,16 +176,17 @@ class Frames:
     def feed(self, data: bytes) -> list[Any]:
         """Messages completed by ``data``; raises ``ValueError`` on a corrupt stream."""
         self._buffer += data
-        out = []
-        while len(self._buffer) >= HEADER.size:
-            (size,) = HEADER.unpack_from(self._buffer)
+        out, start = [], 0
+        while len(self._buffer) - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(self._buffer, start)
             if size > MAX_FRAME:
                 raise ValueError(f"frame of {size} bytes (limit {MAX_FRAME})")
-            end = HEADER.size + size
+            end = start + HEADER.size + size
             if len(self._buffer) < end:
                 break
-            out.append(self._decoder.decode(bytes(self._buffer[HEADER.size : end])))
-            del self._buffer[:end]
+            out.append(self._decoder.decode(memoryview(self._buffer)[start + HEADER.size : end]))
+            start = end
+        del self._buffer[:start]
         return out
 
 

@@ -7,10 +7,11 @@ address, and vLLM's internal sockets live in a private folder (``VLLM_RPC_BASE_P
 usage statistics are switched off; its log lines are forwarded to this server's log.
 
 One reader thread receives the engine's messages and hands each generation's messages to its
-:class:`Sink` (see :mod:`chat_qwen_awq.vllm_backend`). When the process ends, for whatever reason,
+:class:`Sink` (see :mod:`chat_qwen_awq.vllm_backend`); one writer thread sends, so that no caller
+(the event loop included) ever blocks on the socket. When the process ends, for whatever reason,
 every running generation fails with :class:`~host.sdk.EngineUnavailable` (503) at once, and the
-backend starts a new process on the next request. Writes to the socket and life-cycle calls have
-deadlines: an engine that stops reading is killed rather than left to hang the server.
+backend starts a new process on the next request. Writes and life-cycle calls have deadlines: an
+engine that stops reading or answering is killed rather than left to hang the server.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import itertools
 import logging
 import os
+import queue
 import select
 import shutil
 import signal
@@ -132,7 +134,7 @@ class EngineProcess:
         self._sock: socket.socket | None = None
         self._rpc_dir: str | None = None
         self._lock = threading.Lock()  # sinks, calls, the dead flag
-        self._send_lock = threading.Lock()
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # the writer thread's
         self._sinks: dict[int, Sink] = {}
         self._calls: dict[int, Future[Reply]] = {}
         self._ids = itertools.count(1)
@@ -169,6 +171,7 @@ class EngineProcess:
         self._sock = parent
         self._spawn(self._read_log, "log")
         self._spawn(self._read, "reader")
+        self._spawn(self._write, "writer")
         log.info("%s: starting vLLM (pid %d, %s)", self.name, self._proc.pid, self._where())
         started = time.monotonic()
         try:
@@ -188,7 +191,7 @@ class EngineProcess:
         """Shut the engine down (its running generations fail) and end the process."""
         self._stopping = True
         with contextlib.suppress(PlughostError, OSError):
-            self._send(frame(Shutdown()), timeout=1.0)
+            self._send(frame(Shutdown()))
         proc = self._proc
         if proc is not None:
             try:
@@ -223,12 +226,7 @@ class EngineProcess:
             if self._dead is not None:
                 raise EngineUnavailable(UNAVAILABLE)
             self._sinks[message.id] = sink
-        try:
-            self._send(frame(message))
-        except PlughostError:
-            with self._lock:
-                self._sinks.pop(message.id, None)
-            raise
+        self._send(frame(message))  # if the write fails later, the engine dies and fails the sink
 
     def abort(self, generation: int) -> None:
         """Stop a generation (synchronous, cheap): the engine drops it before its next step."""
@@ -237,7 +235,7 @@ class EngineProcess:
             if not known or self._dead is not None:
                 return
         with contextlib.suppress(PlughostError):
-            self._send(frame(Abort(generation)), timeout=5.0)
+            self._send(frame(Abort(generation)))
 
     def fail_all(self, error: PlughostError) -> None:
         """End every running generation with ``error`` and abort it in the engine (shutdown deadline)."""
@@ -247,7 +245,7 @@ class EngineProcess:
             sink.fail(error)
             sink.flush()
             with contextlib.suppress(PlughostError):
-                self._send(frame(Abort(generation)), timeout=1.0)
+                self._send(frame(Abort(generation)))
 
     def call(self, op: str, level: int = 1, timeout: float = 120.0) -> int:
         """A :class:`~chat_qwen_awq.vllm_bridge.Control` call (``sleep``, ``wake``, a count); its value.
@@ -281,14 +279,22 @@ class EngineProcess:
         thread.start()
         self._threads.append(thread)
 
-    def _send(self, data: bytes, timeout: float = SEND_TIMEOUT_S) -> None:
-        """Write ``data`` whole, or kill an engine that takes no input for ``timeout`` seconds."""
-        sock = self._sock
-        if sock is None or self._dead is not None:
+    def _send(self, data: bytes) -> None:
+        """Queue ``data`` for the writer thread (never blocks: the event loop calls this)."""
+        if self._dead is not None or self._sock is None:
             raise EngineUnavailable(UNAVAILABLE)
-        view = memoryview(data)
-        deadline = time.monotonic() + timeout
-        with self._send_lock:
+        self._outbox.put(data)
+
+    def _write(self) -> None:
+        """The writer thread: frames in order; an engine that takes no input for SEND_TIMEOUT_S is killed."""
+        sock = self._sock
+        assert sock is not None
+        while True:
+            data = self._outbox.get()
+            if data is None or self._dead is not None:
+                return
+            view = memoryview(data)
+            deadline = time.monotonic() + SEND_TIMEOUT_S
             try:
                 while view:
                     remaining = deadline - time.monotonic()
@@ -299,9 +305,10 @@ class EngineProcess:
                         view = view[sock.send(view, socket.MSG_DONTWAIT) :]
             except (OSError, TimeoutError, ValueError) as exc:
                 reason = "it stopped reading" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-                log.error("%s: cannot write to vLLM (%s); killing it", self.name, reason)
-                self._kill()
-                raise EngineUnavailable(UNAVAILABLE) from None
+                if self._dead is None:
+                    log.error("%s: cannot write to vLLM (%s); killing it", self.name, reason)
+                self._die(f"cannot write to it: {reason}")
+                return
 
     def _read(self) -> None:
         """The reader thread: messages to their sinks and calls until the socket closes."""
@@ -369,6 +376,7 @@ class EngineProcess:
                 future.set_exception(error)
         if not self._ready.done():
             self._ready.set_exception(EngineStartError(reason))
+        self._outbox.put(None)  # ends the writer thread
         self._kill()
 
     def _kill(self) -> None:
