@@ -27,6 +27,9 @@ Models: the tiny AWQ test model and a random Qwen2.5-0.5B-shaped AWQ model (``--
 its depth on small machines; the depth used is printed). Run::
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_chat.py --layers 8
+
+``--engine vllm``: instead, the plugin's engine and vLLM side by side on each model
+(:mod:`chat_engines`: cold load, 1/8/32 streams, RAG-prompt TTFT, offload and back).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins" / "chat_qwen_awq")]
 
+import chat_engines  # noqa: E402 - bench/chat_engines.py: --engine vllm
 import torch  # noqa: E402
 from prompts import PROMPTS  # noqa: E402 - bench/prompts.py (shared with bench_llama_cpp.py)
 
@@ -57,7 +61,7 @@ from chat_qwen_awq.testing import greedy_generate_kwargs  # noqa: E402
 from host.config import config_from_dict  # noqa: E402
 from host.contract.domain import ChatMessage, ChatRequest, OutputFormat, SamplingParams  # noqa: E402
 from host.contract.spec import Grant, PlacementKind  # noqa: E402
-from host.demo.shapes import QWEN2_5_0_5B_SHAPE  # noqa: E402
+from host.demo.shapes import QWEN2_5_0_5B_SHAPE, QWEN2_5_7B_SHAPE  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -509,8 +513,8 @@ def report(r: dict[str, Any], streams: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="tiny,0.5b", help="comma-separated: tiny, 0.5b")
-    parser.add_argument("--layers", type=int, default=None, help="decoder layers of the 0.5B-shaped model (24)")
+    parser.add_argument("--models", default="tiny,0.5b", help="comma-separated: tiny, 0.5b, 7b (random AWQ weights)")
+    parser.add_argument("--layers", type=int, default=None, help="decoder layers of the 0.5b or 7b shape")
     parser.add_argument("--tokens", type=int, default=None, help="tokens per stream (tiny 256, 0.5b 64)")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
@@ -543,26 +547,27 @@ def main() -> None:
         "with and without the prefix cache",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    chat_engines.add_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = []
     for name in args.models.split(","):
         if name == "tiny":
             folder, label, tokens = TINY_AWQ.folder(), "tiny qwen2-awq", 256
-        elif name == "0.5b":
-            shape = QWEN2_5_0_5B_SHAPE
+        elif name in ("0.5b", "7b"):
+            shape = QWEN2_5_0_5B_SHAPE if name == "0.5b" else QWEN2_5_7B_SHAPE
             if args.layers:
                 shape = dataclasses.replace(shape, num_hidden_layers=args.layers)
-            print(
-                f"building/caching the Qwen2.5-0.5B-shaped AWQ model with {shape.num_hidden_layers} layers "
-                f"(of {QWEN2_5_0_5B_SHAPE.num_hidden_layers})",
-                flush=True,
-            )
-            folder, label, tokens = TINY_AWQ.with_shape(shape).folder(), "Qwen2.5-0.5B-shaped AWQ", 64
+            label = f"Qwen2.5-{name.upper()}-shaped AWQ"
+            print(f"building/caching the {label} model with {shape.num_hidden_layers} layers", flush=True)
+            folder, tokens = TINY_AWQ.with_shape(shape).folder(), 64
         else:
             parser.error(f"unknown model {name!r}")
         if args.tokenizer is not None:
             folder = with_tokenizer(folder, args.tokenizer)
+        if args.engine == "vllm":
+            results.append(chat_engines.run_from_args(args, folder, label, args.tokens or tokens))
+            continue
         for head in args.cpu_head_dtype.split(","):
             if args.constrained:
                 r = bench_constrained(label, folder, args.tokens or tokens, args.repeats, args.streams, head)

@@ -150,6 +150,36 @@ def greedy_generate_kwargs(backend: Any, ids: torch.Tensor) -> dict[str, Any]:
     }
 
 
+#: Logit gap under which two candidates count as tied in fp16 (logits here are O(1)).
+NEAR_TIE = 0.05
+
+
+def greedy_reference(backend: Any, request: ChatRequest) -> tuple[list[int], list[torch.Tensor]]:
+    """transformers ``generate`` on ``backend``'s loaded model (the plugin's engine): the greedy tokens of
+    ``request`` and the logits of each step."""
+    ids = torch.tensor([backend._prepare(request).prompt_ids], device=backend.loaded.device)
+    with torch.no_grad():
+        out = backend.loaded.model.generate(
+            ids,
+            max_new_tokens=request.sampling.max_tokens,
+            output_scores=True,
+            return_dict_in_generate=True,
+            **greedy_generate_kwargs(backend, ids),
+        )
+    return out.sequences[0, ids.shape[1] :].tolist(), [s[0].float().cpu() for s in out.scores]
+
+
+def assert_same_greedy(ours: list[int], reference: list[int], scores: list[torch.Tensor]) -> None:
+    """Token-identical, or parted only where the reference's top two logits were a near-tie."""
+    for i, (a, b) in enumerate(zip(ours, reference)):
+        if a != b:
+            top = scores[i].topk(2).values
+            gap = float(top[0] - top[1])
+            assert gap < NEAR_TIE, f"token {i}: {a} != {b} with a clear logit gap of {gap:.4f}"
+            return
+    assert len(ours) == len(reference)
+
+
 def assert_engine_equals_generate(backend: Any, tokens: int = 30) -> None:
     """Greedy text from the engine equals transformers ``generate`` on the same (loaded) model."""
     request = ChatRequest(

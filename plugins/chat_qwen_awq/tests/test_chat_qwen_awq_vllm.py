@@ -26,7 +26,14 @@ from openai import OpenAI
 
 from chat_qwen_awq import model_spec
 from chat_qwen_awq.demo import TINY_AWQ_HEAD32
-from chat_qwen_awq.testing import MODEL_ID, engine_ids, greedy_generate_kwargs, vllm_ids, vllm_python
+from chat_qwen_awq.testing import (
+    MODEL_ID,
+    assert_same_greedy,
+    engine_ids,
+    greedy_reference,
+    vllm_ids,
+    vllm_python,
+)
 from host.app import create_app
 from host.config import HostConfig
 from host.scheduling.policy import Budgets
@@ -139,12 +146,13 @@ def test_greedy_tokens_equal_ours_and_generate(vllm: Any, ours: Any) -> None:
         request = greedy(text, top_logprobs=1)
         theirs, last = asyncio.run(vllm_ids(vllm, request))
         mine, _ = asyncio.run(engine_ids(ours, request))
-        assert theirs == mine, text
-        x = torch.tensor([ours._prepare(request).prompt_ids], device=ours.loaded.device)
-        with torch.no_grad():
-            out = ours.loaded.model.generate(x, max_new_tokens=30, **greedy_generate_kwargs(ours, x))
-        assert theirs == out[0, x.shape[1] :].tolist(), text
-        assert last.completion_tokens == len(theirs) and last.prompt_tokens == x.shape[1]
+        reference, scores = greedy_reference(ours, request)
+        if DEVICE == "cpu":  # vLLM in fp16, ours and generate in fp32: equal on this model (checked)
+            assert theirs == mine == reference, text
+        else:  # different GPU kernels (AWQ Marlin, autoawq): equal, or parted only at an fp16 near-tie
+            assert_same_greedy(theirs, reference, scores)
+            assert_same_greedy(mine, reference, scores)
+        assert last.completion_tokens == len(theirs) and last.prompt_tokens == len(ours._prepare(request).prompt_ids)
 
 
 def test_logprobs_are_ours(client: OpenAI, ours: Any) -> None:
