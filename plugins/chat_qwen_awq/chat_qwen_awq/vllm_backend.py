@@ -48,6 +48,7 @@ from host.sdk import (
     ModelSpec,
     PlacementKind,
     PlughostError,
+    QueueFull,
     ShuttingDown,
     TokenLogprob,
     TopLogprob,
@@ -202,6 +203,7 @@ class VllmChatBackend:
         self._tokenizer: Any = None  # the reader thread's (detokenisation)
         self._texts: TokenTexts | None = None  # the reader thread's (logprob texts)
         self._restart = threading.Lock()
+        self._generations = 0  # requests in generate(), running or waiting (event loop only)
 
     # -- life cycle (worker threads) -------------------------------------------------------------
     def load(self, grant: Grant) -> None:
@@ -339,19 +341,28 @@ class VllmChatBackend:
     # -- serving (event loop) ----------------------------------------------------------------------
     async def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         """Stream the completion; ``InvalidRequest`` (prompt too long, bad schema) comes before any delta."""
-        prep = self._prep
-        if prep is None or self.sleeping:
+        prep, limits = self._prep, self.limits
+        if prep is None or limits is None or self.sleeping:
             raise ShuttingDown(f"{self.spec.id} is not loaded")
-        loop = asyncio.get_running_loop()
-        prompt, params = await loop.run_in_executor(prep, self._prepare, request)
-        engine = self.engine
-        if engine is None or not engine.alive:
-            engine = await loop.run_in_executor(None, self._restart_if_dead)
-        assert self._texts is not None
-        stream = VllmStream(prompt, self._tokenizer, frozenset(self.eos_ids), self._texts, loop)
-        generation = engine.new_id()
-        engine.submit(Generate(generation, prompt.prompt_ids, params), stream)
+        cap = limits.max_sequences + limits.max_waiting_sequences
+        if self._generations >= cap:  # vLLM would queue without bound
+            raise QueueFull(
+                f"{self._generations - limits.max_sequences} chat requests are already waiting for a free slot "
+                f"(limit {limits.max_waiting_sequences}, option max_waiting_sequences); retry later."
+            )
+        self._generations += 1
+        engine: EngineProcess | None = None
+        generation: int | None = None
         try:
+            loop = asyncio.get_running_loop()
+            prompt, params = await loop.run_in_executor(prep, self._prepare, request)
+            engine = self.engine
+            if engine is None or not engine.alive:
+                engine = await loop.run_in_executor(None, self._restart_if_dead)
+            assert self._texts is not None
+            stream = VllmStream(prompt, self._tokenizer, frozenset(self.eos_ids), self._texts, loop)
+            generation = engine.new_id()
+            engine.submit(Generate(generation, prompt.prompt_ids, params), stream)
             deltas = stream.deltas()
             if request.tools and request.tool_choice.mode != "none":
                 deltas = with_tool_calls(deltas)
@@ -359,8 +370,10 @@ class VllmChatBackend:
                 yield delta
                 if delta.finish_reason is not None:
                     return
-        finally:
-            engine.abort(generation)  # synchronous; nothing is sent for a generation that ended
+        finally:  # synchronous: a closed stream stops generating before the engine's next step
+            self._generations -= 1
+            if engine is not None and generation is not None:
+                engine.abort(generation)  # nothing is sent for a generation that ended
 
     def _prepare(self, request: ChatRequest) -> tuple[Prompt, Params]:
         """The checked prompt and the engine's sampling settings (tokenizer thread)."""

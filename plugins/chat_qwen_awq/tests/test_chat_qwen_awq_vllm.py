@@ -22,7 +22,7 @@ import openai
 import psutil
 import pytest
 import torch
-from openai import OpenAI
+from openai import AsyncOpenAI, OpenAI
 
 from chat_qwen_awq import model_spec
 from chat_qwen_awq.demo import TINY_AWQ_HEAD32
@@ -64,7 +64,13 @@ WEATHER = {
 
 def config(engine: str) -> HostConfig:
     """The tiny 32-wide-head model served by ``engine``, with a 2k context (the model's)."""
-    options: dict[str, Any] = {"engine": engine, "context_length": 2048, "cpu_head_dtype": "float32"}
+    options: dict[str, Any] = {
+        "engine": engine,
+        "context_length": 2048,
+        "cpu_head_dtype": "float32",
+        "max_sequences": 4,
+        "max_waiting_sequences": 2,
+    }
     if engine == "vllm":
         options["vllm_python"] = PYTHON
     placements = ["gpu"] if DEVICE == "cuda" else ["cpu"]
@@ -253,6 +259,30 @@ def test_a_closed_stream_is_aborted_in_the_engine(client: OpenAI, vllm: Any) -> 
     while engine_count(vllm, "running") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert engine_count(vllm, "running") == 0 and engine_count(vllm, "aborted") == aborted + 1
+
+
+def test_a_full_line_is_a_429(server: str, vllm: Any) -> None:
+    async def run() -> list[openai.RateLimitError]:
+        async with AsyncOpenAI(base_url=f"{server}/v1", api_key="dummy", max_retries=0, timeout=120) as c:
+            kwargs: Any = dict(model=MODEL_ID, messages=messages("hello"), temperature=0, max_tokens=1900, stream=True)
+            # 4 run, 2 wait for a slot, the seventh is refused; each stream is closed as it starts, freeing its slot
+            calls = [asyncio.ensure_future(c.chat.completions.create(**kwargs)) for _ in range(7)]
+            refused = []
+            for call in asyncio.as_completed(calls):
+                try:
+                    stream = await call
+                except openai.RateLimitError as exc:
+                    refused.append(exc)
+                    continue
+                await stream.close()
+            return refused
+
+    (error,) = asyncio.run(run())
+    assert error.code == "queue_full" and "max_waiting_sequences" in error.message
+    deadline = time.monotonic() + 30
+    while engine_count(vllm, "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine_count(vllm, "running") == 0
 
 
 def test_sleep_and_wake(vllm: Any) -> None:
