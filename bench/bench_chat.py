@@ -58,7 +58,7 @@ from prompts import PROMPTS  # noqa: E402 - bench/prompts.py (shared with bench_
 
 from chat_qwen_awq.demo import TINY_AWQ  # noqa: E402
 from chat_qwen_awq.testing import greedy_generate_kwargs  # noqa: E402
-from host.config import config_from_dict  # noqa: E402
+from host.contract.config import config_from_dict  # noqa: E402
 from host.contract.domain import ChatMessage, ChatRequest, OutputFormat, SamplingParams  # noqa: E402
 from host.contract.spec import Grant, PlacementKind  # noqa: E402
 from host.demo.shapes import QWEN2_5_0_5B_SHAPE, QWEN2_5_7B_SHAPE  # noqa: E402
@@ -146,7 +146,7 @@ def request(prompt: str, tokens: int, schema: dict[str, Any] | None = None) -> C
 
 def raw_generate(backend: Any, prompt: str, tokens: int, batch: int = 1) -> Run:
     """transformers ``generate`` on the served model: TTFT from a 1-token call, then the full call."""
-    ids = backend._prepare(request(prompt, tokens)).prompt_ids
+    ids = backend.prepare(request(prompt, tokens)).prompt_ids
     x = torch.tensor([ids] * batch, device=backend.loaded.device)
     kwargs = greedy_generate_kwargs(backend, x)
     model = backend.loaded.model
@@ -455,7 +455,7 @@ def bench_prefix(folder: Path, label: str, head_dtype: str, prompt_tokens: int, 
             ttft[mode] = [
                 asyncio.run(first_token(backend, system, QUESTIONS[i % len(QUESTIONS)])) for i in range(repeats)
             ]
-            prompt_len = len(backend._prepare(rag_question(system, QUESTIONS[0])).prompt_ids)
+            prompt_len = len(backend.prepare(rag_question(system, QUESTIONS[0])).prompt_ids)
         finally:
             backend.unload()
     cached, uncached = statistics.median(ttft["cached"]), statistics.median(ttft["uncached"])

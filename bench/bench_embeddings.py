@@ -143,7 +143,7 @@ def load_in_process(path: Path, args: argparse.Namespace) -> Any:
     """The plugin's backend, loaded in this process on the CPU with the server's options."""
     import embed_qwen3
     from embed_qwen3.backend import Qwen3EmbeddingBackend
-    from host.config import config_from_dict
+    from host.contract.config import config_from_dict
     from host.contract.spec import Grant, PlacementKind
 
     spec = embed_qwen3.declare(
@@ -204,7 +204,7 @@ def serve(args: argparse.Namespace) -> None:
 
     import embed_qwen3
     from host.app import create_app
-    from host.config import config_from_dict
+    from host.contract.config import config_from_dict
     from host.contract.spec import GiB
     from host.scheduling.policy import Budgets
 

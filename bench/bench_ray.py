@@ -151,7 +151,7 @@ def on_ray() -> Iterator[tuple[str, Callable[[int], None]]]:
     import ray
     from ray import serve
 
-    from host.config import config_from_dict
+    from host.contract.config import config_from_dict
     from host.ray import application
     from host.testing.server import free_port
 

@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO))
 
 
 import rerank_qwen3  # noqa: E402
-from host.config import config_from_dict  # noqa: E402
+from host.contract.config import config_from_dict  # noqa: E402
 from host.contract.domain import RerankRequest  # noqa: E402
 from host.contract.spec import GiB, Grant, PlacementKind  # noqa: E402
 from host.demo.shapes import QWEN3_0_6B_SHAPE  # noqa: E402

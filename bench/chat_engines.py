@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from host.config import config_from_dict
+from host.contract.config import config_from_dict
 from host.contract.domain import ChatMessage, ChatRequest, SamplingParams
 from host.contract.spec import Grant, PlacementKind
 

@@ -83,7 +83,7 @@ def sentence(rng: random.Random, low: int = 4, high: int = 40) -> str:
 
 def host_budget(fit: int) -> int:
     """Bytes of host RAM that hold the ``fit`` largest demo models but not all three."""
-    from host.config import config_from_dict
+    from host.contract.config import config_from_dict
     from host.plugins import make_plugin_manager
     from host.registry import build_registry
 

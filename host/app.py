@@ -14,8 +14,9 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.datastructures import State
 
-from host.config import HostConfig, load_config, parse_bytes
 from host.contract import request_id
+from host.contract.config import HostConfig, load_config, parse_bytes
+from host.downloads.manager import Downloads
 from host.metrics import Metrics
 from host.plugins import make_plugin_manager
 from host.registry import build_registry
@@ -56,16 +57,20 @@ def create_app(
     pm = make_plugin_manager(config, extra=plugins)
     registry = build_registry(pm, config)
     metrics = Metrics()
-    services = Services(config, registry, metrics)
+    downloads = Downloads(config, metrics)
+    services = Services(config, registry, metrics, downloads)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         scheduler: ModelPool = (
             pool(registry)
             if pool is not None
-            else Scheduler(registry, budgets or resolve_budgets(config), config.scheduler, observer=metrics)
+            else Scheduler(
+                registry, budgets or resolve_budgets(config), config.scheduler, observer=metrics, weights=downloads
+            )
         )
-        services.scheduler = app.state.scheduler = scheduler
+        services.start(scheduler)
+        app.state.scheduler = scheduler
         metrics.watch(scheduler)
         log.info("plughost serving %d model(s): %s", len(registry), ", ".join(m.spec.id for m in registry))
         await scheduler.preload()
@@ -79,6 +84,7 @@ def create_app(
             yield
         finally:
             uninstall()
+            await downloads.close()
             await scheduler.close()
 
     app = Litestar(

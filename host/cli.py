@@ -1,5 +1,8 @@
 """The ``plughost`` console script.
 
+``plughost pull [MODEL ...|--all]``, ``plughost models`` and ``plughost rm MODEL`` manage the
+weights on this machine (:mod:`host.downloads.cli`).
+
 ``plughost`` alone (or ``plughost serve [--host H] [--port P]``) serves ``create_app()`` with
 uvicorn under plughost's connection limits (:mod:`host.server.runner`: header and keep-alive deadlines),
 bound to ``server.host``:``server.port`` of the config (127.0.0.1:15530) unless the flags say
@@ -14,16 +17,25 @@ import argparse
 import os
 import sys
 
-from host.config import HostConfig, load_config
+from host.contract.config import ConfigError, HostConfig, load_config
 
 
 def main() -> None:
-    """Serve (no arguments, or ``serve``), or hand over to the Litestar CLI."""
-    config = load_config()
+    """Serve (no arguments, or ``serve``), manage weights (``pull``, ``models``, ``rm``), or hand over
+    to the Litestar CLI."""
     args = sys.argv[1:]
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"plughost: {exc}", file=sys.stderr)
+        sys.exit(2)
     if not args or args[0] == "serve":
         serve(config, args[1:])
         return
+    if args[0] in ("pull", "models", "rm"):
+        from host.downloads.cli import run
+
+        sys.exit(run(config, args))
     os.environ.setdefault("LITESTAR_APP", "host.app:create_app")
     os.environ.setdefault("LITESTAR_HOST", config.server.host)
     os.environ.setdefault("LITESTAR_PORT", str(config.server.port))

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from host.config import ConfigError, HostConfig
+from host.contract.config import ConfigError, HostConfig
 from host.contract.spec import Grant, ModelSpec, Placement, PlacementKind
 from host.registry import RegisteredModel
 from host.scheduling.status import ModelState

@@ -4,9 +4,9 @@ Every app has its own ``CollectorRegistry`` (never prometheus-client's process-g
 so two apps in one process never clash. Three kinds of figures:
 
 - counted at the HTTP edge (:mod:`host.server.edge`): requests and latency per route, method and status;
-- observed where they happen, through :class:`Observer` methods that the scheduler and the routes
-  call: model transitions (load, reload from host RAM, offload, unload, eviction) with their
-  durations, prompt and generated tokens, time to first token;
+- observed where they happen, through :class:`Observer` methods that the scheduler, the routes and
+  the downloads call: model transitions (load, reload from host RAM, offload, unload, eviction)
+  with their durations, prompt and generated tokens, time to first token, bytes of weights downloaded;
 - read from the scheduler at scrape time (:class:`_SchedulerCollector`): queue depth, in-flight
   requests and state per model, bytes resident per device, and the batch counters (batches, rows,
   tokens, padded tokens) of loaded backends that batch.
@@ -47,6 +47,9 @@ class Observer(Protocol):
     def first_token(self, model: str, seconds: float) -> None:
         """A chat request got its first generated token ``seconds`` after it arrived."""
 
+    def downloaded(self, model: str, source: str, n: int) -> None:
+        """``n`` more bytes of ``model``'s weights arrived from ``source`` (called from a pull's thread)."""
+
 
 class NoMetrics:
     """The :class:`Observer` that records nothing (the default)."""
@@ -61,6 +64,9 @@ class NoMetrics:
         """Ignore."""
 
     def first_token(self, model: str, seconds: float) -> None:
+        """Ignore."""
+
+    def downloaded(self, model: str, source: str, n: int) -> None:
         """Ignore."""
 
 
@@ -102,6 +108,10 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.download_bytes = Counter(
+            "plughost_download_bytes", "Bytes of model weights downloaded, per model and source.", ["model", "source"],
+            registry=r,
+        )  # fmt: skip
 
     def watch(self, scheduler: Any) -> None:
         """Export the scheduler's per-model gauges (``snapshot()``) and its loaded backends' batch
@@ -134,6 +144,10 @@ class Metrics:
     def first_token(self, model: str, seconds: float) -> None:
         """See :meth:`Observer.first_token`."""
         self.ttft.labels(model).observe(seconds)
+
+    def downloaded(self, model: str, source: str, n: int) -> None:
+        """See :meth:`Observer.downloaded` (prometheus-client counters are thread-safe)."""
+        self.download_bytes.labels(model, source).inc(n)
 
 
 class _SchedulerCollector(Collector):

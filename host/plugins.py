@@ -26,8 +26,8 @@ from types import ModuleType
 
 import pluggy
 
-from host.config import HostConfig
 from host.contract import hookspecs
+from host.contract.config import HostConfig
 
 log = logging.getLogger("plughost.plugins")
 

@@ -24,8 +24,8 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from host.app import create_app
 from host.cluster import INGRESS_CPUS, INGRESS_MAX_ONGOING, ReplicaPlan, deployment_options, model_state, replica_plan
-from host.config import HostConfig, load_config
 from host.contract.backend import Backend, load_backend
+from host.contract.config import HostConfig, load_config
 from host.contract.domain import ChatDelta, ChatRequest, EmbeddingRequest, EmbeddingResult, RerankRequest, RerankResult
 from host.contract.errors import BackendError, Conflict, ModelLoadFailed, PlughostError, QueueFull, ShuttingDown
 from host.contract.spec import Grant, Task

@@ -9,9 +9,9 @@ from typing import Any
 import msgspec
 import pluggy
 
-from host.config import ConfigError, HostConfig
+from host.contract.config import ConfigError, HostConfig, WeightsRef
 from host.contract.errors import ModelNotFound, WrongTask
-from host.contract.spec import ModelSpec, Options, Task
+from host.contract.spec import ModelSpec, Task
 from host.demo import demo_weights
 from host.plugins import PluginError
 from host.toolkit.weights import weights_on_disk, weights_problem
@@ -20,12 +20,17 @@ log = logging.getLogger("plughost.registry")
 
 
 class RegisteredModel(msgspec.Struct, frozen=True):
-    """A declared model with its effective settings."""
+    """A declared model with its effective settings.
+
+    ``weights_ref`` is what ``plughost pull`` fetches for it (``None`` when its weights are a local
+    folder or a demo model); a model the demo stand-in serves keeps the reference of its real weights.
+    """
 
     spec: ModelSpec
     plugin: str
     keep_alive_s: float | None = None
     pinned: bool = False
+    weights_ref: WeightsRef | None = None
 
 
 class ModelRegistry:
@@ -78,6 +83,7 @@ def build_registry(pm: pluggy.PluginManager, config: HostConfig) -> ModelRegistr
                 raise PluginError(f"model {spec.id!r} is declared by both {seen[spec.id]!r} and {name!r}")
             seen[spec.id] = name
             overridden = _apply_overrides(spec, config)
+            ref = config.weights_ref(spec.id, overridden.weights) if overridden is not None else None
             if overridden is not None and _serve_demo(overridden, config):
                 overridden = _as_demo(overridden, _demo_declaration(impl, name, config, spec, pm))
             if overridden is not None:
@@ -87,6 +93,7 @@ def build_registry(pm: pluggy.PluginManager, config: HostConfig) -> ModelRegistr
                         plugin=name,
                         keep_alive_s=_keep_alive(spec.id, config),
                         pinned=config.model(spec.id).pinned,
+                        weights_ref=ref,
                     )
                 )
     for mid in config.models:
@@ -153,10 +160,11 @@ def _as_demo(real: ModelSpec, demo: ModelSpec) -> ModelSpec:
     weights = real.weights
     log.warning(
         "%s: serving the DEMO stand-in %s (real weights %r are not on this machine; outputs are "
-        "meaningless). Set models.%s.weights to a local folder, or demo: false to fetch them.",
+        "meaningless). Run `plughost pull %s` to fetch them, or set models.%s.weights to a local folder.",
         real.id,
         real.demo,
         weights,
+        real.id,
         real.id,
     )
     description = f"{DEMO_NOTE} (the real weights are not on this machine)"  # no path: clients see this
@@ -174,13 +182,9 @@ def _apply_overrides(spec: ModelSpec, config: HostConfig) -> ModelSpec | None:
         return spec
     if not mc.enabled:
         return None
-    options = spec.options
-    if isinstance(options, Options):
-        # The plugin built them with config.model_options; converting again only checks a plugin
-        # that did not (an unknown key is an error, never silently ignored).
-        config.model_options(spec.id, type(options))
-    else:
-        options = {**options, **mc.options}
+    # The plugin built its options with config.model_options; converting again only checks a
+    # plugin that did not (an unknown key is an error, never silently ignored).
+    config.model_options(spec.id, type(spec.options))
     weights = config.model_weights(spec.id, spec.weights or "") or None
     placements = spec.placements
     if mc.placements is not None:
@@ -191,4 +195,4 @@ def _apply_overrides(spec: ModelSpec, config: HostConfig) -> ModelSpec | None:
                 f"models.{spec.id}.placements: none of {', '.join(mc.placements)} is declared (declared: {declared})"
             )
     aliases = spec.aliases + tuple(a for a in mc.aliases if a not in spec.aliases)
-    return msgspec.structs.replace(spec, weights=weights, options=options, placements=placements, aliases=aliases)
+    return msgspec.structs.replace(spec, weights=weights, placements=placements, aliases=aliases)

@@ -9,8 +9,9 @@ modules behind these names are :mod:`host.contract` (what a plugin declares and 
 from __future__ import annotations
 
 from host import hookimpl
-from host.config import HostConfig
 from host.contract.backend import Backend, ChatBackend, EmbeddingBackend, Relocatable, RerankBackend
+from host.contract.capabilities import Capabilities, Feature
+from host.contract.config import HostConfig
 from host.contract.domain import (
     ChatDelta,
     ChatMessage,
@@ -51,6 +52,7 @@ from host.contract.spec import (
 from host.demo import DemoModel, demo_weights
 from host.toolkit.batched import BatchBudgets, BatchedBackend
 from host.toolkit.batcher import BatcherClosed
+from host.toolkit.chat import ChatEngineBackend
 from host.toolkit.textlimits import over_limit_prefix
 from host.toolkit.weights import WeightsError, peek_config, resolve_weights
 
@@ -60,8 +62,10 @@ __all__ = [
     "BatchBudgets",
     "BatchedBackend",
     "BatcherClosed",
+    "Capabilities",
     "ChatBackend",
     "ChatDelta",
+    "ChatEngineBackend",
     "ChatMessage",
     "ChatRequest",
     "DemoModel",
@@ -69,6 +73,7 @@ __all__ = [
     "EmbeddingRequest",
     "EmbeddingResult",
     "EngineUnavailable",
+    "Feature",
     "GiB",
     "Grant",
     "HostConfig",

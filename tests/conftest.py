@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,13 +23,18 @@ import pytest
 from litestar.testing import TestClient
 
 from host.app import create_app
-from host.config import ServerConfig
+from host.contract.config import ServerConfig
 from host.contract.spec import Task
+from host.testing.fakehub import FakeHub
 from host.testing.fakes import FakePlugin, failing_chat_spec, fake_spec
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 
 # Tests run offline and on one thread (the machines are shared); set before anything imports torch/hf.
+# No pull reaches a real hub (the ``hub`` fixture clears the switch for its local one), and no test
+# sees weights this machine's user pulled.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PLUGHOST_OFFLINE", "1")
+os.environ.setdefault("PLUGHOST_MODELS_DIR", os.path.join(tempfile.gettempdir(), "plughost-tests-no-models"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -177,3 +183,29 @@ def limits(client: TestClient) -> ServerConfig:
     """The ``server`` section of ``client``'s app (its body and input limits)."""
     server: ServerConfig = client.app.state.config.server
     return server
+
+
+# -- a local model hub (tests/test_pull*.py) --------------------------------------------------------
+
+#: The repository the local hub serves: the embedding plugin's tiny model under its real hub id.
+HUB_REPO = "Qwen/Qwen3-Embedding-0.6B"
+
+
+@pytest.fixture(scope="session")
+def tiny_embed_folder() -> Path:
+    """The embedding plugin's tiny random-weight model folder (built once, cached on disk)."""
+    from embed_qwen3.demo import TINY
+
+    return TINY.folder()
+
+
+@pytest.fixture
+def hub(tiny_embed_folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    """A local hub on 127.0.0.1 serving :data:`HUB_REPO` on both APIs (Hugging Face and ModelScope).
+
+    Offline switches and tokens of the environment are cleared for the test (this file sets
+    ``HF_HUB_OFFLINE`` for every other test)."""
+    for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "PLUGHOST_OFFLINE", "HF_ENDPOINT", "MODELSCOPE_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    with FakeHub({HUB_REPO: tiny_embed_folder}) as running:
+        yield running

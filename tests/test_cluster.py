@@ -17,7 +17,7 @@ from host.cluster import (
     model_state,
     replica_plan,
 )
-from host.config import ConfigError, config_from_dict
+from host.contract.config import ConfigError, config_from_dict
 from host.contract.spec import GiB, MiB, ModelSpec, Placement, PlacementKind, Task
 from host.registry import RegisteredModel
 from host.scheduling.status import ModelState

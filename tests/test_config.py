@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from host import hookimpl
-from host.config import CONFIG_ENV, ConfigError, HostConfig, config_from_dict, load_config, parse_bytes
+from host.contract.config import CONFIG_ENV, ConfigError, HostConfig, config_from_dict, load_config, parse_bytes
 from host.contract.spec import GiB, ModelSpec, Options, Placement, PlacementKind, Task
 from host.plugins import PluginError, make_plugin_manager
 from host.registry import ModelRegistry, build_registry
@@ -252,11 +252,16 @@ def test_weights_override_becomes_the_weights_field() -> None:
 
 
 def test_options_are_merged_over_the_declared_ones() -> None:
-    big = registry_with({"big": {"options": {"dtype": "float32", "max_batch": 8}}}).get("big")
-    assert big.spec.options["dtype"] == "float32"  # overridden
-    assert big.spec.options["max_batch"] == 8  # added
-    assert big.spec.options["context"] == 4096  # kept
+    big = registry_with({"big": {"options": {"context": 8192, "dim": 16}}}).get("big")
+    assert big.spec.options.context == 8192  # overridden
+    assert big.spec.options.dim == 16  # set
+    assert big.spec.options.script == {"dtype": "auto"}  # kept
     assert big.spec.weights == "org/big-hub-id"
+
+
+def test_an_unknown_option_key_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"models\.big\.options\.max_batch: unknown key"):
+        registry_with({"big": {"options": {"max_batch": 8}}})
 
 
 class _Typed(Options, frozen=True):

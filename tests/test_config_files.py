@@ -9,7 +9,7 @@ import pytest
 from litestar.testing import TestClient
 
 from host.app import create_app
-from host.config import ConfigError, load_config
+from host.contract.config import ConfigError, load_config
 from host.plugins import BUNDLED_PLUGINS, plugin_folders
 from host.testing.pytest_plugin import CPU_ONLY
 

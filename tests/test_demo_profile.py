@@ -68,7 +68,7 @@ def test_the_three_plugins_size_their_demo_stand_ins_small() -> None:
 
 
 def test_relative_weights_resolve_against_the_config_file(tmp_path) -> None:
-    from host.config import config_from_dict
+    from host.contract.config import config_from_dict
 
     (tmp_path / "models" / "m").mkdir(parents=True)
     config = config_from_dict(
@@ -82,7 +82,7 @@ def test_relative_weights_resolve_against_the_config_file(tmp_path) -> None:
 def test_a_misspelt_plugin_option_is_an_error_naming_it(model: str) -> None:
     from pathlib import Path
 
-    from host.config import ConfigError
+    from host.contract.config import ConfigError
 
     plugins = Path(__file__).resolve().parents[1] / "plugins"
     config = make_config({"plugins": {"paths": [str(plugins)]}, "models": {model: {"options": {"batch_token_gpu": 1}}}})

@@ -63,7 +63,7 @@ def test_metrics_parse_and_move_with_traffic() -> None:
     assert value(after, "plughost_prompt_tokens_total", model="fake-chat") > 0
     assert value(after, "plughost_generated_tokens_total", model="fake-chat") > 0
     assert value(after, "plughost_prompt_tokens_total", model="fake-embed") > 0
-    assert value(after, "plughost_time_to_first_token_seconds_count", model="fake-chat") == 1  # streams
+    assert value(after, "plughost_time_to_first_token_seconds_count", model="fake-chat") == 2  # plain and streamed
     assert value(after, "plughost_model_transition_duration_seconds_count", model="fake-embed", kind="load") == 1
     assert value(after, "plughost_model_transition_duration_seconds_count", model="fake-embed", kind="unload") == 1
     assert value(after, "plughost_model_evictions_total", model="fake-embed", how="unload") == 1
@@ -89,3 +89,15 @@ def test_unmatched_paths_share_one_label() -> None:
         data = samples(c)
     assert value(data, "plughost_http_requests_total", route="unmatched", status="404") == 5
     assert not any("/random" in str(labels) for (_, labels) in data)
+
+
+def test_legacy_completions_count_their_tokens_and_time_to_first_token() -> None:
+    with TestClient(app()) as c:
+        body = {"model": "fake-chat", "prompt": "one two three", "max_tokens": 2}
+        assert c.post("/v1/completions", json=body).status_code == 200
+        stream = c.post("/v1/completions", json={**body, "stream": True, "n": 2})
+        assert stream.status_code == 200 and stream.text.endswith("data: [DONE]\n\n")
+        after = samples(c)
+    assert value(after, "plughost_prompt_tokens_total", model="fake-chat") == 3 + 3  # each prompt once
+    assert value(after, "plughost_generated_tokens_total", model="fake-chat") == 2 + 2 * 2
+    assert value(after, "plughost_time_to_first_token_seconds_count", model="fake-chat") == 2

@@ -52,6 +52,7 @@ def test_schema_documents_the_bodies(live: str) -> None:
         ("/v1/chat/completions", "ChatCompletionRequest"),
         ("/v1/embeddings", "EmbeddingsRequest"),
         ("/v1/rerank", "RerankBody"),
+        ("/v1/responses", "ResponsesRequest"),
     ]:
         post = ops[path]["post"]
         assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(struct)
@@ -72,6 +73,9 @@ OPERATIONS = [
     ("GET", "/v1/models/{model_id}"),
     ("POST", "/v1/models/{model_path}"),
     ("GET", "/health"),
+    ("POST", "/v1/responses"),
+    ("GET", "/v1/responses/{response_id}"),
+    ("DELETE", "/v1/responses/{response_id}"),
 ]
 
 
@@ -92,3 +96,21 @@ def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(live: str, mode: G
             case.call_and_validate(base_url=live, checks=checks)
 
         run()
+
+
+def test_the_responses_routes_answer_inside_their_schema(live: str) -> None:
+    """Generated bodies rarely name a real model: the answers of valid requests are checked here."""
+    schema = schemathesis.openapi.from_url(f"{live}/openapi.json")
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    create = schema["/v1/responses"]["POST"]
+    body = {"model": "fake-chat", "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}
+    for extra in ({}, {"max_output_tokens": 1, "instructions": "x", "metadata": {"k": "v"}}, {"store": False}):
+        response = create.Case(body={**body, **extra}, media_type="application/json").call_and_validate(
+            base_url=live, checks=checks
+        )
+        assert response.status_code == 200
+    stored = response_id = httpx.post(f"{live}/v1/responses", json=body).json()["id"]
+    for method in ("GET", "DELETE", "GET"):  # found, deleted, then gone (404)
+        case = schema["/v1/responses/{response_id}"][method].Case(path_parameters={"response_id": stored})
+        case.call_and_validate(base_url=live, checks=checks)
+    assert httpx.get(f"{live}/v1/responses/{response_id}").status_code == 404

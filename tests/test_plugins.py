@@ -14,13 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pluggy
 import pytest
 from litestar.testing import TestClient
 
 from host import hookimpl
 from host.app import create_app
-from host.config import HostConfig
+from host.contract.config import HostConfig, ModelConfig
 from host.contract.spec import ModelSpec, Task
 from host.plugins import ENTRYPOINT_GROUP, PluginError, make_plugin_manager
 from host.registry import ModelRegistry, build_registry
@@ -89,10 +90,17 @@ def test_installed_distribution_is_discovered_through_its_entry_point(
 
 
 def test_entry_point_plugin_serves_requests_end_to_end(
-    installed_testplugin: Path, other_entry_points: list[str]
+    installed_testplugin: Path, other_entry_points: list[str], tmp_path: Path
 ) -> None:
     config = entry_point_config(other_entry_points)
     with TestClient(create_app(config, budgets=CPU_ONLY)) as client:
+        # Its default weights are a hub id never pulled here: refused, not downloaded inside the request.
+        refused = client.post(
+            "/v1/chat/completions", json={"model": "tp-chat", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_not_downloaded"
+    on_disk = msgspec.structs.replace(config, models={"testplugin-chat": ModelConfig(weights=str(tmp_path))})
+    with TestClient(create_app(on_disk, budgets=CPU_ONLY)) as client:
         models = client.get("/v1/models").json()["data"]
         assert {m["id"] for m in models} == TESTPLUGIN_MODELS
         assert {m["owned_by"] for m in models} == {TESTPLUGIN}
@@ -349,7 +357,7 @@ def test_register_models_receives_the_config(write_plugin: WritePlugin) -> None:
         """,
     )
     config = make_config({"plugins": {"paths": [str(folder)]}, "server": {"port": 4242}})
-    assert discover(config)[1].get("cfg-model").spec.options["port_seen"] == 4242
+    assert discover(config)[1].get("cfg-model").spec.options.script["port_seen"] == 4242
 
 
 # -- no global state ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import ray
 from openai import OpenAI
 from ray import serve
 
-from host.config import config_from_dict
+from host.contract.config import config_from_dict
 from host.ray import application
 from host.testing.http import chat_plain_and_streamed
 from host.testing.server import free_port

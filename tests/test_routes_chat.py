@@ -177,13 +177,22 @@ def test_backend_validation_error_is_400(client: TestClient) -> None:
         ({"tools": [{"type": "function"}]}, "tools[0].function"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"response_format": {"type": "xml"}}, "response_format.type"),
-        ({"tools": [TOOL], "tool_choice": "required"}, "tool_choice"),
+        ({"tools": [TOOL], "tool_choice": "required"}, "tools"),
+        ({"tools": [TOOL]}, "tools"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
     ],
 )
-def test_chat_features_the_backend_cannot_honour_are_400(client: TestClient, body: dict[str, Any], param: str) -> None:
-    # The fake echo backend cannot constrain, force a call or report logprobs: it says so
-    # rather than answering free text (tools, response_format and logprobs are accepted on the wire).
-    assert_error(chat(client, **body), 400, param=param)
+def test_chat_features_the_model_does_not_declare_are_400(
+    client: TestClient, plugin: FakePlugin, body: dict[str, Any], param: str
+) -> None:
+    # The fake echo model declares raw prompts only (no tools, output formats or logprobs): the host
+    # refuses the rest before the backend sees a request (tools, response_format and logprobs are
+    # accepted on the wire).
+    before = plugin.calls.count("generate")
+    error = assert_error(chat(client, **body), 400, param=param)
+    if "does not support" in error["message"]:
+        assert "'fake-chat'" in error["message"]
+        assert plugin.calls.count("generate") == before
 
 
 @pytest.mark.parametrize(
@@ -250,10 +259,11 @@ def test_chat_accepts_tools_and_tool_history(client: TestClient, plugin: FakePlu
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "22 C"},
     ]
-    r = chat(client, messages=history, tools=[TOOL], tool_choice="auto")
+    # tool_choice "none": the tools are context only, which a model without tool calling can serve.
+    r = chat(client, messages=history, tools=[TOOL], tool_choice="none")
     assert r.status_code == 200, r.text
     request = plugin.calls.of("generate")[-1]
-    assert request.tools[0].name == "get_weather" and request.tool_choice.mode == "auto"
+    assert request.tools[0].name == "get_weather" and request.tool_choice.mode == "none"
     assert request.messages[1].tool_calls[0].arguments == '{"city": "Paris"}'
     assert (request.messages[2].role, request.messages[2].tool_call_id) == ("tool", "call_1")
 
@@ -349,7 +359,7 @@ def test_backend_crash_mid_stream_is_an_sse_error_then_done(client: TestClient) 
     events = sse_events(response)
     assert events[-1] == "[DONE]"
     error = json.loads(events[-2])["error"]
-    assert (error["type"], error["code"]) == ("server_error", "backend_error")
+    assert (error["type"], error["code"]) == ("server_error", "internal_error")
     # Issue 12, finding 7: the client gets the request id, never the exception's class or text.
     assert "CUDA" not in error["message"] and "RuntimeError" not in error["message"]
     assert response.headers["x-request-id"] in error["message"]
@@ -360,8 +370,15 @@ def test_backend_crash_mid_stream_is_an_sse_error_then_done(client: TestClient) 
 
 def test_backend_crash_in_a_plain_completion_is_an_enveloped_500(client: TestClient) -> None:
     error = assert_error(chat(client, model="crash-stream"), 500)
-    assert error["type"] == "server_error"
+    assert (error["type"], error["code"]) == ("server_error", "internal_error")  # the same code as streamed
     assert chat(client).status_code == 200  # the host keeps serving
+
+
+@pytest.mark.parametrize("model", ["bad-stream", "crash-stream"])
+def test_an_error_has_the_same_type_code_and_param_streamed_and_plain(client: TestClient, model: str) -> None:
+    plain = chat(client, model=model).json()["error"]
+    streamed = json.loads(sse_events(chat(client, model=model, stream=True))[-2])["error"]
+    assert (streamed["type"], streamed["code"], streamed["param"]) == (plain["type"], plain["code"], plain["param"])
 
 
 def test_invalid_request_mid_completion_is_400(client: TestClient) -> None:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from host.config import ServerConfig
+from host.contract.config import ServerConfig
 from host.testing.fakes import FakePlugin
 from host.testing.http import CHAT, EMBED, RERANK, assert_error
 

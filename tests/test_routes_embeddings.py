@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from litestar.testing import TestClient
 
-from host.config import ServerConfig
+from host.contract.config import ServerConfig
 from host.testing.fakes import FakePlugin
 from host.testing.http import EMBED, assert_error
 

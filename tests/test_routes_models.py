@@ -77,7 +77,15 @@ def test_load_and_unload(client: TestClient, plugin: FakePlugin) -> None:
 def test_health(client: TestClient) -> None:
     r = client.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "ready": True, "models": 5, "resident": [], "loading": [], "failed": []}
+    assert r.json() == {
+        "status": "ok",
+        "ready": True,
+        "models": 5,
+        "resident": [],
+        "loading": [],
+        "failed": [],
+        "downloading": [],
+    }
     embed(client, "a")
     assert client.get("/health").json()["resident"] == ["fake-embed"]
 

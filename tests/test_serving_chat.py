@@ -23,7 +23,7 @@ from host.app import create_app
 from host.contract.domain import ChatDelta, ChatRequest
 from host.contract.spec import Task
 from host.testing.fakes import FakeBackend, FakePlugin, fake_spec
-from host.testing.http import CHAT, asgi_post_scope
+from host.testing.http import CHAT, post_and_leave
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 
 WORDS = 40
@@ -34,15 +34,15 @@ class StopWitness(FakeBackend):
     whose seed is the ``fail_seed`` option fails after two words."""
 
     async def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        in_flight: Callable[[], int] = self.options["in_flight"]
-        delay = float(self.options.get("token_delay_s", 0))
+        in_flight: Callable[[], int] = self.script["in_flight"]
+        delay = self.options.token_delay_s
         try:
             for i in range(WORDS):
                 if delay:
                     await asyncio.sleep(delay)
                 self.calls.add("token", self.spec.id, i)
                 yield ChatDelta(text=f" w{i}")
-                if i == 1 and request.sampling.seed == self.options.get("fail_seed", -1):
+                if i == 1 and request.sampling.seed == self.script.get("fail_seed", -1):
                     raise RuntimeError("scripted failure of one choice")
             yield ChatDelta(finish_reason="stop", prompt_tokens=2, completion_tokens=WORDS)
         finally:
@@ -102,31 +102,8 @@ def test_a_stream_whose_client_leaves_stops_its_generation_before_the_lease_goes
     app, plugin = witness_app(token_delay_s=0.02)
     body = json.dumps({"model": "w", "stream": True, "n": n, "messages": [{"role": "user", "content": "x"}]}).encode()
 
-    async def read_three_chunks_and_leave() -> None:
-        chunks: list[bytes] = []
-        left = asyncio.Event()
-        requested = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal requested
-            if not requested:
-                requested = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await left.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.body" and message.get("body"):
-                chunks.append(message["body"])
-                if len(chunks) == 3:
-                    left.set()
-                    if stalls:
-                        await asyncio.Event().wait()  # never returns: cancelled by the disconnect
-
-        await app(asgi_post_scope(app, CHAT), receive, send)
-
     with TestClient(app) as client:
-        client.blocking_portal.call(read_three_chunks_and_leave)
+        client.blocking_portal.call(lambda: post_and_leave(app, CHAT, body, after=3, stall=stalls))
         wait_until_released(client)
     assert plugin.calls.of("stopped") == [1] * n  # stopped while the lease was still held
     assert plugin.calls.count("token") < n * WORDS  # and it did stop: the rest was never generated

@@ -30,11 +30,11 @@ def server() -> Iterator[str]:
         yield url
 
 
-def _stream(url: str, body: dict) -> tuple[float, list[tuple[float, str]]]:
+def _stream(url: str, body: dict, path: str = "/v1/chat/completions") -> tuple[float, list[tuple[float, str]]]:
     """Seconds until the headers, and every SSE line with its arrival time."""
     start = time.monotonic()
     lines: list[tuple[float, str]] = []
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as response:
+    with httpx.stream("POST", f"{url}{path}", json=body, timeout=30) as response:
         headers_at = time.monotonic() - start
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -65,3 +65,15 @@ def test_an_error_after_the_headers_is_an_sse_error_event_then_done(server: str)
     assert data[-1] == "[DONE]" and len(data) == 2
     error = json.loads(data[0])["error"]
     assert error["param"] == "max_tokens" and "maximum context length" in error["message"]
+
+
+def test_legacy_completions_stream_keepalives_while_the_model_loads_too(server: str) -> None:
+    body = {"model": "slow-chat", "prompt": "hello there", "stream": True}
+    headers_at, lines = _stream(server, body, "/v1/completions")
+    assert headers_at < 1.5, f"headers after {headers_at:.1f} s"
+    assert sum(line.startswith(": waiting for model") for _, line in lines) >= 2
+    data = [line[6:] for _, line in lines if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    assert "".join(json.loads(d)["choices"][0]["text"] for d in data[:-1] if json.loads(d)["choices"]) == (
+        "echo: hello there"
+    )

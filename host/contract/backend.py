@@ -12,7 +12,8 @@ import importlib
 import inspect
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from host.contract.domain import (
     ChatDelta,
@@ -23,9 +24,6 @@ from host.contract.domain import (
     RerankResult,
 )
 from host.contract.spec import Grant, ModelSpec, Task
-
-if TYPE_CHECKING:
-    from host.toolkit.batcher import BatcherStats
 
 
 @runtime_checkable
@@ -47,6 +45,25 @@ class Relocatable(Protocol):
 
     def relocate(self, grant: Grant) -> None:
         """Move the loaded weights to ``grant``'s placement without reading them from disk."""
+
+
+@dataclass
+class BatcherStats:
+    """Counters of a batcher's work (for tests and metrics; written by the compute thread only).
+
+    ``padded_tokens`` counts ``rows × longest row`` per batch, ``real_tokens`` the sum of the
+    rows' lengths: ``1 - real/padded`` is the padding waste. ``run_seconds`` is the time spent
+    inside ``run`` (the compute thread's busy time: against wall time, its utilisation).
+    """
+
+    requests: int = 0
+    items: int = 0
+    batches: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    failed_batches: int = 0
+    max_batch_rows: int = 0
+    run_seconds: float = 0.0
 
 
 @runtime_checkable

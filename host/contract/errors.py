@@ -167,6 +167,21 @@ class ModelLoadFailed(PlughostError):
     code = "model_load_failed"
 
 
+class WeightsNotReady(PlughostError):
+    """The model's weights are not on this machine yet (503, with ``Retry-After``): code
+    ``model_not_downloaded``, or ``model_downloading`` while a pull runs. The message names the
+    model, the progress and the command that fetches them."""
+
+    status = 503
+    type = "server_error"
+    code = "model_not_downloaded"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        if code is not None:
+            self.code = code
+
+
 class ShuttingDown(PlughostError):
     """The host is stopping and accepts no new work (503)."""
 
@@ -228,6 +243,10 @@ class BackendError(PlughostError):
     code = "backend_error"
 
 
+class InternalError(PlughostError):
+    """An unexpected exception (a bug); its details stay in the log, not in the response (500)."""
+
+
 class MsgspecProblem(NamedTuple):
     """A msgspec decode/validation error taken apart (the one parser of msgspec's messages)."""
 
@@ -287,6 +306,16 @@ def internal_error_message(request_id: str | None) -> str:
     """What a client sees of an unexpected failure: no exception class, no path; the log has them."""
     suffix = f" (request id {request_id})" if request_id else ""
     return f"Internal server error{suffix}; the server log has the details."
+
+
+def client_error(exc: BaseException) -> PlughostError:
+    """What a client is told of any exception, the same in a JSON body and in a streamed error event:
+    a :class:`PlughostError` as :func:`for_client` shows it; anything else is a bug, logged here with
+    its traceback and answered with :class:`InternalError` naming the request id."""
+    if isinstance(exc, PlughostError):
+        return for_client(exc)
+    _log.error("unexpected error", exc_info=exc)
+    return InternalError(internal_error_message(request_id.current.get()))
 
 
 def for_client(error: PlughostError) -> PlughostError:

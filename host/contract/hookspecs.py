@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from host.config import HostConfig
+    from host.contract.config import HostConfig
     from host.contract.spec import ModelSpec
 
 hookspec = pluggy.HookspecMarker("plughost")
@@ -22,9 +22,11 @@ hookspec = pluggy.HookspecMarker("plughost")
 def register_models(config: HostConfig) -> list[ModelSpec]:  # type: ignore[empty-body]  # a hook specification
     """Declare the models this plugin can serve.
 
-    Called once when the app is built. Read per-model settings (``config.model(id).weights``,
-    options) from ``config``; compute footprints from a model's ``config.json`` if it is
-    at hand, never by loading weights.
+    Called once when the app is built. Read a model's settings from ``config`` resolved:
+    ``config.model_weights(id, default)`` (relative folders against the config file; the value
+    both sizing and loading must use) and ``config.model_options(id, MyOptions)`` (typed; a typo
+    is a config error). Compute footprints from the model's ``config.json`` if it is at hand
+    (``host.sdk.peek_config``), never by loading weights.
 
     :param config: the host configuration (``plugins.yaml``).
     :return: the plugin's model declarations (an empty list is fine).

@@ -8,9 +8,11 @@ admits the model.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, TypeAlias
+from typing import Annotated, Generic, TypeVar
 
 import msgspec
+
+from host.contract.capabilities import Capabilities
 
 GiB = 1024**3
 MiB = 1024**2
@@ -55,7 +57,7 @@ class Options(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     """Base of a plugin's typed backend options: its fields, with their defaults, are the options.
 
     ``models.<id>.options`` in plugins.yaml is converted into the subclass once
-    (:meth:`host.config.HostConfig.model_options`); an unknown key or a wrong type is a config
+    (:meth:`host.contract.config.HostConfig.model_options`); an unknown key or a wrong type is a config
     error naming ``models.<id>.options.<key>``.
     """
 
@@ -64,13 +66,14 @@ class Options(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 
-#: What ``ModelSpec.options`` holds: a plugin's :class:`Options` (typed, checked), or a plain mapping
-#: (untyped: test doubles; merged with ``models.<id>.options`` unchecked).
-ModelOptions: TypeAlias = Options | dict[str, Any]
+#: The options type of a :class:`ModelSpec` (``ModelSpec[ChatOptions]``).
+O_co = TypeVar("O_co", bound=Options, covariant=True)
 
 
-class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """A plugin's declaration of one model it can serve.
+class ModelSpec(msgspec.Struct, Generic[O_co], frozen=True, kw_only=True):
+    """A plugin's declaration of one model it can serve, generic over its options type.
+
+    A backend takes ``spec: ModelSpec[MyOptions]`` and reads ``spec.options.my_field`` typed.
 
     :ivar id: the name clients send as ``model``.
     :ivar task: which route serves it.
@@ -79,8 +82,12 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
     :ivar aliases: other names clients may use.
     :ivar weights: where the weights are: a local folder, a hub id or ``demo:<ref>``; the host resolves
         ``models.<id>.weights`` (relative folders against the config file) before the plugin sees it
-        (:meth:`host.config.HostConfig.model_weights`), so sizing and loading read the same folder.
-    :ivar options: the backend's options, an :class:`Options` subclass with ``models.<id>.options`` applied.
+        (:meth:`host.contract.config.HostConfig.model_weights`), so sizing and loading read the same folder.
+    :ivar options: the backend's options, an :class:`Options` subclass with ``models.<id>.options`` applied
+        (:meth:`host.contract.config.HostConfig.model_options`).
+    :ivar capabilities: what the model honours beyond a plain request of its task (tools, output
+        formats, logprobs, raw prompts, thinking) and its context length; the host answers 400 for the
+        rest before the backend sees a request, and ``GET /v1/models`` reports them.
     :ivar offload_bytes: host RAM it holds when parked off the GPU (``None``: it cannot be offloaded).
     :ivar description: one line for ``GET /v1/models``.
     :ivar demo: import string ``"package.module:NAME"`` of the :class:`host.demo.DemoModel` the demo
@@ -93,7 +100,8 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
     placements: tuple[Placement, ...]
     aliases: tuple[str, ...] = ()
     weights: str | None = None
-    options: ModelOptions = msgspec.field(default_factory=dict)
+    options: O_co = msgspec.field(default_factory=Options)  # type: ignore[assignment]  # the base: no options
+    capabilities: Capabilities = msgspec.field(default_factory=Capabilities)
     offload_bytes: int | None = None
     description: str = ""
     demo: str | None = None

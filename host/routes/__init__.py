@@ -6,7 +6,21 @@ from host.routes.embeddings import embeddings
 from host.routes.metrics import metrics
 from host.routes.models import get_model, health, list_models, manage_model
 from host.routes.rerank import rerank
+from host.routes.responses import create_response, delete_response, get_response
 
-ROUTES = [chat_completions, completions, embeddings, rerank, list_models, get_model, manage_model, health, metrics]
+ROUTES = [
+    chat_completions,
+    completions,
+    embeddings,
+    rerank,
+    list_models,
+    get_model,
+    manage_model,
+    health,
+    metrics,
+    create_response,
+    get_response,
+    delete_response,
+]
 
 __all__ = ["ROUTES"]

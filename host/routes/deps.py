@@ -10,11 +10,14 @@ import time
 
 from litestar.di import NamedDependency, Provide
 
-from host.config import HostConfig
+from host.contract.config import HostConfig, parse_bytes
 from host.contract.errors import ShuttingDown
+from host.downloads.manager import Downloads
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool
+from host.serving.response_store import ResponseStore
+from host.serving.service import ChatService
 
 #: ``config: ConfigDep``: the host configuration.
 ConfigDep = NamedDependency[HostConfig]
@@ -26,17 +29,33 @@ SchedulerDep = NamedDependency[ModelPool]
 StartedDep = NamedDependency[int]
 #: ``metrics: MetricsDep``: where routes report tokens and time to first token (``host.metrics``).
 MetricsDep = NamedDependency[Observer]
+#: ``downloads: DownloadsDep``: the app's weight downloads (``POST /v1/models/{id}/pull``, cards, health).
+DownloadsDep = NamedDependency[Downloads]
+#: ``chat: ChatDep``: the service behind every chat-like route (``host.serving.service``).
+ChatDep = NamedDependency[ChatService]
+#: ``responses: ResponsesDep``: the stored responses of ``/v1/responses`` (``host.serving.response_store``).
+ResponsesDep = NamedDependency[ResponseStore]
 
 
 class Services:
-    """What routes are given: the config, the registry, and the scheduler while the app runs."""
+    """What routes are given: the config, the registry, the downloads, and the scheduler while the app runs."""
 
-    def __init__(self, config: HostConfig, registry: ModelRegistry, metrics: Observer = NO_METRICS) -> None:
+    def __init__(
+        self,
+        config: HostConfig,
+        registry: ModelRegistry,
+        metrics: Observer = NO_METRICS,
+        downloads: Downloads | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry
         self.metrics = metrics
+        self.downloads = downloads if downloads is not None else Downloads(config, metrics)
         self.started = int(time.time())
         self.scheduler: ModelPool | None = None  # made by the lifespan (it measures the machine)
+        self.chat: ChatService | None = None  # serves on the scheduler, made with it
+        stored = config.responses
+        self.responses = ResponseStore(stored.max_stored, parse_bytes(stored.max_stored_bytes), stored.max_age_s)
 
     def get_config(self) -> HostConfig:
         """The host configuration."""
@@ -52,6 +71,21 @@ class Services:
             raise ShuttingDown("plughost is not running")
         return self.scheduler
 
+    def start(self, scheduler: ModelPool) -> None:
+        """The lifespan's scheduler is running: serve on it."""
+        self.scheduler = scheduler
+        self.chat = ChatService(scheduler, self.registry, self.metrics, self.config.server.stream_keepalive_s)
+
+    def get_chat(self) -> ChatService:
+        """The chat service (a 503 outside the app's lifespan)."""
+        if self.chat is None:
+            raise ShuttingDown("plughost is not running")
+        return self.chat
+
+    def get_responses(self) -> ResponseStore:
+        """The stored responses of ``/v1/responses``."""
+        return self.responses
+
     def get_started(self) -> int:
         """When the app was built (Unix seconds): the ``created`` of every model card."""
         return self.started
@@ -59,6 +93,10 @@ class Services:
     def get_metrics(self) -> Observer:
         """The app's metrics (``GET /metrics`` renders them when they are a ``host.metrics.Metrics``)."""
         return self.metrics
+
+    def get_downloads(self) -> Downloads:
+        """The app's weight downloads."""
+        return self.downloads
 
     def dependencies(self) -> dict[str, Provide]:
         """Litestar dependencies: a route parameter ``scheduler: ModelPool`` receives the pool."""
@@ -68,4 +106,7 @@ class Services:
             "scheduler": Provide(self.get_scheduler, sync_to_thread=False),
             "started": Provide(self.get_started, sync_to_thread=False),
             "metrics": Provide(self.get_metrics, sync_to_thread=False),
+            "downloads": Provide(self.get_downloads, sync_to_thread=False),
+            "chat": Provide(self.get_chat, sync_to_thread=False),
+            "responses": Provide(self.get_responses, sync_to_thread=False),
         }

@@ -13,25 +13,21 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
-from host.contract import request_id
 from host.contract.errors import (
     ErrorEnvelope,
     HttpError,
+    InternalError,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     PlughostError,
+    client_error,
     for_client,
-    internal_error_message,
 )
 from host.server.openapi import body_error
 
 log = logging.getLogger("plughost")
-
-
-class InternalError(PlughostError):
-    """An unexpected exception (a bug); its details stay in the log, not in the response (500)."""
 
 
 def from_http_exception(exc: HTTPException) -> PlughostError:
@@ -70,8 +66,7 @@ def _http_error(_: Request, exc: HTTPException) -> Response[ErrorEnvelope]:
 
 
 def _unexpected(_: Request, exc: Exception) -> Response[ErrorEnvelope]:
-    log.exception("unhandled error", exc_info=exc)
-    return error_response(InternalError(internal_error_message(request_id.current.get())))
+    return error_response(client_error(exc))
 
 
 #: Exception handlers for ``Litestar(exception_handlers=...)``.

@@ -1,21 +1,30 @@
-"""``GET /v1/models``, ``GET /v1/models/{id}``, explicit load/unload, and ``GET /health``."""
+"""``GET /v1/models``, ``GET /v1/models/{id}``, explicit load/unload/pull, and ``GET /health``."""
 
 from __future__ import annotations
 
-from litestar import Response, get, post
-from litestar.params import FromPath
+from collections.abc import AsyncIterator
+from typing import Any
 
-from host.contract.errors import NotFound
-from host.protocol.models import Health, ModelCard, ModelList
+import msgspec
+from litestar import Response, get, post
+from litestar.params import FromPath, FromQuery
+from litestar.response import ServerSentEvent
+
+from host.contract.errors import InvalidRequest, NotFound
+from host.contract.spec import Task
+from host.downloads.manager import Downloads
+from host.downloads.pull import PullProgress
+from host.protocol.models import Download, Health, ModelCard, ModelList
 from host.registry import RegisteredModel
-from host.routes.deps import RegistryDep, SchedulerDep, StartedDep
+from host.routes.deps import DownloadsDep, RegistryDep, SchedulerDep, StartedDep
 from host.scheduling.pool import ModelPool
 from host.scheduling.status import ModelState
 from host.server.openapi import COMMON_ERRORS, MANAGE_ERRORS
 
 
-def _card(model: RegisteredModel, scheduler: ModelPool, started: int) -> ModelCard:
+def _card(model: RegisteredModel, scheduler: ModelPool, started: int, downloads: Downloads) -> ModelCard:
     spec = model.spec
+    context = spec.capabilities.context_length
     return ModelCard(
         id=spec.id,
         created=started,
@@ -24,43 +33,95 @@ def _card(model: RegisteredModel, scheduler: ModelPool, started: int) -> ModelCa
         aliases=list(spec.aliases),
         description=spec.description,
         status=scheduler.status(spec.id),
+        context_length=context,
+        max_model_len=context,
+        capabilities=spec.capabilities if spec.task == Task.CHAT else None,
+        weights=downloads.info(model),
     )
 
 
 @get("/v1/models", responses=COMMON_ERRORS)
-async def list_models(registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep) -> ModelList:
-    """Every declared model with its task and residency."""
-    return ModelList(data=[_card(m, scheduler, started) for m in registry])
+async def list_models(
+    registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep, downloads: DownloadsDep
+) -> ModelList:
+    """Every declared model with its task, residency and weights (on disk, downloading, absent)."""
+    return ModelList(data=[_card(m, scheduler, started, downloads) for m in registry])
 
 
 @get("/v1/models/{model_id:path}", responses=COMMON_ERRORS)
 async def get_model(
-    registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep, model_id: FromPath[str]
+    registry: RegistryDep,
+    scheduler: SchedulerDep,
+    started: StartedDep,
+    downloads: DownloadsDep,
+    model_id: FromPath[str],
 ) -> ModelCard:
     """One model (by id or alias; hub-style ids with a slash work too)."""
-    return _card(registry.get(model_id.lstrip("/")), scheduler, started)
+    return _card(registry.get(model_id.lstrip("/")), scheduler, started, downloads)
 
 
 @post("/v1/models/{model_path:path}", status_code=200, responses=MANAGE_ERRORS)
 async def manage_model(
-    registry: RegistryDep, scheduler: SchedulerDep, started: StartedDep, model_path: FromPath[str]
-) -> ModelCard:
+    registry: RegistryDep,
+    scheduler: SchedulerDep,
+    started: StartedDep,
+    downloads: DownloadsDep,
+    model_path: FromPath[str],
+    stream: FromQuery[bool] = False,
+) -> Response[Any]:
     """``POST /v1/models/{id}/load`` loads a model now (answers once it is resident);
-    ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests)."""
+    ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests);
+    ``POST /v1/models/{id}/pull`` downloads its weights in the background: 202 with the card at once,
+    or with ``?stream=true`` an SSE stream of progress events until ``done`` (100 %) or ``failed``."""
     name, _, action = model_path.strip("/").rpartition("/")
-    if action not in ("load", "unload") or not name:
-        raise NotFound(f"POST /v1/models/{model_path.strip('/')}: expected /v1/models/{{id}}/load or /unload.")
+    if action not in ("load", "unload", "pull") or not name:
+        raise NotFound(f"POST /v1/models/{model_path.strip('/')}: expected /v1/models/{{id}}/load, /unload or /pull.")
     model = registry.get(name)
+    if action == "pull":
+        return _pull(model, scheduler, started, downloads, stream)
     if action == "load":
         await scheduler.load(model.spec.id)
     else:
         await scheduler.unload(model.spec.id)
-    return _card(model, scheduler, started)
+    return Response(_card(model, scheduler, started, downloads))
+
+
+def _pull(
+    model: RegisteredModel, scheduler: ModelPool, started: int, downloads: Downloads, stream: bool
+) -> Response[Any]:
+    if model.weights_ref is None:
+        raise InvalidRequest(
+            f"The weights of '{model.spec.id}' are a local folder or a demo model (models.{model.spec.id}.weights); "
+            f"there is nothing to pull.",
+            code="nothing_to_pull",
+        )
+    already = downloads.store.installed(model.weights_ref) is not None
+    job = None if already else downloads.start(model)
+    if not stream:
+        return Response(_card(model, scheduler, started, downloads), status_code=200 if already else 202)
+
+    async def events() -> AsyncIterator[str]:
+        if job is None:
+            info = downloads.info(model)
+            size = info.bytes or 0
+            yield msgspec.json.encode(
+                PullProgress(
+                    model=model.spec.id, repo=info.repo or "", state="done", source=info.source,
+                    revision=info.commit or info.revision, total_bytes=size, done_bytes=size, percent=100.0,
+                    folder=info.path,
+                )
+            ).decode()  # fmt: skip
+            return
+        async for progress in job.updates():
+            yield msgspec.json.encode(progress).decode()
+
+    return ServerSentEvent(events(), status_code=200)
 
 
 @get("/health")
-async def health(scheduler: SchedulerDep) -> Response[Health]:
-    """Liveness and readiness, with the resident, loading and failed models (503 while shutting down)."""
+async def health(scheduler: SchedulerDep, downloads: DownloadsDep) -> Response[Health]:
+    """Liveness and readiness, with the resident, loading and failed models and the running downloads
+    (503 while shutting down)."""
     snap = scheduler.snapshot()
     ready = scheduler.ready
     body = Health(
@@ -70,5 +131,15 @@ async def health(scheduler: SchedulerDep) -> Response[Health]:
         resident=[s.id for s in snap if s.state == ModelState.RESIDENT],
         loading=[s.id for s in snap if s.state == ModelState.LOADING],
         failed=[s.id for s in snap if s.state == ModelState.FAILED],
+        downloading=[
+            Download(
+                id=job.model.spec.id,
+                repo=job.ref.repo,
+                percent=job.progress.percent,
+                done_bytes=job.progress.done_bytes,
+                total_bytes=job.progress.total_bytes,
+            )
+            for job in downloads.active()
+        ],
     )
     return Response(body, status_code=200 if ready else 503)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from host.config import HostConfig, parse_bytes
+from host.contract.config import HostConfig, parse_bytes
 from host.scheduling.policy import Budgets
 
 log = logging.getLogger("plughost.budgets")

@@ -20,7 +20,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, overload
 
-from host.config import SchedulerConfig
 from host.contract.backend import (
     Backend,
     ChatBackend,
@@ -29,6 +28,7 @@ from host.contract.backend import (
     RerankBackend,
     load_backend,
 )
+from host.contract.config import SchedulerConfig
 from host.contract.errors import (
     AdmissionTimeout,
     Conflict,
@@ -40,6 +40,7 @@ from host.contract.errors import (
 from host.contract.spec import Grant, PlacementKind, Task
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry, RegisteredModel
+from host.scheduling.gate import OPEN_GATE, WeightsGate
 from host.scheduling.lease import Lease
 from host.scheduling.policy import (
     Admit,
@@ -132,9 +133,11 @@ class Scheduler:
         clock: Any = time.monotonic,
         *,
         observer: Observer = NO_METRICS,
+        weights: WeightsGate = OPEN_GATE,
     ) -> None:
         self.registry = registry
         self.observer = observer  # metrics: transitions and evictions (host.metrics)
+        self.weights = weights  # weights not on disk: a 503, or a wait for their download (host.downloads)
         self.budgets = budgets
         self.config = config
         self._clock = clock
@@ -161,13 +164,18 @@ class Scheduler:
 
         Raises ``ModelNotFound``/``WrongTask`` for bad names, ``QueueFull`` (429) when the
         model's queue is full, ``AdmissionTimeout`` (503) when admission takes too long,
-        ``ModelLoadFailed``/``InsufficientMemory`` when it cannot be loaded.
+        ``ModelLoadFailed``/``InsufficientMemory`` when it cannot be loaded, ``WeightsNotReady``
+        (503) when its weights are not on disk (or, with ``download.on_first_use``, waits for them).
         """
         if self._closing:
             raise ShuttingDown("plughost is shutting down")
         slot = self._slots[self.registry.resolve(name, task).spec.id]
         if slot.state == ModelState.RESIDENT and slot.drain_before is None and not slot.waiters:
             return self._lease(slot)
+        if slot.state in (ModelState.AVAILABLE, ModelState.FAILED):
+            await self.weights.ensure(slot.model)  # before queueing: a download is not admission
+            if self._closing:
+                raise ShuttingDown("plughost is shutting down")
         if len(slot.waiters) >= self.config.queue_size:
             raise QueueFull(
                 f"{len(slot.waiters)} requests are already queued for '{slot.id}' (limit {self.config.queue_size}).",
@@ -515,7 +523,7 @@ class Scheduler:
             self._kick()
 
     def _construct_and_load(self, slot: _Slot, grant: Grant) -> Backend:
-        return load_backend(slot.model.spec, grant, plugin=slot.model.plugin)
+        return load_backend(self.weights.spec_to_load(slot.model), grant, plugin=slot.model.plugin)
 
     def _start_offload(self, slot: _Slot) -> Any:
         """Mark ``slot`` offloading now (so no other decision touches it); returns the move to await."""

@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from host.config import ServerConfig
+from host.contract.config import ServerConfig
 
 #: Largest request line + headers accepted (h11 answers 400 beyond it); uvicorn's default is 16 KiB.
 MAX_HEADER_BYTES = 64 * 1024

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from litestar.config.cors import CORSConfig
 
-from host.config import ServerConfig
+from host.contract.config import ServerConfig
 from host.contract.errors import Forbidden, PlughostError, Unauthorized, UnsupportedMediaType
 
 API_KEY_ENV = "PLUGHOST_API_KEY"

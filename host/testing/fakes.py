@@ -1,9 +1,10 @@
 """Deterministic fake backends that run the whole HTTP stack without torch.
 
 Each fake records its life-cycle calls (``load``, ``unload``, ``relocate``) and requests in
-a :class:`CallLog` passed through ``ModelSpec.options["calls"]``. Behaviour is scripted
-through options: ``load_delay_s``, ``fail_loads`` (number of loads that raise),
-``token_delay_s``, ``dim``, ``context``.
+a :class:`CallLog` passed through ``ModelSpec.options.calls``. Behaviour is scripted through
+typed options (:class:`FakeOptions`): ``load_delay_s``, ``fail_loads`` (number of loads that
+raise), ``token_delay_s``, ``dim``, ``context``; a test's own backend reads anything else from
+``options.script``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 import msgspec
 
 from host import hookimpl
+from host.contract.capabilities import Capabilities
+from host.contract.config import HostConfig
 from host.contract.domain import (
     ChatDelta,
     ChatRequest,
@@ -28,7 +31,7 @@ from host.contract.domain import (
     RerankResult,
 )
 from host.contract.errors import InvalidRequest
-from host.contract.spec import GiB, Grant, ModelSpec, Placement, PlacementKind, Task
+from host.contract.spec import GiB, Grant, ModelSpec, Options, Placement, PlacementKind, Task
 
 
 class CallLog:
@@ -53,21 +56,41 @@ class CallLog:
         return len(self.of(event, model))
 
 
+class FakeOptions(Options, frozen=True):
+    """How a fake behaves (``fake_spec(..., load_delay_s=1)``); ``models.<id>.options`` can set these too.
+
+    :ivar fail_loads: a one-element list, the number of loads that raise (a list so tests can change it).
+    :ivar calls: the :class:`CallLog` the fake records into.
+    :ivar script: anything else a test's own fake backend reads (callables, counters, flags).
+    """
+
+    load_delay_s: float = 0
+    relocate_delay_s: float = 0
+    token_delay_s: float = 0
+    fail_loads: list[int] | None = None
+    dim: int = 8
+    context: int = 4096
+    fail: str | None = None
+    calls: Any = None
+    script: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 class FakeBackend:
     """Shared life cycle of the fakes."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec[FakeOptions]) -> None:
         self.spec = spec
-        self.options = _untyped(spec.options)
-        self.calls: CallLog = self.options.get("calls") or CallLog()
+        self.options = spec.options
+        self.script = spec.options.script
+        self.calls: CallLog = self.options.calls or CallLog()
         self.grant: Grant | None = None
 
     def load(self, grant: Grant) -> None:
         """Record the load; sleep ``load_delay_s``; raise while ``fail_loads`` remain."""
         self.calls.add("load", self.spec.id, grant)
-        time.sleep(float(self.options.get("load_delay_s", 0)))
-        failures = self.options.get("fail_loads")
-        if failures is not None and failures[0] > 0:  # a one-element list, so tests can change it
+        time.sleep(self.options.load_delay_s)
+        failures = self.options.fail_loads
+        if failures is not None and failures[0] > 0:
             failures[0] -= 1
             raise RuntimeError(f"scripted load failure of {self.spec.id}")
         self.grant = grant
@@ -80,7 +103,7 @@ class FakeBackend:
     def relocate(self, grant: Grant) -> None:
         """Record a move between placements (offload/re-admission)."""
         self.calls.add("relocate", self.spec.id, grant)
-        time.sleep(float(self.options.get("relocate_delay_s", 0)))
+        time.sleep(self.options.relocate_delay_s)
         self.grant = grant
 
 
@@ -89,22 +112,18 @@ def _words(text: str) -> list[str]:
 
 
 class FakeChatBackend(FakeBackend):
-    """Replies ``"echo: <last user message>"`` word by word, honouring max_tokens and stop."""
+    """Replies ``"echo: <last user message>"`` word by word, honouring max_tokens and stop.
+
+    It declares raw prompts only (:data:`ECHO_CAPABILITIES`): the host refuses tools, output
+    formats and logprobs before a request reaches it."""
 
     async def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         """Stream the echo; prompt tokens = words in all messages."""
         self.calls.add("generate", self.spec.id, request)
-        # The echo cannot honour these: a backend says so (400) instead of answering free text.
-        if request.output.kind != "text":
-            raise InvalidRequest("this model cannot constrain its output.", param="response_format")
-        if request.tool_choice.mode in ("required", "function"):
-            raise InvalidRequest("this model cannot be forced to call a tool.", param="tool_choice")
-        if request.top_logprobs is not None:
-            raise InvalidRequest("this model reports no logprobs.", param="logprobs")
         prompt_tokens = sum(len(_words(m.content)) + 1 for m in request.messages)
         if request.prompt is not None:  # a raw completion: the prompt is the text to echo
             prompt_tokens = len(_words(request.prompt))
-        context = int(self.options.get("context", 4096))
+        context = self.options.context
         max_tokens = request.sampling.max_tokens or 64
         if prompt_tokens + max_tokens > context:
             raise InvalidRequest(
@@ -115,7 +134,7 @@ class FakeChatBackend(FakeBackend):
         last_user = request.prompt or next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         words = ["echo:", *_words(last_user)]
         text = ""
-        delay = float(self.options.get("token_delay_s", 0))
+        delay = self.options.token_delay_s
         for i, word in enumerate(words):
             if i >= max_tokens:
                 yield ChatDelta(finish_reason="length", prompt_tokens=prompt_tokens, completion_tokens=i)
@@ -144,7 +163,7 @@ class FakeEmbeddingBackend(FakeBackend):
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         """Embed deterministically; honours ``dimensions`` (truncate, then renormalise)."""
         self.calls.add("embed", self.spec.id, request)
-        dim = int(self.options.get("dim", 8))
+        dim = self.options.dim
         if request.dimensions is not None and request.dimensions > dim:
             raise InvalidRequest(f"dimensions must be at most {dim} for this model.", param="dimensions")
         items = (
@@ -179,6 +198,9 @@ class FakeRerankBackend(FakeBackend):
         return RerankResult(scores=scores, prompt_tokens=tokens)
 
 
+#: What the fake chat model honours: raw prompts (it echoes them), nothing else.
+ECHO_CAPABILITIES = Capabilities(raw_prompt=True)
+
 BACKENDS = {
     Task.CHAT: "host.testing.fakes:FakeChatBackend",
     Task.EMBEDDING: "host.testing.fakes:FakeEmbeddingBackend",
@@ -197,11 +219,14 @@ def fake_spec(
     aliases: tuple[str, ...] = (),
     calls: CallLog | None = None,
     weights: str | None = None,
+    capabilities: Capabilities | None = None,
     **options: Any,
-) -> ModelSpec:
+) -> ModelSpec[FakeOptions]:
     """A real :class:`ModelSpec` served by the fake backend of ``task``.
 
     Without ``placements``: a GPU placement of ``gpu_bytes`` if given, then a CPU one of ``host_bytes``.
+    ``options`` are :class:`FakeOptions` fields; other keywords go to ``FakeOptions.script``. Chat
+    models declare :data:`ECHO_CAPABILITIES` (with their ``context``) unless ``capabilities`` is given.
     """
     if placements is None:
         placements = ((Placement(kind=PlacementKind.GPU, gpu_bytes=gpu_bytes),) if gpu_bytes else ()) + (
@@ -215,14 +240,23 @@ def fake_spec(
         aliases=aliases,
         weights=weights,
         offload_bytes=offload_bytes,
-        options={**options, "calls": calls or CallLog()},
+        options=fake_options(calls=calls or CallLog(), **options),
+        capabilities=capabilities or _default_capabilities(task, options),
         description=f"fake {task} model",
     )
 
 
-def _untyped(options: Any) -> dict[str, Any]:
-    """Fakes take plain mappings as options (test scripting, a :class:`CallLog`)."""
-    return options if isinstance(options, dict) else {}
+def fake_options(**options: Any) -> FakeOptions:
+    """:class:`FakeOptions` from keywords: its fields, and every other keyword in ``script``."""
+    fields = set(FakeOptions.__struct_fields__)
+    script = {k: v for k, v in options.items() if k not in fields}
+    return FakeOptions(**{k: v for k, v in options.items() if k in fields}, script=script)
+
+
+def _default_capabilities(task: Task, options: dict[str, Any]) -> Capabilities:
+    if task != Task.CHAT:
+        return Capabilities()
+    return msgspec.structs.replace(ECHO_CAPABILITIES, context_length=int(options.get("context", 4096)))
 
 
 class FakePlugin:
@@ -232,9 +266,7 @@ class FakePlugin:
         self.name = name
         self.calls = CallLog()
         self.specs = [
-            msgspec.structs.replace(
-                s, options={**(s.options if isinstance(s.options, dict) else {}), "calls": self.calls}
-            )
+            msgspec.structs.replace(s, options=msgspec.structs.replace(s.options, calls=self.calls))
             for s in specs
             or [
                 fake_spec("fake-chat", Task.CHAT),
@@ -244,9 +276,9 @@ class FakePlugin:
         ]
 
     @hookimpl
-    def register_models(self) -> list[ModelSpec]:
-        """Declare the fake models."""
-        return list(self.specs)
+    def register_models(self, config: HostConfig) -> list[ModelSpec[FakeOptions]]:
+        """Declare the fake models, with ``models.<id>.options`` applied over their scripted options."""
+        return [_configured(spec, config) for spec in self.specs]
 
 
 class FailingChatBackend(FakeBackend):
@@ -257,12 +289,22 @@ class FailingChatBackend(FakeBackend):
         self.calls.add("generate", self.spec.id, request)
         yield ChatDelta(text="partial")
         yield ChatDelta(text=" answer")
-        if self.options["fail"] == "invalid":
+        if self.options.fail == "invalid":
             raise InvalidRequest("The conversation grew past the context window.", param="messages")
         raise RuntimeError("CUDA error: device-side assert triggered")
 
 
-def failing_chat_spec(model_id: str, fail: str) -> ModelSpec:
+def _configured(spec: ModelSpec[FakeOptions], config: HostConfig) -> ModelSpec[FakeOptions]:
+    """``spec`` with the options ``plugins.yaml`` sets for it (a typo is a config error, as for real plugins)."""
+    configured = config.model(spec.id).options
+    if not configured:
+        return spec
+    merged = config.model_options(spec.id, FakeOptions)  # checks the keys and types
+    fields = {k: getattr(merged, k) for k in configured}
+    return msgspec.structs.replace(spec, options=msgspec.structs.replace(spec.options, **fields))
+
+
+def failing_chat_spec(model_id: str, fail: str) -> ModelSpec[FakeOptions]:
     """A fake chat model served by :class:`FailingChatBackend`; ``fail`` is ``"invalid"`` or ``"crash"``."""
     spec = fake_spec(model_id, Task.CHAT, fail=fail)
     return msgspec.structs.replace(spec, backend="host.testing.fakes:FailingChatBackend")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import EllipsisType
 from typing import Any
 
@@ -51,6 +52,34 @@ def asgi_post_scope(app: Any, path: str) -> dict[str, Any]:
         "app": app,
         "state": {},
     }
+
+
+async def post_and_leave(app: Any, path: str, body: bytes, *, after: int, stall: bool = False) -> list[bytes]:
+    """POST ``body`` to ``app``'s ASGI callable as a client that hangs up after ``after`` body
+    chunks: while the server waits for the next one, or (``stall``) while it is stuck sending one
+    (a client that stopped reading, then hung up). Returns the chunks it read."""
+    chunks: list[bytes] = []
+    left = asyncio.Event()
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            chunks.append(message["body"])
+            if len(chunks) == after:
+                left.set()
+                if stall:
+                    await asyncio.Event().wait()  # never returns: cancelled by the disconnect
+
+    await app(asgi_post_scope(app, path), receive, send)
+    return chunks
 
 
 def sse_events(response: httpx.Response) -> list[str]:

@@ -1,6 +1,6 @@
 """pytest fixtures for plughost and plugin authors (registered through the ``pytest11`` entry point).
 
-- ``plughost_config``: a factory for a :class:`~host.config.HostConfig` with no plugin
+- ``plughost_config``: a factory for a :class:`~host.contract.config.HostConfig` with no plugin
   discovery (add your plugins explicitly) and small CPU-only budgets;
 - ``fake_plugin``: a :class:`~host.testing.fakes.FakePlugin` with one model per task;
 - ``plughost_app``: a factory ``(config=None, plugins=(), budgets=None) -> Litestar``;
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from host.config import HostConfig, config_from_dict
+from host.contract.config import HostConfig, config_from_dict
 from host.contract.spec import GiB
 from host.scheduling.policy import Budgets
 

@@ -58,9 +58,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from host.contract.backend import BatcherStats
 from host.contract.errors import QueueFull, ShuttingDown
 
 log = logging.getLogger("plughost.batching")
@@ -72,25 +72,6 @@ Result = TypeVar("Result")
 
 class BatcherClosed(ShuttingDown):
     """The batcher was closed (the model is being unloaded) before the request finished (503)."""
-
-
-@dataclass
-class BatcherStats:
-    """Counters of a batcher's work (for tests and metrics; written by the compute thread only).
-
-    ``padded_tokens`` counts ``rows × longest row`` per batch, ``real_tokens`` the sum of the
-    rows' lengths: ``1 - real/padded`` is the padding waste. ``run_seconds`` is the time spent
-    inside ``run`` (the compute thread's busy time: against wall time, its utilisation).
-    """
-
-    requests: int = 0
-    items: int = 0
-    batches: int = 0
-    real_tokens: int = 0
-    padded_tokens: int = 0
-    failed_batches: int = 0
-    max_batch_rows: int = 0
-    run_seconds: float = 0.0
 
 
 def cut_batches(

@@ -2,9 +2,12 @@
 
 ``models.<id>.weights`` in ``plugins.yaml`` holds one of:
 
-- a local folder (absolute, ``~/...`` or relative to the working directory);
-- a hub id such as ``Qwen/Qwen3-Embedding-0.6B`` (taken from the local hub cache, and
-  downloaded when the hub is reachable and ``HF_HUB_OFFLINE`` is not set);
+- a local folder (absolute, ``~/...`` or relative to the working directory), or one local file
+  for single-file formats (a ``.gguf``: its metadata is inside, there is no ``config.json``);
+- a hub id such as ``Qwen/Qwen3-Embedding-0.6B``: the host resolves it to the folder ``plughost pull``
+  put in ``download.dir`` before a backend sees it; here it is only looked up in the Hugging Face
+  cache. Nothing here downloads: a request never waits for a download it did not ask for
+  (:mod:`host.downloads`);
 - ``demo:<package.module:NAME>``: a plugin's random-weight stand-in of the real architecture
   (a :class:`host.demo.DemoModel`), built locally and cached — the demo profile and the tests use
   these (``demo:chat_qwen_awq.demo:TINY_AWQ``, ``demo:embed_qwen3.demo:TINY``, ...).
@@ -29,8 +32,9 @@ class WeightsError(RuntimeError):
 
 
 def _local_dir(weights: str) -> Path | None:
+    """The local folder or file ``weights`` names, ``None`` for a hub id."""
     path = Path(os.path.expanduser(weights))
-    if path.is_dir():
+    if path.is_dir() or path.is_file():
         return path
     if path.is_absolute() or weights.startswith((".", "~")) or weights.count("/") != 1:
         return path  # clearly a path (that may not exist)
@@ -38,7 +42,8 @@ def _local_dir(weights: str) -> Path | None:
 
 
 def resolve_weights(weights: str | None, *, model_id: str) -> Path:
-    """The local folder holding ``weights`` (``ModelSpec.weights``; building or downloading it if needed)."""
+    """The local folder (or single file) holding ``weights`` (``ModelSpec.weights``; a demo model is
+    built if needed, nothing is ever downloaded)."""
     key = f"models.{model_id}.weights"
     if weights is None:
         raise WeightsError(f"{key}: not set. Set it to a local folder or a hub id.")
@@ -63,20 +68,14 @@ def resolve_weights(weights: str | None, *, model_id: str) -> Path:
         return local
     try:
         from huggingface_hub import snapshot_download
-    except ImportError as exc:  # pragma: no cover - transformers depends on it
+    except ImportError as exc:  # pragma: no cover - a core dependency
         raise WeightsError(f"{key}: {weights!r} looks like a hub id but huggingface_hub is missing") from exc
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
-        return Path(snapshot_download(weights, local_files_only=offline))
-    except Exception as exc:
-        how = (
-            "it is not in the local hub cache and HF_HUB_OFFLINE is set"
-            if offline
-            else f"it could not be downloaded ({type(exc).__name__}: {exc})"
-        )
+        return Path(snapshot_download(weights, local_files_only=True))  # the cache only: never a download
+    except Exception:
         raise WeightsError(
-            f"{key}: the weights {weights!r} are not available: {how}. Set {key} to a local folder holding "
-            f"the model, download it into the hub cache first, or run the demo profile (demo: true)."
+            f"{key}: the weights {weights!r} are not on this machine. Run `plughost pull {model_id}`, set {key} "
+            f"to a local folder holding the model, or run the demo profile (demo: true)."
         ) from None
 
 
@@ -94,6 +93,8 @@ def peek_config(weights: str) -> dict[str, Any] | None:
             return None
     local = _local_dir(weights)
     if local is not None:
+        if local.is_file():
+            return None  # a single-file checkpoint: its plugin reads its own metadata
         file = local / "config.json"
     else:
         try:
@@ -113,14 +114,17 @@ def peek_config(weights: str) -> dict[str, Any] | None:
 def weights_problem(weights: str) -> str | None:
     """Why configured ``weights`` are broken, or ``None``.
 
-    Broken means: a local folder (anything that is clearly a path) that is missing or has no valid
-    ``config.json``, or a hub id whose cached ``config.json`` is not valid JSON. A hub id that is
+    Broken means: a local path (anything that is clearly a path) that is missing, a folder that has
+    no valid ``config.json``, or a hub id whose cached ``config.json`` is not valid JSON (a single
+    file that exists is the plugin's to read). A hub id that is
     simply not in the cache is *absent*, not broken (the demo profile may stand in for it).
     """
     if is_demo(weights) or weights.startswith(_OLD_TINY_PREFIX):  # resolve_weights explains the old prefix
         return None
     local = _local_dir(weights)
     if local is not None:
+        if local.is_file():
+            return None
         file = local / "config.json"
         if not local.is_dir():
             return f"{local} does not exist"
@@ -145,5 +149,7 @@ def weights_problem(weights: str) -> str | None:
 
 
 def weights_on_disk(weights: str) -> bool:
-    """Whether ``weights`` can be loaded without a download (demo models count: they are built locally)."""
-    return peek_config(weights) is not None
+    """Whether ``weights`` can be loaded without a download (demo models count: they are built
+    locally; a single local file counts)."""
+    local = _local_dir(weights)
+    return (local is not None and local.is_file()) or peek_config(weights) is not None

@@ -15,7 +15,7 @@ from typing import Any
 
 from chat_qwen_awq import sizing, vllm_sizing
 from chat_qwen_awq.sizing import ChatOptions
-from host.sdk import HostConfig, ModelSpec, Task, demo_weights, hookimpl, peek_config
+from host.sdk import Capabilities, HostConfig, ModelSpec, Task, demo_weights, hookimpl, peek_config
 
 log = logging.getLogger("plughost.chat_qwen_awq")
 
@@ -57,6 +57,13 @@ def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:
         weights=weights,
         options=options,
         offload_bytes=max(p.host_bytes for p in placements),  # the CPU placement's: it holds everything there
+        capabilities=Capabilities(
+            context_length=limits.context_length,
+            tools=True,
+            output_formats=frozenset({"json_object", "json_schema"}),
+            logprobs=True,
+            raw_prompt=True,
+        ),
         description="Qwen2.5 7B Instruct, 4-bit AWQ: GPU, GPU + host RAM, or CPU",
         demo=DEMO,
     )

@@ -6,10 +6,11 @@
   the rest in an offload folder on disk); cpu → everything in host RAM, fp32 compute.
 - ``relocate(grant)``: moves the loaded weights to another placement without reading the
   checkpoint again (running sequences, if any, fail with a clear error).
-- ``generate(request)``: renders the chat template (tools included) and checks the context on a
-  tokenizer thread, builds the grammar constraint the request asks for (errors are raised before
-  the first delta), then streams deltas from the engine thread, with the model's tool-call blocks
-  parsed into calls. Closing the generator cancels the sequence at once.
+- ``generate(request)`` (from :class:`host.toolkit.chat.ChatEngineBackend`): :meth:`prepare`
+  renders the chat template (tools included), checks the context and builds the grammar constraint
+  the request asks for on the base's prepare thread (errors are raised before the first delta);
+  :meth:`stream` submits the sequence to the engine thread and streams its deltas, with the model's
+  tool-call blocks parsed into calls. Closing the stream cancels the sequence at the next step.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ from chat_qwen_awq.tools import with_tool_calls
 from host.sdk import (
     BackendError,
     ChatDelta,
+    ChatEngineBackend,
     ChatRequest,
     Grant,
     ModelSpec,
@@ -49,12 +50,11 @@ log = logging.getLogger("plughost.chat_qwen_awq")
 PREFIX_BLOCK_TOKENS = 32
 
 
-class QwenAwqChatBackend:
+class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
     """Serves a Qwen2 AWQ chat model (see the module docstring)."""
 
-    def __init__(self, spec: ModelSpec) -> None:
-        self.spec = spec
-        assert isinstance(spec.options, sizing.ChatOptions), "declared by chat_qwen_awq.model_spec"
+    def __init__(self, spec: ModelSpec[sizing.ChatOptions]) -> None:
+        super().__init__(spec)
         self.options = spec.options
         self.grant: Grant | None = None
         self.folder: Path | None = None
@@ -64,13 +64,12 @@ class QwenAwqChatBackend:
         self.eos_ids: list[int] = []
         self.loaded: loader.LoadedModel | None = None
         self.engine: Engine | None = None
-        self._tokenizer: Any = None  # the tokenizer thread's (fast tokenizers are not thread-safe)
-        self._prep: ThreadPoolExecutor | None = None
+        self._tokenizer: Any = None  # the prepare thread's (fast tokenizers are not thread-safe)
         self._preparer: Preparer | None = None
         self.grammars: Grammars | None = None
 
     # -- life cycle (worker threads) -------------------------------------------------------------
-    def load(self, grant: Grant) -> None:
+    def load_model(self, grant: Grant) -> None:
         """Read the checkpoint and place it as ``grant`` says; start the engine."""
         from transformers import AutoTokenizer
 
@@ -107,7 +106,6 @@ class QwenAwqChatBackend:
             decoder=self.loaded.decoder,
         )
         self.engine.start()
-        self._prep = ThreadPoolExecutor(1, thread_name_prefix=f"{self.spec.id}-tokenizer")
         log.info(
             "%s loaded: %s on %s, %d/%d layers there",
             self.spec.id,
@@ -117,7 +115,7 @@ class QwenAwqChatBackend:
             shape.num_hidden_layers,
         )
 
-    def unload(self) -> None:
+    def unload_model(self) -> None:
         """Stop the engine and free every weight."""
         engine, self.engine = self.engine, None
         if engine is not None:
@@ -125,9 +123,6 @@ class QwenAwqChatBackend:
             if engine.masks is not None:
                 engine.masks.close()
         self.grammars = None
-        if self._prep is not None:
-            self._prep.shutdown(wait=False, cancel_futures=True)
-            self._prep = None
         loaded, self.loaded = self.loaded, None
         if loaded is not None:
             loaded.close()
@@ -140,7 +135,7 @@ class QwenAwqChatBackend:
         if self.engine is not None:
             self.engine.stop(timeout=0, error=ShuttingDown("plughost is shutting down; please retry"))
 
-    def relocate(self, grant: Grant) -> None:
+    def move_model(self, grant: Grant) -> None:
         """Move the loaded weights to ``grant``'s placement (no checkpoint read)."""
         if self.loaded is None or self.engine is None:
             raise RuntimeError(f"{self.spec.id} is not loaded")
@@ -187,19 +182,17 @@ class QwenAwqChatBackend:
         folder = self.options.offload_dir
         return Path(str(folder)).expanduser() if folder else None
 
-    # -- serving (event loop) ----------------------------------------------------------------------
-    async def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        """Stream the completion; ``InvalidRequest`` (prompt too long, bad messages) comes before any delta."""
-        engine, prep = self.engine, self._prep
-        if engine is None or prep is None or not engine.alive:
+    # -- serving ------------------------------------------------------------------------------------
+    async def stream(self, prepared: Prepared) -> AsyncIterator[ChatDelta]:
+        """The engine's deltas for ``prepared`` (event loop); closing it cancels the sequence."""
+        engine = self.engine
+        if engine is None or not engine.alive:
             raise ShuttingDown(f"{self.spec.id} is not loaded")
-        loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(prep, self._prepare, request)
-        seq = Sequence(prepared, engine.tokenizer, loop)
+        seq = Sequence(prepared, engine.tokenizer, asyncio.get_running_loop())
         engine.submit(seq)
         try:
             deltas = self._deltas(seq)
-            if request.tools and request.tool_choice.mode != "none":
+            if prepared.parse_tool_calls:
                 deltas = with_tool_calls(deltas)
             async for delta in deltas:
                 yield delta
@@ -218,8 +211,8 @@ class QwenAwqChatBackend:
             if item.finish_reason is not None:
                 return
 
-    def _prepare(self, request: ChatRequest) -> Prepared:
-        """Render and tokenise the conversation, check the context, build its constraint (tokenizer thread)."""
+    def prepare(self, request: ChatRequest) -> Prepared:
+        """Render and tokenise the conversation, check the context, build the constraint (prepare thread)."""
         assert self._preparer is not None and self.grammars is not None
         p = self._preparer.prompt(request)
         return Prepared(
@@ -229,4 +222,5 @@ class QwenAwqChatBackend:
             stops=p.stops,
             constraint=self.grammars.constraint(request),
             top_logprobs=p.top_logprobs,
+            parse_tool_calls=bool(request.tools) and request.tool_choice.mode != "none",
         )

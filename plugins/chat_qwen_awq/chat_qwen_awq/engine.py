@@ -57,7 +57,8 @@ log = logging.getLogger("plughost.chat_qwen_awq.engine")
 @dataclass(frozen=True)
 class Prepared:
     """A validated request: prompt ids, the completion budget, sampling settings, stop strings,
-    an optional grammar constraint and how many alternatives per token to report (``None``: no logprobs)."""
+    an optional grammar constraint, how many alternatives per token to report (``None``: no
+    logprobs) and whether the model's tool-call blocks are parsed into calls."""
 
     prompt_ids: list[int]
     max_tokens: int
@@ -65,6 +66,7 @@ class Prepared:
     stops: tuple[str, ...] = ()
     constraint: Constraint | None = None
     top_logprobs: int | None = None
+    parse_tool_calls: bool = False
 
 
 class Sequence:

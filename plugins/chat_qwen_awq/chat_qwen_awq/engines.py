@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from chat_qwen_awq.sizing import ChatOptions
 from host.sdk import ChatDelta, ChatRequest, Grant, ModelSpec, PlacementKind, ShuttingDown
 
 log = logging.getLogger("plughost.chat_qwen_awq")
@@ -27,7 +28,7 @@ def wants_vllm(grant: Grant) -> bool:
 class AutoChatBackend:
     """Serves with vLLM or the plugin's engine, per grant (see the module docstring)."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec[ChatOptions]) -> None:
         self.spec = spec
         self.inner: Any = None  # a QwenAwqChatBackend or a VllmChatBackend
 

@@ -62,11 +62,11 @@ async def vllm_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDelta
     from chat_qwen_awq.vllm_backend import VllmStream
     from chat_qwen_awq.vllm_bridge import Generate
 
+    prepared = await backend._prepare(req)  # on the prepare thread, as generate() does
     loop = asyncio.get_running_loop()
-    prompt, params = await loop.run_in_executor(backend._prep, backend._prepare, req)
-    stream = VllmStream(prompt, backend._tokenizer, frozenset(backend.eos_ids), backend._texts, loop)
+    stream = VllmStream(prepared.prompt, backend._tokenizer, frozenset(backend.eos_ids), backend._texts, loop)
     generation = backend.engine.new_id()
-    backend.engine.submit(Generate(generation, prompt.prompt_ids, params), stream)
+    backend.engine.submit(Generate(generation, prepared.prompt.prompt_ids, prepared.params), stream)
     try:
         async for delta in stream.deltas():
             if delta.finish_reason is not None:
@@ -80,7 +80,7 @@ async def engine_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDel
     """Run ``req`` straight on ``backend``'s engine; the generated token ids and the last delta."""
     from chat_qwen_awq.engine import Sequence
 
-    prepared = await asyncio.get_running_loop().run_in_executor(backend._prep, backend._prepare, req)
+    prepared = await backend._prepare(req)  # on the prepare thread, as generate() does
     seq = Sequence(prepared, backend.engine.tokenizer, asyncio.get_running_loop())
     backend.engine.submit(seq)
     while True:
@@ -157,7 +157,7 @@ NEAR_TIE = 0.05
 def greedy_reference(backend: Any, request: ChatRequest) -> tuple[list[int], list[torch.Tensor]]:
     """transformers ``generate`` on ``backend``'s loaded model (the plugin's engine): the greedy tokens of
     ``request`` and the logits of each step."""
-    ids = torch.tensor([backend._prepare(request).prompt_ids], device=backend.loaded.device)
+    ids = torch.tensor([backend.prepare(request).prompt_ids], device=backend.loaded.device)
     with torch.no_grad():
         out = backend.loaded.model.generate(
             ids,
@@ -187,7 +187,7 @@ def assert_engine_equals_generate(backend: Any, tokens: int = 30) -> None:
         messages=(ChatMessage("user", "hello"),),
         sampling=SamplingParams(max_tokens=tokens, temperature=0, repetition_penalty=1.0),
     )
-    x = torch.tensor([backend._prepare(request).prompt_ids])
+    x = torch.tensor([backend.prepare(request).prompt_ids])
     with torch.no_grad():
         out = backend.loaded.model.generate(x, max_new_tokens=tokens, **greedy_generate_kwargs(backend, x))
     expected = backend.engine.tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True)

@@ -9,14 +9,16 @@ strings), tool-call blocks are parsed by :func:`~chat_qwen_awq.tools.with_tool_c
 logprobs get their texts from the same token table. vLLM only sees prompt ids and sampling
 settings (:mod:`chat_qwen_awq.vllm_bridge`).
 
-- ``load(grant)``: starts the engine process (:class:`~chat_qwen_awq.vllm_engine.EngineProcess`)
+It sits on :class:`host.toolkit.chat.ChatEngineBackend` (prepare thread, error mapping, closing):
+
+- ``load_model(grant)``: starts the engine process (:class:`~chat_qwen_awq.vllm_engine.EngineProcess`)
   with the KV-cache size and footprint of the declaration (:mod:`chat_qwen_awq.vllm_sizing`).
-- ``relocate(grant)``: to host RAM (a parked grant) is vLLM's sleep level 1 (weights to host RAM,
-  KV cache dropped); back to the same GPU is a wake-up; anywhere else is a fresh start there.
-- ``unload()``: the engine process ends (everything it held is freed).
-- ``generate(request)``: a closed stream aborts the generation in the engine before its next
-  step. An engine process that died fails its running requests with ``EngineUnavailable``
-  (503) and is started again by the next request.
+- ``move_model(grant)``: to host RAM (a parked grant) is vLLM's sleep level 1 (weights to host
+  RAM, KV cache dropped); back to the same GPU is a wake-up; anywhere else is a fresh start there.
+- ``unload_model()``: the engine process ends (everything it held is freed).
+- ``prepare(request)`` / ``stream(prepared)``: a closed stream aborts the generation in the engine
+  before its next step. An engine process that died fails its running requests with
+  ``EngineUnavailable`` (503) and is started again by the next request.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from chat_qwen_awq.vllm_engine import UNAVAILABLE, EngineProcess, EngineStartErr
 from host.sdk import (
     BackendError,
     ChatDelta,
+    ChatEngineBackend,
     ChatRequest,
     EngineUnavailable,
     Grant,
@@ -180,14 +183,22 @@ def _put_all(queue: asyncio.Queue[ChatDelta | BaseException], items: list[ChatDe
         queue.put_nowait(item)
 
 
-class VllmChatBackend:
+@dataclass(frozen=True)
+class VllmPrepared:
+    """A checked request: its prompt, the engine's sampling settings, and whether tool-call blocks are parsed."""
+
+    prompt: Prompt
+    params: Params
+    parse_tool_calls: bool
+
+
+class VllmChatBackend(ChatEngineBackend[VllmPrepared]):
     """Serves a Qwen2 AWQ chat model with vLLM (see the module docstring)."""
 
-    def __init__(self, spec: ModelSpec) -> None:
-        self.spec = spec
-        assert isinstance(spec.options, sizing.ChatOptions), "declared by chat_qwen_awq.model_spec"
+    def __init__(self, spec: ModelSpec[sizing.ChatOptions]) -> None:
+        super().__init__(spec)
         self.options = spec.options
-        self.grant: Grant | None = None  # where the engine serves (kept while it sleeps)
+        self.serving: Grant | None = None  # where the engine serves (kept while it sleeps; ``grant`` is the last one)
         self.sleeping = False
         self.python: str | None = None
         self.folder: Path | None = None
@@ -198,15 +209,14 @@ class VllmChatBackend:
         self.eos_ids: list[int] = []
         self.engine: EngineProcess | None = None
         self.grammars: Grammars | None = None
-        self._preparer: Preparer | None = None
-        self._prep: ThreadPoolExecutor | None = None
+        self._preparer: Preparer | None = None  # the prepare thread's
         self._tokenizer: Any = None  # the reader thread's (detokenisation)
         self._texts: TokenTexts | None = None  # the reader thread's (logprob texts)
         self._restart = threading.Lock()
         self._generations = 0  # requests in generate(), running or waiting (event loop only)
 
     # -- life cycle (worker threads) -------------------------------------------------------------
-    def load(self, grant: Grant) -> None:
+    def load_model(self, grant: Grant) -> None:
         """Read the model's configuration and tokenizer, then start a vLLM engine where ``grant`` says."""
         from transformers import AutoTokenizer
 
@@ -231,20 +241,16 @@ class VllmChatBackend:
         self.grammars = Grammars(prep_tokenizer, vocab, self.eos_ids)
         self._texts = TokenTexts(self.grammars.token_bytes)
         self._preparer = Preparer(self.spec.id, prep_tokenizer, self.limits, self.defaults)
-        self._prep = ThreadPoolExecutor(1, thread_name_prefix=f"{self.spec.id}-tokenizer")
         self.engine = self._start(grant)
-        self.grant = grant
+        self.serving = grant
 
-    def unload(self) -> None:
+    def unload_model(self) -> None:
         """End the engine process and drop the tokenizers."""
         engine, self.engine = self.engine, None
         if engine is not None:
             engine.stop()
-        if self._prep is not None:
-            self._prep.shutdown(wait=False, cancel_futures=True)
-            self._prep = None
         self.grammars = self._preparer = self._texts = self._tokenizer = None
-        self.grant = None
+        self.serving = None
         self.sleeping = False
 
     def abort(self) -> None:
@@ -252,17 +258,17 @@ class VllmChatBackend:
         if self.engine is not None:
             self.engine.fail_all(ShuttingDown("plughost is shutting down; please retry"))
 
-    def relocate(self, grant: Grant) -> None:
+    def move_model(self, grant: Grant) -> None:
         """Sleep (to host RAM), wake up on the same GPU, or start afresh on another placement."""
-        engine = self.engine
-        if engine is None or self.grant is None:
+        engine, serving = self.engine, self.serving
+        if engine is None or serving is None:
             raise RuntimeError(f"{self.spec.id} is not loaded")
         if grant.parked:
             engine.call("sleep", level=1)
             self.sleeping = True
             log.info("%s: vLLM asleep (weights in host RAM, KV cache dropped)", self.spec.id)
             return
-        if self.sleeping and (grant.placement, grant.device) == (self.grant.placement, self.grant.device):
+        if self.sleeping and (grant.placement, grant.device) == (serving.placement, serving.device):
             try:
                 engine.call("wake")
             except EngineUnavailable:
@@ -275,7 +281,7 @@ class VllmChatBackend:
         engine.stop()
         self.engine = None
         self.engine = self._start(grant)
-        self.grant, self.sleeping = grant, False
+        self.serving, self.sleeping = grant, False
 
     def _check_grant(self, grant: Grant) -> None:
         assert self.shape is not None
@@ -321,7 +327,7 @@ class VllmChatBackend:
     def _restart_if_dead(self) -> EngineProcess:
         """The running engine, started again on the same grant if its process died (one restart at a time)."""
         with self._restart:
-            engine, grant = self.engine, self.grant
+            engine, grant = self.engine, self.serving
             if engine is not None and engine.alive:
                 return engine
             if grant is None:
@@ -338,11 +344,11 @@ class VllmChatBackend:
                 ) from None
             return self.engine
 
-    # -- serving (event loop) ----------------------------------------------------------------------
-    async def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        """Stream the completion; ``InvalidRequest`` (prompt too long, bad schema) comes before any delta."""
-        prep, limits = self._prep, self.limits
-        if prep is None or limits is None or self.sleeping:
+    # -- serving -----------------------------------------------------------------------------------
+    async def stream(self, prepared: VllmPrepared) -> AsyncIterator[ChatDelta]:
+        """The engine's deltas for ``prepared`` (event loop); closing it aborts the generation in the engine."""
+        limits = self.limits
+        if limits is None or self.sleeping or self._texts is None:
             raise ShuttingDown(f"{self.spec.id} is not loaded")
         cap = limits.max_sequences + limits.max_waiting_sequences
         if self._generations >= cap:  # vLLM would queue without bound
@@ -355,16 +361,15 @@ class VllmChatBackend:
         generation: int | None = None
         try:
             loop = asyncio.get_running_loop()
-            prompt, params = await loop.run_in_executor(prep, self._prepare, request)
             engine = self.engine
             if engine is None or not engine.alive:
                 engine = await loop.run_in_executor(None, self._restart_if_dead)
-            assert self._texts is not None
+            prompt = prepared.prompt
             stream = VllmStream(prompt, self._tokenizer, frozenset(self.eos_ids), self._texts, loop)
             generation = engine.new_id()
-            engine.submit(Generate(generation, prompt.prompt_ids, params), stream)
+            engine.submit(Generate(generation, prompt.prompt_ids, prepared.params), stream)
             deltas = stream.deltas()
-            if request.tools and request.tool_choice.mode != "none":
+            if prepared.parse_tool_calls:
                 deltas = with_tool_calls(deltas)
             async for delta in deltas:
                 yield delta
@@ -375,8 +380,8 @@ class VllmChatBackend:
             if engine is not None and generation is not None:
                 engine.abort(generation)  # nothing is sent for a generation that ended
 
-    def _prepare(self, request: ChatRequest) -> tuple[Prompt, Params]:
-        """The checked prompt and the engine's sampling settings (tokenizer thread)."""
+    def prepare(self, request: ChatRequest) -> VllmPrepared:
+        """The checked prompt and the engine's sampling settings (prepare thread)."""
         assert self._preparer is not None and self.grammars is not None
         prompt = self._preparer.prompt(request)
         source = self.grammars.checked(request)
@@ -394,4 +399,4 @@ class VllmChatBackend:
             grammar=source.lark if source is not None else None,
             logprobs=prompt.top_logprobs,
         )
-        return prompt, params
+        return VllmPrepared(prompt, params, bool(request.tools) and request.tool_choice.mode != "none")

@@ -15,7 +15,7 @@ import pytest
 from chat_qwen_awq.sizing import ChatOptions
 from chat_qwen_awq.testing import MODEL_ID, PLUGIN_ROOT, TINY, tiny_config
 from host import hookimpl
-from host.config import ConfigError, HostConfig
+from host.contract.config import ConfigError, HostConfig
 from host.contract.spec import GiB, ModelSpec, PlacementKind, Task
 from host.testing.pytest_plugin import make_config
 
@@ -38,7 +38,7 @@ def awq_config(shape: Any, group_size: int = 128) -> dict[str, Any]:
 
 def test_registration_imports_no_torch() -> None:
     code = (
-        "import sys; import chat_qwen_awq; from host.config import config_from_dict; "
+        "import sys; import chat_qwen_awq; from host.contract.config import config_from_dict; "
         "specs = chat_qwen_awq.register_models(config_from_dict({})); "
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'accelerate', 'awq')]; "
         "assert not heavy, heavy; assert specs[0].backend.startswith('chat_qwen_awq.backend:')"

@@ -32,7 +32,7 @@ async def complete(backend: Any, req: ChatRequest) -> tuple[str, ChatDelta, list
 
 
 def prompt_ids(backend: Any, req: ChatRequest) -> list[int]:
-    return backend._prepare(req).prompt_ids
+    return backend.prepare(req).prompt_ids
 
 
 @pytest.mark.parametrize("content", [ENGLISH, CHINESE])
@@ -184,7 +184,7 @@ async def test_a_full_kv_cache_preempts_and_recomputes(small_backend: Any) -> No
 async def test_cancel_stops_within_a_step(backend: Any) -> None:
     from chat_qwen_awq.engine import Sequence
 
-    prepared = backend._prepare(request(temperature=0, max_tokens=1500))
+    prepared = backend.prepare(request(temperature=0, max_tokens=1500))
     seq = Sequence(prepared, backend.engine.tokenizer, asyncio.get_running_loop())
     backend.engine.submit(seq)
     while len(seq.generated) < 10:
@@ -212,8 +212,8 @@ async def test_a_failing_sequence_does_not_stop_the_others(backend: Any, monkeyp
     from chat_qwen_awq.engine import Sequence
 
     loop = asyncio.get_running_loop()
-    good = Sequence(backend._prepare(request(temperature=0, max_tokens=30)), backend.engine.tokenizer, loop)
-    bad = Sequence(backend._prepare(request(temperature=0, max_tokens=30)), backend.engine.tokenizer, loop)
+    good = Sequence(backend.prepare(request(temperature=0, max_tokens=30)), backend.engine.tokenizer, loop)
+    bad = Sequence(backend.prepare(request(temperature=0, max_tokens=30)), backend.engine.tokenizer, loop)
 
     def explode(logits: torch.Tensor) -> int:
         raise RuntimeError("boom")

@@ -147,7 +147,7 @@ def _prefilled_cache(backend: Any, requests: list[ChatRequest], prefix_cache: Pr
     loop = asyncio.new_event_loop()
     try:
         for r in requests:
-            engine._waiting.append(Sequence(backend._prepare(r), e.tokenizer, loop))
+            engine._waiting.append(Sequence(backend.prepare(r), e.tokenizer, loop))
         with torch.inference_mode():
             engine._start_prefill()
             while engine._prefill is not None:

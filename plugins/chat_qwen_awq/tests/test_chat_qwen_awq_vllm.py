@@ -35,7 +35,7 @@ from chat_qwen_awq.testing import (
     vllm_python,
 )
 from host.app import create_app
-from host.config import HostConfig
+from host.contract.config import HostConfig
 from host.scheduling.policy import Budgets
 from host.sdk import ChatMessage, ChatRequest, GiB, Grant, PlacementKind, SamplingParams
 from host.testing.pytest_plugin import make_config
@@ -158,7 +158,7 @@ def test_greedy_tokens_equal_ours_and_generate(vllm: Any, ours: Any) -> None:
         else:  # different GPU kernels (AWQ Marlin, autoawq): equal, or parted only at an fp16 near-tie
             assert_same_greedy(theirs, reference, scores)
             assert_same_greedy(mine, reference, scores)
-        assert last.completion_tokens == len(theirs) and last.prompt_tokens == len(ours._prepare(request).prompt_ids)
+        assert last.completion_tokens == len(theirs) and last.prompt_tokens == len(ours.prepare(request).prompt_ids)
 
 
 def test_logprobs_are_ours(client: OpenAI, ours: Any) -> None:

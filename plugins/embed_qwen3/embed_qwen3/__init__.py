@@ -30,6 +30,7 @@ from embed_qwen3.sizing import (
     max_length_of,
 )
 from host.sdk import (
+    Capabilities,
     HostConfig,
     ModelSpec,
     NonNegativeInt,
@@ -114,6 +115,7 @@ def declare(config: HostConfig, model_id: str = MODEL_ID, aliases: tuple[str, ..
         weights=weights,
         options=options,
         offload_bytes=offload_bytes,
+        capabilities=Capabilities(context_length=max_length),
         description="Qwen3 embedding: last-token pooling, query instructions, Matryoshka dimensions",
         demo=DEMO,
     )
@@ -123,7 +125,8 @@ def declare(config: HostConfig, model_id: str = MODEL_ID, aliases: tuple[str, ..
 def register_models(config: HostConfig) -> list[ModelSpec]:
     """Declare Qwen3-Embedding-0.6B and every configured model marked ``plugin: embed_qwen3``."""
     default = declare(config, MODEL_ID)
-    if default.weights == DEFAULT_HUB_ID:  # clients may name it by its hub id too
+    ref = config.weights_ref(MODEL_ID, default.weights)  # the hub repo, also once pulled into a folder
+    if ref is not None and ref.repo == DEFAULT_HUB_ID:  # clients may name it by its hub id too
         default = msgspec.structs.replace(default, aliases=(*default.aliases, DEFAULT_HUB_ID))
     specs = [default]
     for model_id, model_config in config.models.items():

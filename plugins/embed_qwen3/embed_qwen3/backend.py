@@ -75,7 +75,7 @@ class Qwen3EmbeddingBackend(BatchedBackend[EmbedInput, list[int], tuple[np.ndarr
 
     kind = "embed"
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec[EmbedOptions]) -> None:
         super().__init__(spec)
         self._read_options(spec)
         self.model: Any = None
@@ -90,9 +90,8 @@ class Qwen3EmbeddingBackend(BatchedBackend[EmbedInput, list[int], tuple[np.ndarr
         self.tokenizer_appends_eos = False
         self._prefix_ids: dict[str, list[int]] = {}
 
-    def _read_options(self, spec: ModelSpec) -> None:
+    def _read_options(self, spec: ModelSpec[EmbedOptions]) -> None:
         """The typed options (:class:`~embed_qwen3.EmbedOptions`) and the batch budgets they give."""
-        assert isinstance(spec.options, EmbedOptions), "declared by embed_qwen3.declare"
         self.options = o = spec.options
         self.budgets_by_device = {
             "cpu": BatchBudgets(o.batch_tokens_cpu, o.max_batch_size, o.batch_overhead_tokens_cpu),

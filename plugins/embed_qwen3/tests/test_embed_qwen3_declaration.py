@@ -13,7 +13,7 @@ import pytest
 import embed_qwen3
 from embed_qwen3.sizing import KNOWN_CONFIGS, activation_bytes_per_token, param_count
 from embed_qwen3.testing import MODEL, PLUGIN_ROOT, TINY
-from host.config import config_from_dict
+from host.contract.config import config_from_dict
 from host.contract.spec import MiB, PlacementKind, Task
 from host.demo import demo_weights
 
@@ -22,7 +22,7 @@ REPO = PLUGIN_ROOT.parents[1]
 
 def test_registration_imports_no_torch() -> None:
     code = (
-        "import sys; import embed_qwen3; from host.config import config_from_dict; "
+        "import sys; import embed_qwen3; from host.contract.config import config_from_dict; "
         "specs = embed_qwen3.register_models(config_from_dict({})); "
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'tokenizers')]; "
         "assert not heavy, heavy; print(specs[0].id)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 from host.sdk import (
+    Capabilities,
     HostConfig,
     ModelSpec,
     NonNegativeInt,
@@ -103,6 +104,7 @@ def declare(config: HostConfig) -> ModelSpec:
         weights=weights,
         options=options,
         offload_bytes=offload_bytes,
+        capabilities=Capabilities(context_length=max_length),
         description="Qwen3 reranker: P(yes) from two lm_head rows, batch-invariant",
         demo=DEMO,
     )

@@ -62,7 +62,7 @@ class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]])
 
     kind = "rerank"
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec[RerankOptions]) -> None:
         super().__init__(spec)
         self._read_options(spec)
         self.base: Any = None  # the decoder without its lm_head (Qwen3Model)
@@ -73,9 +73,8 @@ class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]])
         self.device = torch.device("cpu")
         self.prefix_cache = PrefixCache(self.prefix_cache_entries, self.prefix_cache_tokens)
 
-    def _read_options(self, spec: ModelSpec) -> None:
+    def _read_options(self, spec: ModelSpec[RerankOptions]) -> None:
         """The typed options (:class:`~rerank_qwen3.RerankOptions`) and what follows from them."""
-        assert isinstance(spec.options, RerankOptions), "declared by rerank_qwen3.declare"
         self.options = o = spec.options
         self.instruction: str = o.instruction or DEFAULT_INSTRUCTION
         self.gpu_dtype = _GPU_DTYPES[o.gpu_dtype]

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import torch
 
-from host.config import config_from_dict
+from host.contract.config import config_from_dict
 from host.sdk import Grant, ModelSpec, PlacementKind
 from rerank_qwen3 import DEMO_WEIGHTS
 from rerank_qwen3.prompt import DEFAULT_INSTRUCTION
@@ -29,7 +29,6 @@ def tiny_spec(**options: Any) -> ModelSpec:
     import rerank_qwen3
 
     spec = rerank_qwen3.declare(config_from_dict({"models": {rerank_qwen3.MODEL_ID: {"weights": TINY}}}))
-    assert isinstance(spec.options, msgspec.Struct), "the plugin declares typed options"
     return msgspec.structs.replace(spec, options=msgspec.structs.replace(spec.options, **options))
 
 

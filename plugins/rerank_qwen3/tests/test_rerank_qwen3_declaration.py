@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 import rerank_qwen3
-from host.config import config_from_dict
+from host.contract.config import config_from_dict
 from host.contract.spec import GiB, PlacementKind, Task
 from host.demo import demo_weights
 from host.plugins import make_plugin_manager
@@ -38,7 +38,7 @@ def test_declares_the_reranker_gpu_first() -> None:
 
 def test_registration_imports_no_torch() -> None:
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import rerank_qwen3; from host.config import "
+        "import sys; sys.path.insert(0, sys.argv[1]); import rerank_qwen3; from host.contract.config import "
         "config_from_dict; specs = rerank_qwen3.register_models(config_from_dict({})); "
         "assert specs and 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)"
     )

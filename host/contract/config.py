@@ -16,6 +16,7 @@ import msgspec
 import yaml
 
 from host.contract.errors import parse_msgspec_error
+from host.contract.pulled import find_installed, repo_of_folder
 from host.contract.spec import Options, PlacementKind
 
 OptionsT = TypeVar("OptionsT", bound=Options)
@@ -144,6 +145,58 @@ class AutoscalingConfig(Strict):
             raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
 
 
+HubSource = Literal["huggingface", "modelscope"]
+SourceChoice = Literal["auto", "huggingface", "modelscope"]
+
+
+class WeightsRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``models.<id>.weights: {repo, source, revision}``: weights fetched from a hub by ``plughost pull``.
+
+    ``source`` ``None`` means ``download.source``; ``revision`` ``None`` means the hub's default
+    branch (``main`` on Hugging Face, ``master`` on ModelScope). A plain hub id string
+    (``Qwen/Qwen3-Embedding-0.6B``) is the same as ``{repo: Qwen/Qwen3-Embedding-0.6B}``.
+    """
+
+    repo: str
+    source: SourceChoice | None = None
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if not is_hub_id(self.repo):
+            raise ValueError(f"repo must be a hub id such as Qwen/Qwen3-Embedding-0.6B, got {self.repo!r}")
+
+
+def is_hub_id(value: str) -> bool:
+    """Whether ``value`` reads as a hub id (``owner/name``) rather than a folder or a demo model."""
+    if value.startswith((".", "~", "/", "demo:", "tiny:")) or value.count("/") != 1:
+        return False
+    owner, name = value.split("/")
+    return bool(owner) and bool(name) and not Path(os.path.expanduser(value)).exists()
+
+
+class DownloadConfig(Strict):
+    """``download:`` where ``plughost pull`` gets weights from and where it puts them.
+
+    ``dir`` ``None``: ``$PLUGHOST_MODELS_DIR``, else ``~/.cache/plughost/models``. ``endpoints``
+    override a hub's address (``huggingface: https://hf-mirror.com``); unset, ``HF_ENDPOINT`` and
+    ``MODELSCOPE_ENDPOINT`` apply, else the hubs' own addresses.
+    """
+
+    dir: str | None = None
+    source: SourceChoice = "auto"
+    order: list[HubSource] = msgspec.field(default_factory=lambda: ["huggingface", "modelscope"])
+    endpoints: dict[HubSource, str] = msgspec.field(default_factory=dict)
+    on_first_use: bool = False
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    read_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.order:
+            raise ValueError("order must name at least one source (huggingface, modelscope)")
+        if len(set(self.order)) != len(self.order):
+            raise ValueError(f"order names a source twice: {self.order}")
+
+
 class ModelConfig(Strict):
     """``models.<id>:`` per-model overrides of what the plugin declared.
 
@@ -153,7 +206,7 @@ class ModelConfig(Strict):
     ``replicas`` and ``autoscaling`` apply on Ray Serve only (``host.ray``); one machine ignores them.
     """
 
-    weights: str | None = None
+    weights: str | WeightsRef | None = None
     plugin: str | None = None
     enabled: bool = True
     aliases: list[str] = msgspec.field(default_factory=list)
@@ -169,6 +222,15 @@ class ModelConfig(Strict):
             raise ValueError("set either replicas (a fixed count) or autoscaling, not both")
 
 
+class ResponsesConfig(Strict):
+    """``responses:`` the stored responses of ``/v1/responses`` (``store: true``, the default), kept in
+    memory for ``GET /v1/responses/{id}`` and ``previous_response_id``; the oldest go first."""
+
+    max_stored: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    max_stored_bytes: ByteSize = "256MiB"
+    max_age_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+
+
 class HostConfig(Strict):
     """The whole configuration. ``base_dir`` (not a key) is where relative paths resolve."""
 
@@ -177,6 +239,8 @@ class HostConfig(Strict):
     budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
+    download: DownloadConfig = msgspec.field(default_factory=DownloadConfig)
+    responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     demo: bool | None = None
     base_dir: str = "."
 
@@ -195,10 +259,41 @@ class HostConfig(Strict):
             raise ConfigError(_describe(exc, prefix=f"models.{model_id}.options")) from None
 
     def model_weights(self, model_id: str, default: str) -> str:
-        """``models.<id>.weights`` (else ``default``), a relative folder (``./x``, ``../x``) resolved
-        against the config file's folder: the value both sizing and loading use."""
+        """``models.<id>.weights`` (else ``default``) as the value both sizing and loading use.
+
+        A relative folder (``./x``, ``../x``) is resolved against the config file's folder; weights
+        from a hub (a hub id or ``{repo, source, revision}``) become their folder under
+        ``download.dir`` once ``plughost pull`` has put them there, else stay the hub id.
+        """
+        ref = self.weights_ref(model_id, default)
+        if ref is not None:
+            found = find_installed(self.models_dir(), ref.repo, ref.revision)
+            return str(found.folder) if found is not None else ref.repo
         weights = self.model(model_id).weights or default
+        assert isinstance(weights, str)
         return str(self.resolve_path(weights)) if weights.startswith(("./", "../")) else weights
+
+    def weights_ref(self, model_id: str, declared: str | None) -> WeightsRef | None:
+        """What ``plughost pull`` fetches for ``model_id``: its configured ``{repo, source, revision}``
+        or hub id, else ``declared`` (the plugin's default) when that is a hub id or a folder that an
+        earlier pull made under ``download.dir``; ``None`` for local folders and demo models."""
+        configured = self.model(model_id).weights
+        if isinstance(configured, WeightsRef):
+            return configured
+        value = configured or declared
+        if not value:
+            return None
+        if is_hub_id(value):
+            return WeightsRef(repo=value)
+        repo = repo_of_folder(self.models_dir(), value)
+        return WeightsRef(repo=repo) if repo is not None else None
+
+    def models_dir(self) -> Path:
+        """``download.dir`` (``$PLUGHOST_MODELS_DIR``, else ``~/.cache/plughost/models``)."""
+        if self.download.dir is not None:
+            return self.resolve_path(self.download.dir)
+        env = os.environ.get("PLUGHOST_MODELS_DIR")
+        return Path(os.path.expanduser(env)) if env else Path.home() / ".cache" / "plughost" / "models"
 
     def resolve_path(self, path: str) -> Path:
         """A path from the config, resolved against the config file's folder."""
@@ -211,6 +306,7 @@ def _check_sizes(config: HostConfig) -> None:
         ("server.max_body_bytes", config.server.max_body_bytes),
         ("budgets.host", config.budgets.host),
         ("budgets.host_reserve", config.budgets.host_reserve),
+        ("responses.max_stored_bytes", config.responses.max_stored_bytes),
     ]
     for i, gpu in enumerate(config.budgets.gpus or []):
         fields += [(f"budgets.gpus[{i}].total", gpu.total), (f"budgets.gpus[{i}].reserve", gpu.reserve)]
