@@ -286,15 +286,16 @@ def test_a_full_line_is_a_429(server: str, vllm: Any) -> None:
 
 
 def test_sleep_and_wake(vllm: Any) -> None:
-    before = asyncio.run(vllm_ids(vllm, greedy("hello")))[0]
+    before, engine = asyncio.run(vllm_ids(vllm, greedy("hello")))[0], vllm.engine
     free = torch.cuda.mem_get_info(0)[0] if DEVICE == "cuda" else 0
+    serving = vllm.grant
     vllm.relocate(Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0, parked=True))
     assert vllm.sleeping and engine_count(vllm, "sleeping") == 1
     if DEVICE == "cuda":  # level 1 frees the weights and the KV cache on the GPU
         assert torch.cuda.mem_get_info(0)[0] > free
-    vllm.relocate(vllm.grant)
+    vllm.relocate(serving)  # back where it was: a wake-up, not a new engine
     assert not vllm.sleeping and engine_count(vllm, "sleeping") == 0
-    assert asyncio.run(vllm_ids(vllm, greedy("hello")))[0] == before
+    assert vllm.engine is engine and asyncio.run(vllm_ids(vllm, greedy("hello")))[0] == before
 
 
 def gone(pid: int) -> bool:
