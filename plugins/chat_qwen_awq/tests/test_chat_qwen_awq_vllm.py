@@ -48,6 +48,15 @@ pytestmark = pytest.mark.skipif(
 )
 DEVICE = os.environ.get("PLUGHOST_VLLM_TEST_DEVICE", "cpu")
 PROMPTS = ("hello", "The weather in Paris", "你好，世界")
+#: A long generation: at least 600 numbers before the grammar lets the model end (no early end token).
+LONG: dict[str, Any] = {
+    "temperature": 0,
+    "max_tokens": 1900,
+    "response_format": {
+        "type": "json_schema",
+        "json_schema": {"name": "n", "schema": {"type": "array", "items": {"type": "integer"}, "minItems": 600}},
+    },
+}
 WEATHER = {
     "type": "function",
     "function": {
@@ -248,12 +257,13 @@ def test_a_schema_it_cannot_enforce_is_a_400(client: OpenAI) -> None:
 
 def test_a_closed_stream_is_aborted_in_the_engine(client: OpenAI, vllm: Any) -> None:
     aborted = engine_count(vllm, "aborted")
-    stream = client.chat.completions.create(
-        model=MODEL_ID, messages=messages("hello"), temperature=0, max_tokens=1900, stream=True
-    )
-    for i, _ in enumerate(stream):
-        if i == 3:
+    stream = client.chat.completions.create(model=MODEL_ID, messages=messages("hello"), stream=True, **LONG)
+    tokens = 0
+    for chunk in stream:
+        tokens += bool(chunk.choices and chunk.choices[0].delta.content)
+        if tokens == 3:
             break
+    assert engine_count(vllm, "running") == 1  # generating in the engine
     stream.close()
     deadline = time.monotonic() + 30
     while engine_count(vllm, "running") and time.monotonic() < deadline:
@@ -262,23 +272,37 @@ def test_a_closed_stream_is_aborted_in_the_engine(client: OpenAI, vllm: Any) -> 
 
 
 def test_a_full_line_is_a_429(server: str, vllm: Any) -> None:
-    async def run() -> list[openai.RateLimitError]:
+    async def run() -> list[str]:
         async with AsyncOpenAI(base_url=f"{server}/v1", api_key="dummy", max_retries=0, timeout=120) as c:
-            kwargs: Any = dict(model=MODEL_ID, messages=messages("hello"), temperature=0, max_tokens=1900, stream=True)
-            # 4 run, 2 wait for a slot, the seventh is refused; each stream is closed as it starts, freeing its slot
-            calls = [asyncio.ensure_future(c.chat.completions.create(**kwargs)) for _ in range(7)]
-            refused = []
-            for call in asyncio.as_completed(calls):
-                try:
-                    stream = await call
-                except openai.RateLimitError as exc:
-                    refused.append(exc)
-                    continue
-                await stream.close()
-            return refused
 
-    (error,) = asyncio.run(run())
-    assert error.code == "queue_full" and "max_waiting_sequences" in error.message
+            async def first(c: AsyncOpenAI) -> tuple[str, Any]:
+                """'started' (with the open stream) or the error code; a refusal is a 429, or an error event
+                when the answer's headers went out before it (a model that takes over 0.5 s to answer)."""
+                try:
+                    ask = messages("count")
+                    stream = await c.chat.completions.create(model=MODEL_ID, messages=ask, stream=True, **LONG)
+                    async for chunk in stream:
+                        if chunk.choices and chunk.choices[0].delta.content:
+                            return "started", stream
+                except openai.APIError as exc:
+                    return str(exc.code), None
+                return "ended", None
+
+            # 4 run, 2 wait for a slot, the seventh is refused; then the running ones are closed
+            calls = [asyncio.ensure_future(first(c)) for _ in range(7)]
+            codes, running = [], []
+            for call in asyncio.as_completed(calls):
+                code, stream = await call
+                codes.append(code)
+                running += [stream] if stream is not None else []
+                if "queue_full" in codes:
+                    for stream in running:
+                        await stream.close()
+                    running.clear()
+            return codes
+
+    codes = asyncio.run(run())
+    assert sorted(codes) == ["queue_full"] + ["started"] * 6
     deadline = time.monotonic() + 30
     while engine_count(vllm, "running") and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -309,9 +333,7 @@ def test_a_crashed_engine_fails_its_requests_and_restarts_on_the_next(client: Op
     expected = client.chat.completions.create(model=MODEL_ID, messages=messages("hello"), temperature=0, max_tokens=20)
     old = vllm.engine
     family = [old.pid, *(p.pid for p in psutil.Process(old.pid).children(recursive=True))]
-    stream = client.chat.completions.create(
-        model=MODEL_ID, messages=messages("hello"), temperature=0, max_tokens=1900, stream=True
-    )
+    stream = client.chat.completions.create(model=MODEL_ID, messages=messages("hello"), stream=True, **LONG)
     with pytest.raises(openai.APIError) as caught:
         for i, _ in enumerate(stream):
             if i == 3:  # generating now: kill vLLM's engine processes, as a CUDA fault or the OOM killer would
