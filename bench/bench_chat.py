@@ -23,13 +23,22 @@ fill one step's masks, and the compile time of a typical schema (cold, and from 
 Target (issue 13): constrained >= 0.9x free at both. ``--tokenizer DIR`` serves the model with
 another tokenizer (e.g. the real 151k Qwen vocabulary): mask cost grows with the vocabulary.
 
-Models: the tiny AWQ test model and a random Qwen2.5-0.5B-shaped AWQ model (``--layers N`` cuts
-its depth on small machines; the depth used is printed). Run::
+With ``--per-parameter`` it compares the given models (e.g. ``--models 0.5b,qwen3-0.6b``) on one
+stream instead: every model loaded at once, single-stream runs interleaved (A B B A per repeat), the
+decode rate of each, and the median per-repeat ratio of decode rate x parameters against the first
+model (issue 23: Qwen3 within 10 % of Qwen2.5 per parameter). Same-run ratios hold on a busy machine;
+absolute rates need a quiet one.
+
+Models: the tiny AWQ test models (``tiny``: Qwen2, ``qwen3-tiny``), a random Qwen2.5-0.5B-shaped AWQ
+model (``0.5b``) and a random Qwen3-0.6B-shaped one (``qwen3-0.6b``); ``--layers N`` cuts their depth
+on small machines (the depth used is printed). Run::
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_chat.py --layers 8
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_chat.py --per-parameter --models 0.5b,qwen3-0.6b
 
 ``--engine vllm``: instead, the plugin's engine and vLLM side by side on each model
-(:mod:`chat_engines`: cold load, 1/8/32 streams, RAG-prompt TTFT, offload and back).
+(:mod:`chat_engines`: cold load, 1/8/32 streams, RAG-prompt TTFT, offload and back); ``7b`` is a
+random Qwen2.5-7B-shaped AWQ model (the issue-22 GPU run).
 """
 
 from __future__ import annotations
@@ -56,12 +65,12 @@ import chat_engines  # noqa: E402 - bench/chat_engines.py: --engine vllm
 import torch  # noqa: E402
 from prompts import PROMPTS  # noqa: E402 - bench/prompts.py (shared with bench_llama_cpp.py)
 
-from chat_qwen_awq.demo import TINY_AWQ  # noqa: E402
+from chat_qwen_awq.demo import TINY_AWQ, TINY_QWEN3_AWQ  # noqa: E402
 from chat_qwen_awq.testing import greedy_generate_kwargs  # noqa: E402
 from host.contract.config import config_from_dict  # noqa: E402
 from host.contract.domain import ChatMessage, ChatRequest, OutputFormat, SamplingParams  # noqa: E402
 from host.contract.spec import Grant, PlacementKind  # noqa: E402
-from host.demo.shapes import QWEN2_5_0_5B_SHAPE, QWEN2_5_7B_SHAPE  # noqa: E402
+from host.demo.shapes import QWEN2_5_0_5B_SHAPE, QWEN2_5_7B_SHAPE, QWEN3_0_6B_CHAT_SHAPE  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -88,20 +97,22 @@ def load(
 ) -> Any:
     """The plugin's backend on ``device``: ``cpu``, or ``cuda`` with the declared GPU placement
     (``gpu_layers``: the hybrid placement with that many decoder layers on the GPU, the rest in
-    host RAM, streamed to the GPU at every forward pass)."""
-    from chat_qwen_awq import MODEL_ID, model_spec
+    host RAM, streamed to the GPU at every forward pass). A Qwen3 folder is served as Qwen3-8B-AWQ."""
+    from chat_qwen_awq import MODEL_ID, QWEN3, model_spec, sizing
     from chat_qwen_awq.backend import QwenAwqChatBackend
 
+    arch = sizing.architecture(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    model_id = QWEN3.id if arch == "qwen3" else MODEL_ID
     options: dict[str, Any] = {"max_sequences": max_sequences, "cpu_head_dtype": head_dtype}
     if prefix_cache_tokens is not None:
         options["prefix_cache_tokens"] = prefix_cache_tokens
     config = config_from_dict(
         {
-            "models": {MODEL_ID: {"weights": str(folder), "options": options}},
+            "models": {model_id: {"weights": str(folder), "options": options}},
             "plugins": {"paths": [], "entry_points": False},
         }
     )
-    spec = model_spec(config)
+    spec = model_spec(config, model_id)
     backend = QwenAwqChatBackend(spec)
     if device == "cuda" and gpu_layers is not None:
         from chat_qwen_awq import sizing
@@ -298,7 +309,8 @@ def mask_times(backend: Any, rows: int, steps: int = 48) -> float:
     constraints = [backend.grammars.constraint(request("x", 8, SCHEMA)) for _ in range(rows)]
 
     class Row:
-        finished = cancelled = False
+        finished = cancelled = grammar_paused = False
+        also_allowed = ()
 
         def __init__(self, constraint: Any) -> None:
             self.constraint = constraint
@@ -475,6 +487,76 @@ def bench_prefix(folder: Path, label: str, head_dtype: str, prompt_tokens: int, 
     return result
 
 
+def parameters(folder: Path) -> tuple[int, int]:
+    """(all parameters, those outside the embeddings and head) of the model in ``folder``."""
+    from chat_qwen_awq import sizing
+
+    shape = sizing.ModelShape.from_config(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    matrices = 1 if shape.tie_word_embeddings else 2
+    return shape.parameters, shape.parameters - matrices * shape.vocab_size * shape.hidden_size
+
+
+def bench_per_parameter(models: list[tuple[str, Path]], tokens: int, repeats: int, head_dtype: str) -> dict[str, Any]:
+    """One stream, one thread, the models interleaved (see the module docstring)."""
+    backends = [load(folder, max_sequences=1, head_dtype=head_dtype) for _, folder in models]
+    try:
+        prompt = PROMPTS[0]
+        for b in backends:  # warm-up (first calls allocate)
+            asyncio.run(engine_streams(b, [prompt], 4))
+        runs: list[list[Run]] = [[] for _ in models]
+        for i in range(repeats):
+            order = list(range(len(models)))
+            for j in order if i % 2 == 0 else order[::-1]:
+                runs[j].append(asyncio.run(engine_streams(backends[j], [prompt], tokens))[0])
+        counts = [parameters(folder) for _, folder in models]
+        result: dict[str, Any] = {"tokens_per_stream": tokens, "repeats": repeats, "models": []}
+        for (name, _), b, rs, (total, layers) in zip(models, backends, runs, counts):
+            result["models"].append(
+                {
+                    "model": name,
+                    "layers": b.loaded.model.config.num_hidden_layers,
+                    "cpu_head_dtype": b.limits.cpu_head_dtype,
+                    "parameters": total,
+                    "parameters_outside_embeddings": layers,
+                    "decode_tok_s": [r.decode_rate for r in rs],
+                    "decode_tok_s_best": max(r.decode_rate for r in rs),
+                    "tokens": [r.tokens for r in rs],
+                }
+            )
+        base = runs[0]
+        for entry, rs, (total, layers) in zip(result["models"][1:], runs[1:], counts[1:]):
+            t0, l0 = counts[0]
+            entry["ratio_tok_s"] = statistics.median(r.decode_rate / b.decode_rate for r, b in zip(rs, base))
+            entry["ratio_per_parameter"] = statistics.median(
+                r.decode_rate * total / (b.decode_rate * t0) for r, b in zip(rs, base)
+            )
+            entry["ratio_per_parameter_outside_embeddings"] = statistics.median(
+                r.decode_rate * layers / (b.decode_rate * l0) for r, b in zip(rs, base)
+            )
+        return result
+    finally:
+        for b in backends:
+            b.unload()
+
+
+def report_per_parameter(r: dict[str, Any]) -> None:
+    first = r["models"][0]
+    print(f"\n== one stream, one thread, {r['tokens_per_stream']} tokens, {r['repeats']} interleaved repeats ==")
+    for m in r["models"]:
+        line = (
+            f"{m['model']:28s} {m['layers']:3d} layers, {m['parameters'] / 1e9:.3f}B parameters "
+            f"({m['parameters_outside_embeddings'] / 1e9:.3f}B outside embeddings), {m['cpu_head_dtype']} head: "
+            f"decode best {m['decode_tok_s_best']:.1f} tok/s"
+        )
+        if m is not first:
+            line += (
+                f"\n{'':28s} vs {first['model']} (median of same-repeat ratios): {m['ratio_tok_s']:.3f}x tok/s, "
+                f"{m['ratio_per_parameter']:.3f}x tok/s x parameters, "
+                f"{m['ratio_per_parameter_outside_embeddings']:.3f}x outside embeddings (target: >= 0.9x per parameter)"
+            )
+        print(line)
+
+
 def report(r: dict[str, Any], streams: int) -> None:
     raw, one, many = r["raw_generate_b1"], r["engine_1_stream"], r[f"engine_{streams}_streams"]
     where = f"embeddings/head {r['cpu_head_dtype']}, 1 thread" if r["device"] == "cpu" else f"fp16 on {r['device']}"
@@ -513,8 +595,10 @@ def report(r: dict[str, Any], streams: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="tiny,0.5b", help="comma-separated: tiny, 0.5b, 7b (random AWQ weights)")
-    parser.add_argument("--layers", type=int, default=None, help="decoder layers of the 0.5b or 7b shape")
+    parser.add_argument("--models", default="tiny,0.5b", help="comma-separated: tiny, 0.5b, qwen3-tiny, qwen3-0.6b, 7b")
+    parser.add_argument(
+        "--layers", type=int, default=None, help="decoder layers of the 0.5B/0.6B-shaped models (24/28)"
+    )
     parser.add_argument("--tokens", type=int, default=None, help="tokens per stream (tiny 256, 0.5b 64)")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
@@ -536,6 +620,11 @@ def main() -> None:
         help="with --device cuda: the hybrid placement, this many decoder layers on the GPU",
     )
     parser.add_argument("--constrained", action="store_true", help="constrained vs free decoding (issue 13)")
+    parser.add_argument(
+        "--per-parameter",
+        action="store_true",
+        help="one stream, models interleaved: decode rate x parameters against the first model (issue 23)",
+    )
     parser.add_argument("--tokenizer", type=Path, default=None, help="serve with this tokenizer folder instead")
 
     parser.add_argument(
@@ -550,21 +639,43 @@ def main() -> None:
     chat_engines.add_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    results = []
+    results: list[dict[str, Any]] = []
+    chosen: list[tuple[str, Path, int]] = []
     for name in args.models.split(","):
         if name == "tiny":
             folder, label, tokens = TINY_AWQ.folder(), "tiny qwen2-awq", 256
-        elif name in ("0.5b", "7b"):
-            shape = QWEN2_5_0_5B_SHAPE if name == "0.5b" else QWEN2_5_7B_SHAPE
-            if args.layers:
-                shape = dataclasses.replace(shape, num_hidden_layers=args.layers)
-            label = f"Qwen2.5-{name.upper()}-shaped AWQ"
-            print(f"building/caching the {label} model with {shape.num_hidden_layers} layers", flush=True)
-            folder, tokens = TINY_AWQ.with_shape(shape).folder(), 64
+        elif name == "qwen3-tiny":
+            folder, label, tokens = TINY_QWEN3_AWQ.folder(), "tiny qwen3-awq", 256
+        elif name in ("0.5b", "qwen3-0.6b", "7b"):
+            demo, real, label = {
+                "0.5b": (TINY_AWQ, QWEN2_5_0_5B_SHAPE, "Qwen2.5-0.5B-shaped AWQ"),
+                "qwen3-0.6b": (TINY_QWEN3_AWQ, QWEN3_0_6B_CHAT_SHAPE, "Qwen3-0.6B-shaped AWQ"),
+                "7b": (TINY_AWQ, QWEN2_5_7B_SHAPE, "Qwen2.5-7B-shaped AWQ"),
+            }[name]
+            shape = dataclasses.replace(real, num_hidden_layers=args.layers) if args.layers else real
+            print(
+                f"building/caching the {label} model with {shape.num_hidden_layers} layers "
+                f"(of {real.num_hidden_layers})",
+                flush=True,
+            )
+            folder, tokens = demo.with_shape(shape).folder(), 64
         else:
             parser.error(f"unknown model {name!r}")
-        if args.tokenizer is not None:
-            folder = with_tokenizer(folder, args.tokenizer)
+        chosen.append((label, folder, tokens))
+    if args.per_parameter:
+        if len(chosen) < 2:
+            parser.error("--per-parameter compares two or more models")
+        for head in args.cpu_head_dtype.split(","):
+            r = bench_per_parameter(
+                [(label, folder) for label, folder, _ in chosen], args.tokens or 64, args.repeats, head
+            )
+            report_per_parameter(r)
+            results.append(r)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        return
+    for label, model_folder, tokens in chosen:
+        folder = model_folder if args.tokenizer is None else with_tokenizer(model_folder, args.tokenizer)
         if args.engine == "vllm":
             results.append(chat_engines.run_from_args(args, folder, label, args.tokens or tokens))
             continue

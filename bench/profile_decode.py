@@ -33,7 +33,7 @@ def prof_steps(backend: object, prompts: list[str], steps: int) -> torch.profile
 
     b: Any = backend
     model, decoder = b.loaded.model, b.loaded.decoder
-    ids = torch.tensor([b._prepare(request(prompts[0], steps)).prompt_ids] * len(prompts))
+    ids = torch.tensor([b.prepare(request(prompts[0], steps)).prompt_ids] * len(prompts))
     rows, width = ids.shape
     with torch.inference_mode():
         cache = DynamicCache(config=model.config)

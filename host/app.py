@@ -22,7 +22,7 @@ from host.plugins import make_plugin_manager
 from host.registry import build_registry
 from host.routes import ROUTES
 from host.routes.deps import Services
-from host.routes.errors import EXCEPTION_HANDLERS
+from host.routes.errors import EXCEPTION_HANDLERS, envelope_for
 from host.scheduling.budgets import resolve_budgets
 from host.scheduling.policy import Budgets
 from host.scheduling.pool import ModelPool, PoolFactory
@@ -101,6 +101,6 @@ def create_app(
     )
     # Outside Litestar's own handler: sees every request (404s too) before routing and CORS.
     app.asgi_handler = Edge(
-        app.asgi_handler, EdgePolicy.from_config(config.server), metrics, config.server.body_timeout_s
+        app.asgi_handler, EdgePolicy.from_config(config.server), metrics, config.server.body_timeout_s, envelope_for
     )
     return app

@@ -24,7 +24,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from host.app import create_app
 from host.cluster import INGRESS_CPUS, INGRESS_MAX_ONGOING, ReplicaPlan, deployment_options, model_state, replica_plan
-from host.contract.backend import Backend, load_backend
+from host.contract.backend import Backend, PromptTokens, load_backend, no_prompt_tokens
 from host.contract.config import HostConfig, load_config
 from host.contract.domain import ChatDelta, ChatRequest, EmbeddingRequest, EmbeddingResult, RerankRequest, RerankResult
 from host.contract.errors import BackendError, Conflict, ModelLoadFailed, PlughostError, QueueFull, ShuttingDown
@@ -97,6 +97,12 @@ class ModelReplica:
         async for delta in self.backend.generate(request):
             yield delta
 
+    async def prompt_ids(self, request: ChatRequest) -> list[int]:
+        """The prompt's token ids (``/v1/messages/count_tokens``)."""
+        if not isinstance(self.backend, PromptTokens):
+            raise no_prompt_tokens(self.model.spec.id)
+        return await self.backend.prompt_ids(request)
+
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         """Embed the inputs."""
         return await self.backend.embed(request)
@@ -146,6 +152,10 @@ class RemoteBackend:
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         """Embed through a replica."""
         return await self._unary("embed", request)
+
+    async def prompt_ids(self, request: ChatRequest) -> list[int]:
+        """A chat prompt's token ids, from a replica (its backend's 400 if it cannot count)."""
+        return await self._unary("prompt_ids", request)
 
     async def rerank(self, request: RerankRequest) -> RerankResult:
         """Rerank through a replica."""

@@ -9,7 +9,7 @@ modules behind these names are :mod:`host.contract` (what a plugin declares and 
 from __future__ import annotations
 
 from host import hookimpl
-from host.contract.backend import Backend, ChatBackend, EmbeddingBackend, Relocatable, RerankBackend
+from host.contract.backend import Backend, ChatBackend, EmbeddingBackend, PromptTokens, Relocatable, RerankBackend
 from host.contract.capabilities import Capabilities, Feature
 from host.contract.config import HostConfig
 from host.contract.domain import (
@@ -87,6 +87,7 @@ __all__ = [
     "PlacementKind",
     "PlughostError",
     "PositiveInt",
+    "PromptTokens",
     "QueueFull",
     "Relocatable",
     "RerankBackend",

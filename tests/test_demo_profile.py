@@ -60,7 +60,7 @@ def test_the_three_plugins_size_their_demo_stand_ins_small() -> None:
     plugins = Path(__file__).resolve().parents[1] / "plugins"
     config = make_config({"demo": True, "plugins": {"paths": [str(plugins)]}})
     registry = build_registry(make_plugin_manager(config), config)
-    for name in ("Qwen2.5-7B-Instruct-AWQ", "Qwen3-Embedding-0.6B", "Qwen3-Reranker-0.6B"):
+    for name in ("Qwen2.5-7B-Instruct-AWQ", "Qwen3-8B-AWQ", "Qwen3-Embedding-0.6B", "Qwen3-Reranker-0.6B"):
         spec = registry.get(name).spec
         assert spec.weights == f"demo:{spec.demo}", name
         cpu = next(p for p in spec.placements if p.kind == "cpu")

@@ -18,6 +18,7 @@ from host.testing.server import free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT, EMBED, RERANK = "Qwen2.5-7B-Instruct-AWQ", "Qwen3-Embedding-0.6B", "Qwen3-Reranker-0.6B"
+QWEN3 = "Qwen3-8B-AWQ"  # the second chat model
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +83,17 @@ def test_models_list_says_demo(client) -> None:
 
 def test_chat_plain_and_streamed_with_usage(client) -> None:
     chat_plain_and_streamed(client, CHAT)
+
+
+def test_the_second_chat_model_swaps_with_the_first(client, server) -> None:
+    """Qwen3-8B-AWQ (its demo stand-in) answers beside the seed's model; one chat model is resident at a time."""
+    assert "DEMO" in client.models.retrieve(QWEN3).model_extra["description"]
+    chat_plain_and_streamed(client, QWEN3)
+    resident = httpx.get(f"{server[0]}/health").json()["resident"]
+    assert QWEN3 in resident and CHAT not in resident
+    chat_plain_and_streamed(client, CHAT)
+    resident = httpx.get(f"{server[0]}/health").json()["resident"]
+    assert CHAT in resident and QWEN3 not in resident
 
 
 def test_embeddings_default_and_float(client) -> None:

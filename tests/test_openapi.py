@@ -14,6 +14,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (
@@ -23,12 +24,15 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from host.app import create_app
+from host.contract.capabilities import Capabilities
 from host.contract.spec import Task
+from host.testing.anthropic import check_error_body, check_message, message_from_stream
 from host.testing.fakes import FakePlugin, fake_spec
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 from host.testing.server import serve_in_thread
 
 EXAMPLES = 50
+TOOLS_CAPABILITIES = Capabilities(tools=True, output_formats=frozenset({"json_object", "json_schema"}))
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +42,12 @@ def live() -> Iterator[str]:
             fake_spec("fake-chat", Task.CHAT),
             fake_spec("fake-embed", Task.EMBEDDING),
             fake_spec("fake-rerank", Task.RERANK),
+            # Declares tools and structured outputs (the echo ignores them): Messages requests with
+            # tools reach the backend instead of stopping at the capability check.
+            fake_spec("fake-chat-tools", Task.CHAT, capabilities=TOOLS_CAPABILITIES),
         ]
     )
-    config = make_config({"scheduler": {"max_resident_per_task": 2, "min_residency_s": 0}})
+    config = make_config({"scheduler": {"max_resident_per_task": 3, "min_residency_s": 0}})
     with serve_in_thread(create_app(config, plugins=[plugin], budgets=CPU_ONLY)) as url:
         yield url
 
@@ -65,6 +72,8 @@ def test_schema_documents_the_bodies(live: str) -> None:
 OPERATIONS = [
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
+    ("POST", "/v1/messages"),
+    ("POST", "/v1/messages/count_tokens"),
     ("POST", "/v1/embeddings"),
     ("POST", "/v1/rerank"),
     ("POST", "/rerank"),
@@ -114,3 +123,39 @@ def test_the_responses_routes_answer_inside_their_schema(live: str) -> None:
         case = schema["/v1/responses/{response_id}"][method].Case(path_parameters={"response_id": stored})
         case.call_and_validate(base_url=live, checks=checks)
     assert httpx.get(f"{live}/v1/responses/{response_id}").status_code == 404
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_schemathesis_messages_on_served_models_answer_valid_anthropic_bodies(live: str, mode: GenerationMode) -> None:
+    """The Messages routes with ``model`` set to a served chat model, so that generated bodies get
+    past the model lookup: no 5xx, every error in Anthropic's envelope, every 200 a valid message
+    or a valid event stream (plain and streamed bodies share one 200, which the schema leaves open)."""
+    schema = schemathesis.openapi.from_url(f"{live}/openapi.json")
+    paths = {"/v1/messages", "/v1/messages/count_tokens"}
+    operations = [op for op in (r.ok() for r in schema.get_all_operations()) if op.path in paths]
+    assert len(operations) == 2
+
+    def served(pair: tuple[Any, str]) -> Any:
+        case, model = pair
+        if isinstance(case.body, dict):
+            case.body["model"] = model
+        return case
+
+    models = st.sampled_from(["fake-chat", "fake-chat-tools"])
+    for operation in operations:
+
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=st.tuples(operation.as_strategy(generation_mode=mode), models).map(served))
+        def run(case: Any) -> None:
+            response = case.call(base_url=live)
+            case.validate_response(response, checks=[not_a_server_error, status_code_conformance])
+            if response.status_code != 200:
+                check_error_body(response.json())
+            elif case.operation.path.endswith("count_tokens"):
+                assert response.json()["input_tokens"] >= 0
+            elif response.headers.get("content-type", [""])[0].startswith("text/event-stream"):
+                assert "error" not in message_from_stream(response.text)
+            else:
+                check_message(response.json())
+
+        run()

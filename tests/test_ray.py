@@ -37,7 +37,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "demo": True,
             "plugins": {"paths": [str(ROOT / "plugins")], "entry_points": False},
             "budgets": {"gpus": []},
-            "models": {EMBED: {"replicas": 2}, RERANK: {"autoscaling": {"min_replicas": 0, "max_replicas": 1}}},
+            "models": {
+                EMBED: {"replicas": 2},
+                RERANK: {"autoscaling": {"min_replicas": 0, "max_replicas": 1}},
+                "Qwen3-8B-AWQ": {"enabled": False},  # the second chat model: one chat deployment is enough here
+            },
         },
         base_dir=tmp_path_factory.mktemp("ray"),
     )
@@ -103,6 +107,14 @@ def test_embeddings_and_rerank_scaled_from_zero(client: OpenAI, cluster: str) ->
     assert running(RERANK) == 1  # the first request brought a replica up
     status = models_once(client, lambda m: m[RERANK]["status"]["replicas"] == 1)[RERANK]["status"]
     assert (status["state"], status["replicas"]) == ("resident", 1)
+
+
+def test_anthropic_messages_and_count_tokens_through_the_handle(cluster: str) -> None:
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "你好"}]}
+    count = httpx.post(f"{cluster}/v1/messages/count_tokens", json=body, timeout=120)
+    assert count.status_code == 200, count.text
+    answer = httpx.post(f"{cluster}/v1/messages", json={**body, "max_tokens": 8}, timeout=120).json()
+    assert answer["usage"]["input_tokens"] == count.json()["input_tokens"] > 0
 
 
 def test_errors_keep_the_single_machine_envelope(cluster: str) -> None:

@@ -23,6 +23,7 @@ from host.contract.domain import (
     RerankRequest,
     RerankResult,
 )
+from host.contract.errors import InvalidRequest
 from host.contract.spec import Grant, ModelSpec, Task
 
 
@@ -81,6 +82,21 @@ class ChatBackend(Backend, Protocol):
 
     def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         """Stream the completion. Validation errors are raised before the first delta."""
+
+
+@runtime_checkable
+class PromptTokens(Protocol):
+    """Optional: a chat backend that tells the token ids of a request's prompt without generating
+    (``POST /v1/messages/count_tokens`` counts them): the conversation as its chat template renders
+    it, tools included unless ``tool_choice`` is "none", or the raw ``prompt``."""
+
+    async def prompt_ids(self, request: ChatRequest) -> list[int]:
+        """The prompt's token ids; the same 4xx as :meth:`ChatBackend.generate` for bad input."""
+
+
+def no_prompt_tokens(model_id: str) -> InvalidRequest:
+    """The 400 for counting the prompt of a model whose backend is not :class:`PromptTokens`."""
+    return InvalidRequest(f"The model '{model_id}' cannot count prompt tokens.", param="model")
 
 
 @runtime_checkable

@@ -25,14 +25,18 @@ class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
 class ChatMessage(msgspec.Struct, frozen=True):
     """One turn of a conversation; ``content`` is plain text (text parts already joined).
 
-    Assistant turns may carry ``tool_calls`` (``content`` then often empty); ``role == "tool"``
-    turns carry a call's result in ``content`` and the call's id in ``tool_call_id``.
+    Assistant turns may carry ``tool_calls`` (``content`` then often empty) and, replayed from an
+    earlier answer, the model's ``reasoning`` (OpenAI-compatible servers' ``reasoning_content`` /
+    ``reasoning`` on an assistant message; ``None``: none was sent; a thinking model's chat template
+    decides whether it is shown again); ``role == "tool"`` turns carry a call's result in
+    ``content`` and the call's id in ``tool_call_id``.
     """
 
     role: str
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    reasoning: str | None = None
 
 
 class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,8 +85,16 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     """A chat completion to generate (one choice).
 
     ``prompt`` set means a raw completion (``/v1/completions``): the text is the whole prompt, no
-    chat template, and ``messages`` is empty. ``top_logprobs`` set (0..20) asks for the log
-    probability of each generated token and that many alternatives.
+    chat template, and ``messages`` is empty (and no reasoning is parsed). ``top_logprobs`` set
+    (0..20) asks for the log probability of each generated token and that many alternatives.
+
+    ``thinking`` is the request's own thinking switch, already resolved from the wire (``True``/
+    ``False``: think first / answer at once); ``None`` means the request did not decide, and the
+    backend applies its model's rules (Qwen3: a ``/think`` or ``/no_think`` in the last user
+    message, then the model's configured default, then the chat template's own). Models that
+    cannot think ignore it. ``thinking_budget`` caps the tokens of the think block: when it is
+    spent the backend closes the block and the model answers (``None``: the model's default, no
+    cap unless configured). ``sampling.max_tokens`` counts thinking tokens too.
     """
 
     model: str
@@ -93,6 +105,8 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     output: OutputFormat = msgspec.field(default_factory=OutputFormat)
     top_logprobs: int | None = None
     prompt: str | None = None
+    thinking: bool | None = None
+    thinking_budget: int | None = None
 
 
 class TopLogprob(msgspec.Struct, frozen=True):
@@ -116,14 +130,24 @@ class ChatDelta(msgspec.Struct, kw_only=True):
     """A piece of generated text. The last delta of a generation carries ``finish_reason``
     ("stop", "length" or "tool_calls") and the token counts.
 
-    ``tool_calls`` are completed calls parsed from the model's output; ``logprobs`` covers the
-    tokens generated since the previous delta (when the request asked for them).
+    ``text`` is the answer (OpenAI's ``content``); ``reasoning`` is the model's thinking, split out
+    of the generated text (the think block's text without its tags: what the wire sends as
+    ``reasoning_content`` and ``reasoning``); a delta may carry either or both, or neither.
+    ``reasoning_tokens`` (last delta) is how many of ``completion_tokens`` the think block took,
+    its tags included (``usage.completion_tokens_details.reasoning_tokens``). ``tool_calls`` are
+    completed calls parsed from the answer; ``logprobs`` covers the tokens generated since the
+    previous delta (when the request asked for them), thinking tokens included; ``stop_sequence``
+    is the stop string of ``SamplingParams.stop`` that ended the generation, when one did (the last
+    delta; Anthropic's Messages API reports it).
     """
 
     text: str = ""
+    reasoning: str = ""
     finish_reason: str | None = None
+    stop_sequence: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
     tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
 

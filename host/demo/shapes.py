@@ -83,6 +83,10 @@ QWEN3_0_6B_SHAPE = TinyShape(
     tie_word_embeddings=True,
 )
 
+#: Qwen3-0.6B (the chat model) sizes: Qwen3-Embedding-0.6B's, with the chat model's padded vocabulary
+#: and context.
+QWEN3_0_6B_CHAT_SHAPE = dataclasses.replace(QWEN3_0_6B_SHAPE, vocab_size=151936, max_position_embeddings=40960)
+
 #: Qwen2.5-0.5B-Instruct sizes.
 QWEN2_5_0_5B_SHAPE = TinyShape(
     hidden_size=896,

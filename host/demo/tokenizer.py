@@ -145,11 +145,13 @@ def build_tokenizer(
     append_eos: bool = False,
     eos_token: str = ENDOFTEXT,
     model_max_length: int = 32768,
+    chat_template: str = QWEN2_5_CHAT_TEMPLATE,
 ) -> Path:
     """Write a Qwen-style byte-level BPE tokenizer folder to ``dest`` and return ``dest``.
 
     The folder holds ``tokenizer.json``, ``tokenizer_config.json`` (``tokenizer_class``
-    ``Qwen2Tokenizer``, the Qwen2.5-Instruct ChatML ``chat_template``, ``padding_side`` left),
+    ``Qwen2Tokenizer``, ``chat_template`` — Qwen2.5-Instruct's ChatML one unless another is given
+    (:mod:`host.demo.chat_template`), ``padding_side`` left),
     ``special_tokens_map.json`` and ``vocab.json``/``merges.txt``. ``<|endoftext|>`` is the pad
     token and (by default) the eos token; ``<|im_start|>``/``<|im_end|>`` are additional special
     tokens; ``<think>``/``</think>`` are added non-special tokens. With ``append_eos`` the
@@ -184,7 +186,7 @@ def build_tokenizer(
         split_special_tokens=False,
         errors="replace",
         model_max_length=model_max_length,
-        chat_template=QWEN2_5_CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
     # legacy_format=False: no vocab.json/merges.txt/added_tokens.json (tokenizer.json has it all);
     # save_jinja_files=False: keep chat_template inside tokenizer_config.json like the real repos

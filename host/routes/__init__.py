@@ -3,6 +3,7 @@
 from host.routes.chat import chat_completions
 from host.routes.completions import completions
 from host.routes.embeddings import embeddings
+from host.routes.messages import count_tokens, messages
 from host.routes.metrics import metrics
 from host.routes.models import get_model, health, list_models, manage_model
 from host.routes.rerank import rerank
@@ -11,6 +12,8 @@ from host.routes.responses import create_response, delete_response, get_response
 ROUTES = [
     chat_completions,
     completions,
+    messages,
+    count_tokens,
     embeddings,
     rerank,
     list_models,

@@ -1,5 +1,6 @@
 """The one HTTP error edge: every exception a request raises becomes a :class:`PlughostError`,
-and every error body is that error's OpenAI envelope (``PlughostError.envelope()``).
+and every error body is that error's envelope: OpenAI's (``PlughostError.envelope()``), or
+Anthropic's on the Messages API's paths (:func:`envelope_for`, which the ASGI edge uses too).
 
 Litestar's own errors (404, 405, 413, validation, any ``HTTPException``) are translated here;
 anything else is a bug, logged with its traceback and answered with a generic 500.
@@ -13,6 +14,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
+from host.contract import request_id
 from host.contract.errors import (
     ErrorEnvelope,
     HttpError,
@@ -25,6 +27,7 @@ from host.contract.errors import (
     client_error,
     for_client,
 )
+from host.protocol.anthropic import AnthropicErrorEnvelope, anthropic_error
 from host.server.openapi import body_error
 
 log = logging.getLogger("plughost")
@@ -52,21 +55,35 @@ def from_http_exception(exc: HTTPException) -> PlughostError:
     return error
 
 
-def error_response(error: PlughostError) -> Response[ErrorEnvelope]:
-    """The HTTP response of ``error``: its status, headers and envelope."""
-    return Response(error.envelope(), status_code=error.status, headers=error.headers(), media_type=MediaType.JSON)
+#: Paths under which errors come in Anthropic's envelope (its Messages API, unknown sub-paths too).
+ANTHROPIC_PATH = "/v1/messages"
 
 
-def _plughost_error(_: Request, exc: PlughostError) -> Response[ErrorEnvelope]:
-    return error_response(for_client(exc))
+def envelope_for(path: str, error: PlughostError) -> ErrorEnvelope | AnthropicErrorEnvelope:
+    """The body of ``error`` (already as a client may see it) on ``path``: Anthropic's envelope on
+    the Messages API's paths, OpenAI's everywhere else."""
+    if path == ANTHROPIC_PATH or path.startswith(ANTHROPIC_PATH + "/"):
+        return anthropic_error(error, request_id.current.get())
+    return error.envelope()
 
 
-def _http_error(_: Request, exc: HTTPException) -> Response[ErrorEnvelope]:
-    return error_response(from_http_exception(exc))
+def error_response(error: PlughostError, path: str = "") -> Response[ErrorEnvelope | AnthropicErrorEnvelope]:
+    """The HTTP response of ``error`` on ``path``: its status, headers and envelope."""
+    return Response(
+        envelope_for(path, error), status_code=error.status, headers=error.headers(), media_type=MediaType.JSON
+    )
 
 
-def _unexpected(_: Request, exc: Exception) -> Response[ErrorEnvelope]:
-    return error_response(client_error(exc))
+def _plughost_error(request: Request, exc: PlughostError) -> Response[ErrorEnvelope | AnthropicErrorEnvelope]:
+    return error_response(for_client(exc), request.scope["path"])
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response[ErrorEnvelope | AnthropicErrorEnvelope]:
+    return error_response(from_http_exception(exc), request.scope["path"])
+
+
+def _unexpected(request: Request, exc: Exception) -> Response[ErrorEnvelope | AnthropicErrorEnvelope]:
+    return error_response(client_error(exc), request.scope["path"])
 
 
 #: Exception handlers for ``Litestar(exception_handlers=...)``.

@@ -37,9 +37,7 @@ async def create_response(
     data: JSONBody[ResponsesRequest], request: Request[Any, Any, Any], chat: ChatDep, responses: ResponsesDep
 ) -> Response[ResponseObject] | Stream:
     """Generate a response; ``stream: true`` answers with the Responses API's events over SSE."""
-    dialect = OpenAIResponses(data, responses, owner_of(request.headers))
-    with dialect.fields():
-        return await chat.respond(dialect)
+    return await chat.respond(OpenAIResponses(data, responses, owner_of(request.headers)))
 
 
 @get("/v1/responses/{response_id:str}", responses=COMMON_ERRORS)

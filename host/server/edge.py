@@ -5,7 +5,7 @@ In order, for each request it
 1. takes or makes the request id (:mod:`host.contract.request_id`), sets it for the request's log lines
    and adds ``X-Request-Id`` to the response (errors and streams too);
 2. applies :class:`~host.server.security.EdgePolicy` (Host, Origin, API key, content type), answering a
-   refusal itself in the OpenAI error envelope;
+   refusal itself in the error envelope of the path (``envelope``: OpenAI's, Anthropic's on its paths);
 3. bounds the time the client may take to send its body (``server.body_timeout_s``: 408);
 4. counts the request and its latency per route template and status (:mod:`host.metrics`).
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import msgspec
@@ -27,15 +28,30 @@ from host.contract.errors import PlughostError, RequestTimeout
 from host.metrics import Metrics
 from host.server.security import EdgePolicy
 
+#: The error body for a path: ``(path, error) -> Struct`` (``host.routes.errors.envelope_for``).
+Envelope = Callable[[str, PlughostError], Any]
+
+
+def _openai_envelope(_: str, error: PlughostError) -> Any:
+    return error.envelope()
+
 
 class Edge:
     """Wraps an ASGI app; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, policy: EdgePolicy, metrics: Metrics | None, body_timeout_s: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        policy: EdgePolicy,
+        metrics: Metrics | None,
+        body_timeout_s: float,
+        envelope: Envelope = _openai_envelope,
+    ) -> None:
         self.app = app
         self.policy = policy
         self.metrics = metrics
         self.body_timeout_s = body_timeout_s
+        self.envelope = envelope
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,7 +77,7 @@ class Edge:
         try:
             refusal = self.policy.check(method, path, headers)
             if refusal is not None:
-                await _send_error(send_with_id, refusal)
+                await _send_error(send_with_id, refusal, self.envelope(path, refusal))
                 return
             await self.app(scope, self._bounded(receive), send_with_id)
         finally:
@@ -97,8 +113,8 @@ class Edge:
         return bounded
 
 
-async def _send_error(send: Send, error: PlughostError) -> None:
-    body = msgspec.json.encode(error.envelope())
+async def _send_error(send: Send, error: PlughostError, envelope: Any) -> None:
+    body = msgspec.json.encode(envelope)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})

@@ -35,9 +35,14 @@ OPENAPI = OpenAPIConfig(
     use_handler_docstrings=True,
     # Required only when server.api_keys (or PLUGHOST_API_KEY) is set; /health never needs it.
     components=Components(
-        security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer", description="server.api_keys")}
+        security_schemes={
+            "apiKey": SecurityScheme(type="http", scheme="bearer", description="server.api_keys"),
+            "xApiKey": SecurityScheme(
+                type="apiKey", name="x-api-key", security_scheme_in="header", description="server.api_keys"
+            ),
+        }
     ),
-    security=[{"apiKey": []}, {}],
+    security=[{"apiKey": []}, {"xApiKey": []}, {}],
 )
 
 
@@ -87,11 +92,16 @@ def body_error(exc: ValidationException) -> InvalidRequest | None:
     return None
 
 
-def _errors(*statuses: int) -> dict[int, ResponseSpec]:
+def error_specs(envelope: type[Any], *statuses: int) -> dict[int, ResponseSpec]:
+    """The documented error answers ``statuses`` of a route whose errors come in ``envelope``."""
     return {
-        status: ResponseSpec(data_container=ErrorEnvelope, description=_ERROR_TEXT[status], generate_examples=False)
+        status: ResponseSpec(data_container=envelope, description=_ERROR_TEXT[status], generate_examples=False)
         for status in statuses
     }
+
+
+def _errors(*statuses: int) -> dict[int, ResponseSpec]:
+    return error_specs(ErrorEnvelope, *statuses)
 
 
 _ERROR_TEXT = {
@@ -109,7 +119,9 @@ _ERROR_TEXT = {
 }
 #: The error answers every route may give, documented with the OpenAI error envelope.
 COMMON_ERRORS = _errors(401, 403, 404, 500)
-#: ... and those of the routes that take a body and run a model.
-MODEL_ERRORS = _errors(400, 401, 403, 404, 408, 413, 415, 429, 500, 503)
+#: The statuses of the routes that take a body and run a model.
+MODEL_ERROR_STATUSES = (400, 401, 403, 404, 408, 413, 415, 429, 500, 503)
+#: ... and those answers, in the OpenAI error envelope.
+MODEL_ERRORS = _errors(*MODEL_ERROR_STATUSES)
 #: ... and those of the load/unload route.
 MANAGE_ERRORS = _errors(401, 403, 404, 409, 429, 500, 503)

@@ -1,10 +1,12 @@
 """Who may talk to the server: API keys, allowed ``Host`` names, cross-site ``Origin``s, body types.
 
 Pure checks over a request's method, path and headers; :mod:`host.server.edge` applies them to every
-request before routing and answers a refusal in the OpenAI error envelope.
+request before routing and answers a refusal in the error envelope of the path (OpenAI's, or
+Anthropic's on its Messages API).
 
 - **API keys** (``server.api_keys`` and ``PLUGHOST_API_KEY``): when any is set, every route but
-  :data:`OPEN_PATHS` needs ``Authorization: Bearer <key>`` (compared in constant time).
+  :data:`OPEN_PATHS` needs ``Authorization: Bearer <key>`` or ``x-api-key: <key>`` (Anthropic's
+  clients send that one), compared in constant time.
 - **Host** (DNS rebinding): on a loopback bind only loopback names are answered, unless
   ``server.allowed_hosts`` says otherwise; a page on ``evil.example`` that rebinds its name to
   127.0.0.1 sends ``Host: evil.example`` and is refused.
@@ -101,9 +103,10 @@ class EdgePolicy:
             )
         if method == "OPTIONS" and origin is not None:
             return None  # a CORS preflight carries no credentials; the CORS layer answers it
-        if self.api_keys and path not in OPEN_PATHS and not self._key_ok(headers.get("authorization", "")):
+        if self.api_keys and path not in OPEN_PATHS and not self._key_ok(headers):
             return Unauthorized(
-                "Missing or invalid API key: send 'Authorization: Bearer <key>' with one of the server's keys."
+                "Missing or invalid API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>') "
+                "with one of the server's keys."
             )
         if method in _BODY_METHODS and _has_body(headers):
             media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -115,13 +118,14 @@ class EdgePolicy:
                 )
         return None
 
-    def _key_ok(self, authorization: str) -> bool:
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        given = token.strip().encode()
+    def _key_ok(self, headers: Mapping[str, str]) -> bool:
+        """A Bearer token or an ``x-api-key`` that is one of the keys (either header may carry it)."""
+        scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+        given = [token.strip().encode()] if scheme.lower() == "bearer" else []
+        if "x-api-key" in headers:
+            given.append(headers["x-api-key"].strip().encode())
         # Every key is compared (no early exit), each in constant time.
-        return any([hmac.compare_digest(given, key) for key in self.api_keys])
+        return any([hmac.compare_digest(g, key) for g in given for key in self.api_keys])
 
 
 def _has_body(headers: Mapping[str, str]) -> bool:
@@ -138,7 +142,16 @@ def cors_config(server: ServerConfig) -> CORSConfig | None:
     return CORSConfig(
         allow_origins=list(server.cors_origins),
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+        # x-api-key and anthropic-*: what Anthropic's SDK sends from a browser page.
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "X-Request-Id",
+            "x-api-key",
+            "anthropic-version",
+            "anthropic-beta",
+            "anthropic-dangerous-direct-browser-access",
+        ],
         expose_headers=["X-Request-Id", "Retry-After"],
         allow_credentials=False,
     )

@@ -33,6 +33,7 @@ class Collected:
     completion_tokens: int = 0
     calls: list[ToolCall] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
+    stop_sequence: str | None = None
 
     def add(self, delta: ChatDelta) -> None:
         """Fold one delta in."""
@@ -42,6 +43,7 @@ class Collected:
             self.logprobs = (self.logprobs or []) + delta.logprobs
         if delta.finish_reason is not None:
             self.finish_reason = delta.finish_reason
+            self.stop_sequence = delta.stop_sequence
             self.prompt_tokens, self.completion_tokens = delta.prompt_tokens, delta.completion_tokens
 
 

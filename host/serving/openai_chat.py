@@ -70,6 +70,10 @@ class OpenAIChat:
         """The Chat Completions field of ``feature``."""
         return OPENAI_PARAMS[feature]
 
+    def field(self, param: str | None) -> str | None:
+        """Chat Completions names are the backends' own."""
+        return param
+
     def response(self, model: str, results: list[Collected], generation: Generation) -> ChatCompletion:
         """The ``chat.completion`` object."""
         usage = generation.usage

@@ -37,6 +37,10 @@ class OpenAICompletions:
         """The Completions field of ``feature``."""
         return _PARAMS[feature]
 
+    def field(self, param: str | None) -> str | None:
+        """The backends name this route's fields as it does (``prompt``, ``max_tokens``)."""
+        return param
+
     def response(self, model: str, results: list[Collected], generation: Generation) -> Completion:
         """The ``text_completion`` object."""
         choices = []

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 
 from host.contract.capabilities import Feature
 from host.contract.domain import ChatMessage, ToolCall
-from host.contract.errors import InvalidRequest, NotFound, PlughostError
+from host.contract.errors import NotFound, PlughostError
 from host.protocol.responses import (
     ArgumentsDeltaEvent,
     ArgumentsDoneEvent,
@@ -148,18 +147,12 @@ class OpenAIResponses:
         kind = "response.incomplete" if response.status == "incomplete" else "response.completed"
         yield self._event(LifecycleEvent(type=kind, sequence_number=self._next(), response=response))
 
-    @contextmanager
-    def fields(self) -> Iterator[None]:
-        """Errors raised inside name Responses fields (backends name Chat Completions ones)."""
-        try:
-            yield
-        except InvalidRequest as exc:
-            exc.param = responses_field(exc.param)
-            raise
+    def field(self, param: str | None) -> str | None:
+        """The Responses name of a Chat Completions field (``max_tokens`` -> ``max_output_tokens``)."""
+        return responses_field(param)
 
     def error_event(self, error: PlughostError) -> bytes:
         """``error`` then ``response.failed`` (after ``response.created`` if the stream had not begun)."""
-        error.param = responses_field(error.param)
         events = [] if self._started else [self._start(self.requests[0].model)]
         events.append(
             self._event(

@@ -1,7 +1,8 @@
 """Chat serving: one service behind every chat-like route, whatever its API dialect.
 
-A route decodes its body into a :class:`Dialect` (Chat Completions, legacy Completions, ...) and
-calls :meth:`ChatService.respond`. The service owns the rest: the capability check (a 400 naming
+A route decodes its body into a :class:`Dialect` (Chat Completions, legacy Completions, Anthropic
+Messages, ...) and calls :meth:`ChatService.respond` (or :meth:`ChatService.prompt_tokens` to count
+a prompt without generating). The service owns the rest: the capability check (a 400 naming
 the dialect's own field before any model is touched), the lease (through :class:`Generation`),
 ``n`` choices, the answer or the stream (keep-alive comments while the model is admitted, errors
 as the dialect's error event with the same code as a JSON error), usage and metrics.
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from litestar import Response
 from litestar.response import Stream
 
+from host.contract.backend import PromptTokens, no_prompt_tokens
 from host.contract.capabilities import Feature
 from host.contract.domain import ChatRequest
 from host.contract.errors import InvalidRequest, PlughostError, client_error
@@ -49,6 +51,10 @@ class Dialect(Protocol):
     def param(self, feature: Feature) -> str:
         """The request field that asks for ``feature`` in this dialect (named by a 400)."""
 
+    def field(self, param: str | None) -> str | None:
+        """A field as this dialect names it, given its Chat Completions name: backends and shared
+        checks name fields in Chat Completions terms (``max_tokens``, ``messages[2]``)."""
+
     def response(self, model: str, results: list[Collected], generation: Generation) -> Any:
         """The whole answer (a msgspec Struct) from every choice's result."""
 
@@ -75,10 +81,17 @@ class ChatService:
 
     async def respond(self, dialect: Dialect) -> Response[Any] | Stream:
         """The answer to one request, whole or streamed."""
+        try:
+            return await self._respond(dialect)
+        except InvalidRequest as exc:
+            exc.param = dialect.field(exc.param)
+            raise
+
+    async def _respond(self, dialect: Dialect) -> Response[Any] | Stream:
         arrived = time.perf_counter()
         requests = dialect.requests
         spec = self._registry.resolve(requests[0].model, Task.CHAT).spec
-        _check(spec, requests, dialect)
+        _check(spec, requests[0], dialect.param)
         opening = self._open(requests, dialect.per_prompt, arrived)
         if dialect.stream:
             return await self._stream(opening, dialect)
@@ -89,6 +102,18 @@ class ChatService:
             generation.close()
         self._observe(generation)
         return Response(dialect.response(generation.model, results, generation))
+
+    async def prompt_tokens(self, request: ChatRequest, param: Callable[[Feature], str]) -> int:
+        """Tokens of ``request``'s prompt as its model reads it (chat template and tools included),
+        without generating; ``param`` names a dialect's fields for the capability 400. A 400 when the
+        model's backend cannot tell (:class:`~host.contract.backend.PromptTokens`)."""
+        spec = self._registry.resolve(request.model, Task.CHAT).spec
+        _check(spec, request, param)
+        with await self._pool.acquire(request.model, Task.CHAT) as lease:
+            backend = lease.backend
+            if not isinstance(backend, PromptTokens):
+                raise no_prompt_tokens(spec.id)
+            return len(await backend.prompt_ids(request))
 
     async def _open(self, requests: Sequence[ChatRequest], per_prompt: int, arrived: float) -> Generation:
         lease = await self._pool.acquire(requests[0].model, Task.CHAT)
@@ -140,7 +165,9 @@ class _StreamBody:
                     yield chunk
                 self._observe(generation)
             except Exception as exc:
-                yield dialect.error_event(client_error(exc))
+                error = client_error(exc)
+                error.param = dialect.field(error.param)
+                yield dialect.error_event(error)
             yield dialect.end()
         finally:
             self.close()  # synchronous on purpose: a disconnected client cancels this generator
@@ -157,14 +184,12 @@ class _StreamBody:
         self.close()
 
 
-def _check(spec: ModelSpec[Any], requests: Sequence[ChatRequest], dialect: Dialect) -> None:
-    """A 400 naming the field when a request asks for a feature the model does not declare."""
-    for request in requests[:1]:  # every choice asks for the same features
-        missing = spec.capabilities.missing(request)
-        if missing is not None:
-            raise InvalidRequest(
-                f"The model '{spec.id}' does not support {_WHAT[missing]}.", param=dialect.param(missing)
-            )
+def _check(spec: ModelSpec[Any], request: ChatRequest, param: Callable[[Feature], str]) -> None:
+    """A 400 naming the field when a request (any choice: all ask for the same features) asks for a
+    feature the model does not declare."""
+    missing = spec.capabilities.missing(request)
+    if missing is not None:
+        raise InvalidRequest(f"The model '{spec.id}' does not support {_WHAT[missing]}.", param=param(missing))
 
 
 _WHAT = {

@@ -111,18 +111,28 @@ def _words(text: str) -> list[str]:
     return text.split()
 
 
+def _prompt_tokens(request: ChatRequest) -> int:
+    """The echo model's prompt tokens: words (+ 1 per message), or the raw prompt's words."""
+    if request.prompt is not None:  # a raw completion: the prompt is the text to echo
+        return len(_words(request.prompt))
+    return sum(len(_words(m.content)) + 1 for m in request.messages)
+
+
 class FakeChatBackend(FakeBackend):
     """Replies ``"echo: <last user message>"`` word by word, honouring max_tokens and stop.
 
     It declares raw prompts only (:data:`ECHO_CAPABILITIES`): the host refuses tools, output
     formats and logprobs before a request reaches it."""
 
+    async def prompt_ids(self, request: ChatRequest) -> list[int]:
+        """One id per prompt token (:class:`~host.contract.backend.PromptTokens`)."""
+        self.calls.add("prompt_ids", self.spec.id, request)
+        return list(range(_prompt_tokens(request)))
+
     async def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         """Stream the echo; prompt tokens = words in all messages."""
         self.calls.add("generate", self.spec.id, request)
-        prompt_tokens = sum(len(_words(m.content)) + 1 for m in request.messages)
-        if request.prompt is not None:  # a raw completion: the prompt is the text to echo
-            prompt_tokens = len(_words(request.prompt))
+        prompt_tokens = _prompt_tokens(request)
         context = self.options.context
         max_tokens = request.sampling.max_tokens or 64
         if prompt_tokens + max_tokens > context:
@@ -146,6 +156,7 @@ class FakeChatBackend(FakeBackend):
                     yield ChatDelta(
                         text=(text + piece)[len(text) : cut],
                         finish_reason="stop",
+                        stop_sequence=stop,
                         prompt_tokens=prompt_tokens,
                         completion_tokens=i + 1,
                     )

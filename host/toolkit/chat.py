@@ -29,7 +29,7 @@ import abc
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -41,6 +41,7 @@ from host.contract.spec import Grant, ModelSpec
 log = logging.getLogger("plughost.chat")
 
 P = TypeVar("P")
+T = TypeVar("T")
 
 _END = object()  # the blocking iterator is exhausted (the thread's last item)
 
@@ -133,8 +134,14 @@ class ChatEngineBackend(abc.ABC, Generic[P]):
 
     async def _prepare(self, request: ChatRequest) -> P:
         """:meth:`prepare` on the prepare thread, its failures mapped."""
+        return await self.on_prepare_thread(self.prepare, request)
+
+    async def on_prepare_thread(self, fn: Callable[[ChatRequest], T], request: ChatRequest) -> T:
+        """``fn(request)`` on the prepare thread (where the tokenizer lives), its failures mapped as
+        :meth:`prepare`'s are: for work beside generation, such as
+        :meth:`~host.contract.backend.PromptTokens.prompt_ids`."""
         try:
-            work = self._threads()[0].submit(self.prepare, request)
+            work = self._threads()[0].submit(fn, request)
         except RuntimeError:  # unloaded meanwhile: the pool takes no more work
             raise self._not_loaded() from None
         try:

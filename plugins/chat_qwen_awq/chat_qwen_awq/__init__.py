@@ -1,16 +1,29 @@
-"""plughost plugin: Qwen2.5-7B-Instruct-AWQ (any Qwen2 4-bit AWQ GEMM checkpoint) for chat.
+"""plughost plugin: Qwen2.5 and Qwen3 dense chat models, 4-bit AWQ GEMM or unquantised.
 
-Declares one model whose placements (gpu, GPU + host RAM hybrid, cpu) are sized from the
-checkpoint's ``config.json`` (see :mod:`chat_qwen_awq.sizing`). Registration is cheap: no torch;
-the backend (:mod:`chat_qwen_awq.backend`, or vLLM's: ``options.engine``, see
-:mod:`chat_qwen_awq.vllm_sizing`) is imported only when the model is admitted.
+Declares ``Qwen2.5-7B-Instruct-AWQ`` and ``Qwen3-8B-AWQ`` (a thinking model: ``<think>`` blocks
+parsed into reasoning, switchable per request and per model), each with its hub weights unless
+``models.<id>.weights`` says otherwise, and every other ``models.<id>`` entry of plugins.yaml that
+says ``plugin: chat_qwen_awq`` — that is how another Qwen2/Qwen3 dense checkpoint is served under
+its own name::
 
-Options (``models.Qwen2.5-7B-Instruct-AWQ.options``): :class:`chat_qwen_awq.sizing.ChatOptions`.
+    models:
+      Qwen3-4B-AWQ:
+        weights: Qwen/Qwen3-4B-AWQ
+        plugin: chat_qwen_awq
+
+Placements (gpu, GPU + host RAM hybrid, cpu) are sized from the checkpoint's ``config.json``
+(see :mod:`chat_qwen_awq.sizing`; the published shape while the weights are not on disk). Qwen3 MoE
+checkpoints are not served. Registration is cheap: no torch; the backend (:mod:`chat_qwen_awq.backend`,
+or vLLM's: ``options.engine``, see :mod:`chat_qwen_awq.vllm_sizing`) is imported only when the model
+is admitted.
+
+Options (``models.<id>.options``): :class:`chat_qwen_awq.sizing.ChatOptions`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from chat_qwen_awq import sizing, vllm_sizing
@@ -19,34 +32,78 @@ from host.sdk import Capabilities, HostConfig, ModelSpec, Task, demo_weights, ho
 
 log = logging.getLogger("plughost.chat_qwen_awq")
 
-MODEL_ID = "Qwen2.5-7B-Instruct-AWQ"
-DEFAULT_WEIGHTS = "Qwen/Qwen2.5-7B-Instruct-AWQ"
-#: The random-weight stand-in of the demo profile (same architecture, built offline).
-DEMO = "chat_qwen_awq.demo:TINY_AWQ"
-DEMO_WEIGHTS = demo_weights(DEMO)
+PLUGIN = "chat_qwen_awq"
 BACKEND = vllm_sizing.OWN_BACKEND
 
 
-def known_config(weights: str) -> dict[str, Any]:
-    """The model's ``config.json`` (or a tiny stand-in's shape) if at hand; else the real 7B's."""
+@dataclass(frozen=True)
+class Known:
+    """A model this plugin declares by itself: its id, hub weights, published ``config.json``
+    (sizing while the weights are not on disk), demo stand-in and one-line description."""
+
+    id: str
+    weights: str
+    config: dict[str, Any]
+    demo: str
+    description: str
+
+
+QWEN2_5 = Known(
+    "Qwen2.5-7B-Instruct-AWQ",
+    "Qwen/Qwen2.5-7B-Instruct-AWQ",
+    sizing.QWEN2_5_7B_AWQ_CONFIG,
+    "chat_qwen_awq.demo:TINY_AWQ",
+    "Qwen2.5 7B Instruct, 4-bit AWQ: GPU, GPU + host RAM, or CPU",
+)
+QWEN3 = Known(
+    "Qwen3-8B-AWQ",
+    "Qwen/Qwen3-8B-AWQ",
+    sizing.QWEN3_8B_AWQ_CONFIG,
+    "chat_qwen_awq.demo:TINY_QWEN3_AWQ",
+    "Qwen3 8B, 4-bit AWQ, thinking on or off: GPU, GPU + host RAM, or CPU",
+)
+KNOWN = {k.id: k for k in (QWEN2_5, QWEN3)}
+
+#: The seed's model (the first declared).
+MODEL_ID = QWEN2_5.id
+DEFAULT_WEIGHTS = QWEN2_5.weights
+DEMO = QWEN2_5.demo
+DEMO_WEIGHTS = demo_weights(DEMO)
+
+
+def published(weights: str) -> Known:
+    """The declared model whose shape stands in for ``weights`` until they are on disk: the Qwen3 8B
+    for weights that name Qwen3, else the Qwen2.5 7B."""
+    return QWEN3 if "qwen3" in weights.lower() else QWEN2_5
+
+
+def known_config(weights: str, fallback: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model's ``config.json`` (or a tiny stand-in's shape) if at hand; else ``fallback``
+    (default: :func:`published`'s)."""
     found = peek_config(weights)
-    return found if found is not None else dict(sizing.QWEN2_5_7B_AWQ_CONFIG)
+    return found if found is not None else dict(fallback or published(weights).config)
 
 
-def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:
+def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec[ChatOptions]:
     """The declaration of ``model_id`` with footprints from its (configured) weights.
 
-    In the demo profile the host declares the model again with :data:`DEMO_WEIGHTS` as its
-    weights (``host.registry``), so footprints are then the stand-in's.
+    In the demo profile the host declares the model again with its stand-in as its weights
+    (``host.registry``), so footprints are then the stand-in's.
     """
-    weights = config.model_weights(model_id, DEFAULT_WEIGHTS)
+    known = KNOWN.get(model_id)
+    if known is None and config.model(model_id).weights is None:
+        raise ValueError(
+            f"models.{model_id}.weights: required for a model served by {PLUGIN} "
+            f"(a local folder or a hub id such as Qwen/Qwen3-4B-AWQ)"
+        )
+    weights = config.model_weights(model_id, known.weights if known else "")
     options = config.model_options(model_id, ChatOptions)
-    sized = weights
+    stand_in = known or published(weights)
     try:
-        shape = sizing.ModelShape.from_config(known_config(sized))
-    except (sizing.AwqConfigError, KeyError, TypeError, ValueError) as exc:
-        log.warning("%s: %s is not usable (%s); sizing it as Qwen2.5-7B-Instruct-AWQ", model_id, sized, exc)
-        shape = sizing.ModelShape.from_config(sizing.QWEN2_5_7B_AWQ_CONFIG)
+        shape = sizing.ModelShape.from_config(known_config(weights, stand_in.config))
+    except (sizing.ModelConfigError, KeyError, TypeError, ValueError) as exc:
+        log.warning("%s: %s is not usable (%s); sizing it as %s", model_id, weights, exc, stand_in.id)
+        shape = sizing.ModelShape.from_config(stand_in.config)
     limits = sizing.limits_from_options(shape, options)
     backend, placements = vllm_sizing.declaration(options, shape, limits)
     return ModelSpec(
@@ -63,13 +120,18 @@ def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec:
             output_formats=frozenset({"json_object", "json_schema"}),
             logprobs=True,
             raw_prompt=True,
+            thinking=shape.arch == "qwen3",  # Qwen3's dense models switch thinking on and off
         ),
-        description="Qwen2.5 7B Instruct, 4-bit AWQ: GPU, GPU + host RAM, or CPU",
-        demo=DEMO,
+        description=known.description if known else "Qwen2/Qwen3 chat: GPU, GPU + host RAM, or CPU",
+        demo=(known or (QWEN3 if shape.arch == "qwen3" else QWEN2_5)).demo,
     )
 
 
 @hookimpl
 def register_models(config: HostConfig) -> list[ModelSpec]:
-    """Declare Qwen2.5-7B-Instruct-AWQ."""
-    return [model_spec(config)]
+    """Declare Qwen2.5-7B-Instruct-AWQ, Qwen3-8B-AWQ and every configured model marked ``plugin: chat_qwen_awq``."""
+    specs = [model_spec(config, known.id) for known in KNOWN.values()]
+    for model_id, model_config in config.models.items():
+        if model_id not in KNOWN and model_config.plugin == PLUGIN:
+            specs.append(model_spec(config, model_id))
+    return specs

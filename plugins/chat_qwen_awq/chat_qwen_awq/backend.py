@@ -7,10 +7,14 @@
 - ``relocate(grant)``: moves the loaded weights to another placement without reading the
   checkpoint again (running sequences, if any, fail with a clear error).
 - ``generate(request)`` (from :class:`host.toolkit.chat.ChatEngineBackend`): :meth:`prepare`
-  renders the chat template (tools included), checks the context and builds the grammar constraint
-  the request asks for on the base's prepare thread (errors are raised before the first delta);
-  :meth:`stream` submits the sequence to the engine thread and streams its deltas, with the model's
-  tool-call blocks parsed into calls. Closing the stream cancels the sequence at the next step.
+  resolves the thinking switch (:mod:`chat_qwen_awq.thinking`), renders the chat template (tools
+  included), checks the context and builds the grammar constraint the request asks for on the
+  base's prepare thread (errors are raised before the first delta); :meth:`stream` submits the
+  sequence to the engine thread and streams its deltas: a thinking model's ``<think>`` block is
+  split off into ``ChatDelta.reasoning`` (:mod:`chat_qwen_awq.reasoning`) and the model's tool-call
+  blocks in the answer are parsed into calls. Closing the stream cancels the sequence at the next step.
+- ``prompt_ids(request)`` (``host.sdk.PromptTokens``): the ids :meth:`prepare` would make, on the
+  prepare thread, without generating (``/v1/messages/count_tokens``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from chat_qwen_awq.grammar import Grammars, MaskFiller
 from chat_qwen_awq.logprobs import TokenTexts
 from chat_qwen_awq.prefix_cache import PrefixCache
 from chat_qwen_awq.preparing import Preparer, generation_defaults
+from chat_qwen_awq.reasoning import with_reasoning
+from chat_qwen_awq.thinking import ThinkPlan, ThinkTokens, template_thinks
 from chat_qwen_awq.tools import with_tool_calls
 from host.sdk import (
     BackendError,
@@ -51,7 +57,7 @@ PREFIX_BLOCK_TOKENS = 32
 
 
 class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
-    """Serves a Qwen2 AWQ chat model (see the module docstring)."""
+    """Serves a Qwen2 or Qwen3 chat model, AWQ or unquantised (see the module docstring)."""
 
     def __init__(self, spec: ModelSpec[sizing.ChatOptions]) -> None:
         super().__init__(spec)
@@ -65,8 +71,13 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
         self.loaded: loader.LoadedModel | None = None
         self.engine: Engine | None = None
         self._tokenizer: Any = None  # the prepare thread's (fast tokenizers are not thread-safe)
-        self._preparer: Preparer | None = None
+        self._preparer: Preparer | None = None  # renders and checks requests (the prepare thread's)
         self.grammars: Grammars | None = None
+        #: Whether the model thinks (its chat template writes ``<think>`` blocks: the switch applies and
+        #: its output is parsed into reasoning and answer).
+        self.thinks = False
+        #: The think-block tokens where they are single tokens (Qwen's are), for the engine to follow.
+        self.think_tokens: ThinkTokens | None = None
 
     # -- life cycle (worker threads) -------------------------------------------------------------
     def load_model(self, grant: Grant) -> None:
@@ -79,8 +90,12 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
         self.limits = sizing.limits_from_options(shape, self.options)
         self.defaults, self.eos_ids = generation_defaults(self.folder, self.config)
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
-        self._preparer = Preparer(self.spec.id, self._tokenizer, self.limits, self.defaults)
         engine_tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+        self.thinks = thinks = template_thinks(self._tokenizer.chat_template)
+        self.think_tokens = ThinkTokens.of(self._tokenizer) if thinks else None
+        self._preparer = Preparer(
+            self.spec.id, self._tokenizer, self.limits, self.defaults, thinks=thinks, thinking=self.options.thinking
+        )
         if engine_tokenizer.eos_token_id is not None and engine_tokenizer.eos_token_id not in self.eos_ids:
             self.eos_ids.append(engine_tokenizer.eos_token_id)
         self.loaded = loader.load_model(
@@ -107,13 +122,16 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
         )
         self.engine.start()
         log.info(
-            "%s loaded: %s on %s, %d/%d layers there",
+            "%s loaded: %s on %s, %d/%d layers there; %s",
             self.spec.id,
             grant.placement,
             grant.device,
             self.loaded.plan.gpu_layers,
             shape.num_hidden_layers,
+            "a thinking model (<think> blocks parsed into reasoning)" if thinks else "no thinking",
         )
+        if self.options.thinking is not None and not thinks:
+            log.warning("%s: options.thinking is set, but its chat template knows no thinking", self.spec.id)
 
     def unload_model(self) -> None:
         """Stop the engine and free every weight."""
@@ -192,6 +210,9 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
         engine.submit(seq)
         try:
             deltas = self._deltas(seq)
+            if prepared.parse_reasoning:
+                opened = prepared.think is not None and prepared.think.opened
+                deltas = with_reasoning(deltas, open_block=opened)
             if prepared.parse_tool_calls:
                 deltas = with_tool_calls(deltas)
             async for delta in deltas:
@@ -211,6 +232,14 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
             if item.finish_reason is not None:
                 return
 
+    async def prompt_ids(self, request: ChatRequest) -> list[int]:
+        """The prompt's token ids, as :meth:`prepare` makes them (``PromptTokens``: token counting)."""
+        return await self.on_prepare_thread(self._prompt_ids, request)
+
+    def _prompt_ids(self, request: ChatRequest) -> list[int]:
+        assert self._preparer is not None
+        return self._preparer.prompt_ids(request)
+
     def prepare(self, request: ChatRequest) -> Prepared:
         """Render and tokenise the conversation, check the context, build the constraint (prepare thread)."""
         assert self._preparer is not None and self.grammars is not None
@@ -223,4 +252,18 @@ class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
             constraint=self.grammars.constraint(request),
             top_logprobs=p.top_logprobs,
             parse_tool_calls=bool(request.tools) and request.tool_choice.mode != "none",
+            parse_reasoning=self.thinks and request.prompt is None,  # raw completions pass unparsed
+            think=self._think_plan(request, p.prompt_ids, p.thinking),
         )
+
+    def _think_plan(self, request: ChatRequest, ids: list[int], thinking: bool | None) -> ThinkPlan | None:
+        """How the sequence may think: ``None`` for raw prompts, models that cannot think and thinking
+        switched off (the template wrote a closed, empty block: answered exactly as without thinking)."""
+        tokens = self.think_tokens
+        if tokens is None or request.prompt is not None:
+            return None
+        opened = tokens.opened_by(ids)
+        if thinking is False and not opened:
+            return None
+        budget = request.thinking_budget if request.thinking_budget is not None else self.options.thinking_budget
+        return ThinkPlan(tokens=tokens, opened=opened, budget=budget)

@@ -1,4 +1,4 @@
-"""A lean CPU decode step: transformers' Qwen2 arithmetic, op for op, with less Python around it.
+"""A lean CPU decode step: transformers' Qwen2/Qwen3 arithmetic, op for op, with less Python around it.
 
 Profiled on one thread (Qwen2.5-0.5B shape), a decode step through ``Qwen2ForCausalLM.forward``
 spends ~6 ms of ~36 ms outside its matmuls: module calls, keyword plumbing, mask helpers, ~230
@@ -9,8 +9,12 @@ tests compare them with ``torch.equal``), and
 - multiplies q, k and v with one int4 matmul and gate and up with another: both CPU int4 kernels
   (:mod:`chat_qwen_awq.cpu_kernels`'s and torch's) compute every output column on its own, so a
   fused product changes no bit (the per-projection packs become views into the fused ones);
-- rotates q and k together (elementwise, so again no bit changes);
+- normalises (Qwen3's per-head q/k RMSNorm, one stacked weight) and rotates q and k together
+  (per head and elementwise, so again no bit changes);
 - calls torch ops directly instead of walking module trees.
+
+Unquantised checkpoints run the same step with plain ``F.linear`` per projection (not fused: a
+wider dense GEMM may sum in another order).
 
 It serves decode steps only, on models that live wholly on the CPU; prefill, offloaded models
 and GPUs keep transformers' forward.
@@ -43,6 +47,20 @@ class Int4Matmul:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = cpu_kernels.apply(x, self.pack, self.group_size)
         return out if self.bias is None else out + self.bias
+
+
+@dataclass(frozen=True)
+class DenseMatmul:
+    """``x @ W.T (+ bias)`` of an unquantised ``nn.Linear``: the very call its ``forward`` makes."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+Matmul = Int4Matmul | DenseMatmul
 
 
 def fuse(linears: Sequence[Any], dtype: torch.dtype) -> Int4Matmul:
@@ -103,10 +121,14 @@ class _Layer:
     norm2: torch.Tensor
     eps1: float
     eps2: float
-    qkv: tuple[Int4Matmul, ...]  # one fused matmul, or q, k, v
-    o: Int4Matmul
-    gate_up: tuple[Int4Matmul, ...]  # one fused matmul, or gate, up
-    down: Int4Matmul
+    qkv: tuple[Matmul, ...]  # one fused matmul, or q, k, v
+    o: Matmul
+    gate_up: tuple[Matmul, ...]  # one fused matmul, or gate, up
+    down: Matmul
+    #: Qwen3: the q and k norms' weights stacked per head ([heads + kv_heads, head_dim]), and their eps
+    #: (one elementwise product per value, as each norm's own: no bit changes).
+    qk_norm: torch.Tensor | None = None
+    qk_eps: float = 0.0
 
 
 def _rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -122,7 +144,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 class CpuDecoder:
-    """One decode step of a CPU-resident AWQ ``Qwen2ForCausalLM`` (see the module docstring).
+    """One decode step of a CPU-resident ``Qwen2ForCausalLM`` / ``Qwen3ForCausalLM`` (see the module docstring).
 
     Build it with :meth:`build`, which says ``None`` where the step does not apply.
     """
@@ -158,10 +180,23 @@ class CpuDecoder:
         layers = []
         for layer in model.model.layers:
             attn, mlp = layer.self_attn, layer.mlp
-            projections = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj)
-            linears = (*projections, mlp.down_proj)
-            if not all(callable(getattr(lin, "cpu_pack", None)) and lin.cpu_pack() is not None for lin in linears):
+            linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+            dense = all(type(lin) is nn.Linear and lin.weight.dtype == dtype for lin in linears)
+            if not dense and not all(
+                callable(getattr(lin, "cpu_pack", None)) and lin.cpu_pack() is not None for lin in linears
+            ):
                 return None
+            qk_norm, qk_eps = None, 0.0
+            if hasattr(attn, "q_norm"):
+                qk_eps = float(attn.q_norm.variance_epsilon)
+                if float(attn.k_norm.variance_epsilon) != qk_eps:
+                    return None
+                qk_norm = torch.cat(
+                    [
+                        attn.q_norm.weight.expand(int(config.num_attention_heads), -1),
+                        attn.k_norm.weight.expand(int(config.num_key_value_heads), -1),
+                    ]
+                )
             qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
             gate_up = [mlp.gate_proj, mlp.up_proj]
             layers.append(
@@ -170,10 +205,12 @@ class CpuDecoder:
                     norm2=layer.post_attention_layernorm.weight,
                     eps1=float(layer.input_layernorm.variance_epsilon),
                     eps2=float(layer.post_attention_layernorm.variance_epsilon),
-                    qkv=_fused(qkv, dtype),
-                    o=fuse([attn.o_proj], dtype),
-                    gate_up=_fused(gate_up, dtype),
-                    down=fuse([mlp.down_proj], dtype),
+                    qkv=_dense(qkv) if dense else _fused(qkv, dtype),
+                    o=_dense([attn.o_proj])[0] if dense else fuse([attn.o_proj], dtype),
+                    gate_up=_dense(gate_up) if dense else _fused(gate_up, dtype),
+                    down=_dense([mlp.down_proj])[0] if dense else fuse([mlp.down_proj], dtype),
+                    qk_norm=qk_norm,
+                    qk_eps=qk_eps,
                 )
             )
         return cls(model, layers)
@@ -199,12 +236,20 @@ class CpuDecoder:
             x = _rms_norm(h, layer.norm1, layer.eps1)
             if len(layer.qkv) == 1:
                 qkv = layer.qkv[0](x)
-                qk = _rotate(qkv[:, : q_width + kv_width].view(rows, 1, -1, self.head_dim).transpose(1, 2), cos, sin)
+                qk = qkv[:, : q_width + kv_width].view(rows, 1, -1, self.head_dim)
+                if layer.qk_norm is not None:
+                    qk = _rms_norm(qk, layer.qk_norm, layer.qk_eps)
+                qk = _rotate(qk.transpose(1, 2), cos, sin)
                 q, k = qk[:, : self.heads], qk[:, self.heads :]
                 v = qkv[:, q_width + kv_width :].view(rows, 1, -1, self.head_dim).transpose(1, 2)
             else:
-                q = _rotate(layer.qkv[0](x).view(rows, 1, -1, self.head_dim).transpose(1, 2), cos, sin)
-                k = _rotate(layer.qkv[1](x).view(rows, 1, -1, self.head_dim).transpose(1, 2), cos, sin)
+                q = layer.qkv[0](x).view(rows, 1, -1, self.head_dim)
+                k = layer.qkv[1](x).view(rows, 1, -1, self.head_dim)
+                if layer.qk_norm is not None:
+                    q = _rms_norm(q, layer.qk_norm[: self.heads], layer.qk_eps)
+                    k = _rms_norm(k, layer.qk_norm[self.heads :], layer.qk_eps)
+                q = _rotate(q.transpose(1, 2), cos, sin)
+                k = _rotate(k.transpose(1, 2), cos, sin)
                 v = layer.qkv[2](x).view(rows, 1, -1, self.head_dim).transpose(1, 2)
             keys, values = cache.update(k, v, i)
             # enable_gqa with a mask too: the same bits as transformers' repeated keys and values
@@ -229,6 +274,10 @@ class CpuDecoder:
             h = h + layer.down(nn.functional.silu(gate) * up)
         h = model.norm(h.view(rows, 1, -1))
         return self.model.lm_head(h).view(rows, -1)
+
+
+def _dense(linears: list[Any]) -> tuple[DenseMatmul, ...]:
+    return tuple(DenseMatmul(lin.weight, lin.bias) for lin in linears)
 
 
 def _fused(linears: list[Any], dtype: torch.dtype) -> tuple[Int4Matmul, ...]:

@@ -19,7 +19,9 @@ generated so far) when there is room — its stream just pauses.
 
 A sequence may carry a grammar constraint (:mod:`chat_qwen_awq.grammar`): the masks of a step's
 constrained rows are filled on a worker thread while the forward pass runs, and applied to their
-logits rows only, so a batch mixes constrained and free sequences.
+logits rows only, so a batch mixes constrained and free sequences. A thinking model's sequence
+carries a :class:`~chat_qwen_awq.thinking.ThinkBlock`: the grammar waits until its think block is
+closed, and a spent thinking budget forces the block's closing tokens instead of sampling.
 
 Results go back to each sequence's asyncio queue through ``call_soon_threadsafe``, once per
 step for all sequences. A failure is confined to what it touched: a failed prefill fails
@@ -48,6 +50,7 @@ from chat_qwen_awq.prefix_cache import PrefixCache, fill_prefixes, remember_pref
 from chat_qwen_awq.sampling import Resolved, Sampler
 from chat_qwen_awq.sizing import Limits
 from chat_qwen_awq.text import Decoder, TextStream
+from chat_qwen_awq.thinking import ThinkBlock, ThinkPlan
 from host.sdk import BackendError, ChatDelta, PlughostError, QueueFull, ShuttingDown, TokenLogprob
 from host.toolkit.torch_utils import left_pad
 
@@ -58,7 +61,8 @@ log = logging.getLogger("plughost.chat_qwen_awq.engine")
 class Prepared:
     """A validated request: prompt ids, the completion budget, sampling settings, stop strings,
     an optional grammar constraint, how many alternatives per token to report (``None``: no
-    logprobs) and whether the model's tool-call blocks are parsed into calls."""
+    logprobs), whether the model's tool-call blocks are parsed into calls and its think block into
+    reasoning, and how it may think (``None``: the engine follows no think block)."""
 
     prompt_ids: list[int]
     max_tokens: int
@@ -67,6 +71,8 @@ class Prepared:
     constraint: Constraint | None = None
     top_logprobs: int | None = None
     parse_tool_calls: bool = False
+    parse_reasoning: bool = False
+    think: ThinkPlan | None = None
 
 
 class Sequence:
@@ -82,6 +88,7 @@ class Sequence:
         self.text = TextStream(tokenizer, prepared.stops)
         self.generated: list[int] = []
         self.constraint = prepared.constraint
+        self.think = ThinkBlock(prepared.think, constrained=prepared.constraint is not None) if prepared.think else None
         self.top_logprobs = prepared.top_logprobs
         self.logprobs: list[TokenLogprob] = []  # not yet delivered
         self.loop = loop
@@ -94,6 +101,16 @@ class Sequence:
     def remaining(self) -> int:
         """Tokens this sequence may still generate."""
         return self.max_tokens - len(self.generated)
+
+    @property
+    def grammar_paused(self) -> bool:
+        """Whether the constraint (if any) leaves the next token alone (the sequence thinks)."""
+        return self.think is not None and self.think.grammar_paused
+
+    @property
+    def also_allowed(self) -> tuple[int, ...]:
+        """Tokens allowed next besides the constraint's (``<think>`` before a block may open)."""
+        return self.think.also_allowed if self.think is not None else ()
 
     @property
     def prefill_ids(self) -> list[int]:
@@ -142,7 +159,7 @@ class EngineStats:
 class Engine:
     """Runs every sequence of one loaded model on a dedicated thread (see the module docstring).
 
-    :param model: a loaded ``Qwen2ForCausalLM`` (possibly dispatched with offload hooks).
+    :param model: a loaded ``Qwen2ForCausalLM`` or ``Qwen3ForCausalLM`` (possibly dispatched with offload hooks).
     :param device: where its inputs and KV cache live.
     :param tokenizer: decodes generated ids (owned by the engine thread).
     :param eos_ids: tokens that end a generation.
@@ -482,15 +499,21 @@ class Engine:
             if s.cancelled or s.finished:
                 continue
             try:
-                token = s.sampler.choose(logits[i])
+                forced = s.think.next_forced() if s.think is not None else None
+                token = s.sampler.choose(logits[i]) if forced is None else s.sampler.force(logits[i], forced)
                 if s.top_logprobs is not None:
                     s.logprobs.append(token_logprob(s.sampler.scores, token, s.top_logprobs, self.token_texts))
-                if s.constraint is not None and not s.constraint.consume(token):
+                constrained = s.constraint is not None and forced is None
+                if constrained and s.think is not None:
+                    constrained = s.think.grammar_takes(token)
+                if constrained and s.constraint is not None and not s.constraint.consume(token):
                     raise RuntimeError(f"the grammar rejected token {token}: {s.constraint.error}")
             except Exception as exc:
                 log.warning("sampling failed for one sequence: %r", exc)
                 self._finish_error(s, BackendError(f"sampling failed: {type(exc).__name__}: {exc}"))
                 continue
+            if s.think is not None:
+                s.think.accept(token, forced=forced is not None)
             self._accept(s, token)
         if self._batch is not None:
             self._remove([i for i, s in enumerate(self._batch.rows) if s.finished or s.cancelled])
@@ -521,8 +544,10 @@ class Engine:
                 ChatDelta(
                     text=text,
                     finish_reason=reason,
+                    stop_sequence=s.text.matched,
                     prompt_tokens=len(s.prompt_ids),
                     completion_tokens=len(s.generated),
+                    reasoning_tokens=s.think.reasoning_tokens if s.think is not None else 0,
                     logprobs=_take_logprobs(s),
                 ),
             )

@@ -81,6 +81,13 @@ class AutoChatBackend:
         self.unload()
         self.load(grant)
 
+    async def prompt_ids(self, request: ChatRequest) -> list[int]:
+        """The serving engine's prompt ids of ``request`` (token counting; both engines render alike)."""
+        if self.inner is None:
+            raise ShuttingDown(f"{self.spec.id} is not loaded")
+        ids: list[int] = await self.inner.prompt_ids(request)
+        return ids
+
     def generate(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         """The serving engine's stream (returned as it is, so that closing it closes the engine's)."""
         if self.inner is None:

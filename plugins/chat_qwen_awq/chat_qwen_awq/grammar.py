@@ -85,6 +85,12 @@ class _Row(Protocol):
     finished: bool
     cancelled: bool
 
+    @property
+    def grammar_paused(self) -> bool: ...  # the constraint leaves the next token alone (thinking)
+
+    @property
+    def also_allowed(self) -> tuple[int, ...]: ...  # tokens allowed next besides the grammar's
+
 
 class Grammars:
     """Builds and caches the grammars of one loaded model (see the module docstring).
@@ -200,10 +206,13 @@ def closed(schema: Any) -> Any:
 class PendingMasks:
     """Bitmasks being filled for some rows of a step; :meth:`apply` waits and masks the logits."""
 
-    def __init__(self, future: Future[None], rows: list[int], bitmask: torch.Tensor) -> None:
+    def __init__(
+        self, future: Future[None], rows: list[int], bitmask: torch.Tensor, also: list[tuple[int, ...]] | None = None
+    ) -> None:
         self._future = future
         self._rows = rows
         self._bitmask = bitmask
+        self._also = also or []
 
     def apply(self, logits: torch.Tensor) -> None:
         """Set every disallowed token of the constrained rows of ``logits`` ([B, V] fp32, CPU) to -inf."""
@@ -211,6 +220,8 @@ class PendingMasks:
         width = logits.shape[1]
         bits = np.unpackbits(self._bitmask.numpy().view(np.uint8), axis=1, bitorder="little")[:, :width]
         allowed = torch.from_numpy(bits).to(torch.bool)
+        for j, tokens in enumerate(self._also):
+            allowed[j, [t for t in tokens if t < width]] = True
         index = torch.tensor(self._rows, dtype=torch.long)
         logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
 
@@ -226,8 +237,13 @@ class MaskFiller:
         self._pool: ThreadPoolExecutor | None = None
 
     def start(self, rows: Sequence[_Row]) -> PendingMasks | None:
-        """Begin filling the masks of the constrained, still running rows; ``None`` if there are none."""
-        picked = [(i, s.constraint) for i, s in enumerate(rows) if s.constraint is not None and not s.finished]
+        """Begin filling the masks of the constrained, still running rows whose grammar applies to the
+        next token; ``None`` if there are none."""
+        picked = [
+            (i, s.constraint)
+            for i, s in enumerate(rows)
+            if s.constraint is not None and not s.finished and not s.grammar_paused
+        ]
         if not picked:
             return None
         if self._pool is None:
@@ -235,7 +251,8 @@ class MaskFiller:
         bitmask = torch.zeros(len(picked), self._words, dtype=torch.int32)
         matchers = [(c.matcher, j) for j, (_, c) in enumerate(picked) if c is not None]
         future = self._pool.submit(self._fill, matchers, bitmask)
-        return PendingMasks(future, [i for i, _ in picked], bitmask)
+        also = [rows[i].also_allowed for i, _ in picked]
+        return PendingMasks(future, [i for i, _ in picked], bitmask, also if any(also) else None)
 
     def _fill(self, matchers: list[tuple[Any, int]], bitmask: torch.Tensor) -> None:
         # What llguidance.torch.fill_next_token_bitmask_par does, without importing that module

@@ -1,11 +1,12 @@
-"""The plugin's own AWQ loader: empty Qwen2 model, autoawq ``WQLinear_GEMM`` layers, accelerate dispatch.
+"""The plugin's own loader: empty Qwen2/Qwen3 model, autoawq ``WQLinear_GEMM`` layers, accelerate dispatch.
 
 Both stock loaders are unusable here: transformers' AWQ integration refuses a device map with
 CPU or disk entries, and autoawq's ``from_quantized`` needs kernels that do not exist for this
 torch. So:
 
-1. build ``Qwen2ForCausalLM`` with empty (meta) weights and swap every decoder-layer linear
-   for :class:`AwqLinear` (a ``WQLinear_GEMM`` that also runs on the CPU);
+1. build ``Qwen2ForCausalLM`` or ``Qwen3ForCausalLM`` (as ``config.json`` says) with empty (meta)
+   weights and, for an AWQ checkpoint, swap every decoder-layer linear for :class:`AwqLinear` (a
+   ``WQLinear_GEMM`` that also runs on the CPU); an unquantised checkpoint keeps ``nn.Linear``;
 2. read the safetensors and put each tensor where the device map says: on the GPU (or the
    CPU device), into a host-RAM state dict (layers offloaded next to a GPU), or into an
    offload folder on disk (layers offloaded next to the CPU);
@@ -207,42 +208,50 @@ def int4pack(
 # ------------------------------------------------------------------------------------ the model
 
 
-def qwen2_config(config: Mapping[str, Any]) -> Any:
-    """A ``transformers.Qwen2Config`` from a ``config.json`` mapping."""
-    from transformers import Qwen2Config
+def model_classes(config: Mapping[str, Any]) -> tuple[Any, Any]:
+    """``(config class, causal LM class)`` of transformers for the checkpoint's architecture."""
+    import transformers
 
+    if sizing.architecture(config) == "qwen3":
+        return transformers.Qwen3Config, transformers.Qwen3ForCausalLM
+    return transformers.Qwen2Config, transformers.Qwen2ForCausalLM
+
+
+def hf_config(config: Mapping[str, Any]) -> Any:
+    """A ``transformers.Qwen2Config`` or ``Qwen3Config`` from a ``config.json`` mapping."""
     data = dict(config)
     data.pop("quantization_config", None)  # only from_pretrained acts on it; we load ourselves
-    return Qwen2Config.from_dict(data)
+    return model_classes(config)[0].from_dict(data)
 
 
 def build_empty_model(config: Mapping[str, Any], dtype: torch.dtype) -> Any:
-    """``Qwen2ForCausalLM`` on the meta device with :class:`AwqLinear` decoder linears."""
+    """The causal LM on the meta device, with :class:`AwqLinear` decoder linears for an AWQ checkpoint."""
     from accelerate import init_empty_weights
-    from transformers import Qwen2ForCausalLM
 
     shape = sizing.ModelShape.from_config(config)
-    hf_config = qwen2_config(config)
-    hf_config._attn_implementation = "sdpa"
+    built = hf_config(config)
+    built._attn_implementation = "sdpa"
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with init_empty_weights():  # parameters on meta; rotary inv_freq stays a real buffer
-            model = Qwen2ForCausalLM(hf_config)
+            model = model_classes(config)[1](built)
     finally:
         torch.set_default_dtype(old)
+    model.eval()
+    model.requires_grad_(False)
+    if shape.group_size is None:
+        return model
     cls = awq_linear_class()
     for layer in model.model.layers:
         for parent in (layer.self_attn, layer.mlp):
             for name, child in list(parent.named_children()):
-                if name in sizing.AWQ_LINEARS and isinstance(child, nn.Linear):
+                if name in sizing.LINEARS and isinstance(child, nn.Linear):
                     setattr(
                         parent,
                         name,
                         cls(4, shape.group_size, child.in_features, child.out_features, child.bias is not None, "meta"),
                     )
-    model.eval()
-    model.requires_grad_(False)
     return model
 
 
@@ -296,7 +305,7 @@ def plan_device_map(
     model = build_empty_model(config, compute_dtype(device))
     sizes = compute_module_sizes(model)
     layers = [sizes[f"model.layers.{i}"] for i in range(shape.num_hidden_layers)]
-    if cpu:  # the CPU keeps a repacked copy of each AWQ weight next to the buffers
+    if cpu and shape.group_size is not None:  # the CPU keeps a repacked copy of each AWQ weight next to the buffers
         extra = sum(sizing.int4pack_bytes(i, o, shape.group_size) for _, i, o, _ in shape.linears())
         layers = [b + extra for b in layers]
     # The same arithmetic as the declared footprint, so the split matches what the scheduler granted.
@@ -334,7 +343,7 @@ def plan_device_map(
 
 def _is_awq_tensor(key: str) -> bool:
     parts = key.split(".")
-    return len(parts) >= 2 and parts[-2] in sizing.AWQ_LINEARS
+    return len(parts) >= 2 and parts[-2] in sizing.LINEARS
 
 
 def _owner(key: str, device_map: Mapping[str, str]) -> str:
@@ -367,7 +376,7 @@ def checkpoint_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
 class LoadedModel:
     """A dispatched model and what relocation needs to find its weights again."""
 
-    model: Any  # a transformers Qwen2ForCausalLM (its submodules are reached by name)
+    model: Any  # a transformers Qwen2ForCausalLM or Qwen3ForCausalLM (its submodules are reached by name)
     plan: DevicePlan
     dtype: torch.dtype
     host_state: dict[str, torch.Tensor] = field(default_factory=dict)  # layers offloaded to host RAM
@@ -410,6 +419,11 @@ class LoadedModel:
         self.offload_dir = None
 
 
+def _kind(config: Mapping[str, Any]) -> str:
+    shape = sizing.ModelShape.from_config(config)
+    return f"{'Qwen3' if shape.arch == 'qwen3' else 'Qwen2'} {'AWQ GEMM' if shape.quantized else 'unquantised'}"
+
+
 def load_model(
     config: Mapping[str, Any],
     tensors: Iterable[tuple[str, torch.Tensor]],
@@ -420,8 +434,9 @@ def load_model(
 ) -> LoadedModel:
     """Build the model and place ``tensors`` as ``plan`` says; returns the dispatched model.
 
-    Floating tensors outside the AWQ linears are cast to the compute dtype; AWQ buffers keep
-    theirs (int32 codes, fp16 scales and bias). Missing or unexpected weights are errors.
+    Floating tensors outside the AWQ linears are cast to the compute dtype (an unquantised
+    checkpoint's linears too); AWQ buffers keep theirs (int32 codes, fp16 scales and bias).
+    Missing or unexpected weights are errors.
     ``head_dtype`` (CPU only) stores embeddings and lm_head in that dtype (see :func:`store_head_as`),
     or as int8 rows with ``"int8"`` (see :func:`quantize_head_int8`).
     """
@@ -431,6 +446,7 @@ def load_model(
     disable_triton_without_cuda()
     dtype = compute_dtype(plan.device)
     model = build_empty_model(config, dtype)
+    quantized = sizing.ModelShape.from_config(config).quantized
     expected = set(model.state_dict())
     tied = bool(config.get("tie_word_embeddings", False))
     if tied:
@@ -447,8 +463,9 @@ def load_model(
             if key not in expected:
                 if tied and key == "lm_head.weight":
                     continue
-                raise ValueError(f"unexpected weight {key!r} in the checkpoint (is it a Qwen2 AWQ GEMM model?)")
-            tensor = stored.to(dtype) if stored.is_floating_point() and not _is_awq_tensor(key) else stored
+                raise ValueError(f"unexpected weight {key!r} in the checkpoint (is it a {_kind(config)} checkpoint?)")
+            keep = quantized and _is_awq_tensor(key)  # AWQ buffers keep their dtypes
+            tensor = stored.to(dtype) if stored.is_floating_point() and not keep else stored
             target = plan.device_map[_owner(key, plan.device_map)]
             if target == plan.device:
                 set_module_tensor_to_device(model, key, plan.device, value=tensor)

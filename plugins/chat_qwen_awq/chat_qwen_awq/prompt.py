@@ -1,9 +1,10 @@
 """Chat messages (tools and tool history included) → prompt ids, through the model's own chat template.
 
-Qwen2.5's template renders the tools into the system turn, an assistant turn's calls as
-``<tool_call>`` blocks and ``tool`` results as ``<tool_response>`` inside a user turn; it reads a
-call's ``arguments`` as an object (it serialises them with ``tojson``), so the JSON text of the
-wire is parsed back here.
+Qwen2.5's and Qwen3's templates render the tools into the system turn, an assistant turn's calls as
+``<tool_call>`` blocks and ``tool`` results as ``<tool_response>`` inside a user turn; they read a
+call's ``arguments`` as an object (serialised with ``tojson``), so the JSON text of the wire is
+parsed back here. Qwen3's also reads an assistant turn's ``reasoning_content`` (shown again only
+after the last user query) and the ``enable_thinking`` switch; other templates ignore both.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def template_message(index: int, m: ChatMessage) -> dict[str, Any]:
         ]
     if m.tool_call_id is not None:
         out["tool_call_id"] = m.tool_call_id
+    if m.reasoning is not None and m.role == "assistant":
+        out["reasoning_content"] = m.reasoning
     return out
 
 
@@ -42,14 +45,18 @@ def template_tool(tool: Tool) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def render_messages(tokenizer: Any, request: ChatRequest) -> list[int]:
-    """Prompt ids of ``request``'s conversation; tools are shown unless ``tool_choice`` is "none"."""
+def render_messages(tokenizer: Any, request: ChatRequest, thinking: bool | None = None) -> list[int]:
+    """Prompt ids of ``request``'s conversation; tools are shown unless ``tool_choice`` is "none";
+    ``thinking`` (unless ``None``) is the template's ``enable_thinking``."""
     from jinja2 import TemplateError
 
     messages = [template_message(i, m) for i, m in enumerate(request.messages)]
     tools = [template_tool(t) for t in request.tools] if request.tool_choice.mode != "none" else None
+    switch = {} if thinking is None else {"enable_thinking": thinking}
     try:
-        ids = tokenizer.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True, tokenize=True)
+        ids = tokenizer.apply_chat_template(
+            messages, tools=tools or None, add_generation_prompt=True, tokenize=True, **switch
+        )
     except TemplateError as exc:
         raise InvalidRequest(
             f"The messages cannot be rendered with the model's chat template: {exc}", param="messages"

@@ -110,6 +110,11 @@ class Sampler:
             values, indices = values[keep], indices[keep]
         return values, indices
 
+    def force(self, logits: torch.Tensor, token: int) -> int:
+        """Take ``token`` without sampling (a forced token); its scores are kept for logprobs like a choice's."""
+        self.scores = self.penalised(logits)
+        return token
+
     def choose(self, logits: torch.Tensor) -> int:
         """The next token from this sequence's fp32 logits row ``[vocab]`` (on the CPU)."""
         scores = self.scores = self.penalised(logits)

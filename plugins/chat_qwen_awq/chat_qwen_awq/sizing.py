@@ -1,13 +1,19 @@
-"""Memory footprints of a Qwen2 AWQ (4-bit GEMM) model, computed from its ``config.json``.
+"""Memory footprints of a Qwen2 or Qwen3 dense model (4-bit AWQ GEMM or unquantised), from its ``config.json``.
 
 Pure Python (no torch): the plugin's declaration uses it to size its placements, and the
 loader uses the same numbers to split decoder layers between the GPU and host RAM.
 
+The two architectures differ where the bytes are concerned in three places: Qwen2 has a bias on
+q/k/v and ``head_dim = hidden_size / num_attention_heads``; Qwen3 has no bias, an explicit
+``head_dim`` (128 in every size: the attention is wider than the hidden state in the small models)
+and an RMSNorm over each query and key head (two ``head_dim`` weights per layer). Qwen3 MoE
+(``Qwen3MoeForCausalLM``) is not served.
+
 Where the bytes go:
 
-- every decoder layer: its seven AWQ linears (``qweight`` int32 ``[in, out/8]``, ``qzeros``
-  int32 ``[in/G, out/8]``, ``scales`` fp16 ``[in/G, out]``, fp16 ``bias`` on q/k/v) and its two
-  RMSNorm weights (compute dtype);
+- every decoder layer: its seven linears, AWQ (``qweight`` int32 ``[in, out/8]``, ``qzeros``
+  int32 ``[in/G, out/8]``, ``scales`` fp16 ``[in/G, out]``, fp16 ``bias`` on Qwen2's q/k/v) or
+  unquantised (a compute-dtype ``[out, in]`` weight and bias), and its norm weights (compute dtype);
 - embeddings, the final norm and ``lm_head`` in the compute dtype (fp16 on a GPU, fp32 on the
   CPU, or bf16 matrices there with ``cpu_head_dtype`` — the default where the CPU has native
   bf16 dot products; a tied head costs nothing extra);
@@ -16,8 +22,8 @@ Where the bytes go:
 - a working set: activations of one prefill chunk, logits of every running sequence, the
   largest dequantised weight, and (hybrid) one decoder layer streamed in from host RAM.
 
-On the CPU each AWQ linear also keeps a copy repacked for torch's int4 CPU kernel (the
-AWQ buffers stay, so that the model can move back to a GPU without reading the disk).
+On the CPU each AWQ linear also keeps a copy repacked for the CPU int4 kernel (the AWQ buffers
+stay, so that the model can move back to a GPU without reading the disk).
 """
 
 from __future__ import annotations
@@ -32,12 +38,26 @@ import msgspec
 
 from host.sdk import InvalidRequest, NonNegativeInt, Options, Placement, PlacementKind, PositiveInt
 
-#: The AWQ-quantised linears of a Qwen2 decoder layer, in module order.
-AWQ_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: The linears of a decoder layer (AWQ-quantised in an AWQ checkpoint), in module order.
+LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+#: The architectures served, by ``config.json``'s ``architectures`` entry and its ``model_type``.
+ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+
+#: The quantisation config of Qwen's published AWQ checkpoints (4-bit GEMM, groups of 128).
+_PUBLISHED_AWQ: dict[str, Any] = {
+    "bits": 4,
+    "group_size": 128,
+    "quant_method": "awq",
+    "version": "gemm",
+    "zero_point": True,
+    "modules_to_not_convert": None,
+}
 
 #: ``config.json`` of Qwen/Qwen2.5-7B-Instruct-AWQ: the fallback when the real file is not at hand.
 QWEN2_5_7B_AWQ_CONFIG: dict[str, Any] = {
     "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
     "hidden_size": 3584,
     "intermediate_size": 18944,
     "num_hidden_layers": 28,
@@ -46,27 +66,78 @@ QWEN2_5_7B_AWQ_CONFIG: dict[str, Any] = {
     "vocab_size": 152064,
     "max_position_embeddings": 32768,
     "tie_word_embeddings": False,
-    "quantization_config": {
-        "bits": 4,
-        "group_size": 128,
-        "quant_method": "awq",
-        "version": "gemm",
-        "zero_point": True,
-        "modules_to_not_convert": None,
-    },
+    "quantization_config": _PUBLISHED_AWQ,
+}
+
+#: ``config.json`` of Qwen/Qwen3-8B-AWQ: the fallback when the real file is not at hand.
+QWEN3_8B_AWQ_CONFIG: dict[str, Any] = {
+    "architectures": ["Qwen3ForCausalLM"],
+    "model_type": "qwen3",
+    "attention_bias": False,
+    "head_dim": 128,
+    "hidden_size": 4096,
+    "intermediate_size": 12288,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000,
+    "vocab_size": 151936,
+    "max_position_embeddings": 40960,
+    "tie_word_embeddings": False,
+    "quantization_config": _PUBLISHED_AWQ,
 }
 
 _FP16 = 2
 _FP32 = 4
 
 
-class AwqConfigError(ValueError):
-    """The checkpoint is not a 4-bit AWQ GEMM Qwen2 model this plugin can serve."""
+class ModelConfigError(ValueError):
+    """The checkpoint is not a model this plugin can serve (architecture or quantisation)."""
+
+
+def architecture(config: Mapping[str, Any]) -> str:
+    """``"qwen2"`` or ``"qwen3"``, from ``architectures`` (else ``model_type``); :class:`ModelConfigError` otherwise."""
+    names = list(config.get("architectures") or [])
+    for name in names:
+        if name in ARCHITECTURES:
+            return ARCHITECTURES[name]
+    model_type = str(config.get("model_type", ""))
+    if not names and model_type in ARCHITECTURES.values():
+        return model_type
+    found = ", ".join(names) or model_type or "missing"
+    if "moe" in found.lower():
+        raise ModelConfigError(f"{found} is a mixture-of-experts model; only dense Qwen2 and Qwen3 models are served")
+    raise ModelConfigError(f"architecture {found} is not served; expected one of {', '.join(ARCHITECTURES)}")
+
+
+def _awq_group_size(config: Mapping[str, Any]) -> int | None:
+    """The AWQ group size (-1: one group per column), or ``None`` for an unquantised checkpoint."""
+    q = config.get("quantization_config")
+    if not q:
+        return None
+    method = str(q.get("quant_method", "")).lower()
+    if method != "awq":
+        raise ModelConfigError(f"quantization_config.quant_method is {method or 'missing'!r}, expected 'awq'")
+    bits = q.get("bits", q.get("w_bit"))
+    if bits != 4:
+        raise ModelConfigError(f"only 4-bit AWQ is supported, the checkpoint has bits={bits!r}")
+    version = str(q.get("version", "gemm")).lower()
+    if version != "gemm":
+        raise ModelConfigError(f"only AWQ version 'gemm' is supported, the checkpoint has {version!r}")
+    if q.get("zero_point", True) is not True:
+        raise ModelConfigError("only AWQ with zero points (zero_point: true) is supported")
+    if q.get("modules_to_not_convert"):
+        raise ModelConfigError(f"modules_to_not_convert={q['modules_to_not_convert']!r} is not supported")
+    return int(q.get("group_size", q.get("q_group_size", 128)))
 
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The sizes of a Qwen2 AWQ model that decide its memory footprint."""
+    """The sizes of a Qwen2/Qwen3 dense model that decide its memory footprint.
+
+    ``group_size`` is the AWQ group size, ``None`` for an unquantised checkpoint.
+    """
 
     hidden_size: int
     intermediate_size: int
@@ -77,44 +148,53 @@ class ModelShape:
     vocab_size: int
     max_position_embeddings: int
     tie_word_embeddings: bool
-    group_size: int
+    group_size: int | None
+    arch: str = "qwen2"
+    qkv_bias: bool = True
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ModelShape:
-        """Read a ``config.json`` mapping; :class:`AwqConfigError` when it is not 4-bit AWQ GEMM."""
-        q = config.get("quantization_config") or {}
-        method = str(q.get("quant_method", "")).lower()
-        if method != "awq":
-            raise AwqConfigError(f"quantization_config.quant_method is {method or 'missing'!r}, expected 'awq'")
-        bits = q.get("bits", q.get("w_bit"))
-        if bits != 4:
-            raise AwqConfigError(f"only 4-bit AWQ is supported, the checkpoint has bits={bits!r}")
-        version = str(q.get("version", "gemm")).lower()
-        if version != "gemm":
-            raise AwqConfigError(f"only AWQ version 'gemm' is supported, the checkpoint has {version!r}")
-        if q.get("zero_point", True) is not True:
-            raise AwqConfigError("only AWQ with zero points (zero_point: true) is supported")
-        if q.get("modules_to_not_convert"):
-            raise AwqConfigError(f"modules_to_not_convert={q['modules_to_not_convert']!r} is not supported")
+        """Read a ``config.json`` mapping; :class:`ModelConfigError` when the plugin cannot serve it."""
+        arch = architecture(config)
+        group = _awq_group_size(config)
         hidden = int(config["hidden_size"])
         heads = int(config["num_attention_heads"])
-        group = int(q.get("group_size", q.get("q_group_size", 128)))
+        # As transformers reads it: Qwen3Config defaults to 128, Qwen2 to hidden_size / heads.
+        head_dim = int(config.get("head_dim") or (128 if arch == "qwen3" else hidden // heads))
         shape = cls(
             hidden_size=hidden,
             intermediate_size=int(config["intermediate_size"]),
             num_hidden_layers=int(config["num_hidden_layers"]),
             num_attention_heads=heads,
             num_key_value_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=hidden // heads,  # Qwen2 has no separate head_dim
+            head_dim=head_dim,
             vocab_size=int(config["vocab_size"]),
             max_position_embeddings=int(config.get("max_position_embeddings", 32768)),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
             group_size=hidden if group == -1 else group,
+            arch=arch,
+            qkv_bias=True if arch == "qwen2" else bool(config.get("attention_bias", False)),
         )
-        for name, in_f, out_f, _ in shape.linears():
-            if in_f % shape.group_size or out_f % 8:
-                raise AwqConfigError(f"{name}: {in_f}x{out_f} does not fit AWQ group size {shape.group_size}")
+        if shape.group_size is not None:
+            for name, in_f, out_f, _ in shape.linears():
+                if in_f % shape.group_size or out_f % 8:
+                    raise ModelConfigError(f"{name}: {in_f}x{out_f} does not fit AWQ group size {shape.group_size}")
         return shape
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the decoder linears are 4-bit AWQ."""
+        return self.group_size is not None
+
+    @property
+    def qk_norm(self) -> bool:
+        """Whether each query and key head is RMS-normalised (Qwen3)."""
+        return self.arch == "qwen3"
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the query projection (Qwen3's exceeds ``hidden_size`` in the small models)."""
+        return self.num_attention_heads * self.head_dim
 
     @property
     def kv_dim(self) -> int:
@@ -122,17 +202,25 @@ class ModelShape:
         return self.num_key_value_heads * self.head_dim
 
     def linears(self) -> list[tuple[str, int, int, bool]]:
-        """``(name, in_features, out_features, has_bias)`` of each AWQ linear of one layer."""
-        h, i, kv = self.hidden_size, self.intermediate_size, self.kv_dim
+        """``(name, in_features, out_features, has_bias)`` of each linear of one layer."""
+        h, i, q, kv, bias = self.hidden_size, self.intermediate_size, self.q_dim, self.kv_dim, self.qkv_bias
         return [
-            ("q_proj", h, h, True),
-            ("k_proj", h, kv, True),
-            ("v_proj", h, kv, True),
-            ("o_proj", h, h, False),
+            ("q_proj", h, q, bias),
+            ("k_proj", h, kv, bias),
+            ("v_proj", h, kv, bias),
+            ("o_proj", q, h, False),
             ("gate_proj", h, i, False),
             ("up_proj", h, i, False),
             ("down_proj", i, h, False),
         ]
+
+    @property
+    def parameters(self) -> int:
+        """Parameters of the unquantised model (embeddings and an untied head included)."""
+        layer = sum(i * o + (o if b else 0) for _, i, o, b in self.linears()) + 2 * self.hidden_size
+        layer += 2 * self.head_dim if self.qk_norm else 0
+        matrices = 1 if self.tie_word_embeddings else 2
+        return self.num_hidden_layers * layer + matrices * self.vocab_size * self.hidden_size + self.hidden_size
 
 
 @dataclass(frozen=True)
@@ -186,6 +274,12 @@ class ChatOptions(Options, frozen=True):
     :ivar vllm_python: the Python of a vLLM environment (``None``: ``$PLUGHOST_VLLM_PYTHON``); see
         docs/deployment.md ("vLLM as the chat engine").
     :ivar vllm_start_timeout_s: how long a vLLM engine may take to start before the load fails.
+    :ivar thinking: a thinking model's (Qwen3's) default for requests that neither switch thinking
+        themselves nor write ``/think`` or ``/no_think``: ``on`` or ``off`` (YAML's unquoted ``on``/
+        ``off`` are booleans: ``true``/``false`` mean the same; ``None``: the chat template's own
+        default, on for Qwen3). Models that cannot think ignore it.
+    :ivar thinking_budget: the think-block tokens of a request that sets no budget; then the block
+        is closed and the model answers (``None``: no cap but ``max_tokens``).
     """
 
     context_length: Annotated[int, msgspec.Meta(ge=2)] | None = None
@@ -201,6 +295,8 @@ class ChatOptions(Options, frozen=True):
     engine: Literal["auto", "plughost", "vllm"] = "auto"
     vllm_python: str | None = None
     vllm_start_timeout_s: PositiveInt = 600
+    thinking: Literal["on", "off"] | bool | None = None
+    thinking_budget: PositiveInt | None = None
 
 
 DEFAULT_MAX_CONTEXT = 16384
@@ -269,19 +365,31 @@ def int4pack_bytes(in_features: int, out_features: int, group_size: int) -> int:
 FUSED_LINEARS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 
 
+def dense_linear_bytes(in_features: int, out_features: int, bias: bool, dtype_bytes: int) -> int:
+    """Bytes of one unquantised ``nn.Linear`` (weight and optional bias) in a dtype of ``dtype_bytes``."""
+    return (in_features * out_features + (out_features if bias else 0)) * dtype_bytes
+
+
 def layer_bytes(shape: ModelShape, *, cpu: bool = False) -> int:
-    """Bytes of one decoder layer as loaded (``cpu``: fp32 norms plus the int4 kernel copies).
+    """Bytes of one decoder layer as loaded (``cpu``: fp32 norms, fp32 dense linears or the AWQ
+    buffers plus their int4 kernel copies).
 
     On the CPU the fused q/k/v and gate/up packs share their parts' codes; with torch's kernel
     (which reads no strided scales) they hold a second copy of the scales and zeros, counted here.
     """
-    total = 2 * shape.hidden_size * (_FP32 if cpu else _FP16)
+    dtype = _FP32 if cpu else _FP16
+    norms = 2 * shape.hidden_size + (2 * shape.head_dim if shape.qk_norm else 0)
+    total = norms * dtype
+    group = shape.group_size
     for name, in_f, out_f, bias in shape.linears():
-        total += awq_linear_bytes(in_f, out_f, shape.group_size, bias)
+        if group is None:
+            total += dense_linear_bytes(in_f, out_f, bias, dtype)
+            continue
+        total += awq_linear_bytes(in_f, out_f, group, bias)
         if cpu:
-            total += int4pack_bytes(in_f, out_f, shape.group_size)
+            total += int4pack_bytes(in_f, out_f, group)
             if name in FUSED_LINEARS:
-                total += (in_f // shape.group_size) * out_f * 2 * 2
+                total += (in_f // group) * out_f * 2 * 2
     return total
 
 
@@ -309,12 +417,14 @@ def working_bytes(shape: ModelShape, limits: Limits, *, cpu: bool = False, strea
     """Transient memory of a forward pass (see the module docstring)."""
     dtype = _FP32 if cpu else _FP16
     chunk = min(limits.prefill_chunk_tokens, limits.context_length)
-    activations = chunk * (6 * shape.hidden_size + 2 * shape.kv_dim + 3 * shape.intermediate_size) * dtype
+    widths = 4 * shape.hidden_size + 2 * shape.q_dim + 2 * shape.kv_dim + 3 * shape.intermediate_size
+    activations = chunk * widths * dtype
     # Attention scores of a prefill chunk against the whole context (the CPU's math kernel
     # materialises them; GPU kernels do not).
     scores = chunk * shape.num_attention_heads * limits.context_length * _FP32 if cpu else 0
     logits = 3 * limits.max_sequences * shape.vocab_size * _FP32
-    largest = max(in_f * out_f for _, in_f, out_f, _ in shape.linears()) * dtype
+    # An AWQ layer dequantises its weight on a GPU (and where no CPU kernel serves); dense ones need no copy.
+    largest = max(in_f * out_f for _, in_f, out_f, _ in shape.linears()) * dtype if shape.quantized else 0
     kv_merge = limits.kv_cache_tokens * kv_bytes_per_token(shape, cpu=cpu) // shape.num_hidden_layers
     streamed = layer_bytes(shape) if streamed_layer else 0
     return activations + scores + logits + largest + kv_merge + streamed

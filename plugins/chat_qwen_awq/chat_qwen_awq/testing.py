@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import msgspec
 import torch
 
-from chat_qwen_awq import DEMO_WEIGHTS
+from chat_qwen_awq import DEMO_WEIGHTS, QWEN3
 from chat_qwen_awq.backend import QwenAwqChatBackend
 from host.sdk import (
     ChatDelta,
@@ -34,6 +34,10 @@ from host.testing.pytest_plugin import make_config
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "Qwen2.5-7B-Instruct-AWQ"
 TINY = DEMO_WEIGHTS
+QWEN3_ID = QWEN3.id
+#: The Qwen3 stand-ins: AWQ (the demo of Qwen3-8B-AWQ) and the unquantised model it is quantised from.
+TINY_QWEN3 = "demo:chat_qwen_awq.demo:TINY_QWEN3_AWQ"
+TINY_QWEN3_DENSE = "demo:chat_qwen_awq.demo:TINY_QWEN3_FP16"
 #: Import string of :class:`RecordingBackend`.
 RECORDING_BACKEND = "chat_qwen_awq.testing:RecordingBackend"
 
@@ -41,6 +45,20 @@ RECORDING_BACKEND = "chat_qwen_awq.testing:RecordingBackend"
 def tiny_config(**options: Any) -> HostConfig:
     """A host config serving the tiny AWQ model as Qwen2.5-7B-Instruct-AWQ."""
     return make_config({"models": {MODEL_ID: {"weights": TINY, "options": options}}})
+
+
+def qwen3_config(weights: str = TINY_QWEN3, **options: Any) -> HostConfig:
+    """A host config serving a tiny Qwen3 (``weights``: the AWQ stand-in unless given) as Qwen3-8B-AWQ."""
+    return make_config({"models": {QWEN3_ID: {"weights": weights, "options": options}}})
+
+
+def qwen3_backend(weights: str = TINY_QWEN3, grant: Grant | None = None, **options: Any) -> QwenAwqChatBackend:
+    """A loaded backend of a tiny Qwen3 (on the CPU unless ``grant`` says otherwise)."""
+    from chat_qwen_awq import model_spec
+
+    backend = QwenAwqChatBackend(model_spec(qwen3_config(weights, **options), QWEN3_ID))
+    backend.load(grant or cpu_grant())
+    return backend
 
 
 def cpu_grant() -> Grant:
@@ -180,19 +198,24 @@ def assert_same_greedy(ours: list[int], reference: list[int], scores: list[torch
     assert len(ours) == len(reference)
 
 
-def assert_engine_equals_generate(backend: Any, tokens: int = 30) -> None:
-    """Greedy text from the engine equals transformers ``generate`` on the same (loaded) model."""
+def assert_engine_equals_generate(backend: Any, tokens: int = 30, content: str = "hello") -> None:
+    """Greedy tokens from the engine equal transformers ``generate`` on the same (loaded) model, and so
+    does the text (the random stand-ins write no think block: a thinking model's reasoning stays empty)."""
     request = ChatRequest(
         model="m",
-        messages=(ChatMessage("user", "hello"),),
+        messages=(ChatMessage("user", content),),
         sampling=SamplingParams(max_tokens=tokens, temperature=0, repetition_penalty=1.0),
     )
     x = torch.tensor([backend.prepare(request).prompt_ids])
     with torch.no_grad():
         out = backend.loaded.model.generate(x, max_new_tokens=tokens, **greedy_generate_kwargs(backend, x))
-    expected = backend.engine.tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True)
+    reference = out[0, x.shape[1] :].tolist()
+    expected = backend.engine.tokenizer.decode(reference, skip_special_tokens=True)
 
-    async def run() -> str:
-        return "".join([d.text async for d in backend.generate(request)])
+    async def run() -> tuple[list[int], list[ChatDelta]]:
+        ids, _ = await engine_ids(backend, request)
+        return ids, [d async for d in backend.generate(request)]
 
-    assert asyncio.run(run()) == expected
+    ids, deltas = asyncio.run(run())
+    assert ids == reference
+    assert "".join(d.text for d in deltas) == expected and not any(d.reasoning for d in deltas)

@@ -36,6 +36,7 @@ class TextStream:
         self._held = ""  # text decoded but not sent: it may begin a stop string
         self.text = ""  # everything sent so far
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text
 
     def _decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
@@ -73,7 +74,7 @@ class TextStream:
         for stop in self._stops:
             at = pending.find(stop)
             if at >= 0 and (cut < 0 or at < cut):
-                cut = at
+                cut, self.matched = at, stop
         if cut >= 0:
             self.stopped = True
             self._held = ""

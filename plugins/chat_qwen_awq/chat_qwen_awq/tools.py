@@ -54,7 +54,7 @@ def parse_block(body: str) -> tuple[str, str] | None:
     return data["name"], json.dumps(args, ensure_ascii=False)
 
 
-def _tag_prefix(text: str, tag: str) -> int:
+def tag_prefix(text: str, tag: str) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
     for n in range(min(len(tag) - 1, len(text)), 0, -1):
         if text.endswith(tag[:n]):
@@ -106,7 +106,7 @@ class ToolCallParser:
                 self._buffer = self._buffer[start + len(OPEN) :]
                 self._in_block = True
                 continue
-            keep = _tag_prefix(self._buffer, OPEN)
+            keep = tag_prefix(self._buffer, OPEN)
             self._content(out, self._buffer[: len(self._buffer) - keep])
             self._buffer = self._buffer[len(self._buffer) - keep :]
             return out

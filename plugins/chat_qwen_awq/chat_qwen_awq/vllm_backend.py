@@ -36,7 +36,9 @@ from chat_qwen_awq import sizing, vllm_sizing
 from chat_qwen_awq.grammar import Grammars
 from chat_qwen_awq.logprobs import TokenTexts
 from chat_qwen_awq.preparing import Preparer, Prompt, generation_defaults
+from chat_qwen_awq.reasoning import with_reasoning
 from chat_qwen_awq.text import TextStream
+from chat_qwen_awq.thinking import ThinkTokens, template_thinks
 from chat_qwen_awq.tools import with_tool_calls
 from chat_qwen_awq.vllm_bridge import EngineConfig, Failed, Generate, Params, Tokens
 from chat_qwen_awq.vllm_engine import UNAVAILABLE, EngineProcess, EngineStartError
@@ -185,11 +187,13 @@ def _put_all(queue: asyncio.Queue[ChatDelta | BaseException], items: list[ChatDe
 
 @dataclass(frozen=True)
 class VllmPrepared:
-    """A checked request: its prompt, the engine's sampling settings, and whether tool-call blocks are parsed."""
+    """A checked request: its prompt, the engine's sampling settings, and how the output is parsed."""
 
     prompt: Prompt
     params: Params
     parse_tool_calls: bool
+    parse_reasoning: bool = False  # a thinking model's chat answer: <think> blocks become reasoning
+    opened: bool = False  # the prompt ends inside an open think block (the template opened it)
 
 
 class VllmChatBackend(ChatEngineBackend[VllmPrepared]):
@@ -213,6 +217,8 @@ class VllmChatBackend(ChatEngineBackend[VllmPrepared]):
         self._tokenizer: Any = None  # the reader thread's (detokenisation)
         self._texts: TokenTexts | None = None  # the reader thread's (logprob texts)
         self._restart = threading.Lock()
+        self.thinks = False  # the chat template writes <think> blocks
+        self.think_tokens: ThinkTokens | None = None
         self._generations = 0  # requests in generate(), running or waiting (event loop only)
 
     # -- life cycle (worker threads) -------------------------------------------------------------
@@ -240,7 +246,13 @@ class VllmChatBackend(ChatEngineBackend[VllmPrepared]):
         vocab = int(self.config.get("vocab_size", len(self._tokenizer)))
         self.grammars = Grammars(prep_tokenizer, vocab, self.eos_ids)
         self._texts = TokenTexts(self.grammars.token_bytes)
-        self._preparer = Preparer(self.spec.id, prep_tokenizer, self.limits, self.defaults)
+        self.thinks = template_thinks(prep_tokenizer.chat_template)
+        self.think_tokens = ThinkTokens.of(prep_tokenizer) if self.thinks else None
+        if self.thinks and self.options.thinking_budget is not None:
+            log.warning("%s: vLLM does not enforce thinking_budget yet; max_tokens bounds the thinking", self.spec.id)
+        self._preparer = Preparer(
+            self.spec.id, prep_tokenizer, self.limits, self.defaults, thinks=self.thinks, thinking=self.options.thinking
+        )
         self.engine = self._start(grant)
         self.serving = grant
 
@@ -369,6 +381,8 @@ class VllmChatBackend(ChatEngineBackend[VllmPrepared]):
             generation = engine.new_id()
             engine.submit(Generate(generation, prompt.prompt_ids, prepared.params), stream)
             deltas = stream.deltas()
+            if prepared.parse_reasoning:
+                deltas = with_reasoning(deltas, open_block=prepared.opened)
             if prepared.parse_tool_calls:
                 deltas = with_tool_calls(deltas)
             async for delta in deltas:
@@ -399,4 +413,16 @@ class VllmChatBackend(ChatEngineBackend[VllmPrepared]):
             grammar=source.lark if source is not None else None,
             logprobs=prompt.top_logprobs,
         )
-        return VllmPrepared(prompt, params, bool(request.tools) and request.tool_choice.mode != "none")
+        tokens = self.think_tokens
+        return VllmPrepared(
+            prompt,
+            params,
+            parse_tool_calls=bool(request.tools) and request.tool_choice.mode != "none",
+            parse_reasoning=self.thinks and request.prompt is None,  # raw completions pass unparsed
+            opened=tokens is not None and request.prompt is None and tokens.opened_by(prompt.prompt_ids),
+        )
+
+    async def prompt_ids(self, request: ChatRequest) -> list[int]:
+        """The prompt's token ids, as :meth:`prepare` makes them (``PromptTokens``: token counting)."""
+        assert self._preparer is not None
+        return await self.on_prepare_thread(self._preparer.prompt_ids, request)

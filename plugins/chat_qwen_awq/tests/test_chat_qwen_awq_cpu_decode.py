@@ -37,15 +37,24 @@ def _load(folder: Path, head: torch.dtype) -> Any:
     return load_model(config, checkpoint_tensors(folder), plan, head_dtype=head)
 
 
-@pytest.fixture(scope="module", params=["tiny-ours", "fusable-ours", "tiny-torch", "fusable-torch"])
+@pytest.fixture(
+    scope="module",
+    params=["tiny-ours", "fusable-ours", "tiny-torch", "fusable-torch", "qwen3-ours", "qwen3-torch", "qwen3dense-none"],
+)
 def loaded(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The tiny AWQ model and a fusable one on the CPU (bf16 head), packed for the plugin's
-    AVX512-BF16 kernel ("ours", skipped where it cannot run) or for torch's int4 kernel."""
+    AVX512-BF16 kernel ("ours", skipped where it cannot run) or for torch's int4 kernel; the tiny
+    Qwen3 (per-head q/k norms, attention wider than the hidden state) AWQ and unquantised."""
     from chat_qwen_awq import cpu_kernels
-    from chat_qwen_awq.demo import TINY_AWQ
+    from chat_qwen_awq.demo import TINY_AWQ, TINY_QWEN3_AWQ, TINY_QWEN3_FP16
 
     shape, kernel = request.param.split("-")
-    demo = TINY_AWQ if shape == "tiny" else TINY_AWQ.with_shape(FUSABLE)
+    demo = {
+        "tiny": TINY_AWQ,
+        "fusable": TINY_AWQ.with_shape(FUSABLE),
+        "qwen3": TINY_QWEN3_AWQ,
+        "qwen3dense": TINY_QWEN3_FP16,
+    }[shape]
     if kernel == "ours" and cpu_kernels.kernel() is None:
         pytest.skip("the AVX512-BF16 kernel does not run on this machine")
     with pytest.MonkeyPatch.context() as patch:
@@ -112,11 +121,18 @@ def test_lean_step_is_bitwise_forward(loaded: Any, rows: int, padded: bool) -> N
 
 
 def test_fused_packs_are_views_not_copies(loaded: Any) -> None:
-    """q/k/v (and gate/up) compute from slices of one fused pack where the packs allow it."""
+    """q/k/v (and gate/up) compute from slices of one fused pack where the packs allow it; an
+    unquantised model's projections stay apart (a wider dense GEMM may sum in another order)."""
+    from chat_qwen_awq.cpu_decode import DenseMatmul
     from chat_qwen_awq.cpu_kernels import Int4Pack
 
     attn, mlp = loaded.model.model.layers[0].self_attn, loaded.model.model.layers[0].mlp
     layer = loaded.decoder.layers[0]
+    if type(attn.q_proj) is torch.nn.Linear:
+        assert len(layer.qkv) == 3 and len(layer.gate_up) == 2
+        assert all(isinstance(m, DenseMatmul) for m in (*layer.qkv, *layer.gate_up, layer.o, layer.down))
+        assert layer.qkv[0].weight is attn.q_proj.weight  # the model's own weights, no copies
+        return
     ours = isinstance(attn.q_proj.cpu_pack(), Int4Pack)
     fused_qkv = ours or attn.k_proj.out_features % 64 == 0  # torch's packs: whole 64-row blocks
     assert len(layer.qkv) == (1 if fused_qkv else 3)

@@ -21,7 +21,17 @@ from typing import Any
 import pytest
 import torch
 
-from chat_qwen_awq.testing import MODEL_ID, assert_same_greedy, engine_ids, greedy_reference, tiny_config
+from chat_qwen_awq.testing import (
+    MODEL_ID,
+    QWEN3_ID,
+    TINY_QWEN3,
+    TINY_QWEN3_DENSE,
+    assert_same_greedy,
+    engine_ids,
+    greedy_reference,
+    qwen3_config,
+    tiny_config,
+)
 from host.contract.domain import ChatMessage, ChatRequest, SamplingParams
 from host.contract.spec import Grant, PlacementKind
 from host.testing.pytest_plugin import make_config
@@ -60,12 +70,19 @@ def _load(spec: Any, grant: Grant) -> Any:
     return backend
 
 
-@pytest.fixture(scope="module")
-def gpu_backend() -> Iterator[Any]:
-    """The tiny AWQ model, all on cuda:0."""
+def _spec(kind: str) -> Any:
+    """The declaration of a tiny model: the Qwen2 AWQ stand-in, the Qwen3 AWQ one, or unquantised Qwen3."""
     from chat_qwen_awq import model_spec
 
-    spec = model_spec(tiny_config())
+    if kind == "qwen2":
+        return model_spec(tiny_config())
+    return model_spec(qwen3_config(TINY_QWEN3 if kind == "qwen3" else TINY_QWEN3_DENSE), QWEN3_ID)
+
+
+@pytest.fixture(scope="module", params=["qwen2", "qwen3", "qwen3dense"])
+def gpu_backend(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A tiny model, all on cuda:0: Qwen2 AWQ, Qwen3 AWQ, Qwen3 unquantised."""
+    spec = _spec(request.param)
     backend = _load(spec, _gpu_grant(spec))
     yield backend
     backend.unload()
@@ -75,10 +92,13 @@ def test_gpu_load_runs_autoawq_gpu_kernels_in_fp16(gpu_backend: Any) -> None:
     from awq.modules.linear import gemm
 
     model = gpu_backend.loaded.model
+    assert model.model.embed_tokens.weight.dtype == torch.float16
     linear = model.model.layers[0].mlp.down_proj
+    if isinstance(linear, torch.nn.Linear):  # an unquantised checkpoint: fp16 on the GPU
+        assert linear.weight.device.type == "cuda" and linear.weight.dtype == torch.float16
+        return
     assert isinstance(linear, gemm.WQLinear_GEMM)
     assert linear.qweight.device.type == "cuda" and linear.qweight.dtype == torch.int32
-    assert model.model.embed_tokens.weight.dtype == torch.float16
     assert gemm.TRITON_AVAILABLE or gemm.awq_ext is not None  # a real GPU kernel, not the CPU fallback
     # The GPU kernel agrees with autoawq's own dequantisation.
     from awq.utils.packing_utils import dequantize_gemm
@@ -113,11 +133,11 @@ def test_gpu_batched_streams_equal_solo_runs(gpu_backend: Any) -> None:
         assert_same_greedy(got, reference, scores)
 
 
-def test_hybrid_splits_layers_between_the_gpu_and_host_ram(gpu_backend: Any, awq_folder: Path) -> None:
-    from chat_qwen_awq import loader, model_spec
+def test_hybrid_splits_layers_between_the_gpu_and_host_ram(gpu_backend: Any) -> None:
+    from chat_qwen_awq import loader
 
-    config = json.loads((awq_folder / "config.json").read_text(encoding="utf-8"))
-    spec = model_spec(tiny_config())
+    config = gpu_backend.config
+    spec = gpu_backend.spec
     everything = loader.plan_device_map(config, gpu_backend.limits, 1 << 40, device="cuda:0", overflow="cpu")
     budget = everything.device_bytes - 1  # one byte short of the second layer
     torch.cuda.synchronize()
@@ -126,10 +146,11 @@ def test_hybrid_splits_layers_between_the_gpu_and_host_ram(gpu_backend: Any, awq
     try:
         plan = hybrid.loaded.plan
         assert plan.gpu_layers == 1 and plan.device_map["model.layers.1"] == "cpu"
-        offloaded = hybrid.loaded.model.model.layers[1].mlp.down_proj
-        assert offloaded.qweight.device.type == "meta"  # kept in host RAM (offload_buffers=True), not on the GPU
-        assert hybrid.loaded.host_state["model.layers.1.mlp.down_proj.qweight"].device.type == "cpu"
-        assert hybrid.loaded.model.model.layers[0].mlp.down_proj.qweight.device.type == "cuda"
+        weight = "qweight" if hasattr(hybrid.loaded.model.model.layers[1].mlp.down_proj, "qweight") else "weight"
+        offloaded = getattr(hybrid.loaded.model.model.layers[1].mlp.down_proj, weight)
+        assert offloaded.device.type == "meta"  # kept in host RAM (offload_buffers=True), not on the GPU
+        assert hybrid.loaded.host_state[f"model.layers.1.mlp.down_proj.{weight}"].device.type == "cpu"
+        assert getattr(hybrid.loaded.model.model.layers[0].mlp.down_proj, weight).device.type == "cuda"
         assert torch.cuda.memory_allocated() - before <= budget
         ids = torch.randint(0, 2000, (2, 24), generator=torch.Generator().manual_seed(2)).cuda()
         with torch.no_grad():

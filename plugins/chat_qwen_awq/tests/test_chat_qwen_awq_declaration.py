@@ -207,7 +207,7 @@ def test_non_awq_checkpoints_are_refused() -> None:
         ({"version": "gemv"}, "gemm"),
     ):
         bad = {**config, "quantization_config": {**config["quantization_config"], **change}}
-        with pytest.raises(sizing.AwqConfigError, match=message):
+        with pytest.raises(sizing.ModelConfigError, match=message):
             sizing.ModelShape.from_config(bad)
 
 

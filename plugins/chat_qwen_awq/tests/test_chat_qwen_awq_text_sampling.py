@@ -46,6 +46,7 @@ def test_stop_string_split_across_tokens(tokenizer: Any) -> None:
     deltas, stream = _stream(tokenizer, text, (stop,))
     assert stream.stopped and "".join(deltas) == "The capital "
     assert stop not in "".join(deltas)
+    assert stream.matched == stop  # reported as the stop_sequence
 
 
 def test_stop_string_inside_a_chinese_character_sequence(tokenizer: Any) -> None:
@@ -55,9 +56,10 @@ def test_stop_string_inside_a_chinese_character_sequence(tokenizer: Any) -> None
 
 def test_the_earliest_stop_wins_and_held_text_is_released(tokenizer: Any) -> None:
     deltas, stream = _stream(tokenizer, "The capital of China is Beijing.", ("Beijing!", "China", "capital of"))
-    assert "".join(deltas) == "The "
+    assert "".join(deltas) == "The " and stream.matched == "capital of"
     deltas, stream = _stream(tokenizer, "The capital of China is Beijing.", ("Beijing!",))
     assert not stream.stopped and "".join(deltas) == "The capital of China is Beijing."
+    assert stream.matched is None
     assert "Beijing" not in "".join(deltas[:-2])  # held while it could still become "Beijing!"
 
 
