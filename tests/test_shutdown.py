@@ -70,7 +70,9 @@ def test_sigterm_stops_the_server_within_the_deadline_and_streams_end_cleanly(tm
         clients = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
         for t in clients:
             t.start()
-        while sum(len(e) for e in events) < 8:
+        # Every stream has begun (on a loaded machine one client can still be connecting when the
+        # others have sent eight events; a request that arrives after SIGTERM is refused, not cut).
+        while min(len(e) for e in events) < 2:
             time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
@@ -85,7 +87,7 @@ def test_sigterm_stops_the_server_within_the_deadline_and_streams_end_cleanly(tm
         text = log.read()
         log.close()
     assert took < deadline_s + 5, f"the server took {took:.1f} s to stop:\n{text}"
-    assert all(e and e[-1] == "[DONE]" for e in events), "a stream did not end cleanly"
+    assert all(e and e[-1] == "[DONE]" for e in events), f"a stream did not end cleanly: {[e[-3:] for e in events]}\n{text[-3000:]}"
     errors = [json.loads(e[-2]) for e in events if "error" in json.loads(e[-2])]
     assert errors, "no stream was cut at the deadline (generation finished first: make it longer)"
     assert all(err["error"]["code"] == "shutting_down" for err in errors)
