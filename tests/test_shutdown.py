@@ -87,7 +87,8 @@ def test_sigterm_stops_the_server_within_the_deadline_and_streams_end_cleanly(tm
         text = log.read()
         log.close()
     assert took < deadline_s + 5, f"the server took {took:.1f} s to stop:\n{text}"
-    assert all(e and e[-1] == "[DONE]" for e in events), f"a stream did not end cleanly: {[e[-3:] for e in events]}\n{text[-3000:]}"
+    ends = [e[-3:] for e in events]
+    assert all(e and e[-1] == "[DONE]" for e in events), f"a stream did not end cleanly: {ends}\n{text[-3000:]}"
     errors = [json.loads(e[-2]) for e in events if "error" in json.loads(e[-2])]
     assert errors, "no stream was cut at the deadline (generation finished first: make it longer)"
     assert all(err["error"]["code"] == "shutting_down" for err in errors)
