@@ -10,6 +10,7 @@ them), served by vLLM's CPU build in CI and by its CUDA build with ``PLUGHOST_VL
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -147,6 +148,15 @@ def engine_count(backend: Any, what: str) -> int:
     return int(backend.engine.call(what, timeout=30))
 
 
+def until_running(backend: Any) -> None:
+    """Wait until the engine runs a generation (the test then acts at once: the client reading the
+    stream may lag far behind the engine, which writes a long answer in a few seconds)."""
+    deadline = time.monotonic() + 30
+    while not engine_count(backend, "running"):
+        assert time.monotonic() < deadline, "the generation never reached the engine"
+        time.sleep(0.01)
+
+
 def test_the_engine_runs_in_its_own_process_on_loopback_only(vllm: Any) -> None:
     bridge = psutil.Process(vllm.engine.pid)
     family = [bridge, *bridge.children(recursive=True)]
@@ -258,12 +268,7 @@ def test_a_schema_it_cannot_enforce_is_a_400(client: OpenAI) -> None:
 def test_a_closed_stream_is_aborted_in_the_engine(client: OpenAI, vllm: Any) -> None:
     aborted = engine_count(vllm, "aborted")
     stream = client.chat.completions.create(model=MODEL_ID, messages=messages("hello"), stream=True, **LONG)
-    tokens = 0
-    for chunk in stream:
-        tokens += bool(chunk.choices and chunk.choices[0].delta.content)
-        if tokens == 3:
-            break
-    assert engine_count(vllm, "running") == 1  # generating in the engine
+    until_running(vllm)
     stream.close()
     deadline = time.monotonic() + 30
     while engine_count(vllm, "running") and time.monotonic() < deadline:
@@ -334,11 +339,13 @@ def test_a_crashed_engine_fails_its_requests_and_restarts_on_the_next(client: Op
     old = vllm.engine
     family = [old.pid, *(p.pid for p in psutil.Process(old.pid).children(recursive=True))]
     stream = client.chat.completions.create(model=MODEL_ID, messages=messages("hello"), stream=True, **LONG)
+    until_running(vllm)
+    for pid in family[1:]:  # generating now: kill vLLM's engine processes, as a CUDA fault or the OOM killer would
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     with pytest.raises(openai.APIError) as caught:
-        for i, _ in enumerate(stream):
-            if i == 3:  # generating now: kill vLLM's engine processes, as a CUDA fault or the OOM killer would
-                for pid in family[1:]:
-                    os.kill(pid, signal.SIGKILL)
+        for _ in stream:
+            pass
     assert caught.value.code == "engine_unavailable"
     deadline = time.monotonic() + 30
     while not all(gone(pid) for pid in family) and time.monotonic() < deadline:
