@@ -168,7 +168,10 @@ TINY_FP16 = DemoModel("qwen2-chat", build_fp16, _fp16_config, TINY_QWEN2)
 TINY_AWQ = DemoModel("qwen2-awq", build_awq, _awq_config, TINY_QWEN2)
 #: The tiny shape with 32-wide attention heads (hidden 128, 4 heads; AWQ group size 64): vLLM's CPU
 #: attention needs head_dim >= 32, so the vLLM test tier serves this one (with both engines).
-TINY_QWEN2_HEAD32 = dataclasses.replace(TINY_QWEN2, hidden_size=128, intermediate_size=256, head_dim=32)
+#: Its 32k positions let the tier's long generations outlast any client lag (the KV cache stays small).
+TINY_QWEN2_HEAD32 = dataclasses.replace(
+    TINY_QWEN2, hidden_size=128, intermediate_size=256, head_dim=32, max_position_embeddings=32768
+)
 #: The AWQ stand-in at :data:`TINY_QWEN2_HEAD32`.
 TINY_AWQ_HEAD32 = TINY_AWQ.with_shape(TINY_QWEN2_HEAD32)
 #: The unquantised Qwen3 the Qwen3 AWQ stand-in is quantised from (also served as an unquantised checkpoint).

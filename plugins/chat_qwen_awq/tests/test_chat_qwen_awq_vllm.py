@@ -49,10 +49,11 @@ pytestmark = pytest.mark.skipif(
 )
 DEVICE = os.environ.get("PLUGHOST_VLLM_TEST_DEVICE", "cpu")
 PROMPTS = ("hello", "The weather in Paris", "你好，世界")
-#: A long generation: at least 600 numbers before the grammar lets the model end (no early end token).
+#: A long generation (a minute or more): 30k tokens, and at least 600 numbers before the grammar lets
+#: the model end (no early end token).
 LONG: dict[str, Any] = {
     "temperature": 0,
-    "max_tokens": 1900,
+    "max_tokens": 30000,
     "response_format": {
         "type": "json_schema",
         "json_schema": {"name": "n", "schema": {"type": "array", "items": {"type": "integer"}, "minItems": 600}},
@@ -73,10 +74,10 @@ WEATHER = {
 
 
 def config(engine: str) -> HostConfig:
-    """The tiny 32-wide-head model served by ``engine``, with a 2k context (the model's)."""
+    """The tiny 32-wide-head model served by ``engine``, with its 32k context."""
     options: dict[str, Any] = {
         "engine": engine,
-        "context_length": 2048,
+        "context_length": 32768,
         "cpu_head_dtype": "float32",
         "max_sequences": 4,
         "max_waiting_sequences": 2,
@@ -151,7 +152,7 @@ def engine_count(backend: Any, what: str) -> int:
 def until_running(backend: Any) -> None:
     """Wait until the engine runs a generation (the test then acts at once: the client reading the
     stream may lag far behind the engine, which writes a long answer in a few seconds)."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not engine_count(backend, "running"):
         assert time.monotonic() < deadline, "the generation never reached the engine"
         time.sleep(0.01)
