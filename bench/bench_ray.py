@@ -158,7 +158,14 @@ def on_ray() -> Iterator[tuple[str, Callable[[int], None]]]:
     def deploy(replicas: int) -> None:
         serve.run(application(config_from_dict(config_data(replicas))), name="plughost", route_prefix="/")
 
-    ray.init(address="local", num_cpus=6, object_store_memory=128 * 2**20, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        _node_ip_address="127.0.0.1",  # loopback only
+        num_cpus=6,
+        object_store_memory=128 * 2**20,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -57,7 +57,7 @@ from host.contract.spec import GiB, Grant, PlacementKind  # noqa: E402
 from host.demo.shapes import QWEN3_0_6B_SHAPE  # noqa: E402
 from host.scheduling.policy import Budgets  # noqa: E402
 from host.toolkit.batcher import cut_batches  # noqa: E402
-from rerank_qwen3.backend import Qwen3RerankerBackend  # noqa: E402
+from rerank_qwen3.backend import Qwen3RerankerBackend, probability  # noqa: E402
 from rerank_qwen3.demo import TINY  # noqa: E402
 from rerank_qwen3.testing import Recipe  # noqa: E402 - the publisher's recipe, as the tests use it
 
@@ -301,7 +301,7 @@ def limit(
         scores = backend.run([b[2] for b in batch])  # returns Python floats: the GPU work is done
         padded += len(batch) * max(cost(b[2]) for b in batch)
         for (r, d, _), (s, _n) in zip(batch, scores):
-            out[r][d] = s
+            out[r][d] = probability(s)  # run() gives the logit margin
     elapsed = time.perf_counter() - started
     real = sum(cost(r[2]) for r in rows)
     return len(rows) / elapsed, out, 1 - real / padded

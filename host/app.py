@@ -23,6 +23,7 @@ from host.registry import build_registry
 from host.routes import ROUTES
 from host.routes.deps import Services
 from host.routes.errors import EXCEPTION_HANDLERS, envelope_for
+from host.routes.ui import UI_ROUTES
 from host.scheduling.budgets import resolve_budgets
 from host.scheduling.policy import Budgets
 from host.scheduling.pool import ModelPool, PoolFactory
@@ -30,8 +31,9 @@ from host.scheduling.scheduler import Scheduler
 from host.server import shutdown
 from host.server.disconnect import DisconnectGuard
 from host.server.edge import Edge
-from host.server.openapi import OPENAPI
+from host.server.openapi import OPENAPI, openapi_config
 from host.server.security import EdgePolicy, cors_config
+from host.ui import Dashboard, LandingPage, add_security_headers
 
 log = logging.getLogger("plughost")
 
@@ -59,6 +61,14 @@ def create_app(
     metrics = Metrics()
     downloads = Downloads(config, metrics)
     services = Services(config, registry, metrics, downloads)
+    policy = EdgePolicy.from_config(config.server)
+    if config.server.ui:
+        services.dashboard = Dashboard(
+            registry,
+            metrics,
+            lambda: services.scheduler.snapshot() if services.scheduler is not None else [],
+            auth_required=bool(policy.api_keys),
+        )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -81,14 +91,18 @@ def create_app(
             else lambda: None
         )
         try:
-            yield
+            if services.dashboard is not None:
+                async with services.dashboard.history.running():
+                    yield
+            else:
+                yield
         finally:
             uninstall()
             await downloads.close()
             await scheduler.close()
 
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, *(UI_ROUTES if config.server.ui else ())],
         dependencies=services.dependencies(),
         # For tests and tooling that inspect an app; routes use the typed dependencies above.
         state=State({"config": config, "registry": registry, "plugin_manager": pm, "started": services.started}),
@@ -96,11 +110,10 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=parse_bytes(config.server.max_body_bytes),
         middleware=[DisconnectGuard],
-        openapi_config=OPENAPI,
+        openapi_config=openapi_config(LandingPage(services.dashboard.landing)) if services.dashboard else OPENAPI,
+        before_send=[add_security_headers] if services.dashboard else [],
         cors_config=cors_config(config.server),
     )
     # Outside Litestar's own handler: sees every request (404s too) before routing and CORS.
-    app.asgi_handler = Edge(
-        app.asgi_handler, EdgePolicy.from_config(config.server), metrics, config.server.body_timeout_s, envelope_for
-    )
+    app.asgi_handler = Edge(app.asgi_handler, policy, metrics, config.server.body_timeout_s, envelope_for)
     return app

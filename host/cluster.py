@@ -138,3 +138,46 @@ def model_state(deployment_status: str | None, replica_states: Mapping[str, int]
     if replica_states.get("STOPPING", 0):
         return ModelState.UNLOADING
     return ModelState.AVAILABLE
+
+
+def replicas_at_start(options: Mapping[str, Any]) -> int:
+    """Replicas a model deployment needs placed to serve: its fixed count, or its autoscaling minimum
+    (at least one: a model scaled to zero needs a replica on its first request)."""
+    scaling = options.get("autoscaling_config")
+    if scaling is None:
+        return int(options.get("num_replicas", 1))
+    return max(1, int(scaling["min_replicas"]))
+
+
+def resource_demand(deployments: Mapping[str, tuple[ReplicaPlan, int]]) -> dict[str, float]:
+    """Logical CPUs and GPUs the application asks Ray for: the ingress, plus each model's replicas
+    (``deployments``: model id → (its replica plan, replicas at start))."""
+    cpus = INGRESS_CPUS + sum(plan.num_cpus * n for plan, n in deployments.values())
+    gpus = sum(plan.num_gpus * n for plan, n in deployments.values())
+    return {"CPU": cpus, "GPU": gpus}
+
+
+def shortfall(deployments: Mapping[str, tuple[ReplicaPlan, int]], found: Mapping[str, float]) -> str | None:
+    """Why a Ray cluster with ``found`` resources (``ray.cluster_resources()``) can never place every
+    replica, with the fix; ``None`` when it can. Ray would keep such replicas pending forever."""
+    demand = resource_demand(deployments)
+    lower = "lower models.<id>.replicas / autoscaling.min_replicas"
+    if demand["CPU"] > found.get("CPU", 0):
+        resource, key, unit = "CPU", "num_cpus", "logical CPUs"
+        parts = [f"Ingress {INGRESS_CPUS:g}"]
+        fix = (
+            "Start Ray with more logical CPUs and deploy there (`ray start --head --num-cpus=8`, then "
+            "`serve run --address 127.0.0.1:6379 host.ray:build_app config=plugins.yaml`; see docs/deployment.md, "
+            f'"A local run"), or {lower}.'
+        )
+    elif demand["GPU"] > found.get("GPU", 0):
+        resource, key, unit, parts = "GPU", "num_gpus", "GPUs", []
+        fix = f"Deploy to a cluster with more GPUs, or {lower}."
+    else:
+        return None
+    parts += [f"{mid} {n} × {getattr(plan, key):g}" for mid, (plan, n) in deployments.items() if getattr(plan, key)]
+    return (
+        f"plughost on Ray Serve: the replicas ask for {demand[resource]:g} {unit} ({', '.join(parts)}), but the Ray "
+        f"cluster has {found.get(resource, 0):g}; the ones that do not fit would wait forever. {fix} If an autoscaler "
+        "adds nodes on demand, pass wait_for_resources=true to build_app."
+    )

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import ray
 from litestar import Litestar
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
@@ -23,9 +24,18 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from host.app import create_app
-from host.cluster import INGRESS_CPUS, INGRESS_MAX_ONGOING, ReplicaPlan, deployment_options, model_state, replica_plan
+from host.cluster import (
+    INGRESS_CPUS,
+    INGRESS_MAX_ONGOING,
+    ReplicaPlan,
+    deployment_options,
+    model_state,
+    replica_plan,
+    replicas_at_start,
+    shortfall,
+)
 from host.contract.backend import Backend, PromptTokens, load_backend, no_prompt_tokens
-from host.contract.config import HostConfig, load_config
+from host.contract.config import ConfigError, HostConfig, load_config
 from host.contract.domain import ChatDelta, ChatRequest, EmbeddingRequest, EmbeddingResult, RerankRequest, RerankResult
 from host.contract.errors import BackendError, Conflict, ModelLoadFailed, PlughostError, QueueFull, ShuttingDown
 from host.contract.spec import Grant, Task
@@ -46,29 +56,64 @@ STATUS_PERIOD_S = 1.0
 def build_app(args: Mapping[str, str]) -> serve.Application:
     """The application builder of ``serve run host.ray:build_app config=plugins.yaml``.
 
-    ``config`` names the file (default ``$PLUGHOST_CONFIG``, else ``./plugins.yaml``, as on one machine).
+    ``config`` names the file (default ``$PLUGHOST_CONFIG``, else ``./plugins.yaml``, as on one machine);
+    ``wait_for_resources=true`` deploys even when the cluster cannot place every replica now (an
+    autoscaler adds nodes), instead of refusing.
     """
-    return application(load_config(args.get("config")))
+    wait = args.get("wait_for_resources", "false").lower() in ("1", "true", "yes")
+    return application(load_config(args.get("config")), wait_for_resources=wait)
 
 
-def application(config: HostConfig) -> serve.Application:
-    """The Serve application of ``config``: one deployment per declared model, and the ingress."""
+def application(config: HostConfig, *, wait_for_resources: bool = False) -> serve.Application:
+    """The Serve application of ``config``: one deployment per declared model, and the ingress.
+
+    Unless ``wait_for_resources``, a cluster that cannot place every replica (fewer logical CPUs or
+    GPUs than they ask for) is refused with a :class:`ConfigError` that says what is asked, what is
+    there and how to fix it: Ray would keep the replicas pending, and ``serve run`` wait, forever.
+    """
     registry = build_registry(make_plugin_manager(config), config)
     gpus = resolve_budgets(config).gpus
     gpu_size = gpus[0] if gpus else None
     handles: dict[str, Any] = {}
     plans: dict[str, ReplicaPlan] = {}
+    demand: dict[str, tuple[ReplicaPlan, int]] = {}
     for model in registry:
         plan = replica_plan(model.spec, gpu_size)
         plans[model.spec.id] = plan
         options = deployment_options(model, config, plan)
+        demand[model.spec.id] = (plan, replicas_at_start(options))
         log.info("%s: deployment %s, %s", model.spec.id, options["name"], plan.actor_options())
         handles[model.spec.id] = _deployment(ModelReplica).options(**options).bind(config, model.spec.id, plan.grant)
+    if not wait_for_resources:
+        problem = shortfall(demand, _cluster_resources())
+        if problem is not None:
+            raise ConfigError(problem)
     return (
         _deployment(Ingress)
         .options(ray_actor_options={"num_cpus": INGRESS_CPUS}, max_ongoing_requests=INGRESS_MAX_ONGOING)
         .bind(config, handles, plans)
     )
+
+
+def _cluster_resources() -> dict[str, float]:
+    """``ray.cluster_resources()`` of the cluster the application will be deployed to.
+
+    ``serve run`` calls the builder before it connects to Ray; connect here as it would (its
+    ``--address``, ``--runtime-env``, ``--working-dir``, read from its command line), so that it finds
+    Ray connected and deploys where this looked."""
+    if not ray.is_initialized():
+        import click
+        from ray.dashboard.modules.dashboard_sdk import parse_runtime_env_args
+
+        context = click.get_current_context(silent=True)
+        params = context.params if context is not None else {}
+        runtime_env = parse_runtime_env_args(
+            runtime_env=params.get("runtime_env"),
+            runtime_env_json=params.get("runtime_env_json"),
+            working_dir=params.get("working_dir"),
+        )
+        ray.init(address=params.get("address"), namespace="serve", runtime_env=runtime_env)
+    return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 
 def _deployment(decorated: object) -> serve.Deployment:

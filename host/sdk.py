@@ -54,6 +54,7 @@ from host.toolkit.batched import BatchBudgets, BatchedBackend
 from host.toolkit.batcher import BatcherClosed
 from host.toolkit.chat import ChatEngineBackend
 from host.toolkit.textlimits import over_limit_prefix
+from host.toolkit.tokenizing import TokenizerEndpoints
 from host.toolkit.weights import WeightsError, peek_config, resolve_weights
 
 __all__ = [
@@ -97,6 +98,7 @@ __all__ = [
     "ShuttingDown",
     "Task",
     "TokenLogprob",
+    "TokenizerEndpoints",
     "Tool",
     "ToolCall",
     "ToolChoice",

@@ -123,7 +123,12 @@ def test_a_backend_on_the_base_answers_plain_and_streamed(backend: type) -> None
         plain = ask(client, "hello there world")
         assert plain.status_code == 200, plain.text
         assert plain.json()["choices"][0]["message"]["content"] == "hello there world"
-        assert plain.json()["usage"] == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+        assert plain.json()["usage"] == {
+            "prompt_tokens": 3,
+            "completion_tokens": 3,
+            "total_tokens": 6,
+            "completion_tokens_details": {"reasoning_tokens": 0},  # sent always, as OpenAI does
+        }
         events = sse_events(ask(client, "one two", stream=True))
         text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
         assert (text, events[-1]) == ("one two", "[DONE]")

@@ -2,10 +2,8 @@
 real ``plughost serve`` in the demo profile: ``claude -p`` completes with exit 0 and the server's
 access log shows its requests to ``/v1/messages`` answered 200.
 
-Slow tier (CI runs it): the first run installs the CLI with ``npm ci`` into
-``~/.cache/plughost/npm/<lockfile hash>`` (about 240 MB, half a minute), later runs reuse it;
-``PLUGHOST_AGENT_CLIS`` may name a folder where ``claude`` is installed already. It skips, saying
-why, where node or npm is missing or the npm registry cannot be reached.
+Slow tier (CI runs it): ``host.testing.agent_clis`` installs the pinned CLIs once (npm ci, cached
+in ``~/.cache/plughost/npm``); it skips, saying why, where node, npm or the registry is missing.
 
 How it stays deterministic on a random-weight model: Claude Code keeps asking to continue while an
 answer ends at ``max_tokens``, and a random model ends its text when it happens to sample its end
@@ -17,11 +15,9 @@ every answer ends with ``end_turn``. The demo model's context is 2048 tokens: ``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,12 +26,12 @@ from pathlib import Path
 
 import pytest
 
+from host.testing.agent_clis import agent_cli
 from host.testing.server import free_port, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIS = ROOT / "tests" / "clis"
 CHAT = "Qwen2.5-7B-Instruct-AWQ"
 KEY = "sk-plughost-claude-code"
 ANSWER = {
@@ -46,50 +42,9 @@ ANSWER = {
 }
 
 
-def _install() -> list[str]:
-    """The command that runs ``claude``: from ``$PLUGHOST_AGENT_CLIS`` (a folder of installed agent
-    CLIs) if it has one, else installed from the lockfile unless cached; skips if it cannot be."""
-    given = os.environ.get("PLUGHOST_AGENT_CLIS")
-    if given and _runs([str(Path(given) / "claude")]):
-        return [str(Path(given) / "claude")]
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed to install Claude Code (npm i @anthropic-ai/claude-code)")
-    lock = (CLIS / "package-lock.json").read_bytes()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "plughost" / "npm"
-    folder = cache / hashlib.sha256(lock).hexdigest()[:16]
-    claude = folder / "node_modules" / ".bin" / "claude"
-    if not _runs([str(claude)]):
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(CLIS / name, folder / name)
-        done = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"npm could not install Claude Code (no registry?): {done.stderr.strip()[-500:]}")
-    if _runs([str(claude)]):
-        return [str(claude)]
-    # npm left the placeholder binary (install scripts not run): the package's own fallback.
-    wrapper = [shutil.which("node") or "node", str(folder / "node_modules/@anthropic-ai/claude-code/cli-wrapper.cjs")]
-    if _runs(wrapper):
-        return wrapper
-    pytest.fail(f"Claude Code installed in {folder} but does not run")
-
-
-def _runs(command: list[str]) -> bool:
-    try:
-        return subprocess.run([*command, "--version"], capture_output=True, timeout=60).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 @pytest.fixture(scope="module")
 def claude() -> list[str]:
-    return _install()
+    return agent_cli("claude", "@anthropic-ai/claude-code")
 
 
 @pytest.fixture(scope="module")

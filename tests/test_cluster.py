@@ -16,6 +16,9 @@ from host.cluster import (
     gpu_share,
     model_state,
     replica_plan,
+    replicas_at_start,
+    resource_demand,
+    shortfall,
 )
 from host.contract.config import ConfigError, config_from_dict
 from host.contract.spec import GiB, MiB, ModelSpec, Placement, PlacementKind, Task
@@ -130,6 +133,29 @@ def test_replica_keys_are_checked_and_errors_name_them(section: dict[str, Any], 
 )
 def test_model_state_from_replica_states(status: str | None, replicas: dict[str, int], state: ModelState) -> None:
     assert model_state(status, replicas) == state
+
+
+def test_replicas_at_start_and_the_resources_they_ask_for() -> None:
+    assert replicas_at_start({"num_replicas": 3}) == 3
+    assert replicas_at_start({"autoscaling_config": {"min_replicas": 0, "max_replicas": 4}}) == 1
+    assert replicas_at_start({"autoscaling_config": {"min_replicas": 2, "max_replicas": 4}}) == 2
+    cpu, gpu = replica_plan(spec(CPU), None), replica_plan(spec(GPU), 80 * GiB)
+    assert resource_demand({"a": (cpu, 2), "b": (gpu, 1)}) == {"CPU": 0.5 + 1 + 1 + 1, "GPU": 0.03}
+
+
+def test_a_cluster_too_small_is_refused_with_what_is_asked_found_and_the_fix() -> None:
+    cpu = replica_plan(spec(CPU), None)
+    demand = {"chat": (cpu, 1), "embed": (cpu, 2)}  # 0.5 + 1 + 2 = 3.5 logical CPUs
+    assert shortfall(demand, {"CPU": 4.0}) is None
+    message = shortfall(demand, {"CPU": 2.0, "memory": 1e9})
+    assert message is not None
+    assert "ask for 3.5 logical CPUs (Ingress 0.5, chat 1 × 1, embed 2 × 1)" in message
+    assert "the Ray cluster has 2;" in message and "wait forever" in message
+    assert "ray start --head --num-cpus=8" in message and "docs/deployment.md" in message
+    assert "wait_for_resources=true" in message
+    gpu = replica_plan(spec(GPU), 80 * GiB)
+    message = shortfall({"g": (gpu, 40)}, {"CPU": 64.0, "GPU": 1.0})
+    assert message is not None and "ask for 1.2 GPUs (g 40 × 0.03)" in message and "has 1;" in message
 
 
 def test_deployment_names() -> None:

@@ -95,6 +95,7 @@ def test_system_blocks_tool_use_and_tool_results_map_to_the_messages_the_templat
                 ToolCall(index=0, id="toolu_1", name="get_weather", arguments='{"city": "Paris"}'),
                 ToolCall(index=1, id="toolu_2", name="get_weather", arguments='{"city": "Lyon"}'),
             ),
+            reasoning="hmm",  # a replayed thinking block is the turn's reasoning
         ),
         ChatMessage("tool", "21 C", tool_call_id="toolu_1"),
         ChatMessage("tool", "19 C", tool_call_id="toolu_2"),

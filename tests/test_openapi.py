@@ -75,6 +75,9 @@ OPERATIONS = [
     ("POST", "/v1/messages"),
     ("POST", "/v1/messages/count_tokens"),
     ("POST", "/v1/embeddings"),
+    ("POST", "/v2/embed"),
+    ("POST", "/tokenize"),
+    ("POST", "/detokenize"),
     ("POST", "/v1/rerank"),
     ("POST", "/rerank"),
     ("POST", "/v2/rerank"),
@@ -85,6 +88,7 @@ OPERATIONS = [
     ("POST", "/v1/responses"),
     ("GET", "/v1/responses/{response_id}"),
     ("DELETE", "/v1/responses/{response_id}"),
+    ("GET", "/ui/api/overview"),
 ]
 
 

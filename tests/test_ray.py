@@ -5,6 +5,9 @@ while Serve replaces it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 import ray
+import yaml
 from openai import OpenAI
 from ray import serve
 
-from host.contract.config import config_from_dict
+from host.contract.config import ConfigError, config_from_dict
 from host.ray import application
 from host.testing.http import chat_plain_and_streamed
 from host.testing.server import free_port
@@ -29,24 +33,32 @@ APP = "plughost"
 pytestmark = pytest.mark.slow
 
 
+def demo_config(embed_replicas: int = 2) -> dict[str, Any]:
+    return {
+        "demo": True,
+        "plugins": {"paths": [str(ROOT / "plugins")], "entry_points": False},
+        "budgets": {"gpus": []},
+        "models": {
+            EMBED: {"replicas": embed_replicas},
+            RERANK: {"autoscaling": {"min_replicas": 0, "max_replicas": 1}},
+            "Qwen3-8B-AWQ": {"enabled": False},  # the second chat model: one chat deployment is enough here
+        },
+    }
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A local Ray instance (small object store, no dashboard) serving the demo profile; its URL."""
-    config = config_from_dict(
-        {
-            "demo": True,
-            "plugins": {"paths": [str(ROOT / "plugins")], "entry_points": False},
-            "budgets": {"gpus": []},
-            "models": {
-                EMBED: {"replicas": 2},
-                RERANK: {"autoscaling": {"min_replicas": 0, "max_replicas": 1}},
-                "Qwen3-8B-AWQ": {"enabled": False},  # the second chat model: one chat deployment is enough here
-            },
-        },
-        base_dir=tmp_path_factory.mktemp("ray"),
-    )
+    config = config_from_dict(demo_config(), base_dir=tmp_path_factory.mktemp("ray"))
     # Logical CPUs: ingress 0.5 + chat 1 + embedding 2 + rerank 1 + one replacement replica.
-    ray.init(address="local", num_cpus=6, object_store_memory=128 * 2**20, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        _node_ip_address="127.0.0.1",  # the node binds to loopback only, not to whatever interface it finds
+        num_cpus=6,
+        object_store_memory=128 * 2**20,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -153,3 +165,26 @@ def test_a_killed_embedding_replica_is_replaced_without_failed_requests(client: 
     assert sent >= 4
     models = models_once(client, lambda m: m[EMBED]["status"]["replicas"] == 2)
     assert models[EMBED]["status"]["replicas"] == 2
+
+
+def test_a_cluster_with_too_few_cpus_is_refused_not_waited_for(cluster: str, tmp_path: Path) -> None:
+    # 0.5 + chat 1 + embedding 8 + rerank 1 = 10.5 logical CPUs asked of a 6-CPU cluster.
+    with pytest.raises(ConfigError) as refused:
+        application(config_from_dict(demo_config(embed_replicas=8), base_dir=tmp_path))
+    assert "ask for 10.5 logical CPUs" in str(refused.value) and "cluster has 6;" in str(refused.value)
+    # `serve run` itself: it exits at once with the message instead of waiting for replicas forever.
+    config = tmp_path / "plugins.yaml"
+    config.write_text(yaml.safe_dump(demo_config(embed_replicas=8)))
+    serve_cli = Path(sys.executable).with_name("serve")
+    address = ray.get_runtime_context().gcs_address
+    run = subprocess.run(
+        [str(serve_cli), "run", "--address", address, "host.ray:build_app", f"config={config}"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert run.returncode != 0
+    assert "ask for 10.5 logical CPUs" in run.stderr and "ray start --head --num-cpus=8" in run.stderr
+    assert running(EMBED) == 2  # the application already deployed there is untouched

@@ -24,18 +24,54 @@ def rerank(client: TestClient, path: str = RERANK, **body: Any) -> httpx.Respons
     return client.post(path, json={"model": "fake-rerank", "query": "cats dogs", "documents": DOCS, **body})
 
 
-@pytest.mark.parametrize("path", [RERANK, "/rerank", "/v2/rerank"])
-def test_rerank_orders_by_score_and_returns_all_by_default(client: TestClient, path: str) -> None:
+def text_of(document: Any, cohere: bool) -> str:
+    """The document's text, checking its shape: ``{"text": ...}`` in Cohere's dialect, else a string."""
+    assert isinstance(document, dict) == cohere, document
+    return document["text"] if cohere else document
+
+
+@pytest.mark.parametrize(("path", "cohere"), [(RERANK, False), ("/rerank", True), ("/v2/rerank", True)])
+def test_rerank_orders_by_score_and_returns_all_by_default(client: TestClient, path: str, cohere: bool) -> None:
     body = rerank(client, path).json()
     assert body["model"] == "fake-rerank"
     results = body["results"]
     assert len(results) == len(DOCS)
-    assert results[0] == {"index": 2, "score": 1.0, "relevance_score": 1.0, "document": "cats and dogs play"}
+    assert results[0]["index"] == 2 and results[0]["score"] == results[0]["relevance_score"] == 1.0
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
     assert sorted(r["index"] for r in results) == list(range(len(DOCS)))
-    assert all(r["relevance_score"] == r["score"] and r["document"] == DOCS[r["index"]] for r in results)
+    assert all(
+        r["relevance_score"] == r["score"] and text_of(r["document"], cohere) == DOCS[r["index"]] for r in results
+    )
     assert results[-1]["index"] == 3 and results[-1]["score"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "cohere"),
+    [
+        # The seed's request (top_k or no limit, no return_documents) keeps the seed's answer ...
+        (RERANK, {"top_k": 2}, False),
+        (RERANK, {}, False),
+        (RERANK, {"top_n": None, "return_documents": None}, False),  # null: not sent
+        # ... what Cohere's, Jina's and vLLM's clients send gets {"text": ...}.
+        (RERANK, {"top_n": 2}, True),
+        (RERANK, {"return_documents": True}, True),
+        (RERANK, {"top_k": 2, "return_documents": True}, True),
+        ("/rerank", {"top_k": 2}, True),
+        ("/v2/rerank", {}, True),
+    ],
+)
+def test_rerank_dialect_decides_the_document_shape(
+    client: TestClient, path: str, fields: dict[str, Any], cohere: bool
+) -> None:
+    results = rerank(client, path, **fields).json()["results"]
+    assert results and all(text_of(r["document"], cohere) == DOCS[r["index"]] for r in results)
+
+
+def test_rerank_raw_scores_need_a_model_that_has_them(client: TestClient) -> None:
+    # The fake reports no raw scores (the Qwen3 reranker's are tested with its plugin).
+    assert_error(rerank(client, raw_scores=True), 400, param="raw_scores")
+    assert rerank(client, raw_scores=False).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -56,7 +92,7 @@ def test_rerank_without_documents_in_results(client: TestClient) -> None:
 def test_rerank_document_objects(client: TestClient, plugin: FakePlugin) -> None:
     docs = [{"text": "cats purr"}, "dogs", {"text": "cats dogs", "id": "doc-7"}]
     results = rerank(client, documents=docs).json()["results"]
-    assert results[0] == {"index": 2, "score": 1.0, "relevance_score": 1.0, "document": "cats dogs"}
+    assert results[0] == {"index": 2, "score": 1.0, "relevance_score": 1.0, "document": "cats dogs"}  # seed shape
     assert plugin.calls.of("rerank")[0].documents == ("cats purr", "dogs", "cats dogs")
 
 

@@ -298,3 +298,77 @@ def test_http_429_and_503_carry_envelope_and_retry_after(plughost_app) -> None:
             r = client.post("/v1/embeddings", json={"model": "b", "input": "x"})
         assert r.status_code == 503 and r.headers["retry-after"]
         assert r.json()["error"]["code"] == "admission_timeout" and "a (resident" in r.json()["error"]["message"]
+
+
+# -- what the dashboard shows and does (issue 25) ------------------------------------------------------
+
+
+async def test_keep_alive_left_counts_down_while_idle_and_stops_while_serving() -> None:
+    s, _ = make([fake_spec("e", E)], models={"e": {"keep_alive_s": 30}})
+    assert s.status("e").keep_alive_s == 30 and s.status("e").expires_in_s is None  # not loaded: no timer
+    lease = await s.acquire("e", E)
+    assert s.status("e").expires_in_s is None  # serving: no timer
+    lease.release()
+    first = s.status("e").expires_in_s
+    await asyncio.sleep(0.2)
+    later = s.status("e").expires_in_s
+    assert first is not None and later is not None and 29 < later < first <= 30
+    await s.close()
+
+
+async def test_a_pinned_model_outlives_its_keep_alive_until_unpinned() -> None:
+    s, p = make([fake_spec("e", E)], models={"e": {"keep_alive_s": 0.1}})
+    (await s.acquire("e", E)).release()
+    assert s.pin("e", True).pinned and s.status("e").expires_in_s is None
+    await asyncio.sleep(0.3)
+    assert s.status("e").state == ModelState.RESIDENT
+    assert not s.pin("e", False).pinned and s.status("e").expires_in_s is not None
+    await asyncio.sleep(0.3)
+    assert s.status("e").state == ModelState.AVAILABLE and p.calls.count("unload", "e") == 1
+    await s.close()
+
+
+async def test_a_pinned_model_is_not_evicted_for_another() -> None:
+    s, _ = make([fake_spec("a", C, placements=gpu_only(10)), fake_spec("b", E, placements=gpu_only(10))])
+    (await s.acquire("a", C)).release()
+    s.pin("a", True)
+    with pytest.raises(InsufficientMemory, match="pinned"):
+        await s.acquire("b", E)
+    s.pin("a", False)
+    (await s.acquire("b", E)).release()
+    assert s.status("a").state == ModelState.AVAILABLE
+    await s.close()
+
+
+async def test_a_failed_load_names_the_request_that_started_it() -> None:
+    from host.contract import request_id
+
+    s, _ = make([fake_spec("bad", E, fail_loads=[1])])
+    token = request_id.current.set("req-that-loaded")
+    try:
+        with pytest.raises(ModelLoadFailed):
+            await s.acquire("bad", E)
+    finally:
+        request_id.current.reset(token)
+    status = s.status("bad")
+    assert status.state == ModelState.FAILED and status.error and status.error_request_id == "req-that-loaded"
+    (await s.acquire("bad", E)).release()  # the retry succeeds: no error, no id
+    assert s.status("bad").error is None and s.status("bad").error_request_id is None
+    await s.close()
+
+
+async def test_unload_when_idle_waits_for_the_running_requests() -> None:
+    from host.scheduling.pool import unload_when_idle
+
+    s, _ = make([fake_spec("e", E)])
+    lease = await s.acquire("e", E)
+    with pytest.raises(Conflict):
+        await unload_when_idle(s, "e", 0)  # no wait: busy is a conflict, as before
+    asyncio.get_running_loop().call_later(0.2, lease.release)
+    status = await unload_when_idle(s, "e", 5)
+    assert status.state == ModelState.AVAILABLE and status.in_flight == 0
+    lease = await s.acquire("e", E)
+    with pytest.raises(Conflict):
+        await unload_when_idle(s, "e", 0.1)  # still busy when the wait ends
+    lease.release()
+    await s.close()

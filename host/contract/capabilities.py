@@ -22,6 +22,7 @@ class Feature(enum.StrEnum):
     OUTPUT_FORMAT = "output_format"  # json_object / json_schema output
     LOGPROBS = "logprobs"  # log probabilities of the generated tokens
     RAW_PROMPT = "raw_prompt"  # a prompt used as is, without the chat template (/v1/completions)
+    THINKING = "thinking"  # a request to think first (reasoning_effort, Anthropic's thinking)
 
 
 class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,7 +34,10 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     :ivar output_formats: structured outputs it enforces besides text: ``"json_object"``, ``"json_schema"``.
     :ivar logprobs: reports token log probabilities (and up to 20 alternatives).
     :ivar raw_prompt: completes a raw prompt without the chat template (``/v1/completions``).
-    :ivar thinking: a reasoning model whose thinking can be switched on and off per request.
+    :ivar thinking: a reasoning model whose thinking can be switched on and off per request. A request
+        that asks a model without it to think is refused only where the dialect says so (its ``param``
+        names a field; OpenAI and Anthropic refuse a reasoning request to a model that cannot reason);
+        switching thinking off is never refused.
     """
 
     context_length: int | None = None
@@ -53,4 +57,6 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
             return Feature.LOGPROBS
         if request.prompt is not None and not self.raw_prompt:
             return Feature.RAW_PROMPT
+        if request.thinking and not self.thinking:  # last: a dialect may let such a model ignore it
+            return Feature.THINKING
         return None

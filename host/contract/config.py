@@ -90,6 +90,12 @@ class ServerConfig(Strict):
     body_timeout_s: float = 60.0
     #: An idle keep-alive connection is closed after this time.
     keep_alive_timeout_s: float = 5.0
+    #: The dashboard at ``/ui`` (and the landing page at ``/``); ``false`` serves neither.
+    ui: bool = True
+    #: Objects of a ``response_format`` json_schema that list ``properties`` and say nothing about others:
+    #: ``closed`` allows the declared keys only (OpenAI's strict mode, xgrammar's default); ``open`` keeps
+    #: JSON Schema's meaning except for ``strict`` schemas (``host.serving.schemas``).
+    json_schema_objects: Literal["closed", "open"] = "closed"
 
 
 class PluginsConfig(Strict):

@@ -58,11 +58,14 @@ class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Tool(msgspec.Struct, frozen=True, kw_only=True):
-    """A function the model may call; ``parameters`` is its arguments' JSON schema (an object schema)."""
+    """A function the model may call; ``parameters`` is its arguments' JSON schema (an object schema).
+
+    ``strict``: the client asked for OpenAI's strict mode (arguments exactly as the schema says)."""
 
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    strict: bool = False
 
 
 class ToolChoice(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,10 +78,12 @@ class ToolChoice(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class OutputFormat(msgspec.Struct, frozen=True, kw_only=True):
-    """``kind``: "text", "json_object" (any JSON object) or "json_schema" (JSON valid against ``schema``)."""
+    """``kind``: "text", "json_object" (any JSON object) or "json_schema" (JSON valid against ``schema``;
+    ``strict``: the client asked for OpenAI's strict mode)."""
 
     kind: str = "text"
     schema: dict[str, Any] | None = None
+    strict: bool = False
 
 
 class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -186,7 +191,12 @@ class RerankRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RerankResult(msgspec.Struct, kw_only=True):
-    """One score in [0, 1] per document, in the order given."""
+    """One score in [0, 1] per document, in the order given.
+
+    ``raw_scores``, when the model has them, are the scores before they were mapped into [0, 1]
+    (a reranker's logit or logit margin), in the same order; ``None`` when it has none.
+    """
 
     scores: list[float]
     prompt_tokens: int
+    raw_scores: list[float] | None = None

@@ -4,9 +4,11 @@ stream's events, and Anthropic's error envelope.
 Decoding checks shapes; :meth:`PromptBody.to_domain` maps the rest into the domain request the chat
 template already renders: ``system`` (a string or text blocks) becomes the first system message,
 ``tool_use`` blocks of an assistant turn become its tool calls, ``tool_result`` blocks of a user
-turn become ``tool`` messages, and ``thinking`` blocks a client replays are dropped (the model never
-saw them). What clients such as Claude Code send besides (``cache_control``, ``metadata``,
-``thinking``, ``context_management``, ``output_config.effort``, beta headers) is accepted and ignored.
+turn become ``tool`` messages, ``thinking`` blocks a client replays become the turn's reasoning (the
+chat template of a thinking model decides where it is shown again), and ``thinking`` switches a
+thinking model's thinking (``enabled`` with its ``budget_tokens``, ``disabled``, ``adaptive``: the
+model's default). What clients such as Claude Code send besides (``cache_control``, ``metadata``,
+``context_management``, ``output_config.effort``, beta headers) is accepted and ignored.
 Every 400 names the Messages field (``messages[1].content[0].tool_use_id``).
 """
 
@@ -66,14 +68,15 @@ class ToolResultBlock(msgspec.Struct, kw_only=True, tag_field="type", tag="tool_
 
 
 class ThinkingBlock(msgspec.Struct, kw_only=True, tag_field="type", tag="thinking"):
-    """A thinking block a client replays (dropped: this host never produced it for the model to read)."""
+    """A thinking block a client replays in an assistant turn: the turn's reasoning (its signature is
+    not checked)."""
 
     thinking: str = ""
     signature: str | None = None
 
 
 class RedactedThinkingBlock(msgspec.Struct, kw_only=True, tag_field="type", tag="redacted_thinking"):
-    """An encrypted thinking block a client replays (dropped)."""
+    """An encrypted thinking block a client replays (dropped: no model here can read it)."""
 
     data: str = ""
 
@@ -130,10 +133,16 @@ ToolChoiceWire = ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolChoiceNon
 
 
 class ThinkingConfig(msgspec.Struct, kw_only=True):
-    """``thinking`` (``enabled`` with ``budget_tokens``, ``adaptive``, ``disabled``): accepted, ignored."""
+    """``thinking``: ``enabled`` (think first, at most ``budget_tokens`` tokens), ``disabled`` (answer at
+    once) or ``adaptive`` (the model's own default, as a request without the field)."""
 
-    type: str
+    type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = None
+
+    @property
+    def switch(self) -> bool | None:
+        """The domain's thinking switch."""
+        return {"enabled": True, "disabled": False}.get(self.type)
 
 
 class OutputFormatWire(msgspec.Struct, kw_only=True):
@@ -189,6 +198,7 @@ class PromptBody(WireRequest, kw_only=True):
                 "a final assistant message (a prefill to continue) is not supported; end with a user message.",
                 param=f"messages[{len(self.messages) - 1}].role",
             )
+        thinking = self.thinking
         return ChatRequest(
             model=self.model,
             messages=tuple(messages),
@@ -196,6 +206,8 @@ class PromptBody(WireRequest, kw_only=True):
             tools=tools,
             tool_choice=choice,
             output=output,
+            thinking=thinking.switch if thinking else None,
+            thinking_budget=thinking.budget_tokens if thinking and thinking.type == "enabled" else None,
         )
 
 
@@ -245,12 +257,14 @@ def _system(system: str | list[TextBlock] | None) -> str:
 
 def _turn(index: int, m: InputMessage) -> list[ChatMessage]:
     """The domain messages of one turn: a user turn's tool results become ``tool`` messages (in
-    their place among its text), an assistant turn's ``tool_use`` blocks its calls."""
+    their place among its text), an assistant turn's ``tool_use`` blocks its calls and its
+    ``thinking`` blocks its reasoning."""
     if isinstance(m.content, str):
         return [ChatMessage(role=m.role, content=m.content)]
     out: list[ChatMessage] = []
     texts: list[str] = []
     calls: list[ToolCall] = []
+    thoughts: list[str] = []
     for j, block in enumerate(m.content):
         where = f"messages[{index}].content[{j}]"
         if isinstance(block, TextBlock):
@@ -271,9 +285,12 @@ def _turn(index: int, m: InputMessage) -> list[ChatMessage]:
             raise InvalidRequest(
                 f"{_KIND[type(block)]} content is not supported by text models.", param=f"{where}.type"
             )
-        # thinking and redacted_thinking blocks: dropped
-    if calls or texts or not out:
-        out.append(ChatMessage(role=m.role, content="".join(texts), tool_calls=tuple(calls)))
+        elif isinstance(block, ThinkingBlock) and m.role == "assistant" and block.thinking:
+            thoughts.append(block.thinking)
+        # redacted_thinking blocks, and thinking outside assistant turns: dropped
+    reasoning = "\n\n".join(thoughts) or None
+    if calls or texts or reasoning or not out:
+        out.append(ChatMessage(m.role, "".join(texts), tool_calls=tuple(calls), reasoning=reasoning))
     return out
 
 
@@ -336,6 +353,18 @@ class TextContent(msgspec.Struct, kw_only=True, tag_field="type", tag="text"):
     text: str
 
 
+class ThinkingContent(msgspec.Struct, kw_only=True, tag_field="type", tag="thinking"):
+    """A thinking model's thinking, before its answer; ``signature`` is :data:`SIGNATURE`."""
+
+    thinking: str
+    signature: str
+
+
+#: The ``signature`` of every thinking block: Anthropic's SDK types require one and strict clients
+#: refuse an empty one, but nothing here verifies it (replayed thinking is taken as it comes).
+SIGNATURE = "plughost"
+
+
 class ToolUseContent(msgspec.Struct, kw_only=True, tag_field="type", tag="tool_use"):
     """A call the model made: ``input`` is its arguments object."""
 
@@ -361,7 +390,7 @@ class Message(msgspec.Struct, kw_only=True):
 
     id: str
     model: str
-    content: list[TextContent | ToolUseContent]
+    content: list[ThinkingContent | TextContent | ToolUseContent]
     stop_reason: StopReason | None
     stop_sequence: str | None
     usage: Usage
@@ -385,6 +414,13 @@ class TextStart(msgspec.Struct, kw_only=True, tag_field="type", tag="text"):
     text: str = ""
 
 
+class ThinkingStart(msgspec.Struct, kw_only=True, tag_field="type", tag="thinking"):
+    """A thinking block as it opens (empty; its signature follows in a ``signature_delta``)."""
+
+    thinking: str = ""
+    signature: str = ""
+
+
 class ToolUseStart(msgspec.Struct, kw_only=True, tag_field="type", tag="tool_use"):
     """A tool_use block as it opens: id and name, ``input`` empty (its JSON follows in deltas)."""
 
@@ -397,13 +433,25 @@ class ContentBlockStart(msgspec.Struct, kw_only=True, tag_field="type", tag="con
     """A content block opens at ``index``."""
 
     index: int
-    content_block: TextStart | ToolUseStart
+    content_block: ThinkingStart | TextStart | ToolUseStart
 
 
 class TextDelta(msgspec.Struct, kw_only=True, tag_field="type", tag="text_delta"):
     """More text of a text block."""
 
     text: str
+
+
+class ThinkingDelta(msgspec.Struct, kw_only=True, tag_field="type", tag="thinking_delta"):
+    """More text of a thinking block."""
+
+    thinking: str
+
+
+class SignatureDelta(msgspec.Struct, kw_only=True, tag_field="type", tag="signature_delta"):
+    """A thinking block's signature, just before the block stops."""
+
+    signature: str
 
 
 class InputJsonDelta(msgspec.Struct, kw_only=True, tag_field="type", tag="input_json_delta"):
@@ -416,7 +464,7 @@ class ContentBlockDelta(msgspec.Struct, kw_only=True, tag_field="type", tag="con
     """A piece of the block at ``index``."""
 
     index: int
-    delta: TextDelta | InputJsonDelta
+    delta: ThinkingDelta | SignatureDelta | TextDelta | InputJsonDelta
 
 
 class ContentBlockStop(msgspec.Struct, kw_only=True, tag_field="type", tag="content_block_stop"):

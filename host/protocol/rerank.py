@@ -1,4 +1,13 @@
-"""``POST /v1/rerank`` (also ``/rerank`` and ``/v2/rerank``) request and response bodies."""
+"""``POST /v1/rerank`` (also ``/rerank`` and ``/v2/rerank``) request and response bodies.
+
+Two response dialects share the request body (the rule is documented in docs/api.md):
+
+- the seed's: a ``/v1/rerank`` request that sends neither ``top_n`` nor ``return_documents``
+  (``top_k`` or no limit) gets ``document`` as a bare string, as the seed API answered;
+- Cohere's (also Jina's and vLLM's): ``/rerank``, ``/v2/rerank``, or a request that sends ``top_n``
+  or ``return_documents``, gets ``document: {"text": ...}``, which the Cohere SDK, litellm's
+  ``cohere`` and ``hosted_vllm`` providers and Jina clients read.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,9 @@ import msgspec
 from host.contract.domain import RerankRequest
 from host.contract.errors import InvalidRequest
 from host.protocol.common import WireRequest
+
+#: The paths whose answers always take Cohere's document shape.
+COHERE_PATHS = ("/rerank", "/v2/rerank")
 
 
 class DocumentObject(msgspec.Struct, kw_only=True):
@@ -17,14 +29,16 @@ class DocumentObject(msgspec.Struct, kw_only=True):
 
 class RerankBody(WireRequest, kw_only=True):
     """The contract's ``{model, query, documents, top_k}`` plus what RAG clients send:
-    ``top_n`` (alias of ``top_k``), ``return_documents``, documents as objects, ``instruction``."""
+    ``top_n`` (alias of ``top_k``), ``return_documents``, documents as objects, ``instruction``,
+    and ``raw_scores`` (TEI's name: the model's scores before they are mapped into [0, 1])."""
 
     model: str
     query: str
     documents: list[str | DocumentObject]
     top_k: int | None = None
     top_n: int | None = None
-    return_documents: bool | None = True  # null: the default (true)
+    return_documents: bool | None = None  # null: the default (true)
+    raw_scores: bool | None = None
     instruction: str | None = None
     max_chunks_per_doc: int | None = None
 
@@ -46,14 +60,19 @@ class RerankBody(WireRequest, kw_only=True):
         docs = tuple(d if isinstance(d, str) else d.text for d in self.documents)
         return RerankRequest(model=self.model, query=self.query, documents=docs, instruction=self.instruction), limit
 
+    def document_objects(self, path: str) -> bool:
+        """Whether the answer takes Cohere's ``document: {"text": ...}`` (see the module docstring)."""
+        return path in COHERE_PATHS or self.top_n is not None or self.return_documents is not None
+
 
 class RerankResultItem(msgspec.Struct, omit_defaults=True):
-    """One scored document. ``score`` and ``relevance_score`` carry the same value."""
+    """One scored document. ``score`` and ``relevance_score`` carry the same value; ``document`` is
+    the text (the seed's dialect) or ``{"text": ...}`` (Cohere's)."""
 
     index: int
     score: float
     relevance_score: float
-    document: str | None = None
+    document: str | DocumentObject | None = None
 
 
 class RerankUsage(msgspec.Struct):

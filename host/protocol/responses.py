@@ -17,6 +17,7 @@ from msgspec import Meta
 from host.contract.domain import ChatMessage, ChatRequest, OutputFormat, SamplingParams, Tool, ToolCall, ToolChoice
 from host.contract.errors import InvalidRequest
 from host.protocol.common import WireRequest
+from host.protocol.reasoning import ReasoningConfig, ReasoningItem, ReasoningText, Switch, effort_switch
 from host.protocol.tools import (
     FunctionDefinition,
     FunctionName,
@@ -34,8 +35,6 @@ from host.protocol.tools import (
 
 #: Text part types a message may carry (``output_text``/``refusal``: replayed assistant output).
 TEXT_PARTS = frozenset({"input_text", "output_text", "text", "refusal"})
-#: Input items that carry nothing a text model can use and are skipped (Codex replays reasoning).
-SKIPPED_ITEMS = frozenset({"reasoning"})
 
 
 # -- request -------------------------------------------------------------------------------------------
@@ -52,8 +51,9 @@ class InputPart(msgspec.Struct, kw_only=True):
 
 class InputItem(msgspec.Struct, kw_only=True):
     """An item of ``input``: a message (``type`` "message" or absent), a ``function_call`` the model
-    made earlier, or a ``function_call_output`` (its result). One lenient shape for all, so that a
-    wrong item is a 400 naming its field rather than a union mismatch."""
+    made earlier, a ``function_call_output`` (its result), or a ``reasoning`` item replayed (its
+    ``content`` reasoning text, else its ``summary``). One lenient shape for all, so that a wrong item
+    is a 400 naming its field rather than a union mismatch."""
 
     type: str = "message"
     role: Literal["user", "assistant", "system", "developer"] | None = None
@@ -64,6 +64,8 @@ class InputItem(msgspec.Struct, kw_only=True):
     output: str | list[InputPart] | None = None
     id: str | None = None
     status: str | None = None
+    summary: list[InputPart] | None = None
+    encrypted_content: str | None = None
 
 
 class ResponsesTool(msgspec.Struct, kw_only=True):
@@ -105,8 +107,10 @@ class TextConfig(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class ResponsesRequest(WireRequest, kw_only=True):
     """The request body. Sampling fields as in Chat Completions (plus plughost's ``top_k`` and
-    ``repetition_penalty``); ``reasoning``, ``include``, ``truncation``, ``prompt_cache_key`` and
-    other fields a text model has no use for are accepted and ignored."""
+    ``repetition_penalty``); ``reasoning.effort`` switches a thinking model's thinking and the
+    ``thinking_budget`` extension caps it (as in Chat Completions); ``include``,
+    ``truncation``, ``prompt_cache_key`` and other fields a text model has no use for are accepted
+    and ignored."""
 
     model: str
     input: str | list[InputItem] | None = None
@@ -130,6 +134,8 @@ class ResponsesRequest(WireRequest, kw_only=True):
     user: str | None = None
     background: bool | None = None
     conversation: str | dict[str, Any] | None = None
+    reasoning: ReasoningConfig | None = None
+    thinking_budget: int | None = None
 
     @property
     def stream(self) -> bool:
@@ -140,6 +146,10 @@ class ResponsesRequest(WireRequest, kw_only=True):
     def store(self) -> bool:
         """Whether to keep the response for ``GET`` and ``previous_response_id`` (OpenAI's default: true)."""
         return self.store_ is not False
+
+    def thinking(self) -> Switch:
+        """The thinking switch of ``reasoning.effort`` (``none``/``minimal``: off)."""
+        return effort_switch(self.reasoning.effort if self.reasoning else None, "reasoning.effort")
 
     def to_domain(self, history: tuple[ChatMessage, ...] = ()) -> tuple[ChatRequest, tuple[ChatMessage, ...]]:
         """The domain request, and the conversation it continues (``history``, the previous
@@ -176,29 +186,40 @@ class ResponsesRequest(WireRequest, kw_only=True):
             tools=tools,
             tool_choice=tool_choice,
             output=output,
+            thinking=self.thinking().thinking,
+            thinking_budget=self.thinking_budget,
         )
         return request, conversation
 
 
 def input_messages(value: str | list[InputItem] | None) -> tuple[ChatMessage, ...]:
     """``input`` as domain messages: consecutive ``function_call`` items join the assistant turn
-    before them (one turn with several calls), each ``function_call_output`` is a tool turn."""
+    before them (one turn with several calls), each ``function_call_output`` is a tool turn, and a
+    ``reasoning`` item is the reasoning of the assistant turn its next item starts (dropped if no
+    assistant item follows it)."""
     if value is None:
         return ()
     if isinstance(value, str):
         return (ChatMessage(role="user", content=value),)
     messages: list[ChatMessage] = []
+    reasoning: str | None = None  # of a reasoning item, waiting for its assistant turn
     for i, item in enumerate(value):
-        if item.type == "message":
-            messages.append(_message(i, item))
+        if item.type == "reasoning":
+            reasoning = "\n\n".join(t for t in (reasoning, _reasoning(item)) if t) or None
+        elif item.type == "message":
+            message = _message(i, item)
+            if message.role == "assistant":
+                message, reasoning = msgspec.structs.replace(message, reasoning=reasoning), None
+            messages.append(message)
         elif item.type == "function_call":
             call = _call(i, item)
             last = messages[-1] if messages else None
-            if last is not None and last.role == "assistant":
+            if last is not None and last.role == "assistant" and reasoning is None:
                 calls = (*last.tool_calls, msgspec.structs.replace(call, index=len(last.tool_calls)))
                 messages[-1] = msgspec.structs.replace(last, tool_calls=calls)
             else:
-                messages.append(ChatMessage(role="assistant", content="", tool_calls=(call,)))
+                messages.append(ChatMessage(role="assistant", content="", tool_calls=(call,), reasoning=reasoning))
+                reasoning = None
         elif item.type == "function_call_output":
             if not item.call_id:
                 raise InvalidRequest("a function_call_output needs its call's call_id.", param=f"input[{i}].call_id")
@@ -206,12 +227,23 @@ def input_messages(value: str | list[InputItem] | None) -> tuple[ChatMessage, ..
                 raise InvalidRequest("a function_call_output needs its output.", param=f"input[{i}].output")
             content = _text(item.output, f"input[{i}].output")
             messages.append(ChatMessage(role="tool", content=content, tool_call_id=item.call_id))
-        elif item.type not in SKIPPED_ITEMS:
+        else:
             raise InvalidRequest(
-                f"input item type '{item.type}' is not supported; use message, function_call or function_call_output.",
+                f"input item type '{item.type}' is not supported; "
+                "use message, function_call, function_call_output or reasoning.",
                 param=f"input[{i}].type",
             )
     return tuple(messages)
+
+
+def _reasoning(item: InputItem) -> str:
+    """A replayed reasoning item's text: its reasoning text, else its summary (an item of OpenAI's
+    own models carries only a summary and encrypted content, which no other model can read)."""
+    content = item.content if isinstance(item.content, list) else []
+    texts = [p.text for p in content if p.type == "reasoning_text" and p.text]
+    if not texts:
+        texts = [p.text for p in item.summary or () if p.type == "summary_text" and p.text]
+    return "\n\n".join(texts)
 
 
 def _message(i: int, item: InputItem) -> ChatMessage:
@@ -353,7 +385,7 @@ class FunctionCallItem(msgspec.Struct, kw_only=True, tag_field="type", tag="func
     status: Literal["in_progress", "completed", "incomplete"]
 
 
-OutputItem = OutputMessage | FunctionCallItem
+OutputItem = ReasoningItem | OutputMessage | FunctionCallItem
 
 
 class InputTokensDetails(msgspec.Struct, kw_only=True):
@@ -363,7 +395,7 @@ class InputTokensDetails(msgspec.Struct, kw_only=True):
 
 
 class OutputTokensDetails(msgspec.Struct, kw_only=True):
-    """Reasoning tokens (none: always 0)."""
+    """How many output tokens a thinking model's reasoning took."""
 
     reasoning_tokens: int = 0
 
@@ -400,13 +432,6 @@ class FunctionTool(msgspec.Struct, kw_only=True, tag_field="type", tag="function
     strict: bool | None = None
 
 
-class Reasoning(msgspec.Struct, kw_only=True):
-    """No reasoning configuration applies (plughost's models do not reason here)."""
-
-    effort: str | None = None
-    summary: str | None = None
-
-
 class Response(msgspec.Struct, kw_only=True):
     """The ``response`` object: the answer of ``POST``, ``GET /v1/responses/{id}`` and the stream's
     lifecycle events."""
@@ -423,7 +448,7 @@ class Response(msgspec.Struct, kw_only=True):
     max_output_tokens: int | None = None
     parallel_tool_calls: bool = True
     previous_response_id: str | None = None
-    reasoning: Reasoning = msgspec.field(default_factory=Reasoning)
+    reasoning: ReasoningConfig = msgspec.field(default_factory=ReasoningConfig)
     store: bool = True
     temperature: float | None = None
     text: TextConfig = msgspec.field(default_factory=lambda: TextConfig(format=TextFormat(type="text")))
@@ -465,14 +490,14 @@ class OutputItemEvent(msgspec.Struct, kw_only=True):
 
 
 class ContentPartEvent(msgspec.Struct, kw_only=True):
-    """``response.content_part.added`` / ``.done``."""
+    """``response.content_part.added`` / ``.done`` (of a message's text or of a reasoning item)."""
 
     type: str
     sequence_number: int
     item_id: str
     output_index: int
     content_index: int
-    part: OutputText
+    part: OutputText | ReasoningText
 
 
 class TextDeltaEvent(msgspec.Struct, kw_only=True):

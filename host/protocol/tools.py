@@ -153,7 +153,12 @@ def tools_to_domain(
 ) -> tuple[tuple[Tool, ...], ToolChoice]:
     """``tools``/``tool_choice``/``parallel_tool_calls`` → domain values (400s name the field)."""
     defs = tuple(
-        Tool(name=t.function.name, description=t.function.description, parameters=t.function.parameters)
+        Tool(
+            name=t.function.name,
+            description=t.function.description,
+            parameters=t.function.parameters,
+            strict=bool(t.function.strict),
+        )
         for t in tools or ()
     )
     names = [t.name for t in defs]
@@ -188,7 +193,7 @@ def output_to_domain(fmt: ResponseFormat | None) -> OutputFormat:
     schema = fmt.json_schema.schema
     if schema is None:
         return OutputFormat(kind="json_object")
-    return OutputFormat(kind="json_schema", schema=schema)
+    return OutputFormat(kind="json_schema", schema=schema, strict=bool(fmt.json_schema.strict))
 
 
 def history_calls(index: int, calls: list[WireToolCall] | None) -> tuple[ToolCall, ...]:

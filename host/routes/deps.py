@@ -11,13 +11,14 @@ import time
 from litestar.di import NamedDependency, Provide
 
 from host.contract.config import HostConfig, parse_bytes
-from host.contract.errors import ShuttingDown
+from host.contract.errors import NotFound, ShuttingDown
 from host.downloads.manager import Downloads
 from host.metrics import NO_METRICS, Observer
 from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool
 from host.serving.response_store import ResponseStore
 from host.serving.service import ChatService
+from host.ui import Dashboard
 
 #: ``config: ConfigDep``: the host configuration.
 ConfigDep = NamedDependency[HostConfig]
@@ -29,6 +30,8 @@ SchedulerDep = NamedDependency[ModelPool]
 StartedDep = NamedDependency[int]
 #: ``metrics: MetricsDep``: where routes report tokens and time to first token (``host.metrics``).
 MetricsDep = NamedDependency[Observer]
+#: ``dashboard: DashboardDep``: the page's files and live history (``server.ui``).
+DashboardDep = NamedDependency[Dashboard]
 #: ``downloads: DownloadsDep``: the app's weight downloads (``POST /v1/models/{id}/pull``, cards, health).
 DownloadsDep = NamedDependency[Downloads]
 #: ``chat: ChatDep``: the service behind every chat-like route (``host.serving.service``).
@@ -53,6 +56,7 @@ class Services:
         self.downloads = downloads if downloads is not None else Downloads(config, metrics)
         self.started = int(time.time())
         self.scheduler: ModelPool | None = None  # made by the lifespan (it measures the machine)
+        self.dashboard: Dashboard | None = None  # server.ui
         self.chat: ChatService | None = None  # serves on the scheduler, made with it
         stored = config.responses
         self.responses = ResponseStore(stored.max_stored, parse_bytes(stored.max_stored_bytes), stored.max_age_s)
@@ -74,7 +78,14 @@ class Services:
     def start(self, scheduler: ModelPool) -> None:
         """The lifespan's scheduler is running: serve on it."""
         self.scheduler = scheduler
-        self.chat = ChatService(scheduler, self.registry, self.metrics, self.config.server.stream_keepalive_s)
+        server = self.config.server
+        self.chat = ChatService(
+            scheduler,
+            self.registry,
+            self.metrics,
+            server.stream_keepalive_s,
+            open_schema_objects=server.json_schema_objects == "open",
+        )
 
     def get_chat(self) -> ChatService:
         """The chat service (a 503 outside the app's lifespan)."""
@@ -94,6 +105,12 @@ class Services:
         """The app's metrics (``GET /metrics`` renders them when they are a ``host.metrics.Metrics``)."""
         return self.metrics
 
+    def get_dashboard(self) -> Dashboard:
+        """The dashboard (a 404 when ``server.ui`` is off)."""
+        if self.dashboard is None:
+            raise NotFound("The dashboard is off (server.ui: false).")
+        return self.dashboard
+
     def get_downloads(self) -> Downloads:
         """The app's weight downloads."""
         return self.downloads
@@ -106,6 +123,7 @@ class Services:
             "scheduler": Provide(self.get_scheduler, sync_to_thread=False),
             "started": Provide(self.get_started, sync_to_thread=False),
             "metrics": Provide(self.get_metrics, sync_to_thread=False),
+            "dashboard": Provide(self.get_dashboard, sync_to_thread=False),
             "downloads": Provide(self.get_downloads, sync_to_thread=False),
             "chat": Provide(self.get_chat, sync_to_thread=False),
             "responses": Provide(self.get_responses, sync_to_thread=False),

@@ -1,4 +1,4 @@
-"""``GET /v1/models``, ``GET /v1/models/{id}``, explicit load/unload/pull, and ``GET /health``."""
+"""``GET /v1/models``, ``GET /v1/models/{id}``, explicit load/unload/pin/pull, and ``GET /health``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from host.downloads.pull import PullProgress
 from host.protocol.models import Download, Health, ModelCard, ModelList
 from host.registry import RegisteredModel
 from host.routes.deps import DownloadsDep, RegistryDep, SchedulerDep, StartedDep
-from host.scheduling.pool import ModelPool
+from host.scheduling.pool import ModelPool, Pinning, unload_when_idle
 from host.scheduling.status import ModelState
 from host.server.openapi import COMMON_ERRORS, MANAGE_ERRORS
 
@@ -68,21 +68,31 @@ async def manage_model(
     downloads: DownloadsDep,
     model_path: FromPath[str],
     stream: FromQuery[bool] = False,
+    wait_s: FromQuery[float] = 0,
 ) -> Response[Any]:
     """``POST /v1/models/{id}/load`` loads a model now (answers once it is resident);
-    ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests);
+    ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests; ``?wait_s=N`` first
+    waits up to N seconds for them to finish); ``/pin`` and ``/unpin`` keep it where it is or let it go;
     ``POST /v1/models/{id}/pull`` downloads its weights in the background: 202 with the card at once,
     or with ``?stream=true`` an SSE stream of progress events until ``done`` (100 %) or ``failed``."""
     name, _, action = model_path.strip("/").rpartition("/")
-    if action not in ("load", "unload", "pull") or not name:
-        raise NotFound(f"POST /v1/models/{model_path.strip('/')}: expected /v1/models/{{id}}/load, /unload or /pull.")
+    if action not in _ACTIONS or not name:
+        raise NotFound(
+            f"POST /v1/models/{model_path.strip('/')}: expected /v1/models/{{id}}/" + ", /".join(_ACTIONS) + "."
+        )
+    if not 0 <= wait_s <= _MAX_WAIT_S:
+        raise InvalidRequest(f"wait_s must be between 0 and {_MAX_WAIT_S} seconds.", param="wait_s")
     model = registry.get(name)
     if action == "pull":
         return _pull(model, scheduler, started, downloads, stream)
     if action == "load":
         await scheduler.load(model.spec.id)
+    elif action == "unload":
+        await unload_when_idle(scheduler, model.spec.id, wait_s)
+    elif isinstance(scheduler, Pinning):
+        scheduler.pin(model.spec.id, action == "pin")
     else:
-        await scheduler.unload(model.spec.id)
+        raise NotFound(f"This server's models cannot be pinned at run time; set models.{model.spec.id}.pinned.")
     return Response(_card(model, scheduler, started, downloads))
 
 
@@ -116,6 +126,10 @@ def _pull(
             yield msgspec.json.encode(progress).decode()
 
     return ServerSentEvent(events(), status_code=200)
+
+
+_ACTIONS = ("load", "unload", "pin", "unpin", "pull")
+_MAX_WAIT_S = 600
 
 
 @get("/health")

@@ -7,6 +7,8 @@ On one machine that is :class:`host.scheduling.scheduler.Scheduler`; on a Ray Se
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, Literal, Protocol, overload, runtime_checkable
 
@@ -14,7 +16,7 @@ from host.contract.backend import Backend, ChatBackend, EmbeddingBackend, Rerank
 from host.contract.spec import Task
 from host.registry import ModelRegistry
 from host.scheduling.lease import Lease
-from host.scheduling.status import ModelStatus
+from host.scheduling.status import ModelState, ModelStatus
 
 
 @runtime_checkable  # Litestar checks a dependency's value against its declared type
@@ -58,3 +60,25 @@ class ModelPool(Protocol):
 
 #: Builds the pool of an app from its registry (called in the app's lifespan).
 PoolFactory = Callable[[ModelRegistry], ModelPool]
+
+
+@runtime_checkable
+class Pinning(Protocol):
+    """A pool whose models can be pinned at run time (the single-machine scheduler)."""
+
+    def pin(self, name: str, pinned: bool) -> ModelStatus:
+        """Pin (never moved for room or by keep-alive) or unpin a model; does not load it."""
+
+
+_MOVING = {ModelState.LOADING, ModelState.OFFLOADING, ModelState.UNLOADING}
+
+
+async def unload_when_idle(pool: ModelPool, model_id: str, wait_s: float) -> ModelStatus:
+    """Unload ``model_id`` once its requests have finished, waiting up to ``wait_s`` for them; new
+    requests are still served meanwhile, so a model that never idles is a conflict (409) after the wait."""
+    deadline = time.monotonic() + wait_s
+    status = pool.status(model_id)
+    while (status.in_flight or status.queued or status.state in _MOVING) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        status = pool.status(model_id)
+    return await pool.unload(model_id)

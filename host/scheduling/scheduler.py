@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, overload
 
+from host.contract import request_id
 from host.contract.backend import (
     Backend,
     ChatBackend,
@@ -64,11 +65,12 @@ _BUSY = {ModelState.LOADING, ModelState.OFFLOADING, ModelState.UNLOADING}
 
 
 class _Waiter:
-    __slots__ = ("future", "seq")
+    __slots__ = ("future", "request_id", "seq")
 
     def __init__(self, seq: int, future: asyncio.Future[Lease[Backend]]) -> None:
         self.seq = seq
         self.future = future
+        self.request_id = request_id.current.get()  # named by a failed load this request started
 
 
 class _Slot:
@@ -88,8 +90,12 @@ class _Slot:
         self.last_used_wall: float | None = None
         self.loaded_at = 0.0
         self.error: str | None = None
+        self.error_request_id: str | None = None  # the request whose admission started the failed load
+        self.load_request_id: str | None = None
+        self.pinned = model.pinned  # the config's value; POST /v1/models/{id}/pin|unpin changes it
         self.drain_before: int | None = None  # anti-thrash: only earlier arrivals are served
         self.ttl: asyncio.TimerHandle | None = None
+        self.ttl_deadline: float | None = None  # time.monotonic() when the keep-alive timer fires
         self._executor: ThreadPoolExecutor | None = None
 
     @property
@@ -229,9 +235,24 @@ class Scheduler:
             in_flight=s.in_flight,
             queued=len(s.waiters),
             last_used=s.last_used_wall,
-            pinned=s.model.pinned,
+            pinned=s.pinned,
             error=s.error,
+            error_request_id=s.error_request_id if s.error is not None else None,
+            keep_alive_s=s.model.keep_alive_s,
+            expires_in_s=max(0.0, s.ttl_deadline - time.monotonic()) if s.ttl and s.ttl_deadline else None,
         )
+
+    def pin(self, name: str, pinned: bool) -> ModelStatus:
+        """Pin a model (never offloaded, unloaded for room or by its keep-alive) or unpin it; does not
+        load it (``POST /v1/models/{id}/pin|unpin``)."""
+        slot = self._slots[self.registry.get(name).spec.id]
+        slot.pinned = pinned
+        if pinned:
+            self._cancel_ttl(slot)
+        elif slot.state in (ModelState.RESIDENT, ModelState.OFFLOADED):
+            self._arm_ttl(slot)
+        self._kick()  # a request waiting for the pinned model's room may fit now
+        return self.status(slot.id)
 
     def backend_of(self, model_id: str) -> Backend | None:
         """The loaded backend of a model (``None`` when not loaded); for metrics."""
@@ -249,7 +270,7 @@ class Scheduler:
     async def preload(self) -> None:
         """Load every pinned model (called at start-up); failures are logged, not raised."""
         for slot in self._slots.values():
-            if slot.model.pinned:
+            if slot.pinned:
                 try:
                     await self.load(slot.id)
                 except Exception as exc:
@@ -263,8 +284,7 @@ class Scheduler:
                 w = slot.waiters.popleft()
                 if not w.future.done():
                     w.future.set_exception(ShuttingDown("plughost is shutting down"))
-            if slot.ttl:
-                slot.ttl.cancel()
+            self._cancel_ttl(slot)
         if self._retry:
             self._retry.cancel()
 
@@ -297,9 +317,7 @@ class Scheduler:
     # -- leases ----------------------------------------------------------------------------
     def _lease(self, slot: _Slot) -> Lease[Backend]:
         slot.in_flight += 1
-        if slot.ttl:
-            slot.ttl.cancel()
-            slot.ttl = None
+        self._cancel_ttl(slot)
         assert slot.backend is not None  # only resident models are leased
         return Lease(slot.backend, slot.model, functools.partial(self._release, slot))
 
@@ -313,18 +331,23 @@ class Scheduler:
 
     def _arm_ttl(self, slot: _Slot) -> None:
         ttl = slot.model.keep_alive_s
-        if ttl is not None and not self._closing and not slot.in_flight and not slot.waiters:
-            if slot.ttl:
-                slot.ttl.cancel()
+        if ttl is not None and not self._closing and not slot.in_flight and not slot.waiters and not slot.pinned:
+            self._cancel_ttl(slot)
             slot.ttl = asyncio.get_running_loop().call_later(ttl, self._expire, slot)
+            slot.ttl_deadline = time.monotonic() + ttl
+
+    def _cancel_ttl(self, slot: _Slot) -> None:
+        if slot.ttl:
+            slot.ttl.cancel()
+        slot.ttl = slot.ttl_deadline = None
 
     def _expire(self, slot: _Slot) -> None:
-        slot.ttl = None
+        slot.ttl = slot.ttl_deadline = None
         if (
             slot.state in (ModelState.RESIDENT, ModelState.OFFLOADED)
             and not slot.in_flight
             and not slot.waiters
-            and not slot.model.pinned
+            and not slot.pinned
         ):
             log.info("%s idle for %.0fs: unloading", slot.id, slot.model.keep_alive_s)
             self._spawn(self._start_unload(slot))
@@ -437,7 +460,7 @@ class Scheduler:
                     in_flight=busy,
                     last_used=s.last_used,
                     loaded_at=s.loaded_at,
-                    pinned=s.model.pinned,
+                    pinned=s.pinned,
                     offload_bytes=s.offloadable(),
                 )
             )
@@ -465,6 +488,7 @@ class Scheduler:
         slot.state, slot.grant, slot.gpu = ModelState.LOADING, grant, decision.gpu
         slot.gpu_bytes, slot.host_bytes = decision.gpu_bytes, decision.host_bytes
         slot.error = None
+        slot.load_request_id = slot.waiters[0].request_id if slot.waiters else request_id.current.get()
         victims = [self._start_offload(self._slots[name]) for name in decision.offload]
         victims += [self._start_unload(self._slots[name]) for name in decision.evict]
         for name in decision.offload:
@@ -511,6 +535,7 @@ class Scheduler:
                 else "the load failed"
             )
             slot.error = f"{cause}; the server log has the details"
+            slot.error_request_id = slot.load_request_id  # the log lines of the failure carry it
             self._fail_waiters(slot, ModelLoadFailed(f"Loading '{slot.id}' failed: {slot.error}."))
             self.observer.transition(slot.id, kind, time.perf_counter() - started, ok=False)
         else:
@@ -558,9 +583,7 @@ class Scheduler:
         """Detach the backend and mark ``slot`` unloading now; returns the unload to await."""
         backend, slot.backend = slot.backend, None
         slot.state = ModelState.UNLOADING
-        if slot.ttl:
-            slot.ttl.cancel()
-            slot.ttl = None
+        self._cancel_ttl(slot)
         return self._unload(slot, backend)
 
     async def _unload(self, slot: _Slot, backend: Backend | None) -> None:
@@ -582,9 +605,7 @@ class Scheduler:
         slot.state, slot.grant, slot.gpu = state, None, None
         slot.gpu_bytes = slot.host_bytes = 0
         slot.drain_before = None
-        if slot.ttl:
-            slot.ttl.cancel()
-            slot.ttl = None
+        self._cancel_ttl(slot)
 
     def _timeout_message(self, slot: _Slot) -> str:
         holders = [s.describe() for s in self._slots.values() if s.holds_memory() and s is not slot]

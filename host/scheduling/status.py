@@ -41,3 +41,9 @@ class ModelStatus(msgspec.Struct, kw_only=True):
     pinned: bool
     error: str | None
     replicas: int | None = None  # running replicas on a Ray Serve cluster; None on one machine
+    #: The request whose admission started the load that failed (its log lines carry the id).
+    error_request_id: str | None = None
+    #: ``models.<id>.keep_alive_s`` (``None``: stays until it needs the room or is unloaded).
+    keep_alive_s: float | None = None
+    #: Seconds until the idle model is unloaded by its keep-alive (``None``: no timer is running).
+    expires_in_s: float | None = None

@@ -17,7 +17,7 @@ from litestar.dto.data_structures import DTOFieldDefinition
 from litestar.exceptions import ValidationException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, Reference, Schema, SecurityScheme
 from litestar.typing import FieldDefinition
 
@@ -26,24 +26,34 @@ from host.contract.errors import ErrorEnvelope, InvalidRequest, decode_body
 
 T = TypeVar("T")
 
-OPENAPI = OpenAPIConfig(
-    title="plughost",
-    version=__version__,
-    description="A self-hosted, OpenAI-compatible inference host (chat, embeddings, rerank).",
-    path="/",
-    render_plugins=[JsonRenderPlugin(path="/openapi.json"), SwaggerRenderPlugin(path="/docs")],
-    use_handler_docstrings=True,
-    # Required only when server.api_keys (or PLUGHOST_API_KEY) is set; /health never needs it.
-    components=Components(
-        security_schemes={
-            "apiKey": SecurityScheme(type="http", scheme="bearer", description="server.api_keys"),
-            "xApiKey": SecurityScheme(
-                type="apiKey", name="x-api-key", security_scheme_in="header", description="server.api_keys"
-            ),
-        }
-    ),
-    security=[{"apiKey": []}, {"xApiKey": []}, {}],
-)
+
+def openapi_config(root: OpenAPIRenderPlugin | None = None) -> OpenAPIConfig:
+    """The OpenAPI description at ``/openapi.json`` with Swagger UI at ``/docs``. Litestar serves one
+    of the render plugins at ``/`` as well: ``root`` (the landing page of :mod:`host.ui`) or else
+    the schema itself."""
+    plugins: list[OpenAPIRenderPlugin] = [JsonRenderPlugin(path="/openapi.json"), SwaggerRenderPlugin(path="/docs")]
+    return OpenAPIConfig(
+        title="plughost",
+        version=__version__,
+        description="A self-hosted, OpenAI-compatible inference host (chat, embeddings, rerank).",
+        path="/",
+        render_plugins=[*plugins, root] if root is not None else plugins,
+        use_handler_docstrings=True,
+        # Required only when server.api_keys (or PLUGHOST_API_KEY) is set; /health never needs it.
+        components=Components(
+            security_schemes={
+                "apiKey": SecurityScheme(type="http", scheme="bearer", description="server.api_keys"),
+                "xApiKey": SecurityScheme(
+                    type="apiKey", name="x-api-key", security_scheme_in="header", description="server.api_keys"
+                ),
+            }
+        ),
+        security=[{"apiKey": []}, {"xApiKey": []}, {}],
+    )
+
+
+#: The description of an app without the dashboard (``server.ui: false``).
+OPENAPI = openapi_config()
 
 
 class WireBody(AbstractDTO[T], Generic[T]):
@@ -123,5 +133,5 @@ COMMON_ERRORS = _errors(401, 403, 404, 500)
 MODEL_ERROR_STATUSES = (400, 401, 403, 404, 408, 413, 415, 429, 500, 503)
 #: ... and those answers, in the OpenAI error envelope.
 MODEL_ERRORS = _errors(*MODEL_ERROR_STATUSES)
-#: ... and those of the load/unload route.
-MANAGE_ERRORS = _errors(401, 403, 404, 409, 429, 500, 503)
+#: ... and those of the load/unload/pin/pull route (400: a bad ``wait_s``, nothing to pull).
+MANAGE_ERRORS = _errors(400, 401, 403, 404, 409, 429, 500, 503)

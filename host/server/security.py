@@ -5,8 +5,8 @@ request before routing and answers a refusal in the error envelope of the path (
 Anthropic's on its Messages API).
 
 - **API keys** (``server.api_keys`` and ``PLUGHOST_API_KEY``): when any is set, every route but
-  :data:`OPEN_PATHS` needs ``Authorization: Bearer <key>`` or ``x-api-key: <key>`` (Anthropic's
-  clients send that one), compared in constant time.
+  :data:`OPEN_PATHS` and the dashboard's files needs ``Authorization: Bearer <key>`` or
+  ``x-api-key: <key>`` (Anthropic's clients send that one), compared in constant time.
 - **Host** (DNS rebinding): on a loopback bind only loopback names are answered, unless
   ``server.allowed_hosts`` says otherwise; a page on ``evil.example`` that rebinds its name to
   127.0.0.1 sends ``Host: evil.example`` and is refused.
@@ -33,8 +33,11 @@ from host.contract.config import ServerConfig
 from host.contract.errors import Forbidden, PlughostError, Unauthorized, UnsupportedMediaType
 
 API_KEY_ENV = "PLUGHOST_API_KEY"
-#: Paths answered without an API key: liveness probes, and the API's own description.
-OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+#: Paths answered without an API key: liveness probes, the API's own description, and the pages
+#: that hold no data (the landing page, the dashboard, which asks for the key itself).
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/", "/ui", "/ui/"})
+#: Folders of files answered without a key (one plain file name below them, never a subfolder).
+OPEN_FOLDERS = ("/ui/assets/",)
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _CURL_TYPES = frozenset({"", "application/x-www-form-urlencoded"})
@@ -103,7 +106,7 @@ class EdgePolicy:
             )
         if method == "OPTIONS" and origin is not None:
             return None  # a CORS preflight carries no credentials; the CORS layer answers it
-        if self.api_keys and path not in OPEN_PATHS and not self._key_ok(headers):
+        if self.api_keys and not is_open(path) and not self._key_ok(headers):
             return Unauthorized(
                 "Missing or invalid API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>') "
                 "with one of the server's keys."
@@ -126,6 +129,17 @@ class EdgePolicy:
             given.append(headers["x-api-key"].strip().encode())
         # Every key is compared (no early exit), each in constant time.
         return any([hmac.compare_digest(g, key) for g in given for key in self.api_keys])
+
+
+def is_open(path: str) -> bool:
+    """Whether ``path`` is answered without an API key (:data:`OPEN_PATHS`, :data:`OPEN_FOLDERS`)."""
+    if path in OPEN_PATHS:
+        return True
+    for folder in OPEN_FOLDERS:
+        name = path[len(folder) :]
+        if path.startswith(folder) and name and "/" not in name and not name.startswith("."):
+            return True
+    return False
 
 
 def _has_body(headers: Mapping[str, str]) -> bool:

@@ -1,10 +1,12 @@
 """The Anthropic Messages dialect (``POST /v1/messages``) over the chat service.
 
-One choice per request. The answer's ``content`` is a text block (when the model wrote text) and a
-``tool_use`` block per call; ``stop_reason`` is ``end_turn``, ``stop_sequence`` (with the sequence),
-``max_tokens`` or ``tool_use``. Streamed, it is Anthropic's named events: ``message_start``,
-``ping``, then per block ``content_block_start`` / ``content_block_delta`` (``text_delta``,
-``input_json_delta``) / ``content_block_stop``, then ``message_delta`` (stop reason, usage) and
+One choice per request. The answer's ``content`` is a thinking block (a thinking model's
+reasoning), a text block (when the model wrote text) and a ``tool_use`` block per call;
+``stop_reason`` is ``end_turn``, ``stop_sequence`` (with the sequence), ``max_tokens`` or
+``tool_use``. Streamed, it is Anthropic's named events: ``message_start``, ``ping``, then per block
+``content_block_start`` / ``content_block_delta`` (``thinking_delta`` then one ``signature_delta``,
+``text_delta``, ``input_json_delta``) / ``content_block_stop``, then ``message_delta`` (stop
+reason, usage) and
 ``message_stop``; a failure after the headers is an ``error`` event in Anthropic's envelope.
 Keep-alives while the model loads stay SSE comments rather than ``ping`` events: Anthropic's
 documented order has nothing before ``message_start`` (older SDKs raised on it), and every SSE
@@ -25,6 +27,7 @@ from host.contract.capabilities import Feature
 from host.contract.domain import ChatDelta, ToolCall
 from host.contract.errors import PlughostError
 from host.protocol.anthropic import (
+    SIGNATURE,
     ContentBlockDelta,
     ContentBlockStart,
     ContentBlockStop,
@@ -35,12 +38,16 @@ from host.protocol.anthropic import (
     MessageStart,
     MessageStop,
     Ping,
+    SignatureDelta,
     StopInfo,
     StopReason,
     StreamEvent,
     TextContent,
     TextDelta,
     TextStart,
+    ThinkingContent,
+    ThinkingDelta,
+    ThinkingStart,
     ToolUseContent,
     ToolUseStart,
     Usage,
@@ -56,6 +63,7 @@ _PARAMS = {
     Feature.OUTPUT_FORMAT: "output_config.format",
     Feature.LOGPROBS: "logprobs",  # never asked for: the Messages API has no logprobs
     Feature.RAW_PROMPT: "messages",
+    Feature.THINKING: "thinking",  # enabled, asked of a model that cannot think: refused, as Anthropic does
 }
 
 
@@ -74,16 +82,19 @@ class AnthropicMessages:
         return param(feature)
 
     def field(self, param: str | None) -> str | None:
-        """Messages names a structured output ``output_config.format``; its other fields keep the
-        Chat Completions names (``max_tokens``, ``messages``, ``tools``)."""
-        if param is not None and param.startswith("response_format"):
-            return "output_config.format" + param[len("response_format") :].replace(".json_schema.", ".", 1)
-        return param
+        """Messages names a structured output ``output_config.format`` and a thinking budget
+        ``thinking.budget_tokens``; its other fields keep the Chat Completions names (``max_tokens``,
+        ``messages``, ``tools``)."""
+        return field(param)
 
     def response(self, model: str, results: list[Collected], generation: Generation) -> Message:
         """The ``message`` object."""
         [c] = results
-        content: list[TextContent | ToolUseContent] = [TextContent(text=c.text)] if c.text else []
+        content: list[ThinkingContent | TextContent | ToolUseContent] = []
+        if c.reasoning:
+            content.append(ThinkingContent(thinking=c.reasoning, signature=SIGNATURE))
+        if c.text:
+            content.append(TextContent(text=c.text))
         content += [ToolUseContent(id=t.id, name=t.name, input=_input(t)) for t in c.calls]
         reason, sequence = stop_reason(c.finish_reason, c.stop_sequence, bool(c.calls))
         usage = Usage(input_tokens=c.prompt_tokens, output_tokens=c.completion_tokens)
@@ -133,6 +144,15 @@ def param(feature: Feature) -> str:
     return _PARAMS[feature]
 
 
+def field(param: str | None) -> str | None:
+    """A field of the Chat Completions vocabulary backends use, as Messages names it."""
+    if param is None:
+        return None
+    if param.startswith("response_format"):
+        return "output_config.format" + param[len("response_format") :].replace(".json_schema.", ".", 1)
+    return "thinking.budget_tokens" if param == "thinking_budget" else param
+
+
 def new_message_id() -> str:
     """An Anthropic-style message id."""
     return f"msg_{uuid.uuid4().hex}"
@@ -164,18 +184,26 @@ def _input(call: ToolCall) -> dict[str, Any]:
 
 
 class _Blocks:
-    """The content blocks of a stream: their indexes, and the text block that is open."""
+    """The content blocks of a stream: their indexes, and the thinking or text block that is open."""
 
     def __init__(self) -> None:
         self.next = 0
+        self.thinking_open: int | None = None
         self.text_open: int | None = None
         self.calls = 0
 
     def add(self, delta: ChatDelta) -> list[StreamEvent]:
-        """The events of one delta: its text into the open text block (opened if need be), then
-        each call as a whole tool_use block (it arrives complete)."""
+        """The events of one delta: its reasoning into the open thinking block (opened if need be),
+        its text into the open text block (the thinking block closed first), then each call as a
+        whole tool_use block (it arrives complete)."""
         out: list[StreamEvent] = []
+        if delta.reasoning:
+            if self.thinking_open is None:
+                self.thinking_open = self._open()
+                out.append(ContentBlockStart(index=self.thinking_open, content_block=ThinkingStart()))
+            out.append(ContentBlockDelta(index=self.thinking_open, delta=ThinkingDelta(thinking=delta.reasoning)))
         if delta.text:
+            out += self._close_thinking()
             if self.text_open is None:
                 self.text_open = self._open()
                 out.append(ContentBlockStart(index=self.text_open, content_block=TextStart()))
@@ -190,11 +218,21 @@ class _Blocks:
         return out
 
     def close(self) -> list[StreamEvent]:
-        """Close the open text block, if any."""
+        """Close the open thinking or text block, if any."""
         if self.text_open is None:
-            return []
+            return self._close_thinking()
         index, self.text_open = self.text_open, None
         return [ContentBlockStop(index=index)]
+
+    def _close_thinking(self) -> list[StreamEvent]:
+        """The open thinking block's signature and its end."""
+        if self.thinking_open is None:
+            return []
+        index, self.thinking_open = self.thinking_open, None
+        return [
+            ContentBlockDelta(index=index, delta=SignatureDelta(signature=SIGNATURE)),
+            ContentBlockStop(index=index),
+        ]
 
     def _open(self) -> int:
         index, self.next = self.next, self.next + 1

@@ -25,19 +25,23 @@ _DONE = object()  # a choice's stream has stopped (its pump's last item)
 
 @dataclass
 class Collected:
-    """Everything one choice produced (non-streamed answers)."""
+    """Everything one choice produced (non-streamed answers): ``reasoning`` is a thinking model's
+    thinking, split from its answer ``text``; ``reasoning_tokens`` how many completion tokens it took."""
 
     text: str = ""
+    reasoning: str = ""
     finish_reason: str = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: list[ToolCall] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     stop_sequence: str | None = None
+    reasoning_tokens: int = 0
 
     def add(self, delta: ChatDelta) -> None:
         """Fold one delta in."""
         self.text += delta.text
+        self.reasoning += delta.reasoning
         self.calls.extend(delta.tool_calls)
         if delta.logprobs is not None:
             self.logprobs = (self.logprobs or []) + delta.logprobs
@@ -45,6 +49,7 @@ class Collected:
             self.finish_reason = delta.finish_reason
             self.stop_sequence = delta.stop_sequence
             self.prompt_tokens, self.completion_tokens = delta.prompt_tokens, delta.completion_tokens
+            self.reasoning_tokens = delta.reasoning_tokens
 
 
 @dataclass
@@ -54,12 +59,14 @@ class Usage:
     per_prompt: int = 1  # choices generated from each prompt (``n``)
     prompts: dict[int, int] = field(default_factory=dict)  # prompt index -> its tokens
     completion_tokens: int = 0
+    reasoning_tokens: int = 0  # of the completion tokens, those the think blocks took
 
     def add(self, index: int, delta: ChatDelta) -> None:
         """Count a choice's last delta."""
         if delta.finish_reason is not None:
             self.prompts[index // self.per_prompt] = delta.prompt_tokens
             self.completion_tokens += delta.completion_tokens
+            self.reasoning_tokens += delta.reasoning_tokens
 
     @property
     def prompt_tokens(self) -> int:

@@ -19,6 +19,7 @@ from host.protocol.chat import (
     ChatUsage,
     Choice,
     ChunkChoice,
+    CompletionTokensDetails,
     Delta,
 )
 from host.protocol.tools import (
@@ -30,7 +31,7 @@ from host.protocol.tools import (
     logprobs_wire,
 )
 from host.serving import sse
-from host.serving.generation import Collected, Generation
+from host.serving.generation import Collected, Generation, Usage
 
 _encode = msgspec.json.Encoder().encode
 
@@ -40,6 +41,7 @@ OPENAI_PARAMS = {
     Feature.OUTPUT_FORMAT: "response_format",
     Feature.LOGPROBS: "logprobs",
     Feature.RAW_PROMPT: "messages",
+    Feature.THINKING: "reasoning_effort",
 }
 
 
@@ -66,8 +68,12 @@ class OpenAIChat:
         self.per_prompt = body.n
         self.stream = body.stream
 
-    def param(self, feature: Feature) -> str:
-        """The Chat Completions field of ``feature``."""
+    def param(self, feature: Feature) -> str | None:
+        """The Chat Completions field of ``feature``: thinking asked of a model that cannot think is
+        refused when ``reasoning_effort`` asked (as OpenAI refuses it), ignored when a chat template
+        switch did (as vLLM's templates ignore kwargs they do not know)."""
+        if feature == Feature.THINKING:
+            return self.body.thinking().field
         return OPENAI_PARAMS[feature]
 
     def field(self, param: str | None) -> str | None:
@@ -82,7 +88,7 @@ class OpenAIChat:
             created=int(time.time()),
             model=model,
             choices=[_choice(i, c) for i, c in enumerate(results)],
-            usage=ChatUsage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens),
+            usage=chat_usage(usage),
         )
 
     async def events(self, generation: Generation) -> AsyncIterator[bytes]:
@@ -115,8 +121,7 @@ class OpenAIChat:
                 yield chunk(index, Delta(), delta.finish_reason)
         options = self.body.stream_options
         if options is not None and options.include_usage:
-            u = generation.usage
-            yield chunk(None, usage=ChatUsage(u.prompt_tokens, u.completion_tokens, u.total_tokens))
+            yield chunk(None, usage=chat_usage(generation.usage))
 
     def error_event(self, error: PlughostError) -> bytes:
         """The error in OpenAI's envelope."""
@@ -127,21 +132,40 @@ class OpenAIChat:
         return sse.DONE
 
 
+def chat_usage(u: Usage) -> ChatUsage:
+    """``usage`` of a chat answer, its reasoning tokens in ``completion_tokens_details``."""
+    details = CompletionTokensDetails(reasoning_tokens=u.reasoning_tokens)
+    return ChatUsage(u.prompt_tokens, u.completion_tokens, u.total_tokens, completion_tokens_details=details)
+
+
 def _choice(index: int, c: Collected) -> Choice:
-    """The wire choice: ``content`` is ``null`` when the answer is only tool calls."""
+    """The wire choice: ``content`` is ``null`` when the answer is only tool calls; reasoning (if
+    any) in both of its fields."""
     calls = [WireToolCall(id=t.id, function=FunctionCall(name=t.name, arguments=t.arguments)) for t in c.calls]
+    reasoning = c.reasoning or None
     message = AssistantMessage(
-        role="assistant", content=c.text if c.text or not calls else None, tool_calls=calls or None
+        role="assistant",
+        content=c.text if c.text or not calls else None,
+        reasoning_content=reasoning,
+        reasoning=reasoning,
+        tool_calls=calls or None,
     )
     logprobs = ChoiceLogprobs(content=logprobs_wire(c.logprobs)) if c.logprobs is not None else None
     return Choice(index=index, message=message, finish_reason=c.finish_reason, logprobs=logprobs)
 
 
 def chunk_parts(delta: ChatDelta) -> list[tuple[Delta, ChoiceLogprobs | None]]:
-    """The stream chunks of one delta: its text (with its logprobs), then each call in two fragments
-    (id and name first, then the arguments) as OpenAI streams them."""
+    """The stream chunks of one delta: its reasoning (in both fields), its text (the logprobs go with
+    the last of the two), then each call in two fragments (id and name first, then the arguments) as
+    OpenAI streams them. Reasoning and text never share a chunk: clients take a chunk for one or the
+    other."""
     parts: list[tuple[Delta, ChoiceLogprobs | None]] = []
     logprobs = ChoiceLogprobs(content=logprobs_wire(delta.logprobs)) if delta.logprobs else None
+    if delta.reasoning:
+        last = not delta.text
+        parts.append((Delta(reasoning_content=delta.reasoning, reasoning=delta.reasoning), logprobs if last else None))
+        if last:
+            logprobs = None
     if delta.text or logprobs is not None:
         parts.append((Delta(content=delta.text), logprobs))
     for call in delta.tool_calls:

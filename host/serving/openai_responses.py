@@ -5,6 +5,8 @@ message (one ``output_text`` part) and a ``function_call`` item per call; a stre
 event sequence, each event named and numbered (``sequence_number``)::
 
     response.created, response.in_progress,
+    reasoning:    output_item.added, content_part.added, reasoning_text.delta..., reasoning_text.done,
+                  content_part.done, output_item.done (a thinking model's thinking, first)
     per message:  output_item.added, content_part.added, output_text.delta..., output_text.done,
                   content_part.done, output_item.done
     per call:     output_item.added, function_call_arguments.delta, function_call_arguments.done,
@@ -27,6 +29,13 @@ import msgspec
 from host.contract.capabilities import Feature
 from host.contract.domain import ChatMessage, ToolCall
 from host.contract.errors import NotFound, PlughostError
+from host.protocol.reasoning import (
+    ReasoningConfig,
+    ReasoningItem,
+    ReasoningText,
+    ReasoningTextDeltaEvent,
+    ReasoningTextDoneEvent,
+)
 from host.protocol.responses import (
     ArgumentsDeltaEvent,
     ArgumentsDoneEvent,
@@ -40,6 +49,7 @@ from host.protocol.responses import (
     OutputItemEvent,
     OutputMessage,
     OutputText,
+    OutputTokensDetails,
     Response,
     ResponseError,
     ResponsesRequest,
@@ -61,6 +71,7 @@ _PARAMS = {
     Feature.OUTPUT_FORMAT: "text.format",
     Feature.LOGPROBS: "top_logprobs",
     Feature.RAW_PROMPT: "input",
+    Feature.THINKING: "reasoning.effort",
 }
 
 
@@ -99,6 +110,9 @@ class OpenAIResponses:
         [result] = results
         output: list[OutputItem] = []
         incomplete = result.finish_reason == "length"
+        if result.reasoning:
+            cut = incomplete and not result.text and not result.calls  # cut off while thinking
+            output.append(_reasoning_item(result.reasoning, "incomplete" if cut else "completed"))
         if result.text or not result.calls:
             output.append(_message(result.text, "incomplete" if incomplete else "completed"))
         output += [_call_item(call, "incomplete" if incomplete else "completed") for call in result.calls]
@@ -109,12 +123,32 @@ class OpenAIResponses:
         model = generation.model
         yield self._start(model)
         output: list[OutputItem] = []
-        message: _OpenMessage | None = None
+        thinking: _OpenItem | None = None
+        message: _OpenItem | None = None
         finish = "stop"
         async for _, delta in generation.deltas():
+            if delta.reasoning:
+                if thinking is None:
+                    thinking = _OpenItem(f"rs_{uuid.uuid4().hex}", len(output))
+                    yield self._open_reasoning(thinking)
+                thinking.text += delta.reasoning
+                yield self._event(
+                    ReasoningTextDeltaEvent(
+                        sequence_number=self._next(),
+                        item_id=thinking.id,
+                        output_index=thinking.index,
+                        content_index=0,
+                        delta=delta.reasoning,
+                    )
+                )
+            if thinking is not None and (delta.text or delta.tool_calls or delta.finish_reason is not None):
+                answered = bool(delta.text or delta.tool_calls)
+                cut = delta.finish_reason == "length" and not answered
+                yield self._close_reasoning(thinking, "incomplete" if cut else "completed", output)
+                thinking = None
             if delta.text:
                 if message is None:
-                    message = _OpenMessage(f"msg_{uuid.uuid4().hex}", len(output))
+                    message = _OpenItem(f"msg_{uuid.uuid4().hex}", len(output))
                     for event in self._open_message(message):
                         yield event
                 message.text += delta.text
@@ -138,8 +172,9 @@ class OpenAIResponses:
             for call in delta.tool_calls:
                 for event in self._call_events(call, len(output), status, output):
                     yield event
-        if not output:  # an empty answer is still one (empty) message, as OpenAI answers it
-            empty = _OpenMessage(f"msg_{uuid.uuid4().hex}", 0)
+        if all(isinstance(item, ReasoningItem) for item in output):
+            # an empty answer is still one (empty) message, as OpenAI answers it
+            empty = _OpenItem(f"msg_{uuid.uuid4().hex}", len(output))
             status = "incomplete" if finish == "length" else "completed"
             for event in [*self._open_message(empty), *self._close_message(empty, status, output)]:
                 yield event
@@ -188,7 +223,43 @@ class OpenAIResponses:
             for kind in ("response.created", "response.in_progress")
         )
 
-    def _open_message(self, message: _OpenMessage) -> list[bytes]:
+    def _open_reasoning(self, item: _OpenItem) -> bytes:
+        added = OutputItemEvent(
+            type="response.output_item.added",
+            sequence_number=self._next(),
+            output_index=item.index,
+            item=ReasoningItem(id=item.id, status="in_progress", content=[]),
+        )
+        part = ContentPartEvent(
+            type="response.content_part.added",
+            sequence_number=self._next(),
+            item_id=item.id,
+            output_index=item.index,
+            content_index=0,
+            part=ReasoningText(text=""),
+        )
+        return self._event(added) + self._event(part)
+
+    def _close_reasoning(self, item: _OpenItem, status: str, output: list[OutputItem]) -> bytes:
+        done = ReasoningTextDoneEvent(
+            sequence_number=self._next(), item_id=item.id, output_index=item.index, content_index=0, text=item.text
+        )
+        part = ContentPartEvent(
+            type="response.content_part.done",
+            sequence_number=self._next(),
+            item_id=item.id,
+            output_index=item.index,
+            content_index=0,
+            part=ReasoningText(text=item.text),
+        )
+        whole = _reasoning_item(item.text, status, item.id)
+        output.append(whole)
+        item_done = OutputItemEvent(
+            type="response.output_item.done", sequence_number=self._next(), output_index=item.index, item=whole
+        )
+        return self._event(done) + self._event(part) + self._event(item_done)
+
+    def _open_message(self, message: _OpenItem) -> list[bytes]:
         item = OutputMessage(id=message.id, status="in_progress", content=[])
         added = OutputItemEvent(
             type="response.output_item.added", sequence_number=self._next(), output_index=message.index, item=item
@@ -203,7 +274,7 @@ class OpenAIResponses:
         )
         return [self._event(added), self._event(part)]
 
-    def _close_message(self, message: _OpenMessage, status: str, output: list[OutputItem]) -> list[bytes]:
+    def _close_message(self, message: _OpenItem, status: str, output: list[OutputItem]) -> list[bytes]:
         done = TextDoneEvent(
             type="response.output_text.done",
             sequence_number=self._next(),
@@ -291,6 +362,7 @@ class OpenAIResponses:
             top_p=body.top_p,
             user=body.user,
             metadata=body.metadata or {},
+            reasoning=body.reasoning or ReasoningConfig(),
         )
 
     def _finish(self, model: str, output: list[OutputItem], finish: str, generation: Generation) -> Response:
@@ -300,20 +372,27 @@ class OpenAIResponses:
             response.incomplete_details = IncompleteDetails(reason="max_output_tokens")
         u = generation.usage
         response.usage = ResponseUsage(
-            input_tokens=u.prompt_tokens, output_tokens=u.completion_tokens, total_tokens=u.total_tokens
+            input_tokens=u.prompt_tokens,
+            output_tokens=u.completion_tokens,
+            total_tokens=u.total_tokens,
+            output_tokens_details=OutputTokensDetails(reasoning_tokens=u.reasoning_tokens),
         )
         if self.body.store:
             self._store.put(self._owner, response, self._conversation + _as_messages(output))
         return response
 
 
-class _OpenMessage:
-    """The message item a stream is writing."""
+class _OpenItem:
+    """The item (reasoning or message) a stream is writing."""
 
     def __init__(self, item_id: str, index: int) -> None:
         self.id = item_id
         self.index = index
         self.text = ""
+
+
+def _reasoning_item(text: str, status: Any, item_id: str | None = None) -> ReasoningItem:
+    return ReasoningItem(id=item_id or f"rs_{uuid.uuid4().hex}", status=status, content=[ReasoningText(text=text)])
 
 
 def _message(text: str, status: Any, item_id: str | None = None) -> OutputMessage:
@@ -327,13 +406,14 @@ def _call_item(call: ToolCall, status: Any) -> FunctionCallItem:
 
 
 def _as_messages(output: list[OutputItem]) -> tuple[ChatMessage, ...]:
-    """The output as the assistant turn a follow-up replays."""
+    """The output as the assistant turn a follow-up replays (its reasoning included)."""
     text = "".join(p.text for item in output if isinstance(item, OutputMessage) for p in item.content)
+    reasoning = "".join(p.text for item in output if isinstance(item, ReasoningItem) for p in item.content)
     calls = tuple(
         ToolCall(index=i, id=item.call_id, name=item.name, arguments=item.arguments)
         for i, item in enumerate(i for i in output if isinstance(i, FunctionCallItem))
     )
-    return (ChatMessage(role="assistant", content=text, tool_calls=calls),)
+    return (ChatMessage(role="assistant", content=text, tool_calls=calls, reasoning=reasoning or None),)
 
 
 def _failure_code(error: PlughostError) -> str:

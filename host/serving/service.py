@@ -28,6 +28,7 @@ from host.registry import ModelRegistry
 from host.scheduling.pool import ModelPool
 from host.serving import sse
 from host.serving.generation import Collected, Generation
+from host.serving.schemas import with_closed_schemas
 
 #: How long a streamed request may stay silent before its headers go out (then keep-alives).
 HEADERS_AFTER_S = 0.5
@@ -48,8 +49,10 @@ class Dialect(Protocol):
     def stream(self) -> bool:
         """Whether to answer as a stream of events."""
 
-    def param(self, feature: Feature) -> str:
-        """The request field that asks for ``feature`` in this dialect (named by a 400)."""
+    def param(self, feature: Feature) -> str | None:
+        """The request field that asks for ``feature`` in this dialect (named by a 400); ``None``: this
+        request asked for it in a way a model without it may ignore (Chat Completions'
+        ``chat_template_kwargs.enable_thinking``, passed to a chat template that knows no thinking)."""
 
     def field(self, param: str | None) -> str | None:
         """A field as this dialect names it, given its Chat Completions name: backends and shared
@@ -72,12 +75,18 @@ class ChatService:
     """Answers chat-like requests (see the module docstring). One per app."""
 
     def __init__(
-        self, pool: ModelPool, registry: ModelRegistry, metrics: Observer = NO_METRICS, keepalive_s: float = 5.0
+        self,
+        pool: ModelPool,
+        registry: ModelRegistry,
+        metrics: Observer = NO_METRICS,
+        keepalive_s: float = 5.0,
+        open_schema_objects: bool = False,
     ) -> None:
         self._pool = pool
         self._registry = registry
         self._metrics = metrics
         self._keepalive_s = keepalive_s
+        self._open_objects = open_schema_objects  # server.json_schema_objects: open (host.serving.schemas)
 
     async def respond(self, dialect: Dialect) -> Response[Any] | Stream:
         """The answer to one request, whole or streamed."""
@@ -89,7 +98,7 @@ class ChatService:
 
     async def _respond(self, dialect: Dialect) -> Response[Any] | Stream:
         arrived = time.perf_counter()
-        requests = dialect.requests
+        requests = [with_closed_schemas(r, self._open_objects) for r in dialect.requests]
         spec = self._registry.resolve(requests[0].model, Task.CHAT).spec
         _check(spec, requests[0], dialect.param)
         opening = self._open(requests, dialect.per_prompt, arrived)
@@ -103,7 +112,7 @@ class ChatService:
         self._observe(generation)
         return Response(dialect.response(generation.model, results, generation))
 
-    async def prompt_tokens(self, request: ChatRequest, param: Callable[[Feature], str]) -> int:
+    async def prompt_tokens(self, request: ChatRequest, param: Callable[[Feature], str | None]) -> int:
         """Tokens of ``request``'s prompt as its model reads it (chat template and tools included),
         without generating; ``param`` names a dialect's fields for the capability 400. A 400 when the
         model's backend cannot tell (:class:`~host.contract.backend.PromptTokens`)."""
@@ -184,12 +193,12 @@ class _StreamBody:
         self.close()
 
 
-def _check(spec: ModelSpec[Any], request: ChatRequest, param: Callable[[Feature], str]) -> None:
+def _check(spec: ModelSpec[Any], request: ChatRequest, param: Callable[[Feature], str | None]) -> None:
     """A 400 naming the field when a request (any choice: all ask for the same features) asks for a
-    feature the model does not declare."""
+    feature the model does not declare (unless the dialect names no field: the model ignores it)."""
     missing = spec.capabilities.missing(request)
-    if missing is not None:
-        raise InvalidRequest(f"The model '{spec.id}' does not support {_WHAT[missing]}.", param=param(missing))
+    if missing is not None and (name := param(missing)) is not None:
+        raise InvalidRequest(f"The model '{spec.id}' does not support {_WHAT[missing]}.", param=name)
 
 
 _WHAT = {
@@ -197,4 +206,5 @@ _WHAT = {
     Feature.OUTPUT_FORMAT: "this output format (structured outputs)",
     Feature.LOGPROBS: "logprobs",
     Feature.RAW_PROMPT: "raw prompts (text completions without the chat template)",
+    Feature.THINKING: "thinking (it is not a reasoning model)",
 }

@@ -2,8 +2,9 @@
 
 :func:`message_from_stream` reads a raw SSE body event by event and fails on anything Anthropic's
 clients would trip on (an event before ``message_start``, a delta of a block that is not open, a
-delta of the wrong kind for its block, a stream that does not end with ``message_stop``), then
-returns the message the events build, to compare with a plain answer.
+delta of the wrong kind for its block, a thinking block without exactly one ``signature_delta``
+just before its stop, a stream that does not end with ``message_stop``), then returns the message
+the events build, to compare with a plain answer.
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ def check_message(message: dict[str, Any]) -> None:
     assert (message["stop_sequence"] is not None) == (message["stop_reason"] == "stop_sequence")
     usage = message["usage"]
     assert usage["input_tokens"] > 0 and usage["output_tokens"] >= 0
-    for block in message["content"]:
-        assert block["type"] in ("text", "tool_use"), block
+    for i, block in enumerate(message["content"]):
+        assert block["type"] in ("thinking", "text", "tool_use"), block
+        if block["type"] == "thinking":  # first, signed (clients replay it; strict ones refuse "")
+            assert i == 0 and isinstance(block["thinking"], str) and block["signature"], block
         if block["type"] == "tool_use":
             assert block["id"] and block["name"] and isinstance(block["input"], dict)
     if message["stop_reason"] == "tool_use":
@@ -95,6 +98,7 @@ def message_from_stream(body: str) -> dict[str, Any]:
     assert [name for name, _ in events[-2:]] == ["message_delta", "message_stop"], events[-2:]
     blocks: list[dict[str, Any]] = []
     partial: dict[int, str] = {}
+    signed: set[int] = set()
     open_index: int | None = None
     for name, data in events[1:-2]:
         if name == "ping":
@@ -107,7 +111,15 @@ def message_from_stream(body: str) -> dict[str, Any]:
         elif name == "content_block_delta":
             assert data["index"] == open_index, data
             block, delta = blocks[data["index"]], data["delta"]
-            if block["type"] == "text":
+            assert data["index"] not in signed, f"a delta after the signature: {data}"
+            if block["type"] == "thinking":
+                assert delta["type"] in ("thinking_delta", "signature_delta"), data
+                if delta["type"] == "signature_delta":
+                    block["signature"] = delta["signature"]
+                    signed.add(data["index"])
+                else:
+                    block["thinking"] += delta["thinking"]
+            elif block["type"] == "text":
                 assert delta["type"] == "text_delta", data
                 block["text"] += delta["text"]
             else:
@@ -115,6 +127,8 @@ def message_from_stream(body: str) -> dict[str, Any]:
                 partial[data["index"]] += delta["partial_json"]
         elif name == "content_block_stop":
             assert open_index is not None and data["index"] == open_index, data
+            if blocks[open_index]["type"] == "thinking":
+                assert open_index in signed, f"a thinking block stopped without its signature_delta: {data}"
             if blocks[open_index]["type"] == "tool_use":
                 blocks[open_index]["input"] = json.loads(partial[open_index] or "{}")
             open_index = None

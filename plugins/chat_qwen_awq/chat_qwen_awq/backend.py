@@ -46,6 +46,7 @@ from host.sdk import (
     ModelSpec,
     PlacementKind,
     ShuttingDown,
+    TokenizerEndpoints,
     resolve_weights,
 )
 from host.toolkit.torch_utils import free_device_memory
@@ -56,7 +57,7 @@ log = logging.getLogger("plughost.chat_qwen_awq")
 PREFIX_BLOCK_TOKENS = 32
 
 
-class QwenAwqChatBackend(ChatEngineBackend[Prepared]):
+class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
     """Serves a Qwen2 or Qwen3 chat model, AWQ or unquantised (see the module docstring)."""
 
     def __init__(self, spec: ModelSpec[sizing.ChatOptions]) -> None:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from chat_qwen_awq.sizing import ChatOptions
-from host.sdk import ChatDelta, ChatRequest, Grant, ModelSpec, PlacementKind, ShuttingDown
+from host.sdk import ChatDelta, ChatRequest, Grant, ModelSpec, PlacementKind, ShuttingDown, TokenizerEndpoints
 
 log = logging.getLogger("plughost.chat_qwen_awq")
 
@@ -25,7 +25,7 @@ def wants_vllm(grant: Grant) -> bool:
     return grant.placement == PlacementKind.GPU and grant.device.startswith("cuda") and not grant.parked
 
 
-class AutoChatBackend:
+class AutoChatBackend(TokenizerEndpoints):
     """Serves with vLLM or the plugin's engine, per grant (see the module docstring)."""
 
     def __init__(self, spec: ModelSpec[ChatOptions]) -> None:

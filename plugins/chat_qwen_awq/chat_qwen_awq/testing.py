@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +42,10 @@ TINY_QWEN3 = "demo:chat_qwen_awq.demo:TINY_QWEN3_AWQ"
 TINY_QWEN3_DENSE = "demo:chat_qwen_awq.demo:TINY_QWEN3_FP16"
 #: Import string of :class:`RecordingBackend`.
 RECORDING_BACKEND = "chat_qwen_awq.testing:RecordingBackend"
+#: How Qwen3's chat template ends a prompt whose thinking is switched off (an empty think block).
+EMPTY_THINK_BLOCK = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+#: How :func:`thinking_folder`'s template ends a prompt whose thinking is on (the block opened).
+OPEN_THINK_BLOCK = "<|im_start|>assistant\n<think>\n"
 
 
 def tiny_config(**options: Any) -> HostConfig:
@@ -59,6 +65,31 @@ def qwen3_backend(weights: str = TINY_QWEN3, grant: Grant | None = None, **optio
     backend = QwenAwqChatBackend(model_spec(qwen3_config(weights, **options), QWEN3_ID))
     backend.load(grant or cpu_grant())
     return backend
+
+
+def thinking_folder(dest: Path) -> Path:
+    """The tiny Qwen3 (AWQ) copied to ``dest``, its chat template's generation prompt changed to open
+    the think block while thinking is on (as Qwen3's Thinking-2507 templates do) and to write Qwen3's
+    empty block when it is off. A random-weight model never opens the block itself: served from here,
+    it thinks until a thinking budget closes the block, and every switch still turns thinking off."""
+    from chat_qwen_awq.demo import TINY_QWEN3_AWQ
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in TINY_QWEN3_AWQ.folder().iterdir():
+        shutil.copy(f, dest / f.name)
+    config_file = dest / "tokenizer_config.json"
+    config = json.loads(config_file.read_text("utf-8"))
+    head, _, _ = config["chat_template"].rpartition("{%- if add_generation_prompt %}")
+    config["chat_template"] = head + (
+        "{%- if add_generation_prompt %}\n"
+        "    {{- '<|im_start|>assistant\\n<think>\\n' }}\n"
+        "    {%- if enable_thinking is defined and enable_thinking is false %}\n"
+        "        {{- '\\n</think>\\n\\n' }}\n"
+        "    {%- endif %}\n"
+        "{%- endif %}"
+    )
+    config_file.write_text(json.dumps(config), "utf-8")
+    return dest
 
 
 def cpu_grant() -> Grant:
@@ -109,27 +140,38 @@ async def engine_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDel
 
 
 class RecordingPlugin:
-    """A plugin registering the real declaration, served by :class:`RecordingBackend` (its tests
-    look at the engine behind a live server)."""
+    """A plugin registering the real declaration of ``model_id`` (the seed's model unless given),
+    served by :class:`RecordingBackend` (its tests look at the engine behind a live server)."""
 
     name = "chat_qwen_awq_recording"
+
+    def __init__(self, model_id: str = MODEL_ID) -> None:
+        self.model_id = model_id
 
     @hookimpl
     def register_models(self, config: HostConfig) -> list[ModelSpec]:
         """The plugin's own spec with :data:`RECORDING_BACKEND` as its backend."""
         from chat_qwen_awq import model_spec
 
-        return [msgspec.structs.replace(model_spec(config), backend=RECORDING_BACKEND)]
+        return [msgspec.structs.replace(model_spec(config, self.model_id), backend=RECORDING_BACKEND)]
 
 
 class RecordingBackend(QwenAwqChatBackend):
-    """The real backend; every instance is kept so that tests can look at its engine."""
+    """The real backend; every instance is kept so that tests can look at its engine, and every
+    prompt it prepared (as text, special tokens included) is kept in :attr:`prompts`."""
 
     instances: ClassVar[list[RecordingBackend]] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.prompts: list[str] = []
         RecordingBackend.instances.append(self)
+
+    def prepare(self, request: ChatRequest) -> Any:
+        """The real preparation; its prompt is recorded."""
+        prepared = super().prepare(request)
+        self.prompts.append(self._tokenizer.decode(prepared.prompt_ids))
+        return prepared
 
 
 @contextlib.contextmanager

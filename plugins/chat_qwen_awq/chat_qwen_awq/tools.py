@@ -4,9 +4,11 @@ The model answers a call as ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n
 (the format of its chat template; several blocks for parallel calls, possibly after some text).
 :class:`ToolCallParser` takes the text deltas of a generation and splits them into content and
 calls. A block is emitted whole when its closing tag arrives, so a malformed block (not JSON,
-no name) is given back as ordinary text, never as half a call. Text that may be the start of a
-tag is held back until the next delta decides. Whitespace between content and a call, or between
-calls, is dropped (the template's own separators).
+no name) is given back as ordinary text, never as half a call. A block cut off by the token limit
+(``finish_reason`` "length") is a call with the arguments written so far, as OpenAI returns it,
+once its name is complete; before that it is dropped: template markup never reaches content.
+Text that may be the start of a tag is held back until the next delta decides. Whitespace
+between content and a call, or between calls, is dropped (the template's own separators).
 
 Pure functions of the text: no tokenizer, no torch.
 """
@@ -14,6 +16,7 @@ Pure functions of the text: no tokenizer, no torch.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -52,6 +55,23 @@ def parse_block(body: str) -> tuple[str, str] | None:
     if not isinstance(args, dict):
         return None
     return data["name"], json.dumps(args, ensure_ascii=False)
+
+
+#: The start of a call block's JSON: its complete name, then the arguments so far (if begun).
+_PARTIAL = re.compile(r'\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*(?:,\s*"(?:arguments|parameters)"\s*:\s*(.*))?', re.S)
+
+
+def partial_call(body: str) -> tuple[str, str] | None:
+    """``(name, arguments text so far)`` of a block the token limit cut, or ``None`` before its name
+    is complete. A body that is already a whole call gives the call (see :func:`parse_block`)."""
+    whole = parse_block(body)
+    if whole is not None:
+        return whole
+    match = _PARTIAL.match(body)
+    if match is None:
+        return None
+    name = json.loads(match.group(1))
+    return (name, match.group(2) or "") if name else None
 
 
 def tag_prefix(text: str, tag: str) -> int:
@@ -111,9 +131,18 @@ class ToolCallParser:
             self._buffer = self._buffer[len(self._buffer) - keep :]
             return out
 
-    def flush(self) -> Parsed:
-        """The generation ended: an unterminated block and held text are content."""
+    def flush(self, truncated: bool = False) -> Parsed:
+        """The generation ended: held text is content. An unterminated block is content too, unless
+        the token limit cut it (``truncated``) while it looked like a call: then it is a call with
+        the arguments written so far, or nothing before the call's name is complete."""
         out = Parsed()
+        body = self._buffer.strip()
+        if self._in_block and truncated and (not body or body.startswith("{")):
+            self._buffer, self._in_block, self._spaces = "", False, ""
+            cut = partial_call(body)
+            if cut is not None:
+                out.calls.append(ToolCall(index=self.calls, id=new_call_id(), name=cut[0], arguments=cut[1]))
+                self.calls += 1
         rest = (OPEN if self._in_block else "") + self._buffer
         self._buffer, self._in_block = "", False
         self._content(out, rest)
@@ -137,14 +166,15 @@ class ToolCallParser:
 
 async def with_tool_calls(deltas: AsyncIterator[ChatDelta]) -> AsyncIterator[ChatDelta]:
     """Run a generation's deltas through a :class:`ToolCallParser`: content and calls, and
-    ``finish_reason`` "tool_calls" when the model stopped after making calls."""
+    ``finish_reason`` "tool_calls" when the model stopped after making calls ("length", with the
+    cut call among the calls, when the token limit ended it inside one)."""
     parser = ToolCallParser()
     async for delta in deltas:
         parsed = parser.feed(delta.text)
         if delta.finish_reason is None:
             yield msgspec.structs.replace(delta, text=parsed.text, tool_calls=parsed.calls)
             continue
-        rest = parser.flush()
+        rest = parser.flush(truncated=delta.finish_reason == "length")
         reason = "tool_calls" if parser.calls and delta.finish_reason == "stop" else delta.finish_reason
         yield msgspec.structs.replace(
             delta, text=parsed.text + rest.text, tool_calls=parsed.calls + rest.calls, finish_reason=reason

@@ -55,6 +55,7 @@ from host.sdk import (
     PlughostError,
     QueueFull,
     ShuttingDown,
+    TokenizerEndpoints,
     TokenLogprob,
     TopLogprob,
     resolve_weights,
@@ -196,7 +197,7 @@ class VllmPrepared:
     opened: bool = False  # the prompt ends inside an open think block (the template opened it)
 
 
-class VllmChatBackend(ChatEngineBackend[VllmPrepared]):
+class VllmChatBackend(TokenizerEndpoints, ChatEngineBackend[VllmPrepared]):
     """Serves a Qwen2 AWQ chat model with vLLM (see the module docstring)."""
 
     def __init__(self, spec: ModelSpec[sizing.ChatOptions]) -> None:

@@ -5,7 +5,12 @@ pins conflict with the project's), against a server of the tiny random-weight mo
 mean nothing; the SDK must parse every answer, run the tool the model was forced to call, send its
 result back, and parse a structured output. Prints one JSON line for the test to check.
 
-Environment: ``PLUGHOST_URL`` (``.../v1``), ``PLUGHOST_KEY``, ``PLUGHOST_MODEL``.
+Also started by ``test_chat_qwen_awq_reasoning_http.py`` against a thinking model: the SDK must parse
+its reasoning items too and send them back with the tool's result.
+
+Environment: ``PLUGHOST_URL`` (``.../v1``), ``PLUGHOST_KEY``, ``PLUGHOST_MODEL``; optionally
+``PLUGHOST_EXTRA_BODY`` (JSON: extra request fields, such as a thinking budget) and
+``PLUGHOST_MAX_TOKENS`` (of the forced turn, default 80: a thinking model needs room for its block).
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from agents import (
     set_default_openai_client,
     set_tracing_disabled,
 )
-from agents.items import ToolCallItem, ToolCallOutputItem
+from agents.items import ReasoningItem, ToolCallItem, ToolCallOutputItem
 from openai import AsyncOpenAI
 from pydantic import BaseModel, Field
 
 MODEL = os.environ["PLUGHOST_MODEL"]
+EXTRA_BODY = json.loads(os.environ.get("PLUGHOST_EXTRA_BODY", "null"))
+MAX_TOKENS = int(os.environ.get("PLUGHOST_MAX_TOKENS", "80"))
 calls: list[dict[str, object]] = []
 
 
@@ -59,14 +66,19 @@ async def main() -> dict[str, object]:
         AsyncOpenAI(base_url=os.environ["PLUGHOST_URL"], api_key=os.environ["PLUGHOST_KEY"], max_retries=0)
     )
     structured = await Runner.run(
-        Agent(name="forecast", model=MODEL, output_type=Forecast, model_settings=ModelSettings(temperature=0)),
+        Agent(
+            name="forecast",
+            model=MODEL,
+            output_type=Forecast,
+            model_settings=ModelSettings(temperature=0, extra_body=EXTRA_BODY),
+        ),
         "Forecast for Paris.",
     )
     assert isinstance(structured.final_output, Forecast), structured.final_output
 
     # A forced call on the first turn (text.format is sent too: the agent has an output type), the
     # tool run by the SDK, its result sent back as a function_call_output, a structured answer.
-    forced = ModelSettings(temperature=0, max_tokens=80, tool_choice="get_weather")
+    forced = ModelSettings(temperature=0, max_tokens=MAX_TOKENS, tool_choice="get_weather", extra_body=EXTRA_BODY)
     weather = Agent(name="weather", model=MODEL, tools=[get_weather], output_type=Forecast, model_settings=forced)
     streamed = Runner.run_streamed(weather, "What is the weather in Paris for the next 3 days?", max_turns=3)
     events = 0
@@ -82,6 +94,7 @@ async def main() -> dict[str, object]:
         "tool_output_sent": bool(outputs),
         "streamed_events": events,
         "streamed_structured": streamed.final_output.model_dump(),
+        "reasoning_items": sum(isinstance(i, ReasoningItem) for i in streamed.new_items),
     }
 
 

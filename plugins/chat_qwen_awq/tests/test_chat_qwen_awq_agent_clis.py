@@ -1,7 +1,8 @@
-"""Agent CLIs that users point at local servers, run for real against ``plughost serve``: the slow
-tier ``scripts/test-agent-clis`` (CI does not run it: it installs a ~400 MB npm package).
+"""Agent CLIs that users point at local servers, run for real against ``plughost serve`` (slow
+tier, CI runs it: ``host.testing.agent_clis`` installs the pinned CLIs once with npm, ~400 MB for
+Codex's platform binary, and skips saying why where node, npm or the registry is missing).
 
-The Codex CLI (``@openai/codex``, pinned in ``scripts/agent-clis/``) talks to ``/v1/responses``
+The Codex CLI (``@openai/codex``, pinned in ``tests/clis/``) talks to ``/v1/responses``
 through a custom model provider (``wire_api = "responses"``), configured as docs/api.md says. Its
 own instructions and tools are a ~14,000-token prompt, so the chat model is the demo stand-in at
 a 32k-position shape (same builder, same seed; the default stand-in has 2,048 positions). A
@@ -26,9 +27,9 @@ import pytest
 import yaml
 
 from chat_qwen_awq.testing import MODEL_ID, PLUGIN_ROOT
+from host.testing.agent_clis import agent_cli
 from host.testing.server import free_port, wait_until_healthy
 
-BIN = os.environ.get("PLUGHOST_AGENT_CLIS")
 KEY = "sk-plughost-codex"
 ANSWER = {
     "type": "object",
@@ -37,9 +38,7 @@ ANSWER = {
     "additionalProperties": False,
 }
 
-pytestmark = pytest.mark.skipif(
-    BIN is None, reason="the agent-CLI tier: scripts/test-agent-clis installs the CLIs (npm) and runs it"
-)
+pytestmark = pytest.mark.slow
 
 
 def long_context_stand_in() -> Path:
@@ -99,11 +98,13 @@ def codex_home(folder: Path, url: str) -> Path:
     return folder
 
 
-def test_codex_exec_completes_against_plughost(plughost: tuple[str, Path], tmp_path: Path) -> None:
-    assert BIN is not None
-    codex = Path(BIN) / "codex"
-    if not codex.exists():
-        pytest.skip(f"{codex} is missing: scripts/test-agent-clis installs it with npm")
+@pytest.fixture(scope="module")
+def codex() -> list[str]:
+    """The pinned Codex CLI (installed with npm on first use)."""
+    return agent_cli("codex", "@openai/codex")
+
+
+def test_codex_exec_completes_against_plughost(codex: list[str], plughost: tuple[str, Path], tmp_path: Path) -> None:
     url, log = plughost
     schema, last, work = tmp_path / "answer.json", tmp_path / "last.txt", tmp_path / "work"
     schema.write_text(json.dumps(ANSWER), encoding="utf-8")
@@ -116,7 +117,7 @@ def test_codex_exec_completes_against_plughost(plughost: tuple[str, Path], tmp_p
     }
     done = subprocess.run(
         [
-            str(codex),
+            *codex,
             "exec",
             "--skip-git-repo-check",
             "--ephemeral",

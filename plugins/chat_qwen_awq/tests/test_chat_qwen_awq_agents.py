@@ -126,6 +126,34 @@ def test_forced_calls_stream_as_fragments_that_concatenate_per_index(client: Ope
     ]
 
 
+@pytest.mark.parametrize("cut", ["inside the name", "inside the arguments"])
+def test_a_forced_call_cut_by_max_tokens_is_a_tool_call_with_length(client: OpenAI, cut: str) -> None:
+    choice = {"type": "function", "function": {"name": "get_weather"}}
+    whole = create(client, messages=ASK, tools=TOOLS, tool_choice=choice)
+    assert whole.choices[0].finish_reason == "tool_calls"
+    # The whole answer ends '..."days": 3}}', '\n', '</tool_call>', '<|im_end|>': six tokens fewer cut its arguments.
+    max_tokens = 2 if cut == "inside the name" else whole.usage.completion_tokens - 6
+    plain = create(client, messages=ASK, tools=TOOLS, tool_choice=choice, max_tokens=max_tokens).choices[0]
+    assert plain.finish_reason == "length"
+    assert plain.message.content is None or "<tool_call>" not in plain.message.content
+    chunks = list(create(client, messages=ASK, tools=TOOLS, tool_choice=choice, max_tokens=max_tokens, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert not "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    streamed = [p for c in chunks if c.choices for p in c.choices[0].delta.tool_calls or ()]
+    if cut == "inside the name":  # nothing to return as a call yet, and no markup either
+        assert plain.message.tool_calls is None and not streamed
+        return
+    [call] = plain.message.tool_calls
+    assert call.function.name == "get_weather" and call.id.startswith("call_")
+    expected = whole.choices[0].message.tool_calls[0].function.arguments
+    assert expected.startswith(call.function.arguments) and len(call.function.arguments) < len(expected)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(call.function.arguments)
+    # Streamed: the same call, in OpenAI's fragments.
+    assert streamed[0].id.startswith("call_") and streamed[0].function.name == "get_weather"
+    assert "".join(p.function.arguments or "" for p in streamed) == call.function.arguments
+
+
 def test_a_tool_result_round_trip_is_accepted(client: OpenAI) -> None:
     first = create(client, messages=ASK, tools=TOOLS, tool_choice="required")
     message = first.choices[0].message
@@ -334,14 +362,22 @@ def test_n_forced_tool_calls_stream_per_choice(client: OpenAI) -> None:
     kwargs: dict[str, Any] = dict(messages=ASK, tools=TOOLS, tool_choice="required", n=2, temperature=0.9, seed=3)
     chunks = list(create(client, **kwargs, stream=True))
     calls: dict[tuple[int, int], dict[str, str]] = {}
+    finish: dict[int, str] = {}
     for chunk in chunks:
         for choice in chunk.choices:
             for piece in choice.delta.tool_calls or ():
                 call = calls.setdefault((choice.index, piece.index), {"name": "", "arguments": ""})
                 call["name"] += (piece.function.name or "") if piece.function else ""
                 call["arguments"] += (piece.function.arguments or "") if piece.function else ""
+            if choice.finish_reason is not None:
+                finish[choice.index] = choice.finish_reason
     assert {choice for choice, _ in calls} == {0, 1}
-    for call in calls.values():
+    for (choice, index), call in calls.items():
+        last = index == max(i for c, i in calls if c == choice)
+        if finish[choice] == "length" and last:  # sampled parallel calls ran into max_tokens: this one is cut
+            assert call["name"] in PARAMS
+            continue
+        assert finish[choice] in ("tool_calls", "length")
         check_call(call["name"], call["arguments"])
 
 

@@ -272,7 +272,9 @@ def test_hostile_thinking_inputs_are_400_before_any_work(opened: Any) -> None:
 
 
 def test_max_tokens_counts_thinking_and_may_cut_the_closing_words(opened: Any) -> None:
-    deltas = asyncio.run(_complete(opened, chat("hello", thinking_budget=4, sampling=SamplingParams(max_tokens=10))))
+    deltas = asyncio.run(
+        _complete(opened, chat("hello", thinking_budget=4, sampling=SamplingParams(max_tokens=10, temperature=0)))
+    )
     _reasoning, text = _joined(deltas)
     assert text == "" and deltas[-1].finish_reason == "length"
     assert deltas[-1].completion_tokens == deltas[-1].reasoning_tokens == 10

@@ -92,6 +92,39 @@ def test_an_unterminated_block_is_text_at_the_end() -> None:
     assert text == 'Hi <tool_call>\n{"name": "f", "argu'
 
 
+@pytest.mark.parametrize(
+    ("chunks", "text", "calls"),
+    [
+        # OpenAI's answer to a call cut by max_tokens: the call, its arguments so far.
+        (['<tool_call>\n{"name": "lookup",'], "", [("lookup", "")]),
+        (['<tool_call>\n{"name": "lookup", "arguments": {"q": "ab'], "", [("lookup", '{"q": "ab')]),
+        (['Sure. <tool_call>\n{"name": "lookup", "arguments": {"q": 1}}'], "Sure.", [("lookup", '{"q": 1}')]),
+        (
+            [CALL_A, '\n<tool_call>\n{"name": "get_time", "arg'],
+            "",
+            [("get_weather", '{"city": "Paris"}'), ("get_time", "")],
+        ),
+        # Before the name is complete nothing is a call yet, and the markup is never content.
+        (['<tool_call>\n{"na'], "", []),
+        (["Hi <tool_call>"], "Hi", []),
+        # A block that does not look like a call stays text, as when the model stops.
+        (["Hi <tool_call> oh well"], "Hi <tool_call> oh well", []),
+    ],
+)
+def test_a_block_cut_by_the_token_limit_is_a_call_never_markup(
+    chunks: list[str], text: str, calls: list[tuple[str, str]]
+) -> None:
+    parser = ToolCallParser()
+    got_text, got_calls = "", []
+    for chunk in chunks:
+        out = parser.feed(chunk)
+        got_text, got_calls = got_text + out.text, got_calls + out.calls
+    out = parser.flush(truncated=True)
+    assert got_text + out.text == text
+    assert [(c.name, c.arguments) for c in got_calls + out.calls] == calls
+    assert [c.index for c in got_calls + out.calls] == list(range(len(calls)))
+
+
 def test_string_arguments_holding_json_are_kept() -> None:
     assert parse_block('{"name": "f", "arguments": "{\\"a\\": 1}"}') == ("f", '{"a": 1}')
     assert parse_block('{"name": "f"}') == ("f", "{}")

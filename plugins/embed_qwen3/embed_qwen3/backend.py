@@ -38,6 +38,7 @@ from host.sdk import (
     Grant,
     InvalidRequest,
     ModelSpec,
+    TokenizerEndpoints,
     over_limit_prefix,
     resolve_weights,
 )
@@ -70,7 +71,7 @@ class EmbedInput:
         self.truncate = truncate
 
 
-class Qwen3EmbeddingBackend(BatchedBackend[EmbedInput, list[int], tuple[np.ndarray, int]]):
+class Qwen3EmbeddingBackend(TokenizerEndpoints, BatchedBackend[EmbedInput, list[int], tuple[np.ndarray, int]]):
     """Serves one Qwen3-Embedding model (any size) through :class:`~host.toolkit.batched.BatchedBackend`."""
 
     kind = "embed"

@@ -23,6 +23,7 @@ tokenisation on its prepare thread, forward passes on its compute thread, never 
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +38,7 @@ from host.sdk import (
     ModelSpec,
     RerankRequest,
     RerankResult,
+    TokenizerEndpoints,
     resolve_weights,
 )
 from host.toolkit.torch_utils import cast_parameters, free_device_memory, left_pad, place
@@ -52,7 +54,7 @@ _GPU_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 Pair = tuple[str, str, str]
 
 
-class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]]):
+class Qwen3RerankerBackend(TokenizerEndpoints, BatchedBackend[Pair, EncodedPair, tuple[float, int]]):
     """Serves :class:`~host.contract.domain.RerankRequest` for a Qwen3-Reranker checkpoint.
 
     Options (see :mod:`rerank_qwen3`): ``weights``, ``instruction``, ``max_length``,
@@ -156,14 +158,18 @@ class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]])
 
     # -- serving ----------------------------------------------------------------------------------
     async def rerank(self, request: RerankRequest) -> RerankResult:
-        """One score in [0, 1] per document, in order; ``prompt_tokens`` counts every prompt's tokens."""
+        """One score in [0, 1] per document, in order (P(yes)), with the logit margins it came from as
+        ``raw_scores``; ``prompt_tokens`` counts every prompt's tokens."""
         if not request.query.strip():
             raise InvalidRequest("'query' must not be empty.", param="query")
         if not request.documents:
             return RerankResult(scores=[], prompt_tokens=0)
         instruction = request.instruction if request.instruction and request.instruction.strip() else self.instruction
         results = await self.submit([(instruction, request.query, doc) for doc in request.documents])
-        return RerankResult(scores=[score for score, _ in results], prompt_tokens=sum(n for _, n in results))
+        margins = [margin for margin, _ in results]
+        return RerankResult(
+            scores=[probability(m) for m in margins], prompt_tokens=sum(n for _, n in results), raw_scores=margins
+        )
 
     def prepare(self, pairs: Sequence[Pair]) -> list[EncodedPair]:
         """Tokenise pairs (the batcher's prepare thread: the only thread using the tokenizer)."""
@@ -182,7 +188,7 @@ class Qwen3RerankerBackend(BatchedBackend[Pair, EncodedPair, tuple[float, int]])
         return SharedPrefixCost() if self.share_prefix else None
 
     def run(self, batch: list[EncodedPair]) -> list[tuple[float, int]]:
-        """Score one batch (the batcher's compute thread): ``(P(yes), prompt tokens)`` per pair."""
+        """Score one batch (the batcher's compute thread): ``(logit_yes − logit_no, prompt tokens)`` per pair."""
         base, head = self.base, self.head
         if base is None or head is None:
             raise RuntimeError(f"{self.spec.id} is not loaded")
@@ -224,7 +230,8 @@ class SharedPrefixCost:
 def score_batch(
     base: Any, head: torch.Tensor, rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
 ) -> list[float]:
-    """sigmoid(logit_yes − logit_no) at the last position of each row; ``head`` = rows (no, yes)."""
+    """logit_yes − logit_no at the last position of each row (:func:`probability` makes it the score);
+    ``head`` = rows (no, yes)."""
     ids, mask, positions = left_pad(rows, pad_id)
     with torch.inference_mode():
         out = base(
@@ -232,7 +239,12 @@ def score_batch(
         )
         last = out.last_hidden_state[:, -1, :].float()  # left padding: the last column is every row's last token
         logits = last @ head.T  # [rows, 2] = (no, yes)
-        return torch.sigmoid(logits[:, 1] - logits[:, 0]).tolist()
+        return (logits[:, 1] - logits[:, 0]).tolist()
+
+
+def probability(margin: float) -> float:
+    """P(yes) over {no, yes} from the logit margin: sigmoid(logit_yes − logit_no)."""
+    return 1.0 / (1.0 + math.exp(-margin)) if margin >= 0 else math.exp(margin) / (1.0 + math.exp(margin))
 
 
 #: Key/value states of one prefix: ``[2 (keys, values), layers, kv_heads, tokens, head_dim]``.
@@ -357,4 +369,4 @@ def score_shared(
         )
         last = out.last_hidden_state[:, -1, :].float()
         logits = last @ head.T  # [rows, 2] = (no, yes)
-        return torch.sigmoid(logits[:, 1] - logits[:, 0]).tolist()
+        return (logits[:, 1] - logits[:, 0]).tolist()

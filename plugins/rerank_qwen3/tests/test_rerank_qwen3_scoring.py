@@ -91,7 +91,7 @@ async def test_prompt_tokens_are_exact(backend: Any) -> None:
 
 
 async def test_score_is_batch_invariant(backend: Any) -> None:
-    from rerank_qwen3.backend import score_batch
+    from rerank_qwen3.backend import probability, score_batch
 
     target = DOCS[0]
     alone = (await backend.rerank(request(QUERY, [target]))).scores[0]
@@ -104,9 +104,11 @@ async def test_score_is_batch_invariant(backend: Any) -> None:
     # One forced batch of all 50 rows: the target is left-padded to the longest of them.
     rows = [backend.encoder.encode(backend.instruction, QUERY, d).ids for d in [target, *others]]
     assert len(rows[0]) < max(len(r) for r in rows) // 2
-    batch = score_batch(backend.base, backend.head, rows, backend.pad_id, backend.device)
+    batch = [probability(m) for m in score_batch(backend.base, backend.head, rows, backend.pad_id, backend.device)]
     assert abs(batch[0] - alone) <= 1e-5
-    singles = [score_batch(backend.base, backend.head, [r], backend.pad_id, backend.device)[0] for r in rows[1:8]]
+    singles = [
+        probability(score_batch(backend.base, backend.head, [r], backend.pad_id, backend.device)[0]) for r in rows[1:8]
+    ]
     assert max(abs(a - b) for a, b in zip(batch[1:8], singles)) <= 1e-5
 
 

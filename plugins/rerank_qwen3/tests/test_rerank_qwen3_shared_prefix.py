@@ -86,7 +86,7 @@ async def test_scores_equal_those_of_whole_pairs(backend: Any, whole: Any) -> No
 
 
 async def test_score_alone_equals_score_among_fifty(backend: Any) -> None:
-    from rerank_qwen3.backend import PrefixCache, score_shared
+    from rerank_qwen3.backend import PrefixCache, probability, score_shared
 
     docs = fifty()
     alone = [(await backend.rerank(request(QUERY, [d]))).scores[0] for d in docs[:20]]
@@ -96,12 +96,17 @@ async def test_score_alone_equals_score_among_fifty(backend: Any) -> None:
     other = [backend.encoder.encode_shared(backend.instruction, "a much longer query " * 5, d) for d in docs[:5]]
     rows = [backend.encoder.encode_shared(backend.instruction, QUERY, d) for d in docs] + other
     assert len({p.shared for p in rows}) == 2
-    batch = score_shared(
+    margins = score_shared(
         backend.base, backend.head, [(p.ids, p.shared) for p in rows], backend.pad_id, backend.device, PrefixCache(0)
     )
+    batch = [probability(m) for m in margins]
     assert max(abs(a - b) for a, b in zip(batch[:20], alone)) <= 1e-5
     singles = [
-        score_shared(backend.base, backend.head, [(p.ids, p.shared)], backend.pad_id, backend.device, PrefixCache(0))[0]
+        probability(
+            score_shared(
+                backend.base, backend.head, [(p.ids, p.shared)], backend.pad_id, backend.device, PrefixCache(0)
+            )[0]
+        )
         for p in other
     ]
     assert max(abs(a - b) for a, b in zip(batch[50:], singles)) <= 1e-5
