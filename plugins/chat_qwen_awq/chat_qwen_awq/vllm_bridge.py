@@ -283,7 +283,8 @@ class Bridge:
             task.add_done_callback(lambda _: self.tasks.pop(message.id, None))
         elif isinstance(message, Abort):
             running = self.tasks.get(message.id)
-            if running is not None:
+            if running is not None and not running.done():
+                self.aborted += 1
                 running.cancel()  # AsyncLLM.generate aborts the request in the engine when cancelled
         elif isinstance(message, Control):
             call = asyncio.get_running_loop().create_task(self._control(message))
@@ -324,7 +325,7 @@ class Bridge:
                 self.send(Tokens(message.id, ids, lps, finish))
                 await self.writer.drain()
         except asyncio.CancelledError:
-            self.aborted += 1  # by the server; AsyncLLM.generate aborted the request in the engine
+            pass  # aborted by the server; AsyncLLM.generate aborted the request in the engine
         except EngineDeadError as exc:
             self.send(Failed(message.id, f"the vLLM engine died: {exc}", dead=True))
             self.die(f"the vLLM engine died: {exc}")
