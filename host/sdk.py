@@ -30,6 +30,7 @@ from host.contract.domain import (
 )
 from host.contract.errors import (
     BackendError,
+    EngineUnavailable,
     InvalidRequest,
     PlughostError,
     QueueFull,
@@ -72,6 +73,7 @@ __all__ = [
     "EmbeddingBackend",
     "EmbeddingRequest",
     "EmbeddingResult",
+    "EngineUnavailable",
     "Feature",
     "GiB",
     "Grant",

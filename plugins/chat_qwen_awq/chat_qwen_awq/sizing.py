@@ -268,6 +268,12 @@ class ChatOptions(Options, frozen=True):
         both numbers (``None``: context_length).
     :ivar max_waiting_sequences: bound of the line for a free sequence slot: a newcomer gets 429
         when this many waiting requests would go before it (never more than twice this many wait).
+    :ivar engine: ``auto`` (vLLM when the model is placed wholly on a CUDA GPU and a vLLM environment
+        is configured, else the plugin's own engine), ``plughost`` (always the plugin's engine) or
+        ``vllm`` (always vLLM: its GPU or CPU build, whichever the environment holds; never hybrid).
+    :ivar vllm_python: the Python of a vLLM environment (``None``: ``$PLUGHOST_VLLM_PYTHON``); see
+        docs/deployment.md ("vLLM as the chat engine").
+    :ivar vllm_start_timeout_s: how long a vLLM engine may take to start before the load fails.
     :ivar thinking: a thinking model's (Qwen3's) default for requests that neither switch thinking
         themselves nor write ``/think`` or ``/no_think``: ``on`` or ``off`` (YAML's unquoted ``on``/
         ``off`` are booleans: ``true``/``false`` mean the same; ``None``: the chat template's own
@@ -286,6 +292,9 @@ class ChatOptions(Options, frozen=True):
     default_max_tokens: PositiveInt = 2048
     max_tokens_cap: PositiveInt | None = None
     max_waiting_sequences: Annotated[int, msgspec.Meta(ge=0)] = 128
+    engine: Literal["auto", "plughost", "vllm"] = "auto"
+    vllm_python: str | None = None
+    vllm_start_timeout_s: PositiveInt = 600
     thinking: Literal["on", "off"] | bool | None = None
     thinking_budget: PositiveInt | None = None
 
