@@ -35,6 +35,10 @@ on small machines (the depth used is printed). Run::
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_chat.py --layers 8
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_chat.py --per-parameter --models 0.5b,qwen3-0.6b
+
+``--engine vllm``: instead, the plugin's engine and vLLM side by side on each model
+(:mod:`chat_engines`: cold load, 1/8/32 streams, RAG-prompt TTFT, offload and back); ``7b`` is a
+random Qwen2.5-7B-shaped AWQ model (the issue-22 GPU run).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins" / "chat_qwen_awq")]
 
+import chat_engines  # noqa: E402 - bench/chat_engines.py: --engine vllm
 import torch  # noqa: E402
 from prompts import PROMPTS  # noqa: E402 - bench/prompts.py (shared with bench_llama_cpp.py)
 
@@ -65,7 +70,7 @@ from chat_qwen_awq.testing import greedy_generate_kwargs  # noqa: E402
 from host.contract.config import config_from_dict  # noqa: E402
 from host.contract.domain import ChatMessage, ChatRequest, OutputFormat, SamplingParams  # noqa: E402
 from host.contract.spec import Grant, PlacementKind  # noqa: E402
-from host.demo.shapes import QWEN2_5_0_5B_SHAPE, QWEN3_0_6B_CHAT_SHAPE  # noqa: E402
+from host.demo.shapes import QWEN2_5_0_5B_SHAPE, QWEN2_5_7B_SHAPE, QWEN3_0_6B_CHAT_SHAPE  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -590,7 +595,7 @@ def report(r: dict[str, Any], streams: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="tiny,0.5b", help="comma-separated: tiny, 0.5b, qwen3-tiny, qwen3-0.6b")
+    parser.add_argument("--models", default="tiny,0.5b", help="comma-separated: tiny, 0.5b, qwen3-tiny, qwen3-0.6b, 7b")
     parser.add_argument(
         "--layers", type=int, default=None, help="decoder layers of the 0.5B/0.6B-shaped models (24/28)"
     )
@@ -631,6 +636,7 @@ def main() -> None:
         "with and without the prefix cache",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    chat_engines.add_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
     results: list[dict[str, Any]] = []
@@ -640,12 +646,12 @@ def main() -> None:
             folder, label, tokens = TINY_AWQ.folder(), "tiny qwen2-awq", 256
         elif name == "qwen3-tiny":
             folder, label, tokens = TINY_QWEN3_AWQ.folder(), "tiny qwen3-awq", 256
-        elif name in ("0.5b", "qwen3-0.6b"):
-            demo, real, label = (
-                (TINY_AWQ, QWEN2_5_0_5B_SHAPE, "Qwen2.5-0.5B-shaped AWQ")
-                if name == "0.5b"
-                else (TINY_QWEN3_AWQ, QWEN3_0_6B_CHAT_SHAPE, "Qwen3-0.6B-shaped AWQ")
-            )
+        elif name in ("0.5b", "qwen3-0.6b", "7b"):
+            demo, real, label = {
+                "0.5b": (TINY_AWQ, QWEN2_5_0_5B_SHAPE, "Qwen2.5-0.5B-shaped AWQ"),
+                "qwen3-0.6b": (TINY_QWEN3_AWQ, QWEN3_0_6B_CHAT_SHAPE, "Qwen3-0.6B-shaped AWQ"),
+                "7b": (TINY_AWQ, QWEN2_5_7B_SHAPE, "Qwen2.5-7B-shaped AWQ"),
+            }[name]
             shape = dataclasses.replace(real, num_hidden_layers=args.layers) if args.layers else real
             print(
                 f"building/caching the {label} model with {shape.num_hidden_layers} layers "
@@ -670,6 +676,9 @@ def main() -> None:
         return
     for label, model_folder, tokens in chosen:
         folder = model_folder if args.tokenizer is None else with_tokenizer(model_folder, args.tokenizer)
+        if args.engine == "vllm":
+            results.append(chat_engines.run_from_args(args, folder, label, args.tokens or tokens))
+            continue
         for head in args.cpu_head_dtype.split(","):
             if args.constrained:
                 r = bench_constrained(label, folder, args.tokens or tokens, args.repeats, args.streams, head)

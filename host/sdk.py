@@ -30,6 +30,7 @@ from host.contract.domain import (
 )
 from host.contract.errors import (
     BackendError,
+    EngineUnavailable,
     InvalidRequest,
     PlughostError,
     QueueFull,
@@ -73,6 +74,7 @@ __all__ = [
     "EmbeddingBackend",
     "EmbeddingRequest",
     "EmbeddingResult",
+    "EngineUnavailable",
     "Feature",
     "GiB",
     "Grant",

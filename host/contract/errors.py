@@ -198,6 +198,15 @@ class ShuttingDown(PlughostError):
     code = "shutting_down"
 
 
+class EngineUnavailable(PlughostError):
+    """A model's engine process stopped (crashed, or could not be restarted); its running requests
+    fail with this and the next request starts it again (503, retry)."""
+
+    status = 503
+    type = "server_error"
+    code = "engine_unavailable"
+
+
 class Unauthorized(PlughostError):
     """No API key, or not one of ``server.api_keys`` (401)."""
 

@@ -13,8 +13,9 @@ its own name::
 
 Placements (gpu, GPU + host RAM hybrid, cpu) are sized from the checkpoint's ``config.json``
 (see :mod:`chat_qwen_awq.sizing`; the published shape while the weights are not on disk). Qwen3 MoE
-checkpoints are not served. Registration is cheap: no torch; the backend (:mod:`chat_qwen_awq.backend`)
-is imported only when the model is admitted.
+checkpoints are not served. Registration is cheap: no torch; the backend (:mod:`chat_qwen_awq.backend`,
+or vLLM's: ``options.engine``, see :mod:`chat_qwen_awq.vllm_sizing`) is imported only when the model
+is admitted.
 
 Options (``models.<id>.options``): :class:`chat_qwen_awq.sizing.ChatOptions`.
 """
@@ -25,14 +26,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from chat_qwen_awq import sizing
+from chat_qwen_awq import sizing, vllm_sizing
 from chat_qwen_awq.sizing import ChatOptions
 from host.sdk import Capabilities, HostConfig, ModelSpec, Task, demo_weights, hookimpl, peek_config
 
 log = logging.getLogger("plughost.chat_qwen_awq")
 
 PLUGIN = "chat_qwen_awq"
-BACKEND = "chat_qwen_awq.backend:QwenAwqChatBackend"
+BACKEND = vllm_sizing.OWN_BACKEND
 
 
 @dataclass(frozen=True)
@@ -104,15 +105,15 @@ def model_spec(config: HostConfig, model_id: str = MODEL_ID) -> ModelSpec[ChatOp
         log.warning("%s: %s is not usable (%s); sizing it as %s", model_id, weights, exc, stand_in.id)
         shape = sizing.ModelShape.from_config(stand_in.config)
     limits = sizing.limits_from_options(shape, options)
-    placements = sizing.placements(shape, limits)
+    backend, placements = vllm_sizing.declaration(options, shape, limits)
     return ModelSpec(
         id=model_id,
         task=Task.CHAT,
-        backend=BACKEND,
+        backend=backend,
         placements=placements,
         weights=weights,
         options=options,
-        offload_bytes=placements[-1].host_bytes,
+        offload_bytes=max(p.host_bytes for p in placements),  # the CPU placement's: it holds everything there
         capabilities=Capabilities(
             context_length=limits.context_length,
             tools=True,

@@ -28,15 +28,15 @@ from typing import Any, Literal
 
 import torch
 
-from chat_qwen_awq import loader, sampling, sizing
+from chat_qwen_awq import loader, sizing
 from chat_qwen_awq.engine import Engine, Prepared, Sequence
 from chat_qwen_awq.grammar import Grammars, MaskFiller
 from chat_qwen_awq.logprobs import TokenTexts
 from chat_qwen_awq.prefix_cache import PrefixCache
-from chat_qwen_awq.prompt import render_messages
+from chat_qwen_awq.preparing import Preparer, generation_defaults
 from chat_qwen_awq.reasoning import with_reasoning
 from chat_qwen_awq.schema_limits import SchemaLimits
-from chat_qwen_awq.thinking import ThinkPlan, ThinkTokens, resolve, template_thinks
+from chat_qwen_awq.thinking import ThinkPlan, ThinkTokens, template_thinks
 from chat_qwen_awq.tools import with_tool_calls
 from host.sdk import (
     BackendError,
@@ -44,13 +44,10 @@ from host.sdk import (
     ChatEngineBackend,
     ChatRequest,
     Grant,
-    InvalidRequest,
     ModelSpec,
     PlacementKind,
-    RequestTooLarge,
     ShuttingDown,
     TokenizerEndpoints,
-    over_limit_prefix,
     resolve_weights,
 )
 from host.toolkit.torch_utils import free_device_memory
@@ -59,8 +56,6 @@ log = logging.getLogger("plughost.chat_qwen_awq")
 
 #: Prompt prefixes are reused in blocks of this many tokens.
 PREFIX_BLOCK_TOKENS = 32
-
-_DEFAULT_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 
 
 class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
@@ -78,6 +73,7 @@ class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
         self.loaded: loader.LoadedModel | None = None
         self.engine: Engine | None = None
         self._tokenizer: Any = None  # the prepare thread's (fast tokenizers are not thread-safe)
+        self._preparer: Preparer | None = None  # renders and checks requests (the prepare thread's)
         self.grammars: Grammars | None = None
         #: Whether the model thinks (its chat template writes ``<think>`` blocks: the switch applies and
         #: its output is parsed into reasoning and answer).
@@ -94,11 +90,14 @@ class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
         self.config = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
         shape = sizing.ModelShape.from_config(self.config)
         self.limits = sizing.limits_from_options(shape, self.options)
-        self.defaults, self.eos_ids = self._generation_defaults()
+        self.defaults, self.eos_ids = generation_defaults(self.folder, self.config)
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         engine_tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         self.thinks = thinks = template_thinks(self._tokenizer.chat_template)
         self.think_tokens = ThinkTokens.of(self._tokenizer) if thinks else None
+        self._preparer = Preparer(
+            self.spec.id, self._tokenizer, self.limits, self.defaults, thinks=thinks, thinking=self.options.thinking
+        )
         if engine_tokenizer.eos_token_id is not None and engine_tokenizer.eos_token_id not in self.eos_ids:
             self.eos_ids.append(engine_tokenizer.eos_token_id)
         self.loaded = loader.load_model(
@@ -110,13 +109,7 @@ class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
         )
         self.grant = grant
         vocab = int(self.config.get("vocab_size", len(engine_tokenizer)))
-        caps = SchemaLimits(
-            max_schema_bytes=self.options.grammar_max_schema_bytes,
-            max_depth=self.options.grammar_max_depth,
-            max_alternatives=self.options.grammar_max_alternatives,
-            option=f"models.{self.spec.id}.options",
-        )
-        self.grammars = Grammars(engine_tokenizer, vocab, self.eos_ids, caps)
+        self.grammars = Grammars(engine_tokenizer, vocab, self.eos_ids, SchemaLimits.of(self.options, self.spec.id))
         self.engine = Engine(
             self.loaded.model,
             self.loaded.device,
@@ -209,14 +202,6 @@ class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
         folder = self.options.offload_dir
         return Path(str(folder)).expanduser() if folder else None
 
-    def _generation_defaults(self) -> tuple[dict[str, Any], list[int]]:
-        assert self.folder is not None
-        file = self.folder / "generation_config.json"
-        data = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
-        eos = data.get("eos_token_id", self.config.get("eos_token_id"))
-        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        return {k: data[k] for k in _DEFAULT_KEYS if k in data}, eos_ids
-
     # -- serving ------------------------------------------------------------------------------------
     async def stream(self, prepared: Prepared) -> AsyncIterator[ChatDelta]:
         """The engine's deltas for ``prepared`` (event loop); closing it cancels the sequence."""
@@ -249,117 +234,30 @@ class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
             if item.finish_reason is not None:
                 return
 
-    def _reject_huge(self, text: str, param: str) -> None:
-        """A 400 for input far over the context, from a prefix of its text (no full tokenisation)."""
-        assert self.limits is not None
-        context = self.limits.context_length
-        prefix = over_limit_prefix(
-            text, context, lambda t: self._tokenizer(t, add_special_tokens=False)["input_ids"], len
-        )
-        if prefix is not None:
-            raise InvalidRequest(
-                f"This model's maximum context length is {context} tokens, but the {param} take more than "
-                f"{len(prefix)} tokens. Please shorten the {param}.",
-                param=param,
-                code="context_length_exceeded",
-            )
-
-    def _per_token_entries(self, request: ChatRequest) -> int:
-        """Log probabilities returned per generated token (0: none asked for)."""
-        return 0 if request.top_logprobs is None else 1 + request.top_logprobs
-
-    def _fair_share(self, request: ChatRequest) -> int:
-        """The largest default ``max_tokens`` of one of the request's choices that keeps the whole
-        request within ``max_request_output_tokens`` and ``max_request_logprobs`` (at least 1)."""
-        o = self.options
-        share = o.max_request_output_tokens // request.choices
-        entries = self._per_token_entries(request)
-        if entries:
-            share = min(share, o.max_request_logprobs // (request.choices * entries))
-        return max(1, share)
-
-    def _check_request_size(self, request: ChatRequest, max_tokens: int) -> None:
-        """A 400 before any work when the request's choices together may generate, or return the log
-        probabilities of, more than the model takes per request."""
-        o, n = self.options, request.choices
-        where = f"models.{self.spec.id}.options"
-        if n * max_tokens > o.max_request_output_tokens:
-            raise RequestTooLarge(
-                f"This request may generate {n} x {max_tokens} = {n * max_tokens} tokens ({n} choices of max_tokens "
-                f"{max_tokens}); '{self.spec.id}' generates at most {o.max_request_output_tokens} per request "
-                f"({where}.max_request_output_tokens). Ask for fewer choices or fewer tokens.",
-                param="max_tokens",
-            )
-        entries = self._per_token_entries(request)
-        if entries and n * max_tokens * entries > o.max_request_logprobs:
-            raise RequestTooLarge(
-                f"This request may return {n} x {max_tokens} x {entries} = {n * max_tokens * entries} log "
-                f"probabilities ({n} choices of max_tokens {max_tokens}, each token with {entries - 1} alternatives); "
-                f"'{self.spec.id}' returns at most {o.max_request_logprobs} per request "
-                f"({where}.max_request_logprobs). Ask for fewer choices, tokens or top_logprobs.",
-                param="logprobs" if request.prompt is not None else "top_logprobs",
-            )
-
     async def prompt_ids(self, request: ChatRequest) -> list[int]:
         """The prompt's token ids, as :meth:`prepare` makes them (``PromptTokens``: token counting)."""
         return await self.on_prepare_thread(self._prompt_ids, request)
 
     def _prompt_ids(self, request: ChatRequest) -> list[int]:
-        """The raw prompt tokenised, or the conversation rendered by the chat template (prepare thread)."""
-        if request.prompt is not None:
-            self._reject_huge(request.prompt, "prompt")
-            ids = [int(t) for t in self._tokenizer.encode(request.prompt, add_special_tokens=False)]
-            if not ids:
-                raise InvalidRequest("prompt must not be empty.", param="prompt")
-            return ids
-        # replayed reasoning counts where a thinking template shows it again: after the last user turn
-        users = [i for i, m in enumerate(request.messages) if m.role == "user"]
-        shown = request.messages[users[-1] + 1 :] if users else request.messages
-        texts = [m.content for m in request.messages] + [m.reasoning or "" for m in shown]
-        self._reject_huge("\n".join(t for t in texts if t), "messages")
-        return render_messages(self._tokenizer, request, self._thinking(request))
-
-    def _thinking(self, request: ChatRequest) -> bool | None:
-        """The chat request's thinking switch (:func:`~chat_qwen_awq.thinking.resolve`); ``None``: the
-        template decides, or the model cannot think, or the request is a raw prompt."""
-        if not self.thinks or request.prompt is not None:
-            return None
-        return resolve(request, self.options.thinking)
+        assert self._preparer is not None
+        return self._preparer.prompt_ids(request)
 
     def prepare(self, request: ChatRequest) -> Prepared:
         """Render and tokenise the conversation, check the context, build the constraint (prepare thread)."""
-        assert self.limits is not None and self.grammars is not None
-        max_tokens = request.sampling.max_tokens
-        cap = self.limits.max_tokens_cap
-        if max_tokens is not None and cap is not None and max_tokens > cap:
-            # Rejected, not clamped: a client that asked for more must not silently get less.
-            raise InvalidRequest(
-                f"max_tokens is {max_tokens}, but '{self.spec.id}' generates at most {cap} tokens per request "
-                f"(models.{self.spec.id}.options.max_tokens_cap).",
-                param="max_tokens",
-            )
-        if request.thinking_budget is not None and request.thinking_budget < 0:
-            raise InvalidRequest("thinking_budget must be 0 or more tokens.", param="thinking_budget")
+        assert self._preparer is not None and self.grammars is not None
         # The grammar first: its caps are cheap and keep a hostile tool schema out of the prompt too.
         constraint = self.grammars.constraint(request)
-        ids = self._prompt_ids(request)
-        context = self.limits.context_length
-        error = sizing.context_error(len(ids), max_tokens, context)
-        if error is not None:
-            raise error
-        default = min(self.limits.default_max_tokens, cap or context, context - len(ids), self._fair_share(request))
-        if max_tokens is not None:
-            self._check_request_size(request, max_tokens)
+        p = self._preparer.prompt(request)
         return Prepared(
-            prompt_ids=ids,
-            max_tokens=max_tokens if max_tokens is not None else default,
-            sampling=sampling.resolve(request.sampling, self.defaults),
-            stops=request.sampling.stop,
+            prompt_ids=p.prompt_ids,
+            max_tokens=p.max_tokens,
+            sampling=p.sampling,
+            stops=p.stops,
             constraint=constraint,
-            top_logprobs=request.top_logprobs,
+            top_logprobs=p.top_logprobs,
             parse_tool_calls=bool(request.tools) and request.tool_choice.mode != "none",
             parse_reasoning=self.thinks and request.prompt is None,  # raw completions pass unparsed
-            think=self._think_plan(request, ids, self._thinking(request)),
+            think=self._think_plan(request, p.prompt_ids, p.thinking),
         )
 
     def _think_plan(self, request: ChatRequest, ids: list[int], thinking: bool | None) -> ThinkPlan | None:

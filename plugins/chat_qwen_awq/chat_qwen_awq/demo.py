@@ -11,6 +11,7 @@ Importing this module is cheap; torch and transformers are imported by the build
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,14 @@ def _qwen3_awq_config(shape: TinyShape) -> dict[str, Any]:
 TINY_FP16 = DemoModel("qwen2-chat", build_fp16, _fp16_config, TINY_QWEN2)
 #: The demo stand-in of Qwen2.5-7B-Instruct-AWQ.
 TINY_AWQ = DemoModel("qwen2-awq", build_awq, _awq_config, TINY_QWEN2)
+#: The tiny shape with 32-wide attention heads (hidden 128, 4 heads; AWQ group size 64): vLLM's CPU
+#: attention needs head_dim >= 32, so the vLLM test tier serves this one (with both engines).
+#: Its 32k positions let the tier's long generations outlast any client lag (the KV cache stays small).
+TINY_QWEN2_HEAD32 = dataclasses.replace(
+    TINY_QWEN2, hidden_size=128, intermediate_size=256, head_dim=32, max_position_embeddings=32768
+)
+#: The AWQ stand-in at :data:`TINY_QWEN2_HEAD32`.
+TINY_AWQ_HEAD32 = TINY_AWQ.with_shape(TINY_QWEN2_HEAD32)
 #: The unquantised Qwen3 the Qwen3 AWQ stand-in is quantised from (also served as an unquantised checkpoint).
 TINY_QWEN3_FP16 = DemoModel("qwen3-chat", build_qwen3_fp16, _qwen3_fp16_config, TINY_QWEN3)
 #: The demo stand-in of Qwen3-8B-AWQ.

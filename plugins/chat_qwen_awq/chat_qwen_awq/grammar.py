@@ -7,9 +7,10 @@ and it refuses JSON-schema keywords it cannot enforce (``lenient`` is off) inste
 them — which is what lets us answer 400 rather than a silently unconstrained answer. Its
 executor fills the masks of many sequences in Rust threads without the GIL.
 
-- :class:`Grammars` (one per loaded model) turns a request into a grammar: ``response_format``
-  JSON (schema or any object), or Qwen's ``<tool_call>`` block for ``tool_choice`` "required" /
-  a named function. JSON allows no free whitespace (fixed separators), so even a weak model
+- :class:`Grammars` (one per loaded model) turns a request into a grammar, as Lark text
+  (:class:`GrammarSource`, what vLLM's "guidance" backend takes too): ``response_format`` JSON
+  (schema or any object), or Qwen's ``<tool_call>`` block for ``tool_choice`` "required" / a
+  named function. JSON allows no free whitespace (fixed separators), so even a weak model
   ends inside a small budget. Compiled matchers are cached by grammar and deep-copied per sequence.
 - Before a grammar is used it must pass the caps of :mod:`chat_qwen_awq.schema_limits` and a dry
   run of its first :data:`DRY_RUN_STEPS` steps (masks computed, a token consumed each step): a
@@ -28,6 +29,7 @@ import json
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,6 +50,23 @@ _CACHE_SIZE = 256
 DRY_RUN_STEPS = 8
 #: The error code of a grammar the constraint library gives up on.
 GRAMMAR_FAILED = "grammar_failed"
+
+
+@dataclass(frozen=True)
+class GrammarSource:
+    """A constraint as llguidance Lark text (what both engines compile: ours here, vLLM through its
+    "guidance" backend) and the request field it comes from (named by a 400)."""
+
+    lark: str
+    param: str
+
+
+def json_lark(schema: dict[str, Any]) -> str:
+    """The Lark grammar of JSON valid against ``schema``, in :data:`JSON_OPTIONS`' layout (a schema's own
+    ``x-guidance`` settings win, as llguidance's defaults would let them)."""
+    own = schema.get("x-guidance")
+    options = {**JSON_OPTIONS, **own} if isinstance(own, dict) else JSON_OPTIONS
+    return f"start: %json {json.dumps({**schema, 'x-guidance': options})}\n"
 
 
 class Constraint:
@@ -124,32 +143,37 @@ class Grammars:
         self._cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def constraint(self, request: ChatRequest) -> Constraint | None:
-        """The constraint ``request`` asks for, or ``None``; a schema it cannot enforce is a 400."""
+    def source(self, request: ChatRequest) -> GrammarSource | None:
+        """The Lark grammar of the constraint ``request`` asks for (not yet checked), or ``None``."""
         choice = request.tool_choice
         if choice.mode in ("required", "function"):
             tools = [t for t in request.tools if choice.mode == "required" or t.name == choice.name]
             for i, tool in enumerate(request.tools):
                 if tool in tools and tool.parameters is not None:
                     check_schema(tool.parameters, self.limits, f"tools[{i}].function.parameters")
-            return self._constraint(self._tool_grammar(tools, choice.parallel), "tools")
+            return GrammarSource(self._tool_grammar(tools, choice.parallel), "tools")
         if request.output.kind == "json_object":
-            return self._constraint(self._json({"type": "object"}), "response_format")
+            return GrammarSource(json_lark({"type": "object"}), "response_format")
         if request.output.kind == "json_schema":
             assert request.output.schema is not None
             param = "response_format.json_schema.schema"
             check_schema(request.output.schema, self.limits, param)
-            return self._constraint(self._json(request.output.schema), param)
+            return GrammarSource(json_lark(request.output.schema), param)
         return None
 
-    def _json(self, schema: dict[str, Any]) -> str:
-        import llguidance
+    def checked(self, request: ChatRequest) -> GrammarSource | None:
+        """:meth:`source`, compiled once (cached) so that a grammar that cannot be enforced is a 400 here."""
+        source = self.source(request)
+        if source is not None:
+            self._compiled(source)
+        return source
 
-        return str(llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS))  # type: ignore[arg-type]
+    def constraint(self, request: ChatRequest) -> Constraint | None:
+        """The constraint ``request`` asks for, or ``None``; a schema it cannot enforce is a 400."""
+        source = self.source(request)
+        return Constraint(self._compiled(source).deep_copy(), source.param) if source is not None else None
 
     def _tool_grammar(self, tools: list[Tool], parallel: bool) -> str:
-        import llguidance
-
         variants = [
             {
                 "type": "object",
@@ -170,29 +194,30 @@ class Grammars:
         else:
             open_, close = json.dumps(TOOL_OPEN), json.dumps(TOOL_CLOSE)
         calls = 'call ("\\n" call)*' if parallel else "call"
-        lark = f'start: {calls}\ncall: {open_} "\\n" body "\\n" {close}\nbody: %json {json.dumps(schema)}\n'
-        return str(llguidance.LLMatcher.grammar_from_lark(lark))
+        return f'start: {calls}\ncall: {open_} "\\n" body "\\n" {close}\nbody: %json {json.dumps(schema)}\n'
 
-    def _constraint(self, grammar: str, param: str) -> Constraint:
+    def _compiled(self, source: GrammarSource) -> Any:
+        """The pristine matcher of ``source`` (validated, compiled, cached)."""
         import llguidance
 
         with self._lock:
-            pristine = self._cache.get(grammar)
+            pristine = self._cache.get(source.lark)
             if pristine is not None:
-                self._cache.move_to_end(grammar)
+                self._cache.move_to_end(source.lark)
         if pristine is None:
+            grammar = llguidance.LLMatcher.grammar_from_lark(source.lark)
             failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, self.lltokenizer)
             if failed:
-                raise InvalidRequest(f"This schema cannot be enforced: {'; '.join(messages)}", param=param)
+                raise InvalidRequest(f"This schema cannot be enforced: {'; '.join(messages)}", param=source.param)
             pristine = llguidance.LLMatcher(self.lltokenizer, grammar, log_level=0)
             if pristine.is_error():
-                raise InvalidRequest(f"This schema cannot be enforced: {pristine.get_error()}", param=param)
-            self._dry_run(pristine.deep_copy(), param)
+                raise InvalidRequest(f"This schema cannot be enforced: {pristine.get_error()}", param=source.param)
+            self._dry_run(pristine.deep_copy(), source.param)
             with self._lock:
-                self._cache[grammar] = pristine
+                self._cache[source.lark] = pristine
                 while len(self._cache) > _CACHE_SIZE:
                     self._cache.popitem(last=False)
-        return Constraint(pristine.deep_copy(), param)
+        return pristine
 
     def _dry_run(self, matcher: Any, param: str) -> None:
         """Run ``matcher`` (a copy) up to :data:`DRY_RUN_STEPS` steps, each time consuming the first token

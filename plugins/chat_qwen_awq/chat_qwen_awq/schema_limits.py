@@ -17,11 +17,14 @@ is compiled; what passes them is then dry-run by :class:`chat_qwen_awq.grammar.G
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from host.sdk import InvalidRequest
+
+if TYPE_CHECKING:
+    from chat_qwen_awq.sizing import ChatOptions
 
 _BRANCHES = ("anyOf", "oneOf", "allOf", "prefixItems")
 
@@ -34,6 +37,16 @@ class SchemaLimits:
     max_depth: int = 64
     max_alternatives: int = 256
     option: str = "options"
+
+    @classmethod
+    def of(cls, options: ChatOptions, model_id: str) -> SchemaLimits:
+        """The caps ``models.<model_id>.options`` set."""
+        return cls(
+            max_schema_bytes=options.grammar_max_schema_bytes,
+            max_depth=options.grammar_max_depth,
+            max_alternatives=options.grammar_max_alternatives,
+            option=f"models.{model_id}.options",
+        )
 
 
 def check_schema(schema: Any, limits: SchemaLimits, param: str) -> None:

@@ -239,6 +239,10 @@ class Limits:
     #: Sequences waiting for a free row before new requests get 429.
     max_waiting_sequences: int = 128
     prefix_cache_tokens: int = 0
+    #: Tokens one request may generate over all its choices (400 above it).
+    max_request_output_tokens: int = 32768
+    #: Log probabilities one request may return over all its choices (400 above it).
+    max_request_logprobs: int = 131072
 
     @property
     def kv_tokens_held(self) -> int:
@@ -278,6 +282,12 @@ class ChatOptions(Options, frozen=True):
     :ivar grammar_max_depth: how deep such a schema may nest (objects and arrays).
     :ivar grammar_max_alternatives: the most alternatives at one point of such a schema (an object's
         properties, ``anyOf`` branches).
+    :ivar engine: ``auto`` (vLLM when the model is placed wholly on a CUDA GPU and a vLLM environment
+        is configured, else the plugin's own engine), ``plughost`` (always the plugin's engine) or
+        ``vllm`` (always vLLM: its GPU or CPU build, whichever the environment holds; never hybrid).
+    :ivar vllm_python: the Python of a vLLM environment (``None``: ``$PLUGHOST_VLLM_PYTHON``); see
+        docs/deployment.md ("vLLM as the chat engine").
+    :ivar vllm_start_timeout_s: how long a vLLM engine may take to start before the load fails.
     :ivar thinking: a thinking model's (Qwen3's) default for requests that neither switch thinking
         themselves nor write ``/think`` or ``/no_think``: ``on`` or ``off`` (YAML's unquoted ``on``/
         ``off`` are booleans: ``true``/``false`` mean the same; ``None``: the chat template's own
@@ -301,6 +311,9 @@ class ChatOptions(Options, frozen=True):
     grammar_max_schema_bytes: PositiveInt = 65536
     grammar_max_depth: PositiveInt = 64
     grammar_max_alternatives: PositiveInt = 256
+    engine: Literal["auto", "plughost", "vllm"] = "auto"
+    vllm_python: str | None = None
+    vllm_start_timeout_s: PositiveInt = 600
     thinking: Literal["on", "off"] | bool | None = None
     thinking_budget: PositiveInt | None = None
 
@@ -332,6 +345,8 @@ def limits_from_options(shape: ModelShape, options: ChatOptions) -> Limits:
         max_tokens_cap=min(options.max_tokens_cap or context, context),
         max_waiting_sequences=options.max_waiting_sequences,
         prefix_cache_tokens=options.prefix_cache_tokens,
+        max_request_output_tokens=options.max_request_output_tokens,
+        max_request_logprobs=options.max_request_logprobs,
     )
 
 

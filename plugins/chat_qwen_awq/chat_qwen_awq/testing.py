@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -96,6 +97,34 @@ def cpu_grant() -> Grant:
     return Grant(placement=PlacementKind.CPU, device="cpu", gpu_bytes=0, host_bytes=0)
 
 
+def vllm_python() -> str | None:
+    """The vLLM environment the vLLM tests use: ``$PLUGHOST_VLLM_PYTHON``, else the repository's
+    ``.venv-vllm`` (``scripts/vllm-env`` makes it); ``None`` when there is none."""
+    configured = os.environ.get("PLUGHOST_VLLM_PYTHON")
+    path = Path(configured) if configured else PLUGIN_ROOT.parents[1] / ".venv-vllm" / "bin" / "python"
+    return str(path) if path.is_file() else None
+
+
+async def vllm_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDelta]:
+    """Run ``req`` on a loaded :class:`~chat_qwen_awq.vllm_backend.VllmChatBackend`'s engine; the generated
+    token ids (as the engine returned them) and the last delta."""
+    from chat_qwen_awq.vllm_backend import VllmStream
+    from chat_qwen_awq.vllm_bridge import Generate
+
+    prepared = await backend._prepare(req)  # on the prepare thread, as generate() does
+    loop = asyncio.get_running_loop()
+    stream = VllmStream(prepared.prompt, backend._tokenizer, frozenset(backend.eos_ids), backend._texts, loop)
+    generation = backend.engine.new_id()
+    backend.engine.submit(Generate(generation, prepared.prompt.prompt_ids, prepared.params), stream)
+    try:
+        async for delta in stream.deltas():
+            if delta.finish_reason is not None:
+                return stream.generated, delta
+        raise AssertionError("the stream ended without a last delta")
+    finally:
+        backend.engine.abort(generation)
+
+
 async def engine_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDelta]:
     """Run ``req`` straight on ``backend``'s engine; the generated token ids and the last delta."""
     from chat_qwen_awq.engine import Sequence
@@ -179,6 +208,36 @@ def greedy_generate_kwargs(backend: Any, ids: torch.Tensor) -> dict[str, Any]:
         "top_p": None,
         "top_k": None,
     }
+
+
+#: Logit gap under which two candidates count as tied in fp16 (logits here are O(1)).
+NEAR_TIE = 0.05
+
+
+def greedy_reference(backend: Any, request: ChatRequest) -> tuple[list[int], list[torch.Tensor]]:
+    """transformers ``generate`` on ``backend``'s loaded model (the plugin's engine): the greedy tokens of
+    ``request`` and the logits of each step."""
+    ids = torch.tensor([backend.prepare(request).prompt_ids], device=backend.loaded.device)
+    with torch.no_grad():
+        out = backend.loaded.model.generate(
+            ids,
+            max_new_tokens=request.sampling.max_tokens,
+            output_scores=True,
+            return_dict_in_generate=True,
+            **greedy_generate_kwargs(backend, ids),
+        )
+    return out.sequences[0, ids.shape[1] :].tolist(), [s[0].float().cpu() for s in out.scores]
+
+
+def assert_same_greedy(ours: list[int], reference: list[int], scores: list[torch.Tensor]) -> None:
+    """Token-identical, or parted only where the reference's top two logits were a near-tie."""
+    for i, (a, b) in enumerate(zip(ours, reference)):
+        if a != b:
+            top = scores[i].topk(2).values
+            gap = float(top[0] - top[1])
+            assert gap < NEAR_TIE, f"token {i}: {a} != {b} with a clear logit gap of {gap:.4f}"
+            return
+    assert len(ours) == len(reference)
 
 
 def assert_engine_equals_generate(backend: Any, tokens: int = 30, content: str = "hello") -> None:

@@ -26,8 +26,9 @@ from chat_qwen_awq.testing import (
     QWEN3_ID,
     TINY_QWEN3,
     TINY_QWEN3_DENSE,
+    assert_same_greedy,
     engine_ids,
-    greedy_generate_kwargs,
+    greedy_reference,
     qwen3_config,
     tiny_config,
 )
@@ -36,9 +37,6 @@ from host.contract.spec import Grant, PlacementKind
 from host.testing.pytest_plugin import make_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-#: Logit gap under which two candidates count as tied in fp16 (logits here are O(1)).
-NEAR_TIE = 0.05
 
 
 def _request(content: str, n: int = 48) -> ChatRequest:
@@ -51,31 +49,6 @@ def _request(content: str, n: int = 48) -> ChatRequest:
 
 async def _engine_tokens(backend: Any, req: ChatRequest) -> list[int]:
     return (await engine_ids(backend, req))[0]
-
-
-def _reference(backend: Any, req: ChatRequest) -> tuple[list[int], list[torch.Tensor]]:
-    """transformers ``generate`` on the same loaded model: tokens and the logits of each step."""
-    ids = torch.tensor([backend.prepare(req).prompt_ids], device=backend.loaded.device)
-    with torch.no_grad():
-        out = backend.loaded.model.generate(
-            ids,
-            max_new_tokens=req.sampling.max_tokens,
-            output_scores=True,
-            return_dict_in_generate=True,
-            **greedy_generate_kwargs(backend, ids),
-        )
-    return out.sequences[0, ids.shape[1] :].tolist(), [s[0].float().cpu() for s in out.scores]
-
-
-def assert_same_greedy(ours: list[int], reference: list[int], scores: list[torch.Tensor]) -> None:
-    """Token-identical, or parted only where the reference's top two logits were a near-tie."""
-    for i, (a, b) in enumerate(zip(ours, reference)):
-        if a != b:
-            top = scores[i].topk(2).values
-            gap = float(top[0] - top[1])
-            assert gap < NEAR_TIE, f"token {i}: {a} != {b} with a clear logit gap of {gap:.4f}"
-            return
-    assert len(ours) == len(reference)
 
 
 def _gpu_grant(spec: Any, placement: PlacementKind = PlacementKind.GPU, gpu_bytes: int | None = None) -> Grant:
@@ -143,7 +116,7 @@ def test_gpu_load_runs_autoawq_gpu_kernels_in_fp16(gpu_backend: Any) -> None:
 def test_gpu_greedy_matches_transformers_generate(gpu_backend: Any, content: str) -> None:
     req = _request(content)
     ours = asyncio.run(_engine_tokens(gpu_backend, req))
-    reference, scores = _reference(gpu_backend, req)
+    reference, scores = greedy_reference(gpu_backend, req)
     assert_same_greedy(ours, reference, scores)
 
 
@@ -156,7 +129,7 @@ def test_gpu_batched_streams_equal_solo_runs(gpu_backend: Any) -> None:
     batched = asyncio.run(together())
     assert gpu_backend.engine.stats.max_batch >= 2
     for req, got in zip(reqs, batched):
-        reference, scores = _reference(gpu_backend, req)
+        reference, scores = greedy_reference(gpu_backend, req)
         assert_same_greedy(got, reference, scores)
 
 
@@ -185,7 +158,7 @@ def test_hybrid_splits_layers_between_the_gpu_and_host_ram(gpu_backend: Any) -> 
             whole = gpu_backend.loaded.model(ids).logits
         torch.testing.assert_close(split, whole, rtol=0, atol=1e-3)
         req = _request("Tell me about the Great Wall of China.")
-        reference, scores = _reference(gpu_backend, req)
+        reference, scores = greedy_reference(gpu_backend, req)
         assert_same_greedy(asyncio.run(_engine_tokens(hybrid, req)), reference, scores)
     finally:
         hybrid.unload()
@@ -206,7 +179,7 @@ def test_relocate_gpu_to_cpu_and_back(awq_folder: Path) -> None:
         assert len(asyncio.run(_engine_tokens(backend, req))) == len(on_gpu)
         backend.relocate(_gpu_grant(spec))
         assert backend.loaded.model.model.layers[0].mlp.down_proj.qweight.device.type == "cuda"
-        reference, scores = _reference(backend, req)
+        reference, scores = greedy_reference(backend, req)
         assert_same_greedy(asyncio.run(_engine_tokens(backend, req)), reference, scores)
     finally:
         backend.unload()
