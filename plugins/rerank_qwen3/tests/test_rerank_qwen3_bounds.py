@@ -8,6 +8,7 @@ the batches that ran.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,10 +20,14 @@ from host.app import create_app
 from host.testing.http import assert_error, send_and_close
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 from host.testing.server import serve_in_thread
+from rerank_qwen3.backend import Qwen3RerankerBackend
 from rerank_qwen3.testing import TINY
 
 MODEL = "Qwen3-Reranker-0.6B"
 LIMIT = 100_000
+#: While set, every forward pass takes 20 ms longer: a request of ~200 passes surely still runs a
+#: second after it began, however fast the machine (a full-suite run once finished all of them in 1 s).
+SLOW = threading.Event()
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +37,18 @@ def url(tiny_path: Any) -> Iterator[str]:
     # Small batches: a request of many documents runs as many forward passes.
     options = {"max_request_tokens": LIMIT, "batch_tokens_cpu": 256}
     config = make_config({"models": {MODEL: {"weights": TINY, "options": options}}})
-    with serve_in_thread(create_app(config, plugins=[rerank_qwen3], budgets=CPU_ONLY)) as served:
+    run = Qwen3RerankerBackend.run
+
+    def slowed(self: Qwen3RerankerBackend, batch: Any) -> Any:
+        if SLOW.is_set():
+            time.sleep(0.02)
+        return run(self, batch)
+
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        serve_in_thread(create_app(config, plugins=[rerank_qwen3], budgets=CPU_ONLY)) as served,
+    ):
+        patch.setattr(Qwen3RerankerBackend, "run", slowed)
         assert httpx.post(f"{served}/v1/models/{MODEL}/load", timeout=120).status_code == 200
         yield served
 
@@ -72,17 +88,21 @@ def test_a_request_within_the_bound_runs_whole(url: str) -> None:
 
 
 def test_a_client_that_leaves_stops_its_rerank(url: str) -> None:
-    # ~75k tokens (within the bound) in ~300 small forward passes: seconds of work; the client leaves
-    # after one second.
+    # ~75k tokens (within the bound) in ~200 small forward passes of 20+ ms: seconds of work; the client
+    # leaves after one second.
     docs = [words(48, i) for i in range(300)]
     before = batches(url)
-    send_and_close(url, "/v1/rerank", {"model": MODEL, "query": "q", "documents": docs}, 1.0)
-    left = batches(url)
-    deadline = time.monotonic() + 10
-    while in_flight(url) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert in_flight(url) == 0
-    stopped = batches(url)
+    SLOW.set()
+    try:
+        send_and_close(url, "/v1/rerank", {"model": MODEL, "query": "q", "documents": docs}, 1.0)
+        left = batches(url)
+        deadline = time.monotonic() + 10
+        while in_flight(url) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert in_flight(url) == 0
+        stopped = batches(url)
+    finally:
+        SLOW.clear()
     assert left > before  # it was running when its client left
     time.sleep(0.5)
     assert batches(url) == stopped  # nothing more runs for it
