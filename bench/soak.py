@@ -10,11 +10,15 @@ one request in ten is abandoned by its client (a stream closed after its first c
 request given up after 0.3 s). Then ``--storm`` clients send chat requests without
 ``max_tokens`` and give up after 3 s; once they hold the chat model, a ``max_tokens: 1``
 request is timed. RSS "after warm-up" is taken a third of the way through the mixed traffic.
+Throughout (mixed traffic and storm) a probe sends a ``max_tokens: 1`` chat request every
+``--probe-every`` seconds, one at a time, and records how long each took.
 
-Reports requests by route and status, streams that did not end with ``[DONE]``, p50/p99 per
-route, model loads, the server's RSS after warm-up and at the end, in-flight and queued per model
-after the run, and the storm check. Targets: 0 5xx, 0 unfinished streams, in-flight and queued
-back to 0, RSS growth < 10 % after warm-up, the storm's short request answered within 2 s.
+Reports requests by route and status, error codes of the failures (``model_load_failed``: loads
+that failed, issue 26), streams that did not end with ``[DONE]``, p50/p99 per route, the probe's
+latencies, model loads and failed loads in the server log, the server's RSS after warm-up and at
+the end, in-flight and queued per model after the run, and the storm check. Targets: 0 5xx, 0
+``model_load_failed``, 0 unfinished streams, in-flight and queued back to 0, RSS growth < 10 %
+after warm-up, the probe (and the storm's short request) answered within 2 s.
 Loopback only; every loop is bounded by the deadline; the server is stopped at the end.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import random
@@ -96,14 +101,28 @@ def host_budget(fit: int) -> int:
 class Stats:
     def __init__(self) -> None:
         self.status: collections.Counter[tuple[str, int | str]] = collections.Counter()
+        self.codes: collections.Counter[str] = collections.Counter()  # error codes of failed requests
         self.latency: dict[str, list[float]] = collections.defaultdict(list)
         self.unfinished = 0
         self.abandoned = 0
 
-    def add(self, route: str, status: int | str, took: float) -> None:
+    def add(self, route: str, status: int | str, took: float, body: bytes = b"") -> None:
         self.status[(route, status)] += 1
         if status == 200:
             self.latency[route].append(took)
+        elif isinstance(status, int) and status >= 400:
+            self.codes[error_code(body)] += 1
+
+
+def error_code(body: bytes) -> str:
+    """The ``error.code`` of an error body (of an SSE error event too), or what the body was."""
+    text = body.decode(errors="replace")
+    for line in text.splitlines() if text.startswith("data: ") else [text]:
+        try:
+            return str(json.loads(line.removeprefix("data: "))["error"]["code"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return "no envelope"
 
 
 async def chat(http: httpx.AsyncClient, rng: random.Random, stats: Stats, stream: bool, abandon: bool) -> None:
@@ -119,7 +138,7 @@ async def chat(http: httpx.AsyncClient, rng: random.Random, stats: Stats, stream
     if not stream:
         try:
             r = await http.post("/v1/chat/completions", json=body, timeout=0.3 if abandon else 300)
-            stats.add(route, r.status_code, time.monotonic() - start)
+            stats.add(route, r.status_code, time.monotonic() - start, r.content)
         except httpx.TimeoutException:
             if not abandon:
                 raise
@@ -127,24 +146,30 @@ async def chat(http: httpx.AsyncClient, rng: random.Random, stats: Stats, stream
         return
     async with http.stream("POST", "/v1/chat/completions", json=body, timeout=300) as r:
         done = False
+        failed = b""  # an error event in the stream
         if r.status_code == 200:
             async for line in r.aiter_lines():
                 if abandon and line.startswith("data: "):
                     stats.abandoned += 1
                     return
+                if line.startswith('data: {"error"'):
+                    failed = line.encode()
                 done = done or line == "data: [DONE]"
             if not done:
                 stats.unfinished += 1
         else:
-            await r.aread()
-        stats.add(route, r.status_code, time.monotonic() - start)
+            failed = await r.aread()
+        if failed and r.status_code == 200:
+            stats.status[(route, "error event")] += 1
+            stats.codes[error_code(failed)] += 1
+        stats.add(route, r.status_code, time.monotonic() - start, failed)
 
 
 async def embed(http: httpx.AsyncClient, rng: random.Random, stats: Stats) -> None:
     inputs = [sentence(rng) for _ in range(rng.randint(1, 64))]
     start = time.monotonic()
     r = await http.post("/v1/embeddings", json={"model": EMBED, "input": inputs}, timeout=300)
-    stats.add("embeddings", r.status_code, time.monotonic() - start)
+    stats.add("embeddings", r.status_code, time.monotonic() - start, r.content)
 
 
 async def rerank(http: httpx.AsyncClient, rng: random.Random, stats: Stats) -> None:
@@ -153,7 +178,7 @@ async def rerank(http: httpx.AsyncClient, rng: random.Random, stats: Stats) -> N
     r = await http.post(
         "/v1/rerank", json={"model": RERANK, "query": sentence(rng, 3, 10), "documents": docs}, timeout=300
     )
-    stats.add("rerank", r.status_code, time.monotonic() - start)
+    stats.add("rerank", r.status_code, time.monotonic() - start, r.content)
 
 
 async def worker(url: str, seed: int, deadline: float, stats: Stats) -> None:
@@ -173,6 +198,23 @@ async def worker(url: str, seed: int, deadline: float, stats: Stats) -> None:
                     await rerank(http, rng, stats)
             except httpx.HTTPError as exc:
                 stats.status[("transport", type(exc).__name__)] += 1
+
+
+async def probe(url: str, every: float, stop: asyncio.Event, took: list[tuple[float, int | str, float]]) -> None:
+    """A ``max_tokens: 1`` chat request every ``every`` seconds until ``stop``: (seconds, status, when
+    it was sent in seconds since the probe began) each."""
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "Say one word."}], "max_tokens": 1}
+    began = time.monotonic()
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        while not stop.is_set():
+            start = time.monotonic()
+            try:
+                status: int | str = (await http.post("/v1/chat/completions", json=body)).status_code
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            took.append((time.monotonic() - start, status, start - began))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, every - (time.monotonic() - start)))
 
 
 async def storm(url: str, n: int) -> dict[str, Any]:
@@ -235,6 +277,10 @@ async def run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
         for model in (CHAT, EMBED, RERANK):
             await http.post(f"/v1/models/{model}/load")
     deadline = time.monotonic() + args.minutes * 60
+    probed: list[tuple[float, int | str, float]] = []
+    mixed_until = args.minutes * 60  # after this the storm runs
+    stop_probe = asyncio.Event()
+    prober = asyncio.create_task(probe(url, args.probe_every, stop_probe, probed))
     workers = [asyncio.create_task(worker(url, i, deadline, stats)) for i in range(args.concurrency)]
     await asyncio.sleep(args.minutes * 20)  # warm-up: the first third of the run
     warm_rss = rss_mib(pid)
@@ -242,6 +288,9 @@ async def run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
     # The storm runs alone: with the mix it would time the swap policy (a model that must make
     # room drains first), not the engine that the storm floods.
     storm_result = await storm(url, args.storm) if args.storm else {}
+    stop_probe.set()
+    await prober
+    probe_s = [t for t, _, _ in probed]
     settle_start = time.monotonic()
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         while True:
@@ -260,11 +309,25 @@ async def run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
         "requests": sum(stats.status.values()),
         "by_route_and_status": by_route,
         "5xx": sum(n for (_, s), n in stats.status.items() if isinstance(s, int) and s >= 500),
+        "error_codes": dict(stats.codes),
+        "model_load_failed": stats.codes["model_load_failed"],
         "unfinished_streams": stats.unfinished,
         "abandoned_by_clients": stats.abandoned,
         "latency_s": {
             route: {"n": len(v), "p50": round(pct(v, 0.5), 3), "p99": round(pct(v, 0.99), 3)}
             for route, v in sorted(stats.latency.items())
+        },
+        "probe_max_tokens_1": {
+            "n": len(probed),
+            "not_200": sum(1 for _, status, _ in probed if status != 200),
+            "p50_s": round(pct(probe_s, 0.5), 3),
+            "p99_s": round(pct(probe_s, 0.99), 3),
+            "max_s": round(max(probe_s, default=float("nan")), 3),
+            "over_2s": sum(1 for t in probe_s if t > 2.0),
+            "slowest": [
+                {"s": round(t, 3), "sent_at_s": round(at, 1), "phase": "mixed" if at < mixed_until else "storm"}
+                for t, _, at in sorted(probed, key=lambda p: p[0], reverse=True)[:5]
+            ],
         },
         "after_run_in_flight_queued": busy,
         "settled_in_s": round(time.monotonic() - settle_start, 2),
@@ -281,6 +344,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--fit", type=int, default=2, help="how many of the three models the budget holds")
     parser.add_argument("--storm", type=int, default=200)
+    parser.add_argument("--probe-every", type=float, default=2.0, help="seconds between max_tokens:1 probes")
+    parser.add_argument(
+        "--pin-chat", action="store_true", help="pin the chat model (the other two swap in the rest of the budget)"
+    )
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     from host.testing.server import free_port, wait_until_healthy
@@ -293,6 +360,7 @@ def main() -> None:
         f"demo: true\nplugins:\n  paths: [{ROOT / 'plugins'}]\n  entry_points: false\n"
         f"budgets:\n  gpus: []\n  host: {budget}\n  host_reserve: 0\n"
         f"scheduler:\n  admission_timeout_s: 120\n"
+        + (f"models:\n  {CHAT}:\n    pinned: true\n" if args.pin_chat else "")
     )
     env = {**os.environ, "PLUGHOST_CONFIG": str(config)}
     log_path = tmp / "server.log"
@@ -315,7 +383,9 @@ def main() -> None:
                 proc.kill()
     text = log_path.read_text(errors="replace")
     result["host_budget_mib"] = round(budget / 2**20, 1)
+    result["chat_pinned"] = args.pin_chat
     result["model_loads"] = text.count(": resident on ")
+    result["failed_loads_in_log"] = text.count(": load failed")
     result["unloads"] = text.count(": unloaded")
     result["server_tracebacks"] = text.count("Traceback")
     result["server_log"] = str(log_path)

@@ -34,6 +34,7 @@ from host.contract.errors import (
     InvalidRequest,
     PlughostError,
     QueueFull,
+    RequestTooLarge,
     ShuttingDown,
     internal_error_message,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "PromptTokens",
     "QueueFull",
     "Relocatable",
+    "RequestTooLarge",
     "RerankBackend",
     "RerankRequest",
     "RerankResult",

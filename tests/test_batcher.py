@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
 from host.contract.errors import InvalidRequest, QueueFull
-from host.toolkit.batcher import BatcherClosed, DynamicBatcher
+from host.toolkit.batcher import BUDGET_CHUNK, BatcherClosed, Budget, DynamicBatcher
 
 Item = tuple[str, int]  # (label, length in "tokens")
 
@@ -364,3 +366,64 @@ async def test_overhead_splits_pending_items_by_length(make, recorder: Recorder)
     await blocker
     shapes = sorted(sorted(n for _, n in b) for b in recorder.batches[1:])
     assert shapes == [[5, 5, 6], [60, 60, 61]]
+
+
+# -- a request's token budget (issue 26) --------------------------------------------------------------
+
+
+async def test_a_request_over_its_budget_fails_before_any_batch_runs(make, recorder: Recorder) -> None:
+    batcher = make(prepare_chunk=256)
+    budget = Budget(100, lambda counted: InvalidRequest(f"over: {counted}", param="input"))
+    with pytest.raises(InvalidRequest, match=f"^over: {10 * BUDGET_CHUNK}$"):
+        await batcher.submit(items("big", [10] * 200), budget)
+    assert recorder.batches == []  # nothing of it ran
+    # it stopped preparing once over: after its first chunk of BUDGET_CHUNK items
+    assert [len(c) for c in recorder.prepared_chunks] == [BUDGET_CHUNK]
+    assert batcher.queued == 0
+    # a request within its budget runs, in order; so does one without a budget
+    within = items("ok", [10] * 70)
+    assert await batcher.submit(within, Budget(700, budget.error)) == [f"out:{label}" for label, _ in within]
+    assert await batcher.submit(items("free", [10] * 200)) == [f"out:free{i}" for i in range(200)]
+
+
+async def test_a_budget_counts_tokens_not_lengths(recorder: Recorder) -> None:
+    batcher = DynamicBatcher(
+        prepare=recorder.prepare,
+        length=length,
+        run=recorder.run,
+        tokens=lambda item: item[1] * 10,
+        max_batch_tokens=1000,
+        max_batch_size=32,
+    )
+    try:
+        with pytest.raises(InvalidRequest):
+            await batcher.submit(items("x", [5, 5, 5]), Budget(100, lambda n: InvalidRequest(str(n))))
+        assert await batcher.submit(items("y", [5, 5]), Budget(100, lambda n: InvalidRequest(str(n)))) == [
+            "out:y0",
+            "out:y1",
+        ]
+    finally:
+        batcher.close()
+
+
+async def test_a_request_over_its_budget_is_freed_at_once(make, recorder: Recorder) -> None:
+    # Issue 26: its held-back items pointed back at it, a cycle that only a full garbage collection
+    # frees; rejected 25 MB rerank requests grew the server by 32-59 MB each.
+    class Held(list):  # a weakly referenceable item
+        pass
+
+    batcher = make(prepare_chunk=256)
+    first = Held(("held0", 10))
+    alive = weakref.ref(first)
+    request = [first, *(Held((f"held{i}", 10)) for i in range(1, 200))]
+    gc.disable()
+    try:
+        try:
+            await batcher.submit(request, Budget(500, lambda n: InvalidRequest(str(n))))  # over in its 2nd chunk
+        except InvalidRequest as exc:
+            exc.__traceback__ = None  # as the HTTP error edge does (host.routes.errors)
+        del request, first
+        recorder.prepared_chunks.clear()
+        assert alive() is None
+    finally:
+        gc.enable()

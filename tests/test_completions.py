@@ -87,7 +87,7 @@ def test_stream_with_echo_n_and_usage(client: OpenAI) -> None:
         ({"prompt": "x", "echo": True, "logprobs": 1}, "echo"),
         ({"prompt": "x", "logprobs": 21}, "logprobs"),
         ({"prompt": "x", "best_of": 3}, "best_of"),
-        ({"prompt": "x", "stop": [""]}, "stop"),
+        ({"prompt": "x", "stop": [""]}, "stop[0]"),
         ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
         ({}, "prompt"),
     ],

@@ -7,8 +7,6 @@ generation stops. Real uvicorn on loopback, raw sockets that send a request and 
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 from collections.abc import Iterator
 
@@ -18,6 +16,7 @@ import pytest
 from host.app import create_app
 from host.contract.spec import Task
 from host.testing.fakes import FakePlugin, fake_spec
+from host.testing.http import send_and_close
 from host.testing.pytest_plugin import CPU_ONLY, make_config
 from host.testing.server import serve_in_thread
 
@@ -35,30 +34,13 @@ def served() -> Iterator[tuple[str, FakePlugin]]:
         yield url, plugin
 
 
-def _send_and_close(url: str, path: str, body: dict, wait_s: float) -> bytes:
-    host, port = url.removeprefix("http://").split(":")
-    payload = json.dumps(body).encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
-    )
-    with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(head.encode() + payload)
-        time.sleep(wait_s)
-        sock.settimeout(0.1)
-        try:
-            return sock.recv(65536)
-        except TimeoutError:
-            return b""
-
-
 def _status(url: str, model: str) -> dict:
     return httpx.get(f"{url}/v1/models/{model}", timeout=10).json()["status"]
 
 
 def test_a_request_waiting_for_its_model_stops_waiting(served: tuple[str, FakePlugin]) -> None:
     url, _ = served
-    _send_and_close(url, "/v1/embeddings", {"model": "slow-load", "input": "hi"}, 0.5)
+    send_and_close(url, "/v1/embeddings", {"model": "slow-load", "input": "hi"}, 0.5)
     assert _status(url, "slow-load")["state"] == "loading"
     deadline = time.monotonic() + 1.0
     while _status(url, "slow-load")["queued"] and time.monotonic() < deadline:
@@ -70,7 +52,7 @@ def test_a_plain_generation_stops_when_its_client_leaves(served: tuple[str, Fake
     url, _ = served
     words = " ".join(f"w{i}" for i in range(200))  # the fake echoes 200 words, 50 ms each: 10 s
     body = {"model": "slow-chat", "messages": [{"role": "user", "content": words}], "max_tokens": 300}
-    _send_and_close(url, "/v1/chat/completions", body, 0.5)
+    send_and_close(url, "/v1/chat/completions", body, 0.5)
     deadline = time.monotonic() + 1.0
     while _status(url, "slow-chat")["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -80,7 +62,7 @@ def test_a_plain_generation_stops_when_its_client_leaves(served: tuple[str, Fake
 def test_a_stream_waiting_for_its_model_stops_waiting_after_its_headers(served: tuple[str, FakePlugin]) -> None:
     url, _ = served
     body = {"model": "slow-load-chat", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    received = _send_and_close(url, "/v1/chat/completions", body, 1.0)
+    received = send_and_close(url, "/v1/chat/completions", body, 1.0)
     assert received.startswith(b"HTTP/1.1 200"), received  # headers went out while the model loads
     assert _status(url, "slow-load-chat")["state"] == "loading"
     deadline = time.monotonic() + 1.0

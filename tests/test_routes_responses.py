@@ -159,7 +159,6 @@ def test_a_failure_mid_stream_is_an_error_event_then_response_failed(client: Tes
     [
         ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"tools": [TOOL, {"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[1].type"),
-        ({"tools": [TOOL, TOOL]}, "tools[1].name"),
         ({"tools": [{"type": "function", "name": "bad name!"}]}, "tools[0].name"),
         ({"tools": [{"type": "function"}]}, "tools[0].name"),
         ({"tools": [{**TOOL, "parameters": {"type": "array"}}]}, "tools[0].parameters"),

@@ -8,10 +8,12 @@ raise ``host.contract.errors`` exceptions for client mistakes they detect (e.g. 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -169,23 +171,55 @@ def import_backend(path: str) -> type[Backend]:
         raise ImportError(f"{module_name!r} has no attribute {attr!r} (backend {path!r})") from None
 
 
+#: Held while a backend module is imported and while a backend class loads for the first time on a
+#: kind of placement in this process. Libraries that import lazily (transformers' ``_LazyModule``
+#: resolves ``AutoTokenizer`` on first access) are not safe to first-use from two threads: two models
+#: loading at once on the scheduler's threads saw half-initialised modules ("cannot import name
+#: 'AutoTokenizer' from 'transformers'"). Once a class has loaded on a placement, its imports are done
+#: and later loads and swaps run in parallel again.
+_FIRST_USE = threading.Lock()
+_used: set[tuple[str, str]] = set()
+
+
+@contextlib.contextmanager
+def first_use(backend: str, placement: str) -> Iterator[None]:
+    """Serialise the first import and load of ``backend`` (an import string) on ``placement``
+    (e.g. ``"cpu"``, ``"gpu"``) with every other first one; free once it has succeeded."""
+    key = (backend, placement)
+    if key in _used:
+        yield
+        return
+    with _FIRST_USE:
+        yield
+        _used.add(key)
+
+
 def load_backend(spec: ModelSpec, grant: Grant, *, plugin: str) -> Backend:
     """Import, check and construct ``spec``'s backend, then load it with ``grant`` (blocking).
 
     A failed load is unloaded before the error propagates, so nothing it took stays held. The
-    scheduler calls this on admission; a Ray Serve replica (``host.ray``) in its constructor.
+    scheduler calls this on admission; a Ray Serve replica (``host.ray``) in its constructor. The
+    first load of each backend class on each placement kind runs alone (:func:`first_use`).
     """
-    cls = import_backend(spec.backend)
-    check_backend(cls, spec.task, plugin)
-    backend = cls(spec)
-    try:
-        backend.load(grant)
-    except BaseException:
+    with first_use(spec.backend, str(grant.placement)):
+        cls = import_backend(spec.backend)
+        check_backend(cls, spec.task, plugin)
+        backend = cls(spec)
         try:
-            backend.unload()
-        except Exception:
-            logging.getLogger("plughost.backend").warning(
-                "%s: unload after failed load also failed", spec.id, exc_info=True
-            )
-        raise
+            backend.load(grant)
+        except BaseException:
+            try:
+                backend.unload()
+            except Exception:
+                logging.getLogger("plughost.backend").warning(
+                    "%s: unload after failed load also failed", spec.id, exc_info=True
+                )
+            raise
     return backend
+
+
+def relocate_backend(spec: ModelSpec, backend: Relocatable, grant: Grant) -> None:
+    """``backend.relocate(grant)`` (blocking); the first move of a class to a placement kind runs alone,
+    as a first load does (:func:`first_use`): a move may import what the load did not (offload hooks)."""
+    with first_use(spec.backend, f"relocate to {grant.placement}{' (parked)' if grant.parked else ''}"):
+        backend.relocate(grant)

@@ -100,6 +100,10 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     cannot think ignore it. ``thinking_budget`` caps the tokens of the think block: when it is
     spent the backend closes the block and the model answers (``None``: the model's default, no
     cap unless configured). ``sampling.max_tokens`` counts thinking tokens too.
+
+    ``choices`` counts the generations of the whole client request this one belongs to (``n``,
+    times the prompts of a legacy completion): bounds on a request's total output apply to all of
+    them together.
     """
 
     model: str
@@ -112,6 +116,7 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     prompt: str | None = None
     thinking: bool | None = None
     thinking_budget: int | None = None
+    choices: int = 1
 
 
 class TopLogprob(msgspec.Struct, frozen=True):

@@ -76,6 +76,14 @@ class InvalidRequest(PlughostError):
             self.code = code
 
 
+class RequestTooLarge(InvalidRequest):
+    """One request asks for more work than a model takes per request (input or output tokens,
+    log probabilities): a 400, decided before the work starts; the message names the limit, its
+    option and the request's numbers."""
+
+    code = "request_too_large"
+
+
 class WrongTask(InvalidRequest):
     """The model exists but serves another task than the route's (400)."""
 
@@ -288,11 +296,21 @@ def from_validation_error(exc: msgspec.ValidationError | msgspec.DecodeError) ->
 
 
 def decode_body(body: bytes, type_: type[T]) -> T:
-    """Decode a JSON request body into ``type_``, raising :class:`InvalidRequest` on failure."""
+    """Decode a JSON request body into ``type_``, raising :class:`InvalidRequest` on failure.
+
+    A number with a zero fraction (``2.0``) is an integer in JSON schema, so an integer field takes
+    it too: a body that fails validation is decoded once more with such numbers made ints.
+    """
     if not body.strip():
         raise InvalidRequest("Request body is empty; expected a JSON object.", code="invalid_json")
     try:
-        return msgspec.json.decode(body, type=type_)
+        try:
+            return msgspec.json.decode(body, type=type_)
+        except msgspec.ValidationError as invalid:
+            try:
+                return msgspec.convert(_integral(msgspec.json.decode(body)), type_)
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+                raise invalid from None  # the first answer names the problem
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise from_validation_error(exc) from None
     except UnicodeDecodeError:
@@ -300,6 +318,17 @@ def decode_body(body: bytes, type_: type[T]) -> T:
     except RecursionError:
         # msgspec recurses while skipping an unknown field's value; hostile nesting ends here.
         raise InvalidRequest("Request body is nested too deeply.", code="invalid_json") from None
+
+
+def _integral(value: object) -> object:
+    """``value`` (decoded JSON) with every float that has no fraction turned into an int."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    return value
 
 
 def internal_error_message(request_id: str | None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -27,30 +27,130 @@ from host.protocol.tools import (
 
 
 class TextPart(msgspec.Struct, kw_only=True):
-    """A content part; only ``text`` parts are supported by text models."""
+    """A content part; text models take ``text`` parts only."""
 
-    type: str
-    text: str | None = None
+    type: Literal["text"]
+    text: str
 
 
-class WireMessage(msgspec.Struct, kw_only=True):
-    """A message as OpenAI clients send it; an assistant message may replay its reasoning as
-    ``reasoning_content`` or ``reasoning`` (the OpenAI-compatible servers' fields)."""
+Content = str | list[TextPart]
 
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[TextPart] | None = None
+
+class _Message(msgspec.Struct, kw_only=True, tag_field="role"):
+    """A message as OpenAI clients send it, told apart by ``role``."""
+
     name: str | None = None
+
+    def to_domain(self) -> ChatMessage:
+        """The domain message."""
+        raise NotImplementedError
+
+
+class _TextMessage(_Message, kw_only=True):
+    content: Content
+    tool_calls: None = None  # only assistant messages carry calls
+
+    def to_domain(self) -> ChatMessage:
+        role = str(self.__struct_config__.tag)
+        return ChatMessage(role="system" if role == "developer" else role, content=_text(self.content))
+
+
+class SystemMessage(_TextMessage, tag="system"):
+    """``{"role": "system", "content": ...}``."""
+
+
+class DeveloperMessage(_TextMessage, tag="developer"):
+    """``{"role": "developer", "content": ...}``: OpenAI's newer name of a system message."""
+
+
+class UserMessage(_TextMessage, tag="user"):
+    """``{"role": "user", "content": ...}``."""
+
+
+class AssistantTurn(_Message, tag="assistant"):
+    """An assistant turn of the history: text, tool calls, replayed reasoning (``reasoning_content``
+    or ``reasoning``, the OpenAI-compatible servers' fields), any of them (none: an empty turn)."""
+
+    content: Content | None = None
     tool_calls: list[WireToolCall] | None = None
-    tool_call_id: str | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
+
+    def to_domain(self) -> ChatMessage:
+        content = "" if self.content is None else _text(self.content)
+        return ChatMessage(
+            role="assistant",
+            content=content,
+            tool_calls=history_calls(self.tool_calls),
+            reasoning=self.reasoning_content or self.reasoning or None,
+        )
+
+
+class ToolMessage(_Message, tag="tool"):
+    """A tool's result: ``tool_call_id`` names the call it answers."""
+
+    content: Content
+    tool_call_id: Annotated[str, Meta(min_length=1)]
+    tool_calls: None = None
+
+    def to_domain(self) -> ChatMessage:
+        return ChatMessage(role="tool", content=_text(self.content), tool_call_id=self.tool_call_id)
+
+
+WireMessage = SystemMessage | DeveloperMessage | UserMessage | AssistantTurn | ToolMessage
+
+
+def _text(content: Content) -> str:
+    return content if isinstance(content, str) else "".join(part.text for part in content)
+
+
+def message_to_domain(index: int, m: WireMessage) -> ChatMessage:
+    """The domain message of ``messages[index]``, for routes that take chat messages without
+    generating (``/tokenize``); decoding checked its fields."""
+    return m.to_domain()
+
+
+#: Cross-field rules of :meth:`ChatCompletionRequest.to_domain`, stated in its JSON schema.
+#: (One more that JSON schema cannot state: a named ``tool_choice`` must name one of ``tools``.)
+CHAT_SCHEMA_RULES: dict[str, Any] = {
+    "allOf": [
+        # top_logprobs needs logprobs: true
+        {
+            "if": {"properties": {"top_logprobs": {"type": "integer"}}, "required": ["top_logprobs"]},
+            "then": {"properties": {"logprobs": {"const": True}}, "required": ["logprobs"]},
+        },
+        # a forced call (tool_choice "required" or a named function) needs tools
+        # and excludes a JSON response_format
+        {
+            "if": {
+                "properties": {"tool_choice": {"anyOf": [{"const": "required"}, {"type": "object"}]}},
+                "required": ["tool_choice"],
+            },
+            "then": {
+                "properties": {
+                    "tools": {"type": "array", "minItems": 1},
+                    "response_format": {
+                        "anyOf": [{"type": "null"}, {"type": "object", "properties": {"type": {"const": "text"}}}]
+                    },
+                },
+                "required": ["tools"],
+            },
+        },
+    ]
+}
 
 
 class ChatCompletionRequest(GenerationRequest, kw_only=True):
     """The request body: the shared sampling fields plus messages, tools and output format, and the
     thinking switches of a reasoning model, first to last: ``chat_template_kwargs.enable_thinking``
     (vLLM, SGLang), ``enable_thinking`` (Qwen's own API), ``reasoning_effort`` (OpenAI); and the
-    ``thinking_budget`` extension (Qwen's API: the think block's most tokens)."""
+    ``thinking_budget`` extension (Qwen's API: the think block's most tokens).
+
+    A named ``tool_choice`` must name one of ``tools`` (400 ``unknown_tool_choice``: the one rule
+    of this body that its JSON schema cannot state).
+    """
+
+    schema_rules: ClassVar[dict[str, Any]] = CHAT_SCHEMA_RULES
 
     messages: Annotated[list[WireMessage], Meta(min_length=1)]
     max_tokens: Annotated[int, Meta(ge=1)] | None = None
@@ -64,7 +164,7 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
     chat_template_kwargs: dict[str, Any] | None = None
     enable_thinking: bool | None = None
     reasoning_effort: Effort | None = None
-    thinking_budget: int | None = None
+    thinking_budget: Annotated[int, Meta(ge=0)] | None = None
 
     def thinking(self) -> Switch:
         """The request's thinking switch (see the class docstring) and the field that set it."""
@@ -75,17 +175,16 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
         )
 
     def to_domain(self) -> ChatRequest:
-        """Validate what the schema cannot express and build the domain request."""
+        """Validate what the schema states as cross-field rules and build the domain request."""
         tools, tool_choice = tools_to_domain(self.tools, self.tool_choice, self.parallel_tool_calls)
         output = output_to_domain(self.response_format)
         if output.kind != "text" and tool_choice.mode in ("required", "function"):
             raise InvalidRequest(
                 "response_format cannot be combined with a tool_choice that forces a call.", param="response_format"
             )
-        messages = tuple(_message(i, m) for i, m in enumerate(self.messages))
         return ChatRequest(
             model=self.model,
-            messages=messages,
+            messages=tuple(m.to_domain() for m in self.messages),
             sampling=self.sampling(self.max_completion_tokens or self.max_tokens),
             tools=tools,
             tool_choice=tool_choice,
@@ -93,40 +192,8 @@ class ChatCompletionRequest(GenerationRequest, kw_only=True):
             top_logprobs=check_logprobs(self.logprobs, self.top_logprobs),
             thinking=self.thinking().thinking,
             thinking_budget=self.thinking_budget,
+            choices=self.n,
         )
-
-
-def _message(index: int, m: WireMessage) -> ChatMessage:
-    role = "system" if m.role == "developer" else m.role
-    if role == "tool" and not m.tool_call_id:
-        raise InvalidRequest("a tool message needs its call's tool_call_id.", param=f"messages[{index}].tool_call_id")
-    if m.tool_calls and role != "assistant":
-        raise InvalidRequest("only assistant messages carry tool_calls.", param=f"messages[{index}].tool_calls")
-    calls = history_calls(index, m.tool_calls)
-    # Replayed reasoning belongs to assistant turns (which may hold nothing else: an answer cut off
-    # while thinking); elsewhere it means nothing and is ignored.
-    reasoning = (m.reasoning_content or m.reasoning or None) if role == "assistant" else None
-    if isinstance(m.content, list):
-        texts = []
-        for j, part in enumerate(m.content):
-            if part.type != "text" or part.text is None:
-                raise InvalidRequest(
-                    f"content part type '{part.type}' is not supported; only 'text'.",
-                    param=f"messages[{index}].content[{j}].type",
-                )
-            texts.append(part.text)
-        content = "".join(texts)
-    elif m.content is None and not calls and reasoning is None:
-        raise InvalidRequest("message content is required.", param=f"messages[{index}].content")
-    else:
-        content = m.content or ""
-    return ChatMessage(role, content, tool_calls=calls, tool_call_id=m.tool_call_id, reasoning=reasoning)
-
-
-def message_to_domain(index: int, m: WireMessage) -> ChatMessage:
-    """The domain message of ``messages[index]`` (400s name the field), for routes that take chat
-    messages without generating (``/tokenize``)."""
-    return _message(index, m)
 
 
 class AssistantMessage(msgspec.Struct, omit_defaults=True):

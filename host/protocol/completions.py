@@ -6,7 +6,7 @@ call this route.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from msgspec import Meta
@@ -21,15 +21,38 @@ from host.protocol.tools import MAX_TOP_LOGPROBS
 DEFAULT_MAX_TOKENS = 16
 
 
-class CompletionRequest(GenerationRequest, kw_only=True):
-    """The request body: the shared sampling fields plus prompts, ``best_of``, ``echo``, ``logprobs``."""
+#: A prompt: never empty.
+Prompt = Annotated[str, Meta(min_length=1)]
 
-    prompt: str | Annotated[list[str], Meta(min_length=1, max_length=64)]
+#: Cross-field rules of :meth:`CompletionRequest.to_domain`, stated in its JSON schema.
+COMPLETION_SCHEMA_RULES: dict[str, Any] = {
+    "allOf": [
+        # best_of is not supported: the schema allows null; the server also takes a value equal to n
+        {"properties": {"best_of": {"type": "null"}}},
+        # echo with logprobs is not supported
+        {
+            "if": {"properties": {"echo": {"const": True}}, "required": ["echo"]},
+            "then": {"properties": {"logprobs": {"type": "null"}}},
+        },
+    ]
+}
+
+
+class CompletionRequest(GenerationRequest, kw_only=True):
+    """The request body: the shared sampling fields plus prompts, ``best_of``, ``echo``, ``logprobs``.
+
+    ``suffix`` (fill-in-the-middle) is not supported: empty or null. ``best_of`` is accepted only
+    equal to ``n``; ``echo`` and ``logprobs`` do not go together.
+    """
+
+    schema_rules: ClassVar[dict[str, Any]] = COMPLETION_SCHEMA_RULES
+
+    prompt: Prompt | Annotated[list[Prompt], Meta(min_length=1, max_length=64)]
     max_tokens: Annotated[int, Meta(ge=1)] | None = DEFAULT_MAX_TOKENS
     best_of: Annotated[int, Meta(ge=1, le=16)] | None = None
     echo_: bool | None = msgspec.field(default=False, name="echo")
     logprobs: Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
-    suffix: str | None = None
+    suffix: Annotated[str, Meta(max_length=0)] | None = None
 
     @property
     def prompts(self) -> list[str]:
@@ -43,21 +66,17 @@ class CompletionRequest(GenerationRequest, kw_only=True):
 
     def to_domain(self) -> list[ChatRequest]:
         """One domain request per prompt (raw prompts: no chat template)."""
-        if self.suffix:
-            raise InvalidRequest("suffix (fill-in-the-middle) is not supported.", param="suffix")
         if self.best_of is not None and self.best_of != self.n:
             raise InvalidRequest("best_of other than n is not supported.", param="best_of")
         if self.echo and self.logprobs is not None:
             # Scoring the prompt needs logits at every prompt position, which the engine does not keep.
             raise InvalidRequest("echo together with logprobs is not supported.", param="echo")
-        for i, p in enumerate(self.prompts):
-            if not p:
-                raise InvalidRequest(
-                    "prompt must not be empty.", param="prompt" if isinstance(self.prompt, str) else f"prompt[{i}]"
-                )
         sampling = self.sampling(DEFAULT_MAX_TOKENS if self.max_tokens is None else self.max_tokens)
+        choices = len(self.prompts) * self.n
         return [
-            ChatRequest(model=self.model, messages=(), prompt=p, sampling=sampling, top_logprobs=self.logprobs)
+            ChatRequest(
+                model=self.model, messages=(), prompt=p, sampling=sampling, top_logprobs=self.logprobs, choices=choices
+            )
             for p in self.prompts
         ]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -11,12 +11,27 @@ from host.contract.domain import EmbeddingRequest
 from host.contract.errors import InvalidRequest
 from host.protocol.common import WireRequest
 
+_TOKEN_IDS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}
+#: What ``input`` really takes (msgspec's union cannot hold several array types, so the Struct decodes
+#: a wider type and :meth:`EmbeddingsRequest.to_domain` checks the rest): a non-empty string, or a
+#: non-empty list of non-empty strings, of token ids, or of non-empty token-id lists.
+INPUT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+        _TOKEN_IDS,
+        {"type": "array", "minItems": 1, "items": _TOKEN_IDS},
+    ]
+}
+
 
 class EmbeddingsRequest(WireRequest, kw_only=True):
     """OpenAI's embeddings body plus extensions: ``input_type`` ("query"/"document"),
     ``instruction`` (the query task text) and ``truncate``."""
 
     model: str
+    schema_rules: ClassVar[dict[str, Any]] = {"properties": {"input": INPUT_SCHEMA}}
+
     input: str | list[str | int | list[int]]
     # ``null`` (what generated SDKs send for "not given") means the default.
     encoding_format: Literal["float", "base64"] | None = "float"
@@ -53,6 +68,9 @@ class EmbeddingsRequest(WireRequest, kw_only=True):
         for i, item in enumerate(texts if texts is not None else ids or ()):
             if len(item) == 0:
                 raise InvalidRequest(f"input[{i}] is empty.", param="input")
+        for i, row in enumerate(ids or ()):
+            if any(t < 0 for t in row):
+                raise InvalidRequest(f"input[{i}] holds a negative token id.", param="input")
         kind = "query" if self.input_type in ("query", "search_query") else "document"
         if self.instruction is not None and self.input_type is None:
             kind = "query"  # an instruction only makes sense for queries

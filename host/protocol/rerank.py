@@ -11,7 +11,10 @@ Two response dialects share the request body (the rule is documented in docs/api
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+from msgspec import Meta
 
 from host.contract.domain import RerankRequest
 from host.contract.errors import InvalidRequest
@@ -33,10 +36,10 @@ class RerankBody(WireRequest, kw_only=True):
     and ``raw_scores`` (TEI's name: the model's scores before they are mapped into [0, 1])."""
 
     model: str
-    query: str
-    documents: list[str | DocumentObject]
-    top_k: int | None = None
-    top_n: int | None = None
+    query: Annotated[str, Meta(pattern=r"\S", description="not empty, not only white space")]
+    documents: Annotated[list[str | DocumentObject], Meta(min_length=1)]
+    top_k: Annotated[int, Meta(ge=1)] | None = None
+    top_n: Annotated[int, Meta(ge=1)] | None = None
     return_documents: bool | None = None  # null: the default (true)
     raw_scores: bool | None = None
     instruction: str | None = None
@@ -44,19 +47,11 @@ class RerankBody(WireRequest, kw_only=True):
 
     def to_domain(self, max_documents: int) -> tuple[RerankRequest, int | None]:
         """Build the domain request; also returns the result limit (``None``: all documents)."""
-        if not self.query.strip():
-            raise InvalidRequest("'query' must not be empty.", param="query")
-        if not self.documents:
-            raise InvalidRequest("'documents' must not be empty.", param="documents")
         if len(self.documents) > max_documents:
             raise InvalidRequest(
                 f"'documents' has {len(self.documents)} items; the limit is {max_documents}.", param="documents"
             )
         limit = self.top_n if self.top_n is not None else self.top_k
-        if limit is not None and limit < 1:
-            raise InvalidRequest(
-                "top_k/top_n must be at least 1.", param="top_n" if self.top_n is not None else "top_k"
-            )
         docs = tuple(d if isinstance(d, str) else d.text for d in self.documents)
         return RerankRequest(model=self.model, query=self.query, documents=docs, instruction=self.instruction), limit
 

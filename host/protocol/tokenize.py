@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from msgspec import Meta
@@ -18,6 +18,14 @@ class TokenizeBody(WireRequest, kw_only=True):
     """vLLM's two tokenize bodies in one: ``prompt`` (with ``add_special_tokens``, default true) or
     ``messages`` (and ``tools``; ``add_generation_prompt`` default true, ``add_special_tokens``
     default false, as vLLM has them); ``return_token_strs`` adds each token's string."""
+
+    #: Exactly one of ``prompt`` and ``messages`` (``to_domain`` checks it), stated in the schema.
+    schema_rules: ClassVar[dict[str, Any]] = {
+        "oneOf": [
+            {"required": ["prompt"], "properties": {"prompt": {"type": "string"}, "messages": {"type": "null"}}},
+            {"required": ["messages"], "properties": {"messages": {"type": "array"}, "prompt": {"type": "null"}}},
+        ]
+    }
 
     model: str
     prompt: str | None = None

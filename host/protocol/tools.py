@@ -7,7 +7,6 @@ domain values. Every error is a 400 that names the field.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -18,8 +17,14 @@ from host.contract.errors import InvalidRequest
 
 #: OpenAI's rule for function names.
 FunctionName = Annotated[str, Meta(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+#: The error code of a named ``tool_choice`` whose function is not among ``tools``.
+UNKNOWN_TOOL_CHOICE = "unknown_tool_choice"
 #: OpenAI's upper bound of ``top_logprobs``.
 MAX_TOP_LOGPROBS = 20
+
+
+#: A function's ``parameters``: a JSON schema of an object (its ``type``, if given, is "object").
+ParametersSchema = Annotated[dict[str, Any], Meta(extra_json_schema={"properties": {"type": {"const": "object"}}})]
 
 
 class FunctionDefinition(msgspec.Struct, kw_only=True):
@@ -27,7 +32,7 @@ class FunctionDefinition(msgspec.Struct, kw_only=True):
 
     name: FunctionName
     description: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: ParametersSchema | None = None
     strict: bool | None = None
 
 
@@ -162,9 +167,6 @@ def tools_to_domain(
         for t in tools or ()
     )
     names = [t.name for t in defs]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise InvalidRequest(f"tool name '{name}' is given twice.", param=f"tools[{i}].function.name")
     for i, t in enumerate(defs):
         if t.parameters is not None and t.parameters.get("type", "object") != "object":
             raise InvalidRequest(
@@ -175,8 +177,11 @@ def tools_to_domain(
     allow_parallel = parallel is not False
     if isinstance(choice, NamedToolChoice):
         if choice.function.name not in names:
+            # The one rule of the body that its JSON schema cannot state (a value naming another value).
             raise InvalidRequest(
-                f"tool_choice names function '{choice.function.name}', which is not in tools.", param="tool_choice"
+                f"tool_choice names function '{choice.function.name}', which is not in tools.",
+                param="tool_choice",
+                code=UNKNOWN_TOOL_CHOICE,
             )
         return defs, ToolChoice(mode="function", name=choice.function.name, parallel=False)
     if choice == "required" and not defs:
@@ -196,19 +201,13 @@ def output_to_domain(fmt: ResponseFormat | None) -> OutputFormat:
     return OutputFormat(kind="json_schema", schema=schema, strict=bool(fmt.json_schema.strict))
 
 
-def history_calls(index: int, calls: list[WireToolCall] | None) -> tuple[ToolCall, ...]:
-    """Replayed ``tool_calls`` of an assistant message; ``arguments`` must be JSON text."""
-    out = []
-    for j, call in enumerate(calls or ()):
-        try:
-            json.loads(call.function.arguments)
-        except ValueError:
-            raise InvalidRequest(
-                "tool call arguments must be a JSON text.",
-                param=f"messages[{index}].tool_calls[{j}].function.arguments",
-            ) from None
-        out.append(ToolCall(index=j, id=call.id, name=call.function.name, arguments=call.function.arguments))
-    return tuple(out)
+def history_calls(calls: list[WireToolCall] | None) -> tuple[ToolCall, ...]:
+    """Replayed ``tool_calls`` of an assistant message (``arguments`` as sent: normally a JSON text;
+    a model's template shows any other text as it is)."""
+    return tuple(
+        ToolCall(index=j, id=call.id, name=call.function.name, arguments=call.function.arguments)
+        for j, call in enumerate(calls or ())
+    )
 
 
 def check_logprobs(logprobs: bool | None, top: int | None) -> int | None:

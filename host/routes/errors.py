@@ -75,7 +75,13 @@ def error_response(error: PlughostError, path: str = "") -> Response[ErrorEnvelo
 
 
 def _plughost_error(request: Request, exc: PlughostError) -> Response[ErrorEnvelope | AnthropicErrorEnvelope]:
-    return error_response(for_client(exc), request.scope["path"])
+    response = error_response(for_client(exc), request.scope["path"])
+    # A client's error needs no traceback, and its traceback holds the request's frames (its body,
+    # a batcher's request) in a reference cycle through the future that delivered the error: such
+    # cycles wait for a full garbage collection, so rejected 25 MB rerank requests piled up in RSS
+    # (+59 MB each). Dropping it frees them at once.
+    exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+    return response
 
 
 def _http_error(request: Request, exc: HTTPException) -> Response[ErrorEnvelope | AnthropicErrorEnvelope]:

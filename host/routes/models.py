@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Response, get, post
-from litestar.params import FromPath, FromQuery
+from litestar import Controller, Request, Response, get, post, route
+from litestar.enums import HttpMethod
+from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import ServerSentEvent
 
 from host.contract.errors import InvalidRequest, NotFound
@@ -20,6 +21,9 @@ from host.routes.deps import DownloadsDep, RegistryDep, SchedulerDep, StartedDep
 from host.scheduling.pool import ModelPool, Pinning, unload_when_idle
 from host.scheduling.status import ModelState
 from host.server.openapi import COMMON_ERRORS, MANAGE_ERRORS
+
+_ACTIONS = ("load", "unload", "pin", "unpin", "pull")
+_MAX_WAIT_S = 600
 
 
 def _card(model: RegisteredModel, scheduler: ModelPool, started: int, downloads: Downloads) -> ModelCard:
@@ -48,52 +52,70 @@ async def list_models(
     return ModelList(data=[_card(m, scheduler, started, downloads) for m in registry])
 
 
-@get("/v1/models/{model_id:path}", responses=COMMON_ERRORS)
-async def get_model(
-    registry: RegistryDep,
-    scheduler: SchedulerDep,
-    started: StartedDep,
-    downloads: DownloadsDep,
-    model_id: FromPath[str],
-) -> ModelCard:
-    """One model (by id or alias; hub-style ids with a slash work too)."""
-    return _card(registry.get(model_id.lstrip("/")), scheduler, started, downloads)
+class OneModel(Controller):
+    """``GET /v1/models/{id}`` and ``POST /v1/models/{id}/load|unload|pin|unpin|pull``: one route.
 
+    Its own ``OPTIONS`` answer: Litestar builds a path's automatic one when the path's first handler
+    is registered, so its ``Allow`` listed only that handler's method while a 405 listed both (and
+    two handlers with different parameter names were two routes).
+    """
 
-@post("/v1/models/{model_path:path}", status_code=200, responses=MANAGE_ERRORS)
-async def manage_model(
-    registry: RegistryDep,
-    scheduler: SchedulerDep,
-    started: StartedDep,
-    downloads: DownloadsDep,
-    model_path: FromPath[str],
-    stream: FromQuery[bool] = False,
-    wait_s: FromQuery[float] = 0,
-) -> Response[Any]:
-    """``POST /v1/models/{id}/load`` loads a model now (answers once it is resident);
-    ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests; ``?wait_s=N`` first
-    waits up to N seconds for them to finish); ``/pin`` and ``/unpin`` keep it where it is or let it go;
-    ``POST /v1/models/{id}/pull`` downloads its weights in the background: 202 with the card at once,
-    or with ``?stream=true`` an SSE stream of progress events until ``done`` (100 %) or ``failed``."""
-    name, _, action = model_path.strip("/").rpartition("/")
-    if action not in _ACTIONS or not name:
-        raise NotFound(
-            f"POST /v1/models/{model_path.strip('/')}: expected /v1/models/{{id}}/" + ", /".join(_ACTIONS) + "."
-        )
-    if not 0 <= wait_s <= _MAX_WAIT_S:
-        raise InvalidRequest(f"wait_s must be between 0 and {_MAX_WAIT_S} seconds.", param="wait_s")
-    model = registry.get(name)
-    if action == "pull":
-        return _pull(model, scheduler, started, downloads, stream)
-    if action == "load":
-        await scheduler.load(model.spec.id)
-    elif action == "unload":
-        await unload_when_idle(scheduler, model.spec.id, wait_s)
-    elif isinstance(scheduler, Pinning):
-        scheduler.pin(model.spec.id, action == "pin")
-    else:
-        raise NotFound(f"This server's models cannot be pinned at run time; set models.{model.spec.id}.pinned.")
-    return Response(_card(model, scheduler, started, downloads))
+    path = "/v1/models/{model_id:path}"
+
+    @route(http_method=HttpMethod.OPTIONS, status_code=204, include_in_schema=False)
+    async def allowed(self, request: Request[Any, Any, Any]) -> Response[None]:
+        """``Allow``: every method of this path."""
+        methods = sorted(request.app.route_handler_method_map[self.path])
+        return Response(None, status_code=204, headers={"Allow": ", ".join(methods)})
+
+    @get(responses=COMMON_ERRORS)
+    async def get_model(
+        self,
+        registry: RegistryDep,
+        scheduler: SchedulerDep,
+        started: StartedDep,
+        downloads: DownloadsDep,
+        model_id: FromPath[str],
+    ) -> ModelCard:
+        """One model (by id or alias; hub-style ids with a slash work too)."""
+        return _card(registry.get(model_id.lstrip("/")), scheduler, started, downloads)
+
+    @post(status_code=200, responses=MANAGE_ERRORS)
+    async def manage_model(
+        self,
+        registry: RegistryDep,
+        scheduler: SchedulerDep,
+        started: StartedDep,
+        downloads: DownloadsDep,
+        model_id: FromPath[str],
+        stream: FromQuery[bool] = False,
+        # The bounds stated in the schema too (Litestar drops a bound of 0 from its own translation).
+        wait_s: Annotated[float, Parameter(schema_extra={"minimum": 0, "maximum": _MAX_WAIT_S})] = 0,
+    ) -> Response[Any]:
+        """``POST /v1/models/{id}/load`` loads a model now (answers once it is resident);
+        ``POST /v1/models/{id}/unload`` unloads it (409 while it serves requests; ``?wait_s=N`` first
+        waits up to N seconds for them to finish); ``/pin`` and ``/unpin`` keep it where it is or let it go;
+        ``POST /v1/models/{id}/pull`` downloads its weights in the background: 202 with the card at once,
+        or with ``?stream=true`` an SSE stream of progress events until ``done`` (100 %) or ``failed``."""
+        name, _, action = model_id.strip("/").rpartition("/")
+        if action not in _ACTIONS or not name:
+            raise NotFound(
+                f"POST /v1/models/{model_id.strip('/')}: expected /v1/models/{{id}}/" + ", /".join(_ACTIONS) + "."
+            )
+        if not 0 <= wait_s <= _MAX_WAIT_S:
+            raise InvalidRequest(f"wait_s must be between 0 and {_MAX_WAIT_S} seconds.", param="wait_s")
+        model = registry.get(name)
+        if action == "pull":
+            return _pull(model, scheduler, started, downloads, stream)
+        if action == "load":
+            await scheduler.load(model.spec.id)
+        elif action == "unload":
+            await unload_when_idle(scheduler, model.spec.id, wait_s)
+        elif isinstance(scheduler, Pinning):
+            scheduler.pin(model.spec.id, action == "pin")
+        else:
+            raise NotFound(f"This server's models cannot be pinned at run time; set models.{model.spec.id}.pinned.")
+        return Response(_card(model, scheduler, started, downloads))
 
 
 def _pull(
@@ -126,10 +148,6 @@ def _pull(
             yield msgspec.json.encode(progress).decode()
 
     return ServerSentEvent(events(), status_code=200)
-
-
-_ACTIONS = ("load", "unload", "pin", "unpin", "pull")
-_MAX_WAIT_S = 600
 
 
 @get("/health")

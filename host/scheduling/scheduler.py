@@ -28,6 +28,7 @@ from host.contract.backend import (
     Relocatable,
     RerankBackend,
     load_backend,
+    relocate_backend,
 )
 from host.contract.config import SchedulerConfig
 from host.contract.errors import (
@@ -508,7 +509,7 @@ class Scheduler:
             if from_offload and isinstance(slot.backend, Relocatable):
                 kind = "reload"
                 log.info("%s: moving back from host RAM to %s (%s)", slot.id, device, decision.placement)
-                await slot.run(slot.backend.relocate, grant)
+                await slot.run(relocate_backend, slot.model.spec, slot.backend, grant)
             else:
                 if slot.backend is not None:  # offloaded but cannot relocate: start afresh
                     await slot.run(slot.backend.unload)
@@ -567,7 +568,7 @@ class Scheduler:
         try:
             # The backend captured when the offload was decided: ``slot.backend`` is typed as
             # optional and re-reading it here would not say which backend is being moved.
-            await slot.run(backend.relocate, grant)
+            await slot.run(relocate_backend, slot.model.spec, backend, grant)
         except Exception:
             log.exception("%s: offload failed; unloading instead", slot.id)
             self.observer.transition(slot.id, "offload", time.perf_counter() - started, ok=False)

@@ -5,6 +5,12 @@ the handlers' ``data`` parameter through :class:`WireBody`, a Litestar DTO that 
 Struct but decodes with :func:`host.contract.errors.decode_body`, so that every bad body keeps plughost's
 own 400s (the offending field in ``param``, invalid UTF-8, hostile nesting) rather than Litestar's
 generic validation error.
+
+A request body's schema is msgspec's own JSON schema of the Struct that decodes it (inlined, so it
+needs no components of its own), plus the Struct's :data:`SCHEMA_RULES`: the cross-field rules
+(``if``/``then``) its ``to_domain`` enforces. Litestar's translation of msgspec constraints drops
+every bound that is zero (``top_p > 0`` documented no minimum), so clients generating code from the
+schema, and schemathesis, saw requests as valid that the server rightly refused.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any, Generic, TypeVar
 
+import msgspec
 from litestar.dto import AbstractDTO
 from litestar.dto.data_structures import DTOFieldDefinition
 from litestar.exceptions import ValidationException
@@ -79,10 +86,8 @@ class WireBody(AbstractDTO[T], Generic[T]):
     def create_openapi_schema(
         cls, field_definition: FieldDefinition, handler_id: str, schema_creator: Any
     ) -> Reference | Schema:
-        """The Struct's schema, as Litestar would build it for a plain ``data: Struct`` parameter."""
-        return schema_creator.for_field_definition(
-            FieldDefinition.from_annotation(cls.model_type, kwarg_definition=field_definition.kwarg_definition)
-        )
+        """The Struct's own JSON schema (:func:`request_schema`)."""
+        return RawSchema(request_schema(cls.model_type))
 
     def decode_bytes(self, value: bytes) -> Any:
         """Decode the body with plughost's errors."""
@@ -91,6 +96,50 @@ class WireBody(AbstractDTO[T], Generic[T]):
     def decode_builtins(self, value: dict[str, Any]) -> Any:
         """Not reached: the routes take JSON bodies only."""
         raise NotImplementedError
+
+
+#: Name of the class attribute (a ``ClassVar`` dict) of a request Struct whose keys are added to its
+#: schema: the cross-field rules of its ``to_domain``, as JSON schema (``allOf`` of ``if``/``then``);
+#: its ``properties`` replace those of the fields they name (what a field's type cannot say).
+SCHEMA_RULES = "schema_rules"
+_REF = "#/components/schemas/"
+
+
+class RawSchema(Schema):
+    """A schema given as a ready JSON-schema mapping (Litestar renders it as is)."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        super().__init__()
+        self.raw = raw
+
+    def to_schema(self) -> dict[str, Any]:
+        """The mapping itself."""
+        return self.raw
+
+
+def request_schema(struct: type) -> dict[str, Any]:
+    """msgspec's JSON schema of ``struct`` with its :data:`SCHEMA_RULES`, every ``$ref`` inlined."""
+    (root,), components = msgspec.json.schema_components([struct], ref_template=_REF + "{name}")
+    name = root["$ref"].removeprefix(_REF)
+    rules = dict(getattr(struct, SCHEMA_RULES, {}))
+    properties = {**components[name].get("properties", {}), **rules.pop("properties", {})}
+    components[name] = {**components[name], **rules, "properties": properties}
+    return _inline(root, components, ())
+
+
+def _inline(node: Any, components: dict[str, Any], seen: tuple[str, ...]) -> Any:
+    if isinstance(node, list):
+        return [_inline(item, components, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_REF):
+        name = ref.removeprefix(_REF)
+        if name in seen:
+            raise ValueError(f"request schema {seen[0]} is recursive through {name}; it cannot be inlined")
+        return _inline(components[name], components, (*seen, name))
+    # The discriminator's mapping names components that inlining removes; the tags stay as enums.
+    return {key: _inline(value, components, seen) for key, value in node.items() if key != "discriminator"}
 
 
 def body_error(exc: ValidationException) -> InvalidRequest | None:

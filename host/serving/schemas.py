@@ -36,9 +36,15 @@ def close_objects(schema: Any) -> Any:
         return [close_objects(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: v if k in _DATA else close_objects(v) for k, v in schema.items()}
-    if isinstance(schema.get("properties"), dict):  # property names are not schemas: keep them as they are
-        out["properties"] = {name: close_objects(sub) for name, sub in schema["properties"].items()}
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DATA:
+            out[key] = value
+        elif key == "properties" and isinstance(value, dict):  # its keys are names, not schemas
+            out[key] = {name: close_objects(sub) for name, sub in value.items()}
+        else:  # each subtree once: walking "properties" twice was exponential in the nesting (issue 26)
+            out[key] = close_objects(value)
+    if isinstance(schema.get("properties"), dict):
         out.setdefault("additionalProperties", False)
     return out
 

@@ -1,8 +1,12 @@
-"""HTTP helpers for tests of plughost and its plugins: route paths, error envelope and SSE checks."""
+"""HTTP helpers for tests of plughost and its plugins: route paths, error envelope and SSE checks, a
+client that leaves."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+import time
 from types import EllipsisType
 from typing import Any
 
@@ -105,3 +109,24 @@ def chat_plain_and_streamed(client: Any, model: str) -> list[Any]:
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply.choices[0].message.content
     assert chunks[-1].usage.total_tokens == reply.usage.total_tokens
     return chunks
+
+
+def send_and_close(url: str, path: str, body: dict[str, Any], wait_s: float) -> bytes:
+    """POST ``body`` as JSON on a raw socket, wait ``wait_s`` and close it: a client that leaves.
+
+    Returns what had arrived by then (``b""`` if nothing).
+    """
+    host, port = url.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head.encode() + payload)
+        time.sleep(wait_s)
+        sock.settimeout(0.1)
+        try:
+            return sock.recv(65536)
+        except TimeoutError:
+            return b""

@@ -8,14 +8,17 @@ Infinity's pre / core / post split with TGI's permit. A plugin's backend subclas
 - :attr:`~BatchedBackend.budgets_by_device`: batch bounds on ``"cpu"`` and ``"gpu"`` (read from
   its options; or override :meth:`~BatchedBackend.budgets`);
 - :meth:`~BatchedBackend.prepare` (the prepare thread: tokenise, validate),
-  :meth:`~BatchedBackend.length` (an item's tokens), optionally :meth:`~BatchedBackend.batch_cost`
+  :meth:`~BatchedBackend.length` (an item's tokens), optionally :meth:`~BatchedBackend.tokens`
+  (what an item counts against ``max_request_tokens``), :meth:`~BatchedBackend.batch_cost`
   (a batch's tokens, when more than ``rows × longest``), and :meth:`~BatchedBackend.run`
   (the compute thread: forward pass and post-processing);
 - its serving method (``embed``/``rerank``), which validates a request and awaits :meth:`submit`.
 
 The base owns the rest: the batcher's life cycle across load / unload / relocate, the budgets
-(re-read on relocation), error mapping (client mistakes stay 4xx; any other failure of a batch
-fails only that batch's requests, as a 500 naming the model) and the permit: :meth:`submit` does
+(re-read on relocation), the bound of one request's input tokens
+(:attr:`BatchedBackend.max_request_tokens`: over it a :class:`~host.contract.errors.RequestTooLarge`
+before any batch of the request runs), error mapping (client mistakes stay 4xx; any other failure
+of a batch fails only that batch's requests, as a 500 naming the model) and the permit: :meth:`submit` does
 not return or raise — not even when its caller is cancelled — while an item of its request is in
 a running batch, so a lease held around it is released only once the model has stopped working
 for it. The scheduler never unloads or moves a model with a lease out, so no lock between
@@ -32,9 +35,9 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from host.contract import request_id
-from host.contract.errors import BackendError, PlughostError, internal_error_message
+from host.contract.errors import BackendError, PlughostError, RequestTooLarge, internal_error_message
 from host.contract.spec import Grant, ModelSpec
-from host.toolkit.batcher import BatcherStats, DynamicBatcher
+from host.toolkit.batcher import BatcherStats, Budget, DynamicBatcher
 
 log = logging.getLogger("plughost.batched")
 
@@ -60,11 +63,15 @@ class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
     """Life cycle, budgets, errors and the permit of a batched backend; see the module docstring.
 
     A subclass sets, while reading its options, :attr:`budgets_by_device` (batch bounds keyed
-    ``"cpu"`` and ``"gpu"``) and :attr:`max_pending` (items that may wait in the batcher; beyond
-    it requests get 429; ``None``: unbounded). :attr:`kind` names the threads and errors.
+    ``"cpu"`` and ``"gpu"``), :attr:`max_pending` (items that may wait in the batcher; beyond
+    it requests get 429; ``None``: unbounded) and :attr:`max_request_tokens` (the tokens of one
+    request's items in all, ``tokens`` each; beyond it a 400 naming the option ``max_request_tokens``;
+    ``None``: unbounded). :attr:`kind` names the threads and errors, :attr:`items_param` the
+    request field that holds the items (for errors).
     """
 
     kind = "batched"
+    items_param = "input"
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -72,6 +79,7 @@ class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
         self.batcher: DynamicBatcher[Item, Prepared, Result] | None = None
         self.budgets_by_device: dict[str, BatchBudgets] = {}
         self.max_pending: int | None = None
+        self.max_request_tokens: int | None = None
 
     # -- what a plugin supplies -------------------------------------------------------------------
     @abc.abstractmethod
@@ -97,6 +105,10 @@ class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
     @abc.abstractmethod
     def length(self, prepared: Prepared) -> int:
         """An item's tokens in a batch (its padded width; the batcher sorts by it)."""
+
+    def tokens(self, prepared: Prepared) -> int:
+        """What an item counts against :attr:`max_request_tokens` (default: :meth:`length`)."""
+        return self.length(prepared)
 
     def batch_cost(self) -> Callable[[Prepared], int] | None:
         """A new batch's cost: a function fed the batch's items one by one that returns its tokens so far.
@@ -125,6 +137,7 @@ class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
                 prepare=self.prepare,
                 length=self.length,
                 run=self.run,
+                tokens=self.tokens,
                 cost=self._cost_of_new_batch if self.batch_cost() is not None else None,
                 max_batch_tokens=budgets.max_batch_tokens,
                 max_batch_size=budgets.max_batch_size,
@@ -160,6 +173,15 @@ class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
         self.batcher.max_batch_size = budgets.max_batch_size
         self.batcher.batch_overhead_tokens = budgets.batch_overhead_tokens
 
+    def _too_large(self, counted: int) -> RequestTooLarge:
+        limit = self.max_request_tokens
+        return RequestTooLarge(
+            f"This request's {self.items_param} take more than {limit} tokens ({counted} counted before "
+            f"stopping); '{self.spec.id}' takes at most {limit} tokens per request "
+            f"(models.{self.spec.id}.options.max_request_tokens). Send them in several requests.",
+            param=self.items_param,
+        )
+
     async def submit(self, items: Sequence[Item]) -> list[Result]:
         """Results of ``items`` in order, batched with concurrent requests (the permit: see the module).
 
@@ -170,8 +192,9 @@ class BatchedBackend(abc.ABC, Generic[Item, Prepared, Result]):
         batcher = self.batcher
         if batcher is None:
             raise ModelNotLoaded(f"{self.spec.id} is not loaded")
+        budget = None if self.max_request_tokens is None else Budget(self.max_request_tokens, self._too_large)
         try:
-            return await batcher.submit(items)
+            return await batcher.submit(items, budget)
         except PlughostError:
             raise
         except Exception as exc:

@@ -23,6 +23,11 @@ A single item longer than ``max_batch_tokens`` runs in a batch of its own. Items
 requests share batches, and a request's items may be spread over many batches: ``submit``
 always returns the results in the order of the items it was given.
 
+A request may carry a token budget (``submit(items, budget=...)``): its items are then held back
+until all of them are prepared (in chunks of at most ``BUDGET_CHUNK``), their ``tokens`` counted
+as they are, and the request fails with the budget's error as soon as the count is over it — before
+any batch of it runs. Requests without a budget start running while the rest is still prepared.
+
 Failures never hang a future: an exception from ``run`` fails exactly the requests that had an
 item in that batch (their other items are dropped) and the worker goes on; :meth:`DynamicBatcher.close`
 stops both threads and fails every request still waiting. A request whose awaiting task is
@@ -58,6 +63,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from host.contract.backend import BatcherStats
@@ -68,6 +74,20 @@ log = logging.getLogger("plughost.batching")
 Item = TypeVar("Item")
 Prepared = TypeVar("Prepared")
 Result = TypeVar("Result")
+
+
+#: Items per ``prepare`` call of a request with a budget: an over-budget request is found out after
+#: tokenising at most this many items past its budget.
+BUDGET_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A request's bound on its prepared items' ``tokens`` in all; ``error(counted)`` is raised when
+    the count goes over ``tokens`` (``counted``: the tokens counted so far)."""
+
+    tokens: int
+    error: Callable[[int], BaseException]
 
 
 class BatcherClosed(ShuttingDown):
@@ -121,6 +141,8 @@ class _Request:
     """One ``submit`` call: its items, the future its caller awaits, and the results so far."""
 
     __slots__ = (
+        "budget",
+        "counted",
         "done",
         "failure",
         "future",
@@ -132,15 +154,24 @@ class _Request:
         "results",
         "running",
         "seq",
+        "staged",
     )
 
     def __init__(
-        self, seq: int, items: list[Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[list[Any]]
+        self,
+        seq: int,
+        items: list[Any],
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[list[Any]],
+        budget: Budget | None = None,
     ) -> None:
         self.seq = seq
         self.items = items
         self.loop = loop
         self.future = future
+        self.budget = budget
+        self.counted = 0  # tokens of the items prepared so far (requests with a budget)
+        self.staged: list[_Entry] = []  # prepared items held back until all are (requests with a budget)
         self.results: list[Any] = [None] * len(items)
         self.remaining = len(items)  # items without a result yet
         self.queued = len(items)  # items not yet taken into a batch (counted in max_pending)
@@ -188,6 +219,8 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         error message needs, such as their index in the request). Raise
         :class:`~host.contract.errors.InvalidRequest` for bad input: it fails that request only.
     :param length: the cost of a prepared item in tokens (its padded width in a batch).
+    :param tokens: what a prepared item counts against a request's :class:`Budget` (default ``length``;
+        e.g. the whole prompt where ``length`` leaves out a part that runs apart).
     :param cost: ``cost()`` starts a batch's cost: a function that takes the batch's next
         prepared item and returns the tokens of the batch so far, bounded by ``max_batch_tokens``
         (default ``rows × longest length``); see :func:`cut_batches`.
@@ -215,6 +248,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         prepare: Callable[[Sequence[Item]], Sequence[Prepared]],
         length: Callable[[Prepared], int],
         run: Callable[[list[Prepared]], Sequence[Result]],
+        tokens: Callable[[Prepared], int] | None = None,
         cost: Callable[[], Callable[[Prepared], int]] | None = None,
         max_batch_tokens: int,
         max_batch_size: int,
@@ -228,6 +262,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
             raise ValueError("max_batch_tokens, max_batch_size and prepare_chunk must be >= 1")
         self._prepare = prepare
         self._length = length
+        self._tokens = tokens or length
         self._run = run
         self._cost = cost
         self.max_batch_tokens = max_batch_tokens
@@ -256,11 +291,12 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
             thread.start()
 
     # -- public API ----------------------------------------------------------------------------
-    async def submit(self, items: Sequence[Item]) -> list[Result]:
+    async def submit(self, items: Sequence[Item], budget: Budget | None = None) -> list[Result]:
         """Process ``items`` (in as many batches as needed) and return their results in order.
 
-        Raises what ``prepare`` or ``run`` raised for this request, :class:`QueueFull` when
-        the batcher is over ``max_pending``, :class:`BatcherClosed` once it is closed.
+        Raises what ``prepare`` or ``run`` raised for this request, the error of its ``budget``
+        (before any of its batches runs), :class:`QueueFull` when the batcher is over
+        ``max_pending``, :class:`BatcherClosed` once it is closed.
         """
         items = list(items)
         if not items:
@@ -280,7 +316,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
                     f"(limit {self.max_pending}); retry later.",
                     retry_after=1,
                 )
-            request = _Request(next(self._seq), items, loop, future)
+            request = _Request(next(self._seq), items, loop, future, budget)
             self._queued_items += len(items)
             self.stats.requests += 1
             self._to_prepare.append(request)
@@ -342,29 +378,42 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
                     return
                 request = self._to_prepare.popleft()
             self._prepare_request(request)
+            del request  # not held (with its items) while the thread waits for the next one
 
     def _prepare_request(self, request: _Request) -> None:
-        for start in range(0, len(request.items), self.prepare_chunk):
+        step = self.prepare_chunk if request.budget is None else min(self.prepare_chunk, BUDGET_CHUNK)
+        for start in range(0, len(request.items), step):
             if request.done:
+                request.staged = []
                 return
             if self._closed:  # close() did not see this request: it was being prepared
                 self._fail(request, self._closed_error())
                 return
-            chunk = request.items[start : start + self.prepare_chunk]
+            chunk = request.items[start : start + step]
             try:
                 prepared = list(self._prepare(chunk))
                 if len(prepared) != len(chunk):
                     raise RuntimeError(f"prepare returned {len(prepared)} items for {len(chunk)}")
                 lengths = [int(self._length(p)) for p in prepared]
+                if request.budget is not None:
+                    request.counted += sum(int(self._tokens(p)) for p in prepared)
             except BaseException as exc:
                 self._fail(request, exc)
                 return
+            if request.budget is not None and request.counted > request.budget.tokens:
+                self._fail(request, request.budget.error(request.counted))  # not raised: no frames held
+                return
+            entries = [_Entry(request, start + i, p, n, 0) for i, (p, n) in enumerate(zip(prepared, lengths))]
+            last = start + step >= len(request.items)
+            if request.budget is not None and not last:
+                request.staged.extend(entries)  # none runs before all are counted
+                continue
+            entries, request.staged = request.staged + entries, []
             with self._lock:
                 if not request.done and not self._closed:
-                    self._pending.extend(
-                        _Entry(request, start + i, p, n, next(self._order))
-                        for i, (p, n) in enumerate(zip(prepared, lengths))
-                    )
+                    for entry in entries:
+                        entry.order = next(self._order)
+                    self._pending.extend(entries)
                     self._compute_ready.notify()
                     continue
             if self._closed:
@@ -382,6 +431,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
                 batch = self._take_batch()
             if batch:
                 self._run_batch(batch)
+            del batch  # not held (with its requests' items) while the thread waits for the next one
 
     def _take_batch(self) -> list[_Entry]:
         """Remove and return the next batch (lock held); see the module docstring."""
@@ -473,6 +523,7 @@ class DynamicBatcher(Generic[Item, Prepared, Result]):
         if request.done:
             return False
         request.done = True
+        request.staged = []  # its entries point back at it: a cycle that would wait for a full GC
         if any(e.request is request for e in self._pending):
             self._pending = [e for e in self._pending if e.request is not request]
         with contextlib.suppress(ValueError):

@@ -35,6 +35,7 @@ from chat_qwen_awq.logprobs import TokenTexts
 from chat_qwen_awq.prefix_cache import PrefixCache
 from chat_qwen_awq.preparing import Preparer, generation_defaults
 from chat_qwen_awq.reasoning import with_reasoning
+from chat_qwen_awq.schema_limits import SchemaLimits
 from chat_qwen_awq.thinking import ThinkPlan, ThinkTokens, template_thinks
 from chat_qwen_awq.tools import with_tool_calls
 from host.sdk import (
@@ -108,7 +109,7 @@ class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
         )
         self.grant = grant
         vocab = int(self.config.get("vocab_size", len(engine_tokenizer)))
-        self.grammars = Grammars(engine_tokenizer, vocab, self.eos_ids)
+        self.grammars = Grammars(engine_tokenizer, vocab, self.eos_ids, SchemaLimits.of(self.options, self.spec.id))
         self.engine = Engine(
             self.loaded.model,
             self.loaded.device,
@@ -244,13 +245,15 @@ class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
     def prepare(self, request: ChatRequest) -> Prepared:
         """Render and tokenise the conversation, check the context, build the constraint (prepare thread)."""
         assert self._preparer is not None and self.grammars is not None
+        # The grammar first: its caps are cheap and keep a hostile tool schema out of the prompt too.
+        constraint = self.grammars.constraint(request)
         p = self._preparer.prompt(request)
         return Prepared(
             prompt_ids=p.prompt_ids,
             max_tokens=p.max_tokens,
             sampling=p.sampling,
             stops=p.stops,
-            constraint=self.grammars.constraint(request),
+            constraint=constraint,
             top_logprobs=p.top_logprobs,
             parse_tool_calls=bool(request.tools) and request.tool_choice.mode != "none",
             parse_reasoning=self.thinks and request.prompt is None,  # raw completions pass unparsed

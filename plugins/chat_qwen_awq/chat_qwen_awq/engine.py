@@ -42,6 +42,10 @@ from typing import Any
 
 import torch
 
+# At import, not in the engine thread: the backend module is imported under the host's first-use
+# lock, and transformers' lazy attributes are not safe to resolve from two threads at once.
+from transformers import DynamicCache
+
 from chat_qwen_awq import fairness
 from chat_qwen_awq.cpu_decode import CpuDecoder
 from chat_qwen_awq.grammar import Constraint, MaskFiller, PendingMasks
@@ -336,8 +340,6 @@ class Engine:
         if not picked:
             return
         self._in_hand = picked
-        from transformers import DynamicCache
-
         # Pads get position 1, as transformers' generate gives them.
         ids, mask, positions = left_pad([s.prefill_ids for s in picked], 0, pad_position=1)
         longest = int(ids.shape[1])
@@ -499,6 +501,8 @@ class Engine:
             if s.cancelled or s.finished:
                 continue
             try:
+                if s.constraint is not None and s.constraint.error is not None:  # failed filling its mask
+                    raise s.constraint.failure(len(s.generated))
                 forced = s.think.next_forced() if s.think is not None else None
                 token = s.sampler.choose(logits[i]) if forced is None else s.sampler.force(logits[i], forced)
                 if s.top_logprobs is not None:
@@ -507,7 +511,11 @@ class Engine:
                 if constrained and s.think is not None:
                     constrained = s.think.grammar_takes(token)
                 if constrained and s.constraint is not None and not s.constraint.consume(token):
-                    raise RuntimeError(f"the grammar rejected token {token}: {s.constraint.error}")
+                    raise s.constraint.failure(len(s.generated))
+            except PlughostError as exc:  # the request's own doing (its grammar, its sampling settings)
+                log.info("sequence ended by its request: %s", exc.message)
+                self._finish_error(s, exc)
+                continue
             except Exception as exc:
                 log.warning("sampling failed for one sequence: %r", exc)
                 self._finish_error(s, BackendError(f"sampling failed: {type(exc).__name__}: {exc}"))

@@ -12,6 +12,10 @@ executor fills the masks of many sequences in Rust threads without the GIL.
   (schema or any object), or Qwen's ``<tool_call>`` block for ``tool_choice`` "required" / a
   named function. JSON allows no free whitespace (fixed separators), so even a weak model
   ends inside a small budget. Compiled matchers are cached by grammar and deep-copied per sequence.
+- Before a grammar is used it must pass the caps of :mod:`chat_qwen_awq.schema_limits` and a dry
+  run of its first :data:`DRY_RUN_STEPS` steps (masks computed, a token consumed each step): a
+  schema the library cannot run is a 400 naming the field before any token is generated. One that
+  still fails later ends its sequence with :meth:`Constraint.failure` (a 400, never a 500).
 - :class:`Constraint` is one sequence's matcher.
 - :class:`MaskFiller` starts the bitmasks of a step's constrained rows on a worker thread before
   the forward pass, so they are ready (or nearly) when the logits are; :meth:`PendingMasks.apply`
@@ -31,6 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from chat_qwen_awq.schema_limits import SchemaLimits, check_schema
 from host.sdk import ChatRequest, InvalidRequest, Tool
 
 #: Qwen2.5's tool-call tags (single added tokens in its vocabulary).
@@ -40,6 +45,11 @@ JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separa
 #: JSON inside a tool-call block: the separators of the template's own ``tojson`` (what Qwen was trained on).
 TOOL_JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 _CACHE_SIZE = 256
+#: Steps of a new grammar run (on a copy) before it is used: the row explosions and endless forced
+#: prefixes measured (500+ optional properties, a required recursive ``$ref``) fail at step 2.
+DRY_RUN_STEPS = 8
+#: The error code of a grammar the constraint library gives up on.
+GRAMMAR_FAILED = "grammar_failed"
 
 
 @dataclass(frozen=True)
@@ -60,10 +70,14 @@ def json_lark(schema: dict[str, Any]) -> str:
 
 
 class Constraint:
-    """The grammar state of one sequence (engine thread only, except while its mask is filled)."""
+    """The grammar state of one sequence (engine thread only, except while its mask is filled).
 
-    def __init__(self, matcher: Any) -> None:
+    ``param`` names the request field the grammar comes from (for errors).
+    """
+
+    def __init__(self, matcher: Any, param: str = "response_format") -> None:
         self.matcher = matcher
+        self.param = param
 
     def consume(self, token: int) -> bool:
         """Advance past a sampled token; False if the grammar did not allow it."""
@@ -78,6 +92,20 @@ class Constraint:
     def error(self) -> str | None:
         """Why the matcher failed, if it did."""
         return str(self.matcher.get_error()) if self.matcher.is_error() else None
+
+    def failure(self, tokens: int) -> InvalidRequest:
+        """The client's error for a matcher that failed after ``tokens`` generated tokens."""
+        return InvalidRequest(
+            f"The output constraint from '{self.param}' could not go on after {tokens} generated tokens: "
+            f"{_first_line(self.error or 'the grammar allowed no further token')}. Simplify the schema.",
+            param=self.param,
+            code=GRAMMAR_FAILED,
+        )
+
+
+def _first_line(text: str) -> str:
+    """The reason of an llguidance error, without the parser state and grammar it appends."""
+    return text.strip().split("\n", 1)[0].rstrip(".")
 
 
 class _Row(Protocol):
@@ -98,12 +126,17 @@ class Grammars:
     :param tokenizer: the model's fast Hugging Face tokenizer.
     :param vocab_size: width of the logits (the model's vocabulary, padding included).
     :param eos_ids: tokens that end a generation (allowed once the grammar is complete).
+    :param limits: caps on the schemas requests may send (:mod:`chat_qwen_awq.schema_limits`).
     """
 
-    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Sequence[int]) -> None:
+    def __init__(
+        self, tokenizer: Any, vocab_size: int, eos_ids: Sequence[int], limits: SchemaLimits | None = None
+    ) -> None:
         import llguidance.hf
 
         self.vocab_size = vocab_size
+        self.limits = limits or SchemaLimits()
+        self.eos_ids = frozenset(eos_ids)
         self.lltokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=list(eos_ids))
         self._tags = [tokenizer.convert_tokens_to_ids(t) for t in (TOOL_OPEN, TOOL_CLOSE)]
         self._single_tags = all(isinstance(t, int) and t != tokenizer.unk_token_id for t in self._tags)
@@ -115,12 +148,17 @@ class Grammars:
         choice = request.tool_choice
         if choice.mode in ("required", "function"):
             tools = [t for t in request.tools if choice.mode == "required" or t.name == choice.name]
+            for i, tool in enumerate(request.tools):
+                if tool in tools and tool.parameters is not None:
+                    check_schema(tool.parameters, self.limits, f"tools[{i}].function.parameters")
             return GrammarSource(self._tool_grammar(tools, choice.parallel), "tools")
         if request.output.kind == "json_object":
             return GrammarSource(json_lark({"type": "object"}), "response_format")
         if request.output.kind == "json_schema":
             assert request.output.schema is not None
-            return GrammarSource(json_lark(request.output.schema), "response_format.json_schema.schema")
+            param = "response_format.json_schema.schema"
+            check_schema(request.output.schema, self.limits, param)
+            return GrammarSource(json_lark(request.output.schema), param)
         return None
 
     def checked(self, request: ChatRequest) -> GrammarSource | None:
@@ -133,7 +171,7 @@ class Grammars:
     def constraint(self, request: ChatRequest) -> Constraint | None:
         """The constraint ``request`` asks for, or ``None``; a schema it cannot enforce is a 400."""
         source = self.source(request)
-        return Constraint(self._compiled(source).deep_copy()) if source is not None else None
+        return Constraint(self._compiled(source).deep_copy(), source.param) if source is not None else None
 
     def _tool_grammar(self, tools: list[Tool], parallel: bool) -> str:
         variants = [
@@ -149,6 +187,7 @@ class Grammars:
             for t in tools
         ]
         body = variants[0] if len(variants) == 1 else {"anyOf": variants}
+        check_schema(body, self.limits, "tools")
         schema = {**body, "x-guidance": TOOL_JSON_OPTIONS}
         if self._single_tags:
             open_, close = (f"<[{t}]>" for t in self._tags)
@@ -173,11 +212,36 @@ class Grammars:
             pristine = llguidance.LLMatcher(self.lltokenizer, grammar, log_level=0)
             if pristine.is_error():
                 raise InvalidRequest(f"This schema cannot be enforced: {pristine.get_error()}", param=source.param)
+            self._dry_run(pristine.deep_copy(), source.param)
             with self._lock:
                 self._cache[source.lark] = pristine
                 while len(self._cache) > _CACHE_SIZE:
                     self._cache.popitem(last=False)
         return pristine
+
+    def _dry_run(self, matcher: Any, param: str) -> None:
+        """Run ``matcher`` (a copy) up to :data:`DRY_RUN_STEPS` steps, each time consuming the first token
+        its mask allows (other than an end of text); a 400 naming ``param`` if the library gives up."""
+        tokens = 0
+        while tokens < DRY_RUN_STEPS and not matcher.is_stopped():  # stopped: complete, or failed
+            bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
+            if matcher.is_error():
+                break
+            allowed = (int(t) for t in np.flatnonzero(bits[: self.vocab_size]) if int(t) not in self.eos_ids)
+            token = next(allowed, None)
+            if token is None:
+                if tokens == 0 and not matcher.is_accepting():
+                    raise InvalidRequest("This schema allows no output at all.", param=param, code=GRAMMAR_FAILED)
+                break
+            matcher.consume_token(token)
+            tokens += 1
+        if matcher.is_error():
+            raise InvalidRequest(
+                f"This schema cannot be enforced: the constraint library gives up on it within its first "
+                f"{tokens + 1} tokens ({_first_line(matcher.get_error())}). Simplify the schema.",
+                param=param,
+                code=GRAMMAR_FAILED,
+            )
 
     def token_bytes(self, token: int) -> bytes:
         """The raw bytes of one token (for logprobs)."""
@@ -195,11 +259,16 @@ def closed(schema: Any) -> Any:
         return [closed(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: closed(v) if k not in ("enum", "const", "default", "examples") else v for k, v in schema.items()}
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("enum", "const", "default", "examples"):
+            out[key] = value
+        elif key == "properties" and isinstance(value, dict):  # its keys are names, not schemas
+            out[key] = {name: closed(sub) for name, sub in value.items()}
+        else:  # each subtree once: walking "properties" twice made this exponential in the nesting
+            out[key] = closed(value)
     if "properties" in out and "additionalProperties" not in out:
         out["additionalProperties"] = False
-    if isinstance(schema.get("properties"), dict):  # property names are not schemas: keep them as they are
-        out["properties"] = {name: closed(sub) for name, sub in schema["properties"].items()}
     return out
 
 

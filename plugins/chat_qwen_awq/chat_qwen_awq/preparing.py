@@ -5,8 +5,9 @@ plugin is given, checked the same way (the plugin's own engine and vLLM share th
   ``generation_config.json``;
 - :class:`Preparer`: renders the chat template with the request's thinking switch (or takes a raw
   prompt), rejects input far over the context from a prefix of its text (no full tokenisation),
-  checks ``max_tokens`` against the cap and the context, and resolves sampling defaults. Runs on
-  one prepare thread (fast tokenizers are not thread-safe).
+  checks ``max_tokens`` against the cap and the context, bounds what one request may generate and
+  return over all its choices (``max_request_output_tokens``, ``max_request_logprobs``), and
+  resolves sampling defaults. Runs on one prepare thread (fast tokenizers are not thread-safe).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from chat_qwen_awq import sampling, sizing
 from chat_qwen_awq.prompt import render_messages
 from chat_qwen_awq.thinking import resolve
-from host.sdk import ChatRequest, InvalidRequest, over_limit_prefix
+from host.sdk import ChatRequest, InvalidRequest, RequestTooLarge, over_limit_prefix
 
 _DEFAULT_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 
@@ -116,7 +117,9 @@ class Preparer:
         error = sizing.context_error(len(ids), max_tokens, context)
         if error is not None:
             raise error
-        default = min(self.limits.default_max_tokens, cap or context, context - len(ids))
+        default = min(self.limits.default_max_tokens, cap or context, context - len(ids), self._fair_share(request))
+        if max_tokens is not None:
+            self._check_request_size(request, max_tokens)
         return Prompt(
             prompt_ids=ids,
             max_tokens=max_tokens if max_tokens is not None else default,
@@ -125,6 +128,38 @@ class Preparer:
             top_logprobs=request.top_logprobs,
             thinking=self.thinking(request),
         )
+
+    def _fair_share(self, request: ChatRequest) -> int:
+        """The largest default ``max_tokens`` of one of the request's choices that keeps the whole
+        request within ``max_request_output_tokens`` and ``max_request_logprobs`` (at least 1)."""
+        limits = self.limits
+        share = limits.max_request_output_tokens // request.choices
+        entries = _per_token_entries(request)
+        if entries:
+            share = min(share, limits.max_request_logprobs // (request.choices * entries))
+        return max(1, share)
+
+    def _check_request_size(self, request: ChatRequest, max_tokens: int) -> None:
+        """A 400 before any work when the request's choices together may generate, or return the log
+        probabilities of, more than the model takes per request."""
+        limits, n, model = self.limits, request.choices, self.model_id
+        where = f"models.{model}.options"
+        if n * max_tokens > limits.max_request_output_tokens:
+            raise RequestTooLarge(
+                f"This request may generate {n} x {max_tokens} = {n * max_tokens} tokens ({n} choices of max_tokens "
+                f"{max_tokens}); '{model}' generates at most {limits.max_request_output_tokens} per request "
+                f"({where}.max_request_output_tokens). Ask for fewer choices or fewer tokens.",
+                param="max_tokens",
+            )
+        entries = _per_token_entries(request)
+        if entries and n * max_tokens * entries > limits.max_request_logprobs:
+            raise RequestTooLarge(
+                f"This request may return {n} x {max_tokens} x {entries} = {n * max_tokens * entries} log "
+                f"probabilities ({n} choices of max_tokens {max_tokens}, each token with {entries - 1} alternatives); "
+                f"'{model}' returns at most {limits.max_request_logprobs} per request "
+                f"({where}.max_request_logprobs). Ask for fewer choices, tokens or top_logprobs.",
+                param="logprobs" if request.prompt is not None else "top_logprobs",
+            )
 
     def _reject_huge(self, text: str, param: str) -> None:
         """A 400 for input far over the context, from a prefix of its text (no full tokenisation)."""
@@ -139,3 +174,8 @@ class Preparer:
                 param=param,
                 code="context_length_exceeded",
             )
+
+
+def _per_token_entries(request: ChatRequest) -> int:
+    """Log probabilities returned per generated token (0: none asked for)."""
+    return 0 if request.top_logprobs is None else 1 + request.top_logprobs

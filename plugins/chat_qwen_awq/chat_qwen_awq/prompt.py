@@ -26,7 +26,7 @@ def template_message(index: int, m: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.tool_calls:
         out["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.loads(c.arguments)}}
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _arguments(c.arguments)}}
             for c in m.tool_calls
         ]
     if m.tool_call_id is not None:
@@ -34,6 +34,14 @@ def template_message(index: int, m: ChatMessage) -> dict[str, Any]:
     if m.reasoning is not None and m.role == "assistant":
         out["reasoning_content"] = m.reasoning
     return out
+
+
+def _arguments(text: str) -> Any:
+    """A replayed call's arguments as the template reads them: the parsed JSON, else the text as it is."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def template_tool(tool: Tool) -> dict[str, Any]:

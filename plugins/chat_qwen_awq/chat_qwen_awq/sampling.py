@@ -16,7 +16,12 @@ from typing import Any
 
 import torch
 
-from host.sdk import SamplingParams
+from host.sdk import InvalidRequest, SamplingParams
+
+#: Temperatures below this are greedy (vLLM's ``_SAMPLING_EPS``; the wire layer normalises requests
+#: the same way, this covers a model's generation_config): logits divided by a subnormal temperature
+#: overflow to infinity.
+GREEDY_BELOW = 1e-5
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,8 @@ class Resolved:
 def resolve(params: SamplingParams, defaults: Mapping[str, Any]) -> Resolved:
     """Fill ``None`` fields from ``defaults`` (the model's generation_config.json).
 
-    ``temperature == 0`` is greedy; so is a model whose generation_config has ``do_sample: false``
-    when the request sets no temperature.
+    A temperature below :data:`GREEDY_BELOW` is greedy; so is a model whose generation_config has
+    ``do_sample: false`` when the request sets no temperature.
     """
     temperature = params.temperature
     if temperature is None:
@@ -46,7 +51,7 @@ def resolve(params: SamplingParams, defaults: Mapping[str, Any]) -> Resolved:
     top_p = params.top_p if params.top_p is not None else defaults.get("top_p")
     rep = params.repetition_penalty if params.repetition_penalty is not None else defaults.get("repetition_penalty")
     return Resolved(
-        greedy=temperature <= 0.0,
+        greedy=temperature < GREEDY_BELOW,
         temperature=float(temperature),
         top_k=int(top_k) if top_k else None,
         top_p=float(top_p) if top_p is not None else 1.0,
@@ -123,5 +128,17 @@ class Sampler:
         values, indices = self.candidates(scores)
         probs = values.softmax(-1)
         if not bool(torch.isfinite(probs).all()):
-            raise FloatingPointError("the next-token distribution is not finite")
+            raise self.not_finite()
         return int(indices[torch.multinomial(probs, 1, generator=self.generator)])
+
+    def not_finite(self) -> InvalidRequest:
+        """The client's error for sampling settings whose next-token distribution is not finite (the
+        wire ranges keep logits finite; this is the last guard, a request error rather than a 500)."""
+        s = self.settings
+        return InvalidRequest(
+            f"The sampling settings (temperature {s.temperature:g}, top_p {s.top_p:g}, repetition_penalty "
+            f"{s.repetition_penalty:g}, presence_penalty {s.presence_penalty:g}, frequency_penalty "
+            f"{s.frequency_penalty:g}) make the next-token distribution not finite; choose less extreme values.",
+            param="temperature",
+            code="invalid_sampling",
+        )

@@ -239,6 +239,10 @@ class Limits:
     #: Sequences waiting for a free row before new requests get 429.
     max_waiting_sequences: int = 128
     prefix_cache_tokens: int = 0
+    #: Tokens one request may generate over all its choices (400 above it).
+    max_request_output_tokens: int = 32768
+    #: Log probabilities one request may return over all its choices (400 above it).
+    max_request_logprobs: int = 131072
 
     @property
     def kv_tokens_held(self) -> int:
@@ -268,6 +272,16 @@ class ChatOptions(Options, frozen=True):
         both numbers (``None``: context_length).
     :ivar max_waiting_sequences: bound of the line for a free sequence slot: a newcomer gets 429
         when this many waiting requests would go before it (never more than twice this many wait).
+    :ivar max_request_output_tokens: tokens one request may generate in all, ``n`` choices (and a
+        legacy completion's prompts) times ``max_tokens``; more is a 400 naming both numbers. A
+        request without ``max_tokens`` gets a default budget that fits.
+    :ivar max_request_logprobs: log probabilities one request may return, generated tokens times
+        ``1 + top_logprobs`` over all its choices (each is about 90 bytes of JSON); more is a 400.
+    :ivar grammar_max_schema_bytes: the largest ``response_format`` or tools schema (compact JSON)
+        a request may ask to enforce; see :mod:`chat_qwen_awq.schema_limits` for these three caps.
+    :ivar grammar_max_depth: how deep such a schema may nest (objects and arrays).
+    :ivar grammar_max_alternatives: the most alternatives at one point of such a schema (an object's
+        properties, ``anyOf`` branches).
     :ivar engine: ``auto`` (vLLM when the model is placed wholly on a CUDA GPU and a vLLM environment
         is configured, else the plugin's own engine), ``plughost`` (always the plugin's engine) or
         ``vllm`` (always vLLM: its GPU or CPU build, whichever the environment holds; never hybrid).
@@ -292,6 +306,11 @@ class ChatOptions(Options, frozen=True):
     default_max_tokens: PositiveInt = 2048
     max_tokens_cap: PositiveInt | None = None
     max_waiting_sequences: Annotated[int, msgspec.Meta(ge=0)] = 128
+    max_request_output_tokens: PositiveInt = 32768
+    max_request_logprobs: PositiveInt = 131072
+    grammar_max_schema_bytes: PositiveInt = 65536
+    grammar_max_depth: PositiveInt = 64
+    grammar_max_alternatives: PositiveInt = 256
     engine: Literal["auto", "plughost", "vllm"] = "auto"
     vllm_python: str | None = None
     vllm_start_timeout_s: PositiveInt = 600
@@ -326,6 +345,8 @@ def limits_from_options(shape: ModelShape, options: ChatOptions) -> Limits:
         max_tokens_cap=min(options.max_tokens_cap or context, context),
         max_waiting_sequences=options.max_waiting_sequences,
         prefix_cache_tokens=options.prefix_cache_tokens,
+        max_request_output_tokens=options.max_request_output_tokens,
+        max_request_logprobs=options.max_request_logprobs,
     )
 
 

@@ -37,6 +37,7 @@ from chat_qwen_awq.grammar import Grammars
 from chat_qwen_awq.logprobs import TokenTexts
 from chat_qwen_awq.preparing import Preparer, Prompt, generation_defaults
 from chat_qwen_awq.reasoning import with_reasoning
+from chat_qwen_awq.schema_limits import SchemaLimits
 from chat_qwen_awq.text import TextStream
 from chat_qwen_awq.thinking import ThinkTokens, template_thinks
 from chat_qwen_awq.tools import with_tool_calls
@@ -245,7 +246,7 @@ class VllmChatBackend(TokenizerEndpoints, ChatEngineBackend[VllmPrepared]):
         if self._tokenizer.eos_token_id is not None and self._tokenizer.eos_token_id not in self.eos_ids:
             self.eos_ids.append(self._tokenizer.eos_token_id)
         vocab = int(self.config.get("vocab_size", len(self._tokenizer)))
-        self.grammars = Grammars(prep_tokenizer, vocab, self.eos_ids)
+        self.grammars = Grammars(prep_tokenizer, vocab, self.eos_ids, SchemaLimits.of(self.options, self.spec.id))
         self._texts = TokenTexts(self.grammars.token_bytes)
         self.thinks = template_thinks(prep_tokenizer.chat_template)
         self.think_tokens = ThinkTokens.of(prep_tokenizer) if self.thinks else None
@@ -398,8 +399,8 @@ class VllmChatBackend(TokenizerEndpoints, ChatEngineBackend[VllmPrepared]):
     def prepare(self, request: ChatRequest) -> VllmPrepared:
         """The checked prompt and the engine's sampling settings (prepare thread)."""
         assert self._preparer is not None and self.grammars is not None
+        source = self.grammars.checked(request)  # first: its caps keep a hostile tool schema out of the prompt
         prompt = self._preparer.prompt(request)
-        source = self.grammars.checked(request)
         s = prompt.sampling
         params = Params(
             max_tokens=prompt.max_tokens,

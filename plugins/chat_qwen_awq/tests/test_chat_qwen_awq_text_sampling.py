@@ -135,3 +135,19 @@ def test_generation_config_defaults_fill_what_the_request_leaves_out() -> None:
     r = resolve(SamplingParams(temperature=0, top_k=5, repetition_penalty=1.0), defaults)
     assert (r.greedy, r.top_k, r.repetition_penalty) == (True, 5, 1.0)
     assert resolve(SamplingParams(), {"do_sample": False}).greedy
+
+
+def test_a_non_finite_distribution_is_the_request_s_error() -> None:
+    # Issue 26: settings past the wire's ranges (a backend called directly, a generation_config) that
+    # overflow the logits are a 400 naming the settings, not a 500.
+    import torch
+
+    from host.sdk import InvalidRequest
+
+    logits = torch.tensor([30.0, 20.0, 10.0, -5.0])
+    with pytest.raises(InvalidRequest, match="not finite") as caught:
+        _sampler([0, 1], temperature=1.0, repetition_penalty=1e-300).choose(logits)
+    assert caught.value.code == "invalid_sampling" and "repetition_penalty 1e-300" in caught.value.message
+    # a subnormal temperature is greedy, here as on the wire
+    assert _sampler([], temperature=5e-324).choose(logits) == 0
+    assert _sampler([], temperature=0.5, top_p=0).choose(logits) == 0  # top_p 0 keeps the likeliest token

@@ -65,6 +65,9 @@ class EmbedOptions(Options, frozen=True):
         worth of work than this (``None``: batches fill the budgets). A forward pass's fixed cost:
         small on a CPU (padding is pure waste), large on a GPU (``host.toolkit.batcher.cut_batches``).
     :ivar max_pending: inputs that may wait in the batcher before requests get 429 (``None``: no bound).
+    :ivar max_request_tokens: tokens of one request's inputs in all (after truncation, instruction
+        included), checked before any of them runs; more is a 400 naming the option (``None``: no
+        bound). The default is OpenAI's bound of one embeddings request.
     :ivar gpu_dtype: ``auto`` (the checkpoint's 16-bit dtype), ``bfloat16`` or ``float16``.
     :ivar min_dimensions: the smallest ``dimensions`` a request may ask for.
     :ivar token_ids: what token-id inputs are: ``cl100k`` (OpenAI's encoding, what LangChain's
@@ -81,6 +84,7 @@ class EmbedOptions(Options, frozen=True):
     batch_overhead_tokens_cpu: NonNegativeInt | None = 32
     batch_overhead_tokens_gpu: NonNegativeInt | None = 4096
     max_pending: PositiveInt | None = 65536
+    max_request_tokens: PositiveInt | None = 300_000
     gpu_dtype: Literal["auto", "bfloat16", "float16"] = "auto"
     min_dimensions: PositiveInt = 32
     token_ids: Literal["cl100k", "model", "reject"] = "cl100k"

@@ -99,6 +99,7 @@ class Qwen3EmbeddingBackend(TokenizerEndpoints, BatchedBackend[EmbedInput, list[
             "gpu": BatchBudgets(o.batch_tokens_gpu, o.max_batch_size, o.batch_overhead_tokens_gpu),
         }
         self.max_pending = o.max_pending or None
+        self.max_request_tokens = o.max_request_tokens
 
     # -- life cycle -------------------------------------------------------------------------------
     def load_model(self, grant: Grant) -> None:

@@ -82,7 +82,7 @@ def test_queries_and_dimensions_over_http(server_url: str, recipe: Recipe) -> No
     "body, param, needle",
     [
         ({"input": [[1, 2], [3, 10**6]]}, "input", "outside the vocabulary"),
-        ({"input": [1, -5]}, "input", "outside the vocabulary"),
+        ({"input": [1, -5]}, "input", "negative token id"),
         ({"input": "word " * 300}, "input", "at most 128 tokens"),
         ({"input": "x", "dimensions": 65}, "dimensions", "between 32 and 64"),
         ({"input": "x", "dimensions": 16}, "dimensions", "between 32 and 64"),

@@ -50,6 +50,9 @@ class RerankOptions(Options, frozen=True):
         (bench/bench_rerank.py): bigger batches only add padding and memory.
     :ivar max_batch_size: pairs per forward pass.
     :ivar max_pending: pairs that may wait in the batcher before requests get 429.
+    :ivar max_request_tokens: tokens of one request's pairs in all (every pair's whole prompt, as
+        ``usage.prompt_tokens`` counts them), checked before any of them runs; more is a 400 naming
+        the option (``None``: no bound). OpenAI's bound of one embeddings request by default.
     :ivar gpu_dtype: ``float16`` (the publisher's choice) or ``bfloat16``.
     :ivar share_prefix: run the prompt tokens before the document (template, instruction, query)
         once per request instead of once per document (false: every pair runs whole). Its passes
@@ -65,6 +68,7 @@ class RerankOptions(Options, frozen=True):
     batch_tokens_cpu: PositiveInt = 1024
     max_batch_size: PositiveInt = 128
     max_pending: PositiveInt = 65536
+    max_request_tokens: PositiveInt | None = 300_000
     gpu_dtype: Literal["float16", "bfloat16"] = "float16"
     share_prefix: bool = True
     prefix_cache_entries: NonNegativeInt = 8

@@ -30,6 +30,10 @@ from typing import Any
 
 import torch
 
+# At import, not on the compute thread: this module is imported under the host's first-use lock, and
+# transformers' lazy attributes are not safe to resolve from two threads at once.
+from transformers import DynamicCache
+
 from host.sdk import (
     BatchBudgets,
     BatchedBackend,
@@ -63,6 +67,7 @@ class Qwen3RerankerBackend(TokenizerEndpoints, BatchedBackend[Pair, EncodedPair,
     """
 
     kind = "rerank"
+    items_param = "documents"
 
     def __init__(self, spec: ModelSpec[RerankOptions]) -> None:
         super().__init__(spec)
@@ -85,6 +90,7 @@ class Qwen3RerankerBackend(TokenizerEndpoints, BatchedBackend[Pair, EncodedPair,
             "gpu": BatchBudgets(max_batch_tokens=o.batch_tokens_gpu, max_batch_size=o.max_batch_size),
         }
         self.max_pending = o.max_pending
+        self.max_request_tokens = o.max_request_tokens
         self.share_prefix = o.share_prefix
         self.prefix_cache_entries = o.prefix_cache_entries
         self.prefix_cache_tokens = o.prefix_cache_tokens
@@ -182,6 +188,10 @@ class Qwen3RerankerBackend(TokenizerEndpoints, BatchedBackend[Pair, EncodedPair,
     def length(self, pair: EncodedPair) -> int:
         """The tokens a pair runs in a batch (its shared prefix runs once, apart)."""
         return len(pair.ids) - pair.shared if self.share_prefix else len(pair.ids)
+
+    def tokens(self, pair: EncodedPair) -> int:
+        """A pair's whole prompt (what ``usage`` counts), against ``max_request_tokens``."""
+        return len(pair.ids)
 
     def batch_cost(self) -> SharedPrefixCost | None:
         """With ``share_prefix`` a batch holds more than its padded rows: see :class:`SharedPrefixCost`."""
@@ -294,8 +304,6 @@ class PrefixCache:
 
 def prefix_states(base: Any, ids: Sequence[int], device: torch.device) -> PrefixKV:
     """Key/value states of ``ids`` run alone (batch 1, positions 0..n-1), all layers in one tensor."""
-    from transformers import DynamicCache
-
     cache = DynamicCache(config=base.config)
     with torch.inference_mode():
         base(
@@ -325,8 +333,6 @@ def score_shared(
     padding. A row's computation is thus the same in any batch (up to float rounding of differently
     shaped kernels) and the same as without sharing.
     """
-    from transformers import DynamicCache
-
     if not any(n for _, n in rows):
         return score_batch(base, head, [ids for ids, _ in rows], pad_id, device)
     keys = [tuple(ids[:n]) for ids, n in rows]
