@@ -266,6 +266,26 @@ def test_a_schema_it_cannot_enforce_is_a_400(client: OpenAI) -> None:
     assert caught.value.body["param"] == "response_format.json_schema.schema"
 
 
+def test_the_hostile_bounds_hold_for_vllm_too(client: OpenAI) -> None:
+    # Issue 26's shapes reach vLLM's backend through the same Preparer and Grammars as our engine's.
+    deep: Any = {"type": "object"}
+    for _ in range(100):
+        deep = {"type": "object", "properties": {"a": deep}}
+    many = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(10_000)}}
+    for schema, words in ((deep, "levels deep"), (many, "bytes of JSON")):
+        fmt: Any = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model=MODEL_ID, messages=messages("x"), response_format=fmt)
+        assert caught.value.body["param"] == "response_format.json_schema.schema" and words in caught.value.message
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=MODEL_ID, messages=messages("x"), n=16, max_tokens=4000, logprobs=True, top_logprobs=20
+        )
+    assert caught.value.code == "request_too_large"
+    tiny = client.chat.completions.create(model=MODEL_ID, messages=messages("x"), max_tokens=3, temperature=1e-320)
+    assert tiny.choices[0].finish_reason in ("length", "stop")  # a subnormal temperature is greedy
+
+
 def test_a_closed_stream_is_aborted_in_the_engine(client: OpenAI, vllm: Any) -> None:
     aborted = engine_count(vllm, "aborted")
     stream = client.chat.completions.create(model=MODEL_ID, messages=messages("hello"), stream=True, **LONG)
