@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench")]
 
 import torch  # noqa: E402
-from bench_chat import PROMPTS, engine_streams, load, request  # noqa: E402
+from chat_harness import engine_streams, load, request  # noqa: E402
+from prompts import PROMPTS  # noqa: E402
 
 from chat_qwen_awq.demo import TINY_AWQ  # noqa: E402
 from host.demo.shapes import QWEN2_5_0_5B_SHAPE  # noqa: E402

@@ -17,7 +17,6 @@ import contextlib
 import functools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, overload
 
 from host.contract import request_id
@@ -41,7 +40,7 @@ from host.contract.errors import (
 )
 from host.contract.spec import Grant, PlacementKind, Task
 from host.metrics import NO_METRICS, Observer
-from host.registry import ModelRegistry, RegisteredModel
+from host.registry import ModelRegistry
 from host.scheduling.gate import OPEN_GATE, WeightsGate
 from host.scheduling.lease import Lease
 from host.scheduling.policy import (
@@ -56,6 +55,7 @@ from host.scheduling.policy import (
     gib,
     plan,
 )
+from host.scheduling.slot import Slot, Waiter
 from host.scheduling.status import ModelState, ModelStatus
 from host.toolkit.weights import WeightsError
 
@@ -63,70 +63,6 @@ log = logging.getLogger("plughost.scheduler")
 
 
 _BUSY = {ModelState.LOADING, ModelState.OFFLOADING, ModelState.UNLOADING}
-
-
-class _Waiter:
-    __slots__ = ("future", "request_id", "seq")
-
-    def __init__(self, seq: int, future: asyncio.Future[Lease[Backend]]) -> None:
-        self.seq = seq
-        self.future = future
-        self.request_id = request_id.current.get()  # named by a failed load this request started
-
-
-class _Slot:
-    """Mutable residency record of one model (event-loop thread only)."""
-
-    def __init__(self, model: RegisteredModel) -> None:
-        self.model = model
-        self.state = ModelState.AVAILABLE
-        self.backend: Backend | None = None
-        self.grant: Grant | None = None
-        self.gpu: int | None = None
-        self.gpu_bytes = 0
-        self.host_bytes = 0
-        self.in_flight = 0
-        self.waiters: collections.deque[_Waiter] = collections.deque()
-        self.last_used = 0.0  # monotonic
-        self.last_used_wall: float | None = None
-        self.loaded_at = 0.0
-        self.error: str | None = None
-        self.error_request_id: str | None = None  # the request whose admission started the failed load
-        self.load_request_id: str | None = None
-        self.pinned = model.pinned  # the config's value; POST /v1/models/{id}/pin|unpin changes it
-        self.drain_before: int | None = None  # anti-thrash: only earlier arrivals are served
-        self.ttl: asyncio.TimerHandle | None = None
-        self.ttl_deadline: float | None = None  # time.monotonic() when the keep-alive timer fires
-        self._executor: ThreadPoolExecutor | None = None
-
-    @property
-    def id(self) -> str:
-        return self.model.spec.id
-
-    async def run(self, fn: Any, *args: Any) -> Any:
-        """Run a blocking life-cycle call on this model's own thread (calls never overlap)."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"plughost-{self.id}")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def shutdown(self) -> None:
-        """Stop this model's life-cycle thread."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
-
-    def holds_memory(self) -> bool:
-        return self.state not in (ModelState.AVAILABLE, ModelState.FAILED)
-
-    def offloadable(self) -> int | None:
-        if self.model.spec.offload_bytes is None or not isinstance(self.backend, Relocatable):
-            return None
-        return self.model.spec.offload_bytes
-
-    def describe(self) -> str:
-        where = self.grant.device if self.grant else "-"
-        busy = f", {self.in_flight} request(s) in flight" if self.in_flight else ""
-        return f"{self.id} ({self.state} on {where}, {gib(self.gpu_bytes + self.host_bytes)}{busy})"
 
 
 class Scheduler:
@@ -148,7 +84,7 @@ class Scheduler:
         self.budgets = budgets
         self.config = config
         self._clock = clock
-        self._slots = {m.spec.id: _Slot(m) for m in registry}
+        self._slots = {m.spec.id: Slot(m) for m in registry}
         self._next_seq = 0
         self._kick_pending = False
         self._retry: asyncio.TimerHandle | None = None
@@ -190,7 +126,7 @@ class Scheduler:
             )
         if slot.state == ModelState.FAILED:
             slot.state = ModelState.AVAILABLE  # a new request retries a failed load
-        waiter = _Waiter(self._next_seq, asyncio.get_running_loop().create_future())
+        waiter = Waiter(self._next_seq, asyncio.get_running_loop().create_future())
         self._next_seq += 1
         slot.waiters.append(waiter)
         self._kick()
@@ -316,13 +252,13 @@ class Scheduler:
             slot.shutdown()
 
     # -- leases ----------------------------------------------------------------------------
-    def _lease(self, slot: _Slot) -> Lease[Backend]:
+    def _lease(self, slot: Slot) -> Lease[Backend]:
         slot.in_flight += 1
         self._cancel_ttl(slot)
         assert slot.backend is not None  # only resident models are leased
         return Lease(slot.backend, slot.model, functools.partial(self._release, slot))
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: Slot) -> None:
         slot.in_flight -= 1
         slot.last_used = self._clock()
         slot.last_used_wall = time.time()
@@ -330,19 +266,19 @@ class Scheduler:
             self._arm_ttl(slot)
             self._kick()
 
-    def _arm_ttl(self, slot: _Slot) -> None:
+    def _arm_ttl(self, slot: Slot) -> None:
         ttl = slot.model.keep_alive_s
         if ttl is not None and not self._closing and not slot.in_flight and not slot.waiters and not slot.pinned:
             self._cancel_ttl(slot)
             slot.ttl = asyncio.get_running_loop().call_later(ttl, self._expire, slot)
             slot.ttl_deadline = time.monotonic() + ttl
 
-    def _cancel_ttl(self, slot: _Slot) -> None:
+    def _cancel_ttl(self, slot: Slot) -> None:
         if slot.ttl:
             slot.ttl.cancel()
         slot.ttl = slot.ttl_deadline = None
 
-    def _expire(self, slot: _Slot) -> None:
+    def _expire(self, slot: Slot) -> None:
         slot.ttl = slot.ttl_deadline = None
         if (
             slot.state in (ModelState.RESIDENT, ModelState.OFFLOADED)
@@ -353,7 +289,7 @@ class Scheduler:
             log.info("%s idle for %.0fs: unloading", slot.id, slot.model.keep_alive_s)
             self._spawn(self._start_unload(slot))
 
-    def _drop_waiter(self, slot: _Slot, waiter: _Waiter) -> None:
+    def _drop_waiter(self, slot: Slot, waiter: Waiter) -> None:
         with contextlib.suppress(ValueError):
             slot.waiters.remove(waiter)
         if waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
@@ -406,9 +342,9 @@ class Scheduler:
             delay = max(0.0, retry_at - self._clock()) + 0.001
             self._retry = asyncio.get_running_loop().call_later(delay, self._kick)
 
-    def _serve(self, slot: _Slot) -> None:
+    def _serve(self, slot: Slot) -> None:
         """Grant queued waiters of a resident model (only earlier arrivals while it drains)."""
-        keep: collections.deque[_Waiter] = collections.deque()
+        keep: collections.deque[Waiter] = collections.deque()
         while slot.waiters:
             w = slot.waiters.popleft()
             if w.future.done():
@@ -419,7 +355,7 @@ class Scheduler:
             w.future.set_result(self._lease(slot))
         slot.waiters = keep
 
-    def _want(self, slot: _Slot) -> Want:
+    def _want(self, slot: Slot) -> Want:
         spec = slot.model.spec
         return Want(model=spec.id, task=spec.task, placements=spec.placements)
 
@@ -467,7 +403,7 @@ class Scheduler:
             )
         return out
 
-    def _fail_waiters(self, slot: _Slot, error: Exception) -> None:
+    def _fail_waiters(self, slot: Slot, error: Exception) -> None:
         while slot.waiters:
             w = slot.waiters.popleft()
             if not w.future.done():
@@ -479,7 +415,7 @@ class Scheduler:
         task.add_done_callback(self._tasks.discard)
 
     # -- transitions ---------------------------------------------------------------------------
-    def _begin_admit(self, slot: _Slot, decision: Admit) -> None:
+    def _begin_admit(self, slot: Slot, decision: Admit) -> None:
         """Book the memory synchronously (so the next decision sees it), then load in a task."""
         device = "cpu" if decision.gpu is None else f"cuda:{decision.gpu}"
         grant = Grant(
@@ -498,7 +434,7 @@ class Scheduler:
             self.observer.evicted(name, "unload")
         self._spawn(self._admit(slot, grant, decision, victims, from_offload))
 
-    async def _admit(self, slot: _Slot, grant: Grant, decision: Admit, victims: list[Any], from_offload: bool) -> None:
+    async def _admit(self, slot: Slot, grant: Grant, decision: Admit, victims: list[Any], from_offload: bool) -> None:
         device = grant.device
         started = time.perf_counter()
         kind = "load"
@@ -548,10 +484,10 @@ class Scheduler:
         finally:
             self._kick()
 
-    def _construct_and_load(self, slot: _Slot, grant: Grant) -> Backend:
+    def _construct_and_load(self, slot: Slot, grant: Grant) -> Backend:
         return load_backend(self.weights.spec_to_load(slot.model), grant, plugin=slot.model.plugin)
 
-    def _start_offload(self, slot: _Slot) -> Any:
+    def _start_offload(self, slot: Slot) -> Any:
         """Mark ``slot`` offloading now (so no other decision touches it); returns the move to await."""
         backend = slot.backend
         # The policy only offloads models whose backend is Relocatable (``offloadable()``).
@@ -562,7 +498,7 @@ class Scheduler:
         )
         return self._offload(slot, backend, grant)
 
-    async def _offload(self, slot: _Slot, backend: Relocatable, grant: Grant) -> None:
+    async def _offload(self, slot: Slot, backend: Relocatable, grant: Grant) -> None:
         log.info("%s: offloading to host RAM", slot.id)
         started = time.perf_counter()
         try:
@@ -580,14 +516,14 @@ class Scheduler:
         self._arm_ttl(slot)
         self._kick()
 
-    def _start_unload(self, slot: _Slot) -> Any:
+    def _start_unload(self, slot: Slot) -> Any:
         """Detach the backend and mark ``slot`` unloading now; returns the unload to await."""
         backend, slot.backend = slot.backend, None
         slot.state = ModelState.UNLOADING
         self._cancel_ttl(slot)
         return self._unload(slot, backend)
 
-    async def _unload(self, slot: _Slot, backend: Backend | None) -> None:
+    async def _unload(self, slot: Slot, backend: Backend | None) -> None:
         started = time.perf_counter()
         if backend is not None:
             await self._quiet_unload(slot, backend)
@@ -596,19 +532,19 @@ class Scheduler:
         log.info("%s: unloaded", slot.id)
         self._kick()
 
-    async def _quiet_unload(self, slot: _Slot, backend: Backend) -> None:
+    async def _quiet_unload(self, slot: Slot, backend: Backend) -> None:
         try:
             await slot.run(backend.unload)
         except Exception:
             log.exception("%s: unload raised", slot.id)
 
-    def _clear(self, slot: _Slot, state: ModelState) -> None:
+    def _clear(self, slot: Slot, state: ModelState) -> None:
         slot.state, slot.grant, slot.gpu = state, None, None
         slot.gpu_bytes = slot.host_bytes = 0
         slot.drain_before = None
         self._cancel_ttl(slot)
 
-    def _timeout_message(self, slot: _Slot) -> str:
+    def _timeout_message(self, slot: Slot) -> str:
         holders = [s.describe() for s in self._slots.values() if s.holds_memory() and s is not slot]
         held = "; ".join(holders) if holders else "nothing (the load itself is slow)"
         return (

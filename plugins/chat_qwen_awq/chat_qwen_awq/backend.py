@@ -29,13 +29,14 @@ from typing import Any, Literal
 import torch
 
 from chat_qwen_awq import loader, sizing
-from chat_qwen_awq.engine import Engine, Prepared, Sequence
+from chat_qwen_awq.engine import Engine
 from chat_qwen_awq.grammar import Grammars, MaskFiller
 from chat_qwen_awq.logprobs import TokenTexts
 from chat_qwen_awq.prefix_cache import PrefixCache
 from chat_qwen_awq.preparing import Preparer, generation_defaults
 from chat_qwen_awq.reasoning import with_reasoning
 from chat_qwen_awq.schema_limits import SchemaLimits
+from chat_qwen_awq.sequence import Prepared, Sequence
 from chat_qwen_awq.thinking import ThinkPlan, ThinkTokens, template_thinks
 from chat_qwen_awq.tools import with_tool_calls
 from host.sdk import (

@@ -127,7 +127,7 @@ async def vllm_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDelta
 
 async def engine_ids(backend: Any, req: ChatRequest) -> tuple[list[int], ChatDelta]:
     """Run ``req`` straight on ``backend``'s engine; the generated token ids and the last delta."""
-    from chat_qwen_awq.engine import Sequence
+    from chat_qwen_awq.sequence import Sequence
 
     prepared = await backend._prepare(req)  # on the prepare thread, as generate() does
     seq = Sequence(prepared, backend.engine.tokenizer, asyncio.get_running_loop())

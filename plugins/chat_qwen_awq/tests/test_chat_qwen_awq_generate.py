@@ -182,7 +182,7 @@ async def test_a_full_kv_cache_preempts_and_recomputes(small_backend: Any) -> No
 
 
 async def test_cancel_stops_within_a_step(backend: Any) -> None:
-    from chat_qwen_awq.engine import Sequence
+    from chat_qwen_awq.sequence import Sequence
 
     prepared = backend.prepare(request(temperature=0, max_tokens=1500))
     seq = Sequence(prepared, backend.engine.tokenizer, asyncio.get_running_loop())
@@ -209,7 +209,7 @@ async def test_closing_the_generator_cancels_the_sequence(backend: Any) -> None:
 
 
 async def test_a_failing_sequence_does_not_stop_the_others(backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from chat_qwen_awq.engine import Sequence
+    from chat_qwen_awq.sequence import Sequence
 
     loop = asyncio.get_running_loop()
     good = Sequence(backend.prepare(request(temperature=0, max_tokens=30)), backend.engine.tokenizer, loop)

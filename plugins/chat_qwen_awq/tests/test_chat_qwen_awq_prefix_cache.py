@@ -140,7 +140,8 @@ def test_a_relocation_drops_the_cached_blocks(awq_folder: Any) -> None:
 def _prefilled_cache(backend: Any, requests: list[ChatRequest], prefix_cache: PrefixCache | None) -> Any:
     """Run the engine's own admission and prefill (on this thread, no engine thread) for ``requests``;
     the batch it builds (rows, KV cache, mask)."""
-    from chat_qwen_awq.engine import Engine, Sequence
+    from chat_qwen_awq.engine import Engine
+    from chat_qwen_awq.sequence import Sequence
 
     e = backend.engine
     engine = Engine(e.model, e.device, e.tokenizer, list(e.eos_ids), e.limits, prefix_cache=prefix_cache)

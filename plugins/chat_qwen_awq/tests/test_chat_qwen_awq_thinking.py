@@ -331,7 +331,7 @@ def test_raw_completions_pass_the_text_through_unparsed(opened: Any) -> None:
 
 def test_the_grammar_mask_lets_a_think_block_open_first(qwen3: Any) -> None:
     """With thinking on, the first token may be ``<think>`` as well as what the grammar allows."""
-    from chat_qwen_awq.engine import Sequence
+    from chat_qwen_awq.sequence import Sequence
 
     request = chat("Plan a trip.", output=OutputFormat(kind="json_object"))
     prepared = qwen3.prepare(request)
