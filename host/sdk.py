@@ -54,6 +54,7 @@ from host.demo import DemoModel, demo_weights
 from host.toolkit.batched import BatchBudgets, BatchedBackend
 from host.toolkit.batcher import BatcherClosed
 from host.toolkit.chat import ChatEngineBackend
+from host.toolkit.json_schemas import close_objects
 from host.toolkit.textlimits import over_limit_prefix
 from host.toolkit.tokenizing import TokenizerEndpoints
 from host.toolkit.weights import WeightsError, peek_config, resolve_weights
@@ -106,6 +107,7 @@ __all__ = [
     "ToolChoice",
     "TopLogprob",
     "WeightsError",
+    "close_objects",
     "demo_weights",
     "hookimpl",
     "internal_error_message",

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from chat_qwen_awq.schema_limits import SchemaLimits, check_schema
-from host.sdk import ChatRequest, InvalidRequest, Tool
+from host.sdk import ChatRequest, InvalidRequest, Tool, close_objects
 
 #: Qwen2.5's tool-call tags (single added tokens in its vocabulary).
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
@@ -179,7 +179,7 @@ class Grammars:
                 "type": "object",
                 "properties": {
                     "name": {"const": t.name},
-                    "arguments": closed(t.parameters or {"type": "object", "properties": {}}),
+                    "arguments": close_objects(t.parameters or {"type": "object", "properties": {}}),
                 },
                 "required": ["name", "arguments"],
                 "additionalProperties": False,
@@ -246,30 +246,6 @@ class Grammars:
     def token_bytes(self, token: int) -> bytes:
         """The raw bytes of one token (for logprobs)."""
         return bytes(self.lltokenizer.decode_bytes([token]))
-
-
-def closed(schema: Any) -> Any:
-    """``schema`` with ``additionalProperties: false`` wherever an object lists its properties and
-    says nothing about others.
-
-    Used for tool arguments: a function takes the parameters it declares (OpenAI's strict mode
-    demands the same), and a weak model left free to invent keys may never close the object.
-    """
-    if isinstance(schema, list):
-        return [closed(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key in ("enum", "const", "default", "examples"):
-            out[key] = value
-        elif key == "properties" and isinstance(value, dict):  # its keys are names, not schemas
-            out[key] = {name: closed(sub) for name, sub in value.items()}
-        else:  # each subtree once: walking "properties" twice made this exponential in the nesting
-            out[key] = closed(value)
-    if "properties" in out and "additionalProperties" not in out:
-        out["additionalProperties"] = False
-    return out
 
 
 class PendingMasks:

@@ -242,7 +242,7 @@ def test_the_json_grammar_allows_no_free_whitespace(grammars: Any, tokenizer: An
 
 
 def test_tool_arguments_are_closed_objects_unless_the_schema_says_otherwise() -> None:
-    from chat_qwen_awq.grammar import closed
+    from host.sdk import close_objects
 
     schema = {
         "type": "object",
@@ -252,7 +252,7 @@ def test_tool_arguments_are_closed_objects_unless_the_schema_says_otherwise() ->
             "list": {"type": "array", "items": {"type": "object", "properties": {"x": {"enum": [{"properties": 1}]}}}},
         },
     }
-    out = closed(schema)
+    out = close_objects(schema)
     assert out["additionalProperties"] is False
     assert out["properties"]["where"]["additionalProperties"] is False
     assert out["properties"]["extra"]["additionalProperties"] is True
