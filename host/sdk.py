@@ -53,7 +53,7 @@ from host.contract.spec import (
 from host.demo import DemoModel, demo_weights
 from host.toolkit.batched import BatchBudgets, BatchedBackend
 from host.toolkit.batcher import BatcherClosed
-from host.toolkit.chat import ChatEngineBackend
+from host.toolkit.chat import ChatEngineBackend, queued_deltas
 from host.toolkit.json_schemas import close_objects
 from host.toolkit.textlimits import over_limit_prefix
 from host.toolkit.tokenizing import TokenizerEndpoints
@@ -113,5 +113,6 @@ __all__ = [
     "internal_error_message",
     "over_limit_prefix",
     "peek_config",
+    "queued_deltas",
     "resolve_weights",
 ]

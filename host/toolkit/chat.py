@@ -12,7 +12,7 @@ subclasses :class:`ChatEngineBackend` and supplies:
 - the tokens, in whichever form its engine gives them: :meth:`~ChatEngineBackend.tokens`, a plain
   *blocking* iterator of deltas (llama.cpp bindings, a transformers streamer, a sync HTTP client),
   run on a thread of its own; or :meth:`~ChatEngineBackend.stream`, an *async* generator (another
-  engine's async API, a queue fed by an engine thread).
+  engine's async API, a queue fed by an engine thread: :func:`queued_deltas` reads one).
 
 The base owns the rest: the threads, the bridge from a blocking iterator to the event loop,
 cancellation within one token (a client that leaves stops the iterator before its next item, and
@@ -44,6 +44,21 @@ P = TypeVar("P")
 T = TypeVar("T")
 
 _END = object()  # the blocking iterator is exhausted (the thread's last item)
+
+
+async def queued_deltas(queue: asyncio.Queue[Any]) -> AsyncIterator[ChatDelta]:
+    """The deltas an engine thread puts on ``queue`` (``call_soon_threadsafe``), until the last one
+    (it has a ``finish_reason``); an exception put there is raised."""
+    while True:
+        item = await queue.get()
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, ChatDelta)
+        yield item
+        if item.finish_reason is not None:
+            return
 
 
 class ChatEngineBackend(abc.ABC, Generic[P]):
@@ -201,16 +216,8 @@ class ChatEngineBackend(abc.ABC, Generic[P]):
         # Dropped from the pool's queue at unload: nothing will ever be put, so say why here.
         future.add_done_callback(lambda f: queue.put_nowait(self._not_loaded()) if f.cancelled() else None)
         try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                assert isinstance(item, ChatDelta)
-                yield item
-                if item.finish_reason is not None:
-                    return
+            async for delta in queued_deltas(queue):
+                yield delta
         finally:
             stop.set()
             # Returns once the iterator has stopped (within one step): only then may the lease go.

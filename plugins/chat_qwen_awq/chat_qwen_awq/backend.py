@@ -49,6 +49,7 @@ from host.sdk import (
     PlacementKind,
     ShuttingDown,
     TokenizerEndpoints,
+    queued_deltas,
     resolve_weights,
 )
 from host.toolkit.torch_utils import free_device_memory
@@ -212,7 +213,7 @@ class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
         seq = Sequence(prepared, engine.tokenizer, asyncio.get_running_loop())
         engine.submit(seq)
         try:
-            deltas = self._deltas(seq)
+            deltas = queued_deltas(seq.queue)
             if prepared.parse_reasoning:
                 opened = prepared.think is not None and prepared.think.opened
                 deltas = with_reasoning(deltas, open_block=opened)
@@ -225,23 +226,10 @@ class QwenAwqChatBackend(TokenizerEndpoints, ChatEngineBackend[Prepared]):
         finally:
             engine.cancel(seq)  # synchronous: a closed stream stops generating at the next step
 
-    @staticmethod
-    async def _deltas(seq: Sequence) -> AsyncIterator[ChatDelta]:
-        while True:
-            item = await seq.queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-            if item.finish_reason is not None:
-                return
-
     async def prompt_ids(self, request: ChatRequest) -> list[int]:
         """The prompt's token ids, as :meth:`prepare` makes them (``PromptTokens``: token counting)."""
-        return await self.on_prepare_thread(self._prompt_ids, request)
-
-    def _prompt_ids(self, request: ChatRequest) -> list[int]:
         assert self._preparer is not None
-        return self._preparer.prompt_ids(request)
+        return await self.on_prepare_thread(self._preparer.prompt_ids, request)
 
     def prepare(self, request: ChatRequest) -> Prepared:
         """Render and tokenise the conversation, check the context, build the constraint (prepare thread)."""

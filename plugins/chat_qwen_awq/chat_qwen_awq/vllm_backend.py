@@ -59,6 +59,7 @@ from host.sdk import (
     TokenizerEndpoints,
     TokenLogprob,
     TopLogprob,
+    queued_deltas,
     resolve_weights,
 )
 
@@ -173,13 +174,8 @@ class VllmStream:
     # -- event loop ----------------------------------------------------------------------------------
     async def deltas(self) -> AsyncIterator[ChatDelta]:
         """The stream's deltas until its last one; its error is raised."""
-        while True:
-            item = await self.queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-            if item.finish_reason is not None:
-                return
+        async for delta in queued_deltas(self.queue):
+            yield delta
 
 
 def _put_all(queue: asyncio.Queue[ChatDelta | BaseException], items: list[ChatDelta | BaseException]) -> None:
