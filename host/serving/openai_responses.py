@@ -223,56 +223,41 @@ class OpenAIResponses:
             for kind in ("response.created", "response.in_progress")
         )
 
-    def _open_reasoning(self, item: _OpenItem) -> bytes:
-        added = OutputItemEvent(
-            type="response.output_item.added",
-            sequence_number=self._next(),
-            output_index=item.index,
-            item=ReasoningItem(id=item.id, status="in_progress", content=[]),
+    def _item_event(self, kind: str, index: int, item: OutputItem) -> bytes:
+        """``response.output_item.{kind}`` (``added`` or ``done``)."""
+        event = OutputItemEvent(
+            type=f"response.output_item.{kind}", sequence_number=self._next(), output_index=index, item=item
         )
-        part = ContentPartEvent(
-            type="response.content_part.added",
+        return self._event(event)
+
+    def _part_event(self, kind: str, item: _OpenItem, part: OutputText | ReasoningText) -> bytes:
+        """``response.content_part.{kind}`` (``added`` or ``done``) of ``item``'s one content part."""
+        event = ContentPartEvent(
+            type=f"response.content_part.{kind}",
             sequence_number=self._next(),
             item_id=item.id,
             output_index=item.index,
             content_index=0,
-            part=ReasoningText(text=""),
+            part=part,
         )
-        return self._event(added) + self._event(part)
+        return self._event(event)
+
+    def _open_reasoning(self, item: _OpenItem) -> bytes:
+        added = self._item_event("added", item.index, ReasoningItem(id=item.id, status="in_progress", content=[]))
+        return added + self._part_event("added", item, ReasoningText(text=""))
 
     def _close_reasoning(self, item: _OpenItem, status: str, output: list[OutputItem]) -> bytes:
         done = ReasoningTextDoneEvent(
             sequence_number=self._next(), item_id=item.id, output_index=item.index, content_index=0, text=item.text
         )
-        part = ContentPartEvent(
-            type="response.content_part.done",
-            sequence_number=self._next(),
-            item_id=item.id,
-            output_index=item.index,
-            content_index=0,
-            part=ReasoningText(text=item.text),
-        )
+        events = self._event(done) + self._part_event("done", item, ReasoningText(text=item.text))
         whole = _reasoning_item(item.text, status, item.id)
         output.append(whole)
-        item_done = OutputItemEvent(
-            type="response.output_item.done", sequence_number=self._next(), output_index=item.index, item=whole
-        )
-        return self._event(done) + self._event(part) + self._event(item_done)
+        return events + self._item_event("done", item.index, whole)
 
     def _open_message(self, message: _OpenItem) -> list[bytes]:
-        item = OutputMessage(id=message.id, status="in_progress", content=[])
-        added = OutputItemEvent(
-            type="response.output_item.added", sequence_number=self._next(), output_index=message.index, item=item
-        )
-        part = ContentPartEvent(
-            type="response.content_part.added",
-            sequence_number=self._next(),
-            item_id=message.id,
-            output_index=message.index,
-            content_index=0,
-            part=OutputText(text=""),
-        )
-        return [self._event(added), self._event(part)]
+        added = self._item_event("added", message.index, OutputMessage(id=message.id, status="in_progress", content=[]))
+        return [added, self._part_event("added", message, OutputText(text=""))]
 
     def _close_message(self, message: _OpenItem, status: str, output: list[OutputItem]) -> list[bytes]:
         done = TextDoneEvent(
@@ -283,20 +268,10 @@ class OpenAIResponses:
             content_index=0,
             text=message.text,
         )
-        part = ContentPartEvent(
-            type="response.content_part.done",
-            sequence_number=self._next(),
-            item_id=message.id,
-            output_index=message.index,
-            content_index=0,
-            part=OutputText(text=message.text),
-        )
+        events = [self._event(done), self._part_event("done", message, OutputText(text=message.text))]
         item = _message(message.text, status, message.id)
         output.append(item)
-        item_done = OutputItemEvent(
-            type="response.output_item.done", sequence_number=self._next(), output_index=message.index, item=item
-        )
-        return [self._event(done), self._event(part), self._event(item_done)]
+        return [*events, self._item_event("done", message.index, item)]
 
     def _call_events(self, call: ToolCall, index: int, status: str, output: list[OutputItem]) -> list[bytes]:
         """A call arrives whole (the backend sends a call once its block is complete): its item, its
@@ -305,11 +280,7 @@ class OpenAIResponses:
         output.append(item)
         opening = msgspec.structs.replace(item, arguments="", status="in_progress")
         return [
-            self._event(
-                OutputItemEvent(
-                    type="response.output_item.added", sequence_number=self._next(), output_index=index, item=opening
-                )
-            ),
+            self._item_event("added", index, opening),
             self._event(
                 ArgumentsDeltaEvent(
                     type="response.function_call_arguments.delta",
@@ -329,11 +300,7 @@ class OpenAIResponses:
                     arguments=call.arguments,
                 )
             ),
-            self._event(
-                OutputItemEvent(
-                    type="response.output_item.done", sequence_number=self._next(), output_index=index, item=item
-                )
-            ),
+            self._item_event("done", index, item),
         ]
 
     def _snapshot(self, model: str, status: Any, output: list[OutputItem]) -> Response:
